@@ -1,0 +1,1 @@
+"""Cluster presets, one ``<id>.toml`` per node type (package data; no code)."""

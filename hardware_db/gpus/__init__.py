@@ -1,0 +1,1 @@
+"""GPU data files, one ``<id>.toml`` per GPU (package data; no code)."""

@@ -1,0 +1,1 @@
+"""Measured profiles written by ``autopar profile`` (package data; see README.md)."""

@@ -1,0 +1,61 @@
+"""autopar's planner: specs, model graph, cost model, search and interfaces.
+
+Public Python API (the CLI and the REST service are thin layers over these)::
+
+    from planner import catalog_model, load_model, load_cluster, count_params
+    spec = load_model("llama-3.1-70b")
+    count_params(spec).total            # 70_553_706_496
+"""
+
+from planner.catalog import (
+    CatalogModel,
+    catalog_model,
+    import_hf_config,
+    list_catalog_models,
+    load_cluster,
+    load_gpu,
+    load_link,
+    load_model,
+)
+from planner.errors import AutoparError, ImportFormatError, SpecError, UnknownNameError
+from planner.graph.params import ParamCounts, count_params, training_flops_per_token
+from planner.specs import (
+    ClusterSpec,
+    GPUSpec,
+    LinkSpec,
+    MLASpec,
+    ModelSpec,
+    MoESpec,
+    OptimizerSpec,
+    ParallelConfig,
+    PeakTflops,
+    WorkloadSpec,
+)
+
+__all__ = [
+    "AutoparError",
+    "CatalogModel",
+    "ClusterSpec",
+    "GPUSpec",
+    "ImportFormatError",
+    "LinkSpec",
+    "MLASpec",
+    "MoESpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "ParallelConfig",
+    "ParamCounts",
+    "PeakTflops",
+    "SpecError",
+    "UnknownNameError",
+    "WorkloadSpec",
+    "catalog_model",
+    "count_params",
+    "import_hf_config",
+    "list_catalog_models",
+    "load_cluster",
+    "load_gpu",
+    "load_link",
+    "load_model",
+    "training_flops_per_token",
+]

@@ -1,0 +1,1 @@
+"""The ``autopar`` command line (typer + rich): thin parsing and formatting over ``planner``."""

@@ -1,0 +1,60 @@
+"""The ``autopar`` typer application and its error boundary.
+
+Every ``AutoparError`` (and every usage error of the command line) becomes one line on
+stderr, ``autopar: error: <message>``, with exit code 2. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from planner.cli.catalog import hardware_app, models_app
+from planner.errors import AutoparError
+
+EXIT_USER_ERROR = 2
+
+app = typer.Typer(
+    name="autopar",
+    help="Plan, predict and emit parallel layouts for training large transformers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_app, name="models")
+app.add_typer(hardware_app, name="hardware")
+
+
+def fail(message: str) -> None:
+    """Print the one-line error and exit with the user-error code."""
+    first_line = " ".join(message.split())
+    print(f"autopar: error: {first_line}", file=sys.stderr)
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Command-line parsing errors: click's, and typer's own since it vendors click (0.25+)."""
+    errors: list[type[Exception]] = [click.ClickException]
+    typer_base = getattr(typer.exceptions, "TyperException", None)
+    if isinstance(typer_base, type):
+        errors.append(typer_base)
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app inside the error boundary."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="autopar", standalone_mode=False)
+    except (click.exceptions.Exit, typer.Exit) as done:
+        raise SystemExit(getattr(done, "exit_code", 0)) from None
+    except (click.exceptions.Abort, typer.Abort):
+        fail("aborted")
+    except AutoparError as error:
+        fail(str(error))
+    except _usage_errors() as error:
+        format_message = getattr(error, "format_message", None)
+        fail(format_message() if callable(format_message) else str(error))

@@ -1,0 +1,288 @@
+"""ParallelConfig: how a model is laid out over the GPUs, and every rule that makes it legal.
+
+Glossary (Megatron-LM's terms, which autopar uses throughout):
+  tp   tensor parallel: each layer's weights split over tp GPUs (innermost ranks)
+  cp   context parallel: every activation's sequence split over cp GPUs
+  dp   data parallel: replicas of the model; ``None`` means "whatever GPUs are left"
+  pp   pipeline parallel: layers split into pp stages (outermost ranks)
+  vpp  virtual pipeline stages per pipeline rank (interleaved 1F1B); ``None`` = not interleaved
+  ep   expert parallel: the experts of each MoE layer spread over ep GPUs, carved out of
+       the dp x cp x tp ranks ("MoE parallel folding"), so ep does not multiply the world size
+  etp  tensor parallel inside the expert MLPs (Megatron default: tp)
+  mbs  micro-batch size (sequences per forward/backward); gradient accumulation follows
+
+The world is ``tp * cp * dp * pp`` GPUs. Rules that involve only the layout are checked
+when a ``ParallelConfig`` is built; rules that involve the model, the cluster or the
+workload are checked by :func:`layout_violations` (each rule cites the Megatron-LM
+argument validation it mirrors: ../shared/reference/frameworks.md section 1.9, "rule N").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from planner.errors import SpecError
+from planner.specs._base import Spec
+from planner.specs.hardware import ClusterSpec
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+Recompute = Literal["none", "selective", "full"]
+RecomputeMethod = Literal["uniform", "block"]
+CpCommType = Literal["p2p", "all_gather", "a2a", "a2a+p2p"]
+
+
+class ParallelConfig(Spec):
+    """A parallel layout: degrees, micro-batch, sharding, recomputation, offload, overlap."""
+
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    dp: PositiveInt | None = Field(default=None, description="None: fill the remaining GPUs")
+    cp: PositiveInt = 1
+    ep: PositiveInt = 1
+    etp: PositiveInt | None = Field(default=None, description="expert TP; None means = tp")
+    vpp: PositiveInt | None = Field(default=None, description="virtual stages per PP rank")
+    mbs: PositiveInt = Field(default=1, description="micro-batch size in sequences")
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    distributed_optimizer: bool = Field(
+        default=False, description="Megatron's ZeRO-1-like sharding over DP x CP"
+    )
+    sequence_parallel: bool = False
+    recompute: Recompute = "none"
+    recompute_method: RecomputeMethod | None = None
+    recompute_num_layers: PositiveInt | None = None
+    offload_optimizer_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    cp_comm_type: CpCommType = "p2p"
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+    tp_comm_overlap: bool = False
+    first_stage_layers: PositiveInt | None = Field(
+        default=None, description="layers on the first pipeline stage (uneven split)"
+    )
+    last_stage_layers: PositiveInt | None = Field(
+        default=None, description="layers on the last pipeline stage (uneven split)"
+    )
+
+    @model_validator(mode="after")
+    def _check_own_rules(self) -> ParallelConfig:
+        problems = _own_rule_violations(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def expert_tp(self) -> int:
+        return self.etp if self.etp is not None else self.tp
+
+    @property
+    def model_parallel_size(self) -> int:
+        """GPUs that hold one replica of the model: tp x cp x pp."""
+        return self.tp * self.cp * self.pp
+
+    @property
+    def interleaved(self) -> bool:
+        return self.vpp is not None and self.vpp > 1
+
+    @property
+    def shards_optimizer(self) -> bool:
+        """Optimizer states are sharded over the data-parallel ranks (ZeRO >= 1 or dist-opt)."""
+        return self.distributed_optimizer or self.zero_stage >= 1
+
+
+def _own_rule_violations(layout: ParallelConfig) -> list[str]:
+    problems: list[str] = []
+    if layout.sequence_parallel and layout.tp == 1:
+        problems.append("sequence_parallel requires tp > 1 (rule 13)")
+    if layout.tp_comm_overlap and not layout.sequence_parallel:
+        problems.append("tp_comm_overlap requires sequence_parallel (rule 14)")
+    if layout.distributed_optimizer and layout.zero_stage >= 2:
+        problems.append(
+            f"distributed_optimizer is Megatron's ZeRO-1 sharding; it cannot be combined "
+            f"with zero_stage {layout.zero_stage}"
+        )
+    if layout.overlap_param_gather and not (layout.shards_optimizer and layout.overlap_grad_reduce):
+        problems.append(
+            "overlap_param_gather requires a sharded optimizer (distributed_optimizer or "
+            "zero_stage >= 1) and overlap_grad_reduce (rule 28)"
+        )
+    if layout.recompute != "full" and (
+        layout.recompute_method is not None or layout.recompute_num_layers is not None
+    ):
+        problems.append(
+            "recompute_method and recompute_num_layers apply only to recompute 'full' (rule 34)"
+        )
+    if layout.vpp is not None and layout.vpp > 1 and layout.pp == 1:
+        problems.append("vpp > 1 requires pp > 1 (rule 23)")
+    if (layout.first_stage_layers or layout.last_stage_layers) and layout.pp == 1:
+        problems.append("first_stage_layers/last_stage_layers require pp > 1")
+    return problems
+
+
+def resolve_data_parallel(layout: ParallelConfig, *, num_gpus: int) -> ParallelConfig:
+    """Fill ``dp`` from the GPU count, or check the given one (rule 1)."""
+    model_parallel = layout.model_parallel_size
+    if num_gpus % model_parallel != 0:
+        raise SpecError(
+            f"layout: the {num_gpus} GPUs are not divisible by tp x cp x pp = "
+            f"{layout.tp} x {layout.cp} x {layout.pp} = {model_parallel} (rule 1)"
+        )
+    dp = num_gpus // model_parallel
+    if layout.dp is not None and layout.dp != dp:
+        raise SpecError(
+            f"layout: tp x cp x dp x pp = {layout.tp} x {layout.cp} x {layout.dp} x "
+            f"{layout.pp} = {model_parallel * layout.dp} but the cluster has {num_gpus} GPUs"
+        )
+    return layout.model_copy(update={"dp": dp})
+
+
+def stage_layer_counts(model: ModelSpec, layout: ParallelConfig) -> list[int]:
+    """Transformer layers on each pipeline stage (first stage first).
+
+    Even split unless ``first_stage_layers``/``last_stage_layers`` are given; the middle
+    stages then share the rest evenly (Megatron's uneven split, rule 22). Raises
+    ``SpecError`` when the layers do not divide.
+    """
+    problems = _split_violations(model, layout)
+    if problems:
+        raise SpecError("layout: " + "; ".join(problems))
+    pp, total = layout.pp, model.num_layers
+    first = layout.first_stage_layers
+    last = layout.last_stage_layers
+    middle_stages = pp - (first is not None) - (last is not None)
+    middle_layers = total - (first or 0) - (last or 0)
+    per_middle = middle_layers // middle_stages if middle_stages else 0
+    counts = [per_middle] * pp
+    if first is not None:
+        counts[0] = first
+    if last is not None:
+        counts[-1] = last
+    return counts
+
+
+def _split_violations(model: ModelSpec, layout: ParallelConfig) -> list[str]:
+    pp, total, vpp = layout.pp, model.num_layers, layout.vpp or 1
+    first, last = layout.first_stage_layers, layout.last_stage_layers
+    if first is None and last is None:
+        if total % pp != 0:
+            return [f"num_layers ({total}) must be divisible by pp ({pp}) (rule 17)"]
+        if (total // pp) % vpp != 0:
+            return [f"layers per pipeline rank ({total // pp}) must be divisible by vpp ({vpp})"]
+        return []
+    middle_stages = pp - (first is not None) - (last is not None)
+    middle_layers = total - (first or 0) - (last or 0)
+    problems = []
+    if middle_layers < 0 or (middle_stages == 0) != (middle_layers == 0):
+        problems.append(
+            f"first/last stage layers ({first}, {last}) leave {middle_layers} layers for "
+            f"{middle_stages} middle stages (rule 22)"
+        )
+    elif middle_stages and middle_layers % middle_stages != 0:
+        problems.append(
+            f"the {middle_layers} middle layers must divide evenly over the "
+            f"{middle_stages} middle stages (rule 22)"
+        )
+    for label, count in (("first_stage_layers", first), ("last_stage_layers", last)):
+        if count is not None and count % vpp != 0:
+            problems.append(f"{label} ({count}) must be divisible by vpp ({vpp}) (rule 22)")
+    return problems
+
+
+def layout_violations(
+    *, model: ModelSpec, cluster: ClusterSpec, workload: WorkloadSpec, layout: ParallelConfig
+) -> list[str]:
+    """Every rule the layout breaks for this model, cluster and workload (empty: legal).
+
+    ``layout.dp`` must already be resolved (:func:`resolve_data_parallel`).
+    """
+    assert layout.dp is not None, "resolve_data_parallel first"
+    t, c, e, et = layout.tp, layout.cp, layout.ep, layout.expert_tp
+    problems: list[str] = []
+    heads, groups = model.num_attention_heads, model.kv_heads
+    if heads % t != 0:
+        problems.append(f"num_attention_heads ({heads}) must be divisible by tp ({t}) (rule 6)")
+    if model.mla is None and groups % t != 0:
+        problems.append(f"num_kv_heads ({groups}) must be divisible by tp ({t}) (rule 7)")
+    if model.ffn_hidden_size % t != 0:
+        problems.append(
+            f"ffn_hidden_size ({model.ffn_hidden_size}) must be divisible by tp ({t}) (rule 8)"
+        )
+    if c > 1 and workload.seq_len % (2 * c) != 0:
+        problems.append(
+            f"seq_len ({workload.seq_len}) must be divisible by 2 x cp = {2 * c} (rule 10)"
+        )
+    if c > 1 and layout.cp_comm_type in ("a2a", "a2a+p2p") and (heads // t) % c != 0:
+        problems.append(
+            f"cp_comm_type {layout.cp_comm_type} scatters heads: heads per TP rank "
+            f"({heads // t}) must be divisible by cp ({c}) (rule 16)"
+        )
+    problems.extend(_split_violations(model, layout))
+    if layout.interleaved:
+        microbatches = workload.sequences_per_step // (layout.mbs * layout.dp)
+        if microbatches < layout.pp:
+            problems.append(
+                f"interleaved schedule needs micro-batches per step ({microbatches}) >= pp "
+                f"({layout.pp}) (rule 24)"
+            )
+    if layout.recompute == "full" and layout.recompute_num_layers is not None:
+        per_stage = max(stage_layer_counts_or_even(model, layout))
+        if layout.recompute_num_layers > per_stage:
+            problems.append(
+                f"recompute_num_layers ({layout.recompute_num_layers}) exceeds the layers per "
+                f"pipeline stage ({per_stage}) (rule 33)"
+            )
+    problems.extend(_batch_violations(workload=workload, layout=layout))
+    problems.extend(_expert_violations(model=model, cluster=cluster, layout=layout, et=et, e=e))
+    if model.position_embedding == "learned" and workload.seq_len > model.max_position_embeddings:
+        problems.append(
+            f"seq_len ({workload.seq_len}) exceeds the learned position table "
+            f"({model.max_position_embeddings}) (rule 43)"
+        )
+    return problems
+
+
+def stage_layer_counts_or_even(model: ModelSpec, layout: ParallelConfig) -> list[int]:
+    """Stage layer counts, or the ceiling of an even split when the split is illegal."""
+    if _split_violations(model, layout):
+        return [-(-model.num_layers // layout.pp)] * layout.pp
+    return stage_layer_counts(model, layout)
+
+
+def _batch_violations(*, workload: WorkloadSpec, layout: ParallelConfig) -> list[str]:
+    assert layout.dp is not None
+    batch, per_step = workload.sequences_per_step, layout.mbs * layout.dp
+    if batch % per_step != 0:
+        return [
+            f"global batch ({batch} sequences) must be divisible by mbs x dp = {layout.mbs} x "
+            f"{layout.dp} = {per_step} (rule 26)"
+        ]
+    return []
+
+
+def _expert_violations(
+    *, model: ModelSpec, cluster: ClusterSpec, layout: ParallelConfig, et: int, e: int
+) -> list[str]:
+    problems: list[str] = []
+    if model.moe is None:
+        if e > 1:
+            problems.append(f"ep ({e}) > 1 requires an MoE model (rule 38)")
+        if layout.etp is not None and layout.etp != layout.tp:
+            problems.append("etp applies only to MoE models")
+        return problems
+    experts = model.moe.num_experts
+    if experts % e != 0:
+        problems.append(f"moe.num_experts ({experts}) must be divisible by ep ({e}) (rule 38)")
+    if cluster.num_gpus % (et * e * layout.pp) != 0:
+        problems.append(
+            f"the {cluster.num_gpus} GPUs must be divisible by etp x ep x pp = {et} x {e} x "
+            f"{layout.pp} (rule 2)"
+        )
+    if model.moe.expert_ffn_hidden_size % et != 0:
+        problems.append(
+            f"moe.expert_ffn_hidden_size ({model.moe.expert_ffn_hidden_size}) must be "
+            f"divisible by etp ({et}) (rule 8)"
+        )
+    if e > 1 and layout.tp > 1 and not layout.sequence_parallel:
+        problems.append("sequence_parallel must be on when tp > 1 and ep > 1 (rule 15)")
+    return problems
