@@ -220,10 +220,10 @@ def layout_violations(
     problems.extend(_split_violations(model, layout))
     if layout.interleaved:
         microbatches = workload.sequences_per_step // (layout.mbs * layout.dp)
-        if microbatches < layout.pp:
+        if microbatches < layout.pp or microbatches % layout.pp != 0:
             problems.append(
-                f"interleaved schedule needs micro-batches per step ({microbatches}) >= pp "
-                f"({layout.pp}) (rule 24)"
+                f"interleaved schedule needs micro-batches per step ({microbatches}) to be a "
+                f"multiple of pp ({layout.pp}) (rule 24)"
             )
     if layout.recompute == "full" and layout.recompute_num_layers is not None:
         per_stage = max(stage_layer_counts_or_even(model, layout))

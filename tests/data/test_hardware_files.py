@@ -202,7 +202,8 @@ def test_unknown_id_lists_the_known_ids(reader: object, what: str) -> None:
 
 def test_profiles_dir_has_readme_and_no_profiles_for_unknown_gpu() -> None:
     assert (hardware_db.profiles_dir() / "README.md").is_file()
-    assert hardware_db.list_profiles("h100-sxm") == []
+    assert hardware_db.list_profiles("a100-sxm-40gb") == []
+    assert "2026-11-23-h100-torch2.11-train-steps" in hardware_db.list_profiles("h100-sxm")
     with pytest.raises(UnknownHardwareError):
         hardware_db.list_profiles("h900")
 

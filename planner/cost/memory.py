@@ -1,0 +1,362 @@
+"""Per-stage, per-GPU memory: model states, activations in flight, transients, reserve.
+
+For every pipeline rank the model walks one training step as a sequence of moments and
+keeps the largest total:
+
+* forward peak: every in-flight micro-batch's saved activations (the count comes from
+  simulating the schedule, ``planner.cost.schedule``), plus, on the last stage, the
+  transient fp32 logits;
+* each moment of the backward of the last in-flight micro-batch, node by node from the
+  output layer down: activations of the nodes not yet back-propagated, gradients
+  allocated so far (when gradients are not a persistent buffer and there is no gradient
+  accumulation), and the node's own temporaries (gradient workspace, the recomputed
+  activations of a full-recompute group, the logits' gradient on the last stage);
+* the optimizer step: states, gradients and the optimizer's temporaries.
+
+Weights, optimizer states and persistent gradients are there at every moment. The largest
+moment is what ``torch.cuda.max_memory_allocated`` reports; on top of it come the memory
+the caching allocator cannot reuse (fragmentation) and what lives outside it (CUDA
+context, communication buffers), from ``MemoryReserve``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from planner.cost.frameworks import StateLayout
+from planner.cost.schedule import peak_in_flight
+from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, SavedBytes
+from planner.specs.layout import ParallelConfig, stage_layer_counts
+from planner.specs.model import ModelSpec
+
+OptimizerKind = Literal["fused", "foreach", "per_tensor"]
+"""How the optimizer step allocates temporaries: ``fused`` multi-tensor kernels (Apex /
+Transformer Engine / DeepSpeed FusedAdam) none; PyTorch's ``foreach`` AdamW one copy of
+every local parameter in the moment dtype (``_foreach_sqrt`` of the second moment);
+``per_tensor`` (``foreach=False``) two copies of the largest tensor (``sqrt`` and the
+division by the bias correction)."""
+
+
+@dataclass(frozen=True)
+class MemoryReserve:
+    """Memory beyond the allocator's peak: a fragmentation share and a fixed reserve."""
+
+    fragmentation: float
+    """Extra reserved (unusable) memory as a fraction of the allocated peak."""
+    non_allocator_bytes: float
+    """CUDA context, library workspaces and NCCL buffers, allocated outside PyTorch."""
+    source: str
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    """One GPU of one pipeline stage at its peak moment (bytes)."""
+
+    stage: int
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    transient: float
+    reserve: float
+    peak_moment: str
+    activations_in_flight: float
+    """Saved activations of every in-flight micro-batch at the forward peak (the number
+    Korthikanti et al. and Megatron's estimator report), whatever moment is the peak."""
+
+    @property
+    def allocated(self) -> float:
+        """What ``torch.cuda.max_memory_allocated`` would report."""
+        return self.weights + self.gradients + self.optimizer + self.activations + self.transient
+
+    @property
+    def total(self) -> float:
+        return self.allocated + self.reserve
+
+
+@dataclass(frozen=True)
+class MemoryContext:
+    """The slice of a request the memory model reads."""
+
+    model: ModelSpec
+    graph: ModelGraph
+    layout: ParallelConfig
+    states: StateLayout
+    num_gpus: int
+    microbatches: int
+    ddp_bucket_copy: bool
+    optimizer_kind: OptimizerKind
+    reserve: MemoryReserve
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A graph node as one GPU of a stage sees it, for one micro-batch."""
+
+    saved: float
+    grads: float
+    workspace: float
+
+
+def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
+    """Memory of one GPU of every pipeline stage, first stage first."""
+    chunks = _virtual_stages(ctx.model, ctx.layout)
+    return [_rank_memory(ctx, rank, chunks) for rank in range(ctx.layout.pp)]
+
+
+def _virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
+    """Layer indices of each virtual stage, in pipeline order (chunk-major: c * pp + rank)."""
+    counts = stage_layer_counts(model, layout)
+    vpp = layout.vpp or 1
+    stages: list[list[int]] = []
+    next_layer = 0
+    for _chunk in range(vpp):
+        for rank in range(layout.pp):
+            size = counts[rank] // vpp
+            stages.append(list(range(next_layer, next_layer + size)))
+            next_layer += size
+    return stages
+
+
+def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> StageMemory:
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    last_virtual = len(chunks) - 1
+    my_chunks = [chunk * layout.pp + rank for chunk in range(vpp)]
+    nodes_per_chunk = [_chunk_nodes(ctx, chunks, virtual) for virtual in my_chunks]
+    chunk_saved = [sum(node.saved for node in nodes) for nodes in nodes_per_chunk]
+    per_microbatch = chunk_saved
+    in_flight = peak_in_flight(
+        rank=rank,
+        pp=layout.pp,
+        vpp=vpp,
+        microbatches=ctx.microbatches,
+        chunk_bytes=per_microbatch,
+    )
+    weights_params, expert_params = _stage_params(ctx, rank, chunks)
+    weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
+    grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
+    static_grads = grads_full if grads_accumulate else 0.0
+    extra = _gathered_weights(ctx, chunks, my_chunks) + (grads_full if ctx.ddp_bucket_copy else 0)
+
+    moments: list[tuple[str, float, float, float]] = []  # name, activations, grads, transient
+    is_last = last_virtual in my_chunks
+    head_transient = _head_transient(ctx, backward=False) if is_last else 0.0
+    moments.append(("forward", in_flight, static_grads, head_transient))
+    # backward of the last in-flight micro-batch through the chunk with the most activations
+    busiest = max(range(vpp), key=lambda c: per_microbatch[c])
+    others = in_flight - per_microbatch[busiest]
+    nodes = nodes_per_chunk[busiest]
+    grad_scale = 0.0 if grads_accumulate else grads_full / max(sum(n.grads for n in nodes), 1.0)
+    for position in range(len(nodes) - 1, -1, -1):
+        held = sum(node.saved for node in nodes[: position + 1])
+        earlier = sum(node.grads for node in nodes[position + 1 :]) * grad_scale
+        own = nodes[position].grads * grad_scale
+        # a node's temporaries (its activation gradients) peak before its weight
+        # gradients exist; once those are written, the temporaries are gone
+        moments.append(
+            (
+                f"backward:{position}",
+                others + held,
+                static_grads + earlier,
+                nodes[position].workspace,
+            )
+        )
+        moments.append((f"backward:{position}", others + held, static_grads + earlier + own, 0.0))
+    moments.append(
+        ("optimizer", 0.0, grads_full, _optimizer_temporaries(ctx, weights_params + expert_params))
+    )
+    name, activations, gradients, transient = max(moments, key=lambda m: m[1] + m[2] + m[3])
+    allocated = weights + optimizer + activations + gradients + transient + extra
+    reserve = allocated * ctx.reserve.fragmentation + ctx.reserve.non_allocator_bytes
+    return StageMemory(
+        stage=rank,
+        weights=weights,
+        gradients=gradients,
+        optimizer=optimizer,
+        activations=activations,
+        transient=transient + extra,
+        reserve=reserve,
+        peak_moment=name,
+        activations_in_flight=in_flight,
+    )
+
+
+def _tokens(ctx: MemoryContext) -> float:
+    """Tokens of one micro-batch on one GPU before sequence-parallel splitting."""
+    return ctx.layout.mbs * ctx.graph.seq_len / ctx.layout.cp
+
+
+def _per_token(ctx: MemoryContext, saved: SavedBytes) -> float:
+    layout = ctx.layout
+    return saved.sharded(
+        tp=layout.tp,
+        sp_divisor=layout.tp if layout.sequence_parallel else 1,
+        etp=layout.expert_tp,
+        selective=layout.recompute == "selective",
+        cp=layout.cp,
+    )
+
+
+def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> list[_Node]:
+    """The nodes of one virtual stage, in forward order, as one GPU holds them."""
+    layout, tokens = ctx.layout, _tokens(ctx)
+    sp_divisor = layout.tp if layout.sequence_parallel else 1
+    nodes: list[_Node] = []
+    if virtual == 0:
+        nodes.append(_edge(ctx, ctx.graph.embedding))
+    layer_ids = chunks[virtual]
+    recomputed = _recomputed_groups(layout, len(layer_ids))
+    for position, layer_id in enumerate(layer_ids):
+        layer = ctx.graph.layers[layer_id]
+        casts = layer.weight_cast_bytes / layout.tp
+        full = tokens * _per_token(ctx, layer.saved) + casts
+        workspace = tokens * layer.backward_workspace_per_token / layout.tp
+        group = recomputed.get(position)
+        if group is None:
+            saved = full
+        else:
+            first, size = group
+            stored_input = tokens * layer.input_bytes_per_token / sp_divisor
+            saved = stored_input if position == first else 0.0
+            group_layers = [ctx.graph.layers[layer_ids[first + k]] for k in range(size)]
+            workspace += sum(
+                tokens * _per_token(ctx, g.saved) + g.weight_cast_bytes / layout.tp
+                for g in group_layers
+            )
+        nodes.append(_Node(saved=saved, grads=_layer_param_count(ctx, layer), workspace=workspace))
+    if virtual == len(chunks) - 1:
+        nodes.append(_edge(ctx, ctx.graph.output, transient=_head_transient(ctx, backward=True)))
+    return nodes
+
+
+def _recomputed_groups(layout: ParallelConfig, layers: int) -> dict[int, tuple[int, int]]:
+    """Position -> (first position of its recompute group, group size) for full recompute.
+
+    ``uniform``: the chunk's layers in groups of ``recompute_num_layers``, each keeping
+    only its input. ``block``: the first ``recompute_num_layers`` layers, one at a time.
+    """
+    if layout.recompute != "full":
+        return {}
+    count = layout.recompute_num_layers or 1
+    groups: dict[int, tuple[int, int]] = {}
+    if layout.recompute_method == "block":
+        for position in range(min(count, layers)):
+            groups[position] = (position, 1)
+        return groups
+    for first in range(0, layers, count):
+        size = min(count, layers - first)
+        for position in range(first, first + size):
+            groups[position] = (first, size)
+    return groups
+
+
+def _edge(ctx: MemoryContext, node: EdgeNode, *, transient: float = 0.0) -> _Node:
+    tokens = _tokens(ctx)
+    return _Node(
+        saved=tokens * _per_token(ctx, node.saved) + node.weight_cast_bytes / ctx.layout.tp,
+        grads=node.params.per_gpu(tp=ctx.layout.tp, expert_shards=1),
+        workspace=transient,
+    )
+
+
+def _head_transient(ctx: MemoryContext, *, backward: bool) -> float:
+    output = ctx.graph.output
+    per_token = (
+        output.backward_transient_per_token if backward else output.forward_transient_per_token
+    )
+    return _tokens(ctx) * per_token / ctx.layout.tp
+
+
+def _expert_shards(ctx: MemoryContext) -> int:
+    return ctx.layout.ep * ctx.layout.expert_tp
+
+
+def _layer_param_count(ctx: MemoryContext, layer: LayerNode) -> float:
+    return layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=_expert_shards(ctx))
+
+
+def _stage_params(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> tuple[float, float]:
+    """(non-expert, routed-expert) parameters on one GPU of pipeline rank ``rank``."""
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    dense = expert = 0.0
+    for chunk in range(vpp):
+        virtual = chunk * layout.pp + rank
+        for layer_id in chunks[virtual]:
+            params = ctx.graph.layers[layer_id].params
+            dense += params.per_gpu(tp=layout.tp, expert_shards=1) - params.expert
+            expert += params.expert / _expert_shards(ctx)
+        if virtual == 0:
+            dense += ctx.graph.embedding.params.per_gpu(tp=layout.tp, expert_shards=1)
+        if virtual == len(chunks) - 1:
+            dense += ctx.graph.output.params.per_gpu(tp=layout.tp, expert_shards=1)
+            if ctx.graph.tied_embeddings and layout.pp > 1:
+                # Megatron keeps a copy of the tied embedding on the last stage for the output
+                dense += ctx.graph.embedding.params.tp / layout.tp
+    return dense, expert
+
+
+def effective_zero_stage(ctx: MemoryContext) -> int:
+    """The ZeRO stage the states follow: FSDP2 (``fsdp`` layout) always shards everything."""
+    return 3 if ctx.states.name == "fsdp" else ctx.layout.zero_stage
+
+
+def _states(ctx: MemoryContext, dense: float, expert: float) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer states) in bytes on one GPU."""
+    layout, states = ctx.layout, ctx.states
+    dense_shards = (layout.dp or 1) * layout.cp
+    expert_shards = ctx.num_gpus // (layout.expert_tp * layout.ep * layout.pp)
+
+    def sharded(bytes_per_param: float, *, when: bool) -> float:
+        if not when:
+            return bytes_per_param * (dense + expert)
+        return bytes_per_param * (dense / dense_shards + expert / max(expert_shards, 1))
+
+    zero = effective_zero_stage(ctx)
+    weights = sharded(states.weight_bytes, when=zero >= 3)
+    grads = sharded(states.grad_bytes, when=zero >= 2)
+    optimizer = sharded(states.master_bytes + states.moment_bytes, when=layout.shards_optimizer)
+    return weights, grads, optimizer * (1.0 - layout.offload_optimizer_fraction)
+
+
+def _gathered_weights(ctx: MemoryContext, chunks: list[list[int]], mine: list[int]) -> float:
+    """Under ZeRO-3 / FSDP: the unsharded copy of the running layer and the prefetched next."""
+    if effective_zero_stage(ctx) < 3:
+        return 0.0
+    layer_ids = [i for virtual in mine for i in chunks[virtual]]
+    if not layer_ids:
+        return 0.0
+    largest = max(_layer_param_count(ctx, ctx.graph.layers[i]) for i in layer_ids)
+    gathered = 2 * largest * ctx.states.gathered_weight_bytes
+    unsharded_grads = largest * ctx.states.grad_bytes
+    return gathered + unsharded_grads
+
+
+def _optimizer_temporaries(ctx: MemoryContext, local_params: float) -> float:
+    bytes_per_element = ctx.states.moment_bytes / 2
+    if ctx.optimizer_kind == "fused":
+        return 0.0
+    if ctx.optimizer_kind == "foreach":
+        return bytes_per_element * local_params
+    return 2 * bytes_per_element * _largest_tensor(ctx)
+
+
+def _largest_tensor(ctx: MemoryContext) -> float:
+    """Elements of the largest single parameter tensor on one GPU."""
+    model, tp = ctx.model, ctx.layout.tp
+    candidates = [model.vocab_size * model.hidden_size / tp]
+    candidates.append(model.ffn_hidden_size * model.hidden_size / tp)
+    if model.moe is not None:
+        candidates.append(
+            model.moe.expert_ffn_hidden_size * model.hidden_size / ctx.layout.expert_tp
+        )
+    return max(candidates)
+
+
+def gib(value: float) -> float:
+    """Bytes to GiB (2^30), rounded for reports."""
+    return round(value / 2**30, 3)
+
+
+def fits(capacity_bytes: float, stages: list[StageMemory]) -> bool:
+    return all(stage.total <= capacity_bytes for stage in stages)

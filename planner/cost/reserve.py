@@ -1,0 +1,123 @@
+"""Memory that is not the model's: allocator fragmentation, CUDA context, NCCL buffers.
+
+Fragmentation and the non-allocator share (CUDA context, cuBLAS/cuDNN workspaces) come
+from our own training-step measurements (``benchmarks/measure``), stored as package data
+under ``hardware_db/profiles/<gpu>/<profile>/train_steps.jsonl``:
+
+* fragmentation = median over the measured runs of
+  (peak reserved - peak allocated) / peak allocated;
+* non-allocator bytes = median of (device memory in use per ``cudaMemGetInfo``) minus
+  (memory reserved by PyTorch's caching allocator), read after the timed steps.
+
+A GPU without its own measurement uses the measurement of another GPU (the record says
+which), since both numbers are properties of the software stack more than of the chip.
+
+NCCL buffers are derived from NCCL's documented defaults, not measured (no multi-GPU run
+is stored yet): per communicator of more than one rank, NCCL allocates for each channel and
+each ring neighbour a SIMPLE buffer of ``NCCL_BUFFSIZE`` (4 MiB default, NCCL environment
+variable documentation) and LL128/LL buffers of about the same total again; we count
+2 neighbours x 16 channels x 2 x 4 MiB = 256 MiB per communicator.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from functools import cache
+
+import hardware_db
+from planner.cost.memory import MemoryReserve, OptimizerKind
+from planner.specs.hardware import GPUSpec
+from planner.specs.layout import ParallelConfig
+
+NCCL_BYTES_PER_COMMUNICATOR = 2 * 16 * 2 * 4 * 2**20
+MEASUREMENTS_FILE = "train_steps.jsonl"
+
+OPTIMIZER_KIND: dict[str, OptimizerKind] = {
+    "megatron": "fused",  # Transformer Engine / Apex FusedAdam (multi-tensor apply)
+    "deepspeed": "fused",  # DeepSpeed FusedAdam
+    "torchtitan": "foreach",  # torch.optim.AdamW with its default foreach implementation
+    "pytorch": "per_tensor",  # benchmarks/measure: AdamW(foreach=False)
+}
+
+
+@cache
+def measured_records(gpu_id: str) -> tuple[dict, ...]:
+    """Every training-step record stored for ``gpu_id`` (out-of-memory runs included)."""
+    records: list[dict] = []
+    for profile in hardware_db.list_profiles(gpu_id):
+        path = hardware_db.profiles_dir() / gpu_id / profile / MEASUREMENTS_FILE
+        if path.is_file():
+            records.extend(
+                json.loads(line) for line in path.read_text().splitlines() if line.strip()
+            )
+    return tuple(records)
+
+
+def measured_runs(gpu_id: str) -> tuple[dict, ...]:
+    """Measured single-process training steps of ``gpu_id`` that completed."""
+    return tuple(
+        record
+        for record in measured_records(gpu_id)
+        if not record.get("oom")
+        and record["config"].get("mode", "single") == "single"
+        and record["memory"].get("timed_peak_allocated")
+    )
+
+
+def _fallback_gpu(gpu: GPUSpec) -> str | None:
+    if measured_runs(gpu.id):
+        return gpu.id
+    for other in hardware_db.list_gpus():
+        if measured_runs(other):
+            return other
+    return None
+
+
+def usable_capacity_bytes(gpu: GPUSpec) -> tuple[float, str]:
+    """Memory the driver gives PyTorch (``total_memory``) where measured, else the datasheet.
+
+    An "80 GB" H100 reports 85,017,493,504 bytes (79.2 GiB), not 80 GiB: part of the HBM
+    is held back by the driver. Only a measurement of the same GPU is used.
+    """
+    totals = [
+        r["provenance"]["gpu_total_memory_bytes"]
+        for r in measured_runs(gpu.id)
+        if r["provenance"].get("gpu_total_memory_bytes")
+    ]
+    if totals:
+        return float(statistics.median(totals)), "measured total_memory"
+    return float(gpu.memory_bytes), "datasheet"
+
+
+def memory_reserve(gpu: GPUSpec, *, layout: ParallelConfig) -> MemoryReserve:
+    """Fragmentation and fixed reserve for ``gpu`` running ``layout``."""
+    communicators = sum(
+        degree > 1 for degree in (layout.tp, layout.cp, layout.dp or 1, layout.pp, layout.ep)
+    )
+    nccl = communicators * NCCL_BYTES_PER_COMMUNICATOR
+    source_gpu = _fallback_gpu(gpu)
+    if source_gpu is None:
+        return MemoryReserve(
+            fragmentation=0.0,
+            non_allocator_bytes=nccl,
+            source="No measured profile: fragmentation and CUDA context not included.",
+        )
+    runs = measured_runs(source_gpu)
+    fragmentation = statistics.median(
+        r["memory"]["timed_peak_reserved"] / r["memory"]["timed_peak_allocated"] - 1 for r in runs
+    )
+    non_allocator = statistics.median(
+        [r["memory"]["non_allocator_bytes"] for r in runs if "non_allocator_bytes" in r["memory"]]
+        or [0.0]
+    )
+    return MemoryReserve(
+        fragmentation=fragmentation,
+        non_allocator_bytes=non_allocator + nccl,
+        source=(
+            f"Reserve: fragmentation {fragmentation:.1%} and CUDA context "
+            f"{non_allocator / 2**30:.2f} GiB measured on {source_gpu} ({len(runs)} runs)"
+            + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")
+            + "."
+        ),
+    )

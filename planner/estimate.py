@@ -1,0 +1,181 @@
+"""estimate(): the single entry that turns specs and a layout into predictions.
+
+It fills the knobs the user left unset with the framework's defaults, resolves the layout
+against the cluster (the data-parallel degree), checks every rule, builds the model graph
+once and runs the cost model on it. The result is a pydantic ``Estimate`` whose JSON is
+what ``autopar estimate --json`` prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from planner.cost.frameworks import (
+    DEFAULT_STATE_LAYOUT,
+    Framework,
+    implementation,
+    state_layout,
+)
+from planner.cost.memory import (
+    MemoryContext,
+    OptimizerKind,
+    StageMemory,
+    gib,
+    stage_memory,
+)
+from planner.cost.reserve import OPTIMIZER_KIND, memory_reserve, usable_capacity_bytes
+from planner.errors import SpecError
+from planner.graph.build import build_graph
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+
+class StageReport(BaseModel):
+    """One GPU of one pipeline stage, GiB (2^30 bytes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: int
+    weights_gib: float
+    gradients_gib: float
+    optimizer_gib: float
+    activations_gib: float
+    other_gib: float
+    total_gib: float
+    allocated_gib: float
+    """What ``torch.cuda.max_memory_allocated`` would show (total less the reserve)."""
+    activations_in_flight_gib: float
+    """Saved activations of all in-flight micro-batches at the forward peak."""
+    peak_moment: str
+
+
+class MemoryReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    capacity_gib: float
+    peak_gib: float
+    fits: bool
+    headroom_gib: float
+    reserve_source: str
+    stages: list[StageReport]
+
+
+class Estimate(BaseModel):
+    """Predictions for one layout: the resolved config and the memory per stage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: dict[str, Any]
+    memory: MemoryReport
+
+
+FRAMEWORK_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
+    # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
+    "torchtitan": {"zero_stage": 3},
+}
+
+
+def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) -> ParallelConfig:
+    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's."""
+    defaults = {
+        key: value
+        for key, value in FRAMEWORK_LAYOUT_DEFAULTS.get(framework, {}).items()
+        if key not in layout.model_fields_set
+    }
+    if not defaults:
+        return layout
+    return ParallelConfig(**{**layout.model_dump(exclude_unset=True), **defaults})
+
+
+def estimate(
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    layout: ParallelConfig,
+    framework: Framework = "megatron",
+    state_layout_name: str | None = None,
+    flash_attention: bool = True,
+    optimizer_impl: OptimizerKind | None = None,
+) -> Estimate:
+    """Predict per-stage memory of ``layout`` for ``model`` on ``cluster`` for ``workload``.
+
+    Raises ``SpecError`` naming every rule the layout breaks.
+    """
+    layout = apply_framework_defaults(layout, framework=framework)
+    resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
+    problems = layout_violations(model=model, cluster=cluster, workload=workload, layout=resolved)
+    if problems:
+        raise SpecError("layout: " + "; ".join(problems))
+    states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
+    impl = implementation(
+        framework=framework,
+        layout=states,
+        precision=workload.precision,
+        flash_attention=flash_attention,
+    )
+    graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
+    assert resolved.dp is not None
+    microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
+    reserve = memory_reserve(cluster.gpu, layout=resolved)
+    ctx = MemoryContext(
+        model=model,
+        graph=graph,
+        layout=resolved,
+        states=states,
+        num_gpus=cluster.num_gpus,
+        microbatches=microbatches,
+        ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
+        optimizer_kind=optimizer_impl or OPTIMIZER_KIND[framework],
+        reserve=reserve,
+    )
+    stages = stage_memory(ctx)
+    capacity, capacity_source = usable_capacity_bytes(cluster.gpu)
+    peak = max(stage.total for stage in stages)
+    config = {
+        "model": model.name,
+        "cluster": cluster.name,
+        "gpu": cluster.gpu.id,
+        "num_gpus": cluster.num_gpus,
+        "nodes": cluster.nodes,
+        "seq_len": workload.seq_len,
+        "global_batch": workload.sequences_per_step,
+        "global_batch_tokens": workload.tokens_per_step,
+        "precision": workload.precision,
+        "framework": framework,
+        "state_layout": states.name,
+        "flash_attention": flash_attention,
+        "optimizer_impl": optimizer_impl or OPTIMIZER_KIND[framework],
+        "microbatches": microbatches,
+        **resolved.model_dump(mode="json"),
+    }
+    return Estimate(
+        config=config,
+        memory=MemoryReport(
+            capacity_gib=gib(capacity),
+            peak_gib=gib(peak),
+            fits=peak <= capacity,
+            headroom_gib=gib(capacity - peak),
+            reserve_source=f"Capacity: {capacity_source}. {reserve.source}",
+            stages=[_stage_report(stage) for stage in stages],
+        ),
+    )
+
+
+def _stage_report(stage: StageMemory) -> StageReport:
+    return StageReport(
+        stage=stage.stage,
+        weights_gib=gib(stage.weights),
+        gradients_gib=gib(stage.gradients),
+        optimizer_gib=gib(stage.optimizer),
+        activations_gib=gib(stage.activations),
+        other_gib=gib(stage.transient + stage.reserve),
+        total_gib=gib(stage.total),
+        allocated_gib=gib(stage.allocated),
+        activations_in_flight_gib=gib(stage.activations_in_flight),
+        peak_moment=stage.peak_moment,
+    )

@@ -1,0 +1,254 @@
+"""build_graph(model, seq_len, implementation) -> ModelGraph: per-layer params and saved bytes.
+
+Saved activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in
+Large Transformer Models", section 4.1): for GPT (MHA, GELU, f = 4h, dropout, no flash
+attention) a layer saves s·b·h·(34 + 5·a·s/h) bytes, which this module reproduces exactly
+(``tests/graph/test_activations.py``). Departures, each from the same tensor-by-tensor
+accounting:
+
+* GQA/MQA: K and V have ``kv_heads·d`` features instead of h.
+* Gated MLPs (SwiGLU/GeGLU): an eager implementation (torchtitan, HuggingFace, plain
+  PyTorch) saves both first-linear outputs, the activation output and their product
+  (4·f per token); Megatron's fused ``bias_swiglu`` saves the first linear's 2·f output and
+  the second linear's f input (3·f).
+* RMSNorm and LayerNorm kernels save their input and an fp32 statistic per token.
+* Flash attention (Megatron with Transformer Engine, ``scaled_dot_product_attention``)
+  keeps no s² scores, only an fp32 log-sum-exp per head and token.
+* No dropout (Llama-style models): no masks.
+* ``torch.autocast`` over fp32 weights: the residual stream is fp32, each Linear casts its
+  input separately (three copies for q, k, v; two for a gated MLP) and keeps a bf16 copy
+  of its weight per micro-batch in flight. This is what ``benchmarks/measure/llama.py``
+  does; its docstring lists every saved tensor.
+* MoE layers: each token's k routed copies (times the capacity factor when tokens are
+  dropped) save the expert MLP's activations; the router keeps fp32 logits and probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, ParamSplit, SavedBytes
+from planner.graph.params import layer_params, norm_params
+from planner.specs.model import ModelSpec
+
+NORM_STATISTIC_BYTES = 4
+"""One fp32 value per token per norm (rstd, or mean and rstd counted as one for LayerNorm
+kernels that save both as fp32 of b·s elements each: Apex/TE save ``mu`` and ``rsigma``)."""
+MASK_BYTES = 1
+"""Dropout masks are kept as one byte per element (Korthikanti et al. 2022, section 4.1)."""
+TOKEN_ID_BYTES = 8
+"""int64 token ids the embedding keeps for its backward."""
+LOGSUMEXP_BYTES = 4
+"""Flash attention's fp32 log-sum-exp, one per head and token."""
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """What a framework's kernels keep for backward (see the module docstring)."""
+
+    name: str
+    residual_bytes: int
+    """Bytes per element of the residual stream (2 in bf16/fp16 training, 4 under autocast)."""
+    activation_bytes: int
+    """Bytes per element of activations computed by the matrix multiplications."""
+    flash_attention: bool = True
+    fused_gated_mlp: bool = False
+    casts_linear_inputs: bool = False
+    casts_weights: bool = False
+    fused_cross_entropy: bool = False
+    """Megatron's vocab-parallel cross entropy works in place on its fp32 logits."""
+
+
+def build_graph(model: ModelSpec, *, seq_len: int, implementation: Implementation) -> ModelGraph:
+    """The per-layer graph of ``model`` for sequences of ``seq_len`` tokens."""
+    layers = tuple(
+        _layer_node(model, index, seq_len=seq_len, impl=implementation)
+        for index in range(model.num_layers)
+    )
+    return ModelGraph(
+        layers=layers,
+        embedding=_embedding_node(model),
+        output=_output_node(model, impl=implementation),
+        seq_len=seq_len,
+        tied_embeddings=model.tie_embeddings,
+    )
+
+
+def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementation) -> LayerNode:
+    counts = layer_params(model, index)
+    is_moe = model.is_moe_layer(index)
+    replicated = (
+        counts.norms
+        + _replicated_attention_params(model)
+        + _row_parallel_mlp_bias(model, is_moe=model.is_moe_layer(index))
+    )
+    expert = _routed_expert_params(model) if is_moe else 0
+    params = ParamSplit(tp=counts.total - replicated - expert, replicated=replicated, expert=expert)
+    attention_tp, scores = _attention_saved(model, seq_len=seq_len, impl=impl)
+    mlp_tp, mlp_ep, mlp_sp, workspace = _mlp_saved(model, is_moe=is_moe, impl=impl)
+    saved = SavedBytes(
+        tp=attention_tp + mlp_tp,
+        sp=_sp_saved(model, impl=impl) + mlp_sp,
+        ep_tp=mlp_ep,
+        attention_scores=scores,
+    )
+    matmul_weights = (
+        counts.attention_matmul + (counts.mlp - counts.mlp_active) + (counts.mlp_active_matmul)
+    )
+    return LayerNode(
+        index=index,
+        is_moe=is_moe,
+        params=params,
+        matmul_params_active=counts.active_matmul,
+        saved=saved,
+        input_bytes_per_token=impl.residual_bytes * model.hidden_size,
+        backward_workspace_per_token=workspace,
+        weight_cast_bytes=2.0 * matmul_weights if impl.casts_weights else 0.0,
+    )
+
+
+def _replicated_attention_params(model: ModelSpec) -> int:
+    """Attention parameters every TP rank holds: the output bias and the q/k/latent norms."""
+    count = model.hidden_size if model.attention_output_bias else 0
+    if model.qk_norm:
+        count += 2 * norm_params(model, model.kv_channels)
+    if model.mla is not None:
+        count += norm_params(model, model.mla.kv_lora_rank)
+        if model.mla.q_lora_rank is not None:
+            count += norm_params(model, model.mla.q_lora_rank)
+    return count
+
+
+def _row_parallel_mlp_bias(model: ModelSpec, *, is_moe: bool) -> int:
+    """The second MLP linear's bias: a row-parallel linear keeps it whole on every TP rank."""
+    if not model.mlp_bias or is_moe:
+        return 0
+    return model.hidden_size
+
+
+def _routed_expert_params(model: ModelSpec) -> int:
+    """Routed-expert weights of one MoE layer (split over ep x etp)."""
+    assert model.moe is not None
+    h, f = model.hidden_size, model.moe.expert_ffn_hidden_size
+    per_expert = (3 if model.gated_mlp else 2) * h * f
+    if model.mlp_bias:
+        per_expert += (2 * f + h) if model.gated_mlp else (f + h)
+    return model.moe.num_experts * per_expert
+
+
+def _norms_per_layer(model: ModelSpec) -> int:
+    return 1 if model.shared_layer_norm else model.norms_per_layer
+
+
+def _sp_saved(model: ModelSpec, *, impl: Implementation) -> float:
+    """Bytes per token outside the TP region: norm inputs, first-linear inputs, masks."""
+    h, act = model.hidden_size, impl.activation_bytes
+    norms = _norms_per_layer(model) * (impl.residual_bytes * h + NORM_STATISTIC_BYTES)
+    q_k_v_linears = 1 if model.mla is not None else 3
+    attention_input = act * h * (q_k_v_linears if impl.casts_linear_inputs else 1)
+    mlp_linears = 2 if model.gated_mlp else 1
+    mlp_input = act * h * (mlp_linears if impl.casts_linear_inputs else 1)
+    if model.shared_layer_norm and not impl.casts_linear_inputs:
+        mlp_input = 0.0  # attention and MLP read the same norm output
+    masks = 2 * MASK_BYTES * h if model.hidden_dropout > 0 else 0.0
+    return norms + attention_input + mlp_input + masks
+
+
+def _attention_saved(
+    model: ModelSpec, *, seq_len: int, impl: Implementation
+) -> tuple[float, float]:
+    """(tp-region bytes per token, attention-score bytes per token) of one attention block."""
+    act, a = impl.activation_bytes, model.num_attention_heads
+    if model.mla is not None:
+        mla = model.mla
+        qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        latents = mla.kv_lora_rank + mla.qk_rope_head_dim + (mla.q_lora_rank or 0)
+        # latents, q, k (nope + rope per head), v, attention output (= projection input)
+        tp_bytes = act * (latents + 2 * a * qk + 2 * a * mla.v_head_dim)
+    else:
+        d, kv = model.kv_channels, model.kv_heads
+        # q, k, v and the attention output, which is also the output projection's input
+        tp_bytes = act * (2 * a * d + 2 * kv * d)
+    if impl.flash_attention:
+        return tp_bytes, LOGSUMEXP_BYTES * a
+    scores = act * a * seq_len  # softmax output
+    if model.attention_dropout > 0:
+        scores += MASK_BYTES * a * seq_len + act * a * seq_len  # mask and dropped-out probs
+    return tp_bytes, scores
+
+
+def _mlp_saved(
+    model: ModelSpec, *, is_moe: bool, impl: Implementation
+) -> tuple[float, float, float, float]:
+    """(tp bytes, ep_tp bytes, sp bytes, backward workspace) per token of one MLP block."""
+    act = impl.activation_bytes
+    dense_per_width = _mlp_intermediate_bytes(model, impl) * act
+    workspace_per_width = (3 if model.gated_mlp and not impl.fused_gated_mlp else 2) * act
+    if not is_moe:
+        f = model.ffn_hidden_size
+        return dense_per_width * f, 0.0, 0.0, workspace_per_width * f
+    moe = model.moe
+    assert moe is not None
+    routed_copies = moe.top_k * (moe.capacity_factor or 1.0)
+    routed = routed_copies * dense_per_width * moe.expert_ffn_hidden_size
+    shared_width = moe.num_shared_experts * moe.shared_ffn_hidden_size
+    shared = dense_per_width * shared_width
+    # each routed copy of a token is an expert input; the router keeps fp32 logits and probs
+    dispatch = routed_copies * act * model.hidden_size + 2 * 4 * moe.num_experts
+    workspace = workspace_per_width * max(routed_copies * moe.expert_ffn_hidden_size, shared_width)
+    return shared, routed, dispatch, workspace
+
+
+def _mlp_intermediate_bytes(model: ModelSpec, impl: Implementation) -> int:
+    """Saved intermediate tensors per unit of FFN width (elements; times activation bytes)."""
+    if not model.gated_mlp:
+        return 2  # first linear's output and the activation's output (Korthikanti: 8sbh at f=4h)
+    return 3 if impl.fused_gated_mlp else 4
+
+
+def _embedding_node(model: ModelSpec) -> EdgeNode:
+    h = model.hidden_size
+    replicated = 0
+    if model.position_embedding == "learned":
+        replicated += (model.max_position_embeddings + model.learned_position_offset) * h
+    if model.embedding_norm:
+        replicated += norm_params(model, h)
+    mask = MASK_BYTES * h if model.hidden_dropout > 0 else 0.0
+    return EdgeNode(
+        name="embedding",
+        params=ParamSplit(tp=model.vocab_size * h, replicated=replicated),
+        saved=SavedBytes(sp=TOKEN_ID_BYTES + mask),
+    )
+
+
+def _output_node(model: ModelSpec, *, impl: Implementation) -> EdgeNode:
+    """Final norm, output projection and cross-entropy over fp32 logits.
+
+    Saved: the norm's input and statistic, the projection's input, and 4 bytes per
+    vocabulary entry: the fp32 log-probabilities of ``F.cross_entropy`` (eager), or the
+    fp32 ``exp_logits`` Megatron's vocab-parallel cross entropy keeps (fused).
+
+    Transients, per vocabulary entry, next to what is saved:
+    * eager forward: the bf16 logits (2) and their fp32 copy (4) while ``log_softmax``
+      runs; eager backward: the dense fp32 gradient of the log-probabilities from
+      ``nll_loss`` (4) and ``log_softmax``'s fp32 input gradient (4);
+    * fused forward: the bf16 logits (2) while they are copied to fp32 in place of the
+      saved buffer; fused backward: the gradient is formed in that buffer and cast to
+      bf16 (2) for the projection's backward.
+    """
+    h, v = model.hidden_size, model.vocab_size
+    output_weights = 0 if model.tie_embeddings else v * h
+    act = impl.activation_bytes
+    forward_transient = act if impl.fused_cross_entropy else act + 4
+    backward_transient = act if impl.fused_cross_entropy else 4 + 4
+    return EdgeNode(
+        name="output",
+        params=ParamSplit(tp=output_weights, replicated=norm_params(model, h)),
+        saved=SavedBytes(
+            tp=4 * v,
+            sp=impl.residual_bytes * h + NORM_STATISTIC_BYTES + impl.activation_bytes * h,
+        ),
+        forward_transient_per_token=forward_transient * v,
+        backward_transient_per_token=backward_transient * v,
+        weight_cast_bytes=2.0 * v * h if impl.casts_weights else 0.0,
+    )
