@@ -25,7 +25,7 @@ from typing import Any
 
 from planner import ModelSpec, ParallelConfig, WorkloadSpec, load_cluster
 from planner.cost.reserve import measured_records
-from planner.estimate import estimate
+from planner.predict import estimate
 
 TOLERANCE_PCT = 5.0
 OPTIMISM_LIMIT_PCT = 2.0

@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass
 
 from planner import WorkloadSpec, load_cluster, load_model
-from planner.estimate import estimate
+from planner.predict import estimate
 from planner.specs import ParallelConfig
 
 TARGET_PCT = 3.0

@@ -5,6 +5,9 @@ Public Python API (the CLI and the REST service are thin layers over these)::
     from planner import catalog_model, load_model, load_cluster, count_params
     spec = load_model("llama-3.1-70b")
     count_params(spec).total            # 70_553_706_496
+    estimate(model=spec, cluster=load_cluster("dgx-h100", nodes=8),
+             workload=WorkloadSpec(seq_len=8192, global_batch=512),
+             layout=ParallelConfig(tp=8, pp=4)).memory.fits
 """
 
 from planner.catalog import (
@@ -19,6 +22,7 @@ from planner.catalog import (
 )
 from planner.errors import AutoparError, ImportFormatError, SpecError, UnknownNameError
 from planner.graph.params import ParamCounts, count_params, training_flops_per_token
+from planner.predict import Estimate, estimate
 from planner.specs import (
     ClusterSpec,
     GPUSpec,
@@ -36,6 +40,7 @@ __all__ = [
     "AutoparError",
     "CatalogModel",
     "ClusterSpec",
+    "Estimate",
     "GPUSpec",
     "ImportFormatError",
     "LinkSpec",
@@ -51,6 +56,7 @@ __all__ = [
     "WorkloadSpec",
     "catalog_model",
     "count_params",
+    "estimate",
     "import_hf_config",
     "list_catalog_models",
     "load_cluster",

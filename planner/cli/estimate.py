@@ -12,7 +12,7 @@ from rich.table import Table
 from planner import catalog
 from planner.cli.output import console, print_json
 from planner.errors import SpecError
-from planner.estimate import Estimate, estimate
+from planner.predict import Estimate, estimate
 from planner.specs._base import spec_error
 from planner.specs.layout import ParallelConfig
 from planner.specs.workload import WorkloadSpec

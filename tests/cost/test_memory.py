@@ -1,4 +1,4 @@
-"""Per-stage memory (stage_memory through planner.estimate.estimate) against hand counts.
+"""Per-stage memory (stage_memory through planner.estimate) against hand counts.
 
 Model states follow the bytes-per-parameter table of shared/reference/frameworks.md 6.5
 (ZeRO paper, Rajbhandari et al. 2020, section 3.1; Megatron's distributed-optimizer
@@ -22,9 +22,9 @@ import pytest
 from planner import ClusterSpec, ModelSpec, ParallelConfig, WorkloadSpec, load_cluster, load_model
 from planner.cost.frameworks import implementation, state_layout
 from planner.cost.memory import MemoryContext, MemoryReserve, StageMemory, stage_memory
-from planner.estimate import Estimate, StageReport, estimate
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import count_params, layer_params
+from planner.predict import Estimate, StageReport, estimate
 
 GIB = 2**30
 ROUNDING = 6e-4  # reports round to 0.001 GiB
