@@ -25,7 +25,12 @@ from planner.cost.memory import (
     gib,
     stage_memory,
 )
-from planner.cost.reserve import OPTIMIZER_KIND, memory_reserve, usable_capacity_bytes
+from planner.cost.reserve import (
+    OPTIMIZER_KIND,
+    communication_buckets,
+    memory_reserve,
+    usable_capacity_bytes,
+)
 from planner.errors import SpecError
 from planner.graph.build import build_graph
 from planner.specs.hardware import ClusterSpec
@@ -130,6 +135,9 @@ def estimate(
         num_gpus=cluster.num_gpus,
         microbatches=microbatches,
         ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
+        communication_buckets=communication_buckets(
+            framework=framework, zero_stage=resolved.zero_stage, states=states
+        ),
         optimizer_kind=optimizer_impl or OPTIMIZER_KIND[framework],
         reserve=reserve,
     )

@@ -86,6 +86,9 @@ class MemoryContext:
     num_gpus: int
     microbatches: int
     ddp_bucket_copy: bool
+    communication_buckets: float
+    """Bytes of framework communication buffers outside the gradient buffer (DeepSpeed's
+    ZeRO reduce and all-gather buckets), present at every moment of the step."""
     optimizer_kind: OptimizerKind
     reserve: MemoryReserve
 
@@ -137,7 +140,11 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
     grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
     static_grads = grads_full if grads_accumulate else 0.0
-    extra = _gathered_weights(ctx, chunks, my_chunks) + (grads_full if ctx.ddp_bucket_copy else 0)
+    extra = (
+        _gathered_weights(ctx, chunks, my_chunks)
+        + (grads_full if ctx.ddp_bucket_copy else 0.0)
+        + ctx.communication_buckets
+    )
 
     moments: list[tuple[str, float, float, float]] = []  # name, activations, grads, transient
     is_last = last_virtual in my_chunks

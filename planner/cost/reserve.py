@@ -26,6 +26,7 @@ import statistics
 from functools import cache
 
 import hardware_db
+from planner.cost.frameworks import StateLayout
 from planner.cost.memory import MemoryReserve, OptimizerKind
 from planner.specs.hardware import GPUSpec
 from planner.specs.layout import ParallelConfig
@@ -39,6 +40,30 @@ OPTIMIZER_KIND: dict[str, OptimizerKind] = {
     "torchtitan": "foreach",  # torch.optim.AdamW with its default foreach implementation
     "pytorch": "per_tensor",  # benchmarks/measure: AdamW(foreach=False)
 }
+
+
+DEEPSPEED_REDUCE_BUCKET_ELEMENTS = 500_000_000
+"""``zero_optimization.reduce_bucket_size`` default (deepspeed/runtime/zero/config.py)."""
+DEEPSPEED_PREFETCH_BUCKET_ELEMENTS = 50_000_000
+"""``stage3_prefetch_bucket_size`` default in the source (the docs' 5e8 is stale)."""
+
+
+def communication_buckets(*, framework: str, zero_stage: int, states: StateLayout) -> float:
+    """Bytes of DeepSpeed's ZeRO bucket buffers at their configured defaults.
+
+    Stages 1 and 2 fill a gradient bucket of ``reduce_bucket_size`` elements before each
+    reduction (the parameter all-gather bucket of the same size is used only in the
+    optimizer step, when the gradient bucket is empty, so one of the two is counted);
+    stage 3 adds its prefetch bucket of ``stage3_prefetch_bucket_size`` elements.
+    Megatron's buckets are views of its gradient buffer and FSDP2's are the per-layer
+    unsharded buffers counted with the gathered weights, so neither adds anything here.
+    """
+    if framework != "deepspeed" or zero_stage == 0:
+        return 0.0
+    buckets = DEEPSPEED_REDUCE_BUCKET_ELEMENTS * states.grad_bytes
+    if zero_stage == 3:
+        buckets += DEEPSPEED_PREFETCH_BUCKET_ELEMENTS * states.weight_bytes
+    return float(buckets)
 
 
 @cache

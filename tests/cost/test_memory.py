@@ -355,6 +355,7 @@ def tiny_stage(
             num_gpus=layout.tp,
             microbatches=1,
             ddp_bucket_copy=False,
+            communication_buckets=0.0,
             optimizer_kind="fused",
             reserve=NO_RESERVE,
         )
