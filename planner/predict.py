@@ -23,16 +23,21 @@ from planner.cost.memory import (
     OptimizerKind,
     StageMemory,
     gib,
+    rank_parameters,
     stage_memory,
+    virtual_stages,
 )
+from planner.cost.rates import rates_for
 from planner.cost.reserve import (
     OPTIMIZER_KIND,
     communication_buckets,
     memory_reserve,
     usable_capacity_bytes,
 )
+from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.errors import SpecError
-from planner.graph.build import build_graph
+from planner.graph.build import Implementation, build_graph
+from planner.graph.params import training_flops_per_token
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.model import ModelSpec
@@ -69,13 +74,34 @@ class MemoryReport(BaseModel):
     stages: list[StageReport]
 
 
+class TimeReport(BaseModel):
+    """Predicted step time and throughput; ``mfu``/``hfu`` are fractions (0 to 1).
+
+    MFU counts model FLOPs as Megatron-LM does (6 x active matmul parameters + the causal
+    attention term per token, no recomputation: ``planner.graph.params``); HFU counts
+    the FLOPs executed, recomputation included. Both are over the GPU's dense peak for
+    the training precision.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    step_time_s: float
+    tokens_per_s: float
+    tokens_per_s_per_gpu: float
+    mfu: float
+    hfu: float
+    breakdown_s: dict[str, float]
+    rates_source: str
+
+
 class Estimate(BaseModel):
-    """Predictions for one layout: the resolved config and the memory per stage."""
+    """Predictions for one layout: the resolved config, memory per stage, step time."""
 
     model_config = ConfigDict(frozen=True)
 
     config: dict[str, Any]
     memory: MemoryReport
+    time: TimeReport
 
 
 FRAMEWORK_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -142,6 +168,9 @@ def estimate(
         reserve=reserve,
     )
     stages = stage_memory(ctx)
+    time_report = _time_report(
+        ctx, cluster=cluster, workload=workload, impl=impl, framework=framework
+    )
     capacity, capacity_source = usable_capacity_bytes(cluster.gpu)
     peak = max(stage.total for stage in stages)
     config = {
@@ -171,6 +200,55 @@ def estimate(
             reserve_source=f"Capacity: {capacity_source}. {reserve.source}",
             stages=[_stage_report(stage) for stage in stages],
         ),
+        time=time_report,
+    )
+
+
+def _time_report(
+    ctx: MemoryContext,
+    *,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    impl: Implementation,
+    framework: str,
+) -> TimeReport:
+    layout = ctx.layout
+    rates = rates_for(cluster.gpu, workload.precision)
+    chunks = virtual_stages(ctx.model, layout)
+    per_rank = [rank_parameters(ctx, rank) for rank in range(layout.pp)]
+    layers_per_rank = [
+        sum(len(chunks[c * layout.pp + rank]) for c in range(layout.vpp or 1))
+        for rank in range(layout.pp)
+    ]
+    time_ctx = TimeContext(
+        model=ctx.model,
+        cluster=cluster,
+        layout=layout,
+        seq_len=workload.seq_len,
+        microbatches=ctx.microbatches,
+        impl=impl,
+        states=ctx.states,
+        rates=rates,
+        optimizer_kind=ctx.optimizer_kind,
+        chunks=chunks,
+        local_params_per_rank=per_rank,
+        param_tensors_per_rank=[TENSORS_PER_LAYER * n + 3 for n in layers_per_rank],
+    )
+    breakdown = step_time(time_ctx)
+    step = breakdown.step_s
+    tokens = workload.tokens_per_step
+    peak = cluster.gpu.peak_flops(workload.precision)
+    model_flops = tokens * training_flops_per_token(ctx.model, workload.seq_len)
+    replicas = layout.tp * layout.cp * (layout.dp or 1)
+    executed = breakdown.executed_flops_total_per_replica_gpu * replicas
+    return TimeReport(
+        step_time_s=round(step, 6),
+        tokens_per_s=round(tokens / step, 3),
+        tokens_per_s_per_gpu=round(tokens / step / cluster.num_gpus, 3),
+        mfu=round(model_flops / (step * cluster.num_gpus * peak), 4),
+        hfu=round(executed / (step * cluster.num_gpus * peak), 4),
+        breakdown_s={key: round(value, 6) for key, value in breakdown.parts().items()},
+        rates_source=rates.source,
     )
 
 

@@ -166,6 +166,7 @@ def render_estimate(result: Estimate) -> None:
     out = console()
     out.print(table)
     out.print("GiB per GPU. " + memory.reserve_source)
+    _render_time(result, out)
     if memory.fits:
         out.print(
             f"Fits: peak {memory.peak_gib:.2f} GiB of {memory.capacity_gib:.2f} GiB "
@@ -176,3 +177,18 @@ def render_estimate(result: Estimate) -> None:
             f"Does NOT fit: peak {memory.peak_gib:.2f} GiB exceeds {memory.capacity_gib:.2f} GiB "
             f"by {-memory.headroom_gib:.2f} GiB."
         )
+
+
+def _render_time(result: Estimate, out: Any) -> None:
+    timing = result.time
+    out.print(
+        f"Step {timing.step_time_s:.3f} s, {timing.tokens_per_s:,.0f} tokens/s "
+        f"({timing.tokens_per_s_per_gpu:,.0f} per GPU), MFU {timing.mfu:.1%}, HFU {timing.hfu:.1%}"
+    )
+    parts = ", ".join(
+        f"{name.replace('_', ' ')} {seconds:.3f}"
+        for name, seconds in timing.breakdown_s.items()
+        if seconds > 0
+    )
+    out.print(f"Where the time goes (s): {parts}.")
+    out.print(f"Rates: {timing.rates_source}.")

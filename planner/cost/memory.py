@@ -104,11 +104,11 @@ class _Node:
 
 def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
     """Memory of one GPU of every pipeline stage, first stage first."""
-    chunks = _virtual_stages(ctx.model, ctx.layout)
+    chunks = virtual_stages(ctx.model, ctx.layout)
     return [_rank_memory(ctx, rank, chunks) for rank in range(ctx.layout.pp)]
 
 
-def _virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
+def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
     """Layer indices of each virtual stage, in pipeline order (chunk-major: c * pp + rank)."""
     counts = stage_layer_counts(model, layout)
     vpp = layout.vpp or 1
@@ -120,6 +120,12 @@ def _virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]
             stages.append(list(range(next_layer, next_layer + size)))
             next_layer += size
     return stages
+
+
+def rank_parameters(ctx: MemoryContext, rank: int) -> float:
+    """Parameters one GPU of pipeline rank ``rank`` holds (before data-parallel sharding)."""
+    dense, expert = _stage_params(ctx, rank, virtual_stages(ctx.model, ctx.layout))
+    return dense + expert
 
 
 def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> StageMemory:

@@ -28,7 +28,7 @@ def test_issue_example_json(run_cli) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     data = json.loads(result.stdout)  # --json prints JSON and nothing else
-    assert set(data) == {"config", "memory"}
+    assert set(data) == {"config", "memory", "time"}
     config, memory = data["config"], data["memory"]
     # 8 nodes x 8 GPUs = 64 = tp 8 x pp 4 x dp 2; 512 sequences / (mbs 1 x dp 2) = 256
     assert config["num_gpus"] == 64 and config["nodes"] == 8

@@ -1,0 +1,265 @@
+"""Compute work of one micro-batch through a layer, and its time on one GPU.
+
+Every op is a ``Work`` record: FLOPs, bytes moved through HBM and kernels launched. Its
+time is a roofline: the largest of FLOPs over the achievable rate for its kind (matrix
+multiply or fused attention), bytes over the achievable memory bandwidth, and the host's
+time to launch its kernels. Skinny GEMMs after tensor-parallel splitting and small
+micro-batches therefore run below the matrix peak because their bytes dominate.
+
+FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
+* GEMM of (M x K) by (K x N): 2·M·N·K FLOPs, bytes 2·(M·K + K·N + M·N) at the compute
+  dtype (Narayanan et al. 2021, appendix: 2 FLOPs per multiply-add). Backward runs two
+  GEMMs of the same size (input and weight gradients).
+* Attention scores (QKᵀ and PV): 4·T·a·(d_qk + d_v)/2·keys/t FLOPs forward, keys = mean
+  attended keys (causal: s/2 for kernels that skip masked blocks, s for an unfused softmax
+  that computes the full square); the backward of a fused kernel does 2.5x the forward
+  FLOPs (Dao 2023, FlashAttention-2, section 3: five matmuls against two).
+* Element-wise ops (norms, residual adds, activation functions, RoPE, casts, the loss):
+  bytes read plus written; their backward moves about twice as much.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from planner.graph.build import Implementation
+from planner.graph.params import mean_attended_tokens
+from planner.specs.model import ModelSpec
+
+WorkKind = Literal["gemm", "attention", "memory"]
+FLASH_BACKWARD_FLOP_RATIO = 2.5
+"""FlashAttention-2 (Dao 2023) backward: five matrix products to the forward's two."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One kernel family's work: FLOPs, HBM bytes and kernel launches."""
+
+    kind: WorkKind
+    flops: float = 0.0
+    bytes: float = 0.0
+    kernels: int = 1
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Achievable rates of one GPU (see ``planner.cost.rates``)."""
+
+    gemm_flops: float
+    attention_flops: float
+    memory_bytes_per_s: float
+    kernel_overhead_s: float
+    source: str = ""
+
+
+def work_time(work: Work, rates: Rates) -> float:
+    """Roofline time of one ``Work``, floored by the host's time to launch its kernels.
+
+    Kernels are launched asynchronously: the host runs ahead of the GPU while kernels are
+    long, and the GPU waits on the host when they are shorter than a launch. So an op
+    costs the larger of its device time and its launches, not their sum.
+    """
+    rate = rates.attention_flops if work.kind == "attention" else rates.gemm_flops
+    compute = work.flops / rate if work.kind != "memory" else 0.0
+    memory = work.bytes / rates.memory_bytes_per_s
+    return max(compute, memory, work.kernels * rates.kernel_overhead_s)
+
+
+def total_time(works: list[Work], rates: Rates) -> float:
+    return sum(work_time(work, rates) for work in works)
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """Forward and backward work of one layer for one micro-batch on one GPU."""
+
+    forward: list[Work] = field(default_factory=list)
+    backward: list[Work] = field(default_factory=list)
+
+    @property
+    def forward_flops(self) -> float:
+        return sum(work.flops for work in self.forward)
+
+
+def gemm(m: float, n: float, k: float, *, dtype_bytes: int, kernels: int = 1) -> Work:
+    return Work(
+        "gemm",
+        flops=2.0 * m * n * k,
+        bytes=dtype_bytes * (m * k + k * n + m * n),
+        kernels=kernels,
+    )
+
+
+def _backward_of(work: Work) -> list[Work]:
+    if work.kind == "gemm":
+        return [work, work]  # input gradient and weight gradient: same size
+    if work.kind == "attention":
+        return [
+            Work("attention", flops=FLASH_BACKWARD_FLOP_RATIO * work.flops,
+                 bytes=2 * work.bytes, kernels=work.kernels)
+        ]  # fmt: skip
+    return [Work("memory", bytes=2 * work.bytes, kernels=2 * work.kernels)]
+
+
+def with_backward(forward: list[Work]) -> LayerWork:
+    return LayerWork(forward=forward, backward=[w for f in forward for w in _backward_of(f)])
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """The slice of a layout a layer's work depends on."""
+
+    tokens: float
+    """Tokens of one micro-batch on this GPU (micro-batch x sequence / cp)."""
+    seq_len: int
+    tp: int
+    etp: int
+    ep: int
+    cp: int
+
+
+def layer_work(
+    model: ModelSpec, index: int, *, shape: LayerShape, impl: Implementation
+) -> LayerWork:
+    """The ops of transformer layer ``index`` for one micro-batch on one GPU."""
+    act, res = impl.activation_bytes, impl.residual_bytes
+    t, tokens = shape.tp, shape.tokens
+    h = model.hidden_size
+    forward: list[Work] = []
+    forward += _attention_work(model, index, shape=shape, impl=impl)
+    forward += _mlp_work(model, index, shape=shape, impl=impl)
+    norms = 1 if model.shared_layer_norm else model.norms_per_layer
+    # norm: read the residual, write the normalised copy; residual add: 2 reads, 1 write
+    forward.append(Work("memory", bytes=norms * tokens * h * (res + act), kernels=norms))
+    forward.append(Work("memory", bytes=2 * tokens * h * 3 * res, kernels=2))
+    if impl.casts_linear_inputs:
+        linears = 4 + (3 if model.gated_mlp else 2)
+        forward.append(
+            Work("memory", bytes=linears * tokens * h * (res + act) / t, kernels=linears)
+        )
+    if impl.casts_weights:
+        weights = _layer_matmul_weights(model, index) / t
+        forward.append(Work("memory", bytes=weights * (4 + 2), kernels=7))
+    return with_backward(forward)
+
+
+def _layer_matmul_weights(model: ModelSpec, index: int) -> float:
+    from planner.graph.params import layer_params
+
+    params = layer_params(model, index)
+    return params.attention_matmul + params.mlp_active_matmul
+
+
+def _attention_work(
+    model: ModelSpec, index: int, *, shape: LayerShape, impl: Implementation
+) -> list[Work]:
+    act, t, tokens = impl.activation_bytes, shape.tp, shape.tokens
+    h, a = model.hidden_size, model.num_attention_heads
+    if model.mla is not None:
+        mla = model.mla
+        qk, v = mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim
+        q_out = a * qk
+        kv_out = mla.kv_lora_rank + mla.qk_rope_head_dim
+        works = [
+            gemm(tokens, q_out / t, h, dtype_bytes=act),
+            gemm(tokens, kv_out, h, dtype_bytes=act),
+            gemm(tokens, a * (mla.qk_nope_head_dim + v) / t, mla.kv_lora_rank, dtype_bytes=act),
+        ]
+        out_in = a * v
+    else:
+        d, kv = model.kv_channels, model.kv_heads
+        qk = v = d
+        works = [gemm(tokens, (a * d + 2 * kv * d) / t, h, dtype_bytes=act)]
+        out_in = a * d
+    keys_causal = mean_attended_tokens(model, index, shape.seq_len, causal=True) / shape.cp
+    # context parallel: each rank's queries meet all keys over the ring; per rank that is
+    # the local queries against the whole (causal) context
+    keys = keys_causal * shape.cp
+    score_flops = 2.0 * tokens * a * (qk + v) * keys / t
+    if impl.flash_attention:
+        io = act * tokens * (2 * a * qk + 2 * a * v) / t
+        works.append(Work("attention", flops=score_flops, bytes=io, kernels=1))
+    else:
+        full_keys = shape.seq_len
+        square = tokens * a * full_keys / t  # score elements: the unfused kernel keeps all
+        works.append(
+            Work("gemm", flops=2.0 * tokens * a * (qk + v) * full_keys / t,
+                 bytes=act * (2 * square + tokens * a * (qk + v) / t), kernels=2)
+        )  # fmt: skip
+        # scale + mask + softmax (+ dropout): read and write the score matrix, fused
+        works.append(Work("memory", bytes=act * square * 2 * (2 if model.attention_dropout else 1),
+                          kernels=2))  # fmt: skip
+    # RoPE on q and k (read + write)
+    if model.position_embedding == "rope":
+        rotated = (a * qk + model.kv_heads * qk) if model.mla is None else a * qk
+        works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=2))
+    works.append(gemm(tokens, h, out_in / t, dtype_bytes=act))
+    return works
+
+
+def _mlp_work(
+    model: ModelSpec, index: int, *, shape: LayerShape, impl: Implementation
+) -> list[Work]:
+    act, tokens, h = impl.activation_bytes, shape.tokens, model.hidden_size
+    gated = model.gated_mlp
+    up = 2 if gated else 1
+    # activation function: eager SwiGLU reads gate and up and writes silu and the product
+    act_passes = (5 if not impl.fused_gated_mlp else 3) if gated else 2
+    if not model.is_moe_layer(index):
+        f = model.ffn_hidden_size / shape.tp
+        return [
+            gemm(tokens, up * f, h, dtype_bytes=act),
+            Work("memory", bytes=act_passes * act * tokens * f, kernels=2 if gated else 1),
+            gemm(tokens, h, f, dtype_bytes=act),
+        ]
+    moe = model.moe
+    assert moe is not None
+    routed_tokens = tokens * moe.top_k * (moe.capacity_factor or 1.0)
+    local_experts = moe.num_experts / shape.ep
+    f_e = moe.expert_ffn_hidden_size / shape.etp
+    works = [gemm(tokens, moe.num_experts, h, dtype_bytes=act)]  # router
+    # grouped GEMMs: the routed copies of this rank's share of tokens, over its experts
+    per_expert = routed_tokens / local_experts
+    works += [
+        Work("gemm", flops=local_experts * gemm(per_expert, up * f_e, h, dtype_bytes=act).flops,
+             bytes=local_experts * gemm(per_expert, up * f_e, h, dtype_bytes=act).bytes),
+        Work("memory", bytes=act_passes * act * routed_tokens * f_e),
+        Work("gemm", flops=local_experts * gemm(per_expert, h, f_e, dtype_bytes=act).flops,
+             bytes=local_experts * gemm(per_expert, h, f_e, dtype_bytes=act).bytes),
+        # permutation into expert order and back (read + write each routed copy)
+        Work("memory", bytes=2 * 2 * act * routed_tokens * h, kernels=2),
+    ]  # fmt: skip
+    if moe.num_shared_experts:
+        f_s = moe.num_shared_experts * moe.shared_ffn_hidden_size / shape.tp
+        works += [gemm(tokens, up * f_s, h, dtype_bytes=act), gemm(tokens, h, f_s, dtype_bytes=act)]
+    return works
+
+
+def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation) -> LayerWork:
+    """Final norm, output projection and the cross-entropy over fp32 logits."""
+    act, v, h = impl.activation_bytes, model.vocab_size / tp, model.hidden_size
+    forward = [
+        Work("memory", bytes=tokens * h * (impl.residual_bytes + act), kernels=1),
+        gemm(tokens, v, h, dtype_bytes=act),
+    ]
+    if impl.fused_cross_entropy:
+        # cast to fp32, max, exp and sum in place, one fused pass each way
+        forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4), kernels=4))
+    else:
+        # .float() (2 -> 4), log_softmax (read 4, write 4, plus a reduction pass), nll
+        forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4 + 4), kernels=4))
+    if impl.casts_weights:
+        forward.append(Work("memory", bytes=v * h * (4 + 2), kernels=1))
+    return with_backward(forward)
+
+
+def embedding_work(model: ModelSpec, *, tokens: float, impl: Implementation) -> LayerWork:
+    """Lookup forward (gather rows) and the scatter-add of its gradient backward."""
+    row = model.hidden_size * impl.residual_bytes
+    return with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
+
+
+def optimizer_work(local_params: float, *, bytes_per_param: float, kernels: int) -> Work:
+    """The optimizer step: memory-bound over every local parameter's states."""
+    return Work("memory", bytes=local_params * bytes_per_param, kernels=kernels)

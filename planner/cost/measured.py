@@ -1,0 +1,83 @@
+"""Measured training steps as autopar inputs: the spec, layout and work of each record.
+
+The records are written by ``benchmarks/measure`` (plain PyTorch Llama-style steps) and
+stored under ``hardware_db/profiles/<gpu>/<profile>/train_steps.jsonl``. The memory
+benchmark, the time benchmark and the rate fit all read them through this module, so
+they agree on what a record means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.cost.compute import Work
+from planner.cost.frameworks import implementation, state_layout
+from planner.cost.stage_work import optimizer_step_work, scaled, stage_work
+from planner.specs.layout import ParallelConfig
+from planner.specs.model import ModelSpec
+
+MEASURED_FRAMEWORK = "pytorch"
+
+
+def model_from_record(config: dict[str, Any]) -> ModelSpec:
+    """The ``ModelSpec`` of the Llama-style model a record trained."""
+    shape = config["model"]
+    return ModelSpec(
+        name=config.get("preset") or "measured",
+        family="llama",
+        num_layers=shape["num_layers"],
+        hidden_size=shape["hidden_size"],
+        num_attention_heads=shape["num_attention_heads"],
+        num_kv_heads=shape["num_kv_heads"],
+        ffn_hidden_size=shape["ffn_hidden_size"],
+        vocab_size=shape["vocab_size"],
+        max_position_embeddings=max(shape["seq_len"], 8192),
+        rope_theta=shape["rope_theta"],
+        norm_epsilon=shape["norm_eps"],
+        tie_embeddings=shape["tie_embeddings"],
+    )
+
+
+def layout_from_record(config: dict[str, Any]) -> ParallelConfig:
+    full = config["recompute"] == "full"
+    return ParallelConfig(
+        mbs=config["mbs"],
+        recompute=config["recompute"],
+        recompute_method="uniform" if full else None,
+        recompute_num_layers=1 if full else None,
+    )
+
+
+def state_layout_name(config: dict[str, Any]) -> str:
+    return "autocast" if config["autocast"] else "bf16"
+
+
+def optimizer_kind(config: dict[str, Any]) -> str:
+    return "foreach" if config.get("foreach") else "per_tensor"
+
+
+def single_gpu_step_work(config: dict[str, Any]) -> list[Work]:
+    """Every op of one measured single-GPU step: micro-batches, then the optimizer."""
+    model = model_from_record(config)
+    layout = layout_from_record(config)
+    states = state_layout(state_layout_name(config))
+    impl = implementation(framework=MEASURED_FRAMEWORK, layout=states, precision="bf16")
+    stage = stage_work(
+        model,
+        list(range(model.num_layers)),
+        first=True,
+        last=True,
+        layout=layout,
+        seq_len=config["model"]["seq_len"],
+        impl=impl,
+    )
+    works = scaled(stage.forward + stage.backward, config["grad_accum"])
+    works.append(
+        optimizer_step_work(
+            local_params=config["param_count"],
+            param_tensors=9 * model.num_layers + 3,
+            states=states,
+            optimizer_kind=optimizer_kind(config),
+        )
+    )
+    return works

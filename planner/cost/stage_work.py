@@ -1,0 +1,124 @@
+"""The work of one micro-batch through one pipeline stage, and of the optimizer step.
+
+Joins the per-op work of ``planner.cost.compute`` into what a stage runs: the layers of a
+virtual stage (plus the embedding on the first, the head on the last), their backward,
+and the forward again for recomputed layers (full recomputation re-runs the whole layer
+forward inside the backward; selective recomputation re-runs the attention core).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.cost.compute import (
+    LayerShape,
+    LayerWork,
+    Work,
+    embedding_work,
+    head_work,
+    layer_work,
+)
+from planner.cost.frameworks import StateLayout
+from planner.graph.build import Implementation
+from planner.specs.layout import ParallelConfig
+from planner.specs.model import ModelSpec
+
+OPTIMIZER_KERNELS_PER_TENSOR = {"fused": 0.05, "foreach": 0.5, "per_tensor": 10.0}
+"""Launches per parameter tensor: PyTorch's single-tensor AdamW runs about ten element-wise
+kernels per tensor (``torch/optim/adamw.py`` ``_single_tensor_adamw``: decay, lerp, mul,
+addcmul, sqrt, div, add, addcdiv, ...); the foreach path batches tensors into lists and a
+fused multi-tensor kernel (Apex, Transformer Engine) covers thousands of tensors per launch."""
+
+
+@dataclass(frozen=True)
+class StageWork:
+    forward: tuple[Work, ...]
+    backward: tuple[Work, ...]
+    """Backward, including the recomputed forward of recomputed layers."""
+
+
+def stage_work(
+    model: ModelSpec,
+    layer_ids: list[int],
+    *,
+    first: bool,
+    last: bool,
+    layout: ParallelConfig,
+    seq_len: int,
+    impl: Implementation,
+) -> StageWork:
+    """Work of one micro-batch through one virtual stage on one GPU."""
+    tokens = layout.mbs * seq_len / layout.cp
+    shape = LayerShape(
+        tokens=tokens,
+        seq_len=seq_len,
+        tp=layout.tp,
+        etp=layout.expert_tp,
+        ep=layout.ep,
+        cp=layout.cp,
+    )
+    forward: list[Work] = []
+    backward: list[Work] = []
+    if first:
+        _add(embedding_work(model, tokens=tokens, impl=impl), forward, backward)
+    recomputed = _recomputed_positions(layout, len(layer_ids))
+    for position, layer_id in enumerate(layer_ids):
+        work = layer_work(model, layer_id, shape=shape, impl=impl)
+        _add(work, forward, backward)
+        if position in recomputed:
+            backward.extend(work.forward)
+        elif layout.recompute == "selective":
+            backward.extend(w for w in work.forward if w.kind == "attention")
+    if last:
+        _add(head_work(model, tokens=tokens, tp=layout.tp, impl=impl), forward, backward)
+    return StageWork(forward=tuple(forward), backward=tuple(backward))
+
+
+def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
+    forward.extend(work.forward)
+    backward.extend(work.backward)
+
+
+def _recomputed_positions(layout: ParallelConfig, layers: int) -> set[int]:
+    """Positions within a stage whose forward runs again in the backward (full recompute)."""
+    if layout.recompute != "full":
+        return set()
+    if layout.recompute_method == "block":
+        return set(range(min(layout.recompute_num_layers or 1, layers)))
+    return set(range(layers))
+
+
+def optimizer_step_work(
+    *, local_params: float, param_tensors: int, states: StateLayout, optimizer_kind: str
+) -> Work:
+    """AdamW over the local parameters: memory traffic per parameter and kernel launches.
+
+    Bytes per parameter: the fused step reads gradient, master weight and both moments and
+    writes master weight, moments and the low-precision weight copy; the unfused PyTorch
+    step reads and writes the same tensors in about eight passes (the decay, the two moment
+    updates, the square root, the division, the epsilon add and the update).
+    """
+    state = states.moment_bytes / 2
+    master = states.master_bytes or states.weight_bytes
+    if optimizer_kind == "fused":
+        per_param = (
+            2 * (master + 2 * state)
+            + states.grad_bytes
+            + (states.weight_bytes if states.master_bytes else 0)
+        )
+    else:
+        # decay (rw p), lerp (r m g, w m), mul + addcmul (r v v g g, w v v), sqrt (r v, w t),
+        # div (r t, w t), add eps (r t, w t), addcdiv (r p m t, w p)
+        per_param = 2 * master + 3 * state + 5 * state + 4 * state + 3 * state + 3 * state
+        per_param += 2 * states.grad_bytes + 2 * master
+    kernels = max(1, round(param_tensors * OPTIMIZER_KERNELS_PER_TENSOR[optimizer_kind]))
+    return Work("memory", bytes=local_params * per_param, kernels=kernels)
+
+
+def scaled(works: tuple[Work, ...] | list[Work], factor: float) -> list[Work]:
+    """The same work repeated ``factor`` times (roofline time scales exactly)."""
+    return [
+        Work(w.kind, flops=w.flops * factor, bytes=w.bytes * factor,
+             kernels=round(w.kernels * factor))
+        for w in works
+    ]  # fmt: skip

@@ -1,0 +1,269 @@
+"""Step time of a layout: compute per stage, exposed communication, pipeline, DP, optimizer.
+
+One step is simulated as Megatron-LM runs it:
+
+1. Per virtual stage, the forward and backward time of one micro-batch: the compute of
+   its ops (``planner.cost.stage_work``, roofline per op with the GPU's achievable rates)
+   plus the communication that stays exposed inside the layers:
+   * tensor parallel: per layer two all-reduces of the layer's activations forward and
+     two backward (all-gather + reduce-scatter pairs of the same volume with sequence
+     parallelism; Korthikanti et al. 2022, section 4.2.2), again in the recomputed
+     forward; exposed unless ``tp_comm_overlap`` hides them behind the adjacent GEMMs;
+   * context parallel: the ring exchange of K and V (forward once, backward twice: the
+     Megatron CP guide), hidden behind the attention kernel when the kernel is longer;
+   * expert parallel: the dispatch and combine all-to-alls, forward and backward, exposed.
+2. The pipeline schedule is simulated (``planner.cost.timeline``) from those per-stage
+   times and the point-to-point transfer of a micro-batch's activations, which gives the
+   pipeline time with its bubble and imbalance.
+3. Data-parallel gradient reduction over the DP x CP group: with ``overlap_grad_reduce``
+   hidden behind the last micro-batch's backward except its last bucket (about one
+   layer's gradients); otherwise exposed. The distributed optimizer's parameter all-gather
+   is exposed unless ``overlap_param_gather``. ZeRO-3 / FSDP gathers each layer's
+   parameters before its forward and backward, prefetched behind the previous layer.
+4. The optimizer step over the local (possibly sharded) parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.cost.comm import collective_time, p2p_time
+from planner.cost.compute import Rates, Work, total_time
+from planner.cost.frameworks import StateLayout
+from planner.cost.placement import GroupPlacement, place_groups
+from planner.cost.stage_work import optimizer_step_work, stage_work
+from planner.cost.timeline import PipelineTimes, simulate
+from planner.graph.build import Implementation
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import ParallelConfig
+from planner.specs.model import ModelSpec
+
+TENSORS_PER_LAYER = 9
+"""Parameter tensors of a Llama-style layer (q, k, v, o, three MLP weights, two norms): the
+launches of an unfused optimizer step scale with it."""
+
+
+@dataclass(frozen=True)
+class TimeBreakdown:
+    """Seconds per step on the critical path; the parts add up to ``step_s``."""
+
+    compute_s: float
+    tp_comm_s: float
+    cp_comm_s: float
+    ep_comm_s: float
+    pipeline_bubble_s: float
+    pipeline_p2p_s: float
+    dp_comm_s: float
+    optimizer_s: float
+    executed_flops_total_per_replica_gpu: float
+    """FLOPs one GPU of each (tp, cp, dp) position executes over all pipeline stages."""
+
+    def parts(self) -> dict[str, float]:
+        return {
+            "compute": self.compute_s,
+            "tp_comm": self.tp_comm_s,
+            "cp_comm": self.cp_comm_s,
+            "ep_comm": self.ep_comm_s,
+            "pipeline_bubble": self.pipeline_bubble_s,
+            "pipeline_p2p": self.pipeline_p2p_s,
+            "dp_comm": self.dp_comm_s,
+            "optimizer": self.optimizer_s,
+        }
+
+    @property
+    def step_s(self) -> float:
+        return sum(self.parts().values())
+
+
+@dataclass(frozen=True)
+class TimeContext:
+    model: ModelSpec
+    cluster: ClusterSpec
+    layout: ParallelConfig
+    seq_len: int
+    microbatches: int
+    impl: Implementation
+    states: StateLayout
+    rates: Rates
+    optimizer_kind: str
+    chunks: list[list[int]]
+    """Layer ids of each virtual stage, in pipeline order (``memory.virtual_stages``)."""
+    local_params_per_rank: list[float]
+    param_tensors_per_rank: list[int]
+
+
+@dataclass(frozen=True)
+class _StageTimes:
+    forward_s: float
+    backward_s: float
+    compute_s: float
+    tp_s: float
+    cp_s: float
+    ep_s: float
+    flops: float
+
+
+def step_time(ctx: TimeContext) -> TimeBreakdown:
+    """Simulate one training step (see the module docstring)."""
+    groups = place_groups(ctx.layout, ctx.cluster)
+    stages = [_virtual_stage(ctx, k, groups) for k in range(len(ctx.chunks))]
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    p2p_bytes = (
+        layout.mbs
+        * ctx.seq_len
+        / layout.cp
+        * ctx.model.hidden_size
+        * (ctx.impl.activation_bytes)
+        / (layout.tp if layout.sequence_parallel else 1)
+    )
+    pp_group = groups["pp"]
+    p2p_s = p2p_time(p2p_bytes, same_node=pp_group.ranks_per_node > 1, cluster=ctx.cluster)
+
+    def pipeline(p2p: float) -> float:
+        return simulate(
+            PipelineTimes(
+                pp=layout.pp,
+                vpp=vpp,
+                microbatches=ctx.microbatches,
+                forward_s=tuple(s.forward_s for s in stages),
+                backward_s=tuple(s.backward_s for s in stages),
+                p2p_s=p2p,
+            )
+        ).step_s
+
+    pipeline_s = pipeline(p2p_s if layout.pp > 1 else 0.0)
+    no_transfer_s = pipeline(0.0) if layout.pp > 1 else pipeline_s
+    # the busiest rank's share of each kind of time, for the breakdown
+    per_rank = [
+        [stages[chunk * layout.pp + rank] for chunk in range(vpp)] for rank in range(layout.pp)
+    ]
+    busiest = max(
+        range(layout.pp), key=lambda r: sum(s.forward_s + s.backward_s for s in per_rank[r])
+    )
+    mine = per_rank[busiest]
+    m = ctx.microbatches
+    compute = m * sum(s.compute_s for s in mine)
+    tp = m * sum(s.tp_s for s in mine)
+    cp = m * sum(s.cp_s for s in mine)
+    ep = m * sum(s.ep_s for s in mine)
+    bubble = max(0.0, no_transfer_s - (compute + tp + cp + ep))
+    transfers = max(0.0, pipeline_s - no_transfer_s)
+    last_backward = sum(s.backward_s for s in mine)
+    dp = _data_parallel_exposed(ctx, groups, busiest, last_backward)
+    optimizer = total_time(
+        [
+            optimizer_step_work(
+                local_params=_optimizer_params(ctx, busiest),
+                param_tensors=ctx.param_tensors_per_rank[busiest],
+                states=ctx.states,
+                optimizer_kind=ctx.optimizer_kind,
+            )
+        ],
+        ctx.rates,
+    )
+    executed = m * sum(s.flops for s in stages)
+    return TimeBreakdown(
+        compute_s=compute, tp_comm_s=tp, cp_comm_s=cp, ep_comm_s=ep,
+        pipeline_bubble_s=bubble, pipeline_p2p_s=transfers, dp_comm_s=dp,
+        optimizer_s=optimizer, executed_flops_total_per_replica_gpu=executed,
+    )  # fmt: skip
+
+
+def _virtual_stage(
+    ctx: TimeContext, virtual: int, groups: dict[str, GroupPlacement]
+) -> _StageTimes:
+    layout = ctx.layout
+    layer_ids = ctx.chunks[virtual]
+    work = stage_work(
+        ctx.model,
+        layer_ids,
+        first=virtual == 0,
+        last=virtual == len(ctx.chunks) - 1,
+        layout=layout,
+        seq_len=ctx.seq_len,
+        impl=ctx.impl,
+    )
+    forward = total_time(list(work.forward), ctx.rates)
+    backward = total_time(list(work.backward), ctx.rates)
+    tokens = layout.mbs * ctx.seq_len / layout.cp
+    act = ctx.impl.activation_bytes
+    layers = len(layer_ids)
+    recomputed = layers if layout.recompute == "full" else 0
+    tp_fwd = tp_bwd = 0.0
+    if layout.tp > 1:
+        per_layer = 2 * collective_time(
+            "all_reduce", tokens * ctx.model.hidden_size * act, groups["tp"], ctx.cluster
+        )
+        hidden = (
+            _gemm_time(work.forward, ctx.rates) / max(layers, 1) if layout.tp_comm_overlap else 0.0
+        )
+        exposed = max(0.0, per_layer - hidden)
+        tp_fwd = layers * exposed
+        tp_bwd = (layers + recomputed) * exposed
+    cp_fwd = cp_bwd = 0.0
+    if layout.cp > 1:
+        kv = 2 * tokens * ctx.model.kv_heads * ctx.model.kv_channels * act / layout.tp
+        ring = collective_time("all_gather", kv * layout.cp, groups["cp"], ctx.cluster)
+        attention = _attention_time(work.forward, ctx.rates) / max(layers, 1)
+        cp_fwd = layers * max(0.0, ring - attention)
+        cp_bwd = layers * max(0.0, 2 * ring - 2.5 * attention)
+    ep_fwd = ep_bwd = 0.0
+    moe_layers = sum(ctx.model.is_moe_layer(i) for i in layer_ids)
+    if moe_layers and layout.ep > 1 and ctx.model.moe is not None:
+        routed = tokens * ctx.model.moe.top_k * ctx.model.hidden_size * act
+        a2a = 2 * collective_time("all_to_all", routed, groups["ep"], ctx.cluster)
+        ep_fwd, ep_bwd = moe_layers * a2a, moe_layers * a2a
+    flops = sum(w.flops for w in work.forward) + sum(w.flops for w in work.backward)
+    return _StageTimes(
+        forward_s=forward + tp_fwd + cp_fwd + ep_fwd,
+        backward_s=backward + tp_bwd + cp_bwd + ep_bwd,
+        compute_s=forward + backward,
+        tp_s=tp_fwd + tp_bwd, cp_s=cp_fwd + cp_bwd, ep_s=ep_fwd + ep_bwd,
+        flops=flops,
+    )  # fmt: skip
+
+
+def _gemm_time(works: tuple[Work, ...], rates: Rates) -> float:
+    return total_time([w for w in works if w.kind == "gemm"], rates)
+
+
+def _attention_time(works: tuple[Work, ...], rates: Rates) -> float:
+    return total_time([w for w in works if w.kind == "attention"], rates)
+
+
+def _optimizer_params(ctx: TimeContext, rank: int) -> float:
+    params = ctx.local_params_per_rank[rank]
+    if ctx.layout.shards_optimizer or ctx.states.name == "fsdp":
+        return params / ((ctx.layout.dp or 1) * ctx.layout.cp)
+    return params
+
+
+def _data_parallel_exposed(
+    ctx: TimeContext, groups: dict[str, GroupPlacement], rank: int, last_backward_s: float
+) -> float:
+    """Exposed gradient reduction (and parameter all-gather) on the DP x CP group."""
+    layout, states = ctx.layout, ctx.states
+    group = groups["dp_cp"]
+    if group.size == 1:
+        return 0.0
+    params = ctx.local_params_per_rank[rank]
+    grad_bytes = params * states.grad_bytes
+    if layout.zero_stage >= 3 or states.name == "fsdp":
+        # per layer: all-gather in forward and backward, reduce-scatter in backward,
+        # prefetched behind compute; only what exceeds the compute is exposed
+        gathers = 2 * collective_time("all_gather", params * 2, group, ctx.cluster)
+        scatter = collective_time("reduce_scatter", grad_bytes, group, ctx.cluster)
+        compute = ctx.microbatches * last_backward_s * 1.5
+        return max(0.0, gathers * ctx.microbatches + scatter - compute)
+    if layout.shards_optimizer:
+        reduce = collective_time("reduce_scatter", grad_bytes, group, ctx.cluster)
+        gather = collective_time("all_gather", params * states.weight_bytes, group, ctx.cluster)
+    else:
+        reduce = collective_time("all_reduce", grad_bytes, group, ctx.cluster)
+        gather = 0.0
+    layers = max(1, sum(len(c) for c in ctx.chunks) // layout.pp)
+    if layout.overlap_grad_reduce:
+        reduce = max(reduce / layers, reduce - last_backward_s)
+    if layout.overlap_param_gather:
+        gather = gather / layers
+    return reduce + gather
