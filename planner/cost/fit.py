@@ -158,9 +158,14 @@ def fit_efficiencies(
     starts = sorted(scan, key=loss_of)[:3]
     refined = [
         _descend(
-            arrays, values=start, peak_flops=peak_flops, bandwidth=bandwidth,
-            rounds=rounds, points=points, shrink=shrink,
-        )  # fmt: skip
+            arrays,
+            values=start,
+            peak_flops=peak_flops,
+            bandwidth=bandwidth,
+            rounds=rounds,
+            points=points,
+            shrink=shrink,
+        )
         for start in starts
     ]
     values = min(refined, key=loss_of)
