@@ -14,7 +14,8 @@ One step is simulated as Megatron-LM runs it:
    * expert parallel: the dispatch and combine all-to-alls, forward and backward, exposed.
 2. The pipeline schedule is simulated (``planner.cost.timeline``) from those per-stage
    times and the point-to-point transfer of a micro-batch's activations, which gives the
-   pipeline time with its bubble and imbalance.
+   pipeline time with its bubble and imbalance. Transfers overlap the sender's compute in
+   the interleaved schedule only; in plain 1F1B the sender blocks on them too.
 3. Data-parallel gradient reduction over the DP x CP group: with ``overlap_grad_reduce``
    hidden behind the last micro-batch's backward except its last bucket (about one
    layer's gradients); otherwise exposed. The distributed optimizer's parameter all-gather
@@ -108,25 +109,37 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
     groups = place_groups(ctx.layout, ctx.cluster)
     stages = [_virtual_stage(ctx, k, groups) for k in range(len(ctx.chunks))]
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
-    p2p_bytes = (
-        layout.mbs
-        * ctx.seq_len
-        / layout.cp
-        * ctx.model.hidden_size
-        * (ctx.impl.activation_bytes)
-        / (layout.tp if layout.sequence_parallel else 1)
-    )
+    # each TP rank sends its 1/tp slice of the boundary activations (Narayanan et al. 2021,
+    # section 4.1, "scatter/gather optimization"; with sequence parallelism the tensor is
+    # already split), and the receivers all-gather the slices inside their TP group
+    activations = layout.mbs * ctx.seq_len / layout.cp * ctx.model.hidden_size
+    p2p_bytes = activations * ctx.impl.activation_bytes / layout.tp
     pp_group = groups["pp"]
     p2p_s = p2p_time(p2p_bytes, same_node=pp_group.ranks_per_node > 1, cluster=ctx.cluster)
+    if layout.tp > 1 and not layout.sequence_parallel:
+        p2p_s += collective_time(
+            "all_gather", activations * ctx.impl.activation_bytes, groups["tp"], ctx.cluster
+        )
+
+    last = len(stages) - 1
+    # Megatron overlaps pipeline sends with compute only in the interleaved schedule; plain
+    # 1F1B forces overlap_p2p_comm off (frameworks.md, rule 25), so there the sender also
+    # waits for its transfer: the send is added to the op that produces it.
+    blocking = vpp == 1
 
     def pipeline(p2p: float) -> float:
+        send = p2p if blocking else 0.0
         return simulate(
             PipelineTimes(
                 pp=layout.pp,
                 vpp=vpp,
                 microbatches=ctx.microbatches,
-                forward_s=tuple(s.forward_s for s in stages),
-                backward_s=tuple(s.backward_s for s in stages),
+                forward_s=tuple(
+                    s.forward_s + (send if k < last else 0.0) for k, s in enumerate(stages)
+                ),
+                backward_s=tuple(
+                    s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)
+                ),
                 p2p_s=p2p,
             )
         ).step_s
