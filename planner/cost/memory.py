@@ -100,6 +100,10 @@ class _Node:
     saved: float
     grads: float
     workspace: float
+    forward_only: float = 0.0
+    """Alive until the end of the chunk's forward but not saved for backward: autocast's
+    weight casts of recomputed layers stay in the autocast cache until the autocast
+    region (the whole forward) ends."""
 
 
 def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
@@ -155,9 +159,10 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
     moments: list[tuple[str, float, float, float]] = []  # name, activations, grads, transient
     is_last = last_virtual in my_chunks
     head_transient = _head_transient(ctx, backward=False) if is_last else 0.0
-    moments.append(("forward", in_flight, static_grads, head_transient))
     # backward of the last in-flight micro-batch through the chunk with the most activations
     busiest = max(range(vpp), key=lambda c: per_microbatch[c])
+    cached_casts = sum(node.forward_only for node in nodes_per_chunk[busiest])
+    moments.append(("forward", in_flight, static_grads, head_transient + cached_casts))
     others = in_flight - per_microbatch[busiest]
     nodes = nodes_per_chunk[busiest]
     grad_scale = 0.0 if grads_accumulate else grads_full / max(sum(n.grads for n in nodes), 1.0)
@@ -226,9 +231,11 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
         full = tokens * _per_token(ctx, layer.saved) + casts
         workspace = tokens * layer.backward_workspace_per_token / layout.tp
         group = recomputed.get(position)
+        forward_only = 0.0
         if group is None:
             saved = full
         else:
+            forward_only = casts
             first, size = group
             stored_input = tokens * layer.input_bytes_per_token / sp_divisor
             saved = stored_input if position == first else 0.0
@@ -237,7 +244,14 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
                 tokens * _per_token(ctx, g.saved) + g.weight_cast_bytes / layout.tp
                 for g in group_layers
             )
-        nodes.append(_Node(saved=saved, grads=_layer_param_count(ctx, layer), workspace=workspace))
+        nodes.append(
+            _Node(
+                saved=saved,
+                grads=_layer_param_count(ctx, layer),
+                workspace=workspace,
+                forward_only=forward_only,
+            )
+        )
     if virtual == len(chunks) - 1:
         nodes.append(_edge(ctx, ctx.graph.output, transient=_head_transient(ctx, backward=True)))
     return nodes

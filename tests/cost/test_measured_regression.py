@@ -36,11 +36,11 @@ def rows() -> list[dict]:
     return _benchmark_module().run("h100-sxm")
 
 
-def test_every_measured_peak_within_five_percent(rows: list[dict]) -> None:
+def test_every_measured_peak_within_two_percent(rows: list[dict]) -> None:
     measured = [row for row in rows if row["error_pct"] is not None]
     assert len(measured) >= 30
     worst = max(measured, key=lambda row: abs(row["error_pct"]))
-    assert abs(worst["error_pct"]) <= 5.0, worst
+    assert abs(worst["error_pct"]) <= 2.0, worst
 
 
 def test_runs_that_ran_out_of_memory_are_predicted_not_to_fit(rows: list[dict]) -> None:
