@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from planner.graph.build import Implementation
-from planner.graph.params import mean_attended_tokens
+from planner.graph.params import layer_params, mean_attended_tokens
 from planner.specs.model import ModelSpec
 
 WorkKind = Literal["gemm", "attention", "memory"]
@@ -145,8 +145,6 @@ def layer_work(
 
 
 def _layer_matmul_weights(model: ModelSpec, index: int) -> float:
-    from planner.graph.params import layer_params
-
     params = layer_params(model, index)
     return params.attention_matmul + params.mlp_active_matmul
 

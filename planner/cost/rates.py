@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import cache
 
 import hardware_db
+from planner.catalog import load_gpu
 from planner.cost.compute import Rates
 from planner.cost.fit import Efficiencies, Sample, fit_efficiencies
 from planner.cost.measured import single_gpu_step_work
@@ -29,8 +30,6 @@ def fitted_efficiencies(gpu_id: str) -> Efficiencies | None:
     runs = measured_runs(gpu_id)
     if not runs:
         return None
-    from planner.catalog import load_gpu
-
     gpu = load_gpu(gpu_id)
     samples = [
         Sample(works=tuple(single_gpu_step_work(run["config"])), measured_s=run["time"]["median_s"])
