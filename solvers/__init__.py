@@ -1,7 +1,43 @@
-"""OR-Tools formulations of autopar's optimisation problems (planned by later issues).
+"""OR-Tools formulations of autopar's optimisation problems.
 
-Each module will be a pure function from a frozen problem to a frozen solution, with a
-brute-force reference; see ../DESIGN.md, "Solvers". Nothing here imports ``planner``.
+Each module is a pure function from a frozen problem to a frozen solution, documented in
+its docstring (data, variables, constraints, objective) and checked in tests against a
+brute-force reference (``solvers.reference``, ``solvers.reference_degrees``). Nothing here
+imports ``planner``: the planner builds the problems (see ../DESIGN.md, "Solvers").
 """
 
-__all__: list[str] = []
+from solvers._cpsat import Incumbent, SolveOptions, SolveStatus
+from solvers.degrees import (
+    AllowedTable,
+    Axis,
+    CostFactor,
+    DegreesProblem,
+    DegreesSolution,
+    ProductConstraint,
+)
+from solvers.degrees import solve as solve_degrees
+from solvers.stage_partition import (
+    LayerKind,
+    LayerRun,
+    StagePartitionProblem,
+    StagePartitionSolution,
+)
+from solvers.stage_partition import solve as solve_stage_partition
+
+__all__ = [
+    "AllowedTable",
+    "Axis",
+    "CostFactor",
+    "DegreesProblem",
+    "DegreesSolution",
+    "Incumbent",
+    "LayerKind",
+    "LayerRun",
+    "ProductConstraint",
+    "SolveOptions",
+    "SolveStatus",
+    "StagePartitionProblem",
+    "StagePartitionSolution",
+    "solve_degrees",
+    "solve_stage_partition",
+]
