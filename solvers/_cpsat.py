@@ -50,9 +50,7 @@ class _Recorder(cp_model.CpSolverSolutionCallback):
         cp_model.CpSolverSolutionCallback.__init__(self)
 
     def on_solution_callback(self) -> None:
-        self.incumbents.append(
-            Incumbent(self.objective_value, time.perf_counter() - self.started)
-        )
+        self.incumbents.append(Incumbent(self.objective_value, time.perf_counter() - self.started))
 
 
 _STATUS = {
