@@ -23,52 +23,32 @@ import argparse
 import json
 from typing import Any
 
-from planner import ModelSpec, ParallelConfig, WorkloadSpec, load_cluster
+from planner import WorkloadSpec, estimate, load_cluster
+from planner.cost.measured import (
+    layout_from_record,
+    model_from_record,
+    optimizer_kind,
+    state_layout_name,
+)
 from planner.cost.reserve import measured_records
-from planner.predict import estimate
 
 TOLERANCE_PCT = 5.0
 OPTIMISM_LIMIT_PCT = 2.0
 CLUSTER_FOR_GPU = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}
 
 
-def model_from_record(config: dict[str, Any]) -> ModelSpec:
-    shape = config["model"]
-    return ModelSpec(
-        name=config.get("preset") or "measured",
-        family="llama",
-        num_layers=shape["num_layers"],
-        hidden_size=shape["hidden_size"],
-        num_attention_heads=shape["num_attention_heads"],
-        num_kv_heads=shape["num_kv_heads"],
-        ffn_hidden_size=shape["ffn_hidden_size"],
-        vocab_size=shape["vocab_size"],
-        max_position_embeddings=max(shape["seq_len"], 8192),
-        rope_theta=shape["rope_theta"],
-        norm_epsilon=shape["norm_eps"],
-        tie_embeddings=shape["tie_embeddings"],
-    )
-
-
 def predict(record: dict[str, Any], *, gpu_id: str) -> Any:
     config = record["config"]
-    full = config["recompute"] == "full"
-    layout = ParallelConfig(
-        mbs=config["mbs"],
-        recompute=config["recompute"],
-        recompute_method="uniform" if full else None,
-        recompute_num_layers=1 if full else None,
-    )
     return estimate(
         model=model_from_record(config),
         cluster=load_cluster(CLUSTER_FOR_GPU[gpu_id], gpus=1),
         workload=WorkloadSpec(
             seq_len=config["model"]["seq_len"], global_batch=config["mbs"] * config["grad_accum"]
         ),
-        layout=layout,
+        layout=layout_from_record(config),
         framework="pytorch",
-        state_layout_name="autocast" if config["autocast"] else "bf16",
-        optimizer_impl="foreach" if config.get("foreach") else "per_tensor",
+        state_layout_name=state_layout_name(config),
+        optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
     )
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from functools import cache
 
-import hardware_db
 from planner.catalog import load_gpu
 from planner.cost.compute import Rates
 from planner.cost.fit import Efficiencies, Sample, fit_efficiencies
 from planner.cost.measured import single_gpu_step_work
-from planner.cost.reserve import measured_runs
+from planner.cost.reserve import measured_gpu_for, measured_runs
 from planner.errors import SpecError
 from planner.specs.hardware import GPUSpec
 
@@ -43,18 +42,9 @@ def fitted_efficiencies(gpu_id: str) -> Efficiencies | None:
     )
 
 
-def _measured_gpu_for(gpu: GPUSpec) -> str | None:
-    if measured_runs(gpu.id):
-        return gpu.id
-    for other in hardware_db.list_gpus():
-        if measured_runs(other):
-            return other
-    return None
-
-
 def rates_for(gpu: GPUSpec, dtype: str) -> Rates:
     """The rates the time model uses for ``gpu`` computing in ``dtype``."""
-    source_gpu = _measured_gpu_for(gpu)
+    source_gpu = measured_gpu_for(gpu)
     if source_gpu is None:
         raise SpecError(
             f"gpu {gpu.id}: no measured profile to derive achievable rates from "

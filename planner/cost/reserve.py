@@ -90,7 +90,8 @@ def measured_runs(gpu_id: str) -> tuple[dict, ...]:
     )
 
 
-def _fallback_gpu(gpu: GPUSpec) -> str | None:
+def measured_gpu_for(gpu: GPUSpec) -> str | None:
+    """``gpu`` itself when it has measured steps, else the first GPU that has (or None)."""
     if measured_runs(gpu.id):
         return gpu.id
     for other in hardware_db.list_gpus():
@@ -121,7 +122,7 @@ def memory_reserve(gpu: GPUSpec, *, layout: ParallelConfig) -> MemoryReserve:
         degree > 1 for degree in (layout.tp, layout.cp, layout.dp or 1, layout.pp, layout.ep)
     )
     nccl = communicators * NCCL_BYTES_PER_COMMUNICATOR
-    source_gpu = _fallback_gpu(gpu)
+    source_gpu = measured_gpu_for(gpu)
     if source_gpu is None:
         return MemoryReserve(
             fragmentation=0.0,
