@@ -188,6 +188,8 @@ def estimate(
         "flash_attention": flash_attention,
         "optimizer_impl": optimizer_impl or OPTIMIZER_KIND[framework],
         "microbatches": microbatches,
+        "gpus_per_node": cluster.gpus_per_node,
+        "model_spec": model.model_dump(mode="json"),
         **resolved.model_dump(mode="json"),
     }
     return Estimate(
