@@ -1,0 +1,479 @@
+"""DeepSpeed emitter: a plan to ``ds_config.json``, ``launch_deepspeed.sh`` and a README.
+
+What DeepSpeed's config JSON carries (../shared/reference/frameworks.md section 2, read at
+DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
+
+  dp                  implicit: ``train_batch_size = micro x accumulation x dp`` (2.1)
+  mbs                 ``train_micro_batch_size_per_gpu``
+  accumulation        ``gradient_accumulation_steps`` (= pipeline micro-batches when pp > 1)
+  zero_stage          ``zero_optimization.stage`` with the bucket keys at the source
+                      defaults (2.3; the source wins where the docs differ, pitfall 9)
+  offload fraction    ``zero_optimization.offload_optimizer.ratio`` (< 1 only with stage 3)
+  recompute full      ``activation_checkpointing`` (2.4); with pp > 1 also
+                      ``pipeline.activation_checkpoint_interval`` (2.5)
+  cp (a2a)            ``sequence_parallel_size``: Ulysses / ALST (2.6)
+  pp                  ``pipeline`` (the model must be a ``PipelineModule`` with pp stages)
+
+What it cannot carry is refused with ``EmitError`` naming each reason: tensor and expert
+parallelism (model-code libraries), Megatron's distributed optimizer, interleaved pipeline
+stages, pipeline with ZeRO-2/3 (pitfall 7), ring-attention context parallelism, fp8, and
+uneven pipeline stages. Megatron-only performance switches (selective recompute,
+``overlap_param_gather``) have no DeepSpeed key; the README says so rather than refusing.
+
+The module is a little past 400 lines: about a third is the text of the launch script and
+README, kept beside the config keys they explain.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from planner.cost.reserve import (
+    DEEPSPEED_PREFETCH_BUCKET_ELEMENTS,
+    DEEPSPEED_REDUCE_BUCKET_ELEMENTS,
+)
+from planner.emit.base import EmitError, EmitInput, EmittedFiles, autopar_version, register
+
+CONFIG_FILE = "ds_config.json"
+LAUNCH_FILE = "launch_deepspeed.sh"
+README_FILE = "README.md"
+
+# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults, frameworks.md 2.3)
+ALLGATHER_BUCKET_ELEMENTS = 500_000_000
+PARAM_PERSISTENCE_THRESHOLD = 100_000  # docs example shows 1e6; the source default is 1e5
+MAX_LIVE_PARAMETERS = 1_000_000_000
+# deepspeed/runtime/precision_config.py (fp16 block defaults, frameworks.md 2.2)
+FP16_BLOCK = {
+    "enabled": True,
+    "loss_scale": 0,  # 0 = dynamic loss scaling
+    "initial_scale_power": 16,
+    "loss_scale_window": 1000,
+    "hysteresis": 2,
+    "min_loss_scale": 1,
+}
+GRADIENT_CLIPPING = 1.0  # docs default
+STEPS_PER_PRINT = 10  # our choice: a log line every 10 steps (0.19.8 defaults to none)
+
+_TP_REASON = (
+    "DeepSpeed's config has no tensor parallelism; it needs Megatron-DeepSpeed or another "
+    "model-parallel library: plan with --framework deepspeed, or emit megatron"
+)
+
+
+def _refusals(plan: EmitInput) -> list[str]:
+    """Every reason the layout cannot be written as a DeepSpeed config (empty: it can)."""
+    layout, problems = plan.layout, []
+    if plan.precision == "fp8":
+        problems.append(
+            "precision fp8: DeepSpeed config has no fp8 training switch — use Transformer "
+            "Engine/Megatron"
+        )
+    if layout.tp > 1:
+        problems.append(f"tp = {layout.tp}: {_TP_REASON}")
+    if layout.ep > 1:
+        problems.append(
+            f"ep = {layout.ep}: expert parallelism is set in the model code "
+            "(deepspeed.moe.layer.MoE(ep_size=...)), not in the ZeRO config; emit megatron"
+        )
+    if layout.distributed_optimizer:
+        problems.append(
+            "distributed_optimizer is Megatron-only: use zero_stage 1 for the same "
+            "optimizer-state sharding in DeepSpeed"
+        )
+    if layout.interleaved:
+        problems.append(
+            f"vpp = {layout.vpp}: DeepSpeed's pipeline engine has no interleaved (virtual) "
+            "stages; plan without vpp or emit megatron"
+        )
+    if layout.pp > 1:
+        problems.extend(_pipeline_refusals(plan))
+    if layout.cp > 1:
+        problems.extend(_ulysses_refusals(plan))
+    if layout.offload_optimizer_fraction > 0 and layout.zero_stage == 0:
+        problems.append(
+            "offload_optimizer needs ZeRO stage 1, 2 or 3 (frameworks.md 2.3); zero_stage is 0"
+        )
+    if 0 < layout.offload_optimizer_fraction < 1 and layout.zero_stage != 3:
+        problems.append(
+            f"offload_optimizer_fraction {layout.offload_optimizer_fraction:g}: partial "
+            f"offload (ratio < 1) is only supported with ZeRO stage 3, not "
+            f"{layout.zero_stage} (deepspeed/runtime/zero/config.py offload_ratio_check)"
+        )
+    problems.extend(_size_refusals(plan))
+    return problems
+
+
+def _pipeline_refusals(plan: EmitInput) -> list[str]:
+    layout, problems = plan.layout, []
+    if layout.zero_stage >= 2:
+        problems.append(
+            f"pp = {layout.pp} with zero_stage {layout.zero_stage}: DeepSpeed's pipeline "
+            "engine asserts ZeRO stage < 2 (ZeRO-2 and ZeRO-3 are incompatible with pipeline "
+            "parallelism); use zero_stage 0 or 1, or pp = 1"
+        )
+    if layout.first_stage_layers or layout.last_stage_layers:
+        problems.append(
+            "first_stage_layers/last_stage_layers: DeepSpeed's PipelineModule partitions "
+            "layers uniformly, by parameters or by type; an explicit per-stage layer count "
+            "cannot be expressed"
+        )
+    if layout.recompute == "full" and layout.recompute_method == "block":
+        problems.append(
+            "recompute_method block with pp > 1: DeepSpeed's pipeline checkpoints every "
+            "activation_checkpoint_interval layers, never only the first N of a stage"
+        )
+    if layout.cp > 1:
+        problems.append(
+            f"cp = {layout.cp} with pp = {layout.pp}: DeepSpeed's pipeline topology has "
+            "pipe and data axes only; Ulysses sequence parallelism cannot join it"
+        )
+    return problems
+
+
+def _ulysses_refusals(plan: EmitInput) -> list[str]:
+    """Ulysses (frameworks.md 2.6): heads and KV heads split over cp ranks."""
+    layout, model = plan.layout, plan.model
+    cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
+    if layout.cp_comm_type != "a2a":
+        return [
+            f"cp = {cp} with cp_comm_type {layout.cp_comm_type}: DeepSpeed's only context "
+            "parallelism is Ulysses (all-to-all, cp_comm_type a2a); ring attention needs "
+            "Megatron or torchtitan"
+        ]
+    problems = []
+    if heads % cp != 0:
+        problems.append(f"Ulysses: attention heads ({heads}) must be divisible by cp ({cp})")
+    if kv % cp != 0 and cp % kv != 0:
+        problems.append(f"Ulysses: KV heads ({kv}) and cp ({cp}) must divide one another")
+    if plan.seq_len % cp != 0:
+        problems.append(f"Ulysses: seq_len ({plan.seq_len}) must be divisible by cp ({cp})")
+    return problems
+
+
+def _size_refusals(plan: EmitInput) -> list[str]:
+    layout, problems = plan.layout, []
+    dp = layout.dp
+    if dp is None or layout.tp * layout.cp * dp * layout.pp != plan.num_gpus:
+        problems.append(
+            f"tp x cp x dp x pp = {layout.tp} x {layout.cp} x {dp} x {layout.pp} does not "
+            f"match the {plan.num_gpus} GPUs"
+        )
+    elif plan.global_batch % (layout.mbs * dp) != 0:
+        problems.append(
+            f"global batch ({plan.global_batch}) must be divisible by mbs x dp = "
+            f"{layout.mbs} x {dp}: DeepSpeed derives with floor division (pitfall 6)"
+        )
+    if plan.nodes > 1 and plan.num_gpus % plan.gpus_per_node != 0:
+        problems.append(
+            f"{plan.num_gpus} GPUs over {plan.nodes} nodes of {plan.gpus_per_node}: the "
+            "deepspeed launcher starts the same --num_gpus on every node"
+        )
+    return problems
+
+
+def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
+    """The ``ds_config.json`` contents for ``plan``; ``EmitError`` if it cannot be expressed."""
+    problems = _refusals(plan)
+    if problems:
+        raise EmitError("deepspeed cannot express this plan: " + "; ".join(problems))
+    layout = plan.layout
+    micro, accumulation, dp = layout.mbs, plan.grad_accumulation, plan.dp
+    config: dict[str, Any] = {
+        "train_batch_size": micro * accumulation * dp,
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "gradient_clipping": GRADIENT_CLIPPING,
+        "steps_per_print": STEPS_PER_PRINT,
+        "wall_clock_breakdown": False,
+        "zero_optimization": _zero_block(plan),
+    }
+    # DeepSpeedConfig._batch_assertion, with dp as its "world size" (frameworks.md 2.1)
+    assert config["train_batch_size"] == plan.global_batch, "batch identity"
+    if plan.precision == "bf16":
+        config["bf16"] = {"enabled": True}
+    elif plan.precision == "fp16":
+        config["fp16"] = dict(FP16_BLOCK)
+    if layout.recompute == "full":
+        config["activation_checkpointing"] = {
+            "partition_activations": False,
+            "contiguous_memory_optimization": False,
+            "cpu_checkpointing": False,
+        }
+    if layout.pp > 1:
+        config["pipeline"] = {
+            "stages": layout.pp,
+            "partition": "uniform",
+            "activation_checkpoint_interval": (
+                (layout.recompute_num_layers or 1) if layout.recompute == "full" else 0
+            ),
+        }
+    if layout.cp > 1:
+        config["sequence_parallel_size"] = layout.cp
+    return config
+
+
+def _zero_block(plan: EmitInput) -> dict[str, Any]:
+    layout = plan.layout
+    stage = layout.zero_stage
+    block: dict[str, Any] = {
+        "stage": stage,
+        # the source's default is stage == 3; the plan's overlap_grad_reduce turns it on below
+        "overlap_comm": stage == 3 or layout.overlap_grad_reduce,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": DEEPSPEED_REDUCE_BUCKET_ELEMENTS,
+        "allgather_bucket_size": ALLGATHER_BUCKET_ELEMENTS,
+    }
+    if stage == 3:
+        block["stage3_prefetch_bucket_size"] = DEEPSPEED_PREFETCH_BUCKET_ELEMENTS
+        block["stage3_param_persistence_threshold"] = PARAM_PERSISTENCE_THRESHOLD
+        block["stage3_max_live_parameters"] = MAX_LIVE_PARAMETERS
+    if layout.offload_optimizer_fraction > 0:
+        block["offload_optimizer"] = {
+            "device": "cpu",
+            "pin_memory": True,
+            "ratio": layout.offload_optimizer_fraction,
+        }
+    return block
+
+
+def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[str, Any]:
+    """The layout knobs a ``ds_config.json`` carries, read back for ``world_size`` GPUs.
+
+    Returns ``dp, cp, pp, mbs, zero_stage, offload_optimizer_fraction, recompute``
+    (ParallelConfig's names; ``cp_comm_type`` too when cp > 1) plus ``grad_accumulation``,
+    ``global_batch`` and ``precision``. Any two of the three batch keys suffice, as in
+    DeepSpeed; the third is derived and the identity checked (``EmitError`` if it fails).
+    """
+    cp = int(config.get("sequence_parallel_size", 1))
+    stages = config.get("pipeline", {}).get("stages", 1)
+    pp = stages if isinstance(stages, int) else 1
+    if world_size % (cp * pp) != 0:
+        raise EmitError(
+            f"ds_config: world size {world_size} is not divisible by sequence_parallel_size "
+            f"x pipeline stages = {cp} x {pp}"
+        )
+    dp = world_size // (cp * pp)
+    train, micro, accumulation = _batch_keys(config, dp=dp)
+    zero = config.get("zero_optimization", {})
+    offload = zero.get("offload_optimizer") or {}
+    offloaded = offload.get("device", "none") not in ("none", None)
+    recompute = "full" if "activation_checkpointing" in config else "none"
+    if config.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
+        recompute = "full"
+    knobs: dict[str, Any] = {
+        "dp": dp,
+        "cp": cp,
+        "pp": pp,
+        "mbs": micro,
+        "grad_accumulation": accumulation,
+        "global_batch": train,
+        "zero_stage": int(zero.get("stage", 0)),
+        "offload_optimizer_fraction": float(offload.get("ratio", 1.0)) if offloaded else 0.0,
+        "recompute": recompute,
+        "precision": _precision_of(config),
+    }
+    if cp > 1:
+        knobs["cp_comm_type"] = "a2a"
+    return knobs
+
+
+def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
+    """train, micro, accumulation, the missing one derived as DeepSpeed does (floor division,
+    ``DeepSpeedConfig._set_batch_related_parameters``), then the identity checked."""
+    train = config.get("train_batch_size")
+    micro = config.get("train_micro_batch_size_per_gpu")
+    accumulation = config.get("gradient_accumulation_steps")
+    if micro is None and train is not None:
+        micro = train // (dp * (accumulation or 1))
+    if accumulation is None:
+        accumulation = 1 if micro is None or train is None else train // (micro * dp)
+    if train is None and micro is not None:
+        train = micro * accumulation * dp
+    if not (train and micro and accumulation) or train != micro * accumulation * dp:
+        raise EmitError(
+            f"ds_config: train_batch_size ({train}) must equal train_micro_batch_size_per_gpu "
+            f"x gradient_accumulation_steps x dp = {micro} x {accumulation} x {dp}"
+        )
+    return train, micro, accumulation
+
+
+def _precision_of(config: dict[str, Any]) -> str:
+    if config.get("bf16", {}).get("enabled"):
+        return "bf16"
+    if config.get("fp16", {}).get("enabled"):
+        return "fp16"
+    return "fp32"
+
+
+_PREDICTIONS = (
+    ("step_time_s", "step time", "{:.3f} s"),
+    ("tokens_per_s", "throughput", "{:.0f} tokens/s"),
+    ("mfu", "MFU", "{:.3f}"),
+    ("peak_gib", "peak memory", "{:.1f} GiB per GPU"),
+)
+
+
+def _summary(plan: EmitInput) -> str:
+    layout = plan.layout
+    parts = [f"dp {plan.dp}"]
+    parts += [
+        f"{axis} {degree}" for axis, degree in (("pp", layout.pp), ("cp", layout.cp)) if degree > 1
+    ]
+    parts += [
+        f"ZeRO-{layout.zero_stage}",
+        f"micro-batch {layout.mbs}",
+        f"gradient accumulation {plan.grad_accumulation}",
+        f"global batch {plan.global_batch} x {plan.seq_len} tokens",
+        plan.precision,
+    ]
+    return ", ".join(parts)
+
+
+def _nodes_text(nodes: int) -> str:
+    return "1 node" if nodes == 1 else f"{nodes} nodes"
+
+
+def _launcher(plan: EmitInput) -> str:
+    nodes, gpus = plan.nodes, plan.nproc_per_node
+    master_addr = (
+        'MASTER_ADDR="${MASTER_ADDR:?set MASTER_ADDR to the address of the first node}"'
+        if nodes > 1
+        else 'MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"'
+    )
+    predictions = [
+        f"#   {label:<12} {fmt.format(plan.predictions[key])}"
+        for key, label, fmt in _PREDICTIONS
+        if key in plan.predictions
+    ] or ["#   (none recorded)"]
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# DeepSpeed launch for {plan.model.name} on {plan.num_gpus} GPUs "
+        f"({_nodes_text(nodes)} x {gpus}), written by autopar {autopar_version()}.",
+        f"# Layout: {_summary(plan)}.",
+        "# Predicted by autopar (estimates, not measurements):",
+        *predictions,
+        "#",
+        "# Environment:",
+        "#   TRAIN_SCRIPT  your training script (required): it calls deepspeed.initialize() and",
+        "#                 accepts --deepspeed --deepspeed_config PATH; the arguments given to",
+        "#                 this script are passed on to it",
+        f"#   HOSTFILE      DeepSpeed hostfile, one 'host slots={gpus}' line per node "
+        "(default /job/hostfile)",
+        "#   MASTER_ADDR   address of the first node"
+        + (" (required)" if nodes > 1 else " (default 127.0.0.1)"),
+        "#   MASTER_PORT   rendezvous port (default 29500)",
+        "set -euo pipefail",
+        'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
+        'TRAIN_SCRIPT="${TRAIN_SCRIPT:?set TRAIN_SCRIPT to your training script}"',
+        'HOSTFILE="${HOSTFILE:-/job/hostfile}"',
+        master_addr,
+        'MASTER_PORT="${MASTER_PORT:-29500}"',
+        "",
+        "exec deepspeed \\",
+        '  --hostfile "$HOSTFILE" \\',
+        f"  --num_nodes {nodes} \\",
+        f"  --num_gpus {gpus} \\",
+        '  --master_addr "$MASTER_ADDR" \\',
+        '  --master_port "$MASTER_PORT" \\',
+        '  "$TRAIN_SCRIPT" "$@" \\',
+        "  --deepspeed \\",
+        '  --deepspeed_config "$HERE/ds_config.json"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(plan: EmitInput) -> list[str]:
+    """What the user's model code must do, and what the config could not say."""
+    layout, notes = plan.layout, []
+    if layout.recompute == "full":
+        which = (
+            f"{layout.recompute_num_layers} layer(s) per checkpoint ({layout.recompute_method})"
+            if layout.recompute_num_layers
+            else "every transformer layer"
+        )
+        notes.append(
+            "Full recomputation: DeepSpeed's `activation_checkpointing` block only configures "
+            "`deepspeed.checkpointing`; activation checkpointing is applied by the model "
+            "code's checkpoint calls (`deepspeed.checkpointing.checkpoint(layer, ...)`, or "
+            f"`model.gradient_checkpointing_enable()` for HF models). The plan checkpoints {which}."
+        )
+    if layout.recompute == "selective":
+        notes.append(
+            "Selective recomputation (attention core only) has no DeepSpeed key: a flash "
+            "attention kernel already recomputes it in its backward."
+        )
+    if layout.pp > 1:
+        notes.append(
+            f"Pipeline: the model must be a `deepspeed.pipe.PipelineModule(layers=..., "
+            f"num_stages={layout.pp}, partition_method='uniform')` trained with "
+            "`engine.train_batch()`; `gradient_accumulation_steps` is the micro-batch count."
+        )
+    if layout.cp > 1:
+        notes.append(
+            f"Ulysses sequence parallelism over {layout.cp} GPUs: call "
+            "`UlyssesSPAttentionHF.register_with_transformers(..., "
+            f"sequence_parallel_size={layout.cp}, micro_batch_size={layout.mbs}, "
+            f"seq_length={plan.seq_len})`, pass the returned mpu to `deepspeed.initialize`, "
+            "and wrap the data loader in `UlyssesSPDataLoaderAdapter`."
+        )
+    if layout.overlap_param_gather and layout.zero_stage < 3:
+        notes.append(
+            "overlap_param_gather has no DeepSpeed key below ZeRO-3: the parameter all-gather "
+            "after the optimizer step is not overlapped, so the step may be slower than predicted."
+        )
+    if plan.framework != "deepspeed":
+        notes.append(
+            f"The predictions were made for {plan.framework}, whose memory layout and buffers "
+            "differ from DeepSpeed's: re-run `autopar estimate --framework deepspeed` for "
+            "DeepSpeed's numbers."
+        )
+    return notes
+
+
+def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
+    zero = config["zero_optimization"]
+    lines = [
+        f"# DeepSpeed run for {plan.model.name} on {plan.num_gpus} GPUs",
+        "",
+        f"Written by autopar {autopar_version()}. Layout: {_summary(plan)}.",
+        "",
+        "## Files",
+        "",
+        f"- `{CONFIG_FILE}`: the DeepSpeed config. `train_batch_size` "
+        f"({config['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
+        f"({config['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
+        f"({config['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
+        f"ZeRO stage {zero['stage']} with the bucket sizes at DeepSpeed's source defaults.",
+        f"- `{LAUNCH_FILE}`: runs the `deepspeed` launcher on {_nodes_text(plan.nodes)} x "
+        f"{plan.nproc_per_node} GPUs. Set `TRAIN_SCRIPT` (and `HOSTFILE`, `MASTER_ADDR`, "
+        "`MASTER_PORT` as needed); extra arguments go to the training script.",
+        f"- `{README_FILE}`: this file.",
+        "",
+        "The training script must call `deepspeed.initialize(args=..., model=..., "
+        "model_parameters=...)` and accept `--deepspeed --deepspeed_config PATH` "
+        "(`deepspeed.add_config_arguments(parser)` adds them).",
+    ]
+    notes = _notes(plan)
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+class DeepSpeedEmitter:
+    """``ds_config.json``, ``launch_deepspeed.sh`` and ``README.md`` for a DeepSpeed run."""
+
+    name = "deepspeed"
+
+    def emit(self, plan: EmitInput) -> EmittedFiles:
+        config = deepspeed_config(plan)
+        return EmittedFiles(
+            files=(
+                (CONFIG_FILE, json.dumps(config, sort_keys=True, indent=2) + "\n"),
+                (LAUNCH_FILE, _launcher(plan)),
+                (README_FILE, _readme(plan, config)),
+            )
+        )
+
+
+register(DeepSpeedEmitter())
