@@ -13,6 +13,7 @@ import click
 import typer
 
 from planner.cli.catalog import hardware_app, models_app
+from planner.cli.emit import emit_command
 from planner.cli.estimate import estimate_command
 from planner.errors import AutoparError
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(hardware_app, name="hardware")
 app.command("estimate")(estimate_command)
+app.command("emit")(emit_command)
 
 
 def fail(message: str) -> None:

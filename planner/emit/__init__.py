@@ -1,0 +1,44 @@
+"""Emitters: launch files for Megatron-LM, DeepSpeed and torchtitan from a plan.
+
+``load_emitters()`` imports the emitter modules, which register themselves
+(``planner.emit.base.register``); ``emit_files`` calls it.
+"""
+
+import importlib
+from typing import Any
+
+from planner.emit.base import (
+    EmitError,
+    EmitInput,
+    EmittedFiles,
+    emit_input_from_estimate,
+    emitter_names,
+    get_emitter,
+)
+
+EMITTER_MODULES = ("megatron", "deepspeed", "torchtitan")
+
+
+def load_emitters() -> None:
+    """Import the emitter modules once, which registers them."""
+    for module in EMITTER_MODULES:
+        importlib.import_module(f"planner.emit.{module}")
+
+
+def emit_files(plan_json: dict[str, Any], *, format: str) -> dict[str, str]:
+    """File name -> contents for ``format``, from ``autopar estimate --json`` output."""
+    load_emitters()
+    plan = emit_input_from_estimate(plan_json)
+    return get_emitter(format).emit(plan).as_dict()
+
+
+__all__ = [
+    "EmitError",
+    "EmitInput",
+    "EmittedFiles",
+    "emit_files",
+    "emit_input_from_estimate",
+    "emitter_names",
+    "get_emitter",
+    "load_emitters",
+]
