@@ -20,8 +20,15 @@ from planner.catalog import (
     load_link,
     load_model,
 )
-from planner.errors import AutoparError, ImportFormatError, SpecError, UnknownNameError
+from planner.errors import (
+    AutoparError,
+    ImportFormatError,
+    Infeasible,
+    SpecError,
+    UnknownNameError,
+)
 from planner.graph.params import ParamCounts, count_params, training_flops_per_token
+from planner.plan import PlanResult, plan
 from planner.predict import Estimate, estimate
 from planner.specs import (
     ClusterSpec,
@@ -43,6 +50,7 @@ __all__ = [
     "Estimate",
     "GPUSpec",
     "ImportFormatError",
+    "Infeasible",
     "LinkSpec",
     "MLASpec",
     "MoESpec",
@@ -51,6 +59,7 @@ __all__ = [
     "ParallelConfig",
     "ParamCounts",
     "PeakTflops",
+    "PlanResult",
     "SpecError",
     "UnknownNameError",
     "WorkloadSpec",
@@ -63,5 +72,6 @@ __all__ = [
     "load_gpu",
     "load_link",
     "load_model",
+    "plan",
     "training_flops_per_token",
 ]

@@ -25,3 +25,7 @@ class UnknownNameError(AutoparError, KeyError):
 
 class ImportFormatError(SpecError):
     """A HuggingFace ``config.json`` that cannot be imported (unsupported type, missing field)."""
+
+
+class Infeasible(SpecError):
+    """No layout fits: the message says which constraint binds and what would change it."""

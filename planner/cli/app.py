@@ -15,6 +15,7 @@ import typer
 from planner.cli.catalog import hardware_app, models_app
 from planner.cli.emit import emit_command
 from planner.cli.estimate import estimate_command
+from planner.cli.plan import plan_command
 from planner.errors import AutoparError
 
 EXIT_USER_ERROR = 2
@@ -30,6 +31,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(hardware_app, name="hardware")
 app.command("estimate")(estimate_command)
 app.command("emit")(emit_command)
+app.command("plan")(plan_command)
 
 
 def fail(message: str) -> None:

@@ -1,0 +1,272 @@
+"""The layout candidates the planner searches: every layout that passes Megatron's rules.
+
+Step one of the planner tabulates the cost model per whole layout, so the candidate list
+is the decision space. It is the Cartesian product of these knob domains (glossary in
+``planner.specs.layout``), in this order, which is also the (deterministic) output order:
+
+  tp         divisors of gpus_per_node that divide the GPU count (TP stays inside a node)
+  cp         1, 2, 4, 8
+  pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); even layer split only
+             (uneven first/last stages are a later step)
+  dp         GPUs / (tp x cp x pp), derived
+  ep         MoE: divisors of num_experts that divide dp x cp x tp; dense models: 1.
+             EP groups may span nodes (the issue's "inside a node" default is not applied)
+  vpp        None, or 2 and 4 when pp > 1
+  mbs        powers of two up to ``max_mbs``
+  recompute  none, selective, full (uniform, one layer per group)
+
+Derived, not searched: ``sequence_parallel = tp > 1``; the optimizer sharding per
+framework (megatron: distributed optimizer with overlapped gradient reduce and parameter
+gather; deepspeed: ZeRO-1 with overlapped reduce; torchtitan: FSDP2, i.e. ZeRO-3;
+pytorch: plain DDP). Whether ``planner.emit`` can express every candidate is not checked.
+
+``fixed`` pins any ``ParallelConfig`` field (a searched knob is restricted to that value,
+any other field is set on every candidate); ``maxima`` bounds any integer knob. Every
+product of the domains is built as a ``ParallelConfig`` and checked with
+:func:`planner.specs.layout.layout_violations`; violators are dropped and counted per rule
+so that an empty space can say which rule emptied it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from planner.errors import SpecError
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import ParallelConfig, layout_violations
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+MAX_CP = 8
+MAX_PP = 64
+VPP_CHOICES = (2, 4)
+RECOMPUTE_CHOICES = ("none", "selective", "full")
+
+SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute")
+"""Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
+
+FRAMEWORK_SHARDING: dict[str, dict[str, Any]] = {
+    "megatron": {
+        "zero_stage": 0,
+        "distributed_optimizer": True,
+        "overlap_grad_reduce": True,
+        "overlap_param_gather": True,
+    },
+    "deepspeed": {"zero_stage": 1, "overlap_grad_reduce": True},
+    "torchtitan": {"zero_stage": 3},
+    "pytorch": {"zero_stage": 0},
+}
+
+
+@dataclass
+class Enumeration:
+    """The legal candidates and, per rule, how many raw layouts it removed."""
+
+    layouts: list[ParallelConfig]
+    considered: int
+    """Raw layouts built from the knob domains (before the rules)."""
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Rule label -> layouts it removed (a layout breaking two rules counts for both)."""
+    examples: dict[str, str] = field(default_factory=dict)
+    """Rule label -> one full message, for the explanation."""
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
+    """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none')."""
+    fields = ParallelConfig.model_fields
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in fields:
+            raise SpecError(
+                f"{option}: unknown knob '{name}'; knobs are {', '.join(sorted(fields))}"
+            )
+        adapter = TypeAdapter(fields[name].annotation)
+        try:
+            coerced[name] = adapter.validate_python(value)
+        except ValidationError:
+            if isinstance(value, str) and value.lower() in ("none", "null"):
+                try:
+                    coerced[name] = adapter.validate_python(None)
+                    continue
+                except ValidationError:
+                    pass
+            raise SpecError(f"{option}: {name}={value!r} is not a valid value for {name}") from None
+    return coerced
+
+
+def _rule_label(message: str) -> str:
+    match = re.search(r"\(rule (\d+)\)", message)
+    if match:
+        return f"rule {match.group(1)}"
+    return re.sub(r"\d+", "N", message.split(":")[0])
+
+
+def _domains(
+    model: ModelSpec, cluster: ClusterSpec, *, max_mbs: int
+) -> dict[str, tuple[list[Any], str]]:
+    """Each searched knob's domain before pinning, with the reason a value may be missing."""
+    world, per_node = cluster.num_gpus, cluster.gpus_per_node
+    return {
+        "tp": (
+            [d for d in divisors(per_node) if world % d == 0],
+            f"tp must divide the {per_node} GPUs per node and the {world} GPUs",
+        ),
+        "cp": (
+            [c for c in (1, 2, 4, 8) if c <= MAX_CP and world % c == 0],
+            f"cp is a power of two up to {MAX_CP} dividing the {world} GPUs",
+        ),
+        "pp": (
+            [d for d in divisors(world) if d <= min(MAX_PP, model.num_layers)],
+            f"pp must divide the {world} GPUs and be at most min({MAX_PP}, num_layers)",
+        ),
+        "dp": (divisors(world), f"dp must divide the {world} GPUs"),
+        "ep": (
+            divisors(model.moe.num_experts) if model.moe is not None else [1],
+            "ep must divide moe.num_experts" if model.moe is not None else "ep is 1 for dense",
+        ),
+        "vpp": ([None, *VPP_CHOICES], f"vpp is none or one of {VPP_CHOICES}"),
+        "mbs": (
+            [2**i for i in range(max_mbs.bit_length()) if 2**i <= max_mbs],
+            f"mbs is a power of two up to max_mbs = {max_mbs}",
+        ),
+        "recompute": (list(RECOMPUTE_CHOICES), f"recompute is one of {RECOMPUTE_CHOICES}"),
+    }
+
+
+def _restrict(
+    domains: dict[str, tuple[list[Any], str]], fixed: dict[str, Any], maxima: dict[str, Any]
+) -> dict[str, list[Any]]:
+    restricted: dict[str, list[Any]] = {}
+    for knob, (values, reason) in domains.items():
+        if knob in fixed:
+            if fixed[knob] not in values:
+                shown = ", ".join(str(v) for v in values)
+                raise SpecError(
+                    f"fixed {knob}={fixed[knob]}: no candidate can take it ({reason}: {shown})"
+                )
+            values = [fixed[knob]]
+        if knob in maxima:
+            values = [v for v in values if v is None or v <= maxima[knob]]
+        restricted[knob] = values
+    return restricted
+
+
+def enumerate_space(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    *,
+    framework: str = "megatron",
+    fixed: dict[str, Any] | None = None,
+    maxima: dict[str, int] | None = None,
+    max_mbs: int = 8,
+) -> Enumeration:
+    """The legal candidates, with the per-rule drop counts (see the module docstring)."""
+    if framework not in FRAMEWORK_SHARDING:
+        raise SpecError(f"framework: unknown '{framework}'; known: {', '.join(FRAMEWORK_SHARDING)}")
+    fixed = coerce_knobs(dict(fixed or {}), option="fixed")
+    maxima = dict(maxima or {})
+    for knob, bound in maxima.items():
+        if knob not in ParallelConfig.model_fields:
+            raise SpecError(
+                f"maxima: unknown knob '{knob}'; knobs are "
+                f"{', '.join(sorted(ParallelConfig.model_fields))}"
+            )
+        if isinstance(bound, bool) or not isinstance(bound, int):
+            raise SpecError(f"maxima: {knob}={bound!r} is not a whole number")
+    mbs_bound = min(max_mbs, maxima.get("mbs", max_mbs))
+    if "mbs" in fixed:
+        mbs_bound = max(mbs_bound, fixed["mbs"])
+    domain = _restrict(_domains(model, cluster, max_mbs=mbs_bound), fixed, maxima)
+    extra = {k: v for k, v in fixed.items() if k not in SEARCHED}
+    world = cluster.num_gpus
+    result = Enumeration(layouts=[], considered=0)
+    for tp, cp, pp in itertools.product(domain["tp"], domain["cp"], domain["pp"]):
+        if world % (tp * cp * pp) != 0:
+            continue
+        dp = world // (tp * cp * pp)
+        if dp not in domain["dp"]:
+            continue
+        eps = [e for e in domain["ep"] if (dp * cp * tp) % e == 0]
+        vpps = domain["vpp"] if pp > 1 else [v for v in domain["vpp"] if v is None]
+        for ep, vpp, mbs, recompute in itertools.product(
+            eps, vpps, domain["mbs"], domain["recompute"]
+        ):
+            fields: dict[str, Any] = {
+                "tp": tp,
+                "cp": cp,
+                "pp": pp,
+                "dp": dp,
+                "ep": ep,
+                "vpp": vpp,
+                "mbs": mbs,
+                "sequence_parallel": tp > 1,
+                "recompute": recompute,
+                **FRAMEWORK_SHARDING[framework],
+            }
+            if recompute == "full":
+                fields.update(recompute_method="uniform", recompute_num_layers=1)
+            fields.update(extra)
+            if maxima and any(
+                isinstance(fields.get(k), int) and fields[k] > bound for k, bound in maxima.items()
+            ):
+                continue
+            result.considered += 1
+            _check(result, fields, model=model, cluster=cluster, workload=workload)
+    return result
+
+
+def _check(
+    result: Enumeration,
+    fields: dict[str, Any],
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+) -> None:
+    try:
+        layout = ParallelConfig(**fields)
+    except ValidationError as error:
+        problems = [str(e["msg"]).removeprefix("Value error, ") for e in error.errors()]
+        problems = [p for message in problems for p in message.split("; ")]
+    else:
+        problems = layout_violations(model=model, cluster=cluster, workload=workload, layout=layout)
+        if not problems:
+            result.layouts.append(layout)
+            return
+    for problem in problems:
+        label = _rule_label(problem)
+        result.dropped[label] += 1
+        result.examples.setdefault(label, problem)
+
+
+def enumerate_layouts(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    *,
+    framework: str = "megatron",
+    fixed: dict[str, Any] | None = None,
+    maxima: dict[str, int] | None = None,
+    max_mbs: int = 8,
+) -> list[ParallelConfig]:
+    """Every candidate layout that passes the rules, in a deterministic order."""
+    return enumerate_space(
+        model,
+        cluster,
+        workload,
+        framework=framework,
+        fixed=fixed,
+        maxima=maxima,
+        max_mbs=max_mbs,
+    ).layouts

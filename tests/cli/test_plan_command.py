@@ -1,0 +1,63 @@
+"""End-to-end tests of ``autopar plan``: JSON shape, the table, one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planner.cli.app import app
+from planner.cli.plan import plan_command
+
+EIGHT_B = (
+    "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+    "--seq-len", "4096", "--global-batch", "64",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _plan_registered() -> None:
+    """Until planner/cli/app.py registers ``plan``, add it to the app for these tests."""
+    names = {command.name for command in app.registered_commands}
+    if "plan" not in names:
+        app.command("plan")(plan_command)
+
+
+def test_json_has_plans_and_search(run_cli) -> None:
+    result = run_cli(*EIGHT_B, "--json", "--top-k", "3")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"plans", "search"}
+    assert len(data["plans"]) == 3
+    best = data["plans"][0]
+    assert set(best) == {"config", "memory", "time", "explanation"}
+    assert best["config"]["num_gpus"] == 8 and best["memory"]["fits"] is True
+    assert data["search"]["solver"] == "cp-sat" and data["search"]["optimal"] is True
+    times = [p["time"]["step_time_s"] for p in data["plans"]]
+    assert times == sorted(times)
+
+
+def test_table_fix_and_max(run_cli) -> None:
+    result = run_cli(*EIGHT_B, "--fix", "tp=2,recompute=selective", "--max", "pp=2")
+    assert result.exit_code == 0, result.stderr
+    assert "tp 2" in result.stdout and "dominant cost" in result.stdout
+    assert "Fastest" in result.stdout and "Search:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (("--fix", "tp=3"), "tp=3"),
+        (("--fix", "bogus=1"), "unknown knob 'bogus'"),
+        (("--fix", "tp8"), "'tp8' is not knob=value"),
+        (("--max", "recompute=full"), "--max: recompute=full"),
+        (("--objective", "cost"), "not implemented yet"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(run_cli, flags: tuple[str, ...], expected: str) -> None:
+    result = run_cli(*EIGHT_B, *flags)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("autopar: error: ")
+    assert result.stderr.count("\n") == 1
+    assert expected in result.stderr

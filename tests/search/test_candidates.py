@@ -1,0 +1,94 @@
+"""enumerate_layouts: the legal layout space, pinned and bounded, counted by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.catalog import load_cluster
+from planner.errors import SpecError
+from planner.search.candidates import enumerate_layouts, enumerate_space
+from planner.specs import ModelSpec, MoESpec, ParallelConfig, WorkloadSpec
+from planner.specs.layout import layout_violations
+
+WORKLOAD = WorkloadSpec(seq_len=64, global_batch=4)
+
+
+def _key(layout: ParallelConfig) -> tuple:
+    return (layout.tp, layout.cp, layout.pp, layout.dp, layout.vpp, layout.mbs)
+
+
+def test_tiny_model_on_two_gpus_counted_by_hand(tiny_model: ModelSpec) -> None:
+    # 2 GPUs: (tp, cp, pp, dp) in (1,1,1,2), (1,1,2,1), (1,2,1,1), (2,1,1,1) (tp | 8 and
+    # kv_heads 2; cp 2 needs seq 64 % 4 == 0). mbs 1 or 2 always divides 4 / dp. pp 2
+    # adds vpp 2 (4 layers / 2 / 2) but not vpp 4 (2 layers per rank): 2 x 3 + 2 x 1 x 3
+    # = 12 built, the 2 with vpp 4 dropped, 10 legal.
+    cluster = load_cluster("dgx-h100", gpus=2)
+    space = enumerate_space(tiny_model, cluster, WORKLOAD, fixed={"recompute": "none"}, max_mbs=2)
+    assert space.considered == 12
+    assert len(space.layouts) == 10
+    assert sum(space.dropped.values()) == 2
+    assert "vpp (4)" in next(iter(space.examples.values()))
+    keys = {_key(layout) for layout in space.layouts}
+    assert (1, 1, 2, 1, 2, 1) in keys and (1, 1, 2, 1, 4, 1) not in keys
+    assert (2, 1, 1, 1, None, 2) in keys
+
+
+def test_every_candidate_is_legal_and_derived_knobs_follow(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=8)
+    layouts = enumerate_layouts(tiny_model, cluster, WORKLOAD)
+    assert layouts
+    for layout in layouts:
+        assert (
+            layout_violations(model=tiny_model, cluster=cluster, workload=WORKLOAD, layout=layout)
+            == []
+        )
+        assert layout.tp * layout.cp * layout.pp * layout.dp == 8
+        assert layout.sequence_parallel == (layout.tp > 1)
+        assert layout.distributed_optimizer and layout.overlap_param_gather
+        if layout.recompute == "full":
+            assert (layout.recompute_method, layout.recompute_num_layers) == ("uniform", 1)
+    assert {layout.recompute for layout in layouts} == {"none", "selective", "full"}
+
+
+def test_deterministic(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=4)
+    first = enumerate_layouts(tiny_model, cluster, WORKLOAD)
+    assert first == enumerate_layouts(tiny_model, cluster, WORKLOAD)
+
+
+def test_fixed_and_maxima_respected(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=8)
+    layouts = enumerate_layouts(
+        tiny_model,
+        cluster,
+        WORKLOAD,
+        fixed={"tp": 2, "recompute": "full", "cp_comm_type": "all_gather"},
+        maxima={"pp": 2, "mbs": 1},
+    )
+    assert layouts
+    assert all(layout.tp == 2 and layout.recompute == "full" for layout in layouts)
+    assert all(layout.cp_comm_type == "all_gather" for layout in layouts)
+    assert all(layout.pp <= 2 and layout.mbs == 1 for layout in layouts)
+
+
+def test_fixed_value_no_candidate_can_take_names_it(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=8)
+    with pytest.raises(SpecError, match=r"tp=3.*GPUs per node"):
+        enumerate_layouts(tiny_model, cluster, WORKLOAD, fixed={"tp": 3})
+    with pytest.raises(SpecError, match="unknown knob 'bogus'"):
+        enumerate_layouts(tiny_model, cluster, WORKLOAD, fixed={"bogus": 1})
+    with pytest.raises(SpecError, match="unknown knob 'nope'"):
+        enumerate_layouts(tiny_model, cluster, WORKLOAD, maxima={"nope": 1})
+
+
+def test_moe_model_gets_expert_parallel_candidates(tiny_model: ModelSpec) -> None:
+    moe = tiny_model.model_copy(
+        update={"moe": MoESpec(num_experts=4, top_k=2, expert_ffn_hidden_size=64)}
+    )
+    moe = ModelSpec(**moe.model_dump())
+    cluster = load_cluster("dgx-h100", gpus=4)
+    layouts = enumerate_layouts(moe, cluster, WORKLOAD)
+    assert {layout.ep for layout in layouts} == {1, 2, 4}
+    for layout in layouts:
+        assert (layout.dp * layout.cp * layout.tp) % layout.ep == 0
+        assert layout_violations(model=moe, cluster=cluster, workload=WORKLOAD, layout=layout) == []

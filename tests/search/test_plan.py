@@ -1,0 +1,130 @@
+"""plan()/search(): the solver's pick equals the brute-force minimum of estimate().
+
+The reference is independent of CP-SAT: every candidate of ``enumerate_layouts`` is
+estimated and the fastest that fits (peak + headroom <= capacity) is taken by ``min``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+
+import pytest
+
+from planner.catalog import load_cluster, load_model
+from planner.plan import Infeasible, PlanResult, plan
+from planner.predict import estimate
+from planner.search.candidates import enumerate_layouts
+from planner.search.driver import search
+from planner.specs import ModelSpec, ParallelConfig, WorkloadSpec
+from planner.specs.layout import layout_violations
+
+INSTANCES = 100
+
+
+def _random_instance(seed: int) -> tuple[ModelSpec, int, WorkloadSpec, bool]:
+    rng = random.Random(seed)
+    heads = rng.choice((4, 8))
+    model = ModelSpec(
+        name=f"random-{seed}",
+        num_layers=rng.choice((2, 3, 4, 6)),
+        hidden_size=heads * rng.choice((16, 32)),
+        num_attention_heads=heads,
+        num_kv_heads=rng.choice([k for k in (1, 2, 4, 8) if heads % k == 0]),
+        ffn_hidden_size=rng.choice((96, 128, 256)),
+        vocab_size=rng.choice((1000, 32000)),
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+    )
+    gpus = rng.choice((1, 2, 4, 8, 16))
+    workload = WorkloadSpec(seq_len=rng.choice((128, 256, 384)), global_batch=rng.choice((8, 16)))
+    return model, gpus, workload, rng.random() < 0.5
+
+
+def _brute_force(model, cluster, workload) -> list[tuple[float, float, float]]:
+    """(step time, peak, capacity) of every candidate, by estimate() alone."""
+    rows = []
+    for layout in enumerate_layouts(model, cluster, workload, max_mbs=2):
+        result = estimate(model=model, cluster=cluster, workload=workload, layout=layout)
+        rows.append((result.time.step_time_s, result.memory.peak_gib, result.memory.capacity_gib))
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(INSTANCES))
+def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
+    model, gpus, workload, squeeze = _random_instance(seed)
+    cluster = load_cluster("dgx-h100", gpus=gpus)
+    rows = _brute_force(model, cluster, workload)
+    # half the instances leave room for only the leaner half of the layouts, so that
+    # memory binds and the fastest layout is often not allowed
+    capacity = rows[0][2]
+    headroom = round(capacity - statistics.median(r[1] for r in rows), 3) if squeeze else 0.0
+    reference = min(t for t, peak, cap in rows if peak + headroom <= cap)
+    result = search(model, cluster, workload, headroom_gib=headroom, top_k=3, max_mbs=2)
+    assert result.search["optimal"] is True
+    assert result.plans[0].estimate.time.step_time_s == reference
+    for entry in result.plans:
+        config = entry.estimate.config
+        assert entry.estimate.memory.peak_gib + headroom <= entry.estimate.memory.capacity_gib
+        layout = ParallelConfig(
+            **{k: config[k] for k in ParallelConfig.model_fields if k in config}
+        )
+        assert (
+            layout_violations(model=model, cluster=cluster, workload=workload, layout=layout) == []
+        )
+
+
+def test_top_k_ordering_and_plan_result_shape(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=4)
+    workload = WorkloadSpec(seq_len=128, global_batch=8)
+    result = plan(model=tiny_model, cluster=cluster, workload=workload, top_k=4)
+    assert isinstance(result, PlanResult)
+    times = [entry.time.step_time_s for entry in result.plans]
+    assert len(times) == 4 and times == sorted(times)
+    assert len({json.dumps(e.config, sort_keys=True) for e in result.plans}) == 4
+    data = result.model_dump(mode="json")
+    assert set(data) == {"plans", "search"}
+    assert set(data["plans"][0]) == {"config", "memory", "time", "explanation"}
+    assert data["search"]["solver"] == "cp-sat"
+    assert data["search"]["layouts_feasible"] <= data["search"]["layouts_considered"]
+    # the blocks are exactly what estimate() gives for that layout
+    best = result.plans[0]
+    layout = ParallelConfig(
+        **{k: best.config[k] for k in ParallelConfig.model_fields if k in best.config}
+    )
+    again = estimate(model=tiny_model, cluster=cluster, workload=workload, layout=layout)
+    assert again.model_dump() == {
+        k: data_k for k, data_k in best.model_dump().items() if k != "explanation"
+    }
+    assert "runner-up" in best.explanation
+
+
+def test_infeasible_names_memory_and_a_suggestion() -> None:
+    model = load_model("llama-3.1-70b")
+    cluster = load_cluster("dgx-h100", gpus=1)
+    with pytest.raises(Infeasible) as raised:
+        plan(model=model, cluster=cluster, workload=WorkloadSpec(seq_len=4096, global_batch=8))
+    message = str(raised.value)
+    assert "memory" in message and "GiB over" in message and "stage 0" in message
+    assert "more GPUs" in message
+
+
+def test_headroom_larger_than_capacity_is_infeasible(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=1)
+    with pytest.raises(Infeasible, match="less headroom"):
+        plan(
+            model=tiny_model,
+            cluster=cluster,
+            workload=WorkloadSpec(seq_len=128, global_batch=8),
+            headroom_gib=100.0,
+        )
+
+
+def test_time_limit_returns_best_found_labelled_not_optimal(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=8)
+    workload = WorkloadSpec(seq_len=128, global_batch=8)
+    result = search(tiny_model, cluster, workload, time_limit_s=1e-9)
+    assert result.search["optimal"] is False
+    assert result.search["layouts_evaluated"] < result.search["layouts_legal"]
+    assert result.plans
