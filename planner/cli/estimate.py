@@ -2,46 +2,39 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from planner import catalog
+from planner.cli.inputs import (
+    ClusterOption,
+    FrameworkOption,
+    GlobalBatchOption,
+    GlobalBatchTokensOption,
+    GpusOption,
+    JsonOption,
+    ModelOption,
+    NodesOption,
+    PrecisionOption,
+    SeqLenOption,
+    build_spec,
+    check_framework,
+    load_inputs,
+)
 from planner.cli.output import console, print_json
-from planner.errors import SpecError
 from planner.predict import Estimate, estimate
-from planner.specs._base import spec_error
 from planner.specs.layout import ParallelConfig
-from planner.specs.workload import WorkloadSpec
-
-_SUFFIXES = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
-
-
-def parse_count(text: str, *, option: str) -> int:
-    """'16M' -> 16 * 2**20 (binary suffixes, as token batches are quoted); '4096' -> 4096."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", text)
-    if match is None:
-        raise SpecError(f"{option}: '{text}' is not a whole number (suffixes K, M, G allowed)")
-    return int(match.group(1)) * _SUFFIXES[match.group(2).lower()]
 
 
 def estimate_command(
-    model: Annotated[str, typer.Option(help="Catalogue name, model file or HF config.json.")],
-    cluster: Annotated[str, typer.Option(help="Cluster preset (dgx-h100) or cluster file.")],
-    seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence.")],
-    nodes: Annotated[int | None, typer.Option(min=1, help="Whole nodes.")] = None,
-    gpus: Annotated[
-        int | None, typer.Option(min=1, help="Total GPUs (a partial node is fine).")
-    ] = None,
-    global_batch: Annotated[
-        int | None, typer.Option("--global-batch", min=1, help="Sequences per step.")
-    ] = None,
-    global_batch_tokens: Annotated[
-        str | None, typer.Option("--global-batch-tokens", help="Tokens per step (e.g. 16M).")
-    ] = None,
+    model: ModelOption,
+    cluster: ClusterOption,
+    seq_len: SeqLenOption,
+    nodes: NodesOption = None,
+    gpus: GpusOption = None,
+    global_batch: GlobalBatchOption = None,
+    global_batch_tokens: GlobalBatchTokensOption = None,
     tp: Annotated[int, typer.Option(min=1, help="Tensor parallel size.")] = 1,
     pp: Annotated[int, typer.Option(min=1, help="Pipeline parallel size.")] = 1,
     cp: Annotated[int, typer.Option(min=1, help="Context parallel size.")] = 1,
@@ -63,10 +56,8 @@ def estimate_command(
     recompute_layers: Annotated[
         int | None, typer.Option("--recompute-layers", min=1, help="Layers per recompute group.")
     ] = None,
-    precision: Annotated[str, typer.Option(help="bf16 | fp16 | fp8 | fp32.")] = "bf16",
-    framework: Annotated[
-        str, typer.Option(help="megatron | deepspeed | torchtitan | pytorch: sets defaults.")
-    ] = "megatron",
+    precision: PrecisionOption = "bf16",
+    framework: FrameworkOption = "megatron",
     state_layout: Annotated[
         str | None,
         typer.Option(help="megatron | zero | fsdp | autocast | bf16 [default: per framework]."),
@@ -78,28 +69,14 @@ def estimate_command(
             help="Fused attention (no s x s scores kept) or an unfused softmax.",
         ),
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Predict per-GPU memory of every pipeline stage for one layout, and whether it fits."""
-    if framework not in ("megatron", "deepspeed", "torchtitan", "pytorch"):
-        raise SpecError(
-            f"--framework: unknown '{framework}'; known: megatron, deepspeed, torchtitan, pytorch"
-        )
-    model_spec = catalog.load_model(model)
-    cluster_spec = catalog.load_cluster(cluster, nodes=nodes, gpus=gpus)
-    tokens = (
-        None
-        if global_batch_tokens is None
-        else parse_count(global_batch_tokens, option="--global-batch-tokens")
-    )
-    workload = _build(
-        WorkloadSpec,
-        "workload",
-        seq_len=seq_len,
-        global_batch=global_batch,
-        global_batch_tokens=tokens,
-        precision=precision,
-    )
+    check_framework(framework)
+    model_spec, cluster_spec, workload = load_inputs(
+        model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
+        global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
+    )  # fmt: skip
     fields: dict[str, Any] = {
         "tp": tp,
         "pp": pp,
@@ -116,7 +93,7 @@ def estimate_command(
     }
     if zero is not None:
         fields["zero_stage"] = zero
-    layout = _build(ParallelConfig, "layout", **fields)
+    layout = build_spec(ParallelConfig, "layout", **fields)
     result = estimate(
         model=model_spec,
         cluster=cluster_spec,
@@ -130,13 +107,6 @@ def estimate_command(
         print_json(result.model_dump(mode="json"))
         return
     render_estimate(result)
-
-
-def _build(cls: Any, what: str, **fields: Any) -> Any:
-    try:
-        return cls(**fields)
-    except ValidationError as error:
-        raise spec_error(error, what=what) from None
 
 
 def render_estimate(result: Estimate) -> None:

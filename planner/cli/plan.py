@@ -7,16 +7,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from planner import catalog
-from planner.cli.estimate import _build, parse_count
+from planner.cli.inputs import (
+    ClusterOption,
+    FrameworkOption,
+    GlobalBatchOption,
+    GlobalBatchTokensOption,
+    GpusOption,
+    JsonOption,
+    ModelOption,
+    NodesOption,
+    PrecisionOption,
+    SeqLenOption,
+    check_framework,
+    load_inputs,
+)
 from planner.cli.output import console, print_json
 from planner.errors import SpecError
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult, plan
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
-from planner.specs.workload import WorkloadSpec
-
-FRAMEWORKS = ("megatron", "deepspeed", "torchtitan", "pytorch")
 
 
 def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
@@ -36,23 +45,15 @@ def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
 
 
 def plan_command(
-    model: Annotated[str, typer.Option(help="Catalogue name, model file or HF config.json.")],
-    cluster: Annotated[str, typer.Option(help="Cluster preset (dgx-h100) or cluster file.")],
-    seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Tokens per sequence.")],
-    nodes: Annotated[int | None, typer.Option(min=1, help="Whole nodes.")] = None,
-    gpus: Annotated[
-        int | None, typer.Option(min=1, help="Total GPUs (a partial node is fine).")
-    ] = None,
-    global_batch: Annotated[
-        int | None, typer.Option("--global-batch", min=1, help="Sequences per step.")
-    ] = None,
-    global_batch_tokens: Annotated[
-        str | None, typer.Option("--global-batch-tokens", help="Tokens per step (e.g. 16M).")
-    ] = None,
-    precision: Annotated[str, typer.Option(help="bf16 | fp16 | fp8 | fp32.")] = "bf16",
-    framework: Annotated[
-        str, typer.Option(help="megatron | deepspeed | torchtitan | pytorch.")
-    ] = "megatron",
+    model: ModelOption,
+    cluster: ClusterOption,
+    seq_len: SeqLenOption,
+    nodes: NodesOption = None,
+    gpus: GpusOption = None,
+    global_batch: GlobalBatchOption = None,
+    global_batch_tokens: GlobalBatchTokensOption = None,
+    precision: PrecisionOption = "bf16",
+    framework: FrameworkOption = "megatron",
     objective: Annotated[
         str, typer.Option(help="throughput (cost and min-gpus: not implemented yet).")
     ] = "throughput",
@@ -67,11 +68,10 @@ def plan_command(
     time_limit: Annotated[
         float, typer.Option("--time-limit", min=0.1, help="Seconds for the whole search.")
     ] = DEFAULT_TIME_LIMIT_S,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Search every layout for the fastest that fit in memory, and explain the best."""
-    if framework not in FRAMEWORKS:
-        raise SpecError(f"--framework: unknown '{framework}'; known: {', '.join(FRAMEWORKS)}")
+    check_framework(framework)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
     fixed = parse_knobs(fix, option="--fix")
@@ -79,21 +79,10 @@ def plan_command(
     for name, bound in maxima.items():
         if isinstance(bound, bool) or not isinstance(bound, int):
             raise SpecError(f"--max: {name}={bound} is not a whole-number knob")
-    model_spec = catalog.load_model(model)
-    cluster_spec = catalog.load_cluster(cluster, nodes=nodes, gpus=gpus)
-    tokens = (
-        None
-        if global_batch_tokens is None
-        else parse_count(global_batch_tokens, option="--global-batch-tokens")
-    )
-    workload = _build(
-        WorkloadSpec,
-        "workload",
-        seq_len=seq_len,
-        global_batch=global_batch,
-        global_batch_tokens=tokens,
-        precision=precision,
-    )
+    model_spec, cluster_spec, workload = load_inputs(
+        model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
+        global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
+    )  # fmt: skip
     result = plan(
         model=model_spec,
         cluster=cluster_spec,
