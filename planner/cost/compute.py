@@ -20,7 +20,8 @@ FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from planner.graph.build import Implementation
@@ -74,8 +75,8 @@ def total_time(works: list[Work], rates: Rates) -> float:
 class LayerWork:
     """Forward and backward work of one layer for one micro-batch on one GPU."""
 
-    forward: list[Work] = field(default_factory=list)
-    backward: list[Work] = field(default_factory=list)
+    forward: tuple[Work, ...] = ()
+    backward: tuple[Work, ...] = ()
 
     @property
     def forward_flops(self) -> float:
@@ -103,7 +104,9 @@ def _backward_of(work: Work) -> list[Work]:
 
 
 def with_backward(forward: list[Work]) -> LayerWork:
-    return LayerWork(forward=forward, backward=[w for f in forward for w in _backward_of(f)])
+    return LayerWork(
+        forward=tuple(forward), backward=tuple(w for f in forward for w in _backward_of(f))
+    )
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,27 @@ class LayerShape:
 def layer_work(
     model: ModelSpec, index: int, *, shape: LayerShape, impl: Implementation
 ) -> LayerWork:
-    """The ops of transformer layer ``index`` for one micro-batch on one GPU."""
+    """The ops of transformer layer ``index`` for one micro-batch on one GPU.
+
+    Layers of the same kind (dense or MoE MLP, global or local attention) do the same work,
+    so the work is computed once per kind and shape (cached) and shared.
+    """
+    return kind_work(model, representative_layer(model, index), shape, impl)
+
+
+@lru_cache(maxsize=4096)
+def representative_layer(model: ModelSpec, index: int) -> int:
+    """The first layer index of the same kind as ``index``."""
+    kind = (model.is_moe_layer(index), model.is_local_attention_layer(index))
+    return next(
+        i
+        for i in range(model.num_layers)
+        if (model.is_moe_layer(i), model.is_local_attention_layer(i)) == kind
+    )
+
+
+@lru_cache(maxsize=4096)
+def kind_work(model: ModelSpec, index: int, shape: LayerShape, impl: Implementation) -> LayerWork:
     act, res = impl.activation_bytes, impl.residual_bytes
     t, tokens = shape.tp, shape.tokens
     h = model.hidden_size

@@ -9,14 +9,19 @@ forward inside the backward; selective recomputation re-runs the attention core)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.cost.compute import (
     LayerShape,
     LayerWork,
+    Rates,
     Work,
     embedding_work,
     head_work,
+    kind_work,
     layer_work,
+    representative_layer,
+    total_time,
 )
 from planner.cost.frameworks import StateLayout
 from planner.graph.build import Implementation
@@ -72,6 +77,92 @@ def stage_work(
     if last:
         _add(head_work(model, tokens=tokens, tp=layout.tp, impl=impl), forward, backward)
     return StageWork(forward=tuple(forward), backward=tuple(backward))
+
+
+def layer_shape(layout: ParallelConfig, seq_len: int) -> LayerShape:
+    return LayerShape(
+        tokens=layout.mbs * seq_len / layout.cp,
+        seq_len=seq_len,
+        tp=layout.tp,
+        etp=layout.expert_tp,
+        ep=layout.ep,
+        cp=layout.cp,
+    )
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Times of one micro-batch through a virtual stage (seconds) and its executed FLOPs."""
+
+    forward_s: float
+    backward_s: float
+    """Backward including the recomputed forward."""
+    forward_gemm_s: float
+    forward_attention_s: float
+    flops: float
+
+
+def stage_times(
+    model: ModelSpec,
+    layer_ids: list[int],
+    *,
+    first: bool,
+    last: bool,
+    layout: ParallelConfig,
+    seq_len: int,
+    impl: Implementation,
+    rates: Rates,
+) -> StageTimes:
+    """Equal to timing ``stage_work``'s ops, but each layer kind is timed once (cached).
+
+    The planner costs thousands of layouts whose stages repeat the same few layer kinds;
+    the per-kind times are shared across stages and layouts.
+    """
+    shape = layer_shape(layout, seq_len)
+    recomputed = _recomputed_positions(layout, len(layer_ids))
+    selective = layout.recompute == "selective"
+    totals = [0.0, 0.0, 0.0, 0.0, 0.0]
+    for position, layer_id in enumerate(layer_ids):
+        mode = "full" if position in recomputed else ("selective" if selective else "none")
+        times = _kind_times(model, representative_layer(model, layer_id), shape, impl, rates, mode)
+        for i, value in enumerate(times):
+            totals[i] += value
+    edges: list[LayerWork] = []
+    if first:
+        edges.append(embedding_work(model, tokens=shape.tokens, impl=impl))
+    if last:
+        edges.append(head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl))
+    for edge in edges:
+        totals[0] += total_time(list(edge.forward), rates)
+        totals[1] += total_time(list(edge.backward), rates)
+        totals[2] += total_time([w for w in edge.forward if w.kind == "gemm"], rates)
+        totals[4] += sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward)
+    return StageTimes(*totals)
+
+
+@lru_cache(maxsize=8192)
+def _kind_times(
+    model: ModelSpec,
+    index: int,
+    shape: LayerShape,
+    impl: Implementation,
+    rates: Rates,
+    recompute: str,
+) -> tuple[float, float, float, float, float]:
+    """(forward, backward + recompute, forward GEMM, forward attention, FLOPs) of one layer."""
+    work = kind_work(model, index, shape, impl)
+    forward = total_time(list(work.forward), rates)
+    backward = total_time(list(work.backward), rates)
+    flops = sum(w.flops for w in work.forward) + sum(w.flops for w in work.backward)
+    attention = [w for w in work.forward if w.kind == "attention"]
+    if recompute == "full":
+        backward += forward
+        flops += sum(w.flops for w in work.forward)
+    elif recompute == "selective":
+        backward += total_time(attention, rates)
+        flops += sum(w.flops for w in attention)
+    gemm = total_time([w for w in work.forward if w.kind == "gemm"], rates)
+    return forward, backward, gemm, total_time(attention, rates), flops
 
 
 def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:

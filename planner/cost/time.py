@@ -29,10 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.cost.comm import collective_time, p2p_time
-from planner.cost.compute import Rates, Work, total_time
+from planner.cost.compute import Rates, total_time
 from planner.cost.frameworks import StateLayout
 from planner.cost.placement import GroupPlacement, place_groups
-from planner.cost.stage_work import optimizer_step_work, stage_work
+from planner.cost.stage_work import optimizer_step_work, stage_times
 from planner.cost.timeline import PipelineTimes, simulate
 from planner.graph.build import Implementation
 from planner.specs.hardware import ClusterSpec
@@ -187,7 +187,7 @@ def _virtual_stage(
 ) -> _StageTimes:
     layout = ctx.layout
     layer_ids = ctx.chunks[virtual]
-    work = stage_work(
+    times = stage_times(
         ctx.model,
         layer_ids,
         first=virtual == 0,
@@ -195,9 +195,9 @@ def _virtual_stage(
         layout=layout,
         seq_len=ctx.seq_len,
         impl=ctx.impl,
+        rates=ctx.rates,
     )
-    forward = total_time(list(work.forward), ctx.rates)
-    backward = total_time(list(work.backward), ctx.rates)
+    forward, backward = times.forward_s, times.backward_s
     tokens = layout.mbs * ctx.seq_len / layout.cp
     act = ctx.impl.activation_bytes
     layers = len(layer_ids)
@@ -207,9 +207,7 @@ def _virtual_stage(
         per_layer = 2 * collective_time(
             "all_reduce", tokens * ctx.model.hidden_size * act, groups["tp"], ctx.cluster
         )
-        hidden = (
-            _gemm_time(work.forward, ctx.rates) / max(layers, 1) if layout.tp_comm_overlap else 0.0
-        )
+        hidden = times.forward_gemm_s / max(layers, 1) if layout.tp_comm_overlap else 0.0
         exposed = max(0.0, per_layer - hidden)
         tp_fwd = layers * exposed
         tp_bwd = (layers + recomputed) * exposed
@@ -217,7 +215,7 @@ def _virtual_stage(
     if layout.cp > 1:
         kv = 2 * tokens * ctx.model.kv_heads * ctx.model.kv_channels * act / layout.tp
         ring = collective_time("all_gather", kv * layout.cp, groups["cp"], ctx.cluster)
-        attention = _attention_time(work.forward, ctx.rates) / max(layers, 1)
+        attention = times.forward_attention_s / max(layers, 1)
         cp_fwd = layers * max(0.0, ring - attention)
         cp_bwd = layers * max(0.0, 2 * ring - 2.5 * attention)
     ep_fwd = ep_bwd = 0.0
@@ -226,7 +224,7 @@ def _virtual_stage(
         routed = tokens * ctx.model.moe.top_k * ctx.model.hidden_size * act
         a2a = 2 * collective_time("all_to_all", routed, groups["ep"], ctx.cluster)
         ep_fwd, ep_bwd = moe_layers * a2a, moe_layers * a2a
-    flops = sum(w.flops for w in work.forward) + sum(w.flops for w in work.backward)
+    flops = times.flops
     return _StageTimes(
         forward_s=forward + tp_fwd + cp_fwd + ep_fwd,
         backward_s=backward + tp_bwd + cp_bwd + ep_bwd,
@@ -234,14 +232,6 @@ def _virtual_stage(
         tp_s=tp_fwd + tp_bwd, cp_s=cp_fwd + cp_bwd, ep_s=ep_fwd + ep_bwd,
         flops=flops,
     )  # fmt: skip
-
-
-def _gemm_time(works: tuple[Work, ...], rates: Rates) -> float:
-    return total_time([w for w in works if w.kind == "gemm"], rates)
-
-
-def _attention_time(works: tuple[Work, ...], rates: Rates) -> float:
-    return total_time([w for w in works if w.kind == "attention"], rates)
 
 
 def _optimizer_params(ctx: TimeContext, rank: int) -> float:

@@ -26,6 +26,7 @@ accounting:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, ParamSplit, SavedBytes
 from planner.graph.params import layer_params, norm_params
@@ -59,8 +60,13 @@ class Implementation:
     """Megatron's vocab-parallel cross entropy works in place on its fp32 logits."""
 
 
+@lru_cache(maxsize=256)
 def build_graph(model: ModelSpec, *, seq_len: int, implementation: Implementation) -> ModelGraph:
-    """The per-layer graph of ``model`` for sequences of ``seq_len`` tokens."""
+    """The per-layer graph of ``model`` for sequences of ``seq_len`` tokens.
+
+    Cached: specs are frozen, so the planner, which costs thousands of layouts of one model,
+    builds each graph once.
+    """
     layers = tuple(
         _layer_node(model, index, seq_len=seq_len, impl=implementation)
         for index in range(model.num_layers)
