@@ -166,9 +166,12 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
     others = in_flight - per_microbatch[busiest]
     nodes = nodes_per_chunk[busiest]
     grad_scale = 0.0 if grads_accumulate else grads_full / max(sum(n.grads for n in nodes), 1.0)
+    held = sum(node.saved for node in nodes)  # activations of nodes not yet back-propagated
+    earlier = 0.0  # gradients of the nodes already back-propagated
     for position in range(len(nodes) - 1, -1, -1):
-        held = sum(node.saved for node in nodes[: position + 1])
-        earlier = sum(node.grads for node in nodes[position + 1 :]) * grad_scale
+        if position < len(nodes) - 1:
+            held -= nodes[position + 1].saved
+            earlier += nodes[position + 1].grads * grad_scale
         own = nodes[position].grads * grad_scale
         # a node's temporaries (its activation gradients) peak before its weight
         # gradients exist; once those are written, the temporaries are gone

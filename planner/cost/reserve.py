@@ -79,6 +79,7 @@ def measured_records(gpu_id: str) -> tuple[dict, ...]:
     return tuple(records)
 
 
+@cache
 def measured_runs(gpu_id: str) -> tuple[dict, ...]:
     """Measured single-process training steps of ``gpu_id`` that completed."""
     return tuple(
@@ -100,6 +101,7 @@ def measured_gpu_for(gpu: GPUSpec) -> str | None:
     return None
 
 
+@cache
 def usable_capacity_bytes(gpu: GPUSpec) -> tuple[float, str]:
     """Memory the driver gives PyTorch (``total_memory``) where measured, else the datasheet.
 

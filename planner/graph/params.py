@@ -21,6 +21,7 @@ Sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.specs.model import ModelSpec
 
@@ -171,6 +172,7 @@ def output_layer_params(model: ModelSpec) -> int:
     return final_norm + model.vocab_size * model.hidden_size
 
 
+@lru_cache(maxsize=256)
 def count_params(model: ModelSpec) -> ParamCounts:
     """Total and active parameters (MTP modules excluded, as in the models' stated counts)."""
     layers = [layer_params(model, index) for index in range(model.num_layers)]
@@ -217,6 +219,7 @@ def attention_score_flops_per_token(
     return FLOPS_PER_MAC * a * (qk_dim + v_dim) * keys
 
 
+@lru_cache(maxsize=1024)
 def training_flops_per_token(model: ModelSpec, seq_len: int, *, causal: bool = True) -> float:
     """Model FLOPs (no recomputation) to train on one token of a ``seq_len`` sequence.
 
