@@ -6,8 +6,11 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
 
   tp         divisors of gpus_per_node that divide the GPU count (TP stays inside a node)
   cp         1, 2, 4, 8
-  pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); even layer split only
-             (uneven first/last stages are a later step)
+  pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
+             or, when the layers do not divide by pp, the balanced uneven split Megatron
+             allows (rule 22): ceil(L / pp) layers on every middle stage and the rest shared
+             equally by the first and last stages, which also carry the embedding and the
+             output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
   dp         GPUs / (tp x cp x pp), derived
   ep         MoE: divisors of num_experts that divide dp x cp x tp; dense models: 1.
              EP groups may span nodes (the issue's "inside a node" default is not applied)
@@ -197,6 +200,9 @@ def enumerate_space(
         dp = world // (tp * cp * pp)
         if dp not in domain["dp"]:
             continue
+        split = stage_split(model.num_layers, pp)
+        if split is None:
+            continue
         eps = [e for e in domain["ep"] if (dp * cp * tp) % e == 0]
         vpps = domain["vpp"] if pp > 1 else [v for v in domain["vpp"] if v is None]
         for ep, vpp, mbs, recompute in itertools.product(
@@ -212,6 +218,7 @@ def enumerate_space(
                 "mbs": mbs,
                 "sequence_parallel": tp > 1,
                 "recompute": recompute,
+                **split,
                 **FRAMEWORK_SHARDING[framework],
             }
             if recompute == "full":
@@ -224,6 +231,19 @@ def enumerate_space(
             result.considered += 1
             _check(result, fields, model=model, cluster=cluster, workload=workload)
     return result
+
+
+def stage_split(num_layers: int, pp: int) -> dict[str, int] | None:
+    """{} for an even split; first/last stage sizes for the balanced uneven one; else None."""
+    if num_layers % pp == 0:
+        return {}
+    if pp < 3:
+        return None
+    middle = -(-num_layers // pp)
+    rest = num_layers - (pp - 2) * middle
+    if rest < 2 or rest % 2:
+        return None
+    return {"first_stage_layers": rest // 2, "last_stage_layers": rest // 2}
 
 
 def _check(

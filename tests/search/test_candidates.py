@@ -92,3 +92,16 @@ def test_moe_model_gets_expert_parallel_candidates(tiny_model: ModelSpec) -> Non
     for layout in layouts:
         assert (layout.dp * layout.cp * layout.tp) % layout.ep == 0
         assert layout_violations(model=moe, cluster=cluster, workload=WORKLOAD, layout=layout) == []
+
+
+def test_balanced_uneven_split_when_layers_do_not_divide() -> None:
+    from planner.search.candidates import stage_split
+
+    assert stage_split(80, 8) == {}
+    # Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7
+    assert stage_split(126, 16) == {"first_stage_layers": 7, "last_stage_layers": 7}
+    # 32 on each middle stage leaves 62: 31 on each end, which also hold embedding and head
+    assert stage_split(126, 4) == {"first_stage_layers": 31, "last_stage_layers": 31}
+    assert stage_split(5, 2) is None  # two stages: no middle to even out
+    assert stage_split(10, 4) == {"first_stage_layers": 2, "last_stage_layers": 2}
+    assert stage_split(11, 4) is None  # 3 per middle stage leaves 5: cannot be shared equally
