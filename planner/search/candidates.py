@@ -9,11 +9,11 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (rule 22): ceil(L / pp) layers on every middle stage and the rest shared
-             equally by the first and last stages, which also carry the embedding and the
-             output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
+             by the first and last stages, which also carry the embedding and the output
+             layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
   dp         GPUs / (tp x cp x pp), derived
-  ep         MoE: divisors of num_experts that divide dp x cp x tp; dense models: 1.
-             EP groups may span nodes (the issue's "inside a node" default is not applied)
+  ep         MoE: divisors of num_experts that divide dp x cp x tp with ep x tp GPUs in one
+             node (expert groups inside a node unless ep is pinned); dense models: 1
   vpp        None, or 2 and 4 when pp > 1
   mbs        powers of two up to ``max_mbs``
   recompute  none, selective, full (uniform, one layer per group)
@@ -203,7 +203,13 @@ def enumerate_space(
         split = stage_split(model.num_layers, pp)
         if split is None:
             continue
-        eps = [e for e in domain["ep"] if (dp * cp * tp) % e == 0]
+        # expert groups stay inside a node (expert grid order etp-ep-edp-pp, etp = tp by
+        # default), as the default requires, unless ep is pinned with --fix
+        eps = [
+            e
+            for e in domain["ep"]
+            if (dp * cp * tp) % e == 0 and ("ep" in fixed or e * tp <= cluster.gpus_in_node)
+        ]
         vpps = domain["vpp"] if pp > 1 else [v for v in domain["vpp"] if v is None]
         for ep, vpp, mbs, recompute in itertools.product(
             eps, vpps, domain["mbs"], domain["recompute"]
@@ -241,9 +247,11 @@ def stage_split(num_layers: int, pp: int) -> dict[str, int] | None:
         return None
     middle = -(-num_layers // pp)
     rest = num_layers - (pp - 2) * middle
-    if rest < 2 or rest % 2:
+    if rest < 2:
         return None
-    return {"first_stage_layers": rest // 2, "last_stage_layers": rest // 2}
+    # an odd remainder puts the extra layer on the first stage: the last one also runs
+    # the output layer and the loss, usually the heavier end
+    return {"first_stage_layers": rest - rest // 2, "last_stage_layers": rest // 2}
 
 
 def _check(

@@ -285,6 +285,11 @@ def _memory_message(
     if headroom_gib > 0:
         suggestions.append(f"less headroom than {headroom_gib:g} GiB")
     suggestions.append("optimizer offload")
+    if layout.config["model_spec"].get("moe") and "ep" not in fixed:
+        suggestions.append(
+            "expert parallelism across nodes (--fix ep=N; by default expert groups stay "
+            "inside a node)"
+        )
     return (
         f"no layout fits in memory: of {space.considered} candidates "
         f"{len(space.layouts)} pass the rules"

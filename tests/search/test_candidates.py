@@ -104,4 +104,7 @@ def test_balanced_uneven_split_when_layers_do_not_divide() -> None:
     assert stage_split(126, 4) == {"first_stage_layers": 31, "last_stage_layers": 31}
     assert stage_split(5, 2) is None  # two stages: no middle to even out
     assert stage_split(10, 4) == {"first_stage_layers": 2, "last_stage_layers": 2}
-    assert stage_split(11, 4) is None  # 3 per middle stage leaves 5: cannot be shared equally
+    # 3 per middle stage leaves 5: the extra layer goes to the first stage (the last runs the head)
+    assert stage_split(11, 4) == {"first_stage_layers": 3, "last_stage_layers": 2}
+    # DeepSeek-V3: 61 layers on 16 stages = 3 + 14 x 4 + 2
+    assert stage_split(61, 16) == {"first_stage_layers": 3, "last_stage_layers": 2}
