@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,14 +63,24 @@ def emit_command(
                 f"--torchtitan-version: unknown '{torchtitan_version}'; known: current, 0.2"
             )
         format = TORCHTITAN_FORMATS[torchtitan_version]
-    files = emit_files(data, format=format)
     if as_json:
-        print_json(files)
+        print_json(emit_files(data, format=format))
         return
+    write_emitted(data, format=format, out=out)
+
+
+def write_emitted(data: dict[str, Any], *, format: str, out: Path, quiet: bool = False) -> None:
+    """Emit ``data`` (an estimate, a plan entry or a whole plan result) into ``out``."""
+    if "plans" in data:  # autopar plan --json: emit the best plan
+        if not data["plans"]:
+            raise SpecError("emit: the plan file holds no plans")
+        data = data["plans"][0]
+    files = emit_files(data, format=format)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         path = out / name
         path.write_text(text)
         if name.endswith(".sh"):
             path.chmod(0o755)
-    console().print(f"wrote {', '.join(sorted(files))} to {out}/")
+    if not quiet:
+        console().print(f"wrote {', '.join(sorted(files))} to {out}/")

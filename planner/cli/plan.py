@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from planner.cli.emit import write_emitted
 from planner.cli.inputs import (
     ClusterOption,
     FrameworkOption,
@@ -68,6 +70,13 @@ def plan_command(
     time_limit: Annotated[
         float, typer.Option("--time-limit", min=0.1, help="Seconds for the whole search.")
     ] = DEFAULT_TIME_LIMIT_S,
+    emit: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write launch files for the best plan: megatron | deepspeed | torchtitan."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Directory for --emit.")] = Path("run"),
     as_json: JsonOption = False,
 ) -> None:
     """Search every layout for the fastest that fit in memory, and explain the best."""
@@ -95,6 +104,8 @@ def plan_command(
         top_k=top_k,
         time_limit_s=time_limit,
     )
+    if emit is not None:
+        write_emitted(result.model_dump(mode="json"), format=emit, out=out, quiet=as_json)
     if as_json:
         print_json(result.model_dump(mode="json"))
         return

@@ -61,3 +61,20 @@ def test_bad_flags_are_one_line_errors(run_cli, flags: tuple[str, ...], expected
     assert result.stderr.startswith("autopar: error: ")
     assert result.stderr.count("\n") == 1
     assert expected in result.stderr
+
+
+def test_plan_emits_the_best_plan(run_cli, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = run_cli(
+        "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "4096", "--global-batch", "64", "--top-k", "2",
+        "--emit", "megatron", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    best = json.loads(result.stdout)["plans"][0]["config"]
+    args = (out / "megatron_args.txt").read_text().split()
+    assert args[args.index("--tensor-model-parallel-size") + 1] == str(best["tp"])
+    assert args[args.index("--context-parallel-size") + 1] == str(best["cp"])
+    assert args[args.index("--micro-batch-size") + 1] == str(best["mbs"])
