@@ -75,6 +75,23 @@ class EmittedFiles:
         return dict(self.files)
 
 
+_PREDICTIONS = (
+    ("step_time_s", "step time", "{:.3f} s"),
+    ("tokens_per_s", "throughput", "{:.0f} tokens/s"),
+    ("mfu", "MFU", "{:.3f}"),
+    ("peak_gib", "peak memory", "{:.1f} GiB per GPU"),
+)
+
+
+def prediction_comment_lines(plan: EmitInput) -> list[str]:
+    """The plan's predictions as shell comment lines, in a fixed order and format."""
+    return [
+        f"#   {label:<12} {fmt.format(plan.predictions[key])}"
+        for key, label, fmt in _PREDICTIONS
+        if key in plan.predictions
+    ] or ["#   (none recorded)"]
+
+
 class Emitter(Protocol):
     name: str
 

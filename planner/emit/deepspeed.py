@@ -33,7 +33,14 @@ from planner.cost.reserve import (
     DEEPSPEED_PREFETCH_BUCKET_ELEMENTS,
     DEEPSPEED_REDUCE_BUCKET_ELEMENTS,
 )
-from planner.emit.base import EmitError, EmitInput, EmittedFiles, autopar_version, register
+from planner.emit.base import (
+    EmitError,
+    EmitInput,
+    EmittedFiles,
+    autopar_version,
+    prediction_comment_lines,
+    register,
+)
 
 CONFIG_FILE = "ds_config.json"
 LAUNCH_FILE = "launch_deepspeed.sh"
@@ -306,14 +313,6 @@ def _precision_of(config: dict[str, Any]) -> str:
     return "fp32"
 
 
-_PREDICTIONS = (
-    ("step_time_s", "step time", "{:.3f} s"),
-    ("tokens_per_s", "throughput", "{:.0f} tokens/s"),
-    ("mfu", "MFU", "{:.3f}"),
-    ("peak_gib", "peak memory", "{:.1f} GiB per GPU"),
-)
-
-
 def _summary(plan: EmitInput) -> str:
     layout = plan.layout
     parts = [f"dp {plan.dp}"]
@@ -341,11 +340,7 @@ def _launcher(plan: EmitInput) -> str:
         if nodes > 1
         else 'MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"'
     )
-    predictions = [
-        f"#   {label:<12} {fmt.format(plan.predictions[key])}"
-        for key, label, fmt in _PREDICTIONS
-        if key in plan.predictions
-    ] or ["#   (none recorded)"]
+    predictions = prediction_comment_lines(plan)
     lines = [
         "#!/usr/bin/env bash",
         f"# DeepSpeed launch for {plan.model.name} on {plan.num_gpus} GPUs "

@@ -56,7 +56,14 @@ import tomllib
 from dataclasses import dataclass
 from typing import Literal
 
-from planner.emit.base import EmitError, EmitInput, EmittedFiles, autopar_version, register
+from planner.emit.base import (
+    EmitError,
+    EmitInput,
+    EmittedFiles,
+    autopar_version,
+    prediction_comment_lines,
+    register,
+)
 from planner.specs.layout import stage_layer_counts_or_even
 from planner.specs.model import ModelSpec
 
@@ -671,13 +678,6 @@ def _float8_lines(settings: Settings) -> list[str]:
 
 # --- launch script and emitters -------------------------------------------------------------
 
-_PREDICTIONS = (
-    ("step_time_s", "step time", "{:.3f} s"),
-    ("tokens_per_s", "throughput", "{:.0f} tokens/s"),
-    ("mfu", "MFU", "{:.3f}"),
-    ("peak_gib", "peak memory", "{:.1f} GiB per GPU"),
-)
-
 
 def _summary(plan: EmitInput) -> str:
     layout = plan.layout
@@ -712,11 +712,7 @@ def _launcher(plan: EmitInput, *, version: Version) -> str:
         train_args = f'--job.config_file "$HERE/{TOML_FILE}"'
         path_line = ""
         dry_run = f"python -m torchtitan.train --job.config_file <this folder>/{TOML_FILE}"
-    predictions = [
-        f"#   {label:<12} {fmt.format(plan.predictions[key])}"
-        for key, label, fmt in _PREDICTIONS
-        if key in plan.predictions
-    ] or ["#   (none recorded)"]
+    predictions = prediction_comment_lines(plan)
     lines = [
         "#!/usr/bin/env bash",
         f"# torchtitan launch for {plan.model.name} on {plan.num_gpus} GPUs "
