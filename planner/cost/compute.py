@@ -20,55 +20,146 @@ FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 
 from planner.graph.build import Implementation
 from planner.graph.params import layer_params, mean_attended_tokens
 from planner.specs.model import ModelSpec
 
 WorkKind = Literal["gemm", "attention", "memory"]
+HostPath = Literal["autograd", "plain"]
 FLASH_BACKWARD_FLOP_RATIO = 2.5
 """FlashAttention-2 (Dao 2023) backward: five matrix products to the forward's two."""
 
 
 @dataclass(frozen=True)
+class GemmShape:
+    """C (m x n) = A (m x k) · B (k x n): the shape a GEMM profile is looked up by."""
+
+    m: float
+    n: float
+    k: float
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """A fused attention kernel's problem: what an attention profile is looked up by."""
+
+    batch: float
+    """Sequences (micro-batch x context-parallel chunks) the kernel runs over."""
+    heads: float
+    kv_heads: float
+    seq_len: float
+    """Query length of one sequence on this GPU."""
+    head_dim: int
+    causal: bool
+    backward: bool
+
+
+@dataclass(frozen=True)
 class Work:
-    """One kernel family's work: FLOPs, HBM bytes and kernel launches."""
+    """One kernel family's work: FLOPs, HBM bytes and kernel launches (and its shape).
+
+    ``shape`` lets a measured profile give the achievable rate of this very problem size;
+    without a shape (or a profile) the GPU's single achievable rate for the kind applies.
+    """
 
     kind: WorkKind
     flops: float = 0.0
     bytes: float = 0.0
     kernels: int = 1
+    shape: GemmShape | AttentionShape | None = None
+    host: HostPath = "autograd"
+    """How the host launches it: inside the autograd graph (forward and backward ops) or
+    as plain tensor ops outside it (the optimizer step), which cost the host less."""
+
+
+class ShapeRates(Protocol):
+    """Achieved rates by problem size, from a measured kernel profile (``planner.cost.rates``).
+
+    A profiled GEMM or attention time is the kernel's whole device time (its memory
+    traffic included), so shaped GEMM and attention work is not also held to the
+    bandwidth roofline; element-wise work gets the bandwidth measured at its size.
+    """
+
+    def gemm_flops(self, shape: GemmShape) -> float: ...
+
+    def attention_flops(self, shape: AttentionShape) -> float: ...
+
+    def memory_bytes_per_s(self, bytes_per_kernel: float) -> float: ...
 
 
 @dataclass(frozen=True)
 class Rates:
-    """Achievable rates of one GPU (see ``planner.cost.rates``)."""
+    """Achievable rates of one GPU (see ``planner.cost.rates``).
+
+    ``by_shape``, where a profile exists, gives the rate of each shaped GEMM and attention
+    kernel; the scalar rates serve work without a shape.
+    """
 
     gemm_flops: float
     attention_flops: float
     memory_bytes_per_s: float
     kernel_overhead_s: float
     source: str = ""
+    by_shape: ShapeRates | None = None
+    plain_kernel_overhead_s: float | None = None
+    """Host time per launch of work outside autograd; None: ``kernel_overhead_s``."""
+
+    def launch_time(self, work: Work) -> float:
+        """The host's time to launch ``work``'s kernels."""
+        if work.host == "plain" and self.plain_kernel_overhead_s is not None:
+            return work.kernels * self.plain_kernel_overhead_s
+        return work.kernels * self.kernel_overhead_s
+
+    def flops_rate(self, work: Work) -> float:
+        """Achievable FLOP/s of ``work`` (a GEMM or attention kernel)."""
+        if self.by_shape is not None:
+            if isinstance(work.shape, GemmShape):
+                return self.by_shape.gemm_flops(work.shape)
+            if isinstance(work.shape, AttentionShape):
+                return self.by_shape.attention_flops(work.shape)
+        return self.attention_flops if work.kind == "attention" else self.gemm_flops
+
+    def device_time(self, work: Work) -> float:
+        """Time of ``work`` on the GPU alone (no launch floor): measured or roofline."""
+        if self.by_shape is not None:
+            if work.kind == "memory":
+                per_kernel = work.bytes / max(1, work.kernels)
+                return work.bytes / self.by_shape.memory_bytes_per_s(per_kernel)
+            if work.shape is not None:
+                return work.flops / self.flops_rate(work)
+        compute = work.flops / self.flops_rate(work) if work.kind != "memory" else 0.0
+        return max(compute, work.bytes / self.memory_bytes_per_s)
 
 
 def work_time(work: Work, rates: Rates) -> float:
-    """Roofline time of one ``Work``, floored by the host's time to launch its kernels.
+    """Time of one ``Work`` alone: the larger of its device time and its launches.
 
-    Kernels are launched asynchronously: the host runs ahead of the GPU while kernels are
-    long, and the GPU waits on the host when they are shorter than a launch. So an op
-    costs the larger of its device time and its launches, not their sum.
+    Kernels are launched asynchronously, so an op costs the larger of the two, not their
+    sum; a sequence of ops is timed as one stream by ``total_time``.
     """
-    rate = rates.attention_flops if work.kind == "attention" else rates.gemm_flops
-    compute = work.flops / rate if work.kind != "memory" else 0.0
-    memory = work.bytes / rates.memory_bytes_per_s
-    return max(compute, memory, work.kernels * rates.kernel_overhead_s)
+    if work.bytes <= 0 and work.flops <= 0:
+        return rates.launch_time(work)
+    return max(rates.device_time(work), rates.launch_time(work))
 
 
 def total_time(works: list[Work], rates: Rates) -> float:
-    return sum(work_time(work, rates) for work in works)
+    """Time of ``works`` issued back to back as one stream: max(device sum, launch sum).
+
+    The host enqueues kernels into the GPU's launch queue without waiting for them (eager
+    PyTorch has no synchronisation inside a forward or backward pass), so while kernels
+    are long it runs ahead, and the slack it builds covers the launches of the short
+    kernels that follow. Over a repeating sequence (a layer's ops, a pass over identical
+    layers) a first-in-first-out queue settles at the larger of the two sums; the model
+    applies this per layer and pass (``stage_work``) and per optimizer step, and never
+    carries slack from one of those phases to the next (a small overestimate).
+    """
+    device = sum(rates.device_time(w) for w in works if w.bytes > 0 or w.flops > 0)
+    launches = sum(rates.launch_time(w) for w in works)
+    return max(device, launches)
 
 
 @dataclass(frozen=True)
@@ -84,21 +175,34 @@ class LayerWork:
 
 
 def gemm(m: float, n: float, k: float, *, dtype_bytes: int, kernels: int = 1) -> Work:
+    """Y (m x n) = X (m x k) · Wᵀ: m tokens, n output features, k input features."""
     return Work(
         "gemm",
         flops=2.0 * m * n * k,
         bytes=dtype_bytes * (m * k + k * n + m * n),
         kernels=kernels,
+        shape=GemmShape(m, n, k),
     )
 
 
 def _backward_of(work: Work) -> list[Work]:
     if work.kind == "gemm":
-        return [work, work]  # input gradient and weight gradient: same size
+        # input gradient dX (m x k) = dY (m x n) · W, and weight gradient
+        # dW (n x k) = dYᵀ · X reducing over the m tokens: same FLOPs, other shapes
+        shape = work.shape
+        if not isinstance(shape, GemmShape):
+            return [work, work]
+        return [
+            replace(work, shape=GemmShape(shape.m, shape.k, shape.n)),
+            replace(work, shape=GemmShape(shape.n, shape.k, shape.m)),
+        ]
     if work.kind == "attention":
+        shape = work.shape
         return [
             Work("attention", flops=FLASH_BACKWARD_FLOP_RATIO * work.flops,
-                 bytes=2 * work.bytes, kernels=work.kernels)
+                 bytes=2 * work.bytes, kernels=work.kernels,
+                 shape=replace(shape, backward=True)
+                 if isinstance(shape, AttentionShape) else None)
         ]  # fmt: skip
     return [Work("memory", bytes=2 * work.bytes, kernels=2 * work.kernels)]
 
@@ -200,13 +304,33 @@ def _attention_work(
     score_flops = 2.0 * tokens * a * (qk + v) * keys / t
     if impl.flash_attention:
         io = act * tokens * (2 * a * qk + 2 * a * v) / t
-        works.append(Work("attention", flops=score_flops, bytes=io, kernels=1))
+        local_len = shape.seq_len / shape.cp
+        kernel = AttentionShape(
+            batch=tokens / local_len,
+            heads=a / t,
+            kv_heads=max(1.0, (a if model.mla is not None else model.kv_heads) / t),
+            seq_len=local_len,
+            head_dim=int(qk),
+            causal=True,
+            backward=False,
+        )
+        works.append(Work("attention", flops=score_flops, bytes=io, kernels=1, shape=kernel))
     else:
         full_keys = shape.seq_len
         square = tokens * a * full_keys / t  # score elements: the unfused kernel keeps all
+        # batched products, one per (sequence, head): scores = Q·Kᵀ (s x d by d x s) and
+        # context = P·V (s x s by s x d); looked up as one GEMM with every head's query
+        # rows stacked (m = tokens·heads), which keeps each product's n and k
+        rows = tokens * a / t
         works.append(
-            Work("gemm", flops=2.0 * tokens * a * (qk + v) * full_keys / t,
-                 bytes=act * (2 * square + tokens * a * (qk + v) / t), kernels=2)
+            Work("gemm", flops=2.0 * rows * qk * full_keys,
+                 bytes=act * (square + rows * qk + tokens * a * qk / t), kernels=1,
+                 shape=GemmShape(rows, full_keys, qk))
+        )  # fmt: skip
+        works.append(
+            Work("gemm", flops=2.0 * rows * v * full_keys,
+                 bytes=act * (square + rows * v + tokens * a * v / t), kernels=1,
+                 shape=GemmShape(rows, v, full_keys))
         )  # fmt: skip
         # scale + mask + softmax (+ dropout): read and write the score matrix, fused
         works.append(Work("memory", bytes=act * square * 2 * (2 if model.attention_dropout else 1),
@@ -243,11 +367,9 @@ def _mlp_work(
     # grouped GEMMs: the routed copies of this rank's share of tokens, over its experts
     per_expert = routed_tokens / local_experts
     works += [
-        Work("gemm", flops=local_experts * gemm(per_expert, up * f_e, h, dtype_bytes=act).flops,
-             bytes=local_experts * gemm(per_expert, up * f_e, h, dtype_bytes=act).bytes),
+        _grouped(gemm(per_expert, up * f_e, h, dtype_bytes=act), groups=local_experts),
         Work("memory", bytes=act_passes * act * routed_tokens * f_e),
-        Work("gemm", flops=local_experts * gemm(per_expert, h, f_e, dtype_bytes=act).flops,
-             bytes=local_experts * gemm(per_expert, h, f_e, dtype_bytes=act).bytes),
+        _grouped(gemm(per_expert, h, f_e, dtype_bytes=act), groups=local_experts),
         # permutation into expert order and back (read + write each routed copy)
         Work("memory", bytes=2 * 2 * act * routed_tokens * h, kernels=2),
     ]  # fmt: skip
@@ -255,6 +377,11 @@ def _mlp_work(
         f_s = moe.num_shared_experts * moe.shared_ffn_hidden_size / shape.tp
         works += [gemm(tokens, up * f_s, h, dtype_bytes=act), gemm(tokens, h, f_s, dtype_bytes=act)]
     return works
+
+
+def _grouped(one: Work, *, groups: float) -> Work:
+    """A grouped GEMM: ``groups`` problems of ``one``'s shape in one launch."""
+    return replace(one, flops=groups * one.flops, bytes=groups * one.bytes)
 
 
 def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation) -> LayerWork:
@@ -283,4 +410,4 @@ def embedding_work(model: ModelSpec, *, tokens: float, impl: Implementation) -> 
 
 def optimizer_work(local_params: float, *, bytes_per_param: float, kernels: int) -> Work:
     """The optimizer step: memory-bound over every local parameter's states."""
-    return Work("memory", bytes=local_params * bytes_per_param, kernels=kernels)
+    return Work("memory", bytes=local_params * bytes_per_param, kernels=kernels, host="plain")

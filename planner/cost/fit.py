@@ -1,213 +1,175 @@
-"""Fit the achievable rates of a GPU to its measured training steps, with held-out error.
+"""Calibrate the time model's host and in-step terms to measured training steps.
 
-The time model needs four numbers per GPU that no datasheet gives: the fraction of the
-dense matrix peak that GEMMs reach, the fraction fused attention kernels reach, the
-fraction of HBM bandwidth element-wise kernels reach, and the host overhead per kernel
-launch (eager PyTorch launches one kernel per op). They are fitted here, in one place,
-to our own measured steps (``benchmarks/measure``, stored under
+A kernel profile (``autopar profile``) times every GEMM, attention and element-wise kernel
+alone. Three numbers it cannot give are fitted here, in one place, to our own measured
+single-GPU steps (``benchmarks/measure``, stored under
 ``hardware_db/profiles/<gpu>/<profile>/train_steps.jsonl``):
 
-* the records are split by position: even-numbered runs fit, odd-numbered runs are held
-  out, and both errors are reported;
-* the objective is the mean squared log ratio of predicted to measured median step time;
-* it is minimised by coordinate descent over bounded grids that narrow around the best
-  value, started from the best points of a seeded random scan (no gradient: the
-  roofline's ``max`` is not smooth).
+* the host's time per kernel launch inside autograd, and outside it (optimizer step);
+* the ratio of a kernel's device time inside a training step to its profiled time.
 
-A measured GEMM/attention profile (``autopar profile``, a later issue) will replace the
-fitted efficiencies where it exists.
+The records are split by position: even-numbered runs fit, odd-numbered runs are held out,
+and both errors are reported. The objective is the mean squared log ratio of predicted to
+measured median step time.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost.compute import Rates, Work, total_time
-from planner.specs.hardware import GPUSpec
-
-RANDOM_SEED = 0
-SCAN_POINTS = 1500
-BOUNDS: dict[str, tuple[float, float]] = {
-    "gemm": (0.2, 1.0),
-    "attention": (0.1, 1.0),
-    "memory": (0.2, 1.0),
-    "overhead_us": (0.0, 100.0),
-}
+from planner.cost.compute import Rates, Work
 
 
 @dataclass(frozen=True)
-class Efficiencies:
-    """Fractions of the datasheet peaks and the per-kernel overhead, with fit quality."""
+class Phase:
+    """Ops issued as one stream (a layer's forward, its backward, the optimizer step),
+    ``repeats`` times in the step (``compute.total_time`` times each stream).
 
-    gemm: float
-    attention: float
-    memory: float
+    ``after_lead``: the phase follows the earlier ones with no host synchronisation in
+    between, so the host's lead over the device at their end hides this phase's launches
+    (``planner.cost.time``: the optimizer step of eager PyTorch)."""
+
+    works: tuple[Work, ...]
+    repeats: float = 1.0
+    after_lead: bool = False
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured run: its step as phases, and its median step time."""
+
+    phases: tuple[Phase, ...]
+    measured_s: float
+
+
+@dataclass(frozen=True)
+class StepCalibration:
+    """What a kernel profile cannot give, fitted to measured training steps.
+
+    * ``kernel_overhead_s``: the host's time per eager kernel launch inside autograd
+      (forward ops recorded on the tape, the backward engine's ops);
+    * ``plain_kernel_overhead_s``: the same for plain tensor ops outside autograd (the
+      optimizer step), which skip the tape;
+    * ``device_scale``: the ratio of a kernel's device time inside the measured training
+      step to its time in the profile, alone and repeated (the step's kernels run on cold
+      caches under sustained load, and eager PyTorch runs small ops the work model does
+      not list one by one: views made contiguous, dtype round trips of the eager norms).
+    """
+
     kernel_overhead_s: float
+    plain_kernel_overhead_s: float
+    device_scale: float
     fit_mape_pct: float
     holdout_mape_pct: float
     runs_fit: int
     runs_holdout: int
     source: str
 
-    def rates(self, gpu: GPUSpec, dtype: str) -> Rates:
-        peak = gpu.peak_flops(dtype)  # type: ignore[arg-type]
-        return Rates(
-            gemm_flops=peak * self.gemm,
-            attention_flops=peak * self.attention,
-            memory_bytes_per_s=gpu.hbm_bandwidth_gbps * 1e9 * self.memory,
-            kernel_overhead_s=self.kernel_overhead_s,
-            source=self.source,
-        )
+
+CALIBRATION_GRIDS: dict[str, np.ndarray] = {
+    "device_scale": np.linspace(0.8, 1.4, 241),
+    "overhead_us": np.linspace(0.0, 100.0, 1001),
+    "plain_overhead_us": np.linspace(0.0, 100.0, 1001),
+}
+"""Candidate values: device-time ratio 0.8-1.4 in 0.0025 steps, overheads 0-100 us in 0.1."""
+CALIBRATION_ROUNDS = 12
+CALIBRATION_START = {"device_scale": 1.0, "overhead_us": 20.0, "plain_overhead_us": 20.0}
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One measured run: its work list (for the whole step) and its median step time."""
+class _Ops:
+    """A sample's phases as arrays: device time, launches inside / outside autograd, repeats."""
 
-    works: tuple[Work, ...]
-    measured_s: float
-
-
-@dataclass(frozen=True)
-class _Arrays:
-    """A sample's work as arrays, so a candidate's step time is one vectorised roofline."""
-
-    gemm_flops: np.ndarray
-    attention_flops: np.ndarray
-    bytes: np.ndarray
-    kernels: np.ndarray
+    device: np.ndarray
+    autograd_kernels: np.ndarray
+    plain_kernels: np.ndarray
+    counts: np.ndarray
+    after_lead: np.ndarray
     measured_s: float
 
     @classmethod
-    def of(cls, sample: Sample) -> _Arrays:
-        works = sample.works
+    def of(cls, sample: Sample, rates: Rates) -> _Ops:
+        def device(phase: Phase) -> float:
+            return sum(rates.device_time(w) for w in phase.works if w.bytes > 0 or w.flops > 0)
+
+        def kernels(phase: Phase, host: str) -> float:
+            return float(sum(w.kernels for w in phase.works if w.host == host))
+
+        phases = sample.phases
         return cls(
-            gemm_flops=np.array([w.flops if w.kind == "gemm" else 0.0 for w in works]),
-            attention_flops=np.array([w.flops if w.kind == "attention" else 0.0 for w in works]),
-            bytes=np.array([w.bytes for w in works]),
-            kernels=np.array([float(w.kernels) for w in works]),
+            device=np.array([device(p) for p in phases]),
+            autograd_kernels=np.array([kernels(p, "autograd") for p in phases]),
+            plain_kernels=np.array([kernels(p, "plain") for p in phases]),
+            counts=np.array([p.repeats for p in phases]),
+            after_lead=np.array([p.after_lead for p in phases]),
             measured_s=sample.measured_s,
         )
 
-    def step_s(self, rates: Rates) -> float:
-        """Same as ``compute.total_time`` over the sample's works."""
-        times = np.maximum.reduce(
-            [
-                self.gemm_flops / rates.gemm_flops + self.attention_flops / rates.attention_flops,
-                self.bytes / rates.memory_bytes_per_s,
-                self.kernels * rates.kernel_overhead_s,
-            ]
-        )
-        return float(times.sum())
+    def step_s(self, values: dict[str, np.ndarray | float]) -> np.ndarray | float:
+        """Predicted step time; any one value may be an array (one result per entry)."""
+        column = {k: np.asarray(v, dtype=float).reshape(-1, 1) for k, v in values.items()}
+        launches = (
+            column["overhead_us"] * self.autograd_kernels
+            + column["plain_overhead_us"] * self.plain_kernels
+        ) * 1e-6
+        device = column["device_scale"] * self.device
+        before, after = ~self.after_lead, self.after_lead
+        times = np.maximum(device, launches)
+        streamed = (times[:, before] * self.counts[before]).sum(axis=1)
+        lead = streamed - (launches[:, before] * self.counts[before]).sum(axis=1)
+        hidden = np.maximum(device[:, after], launches[:, after] - lead[:, None])
+        return streamed + (hidden * self.counts[after]).sum(axis=1)
 
 
-def _rates(values: dict[str, float], *, peak_flops: float, bandwidth: float) -> Rates:
-    return Rates(
-        gemm_flops=peak_flops * values["gemm"],
-        attention_flops=peak_flops * values["attention"],
-        memory_bytes_per_s=bandwidth * values["memory"],
-        kernel_overhead_s=values["overhead_us"] * 1e-6,
-    )
+def calibrate_steps(samples: Sequence[Sample], rates: Rates, *, source: str) -> StepCalibration:
+    """Fit the launch overheads and the device-time ratio on top of a kernel profile.
 
-
-def _loss(samples: Sequence[_Arrays], rates: Rates) -> float:
-    return sum(math.log(s.step_s(rates) / s.measured_s) ** 2 for s in samples) / len(samples)
-
-
-def mape_pct(samples: Sequence[Sample], rates: Rates) -> float:
-    errors = [abs(total_time(list(s.works), rates) / s.measured_s - 1) for s in samples]
-    return 100 * sum(errors) / len(errors)
-
-
-def fit_efficiencies(
-    samples: Sequence[Sample],
-    *,
-    peak_flops: float,
-    bandwidth: float,
-    source: str,
-    rounds: int = 24,
-    points: int = 11,
-    shrink: float = 0.7,
-) -> Efficiencies:
-    """Random scan, then coordinate descent; even samples fit, odd samples hold out.
-
-    A seeded scan of ``SCAN_POINTS`` points in the bounds picks the three best starts; each
-    round of the descent tries ``points`` values of one parameter at a time across a
-    window around the current best and narrows the window by ``shrink``. The roofline's
-    ``max`` makes the loss non-smooth and its parameters coupled, which is why a single
-    descent from a fixed start is not enough.
+    Each phase costs max(device_scale x its device time, its launches x overhead)
+    (``compute.total_time``), the device times from ``rates`` (its own overheads ignored);
+    a phase ``after_lead`` has its launches shortened by the host's lead at its start.
+    The values minimising the mean squared log ratio of predicted to measured step time
+    over the even-numbered samples are found by coordinate descent: each round sets one
+    parameter to the best of its whole grid (``CALIBRATION_GRIDS``, evaluated at once)
+    with the others fixed, for ``CALIBRATION_ROUNDS`` rounds over the three. The
+    odd-numbered samples are held out.
     """
     train, holdout = list(samples[0::2]), list(samples[1::2])
     if not train:
         raise ValueError("no measured runs to fit")
-    arrays = [_Arrays.of(sample) for sample in train]
+    ops = [_Ops.of(sample, rates) for sample in train]
+    values: dict[str, float] = dict(CALIBRATION_START)
+    for _ in range(CALIBRATION_ROUNDS):
+        for name, grid in CALIBRATION_GRIDS.items():
+            trial = {**values, name: grid}
+            loss = sum(np.log(o.step_s(trial) / o.measured_s) ** 2 for o in ops)
+            values[name] = float(grid[int(np.argmin(loss))])
 
-    def loss_of(values: dict[str, float]) -> float:
-        return _loss(arrays, _rates(values, peak_flops=peak_flops, bandwidth=bandwidth))
+    def error_pct(group: list[Sample]) -> float:
+        errors = [abs(float(_Ops.of(s, rates).step_s(values)[0]) / s.measured_s - 1)
+                  for s in group]  # fmt: skip
+        return 100 * sum(errors) / len(errors)
 
-    # a seeded random scan of the box finds the basins; descent refines the best three
-    rng = np.random.default_rng(RANDOM_SEED)
-    scan = [
-        {name: float(rng.uniform(low, high)) for name, (low, high) in BOUNDS.items()}
-        for _ in range(SCAN_POINTS)
-    ]
-    starts = sorted(scan, key=loss_of)[:3]
-    refined = [
-        _descend(
-            arrays,
-            values=start,
-            peak_flops=peak_flops,
-            bandwidth=bandwidth,
-            rounds=rounds,
-            points=points,
-            shrink=shrink,
-        )
-        for start in starts
-    ]
-    values = min(refined, key=loss_of)
-    rates = _rates(values, peak_flops=peak_flops, bandwidth=bandwidth)
-    return Efficiencies(
-        gemm=values["gemm"],
-        attention=values["attention"],
-        memory=values["memory"],
+    return StepCalibration(
         kernel_overhead_s=values["overhead_us"] * 1e-6,
-        fit_mape_pct=mape_pct(train, rates),
-        holdout_mape_pct=mape_pct(holdout, rates) if holdout else float("nan"),
+        plain_kernel_overhead_s=values["plain_overhead_us"] * 1e-6,
+        device_scale=values["device_scale"],
+        fit_mape_pct=error_pct(train),
+        holdout_mape_pct=error_pct(holdout) if holdout else float("nan"),
         runs_fit=len(train),
         runs_holdout=len(holdout),
         source=source,
     )
 
 
-def _descend(
-    arrays: Sequence[_Arrays],
-    *,
-    values: dict[str, float],
-    peak_flops: float,
-    bandwidth: float,
-    rounds: int,
-    points: int,
-    shrink: float,
-) -> dict[str, float]:
-    values = dict(values)
-    spans = {name: (high - low) / 4 for name, (low, high) in BOUNDS.items()}
-
-    def loss_with(name: str) -> Callable[[float], float]:
-        def loss(value: float) -> float:
-            trial = {**values, name: value}
-            return _loss(arrays, _rates(trial, peak_flops=peak_flops, bandwidth=bandwidth))
-
-        return loss
-
-    for _ in range(rounds):
-        for name, (low, high) in BOUNDS.items():
-            center, span = values[name], spans[name]
-            grid_low, grid_high = max(low, center - span / 2), min(high, center + span / 2)
-            grid = [grid_low + (grid_high - grid_low) * i / (points - 1) for i in range(points)]
-            values[name] = min(grid, key=loss_with(name))
-            spans[name] = span * shrink
-    return values
+def step_time_s(sample: Sample, rates: Rates) -> float:
+    """A sample's predicted step with ``rates`` as they are (their own launch overheads)."""
+    plain = rates.plain_kernel_overhead_s
+    values = {
+        "device_scale": 1.0,
+        "overhead_us": rates.kernel_overhead_s * 1e6,
+        "plain_overhead_us": (rates.kernel_overhead_s if plain is None else plain) * 1e6,
+    }
+    return float(_Ops.of(sample, rates).step_s(values)[0])

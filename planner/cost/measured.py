@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.cost.compute import Work
+from planner.cost.compute import embedding_work, head_work, layer_work
+from planner.cost.fit import Phase
 from planner.cost.frameworks import implementation, state_layout
-from planner.cost.stage_work import optimizer_step_work, scaled, stage_work
+from planner.cost.stage_work import layer_shape, optimizer_step_work, recomputed_positions
+from planner.cost.time import OPTIMIZER_AFTER_LEAD
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
 
@@ -56,28 +58,42 @@ def optimizer_kind(config: dict[str, Any]) -> str:
     return "foreach" if config.get("foreach") else "per_tensor"
 
 
-def single_gpu_step_work(config: dict[str, Any]) -> list[Work]:
-    """Every op of one measured single-GPU step: micro-batches, then the optimizer."""
+def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
+    """One measured single-GPU step as the streams the time model times one by one.
+
+    As ``stage_work.stage_times`` composes a micro-batch: per layer its forward, its
+    backward and (recomputed layers) its forward again, or its attention (selective);
+    the embedding's and the output layer's forward and backward; all of it once per
+    accumulated micro-batch; then the optimizer step, which eager PyTorch issues with no
+    host synchronisation after the backward pass (``time.OPTIMIZER_AFTER_LEAD``).
+    """
     model = model_from_record(config)
     layout = layout_from_record(config)
     states = state_layout(state_layout_name(config))
     impl = implementation(framework=MEASURED_FRAMEWORK, layout=states, precision="bf16")
-    stage = stage_work(
-        model,
-        list(range(model.num_layers)),
-        first=True,
-        last=True,
-        layout=layout,
-        seq_len=config["model"]["seq_len"],
-        impl=impl,
+    seq_len = config["model"]["seq_len"]
+    shape = layer_shape(layout, seq_len)
+    accumulation = float(config["grad_accum"])
+    recomputed = recomputed_positions(layout, model.num_layers)
+    phases: list[Phase] = []
+    for position in range(model.num_layers):
+        work = layer_work(model, position, shape=shape, impl=impl)
+        phases += [Phase(work.forward, accumulation), Phase(work.backward, accumulation)]
+        if position in recomputed:
+            phases.append(Phase(work.forward, accumulation))
+        elif layout.recompute == "selective":
+            attention = tuple(w for w in work.forward if w.kind == "attention")
+            phases.append(Phase(attention, accumulation))
+    for edge in (
+        embedding_work(model, tokens=shape.tokens, impl=impl),
+        head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl),
+    ):
+        phases += [Phase(edge.forward, accumulation), Phase(edge.backward, accumulation)]
+    optimizer = optimizer_step_work(
+        local_params=config["param_count"],
+        param_tensors=9 * model.num_layers + 3,
+        states=states,
+        optimizer_kind=optimizer_kind(config),
     )
-    works = scaled(stage.forward + stage.backward, config["grad_accum"])
-    works.append(
-        optimizer_step_work(
-            local_params=config["param_count"],
-            param_tensors=9 * model.num_layers + 3,
-            states=states,
-            optimizer_kind=optimizer_kind(config),
-        )
-    )
-    return works
+    phases.append(Phase((optimizer,), after_lead=OPTIMIZER_AFTER_LEAD[MEASURED_FRAMEWORK]))
+    return tuple(phases)

@@ -1,74 +1,245 @@
-"""Achievable rates of a GPU: fitted to our measured steps, per the GPU or borrowed.
+"""Achievable rates of a GPU: a measured kernel profile, calibrated on measured steps.
 
-``rates_for(gpu, dtype)`` returns the GEMM, attention and memory rates and the launch
-overhead the time model uses. Where the GPU has measured training steps, the four
-efficiencies are fitted to them (``planner.cost.fit``: even runs fit, odd runs held out);
-where it has none, the efficiencies fitted on a measured GPU are applied to this GPU's
-datasheet peaks, and the source says so. A GEMM/attention profile from ``autopar
-profile`` (a later issue) will take precedence over both.
+``rates_for(gpu, dtype, framework)`` returns what the time model uses for one GPU:
+
+* every shaped GEMM and fused attention kernel gets the FLOP/s measured for its shape in
+  the GPU's kernel profile (``autopar profile``, stored under
+  ``hardware_db/profiles/<gpu>/``; interpolated as ``planner.cost.profile_rates``
+  documents), element-wise work the streaming bandwidth the profile measured;
+* a GPU without its own profile borrows a profiled GPU's curves as fractions of the
+  datasheet peaks (FLOP/s scaled by the ratio of dense peaks, bandwidth by the ratio of
+  HBM bandwidths), and the source says so;
+* what a kernel profile cannot give, the host's time per kernel launch (inside and
+  outside autograd) and the ratio of in-step to profiled device time, is calibrated on
+  the measured training steps (``planner.cost.fit.calibrate_steps``: even runs fit, odd
+  runs held out). Launch overheads belong to the host and the eager dispatch, so a GPU
+  without measured steps uses those of a GPU that has them; the device-time ratio is
+  applied to eager PyTorch only (``EAGER_FRAMEWORKS``), the software it was fitted to.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
+import hardware_db
 from planner.catalog import load_gpu
-from planner.cost.compute import Rates
-from planner.cost.fit import Efficiencies, Sample, fit_efficiencies
-from planner.cost.measured import single_gpu_step_work
+from planner.cost.compute import AttentionShape, GemmShape, Rates
+from planner.cost.fit import Sample, StepCalibration, calibrate_steps
+from planner.cost.measured import single_gpu_step_phases
+from planner.cost.profile_rates import ProfileRates, find_profile
 from planner.cost.reserve import measured_gpu_for, measured_runs
 from planner.errors import SpecError
 from planner.specs.hardware import GPUSpec
 
 FIT_DTYPE = "bf16"
+ELEMENTWISE_OP = "add"
+"""Element-wise kernels (norms, residual adds, activations) read two tensors and write one,
+as the profile's ``add``; the profile's ``copy`` differs from it by under 10% at every size."""
+STREAMING_BYTES = 2.0**30
+"""Element-wise bandwidth is read at the profile's largest size, 1 GiB per tensor."""
+SCALAR_GEMM_SHAPE = GemmShape(4096, 4096, 4096)
+"""Where a GEMM has no shape, the rate of this product stands for it (documented fallback)."""
+SCALAR_ATTENTION_SHAPE = AttentionShape(
+    batch=1, heads=32, kv_heads=8, seq_len=4096, head_dim=128, causal=True, backward=False
+)
+EAGER_FRAMEWORKS = frozenset({"pytorch"})
+"""Frameworks whose steps run the eager PyTorch ops the step calibration was fitted to."""
+PROFILE_DTYPES = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp32": "bf16"}
+"""Compute dtype -> the profile's dtype. fp16 runs on the same tensor-core peak as bf16;
+fp8 training keeps attention in bf16 (Transformer Engine), so only its GEMMs use fp8; fp32
+(no profile of its own) scales the bf16 curves by the ratio of the dense peaks."""
+
+
+class ProfiledRates:
+    """``compute.ShapeRates`` from a kernel profile, scaled to another GPU where borrowed."""
+
+    def __init__(
+        self,
+        profile: ProfileRates,
+        *,
+        gemm_dtype: str,
+        flops_scale: float = 1.0,
+        bandwidth_scale: float = 1.0,
+    ) -> None:
+        self.profile = profile
+        self.gemm_dtype = gemm_dtype
+        self.flops_scale = flops_scale
+        self.bandwidth_scale = bandwidth_scale
+        self._gemm: dict[GemmShape, float] = {}
+        self._attention: dict[AttentionShape, float] = {}
+        self._memory: dict[float, float] = {}
+
+    def gemm_flops(self, shape: GemmShape) -> float:
+        rate = self._gemm.get(shape)
+        if rate is None:
+            measured = self.profile.gemm_flops(shape.m, shape.n, shape.k, self.gemm_dtype)
+            rate = self._gemm[shape] = measured * self.flops_scale
+        return rate
+
+    def attention_flops(self, shape: AttentionShape) -> float:
+        rate = self._attention.get(shape)
+        if rate is None:
+            measured = self.profile.attention(
+                seq_len=shape.seq_len,
+                heads=shape.heads,
+                kv_heads=min(shape.kv_heads, shape.heads),
+                head_dim=shape.head_dim,
+                causal=shape.causal,
+                dtype="bf16",
+                batch=max(shape.batch, 1e-9),
+            )
+            chosen = (
+                measured.backward_flops_per_s if shape.backward else measured.forward_flops_per_s
+            )
+            rate = self._attention[shape] = chosen * self.flops_scale
+        return rate
+
+    def memory_bytes_per_s(self, bytes_per_kernel: float) -> float:
+        """The bandwidth of the profile's largest element-wise kernels, at every size.
+
+        The profile times each small kernel from the host's launch to its end, so below
+        some hundred MiB its figure is launch-bound; the time model charges launches
+        separately (``compute.work_time``: the larger of device time and launch time), so
+        the device part is the streaming bandwidth of large tensors.
+        """
+        rate = self._memory.get(bytes_per_kernel)
+        if rate is None:
+            measured = self.profile.memory_bandwidth(STREAMING_BYTES, ELEMENTWISE_OP)
+            rate = self._memory[bytes_per_kernel] = measured * self.bandwidth_scale
+        return rate
+
+
+def profiled_gpu_for(gpu: GPUSpec, dtype: str) -> tuple[str, ProfileRates] | None:
+    """``gpu``'s own kernel profile with GEMMs of ``dtype``, else the first GPU's that has one."""
+    wanted = PROFILE_DTYPES.get(dtype)
+    if wanted is None:
+        return None
+    for gpu_id in (gpu.id, *hardware_db.list_gpus()):
+        profile = find_profile(gpu_id)
+        if (
+            profile is not None
+            and profile.has_gemm(wanted)
+            and profile.has_attention("bf16")
+            and profile.has_memory(ELEMENTWISE_OP)
+        ):
+            return gpu_id, profile
+    return None
 
 
 @cache
-def fitted_efficiencies(gpu_id: str) -> Efficiencies | None:
-    """Efficiencies fitted to ``gpu_id``'s measured steps (None without measurements)."""
-    runs = measured_runs(gpu_id)
-    if not runs:
-        return None
-    gpu = load_gpu(gpu_id)
-    samples = [
-        Sample(works=tuple(single_gpu_step_work(run["config"])), measured_s=run["time"]["median_s"])
-        for run in runs
-    ]
-    return fit_efficiencies(
-        samples,
-        peak_flops=gpu.peak_flops(FIT_DTYPE),
-        bandwidth=gpu.hbm_bandwidth_gbps * 1e9,
-        source=f"fitted to {len(runs)} measured training steps on {gpu_id}",
+def _samples(gpu_id: str) -> tuple[Sample, ...]:
+    return tuple(
+        Sample(phases=single_gpu_step_phases(run["config"]), measured_s=run["time"]["median_s"])
+        for run in measured_runs(gpu_id)
     )
 
 
-def rates_for(gpu: GPUSpec, dtype: str) -> Rates:
-    """The rates the time model uses for ``gpu`` computing in ``dtype``."""
+@cache
+def step_calibration(gpu_id: str) -> StepCalibration | None:
+    """Launch overhead and device-time ratio fitted to ``gpu_id``'s steps over its profile."""
+    runs = measured_runs(gpu_id)
+    found = profiled_gpu_for(load_gpu(gpu_id), FIT_DTYPE)
+    if not runs or found is None:
+        return None
+    rates = _profiled_rates(load_gpu(gpu_id), FIT_DTYPE, found, overhead_s=0.0, device_scale=1.0)
+    return calibrate_steps(
+        _samples(gpu_id), rates, source=f"fitted to {len(runs)} measured training steps on {gpu_id}"
+    )
+
+
+def _profiled_rates(
+    gpu: GPUSpec,
+    dtype: str,
+    found: tuple[str, ProfileRates],
+    *,
+    overhead_s: float,
+    device_scale: float,
+    source: str = "",
+) -> Rates:
+    profiled_id, profile = found
+    profiled = load_gpu(profiled_id)
+    shape_rates = ProfiledRates(
+        profile,
+        gemm_dtype=PROFILE_DTYPES[dtype],
+        flops_scale=gpu.peak_flops(dtype)  # type: ignore[arg-type]
+        / profiled.peak_flops(PROFILE_DTYPES[dtype])  # type: ignore[arg-type]
+        / device_scale,
+        bandwidth_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps / device_scale,
+    )
+    return Rates(
+        gemm_flops=shape_rates.gemm_flops(SCALAR_GEMM_SHAPE),
+        attention_flops=shape_rates.attention_flops(SCALAR_ATTENTION_SHAPE),
+        memory_bytes_per_s=shape_rates.memory_bytes_per_s(STREAMING_BYTES),
+        kernel_overhead_s=overhead_s,
+        source=source,
+        by_shape=shape_rates,
+    )
+
+
+@cache
+def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
+    """The rates the time model uses for ``gpu`` computing in ``dtype`` under ``framework``.
+
+    The device-time ratio of the step calibration is applied to eager PyTorch
+    (``EAGER_FRAMEWORKS``), the software it was fitted to; the fused frameworks run the
+    profiled kernels as measured. The launch overhead applies to all (each framework's
+    kernel count is its own, see ``planner.graph.build.Implementation``).
+    """
     source_gpu = measured_gpu_for(gpu)
     if source_gpu is None:
         raise SpecError(
-            f"gpu {gpu.id}: no measured profile to derive achievable rates from "
+            f"gpu {gpu.id}: no measured training steps to calibrate the time model with "
             "(run benchmarks/measure on a GPU and store the records under hardware_db/profiles)"
         )
-    efficiencies = fitted_efficiencies(source_gpu)
-    assert efficiencies is not None
-    rates = efficiencies.rates(gpu, dtype)
-    if source_gpu != gpu.id:
-        note = (
-            f"efficiencies fitted on {source_gpu} applied to {gpu.id}'s datasheet peaks "
-            "(no measurement of this GPU)"
+    found = profiled_gpu_for(gpu, dtype)
+    calibration = step_calibration(source_gpu)
+    if found is None or calibration is None:
+        raise SpecError(
+            f"gpu {gpu.id}: no kernel profile with {dtype} matrix products to time it with "
+            "(run `autopar profile` on a GPU and store the file under hardware_db/profiles)"
         )
-    else:
-        note = efficiencies.source
-    return Rates(
-        gemm_flops=rates.gemm_flops,
-        attention_flops=rates.attention_flops,
-        memory_bytes_per_s=rates.memory_bytes_per_s,
-        kernel_overhead_s=rates.kernel_overhead_s,
-        source=(
-            f"{note}; GEMM {efficiencies.gemm:.0%} and attention {efficiencies.attention:.0%} "
-            f"of the dense peak, memory {efficiencies.memory:.0%} of HBM bandwidth, "
-            f"{efficiencies.kernel_overhead_s * 1e6:.1f} us per kernel; held-out error "
-            f"{efficiencies.holdout_mape_pct:.1f}% over {efficiencies.runs_holdout} runs"
-        ),
+    profiled_id = found[0]
+    where = (
+        f"kernel profile of {profiled_id} ({found[1].source.split(' from ')[-1]})"
+        if profiled_id == gpu.id
+        else f"kernel profile of {profiled_id} scaled to {gpu.id}'s datasheet peaks "
+        "(no profile of this GPU)"
     )
+    device_scale = calibration.device_scale if framework in EAGER_FRAMEWORKS else 1.0
+    source = (
+        f"{where}: GEMM and attention by shape, element-wise bandwidth; device time x"
+        f"{device_scale:.3f}, {calibration.kernel_overhead_s * 1e6:.1f} us per kernel "
+        f"launch ({calibration.plain_kernel_overhead_s * 1e6:.1f} us outside autograd) "
+        f"{calibration.source}, held-out error "
+        f"{calibration.holdout_mape_pct:.1f}% over {calibration.runs_holdout} runs"
+    )
+    rates = _profiled_rates(
+        gpu,
+        dtype,
+        found,
+        overhead_s=calibration.kernel_overhead_s,
+        device_scale=device_scale,
+        source=source,
+    )
+    return replace(rates, plain_kernel_overhead_s=calibration.plain_kernel_overhead_s)
+
+
+def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -> Rates:
+    """``gpu``'s rates as if only ``from_gpu`` had been measured (its profile, scaled to
+    ``gpu``'s peaks, and its calibration): how a GPU without measurements is predicted.
+    ``benchmarks/time_measured.py --transfer-from`` checks it on a GPU that was measured."""
+    profile = find_profile(from_gpu)
+    calibration = step_calibration(from_gpu)
+    if profile is None or calibration is None:
+        raise SpecError(f"gpu {from_gpu}: needs a kernel profile and measured steps")
+    device_scale = calibration.device_scale if framework in EAGER_FRAMEWORKS else 1.0
+    rates = _profiled_rates(
+        gpu,
+        dtype,
+        (from_gpu, profile),
+        overhead_s=calibration.kernel_overhead_s,
+        device_scale=device_scale,
+        source=f"transferred from {from_gpu}",
+    )
+    return replace(rates, plain_kernel_overhead_s=calibration.plain_kernel_overhead_s)

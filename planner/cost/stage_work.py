@@ -8,7 +8,7 @@ forward inside the backward; selective recomputation re-runs the attention core)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from planner.cost.compute import (
@@ -66,7 +66,7 @@ def stage_work(
     backward: list[Work] = []
     if first:
         _add(embedding_work(model, tokens=tokens, impl=impl), forward, backward)
-    recomputed = _recomputed_positions(layout, len(layer_ids))
+    recomputed = recomputed_positions(layout, len(layer_ids))
     for position, layer_id in enumerate(layer_ids):
         work = layer_work(model, layer_id, shape=shape, impl=impl)
         _add(work, forward, backward)
@@ -100,6 +100,12 @@ class StageTimes:
     forward_gemm_s: float
     forward_attention_s: float
     flops: float
+    launch_s: float = 0.0
+    """The host's time to launch the forward and backward (with recomputation) kernels."""
+
+
+_STAGE_CACHE_LIMIT = 20_000
+_stage_cache: dict[tuple, tuple[ModelSpec, Rates, StageTimes]] = {}
 
 
 def stage_times(
@@ -116,12 +122,52 @@ def stage_times(
     """Equal to timing ``stage_work``'s ops, but each layer kind is timed once (cached).
 
     The planner costs thousands of layouts whose stages repeat the same few layer kinds;
-    the per-kind times are shared across stages and layouts.
+    the per-kind times are shared across stages and layouts, and a whole stage's times
+    are cached by what they read (the model and rates objects, kept in the entry so that
+    their ids in the key stay theirs; the stage's layer range; the layout fields used).
     """
+    # every input ``_stage_times`` reads: a new one it reads must join the key
+    # (tests/search/test_fast_paths.py compares cached and uncached numbers)
+    key = (
+        id(model),
+        id(rates),
+        impl,
+        tuple(layer_ids),
+        first,
+        last,
+        layer_shape(layout, seq_len),
+        layout.recompute,
+        layout.recompute_method,
+        layout.recompute_num_layers,
+    )
+    hit = _stage_cache.get(key)
+    if hit is not None and hit[0] is model and hit[1] is rates:
+        return hit[2]
+    times = _stage_times(
+        model, layer_ids, first=first, last=last, layout=layout, seq_len=seq_len, impl=impl,
+        rates=rates,
+    )  # fmt: skip
+    if len(_stage_cache) >= _STAGE_CACHE_LIMIT:
+        _stage_cache.clear()
+    _stage_cache[key] = (model, rates, times)
+    return times
+
+
+def _stage_times(
+    model: ModelSpec,
+    layer_ids: list[int],
+    *,
+    first: bool,
+    last: bool,
+    layout: ParallelConfig,
+    seq_len: int,
+    impl: Implementation,
+    rates: Rates,
+) -> StageTimes:
     shape = layer_shape(layout, seq_len)
-    recomputed = _recomputed_positions(layout, len(layer_ids))
+    recomputed = recomputed_positions(layout, len(layer_ids))
     selective = layout.recompute == "selective"
-    totals = [0.0, 0.0, 0.0, 0.0, 0.0]
+    totals = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     for position, layer_id in enumerate(layer_ids):
         mode = "full" if position in recomputed else ("selective" if selective else "none")
         times = _kind_times(model, representative_layer(model, layer_id), shape, impl, rates, mode)
@@ -137,7 +183,12 @@ def stage_times(
         totals[1] += total_time(list(edge.backward), rates)
         totals[2] += total_time([w for w in edge.forward if w.kind == "gemm"], rates)
         totals[4] += sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward)
+        totals[5] += _launches(edge.forward, rates) + _launches(edge.backward, rates)
     return StageTimes(*totals)
+
+
+def _launches(works: tuple[Work, ...] | list[Work], rates: Rates) -> float:
+    return sum(rates.launch_time(w) for w in works)
 
 
 @lru_cache(maxsize=8192)
@@ -148,21 +199,25 @@ def _kind_times(
     impl: Implementation,
     rates: Rates,
     recompute: str,
-) -> tuple[float, float, float, float, float]:
-    """(forward, backward + recompute, forward GEMM, forward attention, FLOPs) of one layer."""
+) -> tuple[float, float, float, float, float, float]:
+    """(forward, backward + recompute, forward GEMM, forward attention, FLOPs, launches)
+    of one layer."""
     work = kind_work(model, index, shape, impl)
     forward = total_time(list(work.forward), rates)
     backward = total_time(list(work.backward), rates)
     flops = sum(w.flops for w in work.forward) + sum(w.flops for w in work.backward)
+    launches = _launches(work.forward, rates) + _launches(work.backward, rates)
     attention = [w for w in work.forward if w.kind == "attention"]
     if recompute == "full":
         backward += forward
         flops += sum(w.flops for w in work.forward)
+        launches += _launches(work.forward, rates)
     elif recompute == "selective":
         backward += total_time(attention, rates)
         flops += sum(w.flops for w in attention)
+        launches += _launches(attention, rates)
     gemm = total_time([w for w in work.forward if w.kind == "gemm"], rates)
-    return forward, backward, gemm, total_time(attention, rates), flops
+    return forward, backward, gemm, total_time(attention, rates), flops, launches
 
 
 def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
@@ -170,7 +225,7 @@ def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
     backward.extend(work.backward)
 
 
-def _recomputed_positions(layout: ParallelConfig, layers: int) -> set[int]:
+def recomputed_positions(layout: ParallelConfig, layers: int) -> set[int]:
     """Positions within a stage whose forward runs again in the backward (full recompute)."""
     if layout.recompute != "full":
         return set()
@@ -203,13 +258,13 @@ def optimizer_step_work(
         per_param = 2 * master + 3 * state + 5 * state + 4 * state + 3 * state + 3 * state
         per_param += 2 * states.grad_bytes + 2 * master
     kernels = max(1, round(param_tensors * OPTIMIZER_KERNELS_PER_TENSOR[optimizer_kind]))
-    return Work("memory", bytes=local_params * per_param, kernels=kernels)
+    return Work("memory", bytes=local_params * per_param, kernels=kernels, host="plain")
 
 
 def scaled(works: tuple[Work, ...] | list[Work], factor: float) -> list[Work]:
     """The same work repeated ``factor`` times (roofline time scales exactly)."""
     return [
-        Work(w.kind, flops=w.flops * factor, bytes=w.bytes * factor,
-             kernels=round(w.kernels * factor))
+        replace(w, flops=w.flops * factor, bytes=w.bytes * factor,
+                kernels=round(w.kernels * factor))
         for w in works
     ]  # fmt: skip

@@ -21,7 +21,8 @@ One step is simulated as Megatron-LM runs it:
    layer's gradients); otherwise exposed. The distributed optimizer's parameter all-gather
    is exposed unless ``overlap_param_gather``. ZeRO-3 / FSDP gathers each layer's
    parameters before its forward and backward, prefetched behind the previous layer.
-4. The optimizer step over the local (possibly sharded) parameters.
+4. The optimizer step over the local (possibly sharded) parameters; in eager PyTorch its
+   launches start while the GPU still runs the backward (``OPTIMIZER_AFTER_LEAD``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ from planner.graph.build import Implementation
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
+
+OPTIMIZER_AFTER_LEAD = {"pytorch": True, "megatron": False, "deepspeed": False, "torchtitan": False}
+"""Whether the optimizer step's launches can use the host's lead over the device at the
+end of the backward pass. A plain PyTorch loop (``loss.backward(); optimizer.step()``, no
+gradient clipping) reads nothing back on the host in between, so while the GPU is still
+busy with the backward, the host already issues the optimizer's many small kernels.
+Megatron-LM and DeepSpeed clip gradients by default (``--clip-grad 1.0``,
+``gradient_clipping``) and check for inf/NaN, reading the norm back on the host, and
+torchtitan clips by default too (``max_norm`` 1.0): the queue drains first."""
 
 TENSORS_PER_LAYER = 9
 """Parameter tensors of a Llama-style layer (q, k, v, o, three MLP weights, two norms): the
@@ -102,6 +112,7 @@ class _StageTimes:
     cp_s: float
     ep_s: float
     flops: float
+    launch_s: float
 
 
 def step_time(ctx: TimeContext) -> TimeBreakdown:
@@ -163,17 +174,18 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
     transfers = max(0.0, pipeline_s - no_transfer_s)
     last_backward = sum(s.backward_s for s in mine)
     dp = _data_parallel_exposed(ctx, groups, busiest, last_backward)
-    optimizer = total_time(
-        [
-            optimizer_step_work(
-                local_params=_optimizer_params(ctx, busiest),
-                param_tensors=ctx.param_tensors_per_rank[busiest],
-                states=ctx.states,
-                optimizer_kind=ctx.optimizer_kind,
-            )
-        ],
-        ctx.rates,
+    step = optimizer_step_work(
+        local_params=_optimizer_params(ctx, busiest),
+        param_tensors=ctx.param_tensors_per_rank[busiest],
+        states=ctx.states,
+        optimizer_kind=ctx.optimizer_kind,
     )
+    optimizer = total_time([step], ctx.rates)
+    framework = ctx.impl.name.split("-")[0]
+    if OPTIMIZER_AFTER_LEAD.get(framework, False) and layout.pp == 1:
+        # the host's lead at the end of the backward hides that much of the launches
+        lead = max(0.0, compute - m * sum(s.launch_s for s in mine))
+        optimizer = max(ctx.rates.device_time(step), ctx.rates.launch_time(step) - lead)
     executed = m * sum(s.flops for s in stages)
     return TimeBreakdown(
         compute_s=compute, tp_comm_s=tp, cp_comm_s=cp, ep_comm_s=ep,
@@ -213,11 +225,10 @@ def _virtual_stage(
         tp_bwd = (layers + recomputed) * exposed
     cp_fwd = cp_bwd = 0.0
     if layout.cp > 1:
-        kv = 2 * tokens * ctx.model.kv_heads * ctx.model.kv_channels * act / layout.tp
-        ring = collective_time("all_gather", kv * layout.cp, groups["cp"], ctx.cluster)
-        attention = times.forward_attention_s / max(layers, 1)
-        cp_fwd = layers * max(0.0, ring - attention)
-        cp_bwd = layers * max(0.0, 2 * ring - 2.5 * attention)
+        per_layer_fwd, per_layer_bwd = _context_parallel_exposed(
+            ctx, tokens, times.forward_attention_s / max(layers, 1), groups["cp"]
+        )
+        cp_fwd, cp_bwd = layers * per_layer_fwd, layers * per_layer_bwd
     ep_fwd = ep_bwd = 0.0
     moe_layers = sum(ctx.model.is_moe_layer(i) for i in layer_ids)
     if moe_layers and layout.ep > 1 and ctx.model.moe is not None:
@@ -230,8 +241,40 @@ def _virtual_stage(
         backward_s=backward + tp_bwd + cp_bwd + ep_bwd,
         compute_s=forward + backward,
         tp_s=tp_fwd + tp_bwd, cp_s=cp_fwd + cp_bwd, ep_s=ep_fwd + ep_bwd,
-        flops=flops,
+        flops=flops, launch_s=times.launch_s,
     )  # fmt: skip
+
+
+def _context_parallel_exposed(
+    ctx: TimeContext, tokens: float, attention_s: float, group: GroupPlacement
+) -> tuple[float, float]:
+    """Exposed context-parallel communication of one layer, forward and backward.
+
+    * ``p2p`` (Megatron's default ring): cp - 1 exchanges of the local K and V chunk with
+      the ring neighbour, each overlapped with attention on the chunk in hand; the ring
+      moves what an all-gather of K and V moves. Backward sends K/V and their gradients
+      (twice the bytes) behind 2.5x the attention work (``compute.FLASH_BACKWARD_FLOP_RATIO``).
+    * ``all_gather``: K and V gathered before attention and their gradients
+      reduce-scattered after it, not overlapped.
+    * ``a2a`` (DeepSpeed-Ulysses): all-to-alls turn sequence-sharded Q, K, V into
+      head-sharded ones before attention and the output back after it, each on the
+      critical path; the backward runs the same four on the gradients.
+    * ``a2a+p2p`` (hierarchical): priced as ``p2p`` (not modelled separately).
+    """
+    model, layout, act = ctx.model, ctx.layout, ctx.impl.activation_bytes
+    head_dim = model.kv_channels
+    kv = 2 * tokens * model.kv_heads * head_dim * act / layout.tp
+    if layout.cp_comm_type == "a2a":
+        q_and_out = 2 * tokens * model.num_attention_heads * head_dim * act / layout.tp
+        moves = sum(
+            collective_time("all_to_all", size, group, ctx.cluster)
+            for size in (q_and_out / 2, kv / 2, kv / 2, q_and_out / 2)
+        )
+        return moves, moves
+    gathered = collective_time("all_gather", kv * layout.cp, group, ctx.cluster)
+    if layout.cp_comm_type == "all_gather":
+        return gathered, gathered
+    return max(0.0, gathered - attention_s), max(0.0, 2 * gathered - 2.5 * attention_s)
 
 
 def _optimizer_params(ctx: TimeContext, rank: int) -> float:

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from planner import ParallelConfig, WorkloadSpec, estimate, load_cluster, load_model
+from planner import (
+    ParallelConfig,
+    WorkloadSpec,
+    count_params,
+    estimate,
+    load_cluster,
+    load_gpu,
+    load_model,
+)
 from planner.cost.compute import Rates, Work, work_time
+from planner.cost.frameworks import state_layout
+from planner.cost.rates import rates_for
+from planner.cost.stage_work import optimizer_step_work
+from planner.cost.time import TENSORS_PER_LAYER
 from planner.specs.hardware import ClusterSpec
 
 
@@ -78,3 +90,46 @@ def test_roofline_takes_the_slowest_limit() -> None:
     assert work_time(Work("gemm", flops=1e9, bytes=5e9), rates) == pytest.approx(5.0)
     assert work_time(Work("attention", flops=1e12, bytes=0), rates) == pytest.approx(2.0)
     assert work_time(Work("memory", bytes=0, kernels=3), rates) == pytest.approx(3e-5)
+
+
+def test_context_parallel_algorithms_are_priced_apart() -> None:
+    # 8 GPUs of one node, cp 8: the ring overlaps attention, all-gather and Ulysses do not
+    ring = _time(gpus=8, batch=8, cp=8, cp_comm_type="p2p")
+    gather = _time(gpus=8, batch=8, cp=8, cp_comm_type="all_gather")
+    ulysses = _time(gpus=8, batch=8, cp=8, cp_comm_type="a2a")
+    assert ring.breakdown_s["cp_comm"] <= gather.breakdown_s["cp_comm"]
+    assert gather.breakdown_s["cp_comm"] > 0 and ulysses.breakdown_s["cp_comm"] > 0
+    assert ulysses.breakdown_s["cp_comm"] != gather.breakdown_s["cp_comm"]
+    # compute is the same work whichever way K and V travel
+    assert ring.breakdown_s["compute"] == pytest.approx(ulysses.breakdown_s["compute"])
+
+
+def test_eager_optimizer_launches_hide_behind_the_backward() -> None:
+    # plain PyTorch issues the optimizer's kernels while the GPU still runs the backward;
+    # Megatron reads the gradient norm back first, so its optimizer launches are exposed
+    # the measured 1B Llama at 4 x 4096 tokens: a device-bound backward, then ~1,500
+    # optimizer launches that take longer than the optimizer's memory traffic
+    model = load_model("llama-3.1-8b").model_copy(
+        update={"num_layers": 16, "hidden_size": 2048, "num_attention_heads": 32,
+                "ffn_hidden_size": 8192}
+    )  # fmt: skip
+    eager = estimate(
+        model=model,
+        cluster=load_cluster("dgx-h100", gpus=1),
+        workload=WorkloadSpec(seq_len=4096, global_batch=4),
+        layout=ParallelConfig(mbs=4, recompute="full"),
+        framework="pytorch",
+        state_layout_name="bf16",
+        optimizer_impl="per_tensor",
+    ).time
+    rates = rates_for(load_gpu("h100-sxm"), "bf16", "pytorch")
+    step = optimizer_step_work(
+        local_params=count_params(model).total,
+        param_tensors=TENSORS_PER_LAYER * model.num_layers + 3,
+        states=state_layout("bf16"),
+        optimizer_kind="per_tensor",
+    )
+    exposed = max(rates.device_time(step), rates.launch_time(step))
+    assert rates.launch_time(step) > rates.device_time(step)  # launch-bound on its own
+    assert eager.breakdown_s["optimizer"] < 0.5 * exposed
+    assert eager.breakdown_s["optimizer"] >= rates.device_time(step) - 1e-6

@@ -1,0 +1,112 @@
+"""autopar's step time and peak memory against every training step measured on our GPUs.
+
+For each GPU with measured steps (``hardware_db/profiles/<gpu>/*/train_steps.jsonl``,
+written by ``benchmarks/measure/sweep.py``: plain PyTorch Llama-style steps on one H100
+and one H200), every record goes through ``planner.estimate`` once and its predicted
+step time and allocator peak are set against the measured median step time and
+``timed_peak_allocated``. The time model reads the GPU's kernel profile and a calibration
+fitted to the even-numbered records of that GPU (``planner.cost.fit``), so the
+odd-numbered rows ("held out") are the honest accuracy; the memory model is fitted to
+nothing but its fragmentation and non-allocator reserve (medians over the records).
+Records that ran out of memory must be predicted not to fit.
+
+Targets (profiled cost-model issue): step time within 10% and peak memory within 5% on
+every configuration.
+
+Run: ``python benchmarks/accuracy_measured.py [--gpu h100-sxm ...] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from memory_measured import CLUSTER_FOR_GPU, describe, predict
+
+from planner.cost.reserve import measured_records, measured_runs
+
+TIME_TARGET_PCT = 10.0
+MEMORY_TARGET_PCT = 5.0
+
+
+def rows(gpu_id: str) -> list[dict[str, Any]]:
+    fitted = {id(run): position for position, run in enumerate(measured_runs(gpu_id))}
+    out = []
+    for record in measured_records(gpu_id):
+        if record["config"].get("mode", "single") != "single":
+            continue
+        result = predict(record, gpu_id=gpu_id)
+        row: dict[str, Any] = {"gpu": gpu_id, "config": describe(record["config"])}
+        if record.get("oom"):
+            row.update(oom=True, predicted_fits=result.memory.fits)
+            out.append(row)
+            continue
+        measured_s = record["time"]["median_s"]
+        measured_gib = record["memory"]["timed_peak_allocated"] / 2**30
+        predicted_gib = result.memory.stages[0].allocated_gib
+        position = fitted.get(id(record))
+        row.update(
+            oom=False,
+            role="held out" if position is None or position % 2 else "fit",
+            measured_s=measured_s,
+            predicted_s=result.time.step_time_s,
+            time_error_pct=round(100 * (result.time.step_time_s / measured_s - 1), 2),
+            measured_gib=round(measured_gib, 3),
+            predicted_gib=predicted_gib,
+            memory_error_pct=round(100 * (predicted_gib / measured_gib - 1), 2),
+        )
+        out.append(row)
+    return out
+
+
+def _summary(label: str, errors: list[float], target: float) -> str:
+    if not errors:
+        return f"{label}: no runs"
+    magnitudes = [abs(e) for e in errors]
+    within = sum(m <= target for m in magnitudes)
+    return (
+        f"{label}: {len(errors)} runs, mean |error| {sum(magnitudes) / len(errors):.2f}%, "
+        f"worst {max(magnitudes):.2f}%, {within} within {target:g}%"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="append", choices=sorted(CLUSTER_FOR_GPU))
+    parser.add_argument("--json", help="write the rows to this file")
+    args = parser.parse_args()
+    table = [row for gpu in args.gpu or sorted(CLUSTER_FOR_GPU) for row in rows(gpu)]
+    print(f"{'gpu':<10}{'configuration':<42}{'role':<10}{'time s':>9}{'ours':>9}{'error':>9}"
+          f"{'GiB':>8}{'ours':>8}{'error':>9}")  # fmt: skip
+    for row in table:
+        if row["oom"]:
+            verdict = "predicted not to fit" if not row["predicted_fits"] else "PREDICTED TO FIT"
+            print(f"{row['gpu']:<10}{row['config']:<42}{'OOM':<10}  {verdict}")
+            continue
+        print(
+            f"{row['gpu']:<10}{row['config']:<42}{row['role']:<10}{row['measured_s']:>9.4f}"
+            f"{row['predicted_s']:>9.4f}{row['time_error_pct']:>+8.2f}%{row['measured_gib']:>8.2f}"
+            f"{row['predicted_gib']:>8.2f}{row['memory_error_pct']:>+8.2f}%"
+        )
+    for gpu in args.gpu or sorted(CLUSTER_FOR_GPU):
+        mine = [r for r in table if r["gpu"] == gpu and not r["oom"]]
+        held = [r["time_error_pct"] for r in mine if r["role"] == "held out"]
+        print(_summary(f"{gpu} step time, held out", held, TIME_TARGET_PCT))
+        print(_summary(f"{gpu} step time, all", [r["time_error_pct"] for r in mine],
+                       TIME_TARGET_PCT))  # fmt: skip
+        print(_summary(f"{gpu} peak memory", [r["memory_error_pct"] for r in mine],
+                       MEMORY_TARGET_PCT))  # fmt: skip
+        ooms = [r for r in table if r["gpu"] == gpu and r["oom"]]
+        missed = sum(r["predicted_fits"] for r in ooms)
+        print(f"{gpu} out-of-memory runs: {len(ooms)}, predicted to fit: {missed}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2))
+
+
+if __name__ == "__main__":
+    main()
