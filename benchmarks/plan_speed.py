@@ -1,14 +1,20 @@
 """Wall time of ``planner.plan`` (in process) for the planner issue's reference cases.
 
-For each case it reports the whole search (enumerating the legal layouts, costing every
-one with the full cost model, CP-SAT choosing the top plans), the CP-SAT share of it, and
-the number of layouts. Today the planner costs every legal layout (it is its own
-brute-force reference), so the enumeration column is the brute-force time.
+For each case: the whole search (enumerating the legal layouts, tabulating the cost model
+over them, the stage-partition solver's splits, CP-SAT choosing the top plans), the CP-SAT
+share of it, how many layouts were legal, costed (memory) and timed (the pipeline
+simulated: only those that fit and whose lower bound could make the top 5), and next to
+it the brute-force reference: ``estimate()`` on every legal layout, taking the fastest
+that fits. The planner's best must be at least as fast as the brute force's (it searches
+the same layouts plus the split solver's); the ``=bf`` column says whether it is equal
+(``same``) or faster because of a split the enumeration does not have (``split``).
 
 Targets (planner issue, 2-core machine): at most 2 s for 70B on 64 GPUs and at most 10 s
-for 405B on 16,384 H100s, with ``optimal: true``.
+for 405B on 16,384 H100s, with ``optimal: true``. Each case runs once, after the rates
+are fitted; the machine may be shared, so run it twice when a number is close.
 
-Run: ``python benchmarks/plan_speed.py [--cases 8b-8,70b-64] [--time-limit S] [--json out.json]``.
+Run: ``python benchmarks/plan_speed.py [--cases 8b-8,70b-64] [--no-brute-force]
+[--time-limit S] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from planner import Infeasible, WorkloadSpec, load_cluster, load_model, plan
-from planner.cost.rates import fitted_efficiencies
+from planner import Infeasible, WorkloadSpec, estimate, load_cluster, load_model, plan
+from planner.cost.rates import rates_for
+from planner.search.candidates import enumerate_layouts
 
 CASES: dict[str, dict[str, Any]] = {
     "8b-8": {"model": "llama-3.1-8b", "gpus": 8, "seq_len": 4096, "global_batch": 64},
@@ -38,53 +45,89 @@ CASES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def run_case(name: str, *, time_limit_s: float) -> dict[str, Any]:
+def _inputs(name: str) -> dict[str, Any]:
     case = CASES[name]
+    return {
+        "model": load_model(case["model"]),
+        "cluster": load_cluster("dgx-h100", gpus=case["gpus"]),
+        "workload": WorkloadSpec(seq_len=case["seq_len"], global_batch=case["global_batch"]),
+    }
+
+
+def brute_force(name: str) -> tuple[float, float | None]:
+    """(wall seconds, best step) of estimate() on every legal layout of the case."""
+    inputs = _inputs(name)
+    started = time.perf_counter()
+    best = None
+    for layout in enumerate_layouts(inputs["model"], inputs["cluster"], inputs["workload"]):
+        result = estimate(layout=layout, **inputs)
+        if result.memory.fits and (best is None or result.time.step_time_s < best):
+            best = result.time.step_time_s
+    return time.perf_counter() - started, best
+
+
+def run_case(name: str, *, time_limit_s: float, reference: bool) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = plan(
-            model=load_model(case["model"]),
-            cluster=load_cluster("dgx-h100", gpus=case["gpus"]),
-            workload=WorkloadSpec(seq_len=case["seq_len"], global_batch=case["global_batch"]),
-            top_k=5,
-            time_limit_s=time_limit_s,
-        )
+        result = plan(**_inputs(name), top_k=5, time_limit_s=time_limit_s)
     except Infeasible as error:
         return {"case": name, "wall_s": time.perf_counter() - started, "error": str(error)}
+    wall = time.perf_counter() - started
     search = result.search.model_dump()
     best = result.plans[0]
-    return {
+    row = {
         "case": name,
-        "wall_s": round(time.perf_counter() - started, 3),
+        "wall_s": round(wall, 3),
         "solver_wall_s": search["solver_wall_s"],
         "layouts_legal": search["layouts_legal"],
         "layouts_evaluated": search["layouts_evaluated"],
+        "layouts_timed": search["layouts_timed"],
         "optimal": search["optimal"],
         "best_step_s": best.time.step_time_s,
         "best_mfu": best.time.mfu,
     }
+    if reference:
+        brute_s, brute_best = brute_force(name)
+        row["brute_force_s"] = round(brute_s, 2)
+        row["brute_force_best_step_s"] = brute_best
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
     parser.add_argument("--time-limit", type=float, default=600.0)
+    parser.add_argument("--no-brute-force", action="store_true", help="skip the reference")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in names if name not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
-    fitted_efficiencies("h100-sxm")  # fit the rates once, outside the timed cases
-    rows = [run_case(name, time_limit_s=args.time_limit) for name in names]
-    print(f"{'case':<20}{'wall s':>9}{'CP-SAT s':>10}{'legal':>8}{'costed':>8}  optimal  best")
+    rates_for(load_cluster("dgx-h100").gpu, "bf16")  # fit the rates once, outside the cases
+    rows = [
+        run_case(name, time_limit_s=args.time_limit, reference=not args.no_brute_force)
+        for name in names
+    ]
+    print(
+        f"{'case':<20}{'wall s':>8}{'CP-SAT s':>9}{'legal':>7}{'costed':>7}{'timed':>6}"
+        f"  optimal  {'brute s':>8} {'=bf':<6}best"
+    )
     for row in rows:
         if "error" in row:
-            print(f"{row['case']:<20}{row['wall_s']:>9.2f}  infeasible: {row['error'][:80]}")
+            print(f"{row['case']:<20}{row['wall_s']:>8.2f}  infeasible: {row['error'][:80]}")
             continue
+        brute, same = "", ""
+        if "brute_force_s" in row:
+            brute = f"{row['brute_force_s']:.2f}"
+            reference = row["brute_force_best_step_s"]
+            same = "same" if reference == row["best_step_s"] else (
+                "split" if reference is not None and row["best_step_s"] < reference else "WORSE"
+            )  # fmt: skip
         print(
-            f"{row['case']:<20}{row['wall_s']:>9.2f}{row['solver_wall_s']:>10.2f}"
-            f"{row['layouts_legal']:>8}{row['layouts_evaluated']:>8}  {row['optimal']!s:<7}  "
+            f"{row['case']:<20}{row['wall_s']:>8.2f}{row['solver_wall_s']:>9.2f}"
+            f"{row['layouts_legal']:>7}{row['layouts_evaluated']:>7}{row['layouts_timed']:>6}"
+            f"  {row['optimal']!s:<7}  {brute:>8} {same:<6}"
             f"{row['best_step_s']:.3f} s/step, MFU {row['best_mfu']:.1%}"
         )
     if args.json:

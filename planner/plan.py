@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from planner.cost.frameworks import Framework
 from planner.predict import MemoryReport, TimeReport
@@ -32,20 +32,40 @@ class PlanEntry(BaseModel):
     memory: MemoryReport
     time: TimeReport
     explanation: str
+    training: dict[str, float] | None = None
+    """With a token budget: token_budget, steps, hours, gpu_hours, and with a price
+    price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
+    of the JSON when there is no budget, so a plan is exactly config, memory, time and
+    explanation then."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("training") is None:
+            data.pop("training", None)
+        return data
 
 
 class SearchInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     solver: str
+    objective: str = "throughput"
     optimal: bool
     """The ranking is proven and every candidate was evaluated within the time limit."""
     wall_s: float
     solver_wall_s: float
+    gpus_searched: list[int] = []
+    """Cluster sizes searched (cost and min-gpus search sizes up to the cluster)."""
     layouts_considered: int
     layouts_legal: int
     layouts_evaluated: int
     layouts_feasible: int
+    layouts_timed: int = 0
+    """Layouts that fit whose step time was simulated: the others have a lower bound on
+    their objective above the top_k-th best (``planner.search.tabulate``)."""
+    layouts_split_solver: int = 0
+    """Layouts proposed by the stage-partition solver (layer split, recompute blocks)."""
 
 
 class PlanResult(BaseModel):
@@ -67,8 +87,17 @@ def plan(
     headroom_gib: float = 0.0,
     top_k: int = 5,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    price_per_gpu_hour: float | None = None,
+    token_budget: float | None = None,
+    deadline_hours: float | None = None,
 ) -> PlanResult:
-    """The ``top_k`` fastest layouts that fit, best first; raises ``Infeasible`` if none."""
+    """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
+
+    ``objective``: ``throughput`` (shortest step), ``cost`` (cheapest ``token_budget``
+    at ``price_per_gpu_hour``, over cluster sizes up to ``cluster``) or ``min-gpus``
+    (fewest GPUs that train ``token_budget`` tokens within ``deadline_hours``); see
+    ``planner.search.objectives``.
+    """
     result = search(
         model,
         cluster,
@@ -80,6 +109,9 @@ def plan(
         headroom_gib=headroom_gib,
         top_k=top_k,
         time_limit_s=time_limit_s,
+        price_per_gpu_hour=price_per_gpu_hour,
+        token_budget=token_budget,
+        deadline_hours=deadline_hours,
     )
     plans = [
         PlanEntry(
@@ -87,6 +119,7 @@ def plan(
             memory=p.estimate.memory,
             time=p.estimate.time,
             explanation=p.explanation,
+            training=p.training,
         )
         for p in result.plans
     ]

@@ -8,13 +8,16 @@ what ``autopar estimate --json`` prints.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from planner.cost.compute import Rates
 from planner.cost.frameworks import (
     DEFAULT_STATE_LAYOUT,
     Framework,
+    StateLayout,
     implementation,
     state_layout,
 )
@@ -34,6 +37,7 @@ from planner.cost.reserve import (
     memory_reserve,
     usable_capacity_bytes,
 )
+from planner.cost.stage_work import stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.errors import SpecError
 from planner.graph.build import Implementation, build_graph
@@ -122,6 +126,109 @@ def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) ->
     return ParallelConfig(**{**layout.model_dump(exclude_unset=True), **defaults})
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A layout resolved against the cluster, with what the memory and time models read.
+
+    ``estimate`` is ``prepare`` + :func:`memory_stages` + :func:`time_report` + the report
+    blocks; the planner calls the parts, so that it costs thousands of layouts without
+    building a report for each, with the very same numbers.
+    """
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    workload: WorkloadSpec
+    framework: Framework
+    layout: ParallelConfig
+    """Resolved: framework defaults applied, ``dp`` filled."""
+    states: StateLayout
+    impl: Implementation
+    ctx: MemoryContext
+    flash_attention: bool
+    optimizer_impl: OptimizerKind
+
+
+def prepare(
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    layout: ParallelConfig,
+    framework: Framework = "megatron",
+    state_layout_name: str | None = None,
+    flash_attention: bool = True,
+    optimizer_impl: OptimizerKind | None = None,
+    check: bool = True,
+) -> Prepared:
+    """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
+
+    ``check=False`` skips the rule check, for callers that already ran
+    ``layout_violations`` on the resolved layout (the planner's candidates).
+    """
+    layout = apply_framework_defaults(layout, framework=framework)
+    resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
+    if check:
+        problems = layout_violations(
+            model=model, cluster=cluster, workload=workload, layout=resolved
+        )
+        if problems:
+            raise SpecError("layout: " + "; ".join(problems))
+    states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
+    impl = implementation(
+        framework=framework,
+        layout=states,
+        precision=workload.precision,
+        flash_attention=flash_attention,
+    )
+    graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
+    assert resolved.dp is not None
+    microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
+    reserve = memory_reserve(cluster.gpu, layout=resolved)
+    kind = optimizer_impl or OPTIMIZER_KIND[framework]
+    ctx = MemoryContext(
+        model=model,
+        graph=graph,
+        layout=resolved,
+        states=states,
+        num_gpus=cluster.num_gpus,
+        microbatches=microbatches,
+        ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
+        communication_buckets=communication_buckets(
+            framework=framework, zero_stage=resolved.zero_stage, states=states
+        ),
+        optimizer_kind=kind,
+        reserve=reserve,
+    )
+    return Prepared(
+        model=model,
+        cluster=cluster,
+        workload=workload,
+        framework=framework,
+        layout=resolved,
+        states=states,
+        impl=impl,
+        ctx=ctx,
+        flash_attention=flash_attention,
+        optimizer_impl=kind,
+    )
+
+
+def memory_stages(prepared: Prepared) -> list[StageMemory]:
+    """Memory of one GPU of every pipeline stage (bytes), first stage first."""
+    return stage_memory(prepared.ctx)
+
+
+def time_report(prepared: Prepared) -> TimeReport:
+    """Step time, throughput and where the time goes, as ``estimate`` reports it."""
+    return _time_report(
+        prepared.ctx,
+        cluster=prepared.cluster,
+        workload=prepared.workload,
+        impl=prepared.impl,
+        framework=prepared.framework,
+    )
+
+
 def estimate(
     *,
     model: ModelSpec,
@@ -137,40 +244,23 @@ def estimate(
 
     Raises ``SpecError`` naming every rule the layout breaks.
     """
-    layout = apply_framework_defaults(layout, framework=framework)
-    resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
-    problems = layout_violations(model=model, cluster=cluster, workload=workload, layout=resolved)
-    if problems:
-        raise SpecError("layout: " + "; ".join(problems))
-    states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
-    impl = implementation(
-        framework=framework,
-        layout=states,
-        precision=workload.precision,
-        flash_attention=flash_attention,
-    )
-    graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
-    assert resolved.dp is not None
-    microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
-    reserve = memory_reserve(cluster.gpu, layout=resolved)
-    ctx = MemoryContext(
+    prepared = prepare(
         model=model,
-        graph=graph,
-        layout=resolved,
-        states=states,
-        num_gpus=cluster.num_gpus,
-        microbatches=microbatches,
-        ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
-        communication_buckets=communication_buckets(
-            framework=framework, zero_stage=resolved.zero_stage, states=states
-        ),
-        optimizer_kind=optimizer_impl or OPTIMIZER_KIND[framework],
-        reserve=reserve,
+        cluster=cluster,
+        workload=workload,
+        layout=layout,
+        framework=framework,
+        state_layout_name=state_layout_name,
+        flash_attention=flash_attention,
+        optimizer_impl=optimizer_impl,
     )
-    stages = stage_memory(ctx)
-    time_report = _time_report(
-        ctx, cluster=cluster, workload=workload, impl=impl, framework=framework
-    )
+    return assemble(prepared, memory_stages(prepared), time_report(prepared))
+
+
+def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) -> Estimate:
+    """The ``Estimate`` of a prepared layout from its memory stages and time report."""
+    model, cluster, workload = prepared.model, prepared.cluster, prepared.workload
+    resolved = prepared.layout
     capacity, capacity_source = usable_capacity_bytes(cluster.gpu)
     peak = max(stage.total for stage in stages)
     config = {
@@ -183,11 +273,11 @@ def estimate(
         "global_batch": workload.sequences_per_step,
         "global_batch_tokens": workload.tokens_per_step,
         "precision": workload.precision,
-        "framework": framework,
-        "state_layout": states.name,
-        "flash_attention": flash_attention,
-        "optimizer_impl": optimizer_impl or OPTIMIZER_KIND[framework],
-        "microbatches": microbatches,
+        "framework": prepared.framework,
+        "state_layout": prepared.states.name,
+        "flash_attention": prepared.flash_attention,
+        "optimizer_impl": prepared.optimizer_impl,
+        "microbatches": prepared.ctx.microbatches,
         "gpus_per_node": cluster.gpus_per_node,
         "model_spec": model.model_dump(mode="json"),
         **resolved.model_dump(mode="json"),
@@ -199,11 +289,50 @@ def estimate(
             peak_gib=gib(peak),
             fits=peak <= capacity,
             headroom_gib=gib(capacity - peak),
-            reserve_source=f"Capacity: {capacity_source}. {reserve.source}",
+            reserve_source=f"Capacity: {capacity_source}. {prepared.ctx.reserve.source}",
             stages=[_stage_report(stage) for stage in stages],
         ),
-        time=time_report,
+        time=timing,
     )
+
+
+def time_rates(*, cluster: ClusterSpec, workload: WorkloadSpec, framework: str) -> Rates:
+    """The achievable rates the time model runs on (one place, shared with the bound)."""
+    return rates_for(cluster.gpu, workload.precision, framework=framework)
+
+
+def step_lower_bound(prepared: Prepared) -> float:
+    """A lower bound on the unrounded step time of ``time_report(prepared)``, seconds.
+
+    The step is at least the pipeline simulated without transfers (the breakdown's
+    compute, communication and bubble add up to it), which is at least the busiest
+    rank's busy time, which is at least the micro-batches times that rank's compute per
+    micro-batch (``stage_work.stage_times``, the same calls ``planner.cost.time`` makes,
+    without the exposed communication). The float sums run in another order, so callers
+    compare with a margin; ``tests/search`` checks the bound on many layouts.
+    """
+    ctx, layout = prepared.ctx, prepared.layout
+    rates = time_rates(
+        cluster=prepared.cluster, workload=prepared.workload, framework=prepared.framework
+    )
+    chunks = virtual_stages(ctx.model, layout)
+    last = len(chunks) - 1
+    compute = [
+        stage_times(
+            ctx.model, chunk, first=k == 0, last=k == last, layout=layout,
+            seq_len=prepared.workload.seq_len, impl=prepared.impl, rates=rates,
+        )
+        for k, chunk in enumerate(chunks)
+    ]  # fmt: skip
+    vpp = layout.vpp or 1
+    busiest = max(
+        sum(
+            compute[c * layout.pp + rank].forward_s + compute[c * layout.pp + rank].backward_s
+            for c in range(vpp)
+        )
+        for rank in range(layout.pp)
+    )
+    return ctx.microbatches * busiest
 
 
 def _time_report(
@@ -215,7 +344,7 @@ def _time_report(
     framework: str,
 ) -> TimeReport:
     layout = ctx.layout
-    rates = rates_for(cluster.gpu, workload.precision)
+    rates = time_rates(cluster=cluster, workload=workload, framework=framework)
     chunks = virtual_stages(ctx.model, layout)
     per_rank = [rank_parameters(ctx, rank) for rank in range(layout.pp)]
     layers_per_rank = [

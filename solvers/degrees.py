@@ -6,7 +6,8 @@ name and candidate values, never what "tp" or "recompute" means.
 Data (all integers; costs in whatever unit the caller scaled them to, e.g. microseconds)
     A = axes, ordered; axis a has distinct candidate values V_a = (v_a0, ..., v_a(n_a - 1)).
     P = product constraints (S_p ⊆ A, E_p): the chosen values of S_p multiply to E_p
-        (world size = tp·cp·dp·pp).
+        (world size = tp·cp·dp·pp), where E_p is a constant or the chosen value of another
+        axis g_p ∉ S_p (the GPU count, when the cluster size is itself a decision).
     T = allowed tables (S_t ⊆ A, R_t): only the value tuples R_t of S_t are legal
         (divisibility rules, memory feasibility tabulated per combination).
     F = cost factors (S_f ⊆ A, c_f): c_f maps a value tuple of S_f to a cost >= 0; a tuple
@@ -27,28 +28,37 @@ Constraints
         Π n_a rows per constraint; the chain needs |S_p| - 2 auxiliary variables and stays
         linear in the number of axes, and a caller who wants the table can pass one as (2).
     (2) (x_a)_{a ∈ S_t} ∈ R_t for every table t (``add_allowed_assignments`` on values).
-    (3) ((x_a)_{a ∈ S_f}, y_f) ∈ {(key, c_f[key]) : key tabulated in c_f} for every factor f
-        (``add_allowed_assignments``): a missing combination has no row, so it is forbidden.
+    (3) for every factor f with rows r = 0..R_f - 1 (its tabulated tuples k_r, costs c_r):
+        booleans b_f,r with exactly one true (``add_exactly_one``), x_a = sum_r k_r[a]·b_f,r
+        for each a ∈ S_f with more than one value, and y_f = sum_r c_r·b_f,r: the row
+        chosen fixes the values and the cost, and a missing combination has no row, so it
+        is forbidden.
 
-What is tabulated, and why a table rather than ``add_element``
-    Every cost factor is a table of |c_f| <= Π_{a ∈ S_f} n_a rows, one per tabulated tuple,
-    with the cost as its last column. The alternative (STYLE practice 8's ``add_element``)
-    flattens S_f's value indices i_a into a mixed-radix index k_f = Σ_j i_{a_j}·s_j
-    (row-major strides s_{m-1} = 1, s_j = s_{j+1}·n_{a_{j+1}}), restricts dom(k_f) to the
-    tabulated tuples and reads y_f = C_f[k_f]. Both hold the same entries, but the
-    table needs no index variables, no stride arithmetic and no placeholder costs at the
-    forbidden indices, and CP-SAT solved it faster on our instances (ortools 9.15, 1
-    worker, time of the first solve): 0.11 s against 0.29 s on the six-axis instance of
-    ``tests/solvers/test_degrees.py`` (5 values per axis, factors of 625, 493 and 125 rows),
-    and 6.5 s against 13.5 s on 6 axes of 8 values with random costs over 4-axis factors.
+What is tabulated, and how it is selected
+    Every cost factor is a table of R_f <= Π_{a ∈ S_f} n_a rows, one per tabulated tuple,
+    and the row is chosen by booleans, so every column and the cost are linear in them
+    (the LP relaxation of one factor is integral). Three alternatives hold the same
+    entries and were slower on the planner's instance (ortools 9.15, one solve of 14
+    axes and 491 tabulated layouts of Llama 3.1 70B on 64 GPUs): an ``add_element`` per
+    column on a row index variable, 0.10 s against 0.035 s; one
+    ``add_allowed_assignments`` over (x_a, y_f), which CP-SAT encodes with a literal per
+    distinct cost, 0.10 s for a single axis of 482 layouts; and an element over the dense
+    mixed-radix index sum_j i_{a_j}·s_j, which needs Π n_a entries (800,000 for the
+    planner's axes over ten cluster sizes) where the rows need R_f.
 
 Objective
     minimise Σ_f y_f.
 
 Top-k
-    After the optimum x*, add the no-good (x_a)_a ≠ x* (``add_forbidden_assignments``
-    on the value variables: forbid that exact assignment) and re-solve, up to ``top_k``
-    assignments. The re-solves share what is left of ``options.time_limit_s``.
+    Level by level: after an optimum x* of objective z, a feasibility model asks for another
+    assignment of objective exactly z that is none of those already returned (the no-good
+    (x_a)_a ≠ x, by reified equalities, for each); when there is none, the optimising
+    model gets Σ_f y_f ≥ z + 1 and is solved again. Every assignment left has an objective
+    of at least z (each solve was optimal), so this returns the top_k in order, ties
+    included. The plain alternative, a no-good per returned assignment in the optimising
+    model, is correct too but slow: CP-SAT took 0.1-0.2 s per re-solve against 3-5 ms with
+    the bound on the 482-row instance above. The re-solves share what is left of
+    ``options.time_limit_s``.
 
 Status
     OPTIMAL when every returned assignment was proven the best of those not yet returned
@@ -64,10 +74,12 @@ Which constraint binds (infeasible problems only)
     solve with the full ``options.time_limit_s``; a check that ends UNKNOWN keeps its group.
 
 Hint
-    The assignment that takes each factor's own minimum is often infeasible, so the hint is
-    the first feasible assignment of a greedy scan of the Cartesian product, each axis's
-    values ordered by their cheapest cost over the factors containing the axis; it is only
-    scanned when the product has fewer than ``HINT_SCAN_LIMIT`` combinations, else no hint.
+    A caller that knows a good assignment (the planner: the cheapest tabulated layout) passes
+    it as ``DegreesProblem.hint``. Otherwise, since the assignment that takes each factor's
+    own minimum is often infeasible, the hint is the first feasible assignment of a greedy
+    scan of the Cartesian product, each axis's values ordered by their cheapest cost over
+    the factors containing the axis; it is only scanned when the product has fewer than
+    ``HINT_SCAN_LIMIT`` combinations, else no hint.
 
 Symmetry
     Axes are named and ordered and their values are distinct, so no two assignments are
@@ -138,17 +150,29 @@ class Axis:
 
 @dataclass(frozen=True)
 class ProductConstraint:
-    """The chosen values of ``axes`` multiply to ``equals`` (e.g. tp·cp·dp·pp = GPUs)."""
+    """The chosen values of ``axes`` multiply to ``equals`` (e.g. tp·cp·dp·pp = GPUs), or,
+    with ``equals_axis``, to the chosen value of that axis (``equals`` is then ignored)."""
 
     axes: tuple[str, ...]
-    equals: int
+    equals: int = 0
+    equals_axis: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", _axis_names(self.axes, "ProductConstraint.axes"))
         object.__setattr__(self, "equals", _integer(self.equals, "ProductConstraint.equals"))
+        if self.equals_axis is not None and self.equals_axis in self.axes:
+            raise ValueError(
+                f"ProductConstraint.equals_axis: {self.equals_axis} is also a factor of the "
+                f"product ({', '.join(self.axes)})"
+            )
 
     def describe(self) -> str:
-        return f"product {'·'.join(self.axes)} = {self.equals}"
+        target = self.equals_axis if self.equals_axis is not None else self.equals
+        return f"product {'·'.join(self.axes)} = {target}"
+
+    def target(self, assignment: Mapping[str, int]) -> int:
+        """E_p for this assignment."""
+        return assignment[self.equals_axis] if self.equals_axis is not None else self.equals
 
 
 @dataclass(frozen=True)
@@ -210,6 +234,8 @@ class DegreesProblem:
     tables: tuple[AllowedTable, ...] = ()
     factors: tuple[CostFactor, ...] = ()
     top_k: int = 1
+    hint: Mapping[str, int] | None = None
+    """A (good, not necessarily feasible) assignment to start from; see "Hint"."""
 
     def __post_init__(self) -> None:
         for name in ("axes", "products", "tables", "factors"):
@@ -219,8 +245,20 @@ class DegreesProblem:
         _axis_names([a.name for a in self.axes], "DegreesProblem.axes")
         if _integer(self.top_k, "DegreesProblem.top_k") < 1:
             raise ValueError(f"DegreesProblem.top_k: {self.top_k} must be at least 1")
+        if self.hint is not None:
+            names = [a.name for a in self.axes]
+            if sorted(self.hint) != sorted(names):
+                raise ValueError(
+                    f"DegreesProblem.hint: names {sorted(self.hint)} but the axes are {names}"
+                )
+            self._check_values(tuple(self.hint), tuple(self.hint.values()), "DegreesProblem.hint")
+            object.__setattr__(self, "hint", MappingProxyType(dict(self.hint)))
         for p, product in enumerate(self.products):
             self._check_axes(product.axes, f"DegreesProblem.products[{p}].axes")
+            if product.equals_axis is not None:
+                self._check_axes(
+                    (product.equals_axis,), f"DegreesProblem.products[{p}].equals_axis"
+                )
         for t, table in enumerate(self.tables):
             self._check_axes(table.axes, f"DegreesProblem.tables[{t}].axes")
             for r, row in enumerate(table.rows):
@@ -273,6 +311,8 @@ class _Built:
     model: cp_model.CpModel
     value: dict[str, cp_model.IntVar]
     costs: tuple[cp_model.IntVar, ...]
+    rows: tuple[list[cp_model.IntVar], ...] = ()
+    """Per factor (with an objective): the row booleans b_f,r."""
 
 
 def _add_product(
@@ -284,11 +324,16 @@ def _add_product(
 ) -> None:
     """Constraint (1), chained through partial products for more than two axes."""
     xs = [value[n] for n in product.axes]
+    target: int | cp_model.IntVar = product.equals
+    targets = [product.equals]
+    if product.equals_axis is not None:
+        target = value[product.equals_axis]
+        targets = list(axis[product.equals_axis].values)
     if len(xs) == 1:
-        model.add(xs[0] == product.equals)
+        model.add(xs[0] == target)
         return
     values = [axis[n].values for n in product.axes]
-    positive = product.equals > 0 and all(v > 0 for vs in values for v in vs)
+    positive = all(t > 0 for t in targets) and all(v > 0 for vs in values for v in vs)
     left = xs[0]
     reachable: set[int] | None = set(values[0])  # None: too many, use an interval
     low, high = min(values[0]), max(values[0])
@@ -298,7 +343,7 @@ def _add_product(
         if reachable is not None:
             reachable = {q * v for q in reachable for v in values[j]}
             if positive:  # the remaining positive factors must make up E_p / q
-                reachable = {q for q in reachable if product.equals % q == 0}
+                reachable = {q for q in reachable if any(t % q == 0 for t in targets)}
             if len(reachable) > _PARTIAL_SET_LIMIT:
                 reachable = None
         if reachable is None:
@@ -306,12 +351,12 @@ def _add_product(
         elif reachable:
             domain = cp_model.Domain.from_values(sorted(reachable))
         else:  # no prefix divides E_p: keep the variable valid and state the infeasibility
-            domain = cp_model.Domain.from_values([product.equals])
+            domain = cp_model.Domain.from_values([targets[0]])
             model.add_bool_or([])
         partial = model.new_int_var_from_domain(domain, f"partial[products[{p}]][{j}]")
         model.add_multiplication_equality(partial, [left, xs[j]])
         left = partial
-    model.add_multiplication_equality(product.equals, [left, xs[-1]])
+    model.add_multiplication_equality(target, [left, xs[-1]])
 
 
 def _build(problem: DegreesProblem, enforce: frozenset[str], objective: bool) -> _Built:
@@ -333,18 +378,28 @@ def _build(problem: DegreesProblem, enforce: frozenset[str], objective: bool) ->
         if f"tables[{t}]" in enforce:
             model.add_allowed_assignments([value[n] for n in table.axes], table.rows)
     costs = []
+    row_vars = []
     for f, factor in enumerate(problem.factors):  # (3)
         xs = [value[n] for n in factor.axes]
         if objective and factor.costs:
-            domain = cp_model.Domain.from_values(sorted(set(factor.costs.values())))
-            cost = model.new_int_var_from_domain(domain, f"cost[factors[{f}]]")
-            model.add_allowed_assignments([*xs, cost], [(*k, c) for k, c in factor.costs.items()])
+            keys = list(factor.costs)
+            rows = [model.new_bool_var(f"row[factors[{f}]][{r}]") for r in range(len(keys))]
+            model.add_exactly_one(rows)
+            for j, (name, x) in enumerate(zip(factor.axes, xs, strict=True)):
+                if len(problem.axis[name].values) > 1:
+                    model.add(x == cp_model.LinearExpr.weighted_sum(rows, [k[j] for k in keys]))
+            prices = [factor.costs[key] for key in keys]
+            # an interval, not the set of costs: a domain with a hole between every two
+            # tabulated costs made each solve slower by two orders of magnitude
+            cost = model.new_int_var(min(prices), max(prices), f"cost[factors[{f}]]")
+            model.add(cost == cp_model.LinearExpr.weighted_sum(rows, prices))
             costs.append(cost)
+            row_vars.append(rows)
         elif objective or f"factors[{f}]" in enforce:  # no rows at all: infeasible
             model.add_allowed_assignments(xs, list(factor.costs))
     if objective:
         model.minimize(cp_model.LinearExpr.sum(costs))
-    return _Built(model, value, tuple(costs))
+    return _Built(model, value, tuple(costs), tuple(row_vars))
 
 
 def _groups(problem: DegreesProblem) -> tuple[str, ...]:
@@ -363,7 +418,7 @@ def _groups(problem: DegreesProblem) -> tuple[str, ...]:
 
 def _feasible(problem: DegreesProblem, assignment: dict[str, int]) -> bool:
     for product in problem.products:
-        if math.prod(assignment[n] for n in product.axes) != product.equals:
+        if math.prod(assignment[n] for n in product.axes) != product.target(assignment):
             return False
     for table in problem.tables:
         if tuple(assignment[n] for n in table.axes) not in table.rows:
@@ -426,36 +481,138 @@ def _binding(problem: DegreesProblem, options: SolveOptions) -> tuple[str, tuple
 def _rank(
     problem: DegreesProblem, built: _Built, first: SolveRun, options: SolveOptions, started: float
 ) -> tuple[list[dict[str, int]], list[int], bool]:
-    """Top-k by no-good cuts: (assignments, objectives, whether all were proven in order)."""
+    """Top-k level by level (module docstring): (assignments, objectives, all proven)."""
     names = [a.name for a in problem.axes]
-    assignments, objectives = [], []
-    proven, run = True, first
-    built.model.clear_hints()
+    assignments: list[dict[str, int]] = []
+    objectives: list[int] = []
+    proven = first.status is SolveStatus.OPTIMAL
     quiet = replace(options, export_path=None)
-    while True:
-        assignment = {n: run.solver.value(built.value[n]) for n in names}
-        assignments.append(assignment)
-        objectives.append(sum(run.solver.value(c) for c in built.costs))
-        proven = proven and run.status is SolveStatus.OPTIMAL
-        if len(assignments) == problem.top_k:
-            return assignments, objectives, proven
+    built.model.clear_hints()
+
+    def record(run: SolveRun, values: dict[str, cp_model.IntVar], costs: tuple) -> int:
+        assignments.append({n: run.solver.value(values[n]) for n in names})
+        objectives.append(sum(run.solver.value(c) for c in costs))
+        return objectives[-1]
+
+    level = record(first, built.value, built.costs)
+    if _one_full_factor(problem):
+        return _rank_rows(problem, built, assignments, objectives, proven, options, started)
+    unique = _unique_objectives(problem)
+    while len(assignments) < problem.top_k:
         left_s = options.time_limit_s - (time.perf_counter() - started)
         if left_s <= 0:
             return assignments, objectives, False
-        values = [built.value[n] for n in names]
-        built.model.add_forbidden_assignments(values, [tuple(assignment[n] for n in names)])
+        if unique is None or unique.get(level, 0) > 1:
+            tied = _next_tie(problem, assignments, objectives, level, quiet, left_s)
+            if tied is None:
+                return assignments, objectives, False
+            if tied:
+                record(*tied)
+                continue
+        left_s = options.time_limit_s - (time.perf_counter() - started)
+        if left_s <= 0:
+            return assignments, objectives, False
+        built.model.add(cp_model.LinearExpr.sum(built.costs) >= level + 1)
         run = solve_model(built.model, replace(quiet, time_limit_s=left_s))
         if run.status is SolveStatus.INFEASIBLE:  # fewer than top_k exist: the list is complete
             return assignments, objectives, proven
         if not run.has_solution:
             return assignments, objectives, False
+        proven = proven and run.status is SolveStatus.OPTIMAL
+        level = record(run, built.value, built.costs)
+    return assignments, objectives, proven
+
+
+def _one_full_factor(problem: DegreesProblem) -> bool:
+    """One factor over every axis: an assignment is exactly one of its rows."""
+    return len(problem.factors) == 1 and set(problem.factors[0].axes) == {
+        a.name for a in problem.axes
+    }
+
+
+def _rank_rows(
+    problem: DegreesProblem,
+    built: _Built,
+    assignments: list[dict[str, int]],
+    objectives: list[int],
+    proven: bool,
+    options: SolveOptions,
+    started: float,
+) -> tuple[list[dict[str, int]], list[int], bool]:
+    """Top-k when assignments are rows (module docstring): each returned row's boolean is
+    fixed to false and the optimising model solved again."""
+    factor = problem.factors[0]
+    index = {key: r for r, key in enumerate(factor.costs)}
+    quiet = replace(options, export_path=None)
+    while len(assignments) < problem.top_k:
+        chosen = assignments[-1]
+        built.model.add(built.rows[0][index[tuple(chosen[n] for n in factor.axes)]] == 0)
+        left_s = options.time_limit_s - (time.perf_counter() - started)
+        if left_s <= 0:
+            return assignments, objectives, False
+        run = solve_model(built.model, replace(quiet, time_limit_s=left_s))
+        if run.status is SolveStatus.INFEASIBLE:  # fewer than top_k exist: the list is complete
+            return assignments, objectives, proven
+        if not run.has_solution:
+            return assignments, objectives, False
+        proven = proven and run.status is SolveStatus.OPTIMAL
+        names = [a.name for a in problem.axes]
+        assignments.append({n: run.solver.value(built.value[n]) for n in names})
+        objectives.append(sum(run.solver.value(c) for c in built.costs))
+    return assignments, objectives, proven
+
+
+def _unique_objectives(problem: DegreesProblem) -> dict[int, int] | None:
+    """With one factor over every axis, assignments are its rows: objective -> how many
+    rows have it (no tie check needed where that is one); None otherwise."""
+    if len(problem.factors) != 1 or len(problem.factors[0].axes) != len(problem.axes):
+        return None
+    counts: dict[int, int] = {}
+    for cost in problem.factors[0].costs.values():
+        counts[cost] = counts.get(cost, 0) + 1
+    return counts
+
+
+def _next_tie(
+    problem: DegreesProblem,
+    assignments: list[dict[str, int]],
+    objectives: list[int],
+    level: int,
+    options: SolveOptions,
+    left_s: float,
+) -> tuple[SolveRun, dict[str, cp_model.IntVar], tuple] | bool | None:
+    """Another assignment of objective ``level`` (solver run and variables), False when
+    there is none, None when the solver could not tell in time."""
+    tie = _build(problem, frozenset(_groups(problem)), objective=True)
+    tie.model.clear_objective()
+    tie.model.add(cp_model.LinearExpr.sum(tie.costs) == level)
+    for chosen, objective in zip(assignments, objectives, strict=True):
+        if objective == level:
+            _forbid(tie.model, tie.value, chosen)
+    run = solve_model(tie.model, replace(options, time_limit_s=left_s))
+    if run.has_solution:
+        return run, tie.value, tie.costs
+    return False if run.status is SolveStatus.INFEASIBLE else None
+
+
+def _forbid(
+    model: cp_model.CpModel, value: dict[str, cp_model.IntVar], chosen: dict[str, int]
+) -> None:
+    """The no-good: at least one axis takes another value than in ``chosen``."""
+    differs = []
+    for name, chosen_value in chosen.items():
+        same = model.new_bool_var(f"same[{name}]")
+        model.add(value[name] == chosen_value).only_enforce_if(same)
+        model.add(value[name] != chosen_value).only_enforce_if(same.Not())
+        differs.append(same.Not())
+    model.add_bool_or(differs)
 
 
 def solve(problem: DegreesProblem, options: SolveOptions = DEFAULT_OPTIONS) -> DegreesSolution:
     """Up to ``problem.top_k`` distinct cheapest assignments, best first."""
     started = time.perf_counter()
     built = _build(problem, frozenset(_groups(problem)), objective=True)
-    hint = _greedy_hint(problem)
+    hint = dict(problem.hint) if problem.hint is not None else _greedy_hint(problem)
     if hint is not None:
         for name, chosen in hint.items():
             built.model.add_hint(built.value[name], chosen)

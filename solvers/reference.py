@@ -51,13 +51,48 @@ def _best_stage_time_us(problem: StagePartitionProblem, stage: int, kinds: list[
     return best
 
 
+def _block_time_us(problem: StagePartitionProblem, sizes: tuple[int, ...]) -> int | None:
+    """Constraint (7) on one split: the best shared N* (every stage's first N* layers on
+    ``block_option``, the rest on option 0), or None when no N* fits every stage."""
+    kind = problem.kinds[problem.runs[0].kind]
+    r = problem.block_option
+    assert r is not None
+    best = None
+    for block in range(max(sizes) + 1):
+        slowest = 0
+        for stage, size in enumerate(sizes):
+            first, last = stage == 0, stage == problem.stages - 1
+            chosen = min(block, size)
+            time_us = problem.first_extra_time_us * first + problem.last_extra_time_us * last
+            mib = problem.first_extra_mib * first + problem.last_extra_mib * last
+            time_us += kind.time_us[r] * chosen + kind.time_us[0] * (size - chosen)
+            mib += kind.static_mib * size + problem.inflight[stage] * (
+                kind.activation_mib[r] * chosen + kind.activation_mib[0] * (size - chosen)
+            )
+            if mib > problem.capacity_mib[stage]:
+                break
+            slowest = max(slowest, time_us)
+        else:
+            if best is None or slowest < best:
+                best = slowest
+    return best
+
+
 def stage_partition_brute_force(problem: StagePartitionProblem) -> int | None:
     """The least slowest-stage time over every split and recompute choice, or None when
-    nothing fits. Stages are independent once the split is fixed, so each takes its own
-    fastest choice that fits."""
+    nothing fits. Without ``block_option`` stages are independent once the split is fixed,
+    so each takes its own fastest choice that fits; with it the shared N* is enumerated.
+    ``uniform_middle`` keeps the splits whose middle stages are equal."""
     layer_kinds = [run.kind for run in problem.runs for _ in range(run.count)]
     best = None
     for sizes in _splits(len(layer_kinds), problem.stages, problem.min_layers_per_stage):
+        if problem.uniform_middle and len(set(sizes[1:-1])) > 1:
+            continue
+        if problem.block_option is not None:
+            slowest_block = _block_time_us(problem, sizes)
+            if slowest_block is not None and (best is None or slowest_block < best):
+                best = slowest_block
+            continue
         slowest, start = 0, 0
         for stage, size in enumerate(sizes):
             time_us = _best_stage_time_us(problem, stage, layer_kinds[start : start + size])

@@ -20,7 +20,7 @@ def degrees_brute_force(problem: DegreesProblem) -> list[tuple[int, dict[str, in
     found: list[tuple[int, tuple[int, ...]]] = []
     for combination in itertools.product(*(a.values for a in problem.axes)):
         chosen = dict(zip(names, combination, strict=True))
-        if any(math.prod(chosen[n] for n in p.axes) != p.equals for p in problem.products):
+        if any(math.prod(chosen[n] for n in p.axes) != p.target(chosen) for p in problem.products):
             continue
         if any(tuple(chosen[n] for n in t.axes) not in t.rows for t in problem.tables):
             continue

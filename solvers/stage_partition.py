@@ -43,6 +43,14 @@ Constraints
     (3) sum_r y_{s,j,r} = n_{s,j}                      every layer gets exactly one option.
     (4) sum_j w_{k(j)} n_{s,j} + f_s sum_{j,r} u_{k(j),r} y_{s,j,r} + E^m_s <= M_s.
     (5) z >= T_s = sum_{j,r} t_{k(j),r} y_{s,j,r} + E^t_s.
+    Optional restrictions, to what Megatron-LM can run (its uneven split only sizes the
+    first and last stages; its "block" recomputation recomputes the first N layers of
+    every stage, N one number):
+    (6) ``uniform_middle``: N_s = N_1 for s = 2..p-2, N_s = sum_j n_{s,j}.
+    (7) ``block_option`` r*: a shared N* in [0, L] with sum_j y_{s,j,r*} = min(N*, N_s)
+        (``add_min_equality``), and y_{s,j,r} = 0 for r not in {0, r*}: the first N*
+        layers of each stage use r*, the rest option 0. Which layers come first matters
+        only through their kind, so this needs a single kind of layer (validated).
 
 Objective
     minimise z. (No tie-break: among equally slow plans any is returned.)
@@ -53,8 +61,9 @@ Tabulated and pruned
     (t_{k,r'} <= t_{k,r} and u_{k,r'} <= u_{k,r}; exact duplicates keep the lowest index).
     Swapping a layer from r to r' keeps (4) and (5), so an optimum exists without dominated
     options and their y are fixed to 0: this breaks the symmetry between equal options and
-    prunes the search. A greedy plan (even split; fastest option, moved to the most
-    memory-saving option run by run until the stage fits) is given as the hint.
+    prunes the search (not under (7), where the counts per option are imposed). A greedy
+    plan (even split; fastest option, moved to the most memory-saving option run by run
+    until the stage fits) is given as the hint.
 
 Result
     :func:`solve` returns the split, the option counts and each stage's time and memory.
@@ -145,6 +154,10 @@ class StagePartitionProblem:
     last_extra_mib: int = 0
     """Output layer and loss on the last stage, activations already times its in-flight count."""
     min_layers_per_stage: int = 1
+    uniform_middle: bool = False
+    """Constraint (6): every stage but the first and the last holds as many layers."""
+    block_option: int | None = None
+    """Constraint (7): the first N* layers of every stage use this option, the rest 0."""
 
     def __post_init__(self) -> None:
         for name in ("kinds", "runs", "inflight", "capacity_mib"):
@@ -178,6 +191,17 @@ class StagePartitionProblem:
             _check_int(name, getattr(self, name), 0)
         _check_int("last_extra_mib", self.last_extra_mib, 0)
         _check_int("min_layers_per_stage", self.min_layers_per_stage, 1)
+        if self.block_option is not None:
+            _check_int("block_option", self.block_option, 0)
+            if self.block_option >= options:
+                raise ValueError(
+                    f"block_option is {self.block_option} but there are only {options} options"
+                )
+            if len({run.kind for run in self.runs}) > 1:
+                raise ValueError(
+                    "block_option needs a single kind of layer: which layers come first in "
+                    "a stage would decide their kinds"
+                )
 
     @property
     def layers(self) -> int:
@@ -221,6 +245,8 @@ class StagePartitionSolution:
     binding: str | None = None
     """For INFEASIBLE: why nothing fits, with the MiB that are missing."""
     incumbents: tuple[Incumbent, ...] = ()
+    block_layers: int | None = None
+    """N* of constraint (7) (None without ``block_option``)."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +266,8 @@ class StagePartitionModel:
     """(s, j, r) -> y_{s,j,r}."""
     slowest: cp_model.IntVar
     """z."""
+    block: cp_model.IntVar | None = None
+    """N* of constraint (7)."""
 
 
 def _stage_time_us(problem: StagePartitionProblem, stage: int, counts: Sequence[Sequence]) -> int:
@@ -308,6 +336,9 @@ def build_model(problem: StagePartitionProblem) -> StagePartitionModel:
         run.count * max(problem.kinds[run.kind].time_us) for run in problem.runs
     )
     slowest = model.new_int_var(0, slowest_bound, "z")
+    block_option = problem.block_option
+    allowed = {0, block_option} if block_option is not None else None
+    block = model.new_int_var(0, layers, "N*") if block_option is not None else None
     for s in range(p):
         for j in runs:  # (2), n_{s,j}
             count = problem.runs[j].count
@@ -315,8 +346,10 @@ def build_model(problem: StagePartitionProblem) -> StagePartitionModel:
             model.add(on_stage[s, j] == cumulative(s + 1, j) - cumulative(s, j))
             useful = _useful_options(problem.kinds[problem.runs[j].kind])
             for r in range(problem.options):  # dominated options fixed to 0 (docstring)
-                top = count if r in useful else 0
-                option_count[s, j, r] = model.new_int_var(0, top, f"y[{s},{j},{r}]")
+                keep = r in allowed if allowed is not None else r in useful
+                option_count[s, j, r] = model.new_int_var(
+                    0, count if keep else 0, f"y[{s},{j},{r}]"
+                )
             model.add(  # (3)
                 cp_model.LinearExpr.sum([option_count[s, j, r] for r in range(problem.options)])
                 == on_stage[s, j]
@@ -324,9 +357,23 @@ def build_model(problem: StagePartitionProblem) -> StagePartitionModel:
         counts = [[option_count[s, j, r] for r in range(problem.options)] for j in runs]
         model.add(_stage_memory_mib(problem, s, counts) <= problem.capacity_mib[s])  # (4)
         model.add(slowest >= _stage_time_us(problem, s, counts))  # (5)
+        if block is not None and block_option is not None and block_option != 0:  # (7)
+            size = model.new_int_var(0, layers, f"N[{s}]")
+            model.add(size == cp_model.LinearExpr.sum([on_stage[s, j] for j in runs]))
+            first = model.new_int_var(0, layers, f"first[{s}]")
+            model.add_min_equality(first, [block, size])
+            model.add(
+                cp_model.LinearExpr.sum([option_count[s, j, block_option] for j in runs]) == first
+            )
+    if problem.uniform_middle:  # (6)
+        sizes = [cp_model.LinearExpr.sum([on_stage[s, j] for j in runs]) for s in range(p)]
+        for s in range(2, p - 1):
+            model.add(sizes[s] == sizes[1])
     model.minimize(slowest)
 
-    built = StagePartitionModel(model, boundary, clipped, before, on_stage, option_count, slowest)
+    built = StagePartitionModel(
+        model, boundary, clipped, before, on_stage, option_count, slowest, block
+    )
     _add_greedy_hint(problem, built)
     return built
 
@@ -374,7 +421,10 @@ def _greedy_counts(problem: StagePartitionProblem) -> tuple[list[int], list[list
 
 
 def _add_greedy_hint(problem: StagePartitionProblem, built: StagePartitionModel) -> None:
-    """Hint every variable with the greedy plan (a complete hint, feasible or not)."""
+    """Hint every variable with the greedy plan (a complete hint, feasible or not); under
+    (6) or (7) only the split, which the greedy plan may not meet."""
+    if problem.uniform_middle or problem.block_option is not None:
+        return
     cuts, plan = _greedy_counts(problem)
     starts = problem.run_starts()
     model = built.model
@@ -503,4 +553,5 @@ def solve(
         max_stage_time_us=max(times),
         wall_s=run.wall_s,
         incumbents=run.incumbents,
+        block_layers=value(built.block) if built.block is not None else None,
     )

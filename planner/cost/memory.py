@@ -17,10 +17,19 @@ Weights, optimizer states and persistent gradients are there at every moment. Th
 moment is what ``torch.cuda.max_memory_allocated`` reports; on top of it come the memory
 the caching allocator cannot reuse (fragmentation) and what lives outside it (CUDA
 context, communication buffers), from ``MemoryReserve``.
+
+Speed: the planner costs thousands of layouts of one model graph, whose virtual stages
+repeat. The per-node view of a virtual stage and a rank's parameter counts are cached by
+what they read (the graph object, the stage's layer range, the layout fields involved);
+the cache holds the graph itself, so an id in a key cannot be reused while the entry
+lives. The moments are scanned without building their labels; only the peak's is named.
+The arithmetic is unchanged, operation for operation. (Past ~400 lines: the caches and
+the lower bound the planner prunes with sit next to the sums they mirror.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -128,15 +137,151 @@ def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
 
 def rank_parameters(ctx: MemoryContext, rank: int) -> float:
     """Parameters one GPU of pipeline rank ``rank`` holds (before data-parallel sharding)."""
-    dense, expert = _stage_params(ctx, rank, virtual_stages(ctx.model, ctx.layout))
+    dense, expert = _cached_stage_params(ctx, rank, virtual_stages(ctx.model, ctx.layout))
     return dense + expert
+
+
+_CACHE_LIMIT = 20_000
+_node_cache: dict[tuple, tuple[ModelGraph, tuple[_Node, ...]]] = {}
+_param_cache: dict[tuple, tuple[ModelGraph, tuple[float, float]]] = {}
+
+
+def static_lower_bound(ctx: MemoryContext) -> float:
+    """A lower bound on the largest ``StageMemory.total`` of ``stage_memory(ctx)``, bytes.
+
+    Every moment of ``_rank_memory`` holds the weights, optimizer states and the extra
+    buffers, at least the persistent gradients (the optimizer moment holds all of them),
+    and activations and transients that are never negative, so the peak of each rank is
+    at least (weights + optimizer + persistent gradients + extra) x (1 + fragmentation)
+    + the non-allocator reserve. The planner rejects layouts whose bound already exceeds
+    the capacity without computing their activations; the floating-point sums are in
+    another order than ``_rank_memory``'s, so callers compare with a relative margin.
+    """
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    chunks = virtual_stages(ctx.model, layout)
+    grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
+    largest = 0.0
+    for rank in range(layout.pp):
+        mine = [chunk * layout.pp + rank for chunk in range(vpp)]
+        dense, expert = _cached_stage_params(ctx, rank, chunks)
+        weights, grads_full, optimizer = _states(ctx, dense, expert)
+        extra = (
+            _gathered_weights(ctx, chunks, mine)
+            + (grads_full if ctx.ddp_bucket_copy else 0.0)
+            + ctx.communication_buckets
+        )
+        held = weights + optimizer + (grads_full if grads_accumulate else 0.0) + extra
+        total = held + held * ctx.reserve.fragmentation + ctx.reserve.non_allocator_bytes
+        largest = max(largest, total)
+    return largest
+
+
+def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
+    """(model states, saved activations of one micro-batch) of one layer on one GPU, bytes,
+    under ``ctx.layout``'s sharding and recomputation (full recomputation as groups of
+    ``recompute_num_layers``, the layer first in its group: it keeps its input).
+
+    A read-only view of the terms ``stage_memory`` adds up, for the stage-partition solver.
+    """
+    node = _chunk_nodes(ctx, [[], [layer_id], []], 1)[0]
+    layer = ctx.graph.layers[layer_id]
+    expert = layer.params.expert / _expert_shards(ctx)
+    dense = layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=1) - layer.params.expert
+    weights, grads, optimizer = _states(ctx, dense, expert)
+    return weights + grads + optimizer, node.saved
+
+
+_shape_cache: dict[int, tuple[ModelGraph, list[int]]] = {}
+
+
+def _layer_classes(graph: ModelGraph) -> list[int]:
+    """For each layer, the first layer equal to it in everything but its index: the nodes
+    of a virtual stage depend on its layers only through these (cached per graph)."""
+    hit = _shape_cache.get(id(graph))
+    if hit is not None and hit[0] is graph:
+        return hit[1]
+    first: dict[LayerNode, int] = {}
+    classes = [
+        first.setdefault(dataclasses.replace(layer, index=0), i)
+        for i, layer in enumerate(graph.layers)
+    ]
+    if len(_shape_cache) >= _CACHE_LIMIT:
+        _shape_cache.clear()
+    _shape_cache[id(graph)] = (graph, classes)
+    return classes
+
+
+def _node_key(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> tuple:
+    """What ``_chunk_nodes`` reads: the stage's layers up to equality, its ends, the layout
+    fields; equal stages of different ranks and layouts share an entry. A field that
+    ``_chunk_nodes`` starts reading must join the key (tests/search/test_fast_paths.py
+    compares cached and uncached numbers)."""
+    layout, layers = ctx.layout, chunks[virtual]
+    classes = _layer_classes(ctx.graph)
+    return (
+        id(ctx.graph),
+        tuple(classes[i] for i in layers),
+        virtual == 0,
+        virtual == len(chunks) - 1,
+        layout.tp,
+        layout.cp,
+        layout.mbs,
+        layout.sequence_parallel,
+        layout.recompute,
+        layout.recompute_method,
+        layout.recompute_num_layers,
+        layout.expert_tp,
+        layout.ep,
+    )
+
+
+def _cached_chunk_nodes(
+    ctx: MemoryContext, chunks: list[list[int]], virtual: int
+) -> tuple[_Node, ...]:
+    """``_chunk_nodes``, cached by what it reads (module docstring)."""
+    key = _node_key(ctx, chunks, virtual)
+    hit = _node_cache.get(key)
+    if hit is not None and hit[0] is ctx.graph:
+        return hit[1]
+    nodes = tuple(_chunk_nodes(ctx, chunks, virtual))
+    if len(_node_cache) >= _CACHE_LIMIT:
+        _node_cache.clear()
+    _node_cache[key] = (ctx.graph, nodes)
+    return nodes
+
+
+def _cached_stage_params(
+    ctx: MemoryContext, rank: int, chunks: list[list[int]]
+) -> tuple[float, float]:
+    """``_stage_params``, cached by what it reads (module docstring)."""
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    mine = [chunk * layout.pp + rank for chunk in range(vpp)]
+    classes = _layer_classes(ctx.graph)
+    key = (
+        id(ctx.graph),
+        tuple(tuple(classes[i] for i in chunks[v]) for v in mine),
+        0 in mine,
+        len(chunks) - 1 in mine,
+        layout.pp > 1,
+        layout.tp,
+        layout.expert_tp,
+        layout.ep,
+    )
+    hit = _param_cache.get(key)
+    if hit is not None and hit[0] is ctx.graph:
+        return hit[1]
+    value = _stage_params(ctx, rank, chunks)
+    if len(_param_cache) >= _CACHE_LIMIT:
+        _param_cache.clear()
+    _param_cache[key] = (ctx.graph, value)
+    return value
 
 
 def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> StageMemory:
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     last_virtual = len(chunks) - 1
     my_chunks = [chunk * layout.pp + rank for chunk in range(vpp)]
-    nodes_per_chunk = [_chunk_nodes(ctx, chunks, virtual) for virtual in my_chunks]
+    nodes_per_chunk = [_cached_chunk_nodes(ctx, chunks, virtual) for virtual in my_chunks]
     chunk_saved = [sum(node.saved for node in nodes) for nodes in nodes_per_chunk]
     per_microbatch = chunk_saved
     in_flight = peak_in_flight(
@@ -146,7 +291,7 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
         microbatches=ctx.microbatches,
         chunk_bytes=per_microbatch,
     )
-    weights_params, expert_params = _stage_params(ctx, rank, chunks)
+    weights_params, expert_params = _cached_stage_params(ctx, rank, chunks)
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
     grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
     static_grads = grads_full if grads_accumulate else 0.0
@@ -156,13 +301,15 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
         + ctx.communication_buckets
     )
 
-    moments: list[tuple[str, float, float, float]] = []  # name, activations, grads, transient
+    # moments: (activations, grads, transient), scanned in order; the first largest
+    # activations + grads + transient is the peak (as ``max`` over the list would pick)
     is_last = last_virtual in my_chunks
     head_transient = _head_transient(ctx, backward=False) if is_last else 0.0
     # backward of the last in-flight micro-batch through the chunk with the most activations
     busiest = max(range(vpp), key=lambda c: per_microbatch[c])
     cached_casts = sum(node.forward_only for node in nodes_per_chunk[busiest])
-    moments.append(("forward", in_flight, static_grads, head_transient + cached_casts))
+    best = (in_flight, static_grads, head_transient + cached_casts)
+    best_total, name = best[0] + best[1] + best[2], "forward"
     others = in_flight - per_microbatch[busiest]
     nodes = nodes_per_chunk[busiest]
     grad_scale = 0.0 if grads_accumulate else grads_full / max(sum(n.grads for n in nodes), 1.0)
@@ -175,19 +322,16 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
         own = nodes[position].grads * grad_scale
         # a node's temporaries (its activation gradients) peak before its weight
         # gradients exist; once those are written, the temporaries are gone
-        moments.append(
-            (
-                f"backward:{position}",
-                others + held,
-                static_grads + earlier,
-                nodes[position].workspace,
-            )
-        )
-        moments.append((f"backward:{position}", others + held, static_grads + earlier + own, 0.0))
-    moments.append(
-        ("optimizer", 0.0, grads_full, _optimizer_temporaries(ctx, weights_params + expert_params))
-    )
-    name, activations, gradients, transient = max(moments, key=lambda m: m[1] + m[2] + m[3])
+        acts, grads = others + held, static_grads + earlier
+        for moment in ((acts, grads, nodes[position].workspace), (acts, grads + own, 0.0)):
+            total = moment[0] + moment[1] + moment[2]
+            if total > best_total:
+                best, best_total, name = moment, total, f"backward:{position}"
+    moment = (0.0, grads_full, _optimizer_temporaries(ctx, weights_params + expert_params))
+    total = moment[0] + moment[1] + moment[2]
+    if total > best_total:
+        best, best_total, name = moment, total, "optimizer"
+    activations, gradients, transient = best
     allocated = weights + optimizer + activations + gradients + transient + extra
     reserve = allocated * ctx.reserve.fragmentation + ctx.reserve.non_allocator_bytes
     return StageMemory(

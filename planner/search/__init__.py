@@ -1,8 +1,11 @@
 """The planner's search: candidate layouts, the cost model tabulated over them, CP-SAT.
 
-``enumerate_layouts`` lists the legal layouts; ``search`` evaluates and ranks them (see
-each module's docstring for the formulation). ``planner.plan`` wraps ``search`` in the
-public, pydantic result.
+``enumerate_layouts`` lists the legal layouts; ``search`` tabulates and ranks them (see
+each module's docstring for the formulation): ``candidates`` (the legal space),
+``tabulate`` (the cost model over it), ``partition`` (layer splits from the
+stage-partition solver), ``objectives`` (throughput, cost, min-gpus), ``formulation``
+(the factorised CP-SAT model), ``explain`` (labels and messages), ``driver``.
+``planner.plan`` wraps ``search`` in the public, pydantic result.
 """
 
 from planner.search.candidates import Enumeration, enumerate_layouts, enumerate_space

@@ -5,7 +5,12 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
 ``planner.specs.layout``), in this order, which is also the (deterministic) output order:
 
   tp         divisors of gpus_per_node that divide the GPU count (TP stays inside a node)
-  cp         1, 2, 4, 8
+  cp         powers of two up to 8, and beyond for long sequences while every CP rank keeps
+             at least 8,192 tokens (Llama 3 405B's 128K-token stage ran CP 16, 16 x 8K:
+             Dubey et al. 2024, arXiv:2407.21783, Table 4)
+  cp_comm    the CP algorithm where the framework offers a choice: Megatron-LM p2p (ring)
+             or a2a (Ulysses head scatter; ``--cp-comm-type``); DeepSpeed's sequence
+             parallelism is Ulysses (a2a); torchtitan's context parallelism is a ring (p2p)
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (rule 22): ceil(L / pp) layers on every middle stage and the rest shared
@@ -14,7 +19,7 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   dp         GPUs / (tp x cp x pp), derived
   ep         MoE: divisors of num_experts that divide dp x cp x tp with ep x tp GPUs in one
              node (expert groups inside a node unless ep is pinned); dense models: 1
-  vpp        None, or 2 and 4 when pp > 1
+  vpp        None, or 2, 3 and 4 when pp > 1 (Korthikanti et al. 2022 ran 3)
   mbs        powers of two up to ``max_mbs``
   recompute  none, selective, full (uniform, one layer per group)
 
@@ -47,12 +52,27 @@ from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
 MAX_CP = 8
+LONG_SEQUENCE_TOKENS_PER_CP_RANK = 8192
 MAX_PP = 64
-VPP_CHOICES = (2, 4)
+VPP_CHOICES = (2, 3, 4)
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 
-SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute")
+SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type")
 """Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
+
+CP_COMM_TYPES: dict[str, tuple[str, ...]] = {
+    "megatron": ("p2p", "a2a"),
+    "deepspeed": ("a2a",),
+    "torchtitan": ("p2p",),
+    "pytorch": ("p2p",),
+}
+"""The CP algorithms each framework runs, its default first (``--fix cp_comm_type=...``
+also takes Megatron-LM's all_gather and a2a+p2p)."""
+CP_COMM_PRICED = True
+"""Whether the cost model prices the CP algorithms differently (``planner.cost.time``:
+ring overlapped with attention, all-gather, Ulysses all-to-all), so that searching them
+chooses between different numbers; ``tests/search/test_candidates.py`` checks this flag
+against the cost model."""
 
 FRAMEWORK_SHARDING: dict[str, dict[str, Any]] = {
     "megatron": {
@@ -114,19 +134,35 @@ def _rule_label(message: str) -> str:
     return re.sub(r"\d+", "N", message.split(":")[0])
 
 
+def max_cp(seq_len: int) -> int:
+    """The largest CP degree searched (module docstring)."""
+    return max(MAX_CP, seq_len // LONG_SEQUENCE_TOKENS_PER_CP_RANK)
+
+
 def _domains(
-    model: ModelSpec, cluster: ClusterSpec, *, max_mbs: int
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    *,
+    max_mbs: int,
+    framework: str,
 ) -> dict[str, tuple[list[Any], str]]:
     """Each searched knob's domain before pinning, with the reason a value may be missing."""
     world, per_node = cluster.num_gpus, cluster.gpus_per_node
+    cp_bound = max_cp(workload.seq_len)
     return {
         "tp": (
             [d for d in divisors(per_node) if world % d == 0],
             f"tp must divide the {per_node} GPUs per node and the {world} GPUs",
         ),
         "cp": (
-            [c for c in (1, 2, 4, 8) if c <= MAX_CP and world % c == 0],
-            f"cp is a power of two up to {MAX_CP} dividing the {world} GPUs",
+            [2**k for k in range(cp_bound.bit_length()) if world % 2**k == 0],
+            f"cp is a power of two up to {cp_bound} (seq_len {workload.seq_len}) dividing "
+            f"the {world} GPUs",
+        ),
+        "cp_comm_type": (
+            list(CP_COMM_TYPES[framework] if CP_COMM_PRICED else CP_COMM_TYPES[framework][:1]),
+            f"cp_comm_type is one of {CP_COMM_TYPES[framework]} under {framework}",
         ),
         "pp": (
             [d for d in divisors(world) if d <= min(MAX_PP, model.num_layers)],
@@ -151,6 +187,8 @@ def _restrict(
 ) -> dict[str, list[Any]]:
     restricted: dict[str, list[Any]] = {}
     for knob, (values, reason) in domains.items():
+        if knob == "cp_comm_type" and knob in fixed:  # any algorithm the spec allows
+            values = [fixed[knob]]
         if knob in fixed:
             if fixed[knob] not in values:
                 shown = ", ".join(str(v) for v in values)
@@ -190,7 +228,8 @@ def enumerate_space(
     mbs_bound = min(max_mbs, maxima.get("mbs", max_mbs))
     if "mbs" in fixed:
         mbs_bound = max(mbs_bound, fixed["mbs"])
-    domain = _restrict(_domains(model, cluster, max_mbs=mbs_bound), fixed, maxima)
+    domains = _domains(model, cluster, workload, max_mbs=mbs_bound, framework=framework)
+    domain = _restrict(domains, fixed, maxima)
     extra = {k: v for k, v in fixed.items() if k not in SEARCHED}
     world = cluster.num_gpus
     result = Enumeration(layouts=[], considered=0)
@@ -211,8 +250,10 @@ def enumerate_space(
             if (dp * cp * tp) % e == 0 and ("ep" in fixed or e * tp <= cluster.gpus_in_node)
         ]
         vpps = domain["vpp"] if pp > 1 else [v for v in domain["vpp"] if v is None]
-        for ep, vpp, mbs, recompute in itertools.product(
-            eps, vpps, domain["mbs"], domain["recompute"]
+        # the CP algorithm only means something with cp > 1: the default otherwise
+        comms = domain["cp_comm_type"] if cp > 1 or "cp_comm_type" in fixed else ["p2p"]
+        for ep, vpp, mbs, recompute, comm in itertools.product(
+            eps, vpps, domain["mbs"], domain["recompute"], comms
         ):
             fields: dict[str, Any] = {
                 "tp": tp,
@@ -224,6 +265,7 @@ def enumerate_space(
                 "mbs": mbs,
                 "sequence_parallel": tp > 1,
                 "recompute": recompute,
+                "cp_comm_type": comm,
                 **split,
                 **FRAMEWORK_SHARDING[framework],
             }

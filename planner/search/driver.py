@@ -1,25 +1,27 @@
-"""search(): tabulate the cost model over every candidate layout and let CP-SAT choose.
+"""search(): enumerate the layouts, tabulate the cost model over them, let CP-SAT choose.
 
-Step one of the planner (issue 5) is exact under the cost model by brute-force
-tabulation: ``estimate()`` runs once per candidate of :mod:`planner.search.candidates`,
-the layouts whose peak memory plus the headroom exceed the GPU's capacity are dropped,
-and the choice is a :class:`solvers.degrees.DegreesProblem` over one axis:
+Steps, for each cluster size the objective searches (one for ``throughput``):
 
-  axis        ``candidate``: the indices of the memory-feasible candidates
-  table       AllowedTable(candidate) = those indices (memory and the framework rules)
-  cost        CostFactor(candidate) = t_i * N + r_i: t_i the predicted step time in integer
-              microseconds (``estimate`` rounds step time to 1e-6 s, so t_i is exact), N
-              the number of feasible candidates and r_i < N the candidate's rank by peak
-              memory, so equal step times go to the layout with more headroom
-  objective   minimise step time; top-k by the solver's no-good cuts
+1. ``candidates.enumerate_space``: every layout that passes the framework rules.
+2. ``tabulate.tabulate``: peak memory of each, and the step time of those that fit
+   (``peak_gib + headroom <= capacity_gib``), with the very functions ``estimate`` runs;
+   layouts whose lower bounds (model states alone over capacity; compute alone slower
+   than the top_k-th best objective found) exclude them are not costed further.
+3. ``partition.split_variants`` (pipelines only): for the leading layouts, the layer split
+   and recompute blocks chosen by the stage-partition solver (``solvers.stage_partition``),
+   tabulated the same way and added as candidates.
+4. ``formulation.formulate``: the factorised CP-SAT model (``solvers.degrees``) over the
+   layouts that fit and that the objective admits; the solver returns the top-k.
 
-so the solver's optimum equals the brute-force minimum over the tabulated candidates,
-which the tests check. Later steps factorise the table over tp, pp, ... axes.
+The optimum is exact under the cost model: every candidate's objective is tabulated from
+the cost model itself or proven out of the top_k by a bound, and the solver is proven
+optimal over them (the tests compare it with the brute-force minimum of ``estimate`` on
+100 random instances).
 
-Time limit: ``time_limit_s`` covers the tabulation too; when it runs out after at least
-one layout that fits was found, the candidates not yet evaluated are skipped and the
-result is labelled ``optimal: false`` (until one fits, tabulation goes on: an
-infeasibility verdict needs every candidate).
+Time limit: ``time_limit_s`` covers tabulation too. When it runs out after at least one
+layout that fits was found, the layouts not yet costed are skipped and the result is
+labelled ``optimal: false``; until one fits, tabulation goes on (an infeasibility verdict
+needs every candidate).
 """
 
 from __future__ import annotations
@@ -28,48 +30,42 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from planner.cost.frameworks import Framework
 from planner.errors import Infeasible, SpecError
-from planner.predict import Estimate, estimate
+from planner.predict import Estimate
+from planner.search import partition
 from planner.search.candidates import Enumeration, enumerate_space
+from planner.search.explain import (
+    compare,
+    deadline_message,
+    explain,
+    layout_label,
+    memory_message,
+    no_layout_message,
+)
+from planner.search.formulation import formulate
+from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
+from planner.search.tabulate import Ranking, Row, tabulate
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
-from solvers import (
-    AllowedTable,
-    Axis,
-    CostFactor,
-    DegreesProblem,
-    SolveOptions,
-    SolveStatus,
-    solve_degrees,
-)
+from solvers import SolveOptions, SolveStatus, solve_degrees
 
-OBJECTIVES = ("throughput", "cost", "min-gpus")
-MICROSECONDS = 1_000_000
+__all__ = ["OBJECTIVES", "Infeasible", "Plan", "SearchResult", "compare", "layout_label", "search"]
+
 SOLVER_MIN_TIME_S = 1.0
 """The solver always gets at least this long, even when tabulation used the time limit."""
-
-KNOB_LABELS = {
-    "tp": "tp",
-    "cp": "cp",
-    "pp": "pp",
-    "dp": "dp",
-    "ep": "ep",
-    "vpp": "vpp",
-    "mbs": "mbs",
-    "recompute": "recompute",
-    "recompute_num_layers": "recompute layers",
-    "zero_stage": "ZeRO stage",
-    "sequence_parallel": "sequence parallel",
-    "cp_comm_type": "cp comm",
-}
+SPLIT_LEADERS_EXTRA = 1
+"""With the split solver, tabulation keeps (1 + this) x top_k contenders timed: the
+leading families it refines come from them."""
 
 
 @dataclass(frozen=True)
 class Plan:
     estimate: Estimate
     explanation: str
+    training: dict[str, float] | None = None
+    """With a token budget: steps, hours, GPU-hours and (with a price) the cost."""
 
 
 @dataclass(frozen=True)
@@ -78,14 +74,15 @@ class SearchResult:
     search: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _Miss:
-    """A candidate that does not fit: by how much, where."""
+@dataclass
+class _Sizes:
+    """What tabulation found over the cluster sizes searched."""
 
-    excess_gib: float
-    stage: int
-    layout: ParallelConfig
-    estimate: Estimate
+    spaces: list[tuple[ClusterSpec, Enumeration]]
+    rows: list[Row]
+    admitted: list[Row]
+    complete: bool
+    refined: int = 0
 
 
 def search(
@@ -93,7 +90,7 @@ def search(
     cluster: ClusterSpec,
     workload: WorkloadSpec,
     *,
-    framework: str = "megatron",
+    framework: Framework = "megatron",
     objective: str = "throughput",
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
@@ -101,203 +98,168 @@ def search(
     top_k: int = 5,
     time_limit_s: float = 60.0,
     max_mbs: int = 8,
+    price_per_gpu_hour: float | None = None,
+    token_budget: float | None = None,
+    deadline_hours: float | None = None,
+    split_solver: bool = True,
 ) -> SearchResult:
-    """The ``top_k`` fastest layouts that fit, best first; raises ``Infeasible`` if none."""
-    if objective not in OBJECTIVES:
-        raise SpecError(f"objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
-    if objective != "throughput":
-        raise SpecError(
-            f"objective '{objective}' is not implemented yet; use 'throughput' (issue 5)"
-        )
+    """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none."""
+    goal = make_objective(
+        objective,
+        price_per_gpu_hour=price_per_gpu_hour,
+        token_budget=token_budget,
+        deadline_hours=deadline_hours,
+    )
     if top_k < 1:
         raise SpecError(f"top_k: {top_k} must be at least 1")
     if headroom_gib < 0:
         raise SpecError(f"headroom_gib: {headroom_gib} must not be negative")
     started = time.perf_counter()
-    space = enumerate_space(
-        model,
-        cluster,
-        workload,
-        framework=framework,
-        fixed=fixed,
-        maxima=maxima,
-        max_mbs=max_mbs,
-    )
-    if not space.layouts:
-        raise Infeasible(_no_layout_message(space, cluster))
-    feasible: list[Estimate] = []
-    misses: list[_Miss] = []
-    complete = True
-    for layout in space.layouts:
-        if feasible and time.perf_counter() - started > time_limit_s:
-            complete = False
-            break
-        result = estimate(
-            model=model, cluster=cluster, workload=workload, layout=layout, framework=framework
-        )
-        excess = result.memory.peak_gib + headroom_gib - result.memory.capacity_gib
-        if excess <= 0:
-            feasible.append(result)
-        else:
-            worst = max(result.memory.stages, key=lambda s: s.total_gib)
-            misses.append(_Miss(excess, worst.stage, layout, result))
-    if not feasible:
-        raise Infeasible(_memory_message(space, misses, cluster, workload, headroom_gib, fixed))
+    sizes = cluster_sizes(cluster) if goal.sizes_searched else [cluster.num_gpus]
+    found = _tabulate_sizes(
+        model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
+        maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
+        deadline=started + time_limit_s, split_solver=split_solver,
+    )  # fmt: skip
+    if not found.admitted:
+        raise Infeasible(_infeasible_message(found, goal, cluster, workload, headroom_gib, fixed))
+    formulation = formulate(found.admitted, objective=goal, top_k=top_k)
     left_s = max(SOLVER_MIN_TIME_S, time_limit_s - (time.perf_counter() - started))
-    indices = tuple(range(len(feasible)))
-    # Ties in step time are common (cp and dp often trade evenly in the cost model): break
-    # them by lower peak memory, then candidate order, so the choice is deterministic.
-    by_memory = sorted(indices, key=lambda i: (feasible[i].memory.peak_gib, i))
-    tie_rank = {i: rank for rank, i in enumerate(by_memory)}
-    scale = len(feasible)
-    problem = DegreesProblem(
-        axes=(Axis("candidate", indices),),
-        tables=(AllowedTable(("candidate",), tuple((i,) for i in indices)),),
-        factors=(
-            CostFactor(
-                ("candidate",),
-                {
-                    (i,): round(e.time.step_time_s * MICROSECONDS) * scale + tie_rank[i]
-                    for i, e in enumerate(feasible)
-                },
-            ),
-        ),
-        top_k=min(top_k, len(feasible)),
-    )
-    solution = solve_degrees(problem, SolveOptions(time_limit_s=left_s))
+    solution = solve_degrees(formulation.problem, SolveOptions(time_limit_s=left_s))
     if not solution.assignments:
         raise SpecError(f"the solver found no plan within {left_s:.1f} s; raise the time limit")
-    chosen = [feasible[a["candidate"]] for a in solution.assignments]
-    plans = [Plan(result, _explain(result, chosen, rank)) for rank, result in enumerate(chosen)]
+    rows = [formulation.decode(a) for a in solution.assignments]
+    estimates = [row.estimate() for row in rows]
+    plans = [
+        Plan(estimate, explain(rank, rows, estimates, goal), _training(goal, row))
+        for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))
+    ]
     info = {
         "solver": "cp-sat",
-        "optimal": complete and solution.status is SolveStatus.OPTIMAL,
+        "objective": goal.name,
+        "optimal": found.complete and solution.status is SolveStatus.OPTIMAL,
         "wall_s": round(time.perf_counter() - started, 3),
         "solver_wall_s": round(solution.total_wall_s, 3),
-        "layouts_considered": space.considered,
-        "layouts_legal": len(space.layouts),
-        "layouts_evaluated": len(feasible) + len(misses),
-        "layouts_feasible": len(feasible),
+        "gpus_searched": [c.num_gpus for c, _ in found.spaces],
+        "layouts_considered": sum(space.considered for _, space in found.spaces),
+        "layouts_legal": sum(len(space.layouts) for _, space in found.spaces),
+        "layouts_evaluated": len(found.rows),
+        "layouts_feasible": sum(row.fits for row in found.rows),
+        "layouts_timed": sum(row.time is not None for row in found.rows),
+        "layouts_split_solver": found.refined,
     }
     return SearchResult(plans=plans, search=info)
 
 
-def _knobs(result: Estimate) -> dict[str, Any]:
-    return {k: result.config.get(k) for k in KNOB_LABELS}
+def _tabulate_sizes(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    *,
+    sizes: list[int],
+    goal: Objective,
+    framework: Framework,
+    fixed: dict[str, Any] | None,
+    maxima: dict[str, int] | None,
+    headroom_gib: float,
+    top_k: int,
+    max_mbs: int,
+    deadline: float,
+    split_solver: bool,
+) -> _Sizes:
+    found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
+    for gpus in sizes:
+        sized = resized(cluster, gpus) if gpus != cluster.num_gpus else cluster
+        try:
+            space = enumerate_space(
+                model, sized, workload, framework=framework, fixed=fixed, maxima=maxima,
+                max_mbs=max_mbs,
+            )  # fmt: skip
+        except SpecError:
+            if len(sizes) == 1:
+                raise
+            continue  # a pinned knob this size cannot take (e.g. tp 8 on 4 GPUs)
+        found.spaces.append((sized, space))
+        ranking = Ranking(
+            keep=top_k + SPLIT_LEADERS_EXTRA * top_k * split_solver,
+            key=goal.key,
+            admits=goal.admits,
+            incumbents=tuple(goal.key(row, row.step_s) for row in found.admitted),
+        )
+        table = tabulate(
+            space.layouts, model=model, cluster=sized, workload=workload, framework=framework,
+            headroom_gib=headroom_gib, deadline=deadline, have_feasible=bool(found.admitted),
+            ranking=ranking,
+        )  # fmt: skip
+        found.complete = found.complete and table.complete
+        found.rows.extend(table.rows)
+        admitted = [row for row in table.feasible if goal.admits(row)]
+        if split_solver and table.complete:
+            variants = partition.split_variants(
+                table.rows, admitted, model=model, cluster=sized, workload=workload,
+                framework=framework, headroom_gib=headroom_gib, fixed=fixed or {},
+                maxima=maxima or {}, leaders=2 * top_k,
+            )  # fmt: skip
+            found.refined += len(variants)
+            found.rows.extend(variants)
+            admitted.extend(row for row in variants if row.fits and goal.admits(row))
+        found.admitted.extend(admitted)
+        if goal.name == "min-gpus" and admitted:
+            break  # sizes go smallest first: this is the fewest GPUs that can do it
+    return found
 
 
-def layout_label(config: dict[str, Any]) -> str:
-    """'tp 8 pp 4 dp 2 cp 1 mbs 1 vpp 2 recompute selective' (ep only when above 1)."""
-    c = config
-    parts = [f"tp {c['tp']}", f"pp {c['pp']}", f"dp {c['dp']}", f"cp {c['cp']}"]
-    if c["ep"] > 1:
-        parts.append(f"ep {c['ep']}")
-    parts.append(f"mbs {c['mbs']}")
-    if c["vpp"]:
-        parts.append(f"vpp {c['vpp']}")
-    parts.append(f"recompute {c['recompute']}")
-    return " ".join(parts)
-
-
-def compare(better: Estimate, other: Estimate) -> str:
-    """Which knobs differ and the biggest breakdown and memory differences, better vs other."""
-    mine, theirs = _knobs(better), _knobs(other)
-    knobs = [
-        f"{KNOB_LABELS[k]} {mine[k]} instead of {theirs[k]}"
-        for k in KNOB_LABELS
-        if mine[k] != theirs[k]
-    ]
-    deltas = {
-        name: better.time.breakdown_s.get(name, 0.0) - other.time.breakdown_s.get(name, 0.0)
-        for name in {*better.time.breakdown_s, *other.time.breakdown_s}
+def _training(goal: Objective, row: Row) -> dict[str, float] | None:
+    if goal.token_budget is None:
+        return None
+    steps = goal.steps(row)
+    hours = goal.train_hours(row)
+    training = {
+        "token_budget": goal.token_budget,
+        "steps": steps,
+        "hours": round(hours, 3),
+        "gpu_hours": round(hours * row.cluster.num_gpus, 1),
     }
-    biggest = sorted((d for d in deltas.items() if abs(d[1]) >= 5e-4), key=lambda d: -abs(d[1]))
-    timing = [f"{name.replace('_', ' ')} {delta:+.3f} s" for name, delta in biggest[:3]]
-    peak = better.memory.peak_gib - other.memory.peak_gib
-    activations = max(s.activations_gib for s in better.memory.stages) - max(
-        s.activations_gib for s in other.memory.stages
-    )
-    memory = f"peak memory {abs(peak):.1f} GiB {'lower' if peak < 0 else 'higher'}"
-    if abs(activations) >= 0.05:
-        memory += f" (activations {activations:+.1f} GiB)"
-    return f"{', '.join(knobs) or 'same knobs'}: {'; '.join(timing) or 'same time'}; {memory}"
+    if goal.price_per_gpu_hour is not None:
+        training["price_per_gpu_hour"] = goal.price_per_gpu_hour
+        training["cost"] = round(goal.train_cost(row), 2)
+    return training
 
 
-def _explain(result: Estimate, chosen: list[Estimate], rank: int) -> str:
-    step = result.time.step_time_s
-    if rank == 0:
-        if len(chosen) == 1:
-            return f"The only layout that fits: {layout_label(result.config)}, step {step:.3f} s."
-        runner = chosen[1]
-        gain = runner.time.step_time_s - step
-        if gain <= 0:
-            return (
-                f"Fastest: {step:.3f} s per step, tied with the runner-up "
-                f"({layout_label(runner.config)}) and chosen for its lower peak memory. "
-                f"{compare(result, runner)}."
-            )
-        return (
-            f"Fastest: {step:.3f} s per step, {gain:.3f} s ahead of the runner-up "
-            f"({layout_label(runner.config)}). {compare(result, runner)}."
-        )
-    best = chosen[0]
-    loss = step - best.time.step_time_s
-    return f"{loss:.3f} s slower than the best. Best vs this: {compare(best, result)}."
-
-
-def _no_layout_message(space: Enumeration, cluster: ClusterSpec) -> str:
-    if not space.considered:
-        return (
-            f"no layout: the knob domains, fixed values and maxima leave no combination of "
-            f"tp x cp x pp x dp for {cluster.num_gpus} GPUs"
-        )
-    rules = "; ".join(
-        f"{label} removed {count} (e.g. {space.examples[label]})"
-        for label, count in space.dropped.most_common()
-    )
-    return (
-        f"no layout passes the framework rules: all {space.considered} candidates break "
-        f"one: {rules}. Try another GPU count, batch or sequence length, or fewer fixed knobs"
-    )
-
-
-def _memory_message(
-    space: Enumeration,
-    misses: list[_Miss],
+def _infeasible_message(
+    found: _Sizes,
+    goal: Objective,
     cluster: ClusterSpec,
     workload: WorkloadSpec,
     headroom_gib: float,
     fixed: dict[str, Any] | None,
 ) -> str:
-    closest = min(misses, key=lambda m: m.excess_gib)
-    capacity = closest.estimate.memory.capacity_gib
-    rules = ", ".join(f"{label} {count}" for label, count in space.dropped.most_common())
-    layout = closest.estimate
-    suggestions = [f"more GPUs (e.g. {2 * cluster.num_gpus})"]
-    fixed = fixed or {}
-    if layout.config["recompute"] != "full":
-        suggestions.append(
-            "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
+    if not found.spaces:
+        return f"no cluster size up to {cluster.num_gpus} GPUs can take the fixed knobs {fixed}"
+    sized, space = found.spaces[-1]
+    if not found.rows:
+        return no_layout_message(space, sized)
+    fitting = [row for row in found.rows if row.fits and row.time is not None]
+    if fitting:  # layouts fit, but the objective admits none (the deadline)
+        fastest = min(
+            (r for r in fitting if r.cluster.num_gpus == max(x.cluster.num_gpus for x in fitting)),
+            key=lambda row: row.step_s,
         )
-    suggestions.append(f"a shorter sequence than {workload.seq_len}")
-    if layout.config["mbs"] > 1:
-        suggestions.append(f"a smaller micro-batch than {layout.config['mbs']}")
-    if headroom_gib > 0:
-        suggestions.append(f"less headroom than {headroom_gib:g} GiB")
-    suggestions.append("optimizer offload")
-    if layout.config["model_spec"].get("moe") and "ep" not in fixed:
-        suggestions.append(
-            "expert parallelism across nodes (--fix ep=N; by default expert groups stay "
-            "inside a node)"
-        )
-    return (
-        f"no layout fits in memory: of {space.considered} candidates "
-        f"{len(space.layouts)} pass the rules"
-        + (f" (removed per rule: {rules})" if rules else "")
-        + f" and none fits in {capacity:.2f} GiB per GPU"
-        + (f" less {headroom_gib:g} GiB headroom" if headroom_gib else "")
-        + f". Closest: {layout_label(layout.config)} needs {layout.memory.peak_gib:.2f} GiB on "
-        f"stage {closest.stage}, {closest.excess_gib:.2f} GiB over. Would change it: "
-        + ", ".join(suggestions)
-        + "."
+        return deadline_message(goal, fastest, [c.num_gpus for c, _ in found.spaces])
+    largest = max(c.num_gpus for c, _ in found.spaces)
+    misses = [row for row in found.rows if row.cluster.num_gpus == largest] or found.rows
+    for row in misses:
+        row.complete_memory(headroom_gib)
+    closest = min(misses, key=lambda row: row.excess_gib)
+    space = next(s for c, s in found.spaces if c.num_gpus == closest.cluster.num_gpus)
+    return memory_message(
+        considered=space.considered,
+        legal=len(space.layouts),
+        dropped=", ".join(f"{label} {count}" for label, count in space.dropped.most_common()),
+        closest=closest,
+        cluster=closest.cluster,
+        workload=workload,
+        headroom_gib=headroom_gib,
+        fixed=fixed or {},
+        moe=closest.prepared.model.moe is not None,
     )

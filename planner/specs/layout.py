@@ -183,6 +183,11 @@ def _split_violations(model: ModelSpec, layout: ParallelConfig) -> list[str]:
             f"the {middle_layers} middle layers must divide evenly over the "
             f"{middle_stages} middle stages (rule 22)"
         )
+    elif middle_stages and (middle_layers // middle_stages) % vpp != 0:
+        problems.append(
+            f"the layers per middle stage ({middle_layers // middle_stages}) must be "
+            f"divisible by vpp ({vpp}) (rule 22)"
+        )
     for label, count in (("first_stage_layers", first), ("last_stage_layers", last)):
         if count is not None and count % vpp != 0:
             problems.append(f"{label} ({count}) must be divisible by vpp ({vpp}) (rule 22)")

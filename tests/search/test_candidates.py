@@ -19,15 +19,16 @@ def _key(layout: ParallelConfig) -> tuple:
 
 def test_tiny_model_on_two_gpus_counted_by_hand(tiny_model: ModelSpec) -> None:
     # 2 GPUs: (tp, cp, pp, dp) in (1,1,1,2), (1,1,2,1), (1,2,1,1), (2,1,1,1) (tp | 8 and
-    # kv_heads 2; cp 2 needs seq 64 % 4 == 0). mbs 1 or 2 always divides 4 / dp. pp 2
-    # adds vpp 2 (4 layers / 2 / 2) but not vpp 4 (2 layers per rank): 2 x 3 + 2 x 1 x 3
-    # = 12 built, the 2 with vpp 4 dropped, 10 legal.
+    # kv_heads 2; cp 2 needs seq 64 % 4 == 0), cp 2 with Megatron's p2p or a2a (8 heads
+    # scatter over 2). mbs 1 or 2 always divides 4 / dp. pp 2 adds vpp 2 (4 layers / 2 / 2)
+    # but not vpp 3 or 4 (2 layers per rank):
+    # 2 x 4 + 2 x 1 x 4 = 16 built, the 4 with vpp 3 or 4 dropped, 12 legal.
     cluster = load_cluster("dgx-h100", gpus=2)
     space = enumerate_space(tiny_model, cluster, WORKLOAD, fixed={"recompute": "none"}, max_mbs=2)
-    assert space.considered == 12
-    assert len(space.layouts) == 10
-    assert sum(space.dropped.values()) == 2
-    assert "vpp (4)" in next(iter(space.examples.values()))
+    assert space.considered == 16
+    assert len(space.layouts) == 12
+    assert sum(space.dropped.values()) == 4
+    assert "must be divisible by vpp" in next(iter(space.examples.values()))
     keys = {_key(layout) for layout in space.layouts}
     assert (1, 1, 2, 1, 2, 1) in keys and (1, 1, 2, 1, 4, 1) not in keys
     assert (2, 1, 1, 1, None, 2) in keys
@@ -108,3 +109,63 @@ def test_balanced_uneven_split_when_layers_do_not_divide() -> None:
     assert stage_split(11, 4) == {"first_stage_layers": 3, "last_stage_layers": 2}
     # DeepSeek-V3: 61 layers on 16 stages = 3 + 14 x 4 + 2
     assert stage_split(61, 16) == {"first_stage_layers": 3, "last_stage_layers": 2}
+
+
+def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
+    """CP_COMM_PRICED must say whether the cost model tells p2p from a2a: compare one
+    layout with exposed CP communication under both."""
+    from planner.catalog import load_model
+    from planner.predict import estimate
+    from planner.search.candidates import CP_COMM_PRICED
+
+    model = load_model("llama-3.1-8b")
+    cluster = load_cluster("dgx-h100", gpus=16)
+    workload = WorkloadSpec(seq_len=32768, global_batch=16)
+    results = [
+        estimate(
+            model=model, cluster=cluster, workload=workload,
+            layout=ParallelConfig(tp=1, cp=16, cp_comm_type=comm, mbs=1),
+        )
+        for comm in ("p2p", "a2a")
+    ]  # fmt: skip
+    priced = results[0].time != results[1].time or results[0].memory != results[1].memory
+    assert priced == CP_COMM_PRICED, "flip planner.search.candidates.CP_COMM_PRICED"
+    layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 1, "pp": 1})
+    comms = {layout.cp_comm_type for layout in layouts if layout.cp > 1}
+    assert comms == ({"p2p", "a2a"} if CP_COMM_PRICED else {"p2p"})
+    deepspeed = enumerate_layouts(
+        model, cluster, workload, framework="deepspeed", fixed={"tp": 1, "pp": 1}
+    )
+    assert {layout.cp_comm_type for layout in deepspeed if layout.cp > 1} == {"a2a"}
+    pinned = enumerate_layouts(
+        model, cluster, workload, fixed={"tp": 1, "pp": 1, "cp_comm_type": "all_gather"}
+    )
+    assert pinned and {layout.cp_comm_type for layout in pinned} == {"all_gather"}
+
+
+def test_long_sequences_search_context_parallel_beyond_eight(tiny_model: ModelSpec) -> None:
+    from planner.search.candidates import max_cp
+
+    assert max_cp(4096) == 8 and max_cp(131072) == 16
+    cluster = load_cluster("dgx-h100", gpus=32)
+    long = WorkloadSpec(seq_len=131072, global_batch=4)
+    tiny = tiny_model.model_copy(update={"max_position_embeddings": 131072})
+    assert 16 in {layout.cp for layout in enumerate_layouts(tiny, cluster, long)}
+
+
+def test_uneven_splits_with_virtual_stages_divide_every_stage() -> None:
+    """Rule 22: with vpp, the first, the last and every middle stage divide by vpp (126
+    layers on 32 stages = 3 + 30 x 4 + 3 cannot run 3 virtual stages)."""
+    from planner.catalog import load_model
+    from planner.cost.memory import virtual_stages
+    from planner.specs.layout import stage_layer_counts
+
+    model = load_model("llama-3.1-405b")
+    cluster = load_cluster("dgx-h100", gpus=1024)
+    workload = WorkloadSpec(seq_len=8192, global_batch=2048)
+    layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 8, "recompute": "none"})
+    assert layouts
+    for layout in layouts:
+        counts = stage_layer_counts(model, layout)
+        assert all(count % (layout.vpp or 1) == 0 for count in counts)
+        assert sum(len(chunk) for chunk in virtual_stages(model, layout)) == model.num_layers

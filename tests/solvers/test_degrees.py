@@ -102,11 +102,14 @@ def problems(draw: st.DrawFn) -> DegreesProblem:
     products = []
     if draw(st.booleans()):
         on = subset(len(names))
-        if draw(st.integers(0, 4)):  # mostly reachable: the product of drawn values
+        others = [n for n in names if n not in on]
+        if others and draw(st.integers(0, 2)) == 0:  # the product equals another axis
+            products.append(ProductConstraint(on, equals_axis=draw(st.sampled_from(others))))
+        elif draw(st.integers(0, 4)):  # mostly reachable: the product of drawn values
             equals = math.prod(draw(st.sampled_from(values_of[n])) for n in on)
+            products.append(ProductConstraint(on, equals))
         else:
-            equals = draw(st.integers(0, 64))
-        products.append(ProductConstraint(on, equals))
+            products.append(ProductConstraint(on, draw(st.integers(0, 64))))
     tables = []
     for _ in range(draw(st.integers(0, 2))):
         on = subset(2)
@@ -138,7 +141,8 @@ def _violations(problem: DegreesProblem, chosen: dict[str, int]) -> list[str]:
     if found:
         return found
     for p, product in enumerate(problem.products):
-        if math.prod(chosen[n] for n in product.axes) != product.equals:
+        target = chosen[product.equals_axis] if product.equals_axis else product.equals
+        if math.prod(chosen[n] for n in product.axes) != target:
             found.append(f"products[{p}]")
     for t, table in enumerate(problem.tables):
         if tuple(chosen[n] for n in table.axes) not in table.rows:
@@ -332,6 +336,13 @@ def _problem(**changes: object) -> DegreesProblem:
         (lambda: CostFactor(("tp", "dp"), {(1,): 3}), "CostFactor.costs"),
         (lambda: CostFactor(("tp",), {(1,): -3}), "CostFactor.costs[(1,)]"),
         (lambda: CostFactor(("tp",), {(1,): 2.5}), "CostFactor.costs[(1,)]"),
+        (lambda: ProductConstraint(("tp", "dp"), equals_axis="tp"), "equals_axis"),
+        (
+            lambda: _problem(products=(ProductConstraint(("tp",), equals_axis="gpus"),)),
+            "products[0].equals_axis",
+        ),
+        (lambda: _problem(hint={"tp": 1}), "DegreesProblem.hint"),
+        (lambda: _problem(hint={"tp": 3, "dp": 1}), "DegreesProblem.hint"),
     ],
 )
 def test_validation_names_the_field(make: object, field: str) -> None:
@@ -344,3 +355,43 @@ def test_problem_and_factor_costs_are_read_only() -> None:
     problem = _world8()
     with pytest.raises(TypeError):
         problem.factors[0].costs[(1, 1)] = 0  # type: ignore[index]
+
+
+# --- the planner's shape: one factor over every axis, a product equal to an axis ---------
+
+
+@st.composite
+def planner_like(draw: st.DrawFn) -> DegreesProblem:
+    """Rows of (gpus, tp, dp) with tp·dp = gpus, one cost each (ties allowed), top-k."""
+    rows = {}
+    for gpus in draw(st.lists(st.sampled_from((1, 2, 4, 8)), min_size=1, max_size=3)):
+        for tp in (1, 2, 4, 8):
+            if gpus % tp == 0 and draw(st.integers(0, 3)):
+                rows[(gpus, tp, gpus // tp)] = draw(st.integers(0, 12))
+    rows = rows or {(1, 1, 1): 0}
+    axes = tuple(
+        Axis(name, tuple(sorted({key[j] for key in rows})))
+        for j, name in enumerate(("gpus", "tp", "dp"))
+    )
+    hint = dict(zip(("gpus", "tp", "dp"), min(rows, key=rows.__getitem__), strict=True))
+    return DegreesProblem(
+        axes=axes,
+        products=(ProductConstraint(("tp", "dp"), equals_axis="gpus"),),
+        factors=(CostFactor(("gpus", "tp", "dp"), rows),),
+        top_k=draw(st.integers(1, 6)),
+        hint=hint if draw(st.booleans()) else None,
+    )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(planner_like())
+def test_planner_shaped_instances_match_brute_force(problem: DegreesProblem) -> None:
+    expected = degrees_brute_force(problem)
+    solution = solve(problem, FAST)
+    assert solution.status is SolveStatus.OPTIMAL
+    k = min(problem.top_k, len(expected))
+    assert list(solution.objectives) == [objective for objective, _ in expected[:k]]
+    assert len({tuple(sorted(a.items())) for a in solution.assignments}) == k
+    for chosen, objective in zip(solution.assignments, solution.objectives, strict=True):
+        assert _violations(problem, chosen) == []
+        assert _objective(problem, chosen) == objective

@@ -287,3 +287,99 @@ def _problem(**changes: object) -> StagePartitionProblem:
 def test_validation_errors_name_the_field(build: Callable[[], object], field: str) -> None:
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         build()
+
+
+# --- Megatron's restrictions: equal middle stages, block recomputation -----------------
+
+
+@st.composite
+def megatron_problems(draw: st.DrawFn) -> StagePartitionProblem:
+    """One kind of layer (block recomputation needs it), 2-4 stages, up to 10 layers."""
+    options = draw(st.integers(2, 3))
+    per_option = st.lists(st.integers(0, 12), min_size=options, max_size=options)
+    kind = LayerKind(
+        time_us=tuple(draw(per_option)),
+        activation_mib=tuple(draw(per_option)),
+        static_mib=draw(st.integers(0, 5)),
+    )
+    stages = draw(st.integers(2, 4))
+    layers = draw(st.integers(stages, 10))
+    block = draw(st.one_of(st.none(), st.integers(1, options - 1)))
+    return StagePartitionProblem(
+        kinds=(kind,),
+        runs=(LayerRun(kind=0, count=layers),),
+        stages=stages,
+        inflight=tuple(draw(st.integers(1, 3)) for _ in range(stages)),
+        capacity_mib=tuple(draw(st.integers(0, 250)) for _ in range(stages)),
+        first_extra_time_us=draw(st.integers(0, 10)),
+        first_extra_mib=draw(st.integers(0, 8)),
+        last_extra_time_us=draw(st.integers(0, 10)),
+        last_extra_mib=draw(st.integers(0, 8)),
+        uniform_middle=draw(st.booleans()),
+        block_option=block,
+    )
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(megatron_problems())
+def test_restricted_solver_matches_brute_force(problem: StagePartitionProblem) -> None:
+    expected = stage_partition_brute_force(problem)
+    solution = solve(problem, OPTIONS)
+    event("infeasible" if expected is None else "feasible")
+    if expected is None:
+        assert solution.status is SolveStatus.INFEASIBLE
+        return
+    assert solution.status is SolveStatus.OPTIMAL
+    assert solution.max_stage_time_us == expected
+    _check_plan(problem, solution)
+    sizes = solution.layers_per_stage
+    if problem.uniform_middle:
+        assert len(set(sizes[1:-1])) <= 1
+    if problem.block_option is not None:
+        block = solution.block_layers
+        assert block is not None
+        for s, size in enumerate(sizes):
+            counts = solution.recompute_counts[s][0]
+            assert counts[problem.block_option] == min(block, size)
+            assert sum(counts) - counts[0] - counts[problem.block_option] == 0
+
+
+def test_block_option_needs_one_kind_of_layer() -> None:
+    kind = LayerKind(time_us=(10, 13), activation_mib=(4, 1), static_mib=2)
+    with pytest.raises(ValueError, match="block_option needs a single kind"):
+        StagePartitionProblem(
+            kinds=(kind, kind),
+            runs=(LayerRun(kind=0, count=2), LayerRun(kind=1, count=2)),
+            stages=2,
+            inflight=(2, 1),
+            capacity_mib=(100, 100),
+            block_option=1,
+        )
+
+
+def test_hand_solved_block_recompute_shares_one_count() -> None:
+    # 6 layers, 3 stages (3, 2, 1 in flight), capacities 20, 100, 100 MiB, no extras; the
+    # kind of the hand-solved instance above. With "block" recomputation every stage
+    # recomputes its first N* layers. Split (2, 2, 2): stage 0 needs N* >= 1 (28 MiB
+    # without), so N* = 1 gives 23 us on every stage (13 + 10): the slowest is 23 us, as
+    # without the restriction, since every stage has room for one recomputed layer.
+    problem = StagePartitionProblem(
+        kinds=(LAYER,),
+        runs=(LayerRun(kind=0, count=6),),
+        stages=3,
+        inflight=(3, 2, 1),
+        capacity_mib=(20, 100, 100),
+        uniform_middle=True,
+        block_option=1,
+    )
+    solution = solve(problem, OPTIONS)
+    assert solution.status is SolveStatus.OPTIMAL
+    assert solution.max_stage_time_us == 23
+    assert solution.layers_per_stage == (2, 2, 2)
+    assert solution.block_layers == 1
+    assert solution.stage_time_us == (23, 23, 23)

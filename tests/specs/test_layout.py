@@ -101,6 +101,16 @@ def test_uneven_split_counts(tiny_model: ModelSpec) -> None:
         stage_layer_counts(model, ParallelConfig(pp=4, first_stage_layers=1, last_stage_layers=2))
 
 
+def test_middle_stages_of_an_uneven_split_divide_by_vpp(tiny_model: ModelSpec) -> None:
+    # 32 layers, pp 4, vpp 2: first 2 and last 4 leave 26 layers, 13 per middle stage
+    model = tiny_model.model_copy(update={"num_layers": 32})
+    layout = ParallelConfig(pp=4, vpp=2, first_stage_layers=2, last_stage_layers=4)
+    problems = _violations(model, layout, gpus=4)
+    assert any("layers per middle stage (13) must be divisible by vpp (2)" in p for p in problems)
+    fine = ParallelConfig(pp=4, vpp=2, first_stage_layers=4, last_stage_layers=4)
+    assert not any("middle stage" in p for p in _violations(model, fine, gpus=4))
+
+
 def test_batch_and_context_rules(tiny_model: ModelSpec) -> None:
     problems = _violations(tiny_model, ParallelConfig(mbs=3), batch=64)
     assert any("mbs x dp = 3 x 64" in p for p in problems)

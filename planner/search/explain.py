@@ -1,0 +1,195 @@
+"""Words for the search's results: layout labels, why the best plan wins, why none fits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.predict import Estimate
+from planner.search.candidates import Enumeration
+from planner.search.objectives import Objective
+from planner.search.tabulate import Row
+from planner.specs.hardware import ClusterSpec
+from planner.specs.workload import WorkloadSpec
+
+KNOB_LABELS = {
+    "tp": "tp",
+    "cp": "cp",
+    "pp": "pp",
+    "dp": "dp",
+    "ep": "ep",
+    "vpp": "vpp",
+    "mbs": "mbs",
+    "recompute": "recompute",
+    "recompute_method": "recompute method",
+    "recompute_num_layers": "recompute layers",
+    "first_stage_layers": "first-stage layers",
+    "last_stage_layers": "last-stage layers",
+    "zero_stage": "ZeRO stage",
+    "sequence_parallel": "sequence parallel",
+    "cp_comm_type": "cp comm",
+    "num_gpus": "GPUs",
+}
+
+
+BEST_WORD = {"throughput": "Fastest", "cost": "Cheapest", "min-gpus": "Fewest GPUs"}
+
+
+def layout_label(config: dict[str, Any]) -> str:
+    """'tp 8 pp 4 dp 2 cp 1 mbs 1 vpp 2 recompute selective' (ep, cp algorithm, uneven
+    stages and recompute groups only where they apply)."""
+    c = config
+    parts = [f"tp {c['tp']}", f"pp {c['pp']}", f"dp {c['dp']}", f"cp {c['cp']}"]
+    if c["cp"] > 1 and c.get("cp_comm_type", "p2p") != "p2p":
+        parts.append(f"({c['cp_comm_type']})")
+    if c["ep"] > 1:
+        parts.append(f"ep {c['ep']}")
+    parts.append(f"mbs {c['mbs']}")
+    if c["vpp"]:
+        parts.append(f"vpp {c['vpp']}")
+    if c.get("first_stage_layers") or c.get("last_stage_layers"):
+        parts.append(
+            f"stages {c.get('first_stage_layers') or '='}/{c.get('last_stage_layers') or '='}"
+        )
+    parts.append(f"recompute {c['recompute']}")
+    if c["recompute"] == "full" and c.get("recompute_method") == "block":
+        parts.append(f"(first {c.get('recompute_num_layers')} per stage)")
+    return " ".join(parts)
+
+
+def compare(better: Estimate, other: Estimate) -> str:
+    """Which knobs differ and the biggest breakdown and memory differences, better vs other."""
+    mine = {k: better.config.get(k) for k in KNOB_LABELS}
+    theirs = {k: other.config.get(k) for k in KNOB_LABELS}
+    # the recompute method and layer count follow from the recompute mode when it differs
+    derived = (
+        {"recompute_method", "recompute_num_layers"}
+        if mine["recompute"] != theirs["recompute"]
+        else set()
+    )
+    knobs = [
+        f"{KNOB_LABELS[k]} {mine[k]} instead of {theirs[k]}"
+        for k in KNOB_LABELS
+        if mine[k] != theirs[k] and k not in derived
+    ]
+    deltas = {
+        name: better.time.breakdown_s.get(name, 0.0) - other.time.breakdown_s.get(name, 0.0)
+        for name in {*better.time.breakdown_s, *other.time.breakdown_s}
+    }
+    biggest = sorted((d for d in deltas.items() if abs(d[1]) >= 5e-4), key=lambda d: -abs(d[1]))
+    timing = [f"{name.replace('_', ' ')} {delta:+.3f} s" for name, delta in biggest[:3]]
+    peak = better.memory.peak_gib - other.memory.peak_gib
+    activations = max(s.activations_gib for s in better.memory.stages) - max(
+        s.activations_gib for s in other.memory.stages
+    )
+    memory = f"peak memory {abs(peak):.1f} GiB {'lower' if peak < 0 else 'higher'}"
+    if abs(activations) >= 0.05:
+        memory += f" (activations {activations:+.1f} GiB)"
+    return f"{', '.join(knobs) or 'same knobs'}: {'; '.join(timing) or 'same time'}; {memory}"
+
+
+def explain(rank: int, rows: list[Row], estimates: list[Estimate], goal: Objective) -> str:
+    """Why plan ``rank`` is where it is: the best against the runner-up, others against it."""
+    result, step = estimates[rank], estimates[rank].time.step_time_s
+    what = goal.describe(rows[rank])
+    if rank == 0:
+        if len(estimates) == 1:
+            return f"The only layout that fits: {layout_label(result.config)}, {what}."
+        runner = estimates[1]
+        lead = _lead(goal, rows[0], rows[1], step, runner.time.step_time_s)
+        best = BEST_WORD[goal.name]
+        if lead is None:
+            return (
+                f"{best}: {what}, tied with the runner-up ({layout_label(runner.config)}) and "
+                f"chosen for its lower peak memory. {compare(result, runner)}."
+            )
+        return (
+            f"{best}: {what}, {lead} the runner-up ({layout_label(runner.config)}). "
+            f"{compare(result, runner)}."
+        )
+    lead = _lead(goal, rows[0], rows[rank], estimates[0].time.step_time_s, step)
+    versus = compare(estimates[0], result)
+    behind = f"The best is {lead} this" if lead else "Tied with the best"
+    return f"{behind} ({what}). Best vs this: {versus}."
+
+
+def _lead(
+    goal: Objective, best: Row, other: Row, best_step: float, other_step: float
+) -> str | None:
+    """How far ``best`` is ahead of ``other`` in the objective's terms; None for a tie."""
+    if goal.name == "cost":
+        gap = goal.train_cost(other) - goal.train_cost(best)
+        return f"{gap:,.0f} cheaper than" if gap > 0 else None
+    if goal.name == "min-gpus" and other.cluster.num_gpus != best.cluster.num_gpus:
+        return f"{other.cluster.num_gpus - best.cluster.num_gpus} GPUs fewer than"
+    gap = other_step - best_step
+    return f"{gap:.3f} s per step ahead of" if gap > 0 else None
+
+
+def no_layout_message(space: Enumeration, cluster: ClusterSpec) -> str:
+    if not space.considered:
+        return (
+            f"no layout: the knob domains, fixed values and maxima leave no combination of "
+            f"tp x cp x pp x dp for {cluster.num_gpus} GPUs"
+        )
+    rules = "; ".join(
+        f"{label} removed {count} (e.g. {space.examples[label]})"
+        for label, count in space.dropped.most_common()
+    )
+    return (
+        f"no layout passes the framework rules: all {space.considered} candidates break "
+        f"one: {rules}. Try another GPU count, batch or sequence length, or fewer fixed knobs"
+    )
+
+
+def memory_message(
+    *,
+    considered: int,
+    legal: int,
+    dropped: str,
+    closest: Row,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    headroom_gib: float,
+    fixed: dict[str, Any],
+    moe: bool,
+) -> str:
+    """Nothing fits in memory: where the closest layout overflows and what would change it."""
+    config = closest.layout.model_dump()
+    suggestions = [f"more GPUs (e.g. {2 * cluster.num_gpus})"]
+    if config["recompute"] != "full":
+        suggestions.append(
+            "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
+        )
+    suggestions.append(f"a shorter sequence than {workload.seq_len}")
+    if config["mbs"] > 1:
+        suggestions.append(f"a smaller micro-batch than {config['mbs']}")
+    if headroom_gib > 0:
+        suggestions.append(f"less headroom than {headroom_gib:g} GiB")
+    suggestions.append("optimizer offload")
+    if moe and "ep" not in fixed:
+        suggestions.append(
+            "expert parallelism across nodes (--fix ep=N; by default expert groups stay "
+            "inside a node)"
+        )
+    return (
+        f"no layout fits in memory: of {considered} candidates {legal} pass the rules"
+        + (f" (removed per rule: {dropped})" if dropped else "")
+        + f" and none fits in {closest.capacity_gib:.2f} GiB per GPU"
+        + (f" less {headroom_gib:g} GiB headroom" if headroom_gib else "")
+        + f". Closest: {layout_label(config)} needs {closest.peak_gib:.2f} GiB on "
+        f"stage {closest.worst_stage}, {closest.excess_gib:.2f} GiB over. Would change it: "
+        + ", ".join(suggestions)
+        + "."
+    )
+
+
+def deadline_message(goal: Objective, fastest: Row, sizes: list[int]) -> str:
+    """Layouts fit, but none trains the budget within the deadline."""
+    hours = goal.train_hours(fastest)
+    return (
+        f"no layout trains {goal.token_budget:,.0f} tokens within {goal.deadline_hours:g} h on "
+        f"{', '.join(str(s) for s in sizes)} GPUs: the fastest, "
+        f"{layout_label(fastest.layout.model_dump())} on {fastest.cluster.num_gpus} GPUs, "
+        f"needs {hours:,.1f} h. Would change it: more GPUs, a later deadline or a smaller "
+        f"token budget."
+    )

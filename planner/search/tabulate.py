@@ -1,0 +1,225 @@
+"""Tabulate the cost model over candidate layouts: memory for every one, time where it fits.
+
+Each candidate is costed with the very functions ``planner.estimate`` is made of
+(``predict.prepare``, ``predict.memory_stages``, ``predict.time_report``), so every number
+the search ranks by is the number ``estimate`` reports, but without building the report
+blocks (``Estimate.config`` alone serialises the whole model spec) for layouts that will
+not be shown. A layout fits when its peak plus the headroom is within the usable
+capacity, both rounded to GiB as ``estimate`` reports them (``peak_gib + headroom <=
+capacity_gib``). A layout whose model states alone already exceed that
+(``memory.static_lower_bound``, a bound on every moment's total, taken with a relative
+margin of ``BOUND_MARGIN`` for the different order of its float sums) is rejected without
+computing its activations; the step time (the pipeline simulation) is computed only for
+layouts that fit, since the others are never chosen. When nothing fits, the rejected
+layouts are costed in full after all, so that the closest one can be named.
+
+The candidates come already checked against the framework rules
+(``planner.search.candidates``), so ``prepare`` skips that check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from planner.cost.frameworks import Framework
+from planner.cost.memory import StageMemory, gib, static_lower_bound
+from planner.cost.reserve import usable_capacity_bytes
+from planner.predict import (
+    Estimate,
+    Prepared,
+    TimeReport,
+    assemble,
+    memory_stages,
+    prepare,
+    step_lower_bound,
+)
+from planner.predict import time_report as predict_time
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import ParallelConfig
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+BOUND_MARGIN = 1e-9
+"""Relative margin on the lower bounds (their float sums run in another order)."""
+STEP_ROUNDING_S = 1e-6
+"""``estimate`` rounds the step time to this; the step bound is lowered by as much."""
+
+
+@dataclass
+class Row:
+    """One candidate layout on one cluster size, with what the cost model says of it."""
+
+    layout: ParallelConfig
+    cluster: ClusterSpec
+    prepared: Prepared
+    stages: list[StageMemory]
+    """Empty when the static lower bound rejected the layout (see ``bounded``)."""
+    peak_gib: float
+    capacity_gib: float
+    excess_gib: float
+    """peak + headroom - capacity, in reported GiB; a layout fits when it is <= 0. For a
+    bounded row, from the lower bound: the real excess is at least this."""
+    time: TimeReport | None = None
+    """Only for layouts that fit and could be among the best (see ``tabulate``)."""
+    step_bound_s: float | None = None
+    """A lower bound on the reported step time (layouts that fit, when ranked)."""
+
+    @property
+    def bounded(self) -> bool:
+        """Rejected by the static lower bound, without its full memory."""
+        return not self.stages
+
+    def complete_memory(self, headroom_gib: float) -> None:
+        """Cost the full memory of a bounded row (for messages about the closest layout)."""
+        if self.bounded:
+            self.stages = memory_stages(self.prepared)
+            self.peak_gib = gib(max(stage.total for stage in self.stages))
+            self.excess_gib = self.peak_gib + headroom_gib - self.capacity_gib
+
+    @property
+    def fits(self) -> bool:
+        return self.excess_gib <= 0
+
+    @property
+    def step_s(self) -> float:
+        assert self.time is not None, "step time is tabulated for layouts that fit"
+        return self.time.step_time_s
+
+    @property
+    def worst_stage(self) -> int:
+        return max(self.stages, key=lambda s: s.total).stage
+
+    def estimate(self) -> Estimate:
+        """The full ``Estimate`` (what ``autopar estimate --json`` prints for this layout)."""
+        timing = self.time if self.time is not None else predict_time(self.prepared)
+        return assemble(self.prepared, self.stages, timing)
+
+
+@dataclass
+class Table:
+    """The tabulated rows; ``complete`` is False when the time limit cut tabulation short."""
+
+    rows: list[Row]
+    complete: bool
+
+    @property
+    def feasible(self) -> list[Row]:
+        return [row for row in self.rows if row.fits and row.time is not None]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How the caller ranks fitting layouts, so that only the contenders are timed.
+
+    ``key(row, step_s)`` is the objective of a layout given a step time, non-decreasing
+    in the step time; ``admits(row)`` whether the objective allows a timed layout;
+    ``keep`` how many best layouts the caller needs; ``incumbents`` the keys of layouts
+    already found elsewhere (other cluster sizes).
+    """
+
+    keep: int
+    key: Callable[[Row, float], float]
+    admits: Callable[[Row], bool]
+    incumbents: tuple[float, ...] = ()
+
+
+def tabulate(
+    layouts: Iterable[ParallelConfig],
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    framework: Framework,
+    headroom_gib: float,
+    deadline: float | None = None,
+    have_feasible: bool = False,
+    ranking: Ranking | None = None,
+) -> Table:
+    """Cost every layout (module docstring). Past ``deadline`` (a ``time.perf_counter``
+    value), once some layout fits, the rest are skipped and ``complete`` is False; until
+    one fits, tabulation goes on (an infeasibility verdict needs every layout).
+
+    With a ``ranking``, the layouts that fit are timed in the order of a lower bound on
+    their objective (``predict.step_lower_bound``), and timing stops when the bound of
+    the next exceeds the ``keep``-th best objective found: none of the rest can be among
+    the best (they stay in the table with ``time`` None and ``step_bound_s`` set). A
+    timed layout faster than its bound would mean the bound is broken; then every layout
+    is timed.
+    """
+    capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
+    rows: list[Row] = []
+    for layout in layouts:
+        if deadline is not None and have_feasible and time.perf_counter() > deadline:
+            return Table(rows=rows, complete=False)
+        row = _memory_row(layout, model=model, cluster=cluster, workload=workload,
+                          framework=framework, headroom_gib=headroom_gib,
+                          capacity_gib=capacity_gib)  # fmt: skip
+        rows.append(row)
+        if row.fits and ranking is None:
+            row.time = predict_time(row.prepared)
+            have_feasible = True
+    if ranking is None:
+        return Table(rows=rows, complete=True)
+    return _time_contenders(rows, ranking, deadline=deadline, have_feasible=have_feasible)
+
+
+def _memory_row(
+    layout: ParallelConfig,
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    framework: Framework,
+    headroom_gib: float,
+    capacity_gib: float,
+) -> Row:
+    prepared = prepare(
+        model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
+        check=False,
+    )  # fmt: skip
+    bound_gib = gib(static_lower_bound(prepared.ctx) * (1 - BOUND_MARGIN))
+    stages: list[StageMemory] = []
+    peak_gib = bound_gib
+    if bound_gib + headroom_gib <= capacity_gib:
+        stages = memory_stages(prepared)
+        peak_gib = gib(max(stage.total for stage in stages))
+    return Row(
+        layout=prepared.layout,
+        cluster=cluster,
+        prepared=prepared,
+        stages=stages,
+        peak_gib=peak_gib,
+        capacity_gib=capacity_gib,
+        excess_gib=peak_gib + headroom_gib - capacity_gib,
+    )
+
+
+def _time_contenders(
+    rows: list[Row], ranking: Ranking, *, deadline: float | None, have_feasible: bool
+) -> Table:
+    """Time the fitting rows best bound first until the rest cannot make the cut."""
+    fitting = [row for row in rows if row.fits]
+    for row in fitting:
+        # the step is rounded to 1e-6 s in the report and the bound's sums run in
+        # another order: both margins keep the bound below the reported step
+        row.step_bound_s = max(
+            0.0, step_lower_bound(row.prepared) * (1 - BOUND_MARGIN) - STEP_ROUNDING_S
+        )
+    order = sorted(fitting, key=lambda row: ranking.key(row, row.step_bound_s or 0.0))
+    best = sorted(ranking.incumbents)[: ranking.keep]
+    prune = True
+    for row in order:
+        if deadline is not None and have_feasible and time.perf_counter() > deadline:
+            return Table(rows=rows, complete=False)
+        bound = ranking.key(row, row.step_bound_s or 0.0)
+        if prune and len(best) == ranking.keep and bound > best[-1]:
+            break
+        row.time = predict_time(row.prepared)
+        have_feasible = True
+        if row.step_bound_s is not None and row.step_s < row.step_bound_s:
+            prune = False  # the bound does not hold for this cost model: time them all
+        if ranking.admits(row):
+            best = sorted([*best, ranking.key(row, row.step_s)])[: ranking.keep]
+    return Table(rows=rows, complete=True)
