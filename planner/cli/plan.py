@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,13 @@ from planner.cli.inputs import (
     load_inputs,
 )
 from planner.cli.output import console, print_json
+from planner.cli.refine import (
+    RefineObjectivesOption,
+    RefineOption,
+    StorageOption,
+    StudyNameOption,
+    finish_with_refinement,
+)
 from planner.errors import SpecError
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult, plan
 from planner.search.candidates import coerce_knobs
@@ -46,6 +54,19 @@ def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
     return coerce_knobs(raw, option=option)
 
 
+_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_tokens(text: str) -> float:
+    """'15T' -> 1.5e13, '2.5B' -> 2.5e9, '1e12' -> 1e12 (decimal suffixes K, M, B/G, T)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", text)
+    if match is None:
+        raise SpecError(
+            f"--token-budget: '{text}' is not a number of tokens (e.g. 15T, 2.5B, 1e12)"
+        )
+    return float(match.group(1)) * _DECIMAL[match.group(2).lower()]
+
+
 def plan_command(
     model: ModelOption,
     cluster: ClusterOption,
@@ -57,8 +78,28 @@ def plan_command(
     precision: PrecisionOption = "bf16",
     framework: FrameworkOption = "megatron",
     objective: Annotated[
-        str, typer.Option(help="throughput (cost and min-gpus: not implemented yet).")
+        str,
+        typer.Option(
+            help="throughput (shortest step) | cost (cheapest token budget, needs "
+            "--price-per-gpu-hour and --token-budget) | min-gpus (fewest GPUs for the "
+            "budget, needs --token-budget and --deadline-hours); cost and min-gpus search "
+            "cluster sizes up to the cluster given."
+        ),
     ] = "throughput",
+    price_per_gpu_hour: Annotated[
+        float | None,
+        typer.Option("--price-per-gpu-hour", min=0.0, help="Price of one GPU for an hour."),
+    ] = None,
+    token_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--token-budget", help="Tokens to train on (decimal suffixes: 15T, 2.5B, 300M)."
+        ),
+    ] = None,
+    deadline_hours: Annotated[
+        float | None,
+        typer.Option("--deadline-hours", min=0.0, help="Hours the token budget must fit in."),
+    ] = None,
     fix: Annotated[str | None, typer.Option("--fix", help="Pin knobs, e.g. tp=8,cp=2.")] = None,
     maximum: Annotated[
         str | None, typer.Option("--max", help="Bound knobs, e.g. tp=8,pp=4.")
@@ -78,8 +119,13 @@ def plan_command(
     ] = None,
     out: Annotated[Path, typer.Option(help="Directory for --emit.")] = Path("run"),
     as_json: JsonOption = False,
+    # Optuna refinement of the solver's plans (planner/cli/refine.py)
+    refine: RefineOption = 0,
+    refine_objectives: RefineObjectivesOption = "throughput",
+    study_name: StudyNameOption = None,
+    storage: StorageOption = None,
 ) -> None:
-    """Search every layout for the fastest that fit in memory, and explain the best."""
+    """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
@@ -103,7 +149,18 @@ def plan_command(
         headroom_gib=headroom_gib,
         top_k=top_k,
         time_limit_s=time_limit,
+        price_per_gpu_hour=price_per_gpu_hour,
+        token_budget=parse_tokens(token_budget) if token_budget is not None else None,
+        deadline_hours=deadline_hours,
     )
+    if refine:  # --refine N: refine the plans, then emit/print with a refinement block
+        finish_with_refinement(
+            result, trials=refine, objectives=refine_objectives, study_name=study_name,
+            storage=storage, model=model_spec, cluster=cluster_spec, workload=workload,
+            framework=framework, headroom_gib=headroom_gib, emit=emit, out=out,
+            as_json=as_json, render=render_plan,
+        )  # fmt: skip
+        return
     if emit is not None:
         write_emitted(result.model_dump(mode="json"), format=emit, out=out, quiet=as_json)
     if as_json:
@@ -121,28 +178,42 @@ def render_plan(result: PlanResult) -> None:
             f"batch {first['global_batch']} ({first['framework']})"
         )
     )
-    for column in ("#", "layout", "step s", "tokens/s", "MFU", "peak GiB", "headroom GiB"):
+    budget = result.plans[0].training is not None
+    sized = len(result.search.gpus_searched) > 1
+    columns = ["#", *(["GPUs"] if sized else []), "layout", "step s", "tokens/s", "MFU"]
+    columns += ["peak GiB", "headroom GiB"]
+    if budget:
+        columns += ["hours"] + (["cost"] if "cost" in result.plans[0].training else [])
+    for column in columns:
         table.add_column(column, justify="left" if column == "layout" else "right")
     table.add_column("dominant cost")
     for rank, entry in enumerate(result.plans, start=1):
         timing, memory = entry.time, entry.memory
         name, seconds = max(timing.breakdown_s.items(), key=lambda item: item[1])
-        table.add_row(
-            str(rank),
+        cells = [str(rank), *([str(entry.config["num_gpus"])] if sized else [])]
+        cells += [
             layout_label(entry.config),
             f"{timing.step_time_s:.3f}",
             f"{timing.tokens_per_s:,.0f}",
             f"{timing.mfu:.1%}",
             f"{memory.peak_gib:.2f}",
             f"{memory.headroom_gib:.2f}",
-            f"{name.replace('_', ' ')} {seconds:.3f} s",
-        )
+        ]
+        if entry.training is not None:
+            cells.append(f"{entry.training['hours']:,.1f}")
+            if "cost" in entry.training:
+                cells.append(f"{entry.training['cost']:,.0f}")
+        table.add_row(*cells, f"{name.replace('_', ' ')} {seconds:.3f} s")
     out = console()
     out.print(table)
     out.print(result.plans[0].explanation)
     info = result.search
     verdict = "optimal" if info.optimal else "NOT proven optimal (time limit)"
+    sizes = f" over {len(info.gpus_searched)} cluster sizes" if sized else ""
+    split_count = info.layouts_split_solver
     out.print(
-        f"Search: {info.layouts_considered} layouts considered, {info.layouts_legal} legal, "
-        f"{info.layouts_feasible} fit; {info.solver} {verdict} in {info.wall_s:.2f} s."
+        f"Search: {info.objective}{sizes}, {info.layouts_considered} layouts considered, "
+        f"{info.layouts_legal} legal, {info.layouts_feasible} fit"
+        + (f", {split_count} from the split solver" if split_count else "")
+        + f"; {info.solver} {verdict} in {info.wall_s:.2f} s."
     )

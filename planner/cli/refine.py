@@ -1,0 +1,262 @@
+"""Optuna refinement on the command line: ``plan --refine N`` and ``autopar refine-worker``.
+
+``autopar plan ... --refine N [--refine-objectives throughput,headroom] [--study-name NAME]
+[--storage URL]`` seeds a study with the solver's plans and runs N trials here
+(:func:`refine_plan`, called from ``plan_command`` through :func:`finish_with_refinement`);
+``autopar refine-worker --study NAME [--trials N] [--storage URL]`` joins a stored study
+from any machine that reaches the storage and runs N more (:func:`refine_worker_command`).
+Both show a progress bar on stderr (trials, best so far) unless ``--json``, and end with
+the study's whole result: every worker's trials counted by status, the best plan(s), and
+the gain over the solver's best plan.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import optuna
+import typer
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from planner.cli.emit import write_emitted
+from planner.cli.output import console, print_json
+from planner.errors import SpecError
+from planner.plan import PlanResult
+from planner.refine import (
+    RefineProblem,
+    RefineResult,
+    collect,
+    create_study,
+    join_study,
+    masked,
+    parse_objectives,
+    run_trials,
+    seeds_from_plans,
+)
+from planner.search.driver import layout_label
+from planner.settings import database_url
+from planner.specs.hardware import ClusterSpec
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+RefineOption = Annotated[
+    int,
+    typer.Option(
+        "--refine", min=0, help="Refine the plans with N Optuna trials of the full cost model."
+    ),
+]
+
+
+def _check_objectives(text: str) -> str:
+    parse_objectives(text)  # SpecError before the search runs, not after
+    return text
+
+
+RefineObjectivesOption = Annotated[
+    str,
+    typer.Option(
+        "--refine-objectives",
+        help="throughput, or throughput,headroom for the Pareto front.",
+        callback=_check_objectives,
+    ),
+]
+StudyNameOption = Annotated[
+    str | None,
+    typer.Option("--study-name", help="Name of the study (reused: resumed). Default: new."),
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option("--storage", help="Optuna storage URL. Default: the service's database."),
+]
+
+
+class _Progress:
+    """A rich progress bar fed by Optuna's trial callback: trials done, best so far."""
+
+    def __init__(self, trials: int, objectives: tuple[str, ...], *, quiet: bool) -> None:
+        self.objectives = objectives
+        self.best: FrozenTrial | None = None
+        self.feasible = self.other = 0
+        self.bar = Progress(
+            TextColumn("refining"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stderr),
+            disable=quiet,
+        )
+        self.task = self.bar.add_task("refining", total=trials, best="no feasible trial yet")
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and trial.user_attrs.get("status") == "feasible":
+            self.feasible += 1
+            if self.best is None or _tokens(trial) > _tokens(self.best):
+                self.best = trial
+        else:
+            self.other += 1
+        best = "no feasible trial yet"
+        if self.best is not None:
+            numbers = self.best.user_attrs["prediction"]
+            best = (
+                f"best {numbers['tokens_per_s']:,.0f} tokens/s, "
+                f"step {numbers['step_time_s']:.3f} s (trial {self.best.number})"
+            )
+        self.bar.update(
+            self.task,
+            advance=1,
+            best=f"{best}; {self.feasible} feasible, {self.other} not",
+        )
+
+
+def _tokens(trial: FrozenTrial) -> float:
+    return float(trial.user_attrs["prediction"]["tokens_per_s"])
+
+
+def refine_plan(
+    plans: list[Any],
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    framework: str,
+    headroom_gib: float,
+    trials: int,
+    objectives: str,
+    study_name: str | None,
+    storage: str | None,
+    quiet: bool,
+) -> RefineResult:
+    """``plan --refine``: seed a study with ``plans`` (best first), run ``trials`` trials."""
+    names = parse_objectives(objectives)
+    if not plans:
+        raise SpecError("--refine: the solver returned no plan to refine")
+    problem = RefineProblem(
+        model=model,
+        cluster=cluster,
+        workload=workload,
+        framework=framework,  # type: ignore[arg-type]
+        headroom_gib=headroom_gib,
+        objectives=names,
+        seeds=seeds_from_plans(plans[: max(1, trials)]),
+    )
+    url = storage or database_url()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = create_study(problem, storage=url, study_name=study_name, seed=0)
+    _run(study, problem, trials=trials, quiet=quiet)
+    return collect(study, problem, storage=masked(url))
+
+
+def finish_with_refinement(
+    result: PlanResult,
+    *,
+    trials: int,
+    objectives: str,
+    study_name: str | None,
+    storage: str | None,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    workload: WorkloadSpec,
+    framework: str,
+    headroom_gib: float,
+    emit: str | None,
+    out: Path,
+    as_json: bool,
+    render: Callable[[PlanResult], None],
+) -> None:
+    """The end of ``plan --refine N``: refine, then emit/print as ``plan`` does.
+
+    ``--emit`` writes the best refined plan (the fastest point of the front for several
+    objectives); ``--json`` prints the plan result with a "refinement" block; the table
+    output is the plan's (``render``) followed by the refinement's.
+    """
+    refinement = refine_plan(
+        result.plans, model=model, cluster=cluster, workload=workload, framework=framework,
+        headroom_gib=headroom_gib, trials=trials, objectives=objectives,
+        study_name=study_name, storage=storage, quiet=as_json,
+    )  # fmt: skip
+    data = result.model_dump(mode="json")
+    if emit is not None:
+        fastest = min(refinement.best, key=lambda p: p.time.step_time_s, default=None)
+        source = fastest.model_dump(mode="json") if fastest is not None else data
+        write_emitted(source, format=emit, out=out, quiet=as_json)
+    if as_json:
+        print_json({**data, "refinement": refinement.model_dump(mode="json")})
+        return
+    render(result)
+    render_refinement(refinement)
+
+
+def refine_worker_command(
+    study: Annotated[str, typer.Option("--study", help="Name of the stored study to join.")],
+    trials: Annotated[int, typer.Option("--trials", min=0, help="Trials to run here.")] = 10,
+    storage: StorageOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
+) -> None:
+    """Join a stored refinement study and run trials of it in this process."""
+    url = storage or database_url()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    joined, problem = join_study(study, storage=url, seed=None)
+    _run(joined, problem, trials=trials, quiet=as_json)
+    result = collect(joined, problem, storage=masked(url))
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    render_refinement(result)
+
+
+def _run(study: optuna.Study, problem: RefineProblem, *, trials: int, quiet: bool) -> None:
+    progress = _Progress(trials, problem.objectives, quiet=quiet)
+    with progress.bar:
+        run_trials(study, problem, trials=trials, callbacks=[progress])
+
+
+def render_refinement(result: RefineResult) -> None:
+    """The trial counts, the best plan(s) with what changed, the gain, how to join."""
+    out = console()
+    c = result.counts
+    out.print(
+        f"Refinement, study {result.study_name} ({result.storage}): {c.total} trials "
+        f"({c.seeds} seeded with the solver's plans): {c.feasible} feasible, {c.infeasible} "
+        f"over memory, {c.illegal} illegal, {c.failed} failed, {c.running} running, "
+        f"{c.waiting} waiting."
+    )
+    solver = result.solver_best
+    if not result.best:
+        out.print("No feasible trial yet: nothing to compare with the solver's plan.")
+    else:
+        title = "Best refined plan" if len(result.objectives) == 1 else "Pareto front"
+        table = Table(title=f"{title} ({', '.join(result.objectives)})")
+        for column in ("trial", "layout", "changed from the solver's best", "step s"):
+            table.add_column(column, justify="right" if column in ("trial", "step s") else "left")
+        for column in ("tokens/s", "headroom GiB", "gain"):
+            table.add_column(column, justify="right")
+        for plan in result.best:
+            changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in plan.changes.items())
+            table.add_row(
+                str(plan.trial)
+                + (f" (seed {plan.seed_rank})" if plan.seed_rank is not None else ""),
+                layout_label(plan.config),
+                changes or "none (the solver's plan)",
+                f"{plan.time.step_time_s:.3f}",
+                f"{plan.time.tokens_per_s:,.0f}",
+                f"{plan.memory.headroom_gib:.2f}",
+                f"{plan.step_gain_pct:+.2f}%",
+            )
+        out.print(table)
+        out.print(
+            f"Gain over the solver's best plan (step {solver.step_time_s:.3f} s): "
+            f"{result.gain_s:.3f} s ({result.gain_pct:.2f}%), predicted."
+        )
+    out.print(
+        "Not refined (the cost model does not price them): "
+        + ", ".join(k for k in result.not_refined if not k.startswith("tp,"))
+        + f". More trials: autopar refine-worker --study {result.study_name}"
+        + f" --storage '{result.storage}'"
+    )

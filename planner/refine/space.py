@@ -1,0 +1,324 @@
+"""The Optuna search space: the knobs around the solver's plans that the cost model prices.
+
+Every trial starts from one of the solver's plans and changes the knobs the solver fixes
+or samples coarsely. Parameters (Optuna names; each has one static domain, so the TPE
+sampler may share what it learns between trials of the same shape):
+
+  base                     which solver plan's degrees and sharding to keep (tp, cp, pp,
+                           dp, ep, etp, ZeRO stage / distributed optimizer, sequence
+                           parallel); plans that share them are one base
+  mbs.dp{D}                micro-batch size: divisors of global batch / D up to
+                           max(8, 4 x the largest seed micro-batch) (the solver: powers of
+                           two up to 8)
+  vpp.pp{P}                virtual stages per pipeline rank, 1 = plain 1F1B (the solver:
+                           none, 2, 4): every v with at least one legal stage split
+  split.pp{P}.vpp{V}       layers of the first and last pipeline stages, "F-L", or "even":
+                           F and L within [per / 2, 3 per / 2] (per = layers / P), multiples
+                           of V, the middle stages sharing the rest evenly in multiples of V
+                           (the solver: even, or its one balanced uneven split)
+  cp_comm_type             p2p | all_gather | a2a, where cp > 1 (Megatron only; the
+                           solver: p2p or a2a)
+  recompute                none | selective | full
+  recompute_method         uniform | block (full only; the solver: uniform)
+  recompute_num_layers     1 .. layers per virtual stage (full only; the solver: 1)
+  tp_comm_overlap          off | on, where tp > 1 with sequence parallelism (the solver: off)
+  overlap_grad_reduce      off | on, where the DP x CP group has more than one rank and
+                           the states are not fully sharded
+  overlap_param_gather     off | on, with a sharded optimizer and overlap_grad_reduce
+
+A parameter is suggested only where it applies (define-by-run), and only where the
+framework can run it (``FRAMEWORK_KNOBS``, mirroring what ``planner.emit`` refuses):
+DeepSpeed has no interleaved or uneven pipeline stages and checkpoints every N layers;
+torchtitan checkpoints each block (no recompute groups or first-N), has async TP but no
+overlap switches (FSDP2 always prefetches), and splits unevenly only without vpp and with
+the end stages no larger than the middle ones; plain PyTorch DDP has only the gradient
+overlap. Knobs not listed keep the base plan's value.
+
+Not refined, and why (``NOT_REFINED``): knobs the cost model does not price, where a
+search would only echo the model's blind spot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from planner.refine.problem import RefineProblem
+
+NOT_REFINED: dict[str, str] = {
+    "offload_optimizer_fraction": (
+        "the cost model lowers memory for it but charges no time (no PCIe transfer, no CPU "
+        "optimizer step), so every trial would offload for free"
+    ),
+    "gradient bucket size": (
+        "not a ParallelConfig field and not in the cost model (an overlapped gradient "
+        "reduce is exposed as one layer's worth)"
+    ),
+    "tp, cp, pp, dp, ep, ZeRO stage": (
+        "the solver's choice: each trial keeps one solver plan's degrees (parameter 'base')"
+    ),
+}
+
+KNOBS = (
+    "cp_comm_type",
+    "mbs",
+    "vpp",
+    "stage_split",
+    "recompute",
+    "recompute_method",
+    "recompute_num_layers",
+    "tp_comm_overlap",
+    "overlap_grad_reduce",
+    "overlap_param_gather",
+)
+FRAMEWORK_KNOBS: dict[str, frozenset[str]] = {
+    "megatron": frozenset(KNOBS),
+    "deepspeed": frozenset({"mbs", "recompute", "recompute_num_layers", "overlap_grad_reduce"}),
+    "torchtitan": frozenset({"mbs", "vpp", "stage_split", "recompute", "tp_comm_overlap"}),
+    "pytorch": frozenset({"mbs", "recompute", "overlap_grad_reduce"}),
+}
+SEARCHED_FIELDS = (
+    "cp_comm_type",
+    "mbs",
+    "vpp",
+    "first_stage_layers",
+    "last_stage_layers",
+    "recompute",
+    "recompute_method",
+    "recompute_num_layers",
+    "tp_comm_overlap",
+    "overlap_grad_reduce",
+    "overlap_param_gather",
+)
+"""``ParallelConfig`` fields a trial may set; every other field comes from its base."""
+CP_ALGORITHMS = ("p2p", "all_gather", "a2a")
+"""Megatron-LM's context-parallel algorithms the cost model prices (``cost.time``)."""
+MIN_MBS_BOUND = 8
+EVEN = "even"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One Optuna parameter: a categorical domain, or an integer range when ``low`` is set."""
+
+    name: str
+    choices: tuple[Any, ...] = ()
+    low: int | None = None
+    high: int | None = None
+
+
+Pick = Callable[[Choice, Any], Any]
+"""(parameter, the base layout's value in Optuna's encoding) -> the value to use."""
+
+
+class Space:
+    """The search space of one problem: bases from the seeds, domains per shape."""
+
+    def __init__(self, problem: RefineProblem) -> None:
+        self.problem = problem
+        self.knobs = FRAMEWORK_KNOBS[problem.framework]
+        self.searched = tuple(f for f in SEARCHED_FIELDS if _field_knob(f) in self.knobs)
+        self.bases: list[dict[str, Any]] = []
+        self.seed_base: list[int] = []
+        for seed in problem.seeds:
+            key = self._structure(seed.layout)
+            found = next((i for i, b in enumerate(self.bases) if self._structure(b) == key), None)
+            if found is None:
+                self.bases.append(dict(seed.layout))
+                found = len(self.bases) - 1
+            self.seed_base.append(found)
+        batch = problem.workload.sequences_per_step
+        bound = max(MIN_MBS_BOUND, 4 * max(s.layout["mbs"] for s in problem.seeds))
+        self._mbs: dict[int, tuple[int, ...]] = {}
+        for base in self.bases:
+            per_replica = batch // base["dp"]
+            self._mbs[base["dp"]] = tuple(
+                d for d in range(1, min(bound, per_replica) + 1) if per_replica % d == 0
+            )
+
+    # -- what a trial or a seed chooses ---------------------------------------------------
+
+    def assign(self, base: int, pick: Pick) -> dict[str, Any]:
+        """The layout fields of base ``base`` after ``pick`` chose every applicable knob."""
+        layout = dict(self.bases[base])
+        fields: dict[str, Any] = {}
+        knobs, layers = self.knobs, self.problem.model.num_layers
+        pp, tp, dp, cp = layout["pp"], layout["tp"], layout["dp"], layout["cp"]
+        if "cp_comm_type" in knobs and cp > 1:
+            fields["cp_comm_type"] = pick(
+                Choice("cp_comm_type", CP_ALGORITHMS), layout.get("cp_comm_type", "p2p")
+            )
+        if "mbs" in knobs:
+            fields["mbs"] = pick(Choice(f"mbs.dp{dp}", self._mbs[dp]), layout["mbs"])
+        vpp = layout["vpp"] or 1
+        if pp > 1 and "vpp" in knobs:
+            vpp = pick(Choice(f"vpp.pp{pp}", self._vpp_choices(pp)), vpp)
+            fields["vpp"] = vpp if vpp > 1 else None
+        if pp > 1 and "stage_split" in knobs:
+            split = pick(
+                Choice(f"split.pp{pp}.vpp{vpp}", self._split_choices(pp, vpp)),
+                _encode_split(layout),
+            )
+            fields["first_stage_layers"], fields["last_stage_layers"] = decode_split(split)
+        if "recompute" in knobs:
+            recompute = pick(
+                Choice("recompute", ("none", "selective", "full")), layout["recompute"]
+            )
+            fields["recompute"] = recompute
+            fields["recompute_method"] = fields["recompute_num_layers"] = None
+            if recompute == "full":
+                fields["recompute_method"], fields["recompute_num_layers"] = "uniform", 1
+                if "recompute_method" in knobs:
+                    fields["recompute_method"] = pick(
+                        Choice("recompute_method", ("uniform", "block")),
+                        layout["recompute_method"] or "uniform",
+                    )
+                if "recompute_num_layers" in knobs:
+                    split = (fields.get("first_stage_layers"), fields.get("last_stage_layers"))
+                    per_chunk = _max_stage_layers(layers, pp, split) // vpp
+                    fields["recompute_num_layers"] = pick(
+                        Choice("recompute_num_layers", low=1, high=max(1, per_chunk)),
+                        layout["recompute_num_layers"] or 1,
+                    )
+        if "tp_comm_overlap" in knobs and tp > 1 and layout["sequence_parallel"]:
+            fields["tp_comm_overlap"] = pick(
+                Choice("tp_comm_overlap", (False, True)), layout["tp_comm_overlap"]
+            )
+        sharded_states = layout["zero_stage"] >= 3 or self.problem.framework == "torchtitan"
+        if "overlap_grad_reduce" in knobs and dp * cp > 1 and not sharded_states:
+            overlap = pick(
+                Choice("overlap_grad_reduce", (False, True)), layout["overlap_grad_reduce"]
+            )
+            fields["overlap_grad_reduce"] = overlap
+            shards = layout["distributed_optimizer"] or layout["zero_stage"] >= 1
+            fields["overlap_param_gather"] = False
+            if "overlap_param_gather" in knobs and overlap and shards:
+                fields["overlap_param_gather"] = pick(
+                    Choice("overlap_param_gather", (False, True)), layout["overlap_param_gather"]
+                )
+        layout.update(fields)
+        return layout
+
+    def seed_params(self, index: int) -> dict[str, Any]:
+        """The Optuna parameters that rebuild seed ``index`` exactly (for ``enqueue_trial``)."""
+        base = self.seed_base[index]
+        target = self.problem.seeds[index].layout
+        params: dict[str, Any] = {"base": base}
+
+        def pick(choice: Choice, _base_value: Any) -> Any:
+            value = _seed_value(choice, target)
+            params[choice.name] = value
+            return value
+
+        rebuilt = self.assign(base, pick)
+        assert rebuilt == target, f"seed {index} is not reproducible: {rebuilt} != {target}"
+        return params
+
+    def describe(self) -> dict[str, list[Any]]:
+        """Every parameter's domain (integer ranges as [low, high]), for the report."""
+        found: dict[str, list[Any]] = {"base": list(range(len(self.bases)))}
+
+        def pick(choice: Choice, base_value: Any) -> Any:
+            domain = [choice.low, choice.high] if choice.low is not None else list(choice.choices)
+            found.setdefault(choice.name, domain)
+            return base_value
+
+        for base in range(len(self.bases)):
+            self.assign(base, pick)
+        if "stage_split" in self.knobs:  # every split domain, not only the bases' vpp
+            for pp in sorted({b["pp"] for b in self.bases if b["pp"] > 1}):
+                for vpp in found.get(f"vpp.pp{pp}", [self._base_vpp(pp)]):
+                    found.setdefault(f"split.pp{pp}.vpp{vpp}", list(self._split_choices(pp, vpp)))
+        return found
+
+    def _base_vpp(self, pp: int) -> int:
+        return next(b["vpp"] or 1 for b in self.bases if b["pp"] == pp)
+
+    # -- domains --------------------------------------------------------------------------
+
+    def _structure(self, layout: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            (key, value) for key, value in sorted(layout.items()) if key not in self.searched
+        )
+
+    def _vpp_choices(self, pp: int) -> tuple[int, ...]:
+        layers = self.problem.model.num_layers
+        most = max(1, math.ceil(layers / pp))
+        choices = [v for v in range(1, most + 1) if v == 1 or self._split_choices(pp, v)]
+        for seed in self.problem.seeds:
+            if seed.layout["pp"] == pp and (seed.layout["vpp"] or 1) not in choices:
+                choices.append(seed.layout["vpp"] or 1)
+        return tuple(sorted(choices))
+
+    def _split_choices(self, pp: int, vpp: int) -> tuple[str, ...]:
+        layers, middle_stages = self.problem.model.num_layers, pp - 2
+        choices: list[str] = []
+        if layers % pp == 0 and (layers // pp) % vpp == 0:
+            choices.append(EVEN)
+        per = layers / pp
+        low, high = max(vpp, math.floor(per / 2)), math.ceil(1.5 * per)
+        ends = [n for n in range(low, high + 1) if n % vpp == 0]
+        torchtitan = self.problem.framework == "torchtitan"
+        for first in ends:
+            for last in ends:
+                rest = layers - first - last
+                if middle_stages == 0:
+                    if rest != 0:
+                        continue
+                    middle = None
+                elif rest < middle_stages or rest % middle_stages or (rest // middle_stages) % vpp:
+                    continue
+                else:
+                    middle = rest // middle_stages
+                if first == last == layers / pp and middle in (None, first):
+                    continue  # the even split, listed once as "even"
+                if torchtitan and (vpp > 1 or middle is None or max(first, last) > middle):
+                    continue
+                choices.append(f"{first}-{last}")
+        for seed in self.problem.seeds:
+            layout = seed.layout
+            if layout["pp"] == pp and (layout["vpp"] or 1) == vpp:
+                encoded = _encode_split(layout)
+                if encoded not in choices:
+                    choices.append(encoded)
+        return tuple(choices)
+
+
+def _field_knob(field: str) -> str:
+    return "stage_split" if field in ("first_stage_layers", "last_stage_layers") else field
+
+
+def _encode_split(layout: dict[str, Any]) -> str:
+    first, last = layout.get("first_stage_layers"), layout.get("last_stage_layers")
+    if first is None and last is None:
+        return EVEN
+    return f"{first}-{last}"
+
+
+def decode_split(split: str) -> tuple[int | None, int | None]:
+    if split == EVEN:
+        return None, None
+    first, last = split.split("-")
+    return int(first), int(last)
+
+
+def _max_stage_layers(layers: int, pp: int, split: tuple[int | None, int | None]) -> int:
+    first, last = split
+    if first is None or last is None:
+        return math.ceil(layers / pp)
+    middle = (layers - first - last) // (pp - 2) if pp > 2 else 0
+    return max(first, last, middle)
+
+
+def _seed_value(choice: Choice, target: dict[str, Any]) -> Any:
+    """The value of ``choice``'s parameter that reproduces the seed layout ``target``."""
+    name = choice.name
+    if name.startswith("mbs."):
+        return target["mbs"]
+    if name.startswith("vpp."):
+        return target["vpp"] or 1
+    if name.startswith("split."):
+        return _encode_split(target)
+    return target[name]
