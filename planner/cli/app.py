@@ -16,6 +16,9 @@ from planner.cli.catalog import hardware_app, models_app
 from planner.cli.emit import emit_command
 from planner.cli.estimate import estimate_command
 from planner.cli.plan import plan_command
+from planner.cli.profile import profile_command
+from planner.cli.refine import refine_worker_command
+from planner.cli.serve import serve_command
 from planner.errors import AutoparError
 
 EXIT_USER_ERROR = 2
@@ -32,6 +35,9 @@ app.add_typer(hardware_app, name="hardware")
 app.command("estimate")(estimate_command)
 app.command("emit")(emit_command)
 app.command("plan")(plan_command)
+app.command("profile")(profile_command)
+app.command("refine-worker")(refine_worker_command)
+app.command("serve")(serve_command)
 
 
 def fail(message: str) -> None:

@@ -1,0 +1,104 @@
+"""``create_app()``: the FastAPI application, its routes under ``/v1`` and its lifetime.
+
+``autopar serve`` runs ``uvicorn --factory api.app:create_app`` (so ``planner`` never
+imports ``api``). On start-up the app opens the database (``AUTOPAR_DATABASE_URL``,
+tables created if missing), fits the rate efficiencies once for the synchronous
+estimates, and starts the job runner's planning processes; on shutdown it stops them and
+queues its running jobs again, so a restarted server (or another one on the same
+database) finishes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from api.db import make_engine
+from api.guards import BodyLimit, require_token
+from api.jobs import JobRunner
+from api.openapi import install_openapi
+from api.problems import ApiProblem, install_handlers, problem_response
+from api.routers import catalog, estimates, health, plans
+from api.settings import ApiSettings
+from api.store import JobStore, ModelStore
+from api.worker import warm_up
+from planner.emit.base import autopar_version
+
+log = logging.getLogger("autopar.api")
+
+DATABASE_RETRY_AFTER_S = 5
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The service, configured by ``settings`` (default: from the environment)."""
+    settings = settings or ApiSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.jobs = JobStore(engine)
+        app.state.models = ModelStore(engine)
+        warm_up()
+        app.state.runner = JobRunner(
+            app.state.jobs, workers=settings.job_workers, grace_s=settings.job_grace_s
+        )
+        app.state.runner.start()
+        try:
+            yield
+        finally:
+            app.state.runner.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="autopar",
+        version=autopar_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        openapi_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_handlers(app)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_down(request: Request, error: Exception) -> JSONResponse:
+        log.error("database error on %s %s: %s", request.method, request.url.path, error)
+        problem = ApiProblem(
+            503,
+            "unavailable",
+            "the database does not answer; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+        return problem_response(problem, request)
+
+    secured = [Depends(require_token)]
+    app.include_router(health.router, prefix="/v1")
+    app.include_router(catalog.router, prefix="/v1", dependencies=secured)
+    app.include_router(estimates.router, prefix="/v1", dependencies=secured)
+    app.include_router(plans.router, prefix="/v1", dependencies=secured)
+    install_openapi(app, settings)
+    _schema_routes(app, secured)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _schema_routes(app: FastAPI, secured: list[Any]) -> None:
+    """The OpenAPI document and its Swagger page, behind the token like every route."""
+
+    @app.get("/v1/openapi.json", include_in_schema=False, dependencies=secured)
+    def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/v1/docs", include_in_schema=False, dependencies=secured)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="autopar API")

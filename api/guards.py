@@ -1,0 +1,110 @@
+"""Request guards: the body-size limit (ASGI middleware) and the optional bearer token.
+
+The body limit runs before FastAPI reads anything: a ``Content-Length`` over the limit is
+refused at once, and a body sent without one is counted as it arrives and refused as
+soon as it passes the limit, so an oversized upload never sits in memory whole. Both
+answer 413 with a problem.
+
+The token (``AUTOPAR_API_TOKEN``) is compared in constant time; a missing or wrong token
+answers 401 with ``WWW-Authenticate: Bearer``. ``/v1/health`` stays open for load
+balancers.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import ApiProblem, problem_response
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send, f"{declared} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send, f"more than {self.max_bytes} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        problem = ApiProblem(
+            413,
+            "payload-too-large",
+            f"request body: {size} exceeds this server's limit of {self.max_bytes} bytes "
+            "(AUTOPAR_MAX_BODY_BYTES)",
+        )
+        response = problem_response(problem)
+        response.headers["connection"] = "close"
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="Required on every route but /v1/health when the server sets AUTOPAR_API_TOKEN.",
+)
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """Check the bearer token when the server has one (``request.app.state.settings``)."""
+    expected: str | None = request.app.state.settings.api_token
+    if expected is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiProblem(
+            401,
+            "unauthorized",
+            "this server requires 'Authorization: Bearer <token>' (AUTOPAR_API_TOKEN); "
+            + ("the token given is wrong" if credentials is not None else "none was given"),
+            headers={"WWW-Authenticate": "Bearer"},
+        )

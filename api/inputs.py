@@ -1,0 +1,230 @@
+"""Request bodies to the planner's specs, with the checks the schema cannot express.
+
+Names never reach the file-path branches of ``planner.catalog``: a model name is looked
+up in the catalogue, then among the imported models; a cluster name must be a preset.
+After resolution the checks that need the resolved specs run: the cluster's size
+(``limits.MAX_GPUS``), an estimate's pipeline schedule size (``limits.MAX_PIPELINE_OPS``)
+and a plan's search space (``ApiSettings.max_search_layouts``). Catalogue lookups are cached
+per process (the catalogue is package data: it does not change while the server runs).
+
+A plan's canonical inputs (:func:`plan_inputs`) are the resolved specs plus every knob
+that changes the result, with defaults filled in and the batch expressed in sequences:
+two requests with equal canonical inputs (by name or inline, in sequences or tokens)
+get the same stored job.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+import hardware_db
+from api import limits as L
+from api.schemas import ClusterInput, EstimateRequest, PlanRequest, WorkloadRequest
+from api.spec_inputs import plain
+from api.store import ModelStore
+from planner import catalog
+from planner.cli.inputs import build_spec
+from planner.emit.base import autopar_version
+from planner.errors import SpecError, UnknownNameError
+from planner.predict import Estimate, estimate
+from planner.search.candidates import coerce_knobs, enumerate_space
+from planner.specs._base import spec_error
+from planner.specs.hardware import ClusterSpec, GPUSpec, LinkSpec
+from planner.specs.layout import ParallelConfig
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+
+@functools.cache
+def _catalogue_model(name: str) -> ModelSpec | None:
+    """Catalogue files are package data: read each once per process."""
+    try:
+        return catalog.catalog_model(name).spec
+    except UnknownNameError:
+        return None
+
+
+@functools.cache
+def _presets() -> tuple[str, ...]:
+    return tuple(hardware_db.list_clusters())
+
+
+@functools.lru_cache(maxsize=1024)
+def _preset_cluster(name: str, nodes: int | None, gpus: int | None) -> ClusterSpec:
+    return catalog.load_cluster(name, nodes=nodes, gpus=gpus)
+
+
+def resolve_model(ref: str | BaseModel, models: ModelStore) -> ModelSpec:
+    """A catalogue or imported model by name, or an inline spec."""
+    if not isinstance(ref, str):
+        return plain(ModelSpec, ref)
+    spec = _catalogue_model(ref)
+    if spec is None:
+        stored = models.get(ref)
+        if stored is None:
+            raise UnknownNameError(
+                f"model: unknown '{ref}'; GET /v1/models lists the catalogue and imported models"
+            )
+        return ModelSpec.model_validate(stored)
+    return spec
+
+
+def resolve_cluster(ref: str | ClusterInput, *, gpus: int | None, nodes: int | None) -> ClusterSpec:
+    """A preset by name, or an inline cluster, sized by ``gpus`` or ``nodes`` like the CLI."""
+    if gpus is not None and nodes is not None:
+        raise SpecError("cluster: give nodes or gpus, not both")
+    if isinstance(ref, str):
+        if ref not in _presets():
+            raise UnknownNameError(
+                f"cluster: unknown preset '{ref}'; known: {', '.join(_presets())}"
+            )
+        per_node = _preset_cluster(ref, None, None).gpus_per_node
+        _check_size(gpus=gpus, nodes=nodes, per_node=per_node)
+        return _preset_cluster(ref, nodes, gpus)
+    _check_size(gpus=gpus, nodes=nodes, per_node=ref.gpus_per_node)
+    num_gpus = gpus if gpus is not None else (nodes or 1) * ref.gpus_per_node
+    try:
+        return ClusterSpec(
+            name=ref.name,
+            gpu=_hardware(ref.gpu, GPUSpec, catalog.load_gpu),
+            num_gpus=num_gpus,
+            gpus_per_node=ref.gpus_per_node,
+            intra_node=_hardware(ref.intra_node, LinkSpec, catalog.load_link),
+            inter_node=_hardware(ref.inter_node, LinkSpec, catalog.load_link),
+            nics_per_node=ref.nics_per_node or ref.gpus_per_node,
+        )
+    except ValidationError as error:
+        raise spec_error(error, what="cluster") from None
+
+
+def _hardware(ref: str | BaseModel, spec: type[BaseModel], load: Any) -> Any:
+    return load(ref) if isinstance(ref, str) else plain(spec, ref)
+
+
+def _check_size(*, gpus: int | None, nodes: int | None, per_node: int) -> None:
+    if nodes is not None and nodes * per_node > L.MAX_GPUS:
+        raise SpecError(
+            f"nodes: {nodes} nodes x {per_node} GPUs = {nodes * per_node} GPUs exceeds this "
+            f"service's bound of {L.MAX_GPUS} GPUs"
+        )
+
+
+def resolve_workload(body: WorkloadRequest) -> WorkloadSpec:
+    """The workload, its batch counted in sequences (bounded by ``MAX_GLOBAL_BATCH``)."""
+    workload = build_spec(
+        WorkloadSpec,
+        "workload",
+        seq_len=body.seq_len,
+        global_batch=body.global_batch,
+        global_batch_tokens=body.global_batch_tokens,
+        precision=body.precision,
+    )
+    if workload.sequences_per_step > L.MAX_GLOBAL_BATCH:
+        raise SpecError(
+            f"global_batch_tokens: {workload.global_batch_tokens} tokens = "
+            f"{workload.sequences_per_step} sequences of {workload.seq_len}, more than this "
+            f"service's bound of {L.MAX_GLOBAL_BATCH} sequences"
+        )
+    return WorkloadSpec(
+        seq_len=workload.seq_len,
+        global_batch=workload.sequences_per_step,
+        precision=workload.precision,
+    )
+
+
+def run_estimate(body: EstimateRequest, models: ModelStore) -> Estimate:
+    """``autopar estimate`` for a request body."""
+    model = resolve_model(body.model, models)
+    cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
+    workload = resolve_workload(body)
+    fields: dict[str, Any] = {
+        "tp": body.tp,
+        "pp": body.pp,
+        "cp": body.cp,
+        "ep": body.ep,
+        "etp": body.etp,
+        "vpp": body.vpp,
+        "mbs": body.mbs,
+        "distributed_optimizer": body.distributed_optimizer,
+        "sequence_parallel": body.sequence_parallel,
+        "recompute": body.recompute,
+        "recompute_method": body.recompute_method,
+        "recompute_num_layers": body.recompute_layers,
+    }
+    if body.zero is not None:
+        fields["zero_stage"] = body.zero
+    layout = build_spec(ParallelConfig, "layout", **fields)
+    _check_pipeline_size(layout, cluster=cluster, workload=workload)
+    return estimate(
+        model=model,
+        cluster=cluster,
+        workload=workload,
+        layout=layout,
+        framework=body.framework,
+        state_layout_name=body.state_layout,
+        flash_attention=body.flash_attention,
+    )
+
+
+def _check_pipeline_size(
+    layout: ParallelConfig, *, cluster: ClusterSpec, workload: WorkloadSpec
+) -> None:
+    """Micro-batches x pp x vpp within ``MAX_PIPELINE_OPS`` (other rules: the planner's)."""
+    model_parallel = layout.tp * layout.cp * layout.pp
+    if cluster.num_gpus % model_parallel != 0:
+        return  # the planner names the broken divisibility rule
+    dp = layout.dp or cluster.num_gpus // model_parallel
+    microbatches = -(-workload.sequences_per_step // (layout.mbs * dp))
+    ops = microbatches * layout.pp * (layout.vpp or 1)
+    if ops > L.MAX_PIPELINE_OPS:
+        raise SpecError(
+            f"global_batch: {microbatches} micro-batches x pp {layout.pp} x vpp "
+            f"{layout.vpp or 1} = {ops} pipeline operations exceed this service's bound of "
+            f"{L.MAX_PIPELINE_OPS}; raise mbs or dp, or lower global_batch"
+        )
+
+
+def plan_inputs(
+    body: PlanRequest, models: ModelStore, *, max_time_limit_s: float, max_layouts: int
+) -> tuple[dict[str, Any], int]:
+    """The canonical inputs of a plan request and the size of its search space."""
+    model = resolve_model(body.model, models)
+    cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
+    workload = resolve_workload(body)
+    fixed = coerce_knobs(dict(body.fix or {}), option="fix")
+    maxima = dict(body.max or {})
+    space = enumerate_space(
+        model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima
+    )
+    if len(space.layouts) > max_layouts:
+        raise SpecError(
+            f"max: the search space holds {len(space.layouts)} candidate layouts, more than "
+            f"this server's bound of {max_layouts}; pin knobs with fix or bound them with max"
+        )
+    inputs = {
+        "autopar": autopar_version(),
+        "model": model.model_dump(mode="json"),
+        "cluster": cluster.model_dump(mode="json"),
+        "workload": workload.model_dump(mode="json"),
+        "framework": body.framework,
+        "objective": body.objective,
+        "fix": fixed,
+        "max": maxima,
+        "headroom_gib": body.headroom_gib,
+        "top_k": body.top_k,
+        "time_limit_s": min(body.time_limit, max_time_limit_s),
+    }
+    for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
+        if getattr(body, knob) is not None:  # absent unless given: older hashes stay valid
+            inputs[knob] = getattr(body, knob)
+    return json.loads(json.dumps(inputs)), len(space.layouts)
+
+
+def inputs_hash(inputs: dict[str, Any]) -> str:
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,238 @@
+"""Request and response bodies of the REST service.
+
+Requests use the CLI's option names in snake_case (``--seq-len`` -> ``seq_len``, ``--fix
+tp=8`` -> ``"fix": {"tp": 8}``, ``--max`` -> ``max``, ``--time-limit`` -> ``time_limit``,
+``--zero`` -> ``zero``, ``--recompute-layers`` -> ``recompute_layers``). ``model`` and
+``cluster`` are a catalogue name or an inline spec (:mod:`api.spec_inputs`); ``gpus`` or
+``nodes`` sizes the cluster as on the command line. Responses reuse the planner's own
+models: ``Estimate`` (``autopar estimate --json``) and ``PlanResult`` (``autopar plan
+--json``). Every size has an upper bound (:mod:`api.limits`), stated in the schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from api import limits as L
+from api.problems import Problem
+from api.spec_inputs import GPUInput, LinkInput, ModelInput
+from planner.cost.frameworks import Framework, StateLayoutName
+from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
+from planner.specs.hardware import GPUSpec, LinkSpec
+from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
+from planner.specs.model import ModelSpec
+from planner.specs.workload import Precision
+
+Name = Annotated[str, Field(pattern=L.NAME_PATTERN, description="a catalogue name")]
+
+
+def _name_or_inline(value: Any) -> str:
+    return "name" if isinstance(value, str) else "inline"
+
+
+def _either(inline: Any, what: str) -> Any:
+    """A catalogue name or an inline spec (the tag, 'name' or 'inline', shows in error paths)."""
+    return Annotated[
+        Annotated[Name, Tag("name")] | Annotated[inline, Tag("inline")],
+        Discriminator(_name_or_inline),
+        Field(description=f"{what}: a catalogue name, or an inline spec"),
+    ]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterInput(Body):
+    """An inline cluster: the keys of a cluster preset file, GPU and links by id or inline."""
+
+    name: str = Field(default="custom", pattern=L.NAME_PATTERN)
+    gpu: _either(GPUInput, "GPU")  # type: ignore[valid-type]
+    gpus_per_node: int = Field(ge=1, le=L.MAX_GPUS_PER_NODE)
+    intra_node: _either(LinkInput, "link inside a node")  # type: ignore[valid-type]
+    inter_node: _either(LinkInput, "link between nodes")  # type: ignore[valid-type]
+    nics_per_node: int | None = Field(
+        default=None, ge=1, le=L.MAX_GPUS_PER_NODE, description="default: gpus_per_node"
+    )
+
+
+class WorkloadRequest(Body):
+    """What every estimate and plan names: model, cluster and its size, workload, framework."""
+
+    model: _either(ModelInput, "the model")  # type: ignore[valid-type]
+    cluster: _either(ClusterInput, "the cluster")  # type: ignore[valid-type]
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        le=L.MAX_GPUS,
+        description=f"total GPUs (a partial node is fine); at most {L.MAX_GPUS}",
+    )
+    nodes: int | None = Field(
+        default=None,
+        ge=1,
+        le=L.MAX_NODES,
+        description=f"whole nodes; nodes x gpus_per_node at most {L.MAX_GPUS} GPUs",
+    )
+    seq_len: int = Field(ge=1, le=L.MAX_SEQ_LEN, description="tokens per sequence")
+    global_batch: int | None = Field(
+        default=None, ge=1, le=L.MAX_GLOBAL_BATCH, description="sequences per step"
+    )
+    global_batch_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=L.MAX_GLOBAL_BATCH_TOKENS,
+        description=f"tokens per step; at most {L.MAX_GLOBAL_BATCH} sequences",
+    )
+    precision: Precision = "bf16"
+    framework: Framework = "megatron"
+
+
+class EstimateRequest(WorkloadRequest):
+    """``autopar estimate``: one layout's memory per stage and step time."""
+
+    tp: int = Field(default=1, ge=1, le=L.MAX_DEGREE)
+    pp: int = Field(default=1, ge=1, le=L.MAX_DEGREE)
+    cp: int = Field(default=1, ge=1, le=L.MAX_DEGREE)
+    ep: int = Field(default=1, ge=1, le=L.MAX_DEGREE)
+    etp: int | None = Field(default=None, ge=1, le=L.MAX_DEGREE)
+    vpp: int | None = Field(default=None, ge=1, le=64)
+    mbs: int = Field(default=1, ge=1, le=L.MAX_MBS)
+    zero: Literal[0, 1, 2, 3] | None = Field(default=None, description="ZeRO stage")
+    distributed_optimizer: bool = False
+    sequence_parallel: bool = False
+    recompute: Recompute = "none"
+    recompute_method: RecomputeMethod | None = None
+    recompute_layers: int | None = Field(default=None, ge=1, le=L.MAX_LAYERS)
+    state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
+    flash_attention: bool = True
+
+
+KnobName = Literal[tuple(ParallelConfig.model_fields)]  # type: ignore[valid-type]
+IntKnobName = Literal[
+    "tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs",
+    "recompute_num_layers", "first_stage_layers", "last_stage_layers",
+]  # fmt: skip
+KnobValue = int | float | bool | str | None
+
+
+class PlanRequest(WorkloadRequest):
+    """``autopar plan``: the fastest layouts that fit, ranked."""
+
+    objective: Literal["throughput", "cost", "min-gpus"] = "throughput"
+    fix: dict[KnobName, KnobValue] | None = Field(  # type: ignore[valid-type]
+        default=None, description='pin knobs, e.g. {"tp": 8, "cp": 2}'
+    )
+    max: dict[IntKnobName, Annotated[int, Field(ge=1, le=65536)]] | None = Field(
+        default=None, description='bound knobs, e.g. {"tp": 8, "pp": 4}'
+    )
+    headroom_gib: float = Field(default=0.0, ge=0.0, le=L.MAX_HEADROOM_GIB)
+    price_per_gpu_hour: float | None = Field(
+        default=None, ge=0.0, le=1e4, description="objective cost: price of one GPU-hour"
+    )
+    token_budget: float | None = Field(
+        default=None, gt=0.0, le=1e16, description="objective cost or min-gpus: tokens to train"
+    )
+    deadline_hours: float | None = Field(
+        default=None, gt=0.0, le=1e5, description="objective min-gpus: hours for the budget"
+    )
+    top_k: int = Field(default=5, ge=1, le=L.MAX_TOP_K)
+    time_limit: float = Field(
+        default=DEFAULT_TIME_LIMIT_S,
+        ge=L.MIN_TIME_LIMIT_S,
+        le=L.MAX_TIME_LIMIT_CEILING_S,
+        description=(
+            "seconds for the whole search; capped at the server's AUTOPAR_MAX_TIME_LIMIT_S "
+            "(default 60); the job is stopped at its limit plus max(AUTOPAR_JOB_GRACE_S, "
+            "a quarter of the limit)"
+        ),
+    )
+
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class JobProgress(BaseModel):
+    queue_position: int | None = Field(
+        default=None, description="queued jobs ahead of this one (queued only)"
+    )
+    elapsed_s: float | None = Field(default=None, description="since the job started running")
+    time_limit_s: float = Field(description="the job's time limit after the server's cap")
+    fraction_of_time_limit: float | None = Field(
+        default=None, ge=0, le=1, description="elapsed_s / time_limit_s (running only)"
+    )
+    layouts: int = Field(description="candidate layouts the search evaluates")
+    cancel_requested: bool = False
+
+
+class Job(BaseModel):
+    """A planning job; ``result`` is exactly ``autopar plan --json`` once ``done``."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    inputs_hash: str = Field(description="sha256 of the canonical inputs")
+    progress: JobProgress
+    request: dict[str, Any] = Field(description="the body as it was first submitted")
+    result: PlanResult | None = None
+    error: Problem | None = None
+    reused: bool = Field(
+        default=False, description="this answer is a stored job with the same canonical inputs"
+    )
+
+
+class ModelEntry(BaseModel):
+    """A model and its size (``autopar models show --json``), with where it comes from."""
+
+    name: str
+    display_name: str | None = None
+    origin: Literal["catalogue", "imported"]
+    spec: ModelSpec
+    params_total: int
+    params_active: int
+    flops_per_token: float
+    flops_seq_len: int
+
+
+class ClusterEntry(BaseModel):
+    """A cluster preset (one node; size it with ``gpus`` or ``nodes`` in a request)."""
+
+    id: str
+    gpu: GPUSpec
+    gpus_per_node: int
+    intra_node: LinkSpec
+    inter_node: LinkSpec
+    nics_per_node: int
+    inter_node_bandwidth_per_gpu_gbps: float
+
+
+class LaunchFiles(BaseModel):
+    job_id: str
+    format: str
+    plan_rank: int = Field(description="1 = the best plan")
+    files: dict[str, str] = Field(description="file name -> contents")
+
+
+class Limits(BaseModel):
+    max_gpus: int = L.MAX_GPUS
+    max_global_batch: int = L.MAX_GLOBAL_BATCH
+    max_seq_len: int = L.MAX_SEQ_LEN
+    max_pipeline_ops: int = L.MAX_PIPELINE_OPS
+    max_time_limit_s: float
+    max_body_bytes: int
+    max_search_layouts: int
+    max_queued_jobs: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str = Field(description="sqlite or postgresql")
+    job_workers: int
+    job_workers_ready: int = Field(description="planning processes started and warmed up")
+    queued_jobs: int
+    limits: Limits

@@ -1,0 +1,105 @@
+"""The planning worker: a separate process that runs ``planner.plan`` for one job at a time.
+
+Planning is CPU-bound, so it runs outside the server's event loop and threads, in a
+process the dispatcher (:mod:`api.jobs`) can kill when the job is cancelled or overruns.
+It is started as ``python -m api.worker`` (a plain subprocess: nothing of the server's
+process, its threads or its ``__main__`` is inherited) and speaks JSON lines:
+
+    worker -> {"ready": true}                          once warmed up
+    parent -> {"job": id, "inputs": {...}}             the job's canonical inputs
+    worker -> {"status": "done", "result": {...}}      ``autopar plan --json``
+           |  {"status": "failed", "error": {...}}     a problem: user error (422) or 500
+    parent closes stdin                                 the worker exits
+
+Warm-up fits the rate efficiencies once per process (``planner.cost.rates``, about 1.5 s
+on one core), so the first job does not pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import IO, Any
+
+import hardware_db
+from api.problems import ApiProblem, from_autopar_error, internal_error
+from planner.catalog import load_gpu
+from planner.cost.rates import rates_for
+from planner.errors import AutoparError
+from planner.plan import plan
+from planner.specs.hardware import ClusterSpec
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+log = logging.getLogger("autopar.worker")
+
+
+def warm_up() -> None:
+    """Fit the achievable rates of every catalogue GPU that has them (cached per process)."""
+    for gpu_id in hardware_db.list_gpus():
+        try:
+            rates_for(load_gpu(gpu_id), "bf16")
+        except AutoparError:
+            continue  # a GPU without measurements to borrow: its requests say so themselves
+
+
+def run_plan(inputs: dict[str, Any]) -> dict[str, Any]:
+    """``planner.plan`` on a job's canonical inputs (:func:`api.inputs.plan_inputs`)."""
+    result = plan(
+        model=ModelSpec.model_validate(inputs["model"]),
+        cluster=ClusterSpec.model_validate(inputs["cluster"]),
+        workload=WorkloadSpec.model_validate(inputs["workload"]),
+        framework=inputs["framework"],
+        objective=inputs["objective"],
+        fixed=inputs["fix"],
+        maxima=inputs["max"],
+        headroom_gib=inputs["headroom_gib"],
+        top_k=inputs["top_k"],
+        time_limit_s=inputs["time_limit_s"],
+        **{
+            knob: inputs[knob]
+            for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours")
+            if knob in inputs
+        },
+    )
+    return result.model_dump(mode="json")
+
+
+def serve(commands: IO[str], answers: IO[str]) -> None:
+    """The worker's loop over JSON lines (see the module docstring)."""
+    warm_up()
+    _send(answers, {"ready": True})
+    for line in commands:
+        message = json.loads(line)
+        job_id, inputs = message["job"], message["inputs"]
+        try:
+            _send(answers, {"status": "done", "result": run_plan(inputs)})
+        except AutoparError as error:
+            _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})
+        except Exception:
+            log.exception("job %s failed with an internal error", job_id)
+            _send(answers, {"status": "failed", "error": _problem(internal_error(f"job-{job_id}"))})
+
+
+def _send(answers: IO[str], message: dict[str, Any]) -> None:
+    answers.write(json.dumps(message) + "\n")
+    answers.flush()
+
+
+def _problem(problem: ApiProblem) -> dict[str, Any]:
+    return problem.problem().model_dump(mode="json", exclude_none=True)
+
+
+def main() -> None:
+    """``python -m api.worker``: answers on the original stdout; anything else printed
+    (by a library, or C code) goes to stderr, so it cannot corrupt the protocol."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    logging.basicConfig(level=logging.WARNING, format="autopar worker: %(message)s")
+    serve(sys.stdin, answers)
+
+
+if __name__ == "__main__":
+    main()
