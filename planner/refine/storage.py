@@ -12,9 +12,11 @@ Settings:
   Optuna's own storage tests open it (``optuna/testing/storages.py``); SQLite serialises
   writers, which is enough for a few workers on one machine. Across machines use
   PostgreSQL (``postgresql+psycopg://...``). Connections switch the file to write-ahead
-  logging with ``synchronous=NORMAL``: a commit then appends to the log without waiting
-  for the disk (SQLite's documentation, "Write-Ahead Logging" and "PRAGMA synchronous":
-  consistent after a crash, only the last commits may be lost), which makes a trial, about
+  logging with ``synchronous=NORMAL`` and begin each transaction with the write lock
+  (``BEGIN IMMEDIATE``, so a trial is handed to one worker only): a commit then appends
+  to the log without waiting for the disk (SQLite's documentation, "Write-Ahead Logging"
+  and "PRAGMA synchronous": consistent after a crash, only the last commits may be lost),
+  which makes a trial, about
   30 small commits, several times faster than the default rollback journal's fsync per
   commit. WAL needs the file on a local file system, as SQLite does in any case.
 * Heartbeats (Optuna's ``heartbeat_interval``/``grace_period``): a worker records one
@@ -78,15 +80,31 @@ def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SpecError(f"--storage: cannot open '{masked(url)}': {first}") from None
     if dialect == "sqlite":
-        # connections opened from now on use WAL; drop the ones Optuna opened to set up
+        # connections opened from now on use WAL and take the write lock when a transaction
+        # begins; drop the ones Optuna opened to set up
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_wal)
+        sqlalchemy.event.listen(storage.engine, "begin", _sqlite_begin_immediate)
         storage.engine.dispose()
     return storage
 
 
 def _sqlite_wal(connection: Any, _record: Any) -> None:
-    """WAL journal with ``synchronous=NORMAL`` (see the module docstring)."""
+    """WAL journal with ``synchronous=NORMAL`` (see the module docstring); the driver's
+    own implicit transactions are switched off so that ``_sqlite_begin_immediate`` starts
+    each one."""
+    connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    """Begin every transaction with the write lock (``BEGIN IMMEDIATE``).
+
+    Optuna hands a waiting trial to a worker by reading that it is WAITING and then
+    setting it RUNNING in one transaction; PostgreSQL locks the row (``SELECT ... FOR
+    UPDATE``), SQLite has no row locks, and under its default deferred transactions two
+    workers could both read WAITING and both run the trial. Taking the lock at BEGIN makes
+    the read and the write one atomic step (SQLAlchemy's documented recipe for pysqlite)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
