@@ -29,6 +29,12 @@ PRESETS: dict[str, LlamaConfig] = {
     "llama-1b": LlamaConfig(16, 2048, 32, 8, 8192, 128256, seq_len=2048),
     "llama-3b": LlamaConfig(28, 3072, 24, 8, 8192, 128256, seq_len=2048),
     "llama-8b": LlamaConfig(32, 4096, 32, 8, 14336, 128256, seq_len=2048),
+    # shapes of the validation sweep, never used to calibrate the time model:
+    # Qwen2.5-1.5B (config.json: 28 layers, 1536 hidden, 12/2 heads, 8960 ffn, 151936
+    # vocab, tied) and Mistral-7B-v0.1 (32 layers, 4096 hidden, 32/8 heads, 14336 ffn,
+    # 32000 vocab)
+    "qwen-1.5b": LlamaConfig(28, 1536, 12, 2, 8960, 151936, seq_len=2048, tie_embeddings=True),
+    "mistral-7b": LlamaConfig(32, 4096, 32, 8, 14336, 32000, seq_len=2048),
 }
 MODES = ("single", "ddp", "fsdp2", "tp", "pp")
 PRECISIONS = ("bf16-autocast", "bf16")

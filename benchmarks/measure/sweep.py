@@ -72,6 +72,25 @@ SWEEPS: dict[str, list[Run]] = {
         *[("llama-8b", s, 1, "full", B, 1, False) for s in (4096, 8192)],
         ("llama-8b", 4096, 1, "none", B, 1, False),  # near 80 GB
     ],
+    # out-of-sample check of the time and memory models: shapes, sequence lengths and
+    # micro-batches the single-gpu sweep (which calibrates the launch overheads) never
+    # ran; stored as validation_steps.jsonl, which nothing fits to
+    "validation": [
+        ("qwen-1.5b", 2048, 2, "none", A, 1, False),
+        ("qwen-1.5b", 4096, 4, "full", A, 1, False),
+        ("qwen-1.5b", 8192, 1, "none", B, 1, False),
+        ("qwen-1.5b", 2048, 1, "none", B, 1, True),
+        ("mistral-7b", 1024, 2, "none", B, 1, False),
+        ("mistral-7b", 2048, 1, "full", B, 1, False),
+        ("mistral-7b", 4096, 2, "full", B, 1, False),
+        ("llama-1b", 16384, 1, "full", A, 1, False),
+        ("llama-1b", 1024, 8, "none", B, 1, False),
+        ("llama-1b", 2048, 4, "none", A, 2, False),
+        ("llama-3b", 2048, 4, "full", B, 1, False),
+        ("llama-3b", 16384, 1, "full", B, 1, False),
+        ("llama-8b", 2048, 2, "full", B, 1, False),
+        ("llama-8b", 16384, 1, "full", B, 1, False),
+    ],
 }
 # For the time estimate only. On an H100 (torch 2.11, 2026-11-23) the runs of this sweep
 # reached 95-450 TFLOP/s by this count (small batches are dominated by the optimizer
