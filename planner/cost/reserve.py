@@ -33,6 +33,7 @@ from planner.specs.layout import ParallelConfig
 
 NCCL_BYTES_PER_COMMUNICATOR = 2 * 16 * 2 * 4 * 2**20
 MEASUREMENTS_FILE = "train_steps.jsonl"
+VALIDATION_FILE = "validation_steps.jsonl"
 
 OPTIMIZER_KIND: dict[str, OptimizerKind] = {
     "megatron": "fused",  # Transformer Engine / Apex FusedAdam (multi-tensor apply)
@@ -67,11 +68,14 @@ def communication_buckets(*, framework: str, zero_stage: int, states: StateLayou
 
 
 @cache
-def measured_records(gpu_id: str) -> tuple[dict, ...]:
-    """Every training-step record stored for ``gpu_id`` (out-of-memory runs included)."""
+def measured_records(gpu_id: str, file: str = MEASUREMENTS_FILE) -> tuple[dict, ...]:
+    """Every training-step record stored for ``gpu_id`` (out-of-memory runs included).
+
+    ``file`` = ``VALIDATION_FILE`` reads the validation sweeps instead: records nothing
+    is fitted or calibrated to (``benchmarks/accuracy_measured.py``)."""
     records: list[dict] = []
     for profile in hardware_db.list_profiles(gpu_id):
-        path = hardware_db.profiles_dir() / gpu_id / profile / MEASUREMENTS_FILE
+        path = hardware_db.profiles_dir() / gpu_id / profile / file
         if path.is_file():
             records.extend(
                 json.loads(line) for line in path.read_text().splitlines() if line.strip()
