@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.cost.reserve import measured_records
+from planner.cost.reserve import VALIDATION_FILE, measured_records
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_measured.py"
 
@@ -47,3 +47,20 @@ def test_runs_that_ran_out_of_memory_are_predicted_not_to_fit(rows: list[dict]) 
     oom = [row for row in rows if row["measured_gib"] is None]
     assert oom, "the sweep recorded out-of-memory runs"
     assert all(not row["predicted_fits"] for row in oom)
+
+
+@pytest.mark.parametrize("gpu_id", ["h100-sxm", "h200-sxm"])
+def test_validation_sweep_memory_within_two_percent(gpu_id: str) -> None:
+    """The validation sweeps (shapes never used to calibrate anything) stay within 2%, and
+    their out-of-memory run is predicted not to fit."""
+    module = _benchmark_module()
+    records = measured_records(gpu_id, VALIDATION_FILE)
+    assert len(records) >= 14
+    for record in records:
+        result = module.predict(record, gpu_id=gpu_id)
+        if record.get("oom"):
+            assert not result.memory.fits, record["config"]["preset"]
+            continue
+        measured = record["memory"]["timed_peak_allocated"] / 2**30
+        error = result.memory.stages[0].allocated_gib / measured - 1
+        assert abs(error) <= 0.02, (record["config"]["preset"], error)
