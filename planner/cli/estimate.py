@@ -71,7 +71,7 @@ def estimate_command(
     ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Predict per-GPU memory of every pipeline stage for one layout, and whether it fits."""
+    """Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU."""
     check_framework(framework)
     model_spec, cluster_spec, workload = load_inputs(
         model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
