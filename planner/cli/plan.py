@@ -10,6 +10,13 @@ import typer
 from rich.table import Table
 
 from planner.cli.emit import write_emitted
+from planner.cli.hardware_rank import (
+    MeasureDeviceOption,
+    MeasureStepsOption,
+    RefineOnHardwareOption,
+    rank_on_hardware,
+    render_hardware,
+)
 from planner.cli.inputs import (
     ClusterOption,
     FrameworkOption,
@@ -124,6 +131,10 @@ def plan_command(
     refine_objectives: RefineObjectivesOption = "throughput",
     study_name: StudyNameOption = None,
     storage: StorageOption = None,
+    # empirical re-ranking on this machine's GPUs (planner/cli/hardware_rank.py)
+    refine_on_hardware: RefineOnHardwareOption = 0,
+    measure_device: MeasureDeviceOption = "cuda",
+    measure_steps: MeasureStepsOption = 6,
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
@@ -153,6 +164,17 @@ def plan_command(
         token_budget=parse_tokens(token_budget) if token_budget is not None else None,
         deadline_hours=deadline_hours,
     )
+    if refine_on_hardware:  # measure the top K on the local GPUs, report both rankings
+        ranking = rank_on_hardware(
+            result, top=refine_on_hardware, model=model_spec, cluster=cluster_spec,
+            workload=workload, framework=framework, device=measure_device, steps=measure_steps,
+        )  # fmt: skip
+        if as_json:
+            print_json({**result.model_dump(mode="json"), "hardware": ranking.model_dump()})
+            return
+        render_plan(result)
+        render_hardware(ranking)
+        return
     if refine:  # --refine N: refine the plans, then emit/print with a refinement block
         finish_with_refinement(
             result, trials=refine, objectives=refine_objectives, study_name=study_name,
