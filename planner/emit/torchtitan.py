@@ -76,7 +76,8 @@ RECIPE_MODULE = "autopar_torchtitan"
 RECIPE_FILE = f"{RECIPE_MODULE}.py"
 TOML_FILE = "torchtitan.toml"
 LAUNCH_FILE = "run_torchtitan.sh"
-STEPS_PLACEHOLDER = 1000  # set the real run length with --training.steps N
+DEFAULT_STEPS = 1000
+"""Run length written when the plan has no token budget; --training.steps N overrides it."""
 DATASET = "c4"  # torchtitan's shipped recipes train on c4; JobConfig's default is c4_test
 COMPILE_COMPONENTS = ["model", "loss"]  # torchtitan's default compile components
 
@@ -296,7 +297,7 @@ def torchtitan_settings(plan: EmitInput) -> Settings:
         "local_batch_size": plan.global_batch // dp if layout.pp > 1 else layout.mbs,
         "global_batch_size": plan.global_batch,
         "seq_len": plan.seq_len,
-        "steps": STEPS_PLACEHOLDER,
+        "steps": DEFAULT_STEPS,
         "dataset": DATASET,
         "mixed_precision_param": "float32" if plan.precision == "fp32" else "bfloat16",
     }
@@ -741,8 +742,9 @@ def _launcher(plan: EmitInput, *, version: Version) -> str:
         + (" (required)" if nodes > 1 else " (default 127.0.0.1)"),
         "#   MASTER_PORT      rendezvous port on node 0 (default 29500)",
         "#   LOG_RANK         local ranks whose output is shown (default 0)",
-        "# Arguments are passed to torchtitan.train: e.g. --training.steps 5000 (the steps and",
-        "# dataset written here are placeholders). A config check without training:",
+        "# Arguments are passed to torchtitan.train, e.g. --training.steps 5000 (written here:",
+        f"# {DEFAULT_STEPS} steps on the {DATASET} dataset, as torchtitan's recipes; set yours).",
+        "# A config check without training:",
         f"#   NGPU={plan.num_gpus} LOCAL_RANK=0 {dry_run} \\",
         "#     --comm.mode fake_backend --training.steps 1  (in TORCHTITAN_PATH, on one GPU)",
         "set -euo pipefail",

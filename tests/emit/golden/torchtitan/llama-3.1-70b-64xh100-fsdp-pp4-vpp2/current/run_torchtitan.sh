@@ -17,8 +17,9 @@
 #   MASTER_ADDR      address of node 0 (required)
 #   MASTER_PORT      rendezvous port on node 0 (default 29500)
 #   LOG_RANK         local ranks whose output is shown (default 0)
-# Arguments are passed to torchtitan.train: e.g. --training.steps 5000 (the steps and
-# dataset written here are placeholders). A config check without training:
+# Arguments are passed to torchtitan.train, e.g. --training.steps 5000 (written here:
+# 1000 steps on the c4 dataset, as torchtitan's recipes; set yours).
+# A config check without training:
 #   NGPU=64 LOCAL_RANK=0 PYTHONPATH=<this folder> python -m torchtitan.train --module autopar_torchtitan --config autopar_llama_3_1_70b \
 #     --comm.mode fake_backend --training.steps 1  (in TORCHTITAN_PATH, on one GPU)
 set -euo pipefail

@@ -16,8 +16,9 @@
 #   MASTER_ADDR      address of node 0 (default 127.0.0.1)
 #   MASTER_PORT      rendezvous port on node 0 (default 29500)
 #   LOG_RANK         local ranks whose output is shown (default 0)
-# Arguments are passed to torchtitan.train: e.g. --training.steps 5000 (the steps and
-# dataset written here are placeholders). A config check without training:
+# Arguments are passed to torchtitan.train, e.g. --training.steps 5000 (written here:
+# 1000 steps on the c4 dataset, as torchtitan's recipes; set yours).
+# A config check without training:
 #   NGPU=8 LOCAL_RANK=0 python -m torchtitan.train --job.config_file <this folder>/torchtitan.toml \
 #     --comm.mode fake_backend --training.steps 1  (in TORCHTITAN_PATH, on one GPU)
 set -euo pipefail
