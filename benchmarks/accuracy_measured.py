@@ -28,8 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_measured import CLUSTER_FOR_GPU, describe, predict
+from memory_measured import describe
 
+from planner.cost.measured import MEASURED_CLUSTERS, estimate_record
 from planner.cost.reserve import VALIDATION_FILE, measured_records, measured_runs
 
 TIME_TARGET_PCT = 10.0
@@ -44,7 +45,7 @@ def rows(gpu_id: str) -> list[dict[str, Any]]:
     for record, role in records:
         if record["config"].get("mode", "single") != "single":
             continue
-        result = predict(record, gpu_id=gpu_id)
+        result = estimate_record(record, gpu_id=gpu_id)
         row: dict[str, Any] = {"gpu": gpu_id, "config": describe(record["config"])}
         if record.get("oom"):
             row.update(oom=True, predicted_fits=result.memory.fits)
@@ -81,10 +82,10 @@ def _summary(label: str, errors: list[float], target: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="append", choices=sorted(CLUSTER_FOR_GPU))
+    parser.add_argument("--gpu", action="append", choices=sorted(MEASURED_CLUSTERS))
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
-    table = [row for gpu in args.gpu or sorted(CLUSTER_FOR_GPU) for row in rows(gpu)]
+    table = [row for gpu in args.gpu or sorted(MEASURED_CLUSTERS) for row in rows(gpu)]
     print(f"{'gpu':<10}{'configuration':<42}{'role':<10}{'time s':>9}{'ours':>9}{'error':>9}"
           f"{'GiB':>8}{'ours':>8}{'error':>9}")  # fmt: skip
     for row in table:
@@ -97,7 +98,7 @@ def main() -> None:
             f"{row['predicted_s']:>9.4f}{row['time_error_pct']:>+8.2f}%{row['measured_gib']:>8.2f}"
             f"{row['predicted_gib']:>8.2f}{row['memory_error_pct']:>+8.2f}%"
         )
-    for gpu in args.gpu or sorted(CLUSTER_FOR_GPU):
+    for gpu in args.gpu or sorted(MEASURED_CLUSTERS):
         mine = [r for r in table if r["gpu"] == gpu and not r["oom"]]
         for role in ("held out", "validation"):
             errors = [r["time_error_pct"] for r in mine if r["role"] == role]

@@ -23,33 +23,11 @@ import argparse
 import json
 from typing import Any
 
-from planner import WorkloadSpec, estimate, load_cluster
-from planner.cost.measured import (
-    layout_from_record,
-    model_from_record,
-    optimizer_kind,
-    state_layout_name,
-)
+from planner.cost.measured import estimate_record
 from planner.cost.reserve import measured_records
 
 TOLERANCE_PCT = 5.0
 OPTIMISM_LIMIT_PCT = 2.0
-CLUSTER_FOR_GPU = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}
-
-
-def predict(record: dict[str, Any], *, gpu_id: str) -> Any:
-    config = record["config"]
-    return estimate(
-        model=model_from_record(config),
-        cluster=load_cluster(CLUSTER_FOR_GPU[gpu_id], gpus=1),
-        workload=WorkloadSpec(
-            seq_len=config["model"]["seq_len"], global_batch=config["mbs"] * config["grad_accum"]
-        ),
-        layout=layout_from_record(config),
-        framework="pytorch",
-        state_layout_name=state_layout_name(config),
-        optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
-    )
 
 
 def describe(config: dict[str, Any]) -> str:
@@ -65,7 +43,7 @@ def run(gpu_id: str) -> list[dict[str, Any]]:
     for record in measured_records(gpu_id):
         if record["config"].get("mode", "single") != "single":
             continue
-        result = predict(record, gpu_id=gpu_id)
+        result = estimate_record(record, gpu_id=gpu_id)
         stage = result.memory.stages[0]
         row: dict[str, Any] = {
             "config": describe(record["config"]),

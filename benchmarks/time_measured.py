@@ -25,21 +25,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from planner import WorkloadSpec, estimate, load_cluster, load_gpu
+from planner import load_gpu
 from planner.cost.fit import Sample, step_time_s
 from planner.cost.measured import (
     MEASURED_FRAMEWORK,
-    layout_from_record,
-    model_from_record,
-    optimizer_kind,
+    estimate_record,
     single_gpu_step_phases,
-    state_layout_name,
 )
 from planner.cost.rates import transferred_rates
 from planner.cost.reserve import measured_runs
 
 TARGET_PCT = 10.0
-CLUSTER_FOR_GPU = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}
 
 
 def _label(config: dict[str, Any]) -> str:
@@ -54,18 +50,7 @@ def rows(gpu_id: str) -> list[dict[str, Any]]:
     out = []
     for position, record in enumerate(measured_runs(gpu_id)):
         config = record["config"]
-        result = estimate(
-            model=model_from_record(config),
-            cluster=load_cluster(CLUSTER_FOR_GPU[gpu_id], gpus=1),
-            workload=WorkloadSpec(
-                seq_len=config["model"]["seq_len"],
-                global_batch=config["mbs"] * config["grad_accum"],
-            ),
-            layout=layout_from_record(config),
-            framework="pytorch",
-            state_layout_name=state_layout_name(config),
-            optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
-        )
+        result = estimate_record(record, gpu_id=gpu_id)
         measured = record["time"]["median_s"]
         predicted = result.time.step_time_s
         out.append(

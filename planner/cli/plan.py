@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +38,9 @@ from planner.cli.refine import (
     RefineOption,
     StorageOption,
     StudyNameOption,
-    finish_with_refinement,
+    refine_plan,
+    refined_best,
+    render_refinement,
 )
 from planner.errors import SpecError
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult, plan
@@ -164,31 +167,35 @@ def plan_command(
         token_budget=parse_tokens(token_budget) if token_budget is not None else None,
         deadline_hours=deadline_hours,
     )
+    data = result.model_dump(mode="json")
+    extras: dict[str, Any] = {}
+    renders: list[Callable[[], None]] = []
+    emitted = data  # the plan --emit writes: the solver's best, or the refined best
+    if refine:  # --refine N: an Optuna study seeded with the solver's plans
+        refinement = refine_plan(
+            result.plans, model=model_spec, cluster=cluster_spec, workload=workload,
+            framework=framework, headroom_gib=headroom_gib, trials=refine,
+            objectives=refine_objectives, study_name=study_name, storage=storage,
+            quiet=as_json,
+        )  # fmt: skip
+        extras["refinement"] = refinement.model_dump(mode="json")
+        renders.append(lambda: render_refinement(refinement))
+        emitted = refined_best(refinement) or data
     if refine_on_hardware:  # measure the top K on the local GPUs, report both rankings
         ranking = rank_on_hardware(
             result, top=refine_on_hardware, model=model_spec, cluster=cluster_spec,
             workload=workload, framework=framework, device=measure_device, steps=measure_steps,
         )  # fmt: skip
-        if as_json:
-            print_json({**result.model_dump(mode="json"), "hardware": ranking.model_dump()})
-            return
-        render_plan(result)
-        render_hardware(ranking)
-        return
-    if refine:  # --refine N: refine the plans, then emit/print with a refinement block
-        finish_with_refinement(
-            result, trials=refine, objectives=refine_objectives, study_name=study_name,
-            storage=storage, model=model_spec, cluster=cluster_spec, workload=workload,
-            framework=framework, headroom_gib=headroom_gib, emit=emit, out=out,
-            as_json=as_json, render=render_plan,
-        )  # fmt: skip
-        return
+        extras["hardware"] = ranking.model_dump(mode="json")
+        renders.append(lambda: render_hardware(ranking))
     if emit is not None:
-        write_emitted(result.model_dump(mode="json"), format=emit, out=out, quiet=as_json)
+        write_emitted(emitted, format=emit, out=out, quiet=as_json)
     if as_json:
-        print_json(result.model_dump(mode="json"))
+        print_json({**data, **extras})
         return
     render_plan(result)
+    for render in renders:
+        render()
 
 
 def render_plan(result: PlanResult) -> None:

@@ -2,7 +2,7 @@
 
 ``autopar plan ... --refine N [--refine-objectives throughput,headroom] [--study-name NAME]
 [--storage URL]`` seeds a study with the solver's plans and runs N trials here
-(:func:`refine_plan`, called from ``plan_command`` through :func:`finish_with_refinement`);
+(:func:`refine_plan`, called from ``plan_command``);
 ``autopar refine-worker --study NAME [--trials N] [--storage URL]`` joins a stored study
 from any machine that reaches the storage and runs N more (:func:`refine_worker_command`).
 Both show a progress bar on stderr (trials, best so far) unless ``--json``, and end with
@@ -13,8 +13,6 @@ the gain over the solver's best plan.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import optuna
@@ -24,10 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from planner.cli.emit import write_emitted
 from planner.cli.output import console, print_json
 from planner.errors import SpecError
-from planner.plan import PlanResult
 from planner.refine import (
     RefineProblem,
     RefineResult,
@@ -153,44 +149,11 @@ def refine_plan(
     return collect(study, problem, storage=masked(url))
 
 
-def finish_with_refinement(
-    result: PlanResult,
-    *,
-    trials: int,
-    objectives: str,
-    study_name: str | None,
-    storage: str | None,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: WorkloadSpec,
-    framework: str,
-    headroom_gib: float,
-    emit: str | None,
-    out: Path,
-    as_json: bool,
-    render: Callable[[PlanResult], None],
-) -> None:
-    """The end of ``plan --refine N``: refine, then emit/print as ``plan`` does.
-
-    ``--emit`` writes the best refined plan (the fastest point of the front for several
-    objectives); ``--json`` prints the plan result with a "refinement" block; the table
-    output is the plan's (``render``) followed by the refinement's.
-    """
-    refinement = refine_plan(
-        result.plans, model=model, cluster=cluster, workload=workload, framework=framework,
-        headroom_gib=headroom_gib, trials=trials, objectives=objectives,
-        study_name=study_name, storage=storage, quiet=as_json,
-    )  # fmt: skip
-    data = result.model_dump(mode="json")
-    if emit is not None:
-        fastest = min(refinement.best, key=lambda p: p.time.step_time_s, default=None)
-        source = fastest.model_dump(mode="json") if fastest is not None else data
-        write_emitted(source, format=emit, out=out, quiet=as_json)
-    if as_json:
-        print_json({**data, "refinement": refinement.model_dump(mode="json")})
-        return
-    render(result)
-    render_refinement(refinement)
+def refined_best(refinement: RefineResult) -> dict[str, Any] | None:
+    """The plan ``--emit`` writes after refinement: the fastest refined plan (of the front,
+    for several objectives), as JSON; None when refinement found none."""
+    fastest = min(refinement.best, key=lambda p: p.time.step_time_s, default=None)
+    return fastest.model_dump(mode="json") if fastest is not None else None
 
 
 def refine_worker_command(

@@ -141,9 +141,7 @@ def work_time(work: Work, rates: Rates) -> float:
     Kernels are launched asynchronously, so an op costs the larger of the two, not their
     sum; a sequence of ops is timed as one stream by ``total_time``.
     """
-    if work.bytes <= 0 and work.flops <= 0:
-        return rates.launch_time(work)
-    return max(rates.device_time(work), rates.launch_time(work))
+    return total_time([work], rates)
 
 
 def total_time(works: list[Work], rates: Rates) -> float:

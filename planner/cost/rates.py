@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import cache
 
 import hardware_db
@@ -100,7 +99,7 @@ class ProfiledRates:
 
         The profile times each small kernel from the host's launch to its end, so below
         some hundred MiB its figure is launch-bound; the time model charges launches
-        separately (``compute.work_time``: the larger of device time and launch time), so
+        separately (``compute.total_time``: the larger of device time and launch time), so
         the device part is the streaming bandwidth of large tensors.
         """
         rate = self._memory.get(bytes_per_kernel)
@@ -142,9 +141,11 @@ def step_calibration(gpu_id: str) -> StepCalibration | None:
     found = profiled_gpu_for(load_gpu(gpu_id), FIT_DTYPE)
     if not runs or found is None:
         return None
-    rates = _profiled_rates(load_gpu(gpu_id), FIT_DTYPE, found, overhead_s=0.0, device_scale=1.0)
+    uncalibrated = _profiled_rates(load_gpu(gpu_id), FIT_DTYPE, found)
     return calibrate_steps(
-        _samples(gpu_id), rates, source=f"fitted to {len(runs)} measured training steps on {gpu_id}"
+        _samples(gpu_id),
+        uncalibrated,
+        source=f"fitted to {len(runs)} measured training steps on {gpu_id}",
     )
 
 
@@ -152,13 +153,17 @@ def _profiled_rates(
     gpu: GPUSpec,
     dtype: str,
     found: tuple[str, ProfileRates],
+    calibration: StepCalibration | None = None,
     *,
-    overhead_s: float,
-    device_scale: float,
+    framework: str = "megatron",
     source: str = "",
 ) -> Rates:
+    """``found``'s profile scaled to ``gpu``, with ``calibration``'s launch overheads and
+    (for ``EAGER_FRAMEWORKS``) its device-time ratio; without one: the bare profile."""
     profiled_id, profile = found
     profiled = load_gpu(profiled_id)
+    eager = calibration is not None and framework in EAGER_FRAMEWORKS
+    device_scale = calibration.device_scale if calibration is not None and eager else 1.0
     shape_rates = ProfiledRates(
         profile,
         gemm_dtype=PROFILE_DTYPES[dtype],
@@ -171,7 +176,8 @@ def _profiled_rates(
         gemm_flops=shape_rates.gemm_flops(SCALAR_GEMM_SHAPE),
         attention_flops=shape_rates.attention_flops(SCALAR_ATTENTION_SHAPE),
         memory_bytes_per_s=shape_rates.memory_bytes_per_s(STREAMING_BYTES),
-        kernel_overhead_s=overhead_s,
+        kernel_overhead_s=calibration.kernel_overhead_s if calibration else 0.0,
+        plain_kernel_overhead_s=calibration.plain_kernel_overhead_s if calibration else None,
         source=source,
         by_shape=shape_rates,
     )
@@ -214,15 +220,7 @@ def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
         f"{calibration.source}, held-out error "
         f"{calibration.holdout_mape_pct:.1f}% over {calibration.runs_holdout} runs"
     )
-    rates = _profiled_rates(
-        gpu,
-        dtype,
-        found,
-        overhead_s=calibration.kernel_overhead_s,
-        device_scale=device_scale,
-        source=source,
-    )
-    return replace(rates, plain_kernel_overhead_s=calibration.plain_kernel_overhead_s)
+    return _profiled_rates(gpu, dtype, found, calibration, framework=framework, source=source)
 
 
 def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -> Rates:
@@ -233,13 +231,11 @@ def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -
     calibration = step_calibration(from_gpu)
     if profile is None or calibration is None:
         raise SpecError(f"gpu {from_gpu}: needs a kernel profile and measured steps")
-    device_scale = calibration.device_scale if framework in EAGER_FRAMEWORKS else 1.0
-    rates = _profiled_rates(
+    return _profiled_rates(
         gpu,
         dtype,
         (from_gpu, profile),
-        overhead_s=calibration.kernel_overhead_s,
-        device_scale=device_scale,
+        calibration,
+        framework=framework,
         source=f"transferred from {from_gpu}",
     )
-    return replace(rates, plain_kernel_overhead_s=calibration.plain_kernel_overhead_s)

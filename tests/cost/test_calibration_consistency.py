@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from planner import WorkloadSpec, estimate, load_cluster, load_gpu
+from planner import load_gpu
 from planner.cost.fit import Sample, step_time_s
-from planner.cost.measured import (
-    layout_from_record,
-    model_from_record,
-    optimizer_kind,
-    single_gpu_step_phases,
-    state_layout_name,
-)
+from planner.cost.measured import estimate_record, single_gpu_step_phases
 from planner.cost.rates import rates_for
 from planner.cost.reserve import measured_runs
 
@@ -26,20 +20,8 @@ from planner.cost.reserve import measured_runs
 @pytest.mark.parametrize("gpu_id", ["h100-sxm", "h200-sxm"])
 def test_calibrated_composition_equals_estimate(gpu_id: str) -> None:
     rates = rates_for(load_gpu(gpu_id), "bf16", "pytorch")
-    cluster = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}[gpu_id]
     for record in measured_runs(gpu_id)[::5]:
         config = record["config"]
-        predicted = estimate(
-            model=model_from_record(config),
-            cluster=load_cluster(cluster, gpus=1),
-            workload=WorkloadSpec(
-                seq_len=config["model"]["seq_len"],
-                global_batch=config["mbs"] * config["grad_accum"],
-            ),
-            layout=layout_from_record(config),
-            framework="pytorch",
-            state_layout_name=state_layout_name(config),
-            optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
-        ).time.step_time_s
+        predicted = estimate_record(record, gpu_id=gpu_id).time.step_time_s
         sample = Sample(phases=single_gpu_step_phases(config), measured_s=1.0)
         assert step_time_s(sample, rates) == pytest.approx(predicted, rel=1e-5, abs=2e-6)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from planner.cost.measured import estimate_record
 from planner.cost.reserve import VALIDATION_FILE, measured_records
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_measured.py"
@@ -53,11 +54,10 @@ def test_runs_that_ran_out_of_memory_are_predicted_not_to_fit(rows: list[dict]) 
 def test_validation_sweep_memory_within_two_percent(gpu_id: str) -> None:
     """The validation sweeps (shapes never used to calibrate anything) stay within 2%, and
     their out-of-memory run is predicted not to fit."""
-    module = _benchmark_module()
     records = measured_records(gpu_id, VALIDATION_FILE)
     assert len(records) >= 14
     for record in records:
-        result = module.predict(record, gpu_id=gpu_id)
+        result = estimate_record(record, gpu_id=gpu_id)
         if record.get("oom"):
             assert not result.memory.fits, record["config"]["preset"]
             continue
