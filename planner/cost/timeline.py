@@ -64,6 +64,9 @@ cool-down). Per-rank cycle offsets align the ranks in time so that a cycle's val
 one binade. The values are the doubles the op-by-op walk produces; ``start_s`` and the op
 records, which need every op, come from that walk on first access.
 
+One rank: with pp = 1 nothing ever waits, so the walk's end is the busy time (summed the
+same way); ``simulate`` takes it without walking.
+
 Sweeping (exact too): in the steady state of a deep 1F1B pipeline every op's input sits at
 an earlier position of its rank list than the op itself (the neighbour's previous op), so
 all ranks' ops at one position depend only on earlier positions. There the walk runs as
@@ -857,8 +860,11 @@ def _busy(times: PipelineTimes) -> tuple[float, ...]:
 
 def simulate(times: PipelineTimes) -> PipelineTimeline:
     """Run the schedule's op order against the stage times; see the module docstring."""
-    free = _finish_times(times)
     busy = _busy(times)
+    # one rank (exact): every input ran earlier on the rank itself and transfers are free,
+    # so no op ever waits (its input ended at or before the rank's current time, which
+    # only grows) and the walk's end is its running sum of durations, the busy time
+    free = list(busy) if times.pp == 1 else _finish_times(times)
     step = max(free)
     busiest = max(busy)
     if busiest > 0.0:

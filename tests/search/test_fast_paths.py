@@ -91,6 +91,20 @@ def test_simulate_equals_the_walk_on_small_pipelines(seed: int, low_thresholds: 
     assert timeline.busy_s == busy
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_one_rank_equals_the_walk(seed: int) -> None:
+    """pp = 1 is not walked (its end is the busy time): the same floats as the walk, with
+    durations that are not binary fractions, interleaved chunks and long schedules."""
+    rng = random.Random(seed)
+    vpp = rng.choice((1, 2, 4))
+    times = _random_times(rng, 1, vpp, rng.randint(1, 3000))
+    timeline = simulate(times)
+    step, busy = _walk(times)
+    assert timeline.step_s == step
+    assert timeline.busy_s == busy
+    assert timeline.idle_s == (0.0,)
+
+
 def test_the_fast_paths_are_taken(low_thresholds: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparisons above test something: jumps and sweeps do happen."""
     taken = {"jumps": 0, "sweeps": 0}
