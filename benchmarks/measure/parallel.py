@@ -35,6 +35,7 @@ ends the step.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,20 @@ class Trainer:
     # the step's loss (sum over micro-batches of loss / grad_accum), detached; None on
     # pipeline stages other than the last
     last_loss: list[torch.Tensor | None] = field(default_factory=lambda: [None])
+    # where a timed step has got to: (name, host perf_counter, CUDA event or None) after
+    # the forward and the backward of the last micro-batch, the optimizer step and
+    # zero_grad; None: off
+    marks: list[tuple[str, float, Any]] | None = None
+
+    def mark(self, name: str) -> None:
+        """Note the host's time and enqueue a device event (no synchronisation)."""
+        if self.marks is None:
+            return
+        event = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+        self.marks.append((name, time.perf_counter(), event))
 
 
 def _autocast(opts: RunOptions, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -205,11 +220,16 @@ def build_local_trainer(opts: RunOptions, ctx: DistContext) -> Trainer:
                     loss = loss_fn(wrapped(tokens), targets) / opts.grad_accum
                 if i == 0 and before is not None:
                     trainer.retained_after_forward[0] = _allocated(ctx.device) - before  # type: ignore[operator]
+                if last:
+                    trainer.mark("forward")
                 loss.backward()
                 total += loss.detach()
         trainer.last_loss[0] = total
+        trainer.mark("backward")
         optimizer.step()
+        trainer.mark("optimizer")
         optimizer.zero_grad(set_to_none=True)
+        trainer.mark("zero_grad")
 
     trainer.step = step
     return trainer

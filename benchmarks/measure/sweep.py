@@ -91,6 +91,32 @@ SWEEPS: dict[str, list[Run]] = {
         ("llama-8b", 2048, 2, "full", B, 1, False),
         ("llama-8b", 16384, 1, "full", B, 1, False),
     ],
+    # out-of-sample check of the optimizer-step model (the profile's ``optimizer``
+    # section): torch's default (foreach) AdamW against the per-tensor loop on the same
+    # steps, in bf16 and under autocast, and foreach temporaries near the memory limit
+    # (llama-8b: 64 GB of bf16 state + a 16 GB temporary); stored as validation
+    "optimizer": [
+        ("qwen-1.5b", 2048, 1, "none", B, 1, True),
+        ("qwen-1.5b", 2048, 1, "none", B, 1, False),
+        ("llama-3b", 2048, 1, "none", B, 1, True),
+        ("llama-3b", 2048, 1, "none", B, 1, False),
+        ("llama-1b", 1024, 1, "none", B, 1, True),
+        ("llama-1b", 1024, 2, "none", A, 1, True),
+        ("qwen-1.5b", 4096, 1, "none", A, 1, True),
+        ("mistral-7b", 1024, 1, "full", B, 1, True),
+        ("llama-8b", 2048, 1, "full", B, 1, True),
+    ],
+    # where a small step's time goes (``time.phases``: host and device clocks after the
+    # forward, backward, optimizer step and zero_grad): launch-bound and device-bound
+    # steps, per-tensor and foreach AdamW, bf16 and autocast; stored as validation
+    "phases": [
+        *[("llama-1b", 1024, 1, "none", p, 1, f) for p in (B, A) for f in (False, True)],
+        *[("qwen-1.5b", 2048, 1, "none", B, 1, f) for f in (False, True)],
+        ("llama-3b", 2048, 1, "none", B, 1, False),
+        ("llama-3b", 1024, 1, "none", A, 1, False),
+        ("llama-8b", 2048, 1, "none", B, 1, False),
+        ("llama-1b", 4096, 1, "none", A, 1, False),
+    ],
 }
 # For the time estimate only. On an H100 (torch 2.11, 2026-11-23) the runs of this sweep
 # reached 95-450 TFLOP/s by this count (small batches are dominated by the optimizer

@@ -21,9 +21,15 @@ backward of ``grad_accum`` micro-batches, ``optimizer.step()`` and
   frees its cache and retries when a request does not fit: fragmentation pressure).
 
 Times: each timed step is bracketed by ``torch.cuda.synchronize()`` (and a barrier across
-ranks before it) and ``time.perf_counter()``. After the timed steps the optimizer state
-is dropped and, in single mode, a saved-tensor census (``saved.py``) of one block and
-the head is recorded. On CPU all memory fields are None; times are kept for testing only.
+ranks before it) and ``time.perf_counter()``. Inside it (single, ddp, fsdp2, tp), the
+host's clock and a CUDA event are noted after the forward (loss included) and the
+backward of the last micro-batch,
+after ``optimizer.step()`` and after ``zero_grad``, without synchronising: ``time.phases``
+gives, per timed step and its median, when the host had issued each phase (``host_s``)
+and when the GPU had finished it (``device_s``), from the step's start. After the timed
+steps the optimizer state is dropped and, in single mode, a saved-tensor census
+(``saved.py``) of one block and the head is recorded. On CPU all memory fields are None;
+times are kept for testing only.
 
 Out of memory: ``torch.OutOfMemoryError`` is caught and recorded as ``{"oom": true}``
 with the phase and what had been measured. A single-process run (and ``sweep.py``)
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +67,7 @@ class Progress:
     steps_done: int = 0
     memory: dict[str, int | None] = field(default_factory=dict)
     step_s: list[float] = field(default_factory=list)
+    phases: list[dict[str, dict[str, float | None]]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,13 +93,45 @@ def _dtypes(opts: RunOptions) -> dict[str, Any]:
     }
 
 
-def _timed_step(trainer: Trainer, device: torch.device) -> float:
+def _timed_step(trainer: Trainer, device: torch.device, progress: Progress) -> float:
     record.synchronize(device)
     world_barrier()
+    trainer.marks = []
     start = time.perf_counter()
+    trainer.mark("start")
     trainer.step()
     record.synchronize(device)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    progress.phases.append(_phase_times(trainer.marks, start))
+    trainer.marks = None
+    return elapsed
+
+
+def _phase_times(
+    marks: list[tuple[str, float, Any]], start: float
+) -> dict[str, dict[str, float | None]]:
+    """Seconds from the step's start to each mark: host clock, and device events."""
+    if not marks:
+        return {}
+    first_event = marks[0][2]
+    times: dict[str, dict[str, float | None]] = {}
+    for name, host, event in marks[1:]:
+        device = None
+        if event is not None and first_event is not None:
+            device = first_event.elapsed_time(event) / 1e3
+        times[name] = {"host_s": host - start, "device_s": device}
+    return times
+
+
+def _phase_summary(phases: list[dict[str, dict[str, float | None]]]) -> dict[str, Any]:
+    """The per-step phase times and, per phase, their medians."""
+    median: dict[str, dict[str, float | None]] = {}
+    for name in phases[0] if phases else {}:
+        median[name] = {}
+        for clock in ("host_s", "device_s"):
+            values = [p[name][clock] for p in phases if p.get(name, {}).get(clock) is not None]
+            median[name][clock] = statistics.median(values) if values else None
+    return {"steps": phases, "median": median}
 
 
 def _log_loss(trainer: Trainer, progress: Progress) -> None:
@@ -129,7 +169,7 @@ def _timed_steps(trainer: Trainer, opts: RunOptions, dev: torch.device, progress
     progress.phase = "timed"
     retries_before = record.peaks(dev)["alloc_retries"]
     for _ in range(opts.timed_steps):
-        progress.step_s.append(_timed_step(trainer, dev))
+        progress.step_s.append(_timed_step(trainer, dev, progress))
         _log_loss(trainer, progress)
         progress.steps_done += 1
     timed = record.peaks(dev)
@@ -202,7 +242,10 @@ def build_record(
         "oom": oom is not None,
         "config": config,
         "memory": memory,
-        "time": record.time_summary(progress.step_s, _tokens_per_step(opts, ctx.world_size)),
+        "time": {
+            **record.time_summary(progress.step_s, _tokens_per_step(opts, ctx.world_size)),
+            "phases": _phase_summary(progress.phases),
+        },
         "losses": progress.losses,
         "saved_tensors": saved,
         "provenance": record.provenance(ctx.device, ctx.world_size),

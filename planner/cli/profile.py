@@ -49,7 +49,7 @@ def profile_command(
     ] = 420.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Measure GEMM, attention, memory-bandwidth and collective rates for the cost model.
+    """Measure GEMM, attention, memory-bandwidth, optimizer-step and collective rates.
 
     Example, one GPU (the default grid is sized for about 3 minutes on an H100; whatever
     is left at --time-limit is skipped and listed), then two GPUs for the collectives:
@@ -112,9 +112,24 @@ def summarize(profile: KernelProfile, *, path: Path) -> dict[str, Any]:
         "attention": attention,
         "memory": memory,
         "collectives": {"points": len(profile.collectives)},
+        "optimizer": {
+            "points": len(profile.optimizer),
+            "ms_per_billion": _optimizer_rates(profile),
+        },
         "skipped": [f"{s.section}: {s.what}: {s.reason}" for s in profile.skipped],
         "elapsed_s": profile.elapsed_s,
     }
+
+
+def _optimizer_rates(profile: KernelProfile) -> dict[str, float]:
+    """Device milliseconds per 10⁹ parameters of each AdamW implementation and dtype, at
+    the largest parameter set measured."""
+    largest: dict[str, Any] = {}
+    for row in profile.optimizer:
+        key = f"{row.implementation} {row.dtype}"
+        if key not in largest or row.elements > largest[key].elements:
+            largest[key] = row
+    return {key: row.time.median_s / row.elements * 1e12 for key, row in largest.items()}
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -145,6 +160,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     memory = summary["memory"]
     table.add_row("memory", str(memory["points"]), f"max {_number(memory['max_gbps'])} GB/s")
     table.add_row("collectives", str(summary["collectives"]["points"]), "")
+    optimizer = summary["optimizer"]
+    rates = ", ".join(f"{k} {v:,.0f}" for k, v in optimizer["ms_per_billion"].items())
+    table.add_row(
+        "optimizer", str(optimizer["points"]), f"ms per 10⁹ parameters: {rates}" if rates else ""
+    )
     out.print(table)
     for line in summary["skipped"]:
         out.print(f"skipped {line}")

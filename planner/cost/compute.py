@@ -29,7 +29,15 @@ from planner.graph.params import layer_params, mean_attended_tokens
 from planner.specs.model import ModelSpec
 
 WorkKind = Literal["gemm", "attention", "memory"]
-HostPath = Literal["autograd", "plain"]
+HostPath = Literal["autograd", "backward", "plain"]
+EAGER_RMSNORM_OPS = 6
+"""Kernels of an eager RMSNorm forward in fp32 math: pow, mean, add eps, rsqrt, scale by
+rstd, multiply by the weight (HuggingFace ``LlamaRMSNorm``, ``benchmarks/measure/llama.py``);
+a bf16 residual adds the cast to fp32 and back (``EAGER_RMSNORM_CASTS``)."""
+EAGER_RMSNORM_CASTS = 2
+EAGER_ROPE_OPS = 5
+"""Kernels of eager rotary embedding per rotated tensor: negate a half, concatenate,
+x·cos, rotate_half(x)·sin, add (HuggingFace ``apply_rotary_pos_emb``)."""
 FLASH_BACKWARD_FLOP_RATIO = 2.5
 """FlashAttention-2 (Dao 2023) backward: five matrix products to the forward's two."""
 
@@ -59,6 +67,23 @@ class AttentionShape:
 
 
 @dataclass(frozen=True)
+class OptimizerShape:
+    """An AdamW step over local parameters: what an optimizer profile is looked up by.
+
+    ``dtype`` is the precision the step streams (``fp32`` where master weights or moments
+    are fp32, else ``bf16``); ``traffic_ratio`` is this step's bytes per parameter over
+    those of the profiled step, which keeps parameters, gradients and moments all in
+    ``dtype`` (``stage_work.optimizer_step_work``), so mixed layouts (bf16 weights with
+    fp32 master copies) scale the measured streaming time by what they move."""
+
+    implementation: str
+    dtype: str
+    tensors: int
+    params: float
+    traffic_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
 class Work:
     """One kernel family's work: FLOPs, HBM bytes and kernel launches (and its shape).
 
@@ -70,10 +95,12 @@ class Work:
     flops: float = 0.0
     bytes: float = 0.0
     kernels: int = 1
-    shape: GemmShape | AttentionShape | None = None
+    shape: GemmShape | AttentionShape | OptimizerShape | None = None
     host: HostPath = "autograd"
-    """How the host launches it: inside the autograd graph (forward and backward ops) or
-    as plain tensor ops outside it (the optimizer step), which cost the host less."""
+    """How the host launches it: recorded on the autograd tape by the Python forward
+    (``autograd``, recomputed forwards too), by the autograd engine's C++ loop during the
+    backward (``backward``), or as plain tensor ops outside autograd (``plain``: the
+    optimizer step); each costs the host a different time per kernel."""
 
 
 class ShapeRates(Protocol):
@@ -89,6 +116,8 @@ class ShapeRates(Protocol):
     def attention_flops(self, shape: AttentionShape) -> float: ...
 
     def memory_bytes_per_s(self, bytes_per_kernel: float) -> float: ...
+    def optimizer_time(self, shape: OptimizerShape) -> tuple[float, float] | None:
+        """Measured (device, host) seconds of an optimizer step, or None if unmeasured."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +136,24 @@ class Rates:
     by_shape: ShapeRates | None = None
     plain_kernel_overhead_s: float | None = None
     """Host time per launch of work outside autograd; None: ``kernel_overhead_s``."""
+    backward_kernel_overhead_s: float | None = None
+    """Host time per launch by the autograd engine; None: ``kernel_overhead_s``."""
+
+    def measured_optimizer(self, work: Work) -> tuple[float, float] | None:
+        """(device, host) seconds of an optimizer step the profile measured, else None."""
+        if self.by_shape is None or not isinstance(work.shape, OptimizerShape):
+            return None
+        return self.by_shape.optimizer_time(work.shape)
 
     def launch_time(self, work: Work) -> float:
-        """The host's time to launch ``work``'s kernels."""
+        """The host's time to launch ``work``'s kernels (an optimizer step: as profiled)."""
+        measured = self.measured_optimizer(work)
+        if measured is not None:
+            return measured[1]
         if work.host == "plain" and self.plain_kernel_overhead_s is not None:
             return work.kernels * self.plain_kernel_overhead_s
+        if work.host == "backward" and self.backward_kernel_overhead_s is not None:
+            return work.kernels * self.backward_kernel_overhead_s
         return work.kernels * self.kernel_overhead_s
 
     def flops_rate(self, work: Work) -> float:
@@ -125,6 +167,9 @@ class Rates:
 
     def device_time(self, work: Work) -> float:
         """Time of ``work`` on the GPU alone (no launch floor): measured or roofline."""
+        measured = self.measured_optimizer(work)
+        if measured is not None:
+            return measured[0]
         if self.by_shape is not None:
             if work.kind == "memory":
                 per_kernel = work.bytes / max(1, work.kernels)
@@ -189,10 +234,10 @@ def _backward_of(work: Work) -> list[Work]:
         # dW (n x k) = dYᵀ · X reducing over the m tokens: same FLOPs, other shapes
         shape = work.shape
         if not isinstance(shape, GemmShape):
-            return [work, work]
+            return [replace(work, host="backward")] * 2
         return [
-            replace(work, shape=GemmShape(shape.m, shape.k, shape.n)),
-            replace(work, shape=GemmShape(shape.n, shape.k, shape.m)),
+            replace(work, shape=GemmShape(shape.m, shape.k, shape.n), host="backward"),
+            replace(work, shape=GemmShape(shape.n, shape.k, shape.m), host="backward"),
         ]
     if work.kind == "attention":
         shape = work.shape
@@ -200,9 +245,9 @@ def _backward_of(work: Work) -> list[Work]:
             Work("attention", flops=FLASH_BACKWARD_FLOP_RATIO * work.flops,
                  bytes=2 * work.bytes, kernels=work.kernels,
                  shape=replace(shape, backward=True)
-                 if isinstance(shape, AttentionShape) else None)
+                 if isinstance(shape, AttentionShape) else None, host="backward")
         ]  # fmt: skip
-    return [Work("memory", bytes=2 * work.bytes, kernels=2 * work.kernels)]
+    return [Work("memory", bytes=2 * work.bytes, kernels=2 * work.kernels, host="backward")]
 
 
 def with_backward(forward: list[Work]) -> LayerWork:
@@ -256,10 +301,14 @@ def kind_work(model: ModelSpec, index: int, shape: LayerShape, impl: Implementat
     forward += _mlp_work(model, index, shape=shape, impl=impl)
     norms = 1 if model.shared_layer_norm else model.norms_per_layer
     # norm: read the residual, write the normalised copy; residual add: 2 reads, 1 write
-    forward.append(Work("memory", bytes=norms * tokens * h * (res + act), kernels=norms))
+    forward.append(
+        Work("memory", bytes=norms * tokens * h * (res + act), kernels=norms * norm_kernels(impl))
+    )
     forward.append(Work("memory", bytes=2 * tokens * h * 3 * res, kernels=2))
     if impl.casts_linear_inputs:
-        linears = 4 + (3 if model.gated_mlp else 2)
+        # autocast casts the fp32 normalised input of q, k, v and the MLP's up
+        # projection(s) per call; the output projections take bf16 inputs already
+        linears = 3 + (2 if model.gated_mlp else 1)
         forward.append(
             Work("memory", bytes=linears * tokens * h * (res + act) / t, kernels=linears)
         )
@@ -267,6 +316,13 @@ def kind_work(model: ModelSpec, index: int, shape: LayerShape, impl: Implementat
         weights = _layer_matmul_weights(model, index) / t
         forward.append(Work("memory", bytes=weights * (4 + 2), kernels=7))
     return with_backward(forward)
+
+
+def norm_kernels(impl: Implementation) -> int:
+    """Kernels of one norm's forward: one fused kernel, or the eager chain of ops."""
+    if not impl.eager:
+        return 1
+    return EAGER_RMSNORM_OPS + (EAGER_RMSNORM_CASTS if impl.residual_bytes < 4 else 0)
 
 
 def _layer_matmul_weights(model: ModelSpec, index: int) -> float:
@@ -293,7 +349,9 @@ def _attention_work(
     else:
         d, kv = model.kv_channels, model.kv_heads
         qk = v = d
-        works = [gemm(tokens, (a * d + 2 * kv * d) / t, h, dtype_bytes=act)]
+        # eager modules project q, k and v with three linears
+        qkv_kernels = 3 if impl.eager else 1
+        works = [gemm(tokens, (a * d + 2 * kv * d) / t, h, dtype_bytes=act, kernels=qkv_kernels)]
         out_in = a * d
     keys_causal = mean_attended_tokens(model, index, shape.seq_len, causal=True) / shape.cp
     # context parallel: each rank's queries meet all keys over the ring; per rank that is
@@ -313,6 +371,9 @@ def _attention_work(
             backward=False,
         )
         works.append(Work("attention", flops=score_flops, bytes=io, kernels=1, shape=kernel))
+        if impl.eager:
+            # the (batch, heads, seq, dim) output transposed back and made contiguous
+            works.append(Work("memory", bytes=2 * act * tokens * a * v / t, kernels=1))
     else:
         full_keys = shape.seq_len
         square = tokens * a * full_keys / t  # score elements: the unfused kernel keeps all
@@ -336,7 +397,8 @@ def _attention_work(
     # RoPE on q and k (read + write)
     if model.position_embedding == "rope":
         rotated = (a * qk + model.kv_heads * qk) if model.mla is None else a * qk
-        works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=2))
+        rope_kernels = 2 * (EAGER_ROPE_OPS if impl.eager else 1)
+        works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
     works.append(gemm(tokens, h, out_in / t, dtype_bytes=act))
     return works
 
@@ -351,8 +413,9 @@ def _mlp_work(
     act_passes = (5 if not impl.fused_gated_mlp else 3) if gated else 2
     if not model.is_moe_layer(index):
         f = model.ffn_hidden_size / shape.tp
+        up_kernels = up if impl.eager else 1  # eager: gate and up are two linears
         return [
-            gemm(tokens, up * f, h, dtype_bytes=act),
+            gemm(tokens, up * f, h, dtype_bytes=act, kernels=up_kernels),
             Work("memory", bytes=act_passes * act * tokens * f, kernels=2 if gated else 1),
             gemm(tokens, h, f, dtype_bytes=act),
         ]
@@ -386,7 +449,7 @@ def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation)
     """Final norm, output projection and the cross-entropy over fp32 logits."""
     act, v, h = impl.activation_bytes, model.vocab_size / tp, model.hidden_size
     forward = [
-        Work("memory", bytes=tokens * h * (impl.residual_bytes + act), kernels=1),
+        Work("memory", bytes=tokens * h * (impl.residual_bytes + act), kernels=norm_kernels(impl)),
         gemm(tokens, v, h, dtype_bytes=act),
     ]
     if impl.fused_cross_entropy:

@@ -90,6 +90,7 @@ def implementation(
             flash_attention=flash_attention,
             casts_linear_inputs=True,
             casts_weights=True,
+            eager=framework != "megatron",
         )
     return Implementation(
         name=framework,
@@ -98,4 +99,5 @@ def implementation(
         flash_attention=flash_attention,
         fused_gated_mlp=framework == "megatron",
         fused_cross_entropy=framework == "megatron",
+        eager=framework != "megatron",
     )

@@ -4,7 +4,8 @@
 ``hardware_db/profiles/<gpu_id>/<profile-id>/profile.json`` and returns a
 :class:`ProfileRates` (None when the GPU has none); ``ProfileRates.of(load_profile(path))``
 reads any file. Where several profiles of one GPU exist (a one-GPU kernel run, a two-GPU
-collectives run), each section (GEMM, attention, memory, collectives) comes from the
+collectives run, an optimizer-step run), each section (GEMM, attention, memory,
+collectives, optimizer) comes from the
 newest profile (by ``provenance.date_utc``) that measured it.
 
 How each rate is interpolated (all in log space, so rates stay positive and a power law
@@ -28,7 +29,14 @@ is reproduced exactly):
 * Collective time by op, group size and size S: log time linear in log2 S between
   measured sizes; below the smallest size the smallest size's time (latency floor); above
   the largest, the largest size's bandwidth (time proportional to S).
-
+* Optimizer step (AdamW) by implementation and dtype, linear in what it covers: device
+  time = parameters x the fewest seconds per parameter of any set measured (the
+  streaming rate: small sets, and the per-tensor loop over middling tensors, wait on the
+  host's launches instead); host time = tensors x a + parameters x b, with a the host
+  time per tensor of the set with the most tensors per parameter (many small tensors:
+  the per-tensor issue cost) and b what the set with the fewest tensors per parameter
+  leaves per parameter after that (multi-tensor kernels launch once per chunk of a list,
+  so very large sets cost the host more; never below zero).
 In a multilinear cell, corners that were not measured (skipped points, holes of the
 attention grid where a kv group exceeds the heads) are left out and the others' weights
 renormalised; if none was measured, the nearest measured point (log-space distance) is
@@ -56,11 +64,12 @@ from planner.cost.profile_schema import (
     AttentionRow,
     GemmRow,
     KernelProfile,
+    OptimizerRow,
 )
 from planner.errors import AutoparError
 
 PROFILE_FILE = "profile.json"
-SECTIONS = ("gemm", "attention", "memory", "collectives")
+SECTIONS = ("gemm", "attention", "memory", "collectives", "optimizer")
 _EXACT = 1e-9
 LOOKUP_CACHE = 1 << 16
 
@@ -86,6 +95,33 @@ class AttentionRates:
     forward_flops_per_s: float
     backward_flops_per_s: float
     method: str
+
+
+@dataclass(frozen=True)
+class OptimizerRates:
+    """One AdamW implementation and dtype as measured (see the module docstring)."""
+
+    device_s_per_param: float
+    host_s_per_tensor: float
+    host_s_per_param: float
+
+    @classmethod
+    def of(cls, rows: Sequence[OptimizerRow]) -> OptimizerRates:
+        many = max(rows, key=lambda r: r.tensors / r.elements)
+        few = min(rows, key=lambda r: r.tensors / r.elements)
+        per_tensor = many.host.median_s / many.tensors
+        leftover = few.host.median_s - per_tensor * few.tensors
+        return cls(
+            device_s_per_param=min(r.time.median_s / r.elements for r in rows),
+            host_s_per_tensor=per_tensor,
+            host_s_per_param=max(0.0, leftover / few.elements),
+        )
+
+    def device_s(self, params: float) -> float:
+        return params * self.device_s_per_param
+
+    def host_s(self, tensors: int, params: float) -> float:
+        return tensors * self.host_s_per_tensor + params * self.host_s_per_param
 
 
 def load_profile(path: Path | Traversable) -> KernelProfile:
@@ -209,6 +245,12 @@ class ProfileRates:
         memo = functools.lru_cache(maxsize=LOOKUP_CACHE)
         self.gemm = memo(self.gemm)  # type: ignore[method-assign]
         self.attention = memo(self.attention)  # type: ignore[method-assign]
+        self._optimizer = {
+            key: OptimizerRates.of(
+                [r for r in self._rows("optimizer") if (r.implementation, r.dtype) == key]
+            )
+            for key in {(r.implementation, r.dtype) for r in self._rows("optimizer")}
+        }
         self._collectives = self._curves(
             self._rows("collectives"),
             key=lambda r: (r.op, r.group_size, r.scope),
@@ -375,6 +417,16 @@ class ProfileRates:
             raise ValueError(f"bytes must be positive, got {nbytes}")
         xs, ys = curve
         return math.exp(float(np.interp(_log2(nbytes), xs, ys)))
+
+    def has_optimizer(self, implementation: str, dtype: str) -> bool:
+        return (implementation, dtype) in self._optimizer
+
+    def optimizer(self, implementation: str, dtype: str) -> OptimizerRates:
+        """The measured AdamW step of ``implementation`` with its tensors in ``dtype``."""
+        rates = self._optimizer.get((implementation, dtype))
+        if rates is None:
+            raise ProfileGapError(f"the profile has no {implementation} {dtype} optimizer step")
+        return rates
 
     def collective_group_sizes(self, op: str, scope: str = "intra_node") -> list[int]:
         return sorted(g for o, g, s in self._collectives if (o, s) == (op, scope))

@@ -16,6 +16,8 @@ Top-level keys::
                     forward and backward time
     memory          MemoryRow: op (copy | add), dtype, elements, bytes moved, time
     collectives     CollectiveRow: op, group_size, bytes, dtype, backend, scope, time
+    optimizer       OptimizerRow: implementation, dtype, tensors, elements, device time
+                    and host time of one ``torch.optim.AdamW`` step
     skipped         what was not measured and why (no fp8, one process, time limit, OOM)
     elapsed_s       wall time of the whole run
 
@@ -41,6 +43,7 @@ SCHEMA_VERSION = 1
 Dtype = Literal["bf16", "fp16", "fp32", "fp8"]
 GemmRole = Literal["grid", "forward", "grad_input", "grad_weight"]
 MemoryOp = Literal["copy", "add"]
+OptimizerImpl = Literal["per_tensor", "foreach", "fused"]
 CollectiveOp = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
 Scope = Literal["intra_node", "inter_node"]
 
@@ -165,6 +168,25 @@ class CollectiveRow(_Row):
     time: Timing
 
 
+class OptimizerRow(_Row):
+    """One ``torch.optim.AdamW`` step over ``tensors`` parameters of equal size.
+
+    ``implementation``: ``per_tensor`` (``foreach=False``, a loop of element-wise kernels
+    per tensor), ``foreach`` (torch's default: multi-tensor ``_foreach_*`` kernels over
+    lists) or ``fused`` (``fused=True``: one multi-tensor kernel). Parameters, gradients
+    and both moments are all ``dtype``. ``time`` is the step's device time (events around
+    ``step()``), ``host`` the time the host spends issuing it (the call's wall time, no
+    synchronisation), so a step is launch-bound where ``host`` exceeds ``time``.
+    """
+
+    implementation: OptimizerImpl
+    dtype: Dtype
+    tensors: PositiveInt
+    elements: PositiveInt = Field(description="parameters in all (tensors x elements each)")
+    time: Timing
+    host: Timing
+
+
 class Skipped(_Row):
     """Something the run did not measure, and why."""
 
@@ -220,5 +242,6 @@ class KernelProfile(_Row):
     attention: tuple[AttentionRow, ...] = ()
     memory: tuple[MemoryRow, ...] = ()
     collectives: tuple[CollectiveRow, ...] = ()
+    optimizer: tuple[OptimizerRow, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     elapsed_s: float = Field(ge=0)

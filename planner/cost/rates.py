@@ -9,6 +9,8 @@
 * a GPU without its own profile borrows a profiled GPU's curves as fractions of the
   datasheet peaks (FLOP/s scaled by the ratio of dense peaks, bandwidth by the ratio of
   HBM bandwidths), and the source says so;
+* the optimizer step gets the device time and host time the profile measured for its
+  AdamW implementation and dtype (its device time scaled like bandwidth);
 * what a kernel profile cannot give, the host's time per kernel launch (inside and
   outside autograd) and the ratio of in-step to profiled device time, is calibrated on
   the measured training steps (``planner.cost.fit.calibrate_steps``: even runs fit, odd
@@ -23,7 +25,7 @@ from functools import cache
 
 import hardware_db
 from planner.catalog import load_gpu
-from planner.cost.compute import AttentionShape, GemmShape, Rates
+from planner.cost.compute import AttentionShape, GemmShape, OptimizerShape, Rates
 from planner.cost.fit import Sample, StepCalibration, calibrate_steps
 from planner.cost.measured import single_gpu_step_phases
 from planner.cost.profile_rates import ProfileRates, find_profile
@@ -60,14 +62,17 @@ class ProfiledRates:
         gemm_dtype: str,
         flops_scale: float = 1.0,
         bandwidth_scale: float = 1.0,
+        optimizer_scale: float = 1.0,
     ) -> None:
         self.profile = profile
         self.gemm_dtype = gemm_dtype
         self.flops_scale = flops_scale
         self.bandwidth_scale = bandwidth_scale
+        self.optimizer_scale = optimizer_scale
         self._gemm: dict[GemmShape, float] = {}
         self._attention: dict[AttentionShape, float] = {}
         self._memory: dict[float, float] = {}
+        self._optimizer: dict[OptimizerShape, tuple[float, float] | None] = {}
 
     def gemm_flops(self, shape: GemmShape) -> float:
         rate = self._gemm.get(shape)
@@ -107,6 +112,24 @@ class ProfiledRates:
             measured = self.profile.memory_bandwidth(STREAMING_BYTES, ELEMENTWISE_OP)
             rate = self._memory[bytes_per_kernel] = measured * self.bandwidth_scale
         return rate
+
+    def optimizer_time(self, shape: OptimizerShape) -> tuple[float, float] | None:
+        """(device, host) seconds of the step as profiled; None if never measured.
+
+        The device time streams ``traffic_ratio`` times the profiled bytes per parameter
+        and scales with the HBM bandwidth of the GPU (``optimizer_scale``; it is measured
+        as the step itself, so the in-step device-time ratio does not apply); the host
+        time is the host's.
+        """
+        if shape in self._optimizer:
+            return self._optimizer[shape]
+        found = None
+        if self.profile.has_optimizer(shape.implementation, shape.dtype):
+            measured = self.profile.optimizer(shape.implementation, shape.dtype)
+            device = measured.device_s(shape.params) * shape.traffic_ratio
+            found = (device / self.optimizer_scale, measured.host_s(shape.tensors, shape.params))
+        self._optimizer[shape] = found
+        return found
 
 
 def profiled_gpu_for(gpu: GPUSpec, dtype: str) -> tuple[str, ProfileRates] | None:
@@ -171,12 +194,16 @@ def _profiled_rates(
         / profiled.peak_flops(PROFILE_DTYPES[dtype])  # type: ignore[arg-type]
         / device_scale,
         bandwidth_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps / device_scale,
+        optimizer_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps,
     )
     return Rates(
         gemm_flops=shape_rates.gemm_flops(SCALAR_GEMM_SHAPE),
         attention_flops=shape_rates.attention_flops(SCALAR_ATTENTION_SHAPE),
         memory_bytes_per_s=shape_rates.memory_bytes_per_s(STREAMING_BYTES),
         kernel_overhead_s=calibration.kernel_overhead_s if calibration else 0.0,
+        backward_kernel_overhead_s=(
+            calibration.backward_kernel_overhead_s if calibration else None
+        ),
         plain_kernel_overhead_s=calibration.plain_kernel_overhead_s if calibration else None,
         source=source,
         by_shape=shape_rates,
@@ -216,11 +243,19 @@ def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
     source = (
         f"{where}: GEMM and attention by shape, element-wise bandwidth; device time x"
         f"{device_scale:.3f}, {calibration.kernel_overhead_s * 1e6:.1f} us per kernel "
-        f"launch ({calibration.plain_kernel_overhead_s * 1e6:.1f} us outside autograd) "
+        f"(forward; {calibration.backward_kernel_overhead_s * 1e6:.1f} us backward) "
+        f"launch{_plain_overhead(calibration)} "
         f"{calibration.source}, held-out error "
         f"{calibration.holdout_mape_pct:.1f}% over {calibration.runs_holdout} runs"
     )
     return _profiled_rates(gpu, dtype, found, calibration, framework=framework, source=source)
+
+
+def _plain_overhead(calibration: StepCalibration) -> str:
+    plain = calibration.plain_kernel_overhead_s
+    if plain is None:
+        return ", the optimizer step as profiled,"
+    return f" ({plain * 1e6:.1f} us outside autograd)"
 
 
 def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -> Rates:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from planner.cost.compute import (
     LayerShape,
     LayerWork,
+    OptimizerShape,
     Rates,
     Work,
     embedding_work,
@@ -23,7 +24,7 @@ from planner.cost.compute import (
     representative_layer,
     total_time,
 )
-from planner.cost.frameworks import StateLayout
+from planner.cost.frameworks import StateLayout, state_layout
 from planner.graph.build import Implementation
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
@@ -234,31 +235,57 @@ def recomputed_positions(layout: ParallelConfig, layers: int) -> set[int]:
     return set(range(layers))
 
 
-def optimizer_step_work(
-    *, local_params: float, param_tensors: int, states: StateLayout, optimizer_kind: str
-) -> Work:
-    """AdamW over the local parameters: memory traffic per parameter and kernel launches.
+OPTIMIZER_PROFILE_LAYOUTS = {"bf16": "bf16", "fp32": "autocast"}
+"""The state layout each dtype of the profile's optimizer section ran (every tensor in it)."""
 
-    Bytes per parameter: the fused step reads gradient, master weight and both moments and
-    writes master weight, moments and the low-precision weight copy; the unfused PyTorch
-    step reads and writes the same tensors in about eight passes (the decay, the two moment
-    updates, the square root, the division, the epsilon add and the update).
+
+def optimizer_bytes_per_param(states: StateLayout, optimizer_kind: str) -> float:
+    """HBM bytes an AdamW step moves per local parameter.
+
+    The fused step reads gradient, master weight and both moments and writes master
+    weight, moments and the low-precision weight copy; the unfused PyTorch step reads and
+    writes the same tensors in about eight passes (the decay, the two moment updates, the
+    square root, the division, the epsilon add and the update).
     """
     state = states.moment_bytes / 2
     master = states.master_bytes or states.weight_bytes
     if optimizer_kind == "fused":
-        per_param = (
+        return (
             2 * (master + 2 * state)
             + states.grad_bytes
             + (states.weight_bytes if states.master_bytes else 0)
         )
-    else:
-        # decay (rw p), lerp (r m g, w m), mul + addcmul (r v v g g, w v v), sqrt (r v, w t),
-        # div (r t, w t), add eps (r t, w t), addcdiv (r p m t, w p)
-        per_param = 2 * master + 3 * state + 5 * state + 4 * state + 3 * state + 3 * state
-        per_param += 2 * states.grad_bytes + 2 * master
+    # decay (rw p), lerp (r m g, w m), mul + addcmul (r v v g g, w v v), sqrt (r v, w t),
+    # div (r t, w t), add eps (r t, w t), addcdiv (r p m t, w p)
+    per_param = 2 * master + 3 * state + 5 * state + 4 * state + 3 * state + 3 * state
+    return per_param + 2 * states.grad_bytes + 2 * master
+
+
+def optimizer_step_work(
+    *, local_params: float, param_tensors: int, states: StateLayout, optimizer_kind: str
+) -> Work:
+    """AdamW over the local parameters: its memory traffic, kernel launches and shape.
+
+    With a profile's optimizer section (``compute.OptimizerShape``), the step takes the
+    device and host time measured for its implementation and dtype, the device time
+    scaled by its bytes per parameter over those of the profiled step; without one, its
+    bytes (``optimizer_bytes_per_param``) stream at the element-wise bandwidth and its
+    launches (``OPTIMIZER_KERNELS_PER_TENSOR``) cost the host's time per launch.
+    """
+    per_param = optimizer_bytes_per_param(states, optimizer_kind)
+    dtype = "fp32" if max(states.master_bytes, states.moment_bytes / 2) >= 4 else "bf16"
+    profiled = state_layout(OPTIMIZER_PROFILE_LAYOUTS[dtype])
+    shape = OptimizerShape(
+        implementation=optimizer_kind,
+        dtype=dtype,
+        tensors=param_tensors,
+        params=local_params,
+        traffic_ratio=per_param / optimizer_bytes_per_param(profiled, optimizer_kind),
+    )
     kernels = max(1, round(param_tensors * OPTIMIZER_KERNELS_PER_TENSOR[optimizer_kind]))
-    return Work("memory", bytes=local_params * per_param, kernels=kernels, host="plain")
+    return Work(
+        "memory", bytes=local_params * per_param, kernels=kernels, shape=shape, host="plain"
+    )
 
 
 def scaled(works: tuple[Work, ...] | list[Work], factor: float) -> list[Work]:

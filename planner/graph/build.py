@@ -58,6 +58,10 @@ class Implementation:
     casts_weights: bool = False
     fused_cross_entropy: bool = False
     """Megatron's vocab-parallel cross entropy works in place on its fp32 logits."""
+    eager: bool = False
+    """Modules written as eager PyTorch ops (plain PyTorch, torchtitan, HuggingFace models
+    under DeepSpeed): separate q/k/v and gate/up projections, RMSNorm and RoPE as chains
+    of element-wise ops, each a kernel launch (``planner.cost.compute`` counts them)."""
 
 
 @lru_cache(maxsize=256)

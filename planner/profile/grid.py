@@ -22,6 +22,14 @@ layouts under tensor parallelism (llama-3.1: 32/8, 64/8, 128/8 heads over tp 1-8
 
 Memory: ``copy`` and ``add`` of bf16 tensors from 1 MiB to 1 GiB per tensor.
 
+Optimizer: one ``torch.optim.AdamW`` step in each implementation (per-tensor loop,
+``foreach``, ``fused``) with parameters, gradients and moments in bf16 and in fp32, over
+``OPTIMIZER_SETS``: 1,024 tensors of 4,096 elements (the host's cost per tensor: launch-
+bound), 128 tensors from 64 Ki to 8 Mi elements each (8 Mi to 1 Gi parameters), and 16
+tensors of 64 Mi elements (1 Gi parameters in tensors as large as a 7B model's MLP
+weights: the per-tensor loop's kernels are long enough there to stream rather than wait
+for the host; 1 Gi fp32 parameters with gradients and moments take 16 GiB).
+
 Collectives: all-reduce, all-gather, reduce-scatter, all-to-all (over group sizes of
 every power of two up to the world size, and the world size) and send/recv between two
 ranks, from 1 KiB to 1 GiB (nccl-tests' sizes, see ``planner.cost.profile_schema``).
@@ -35,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from planner.catalog import load_model
-from planner.cost.profile_schema import CollectiveOp, Dtype, GemmRole, MemoryOp
+from planner.cost.profile_schema import CollectiveOp, Dtype, GemmRole, MemoryOp, OptimizerImpl
 
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b")
 TP = (1, 2, 4, 8)
@@ -47,6 +55,10 @@ KV_GROUPS = (1, 4, 8, 16)
 HEAD_DIMS = (64, 128)
 NON_CAUSAL_HEAD_DIMS = (128,)
 MEMORY_TENSOR_BYTES = tuple(2**p for p in range(20, 31, 2))  # 1 MiB .. 1 GiB
+OPTIMIZER_IMPLEMENTATIONS: tuple[OptimizerImpl, ...] = ("per_tensor", "foreach", "fused")
+OPTIMIZER_DTYPES: tuple[Dtype, ...] = ("bf16", "fp32")
+OPTIMIZER_SETS = ((1024, 2**12), (128, 2**16), (128, 2**20), (128, 2**23), (16, 2**26))
+"""(tensors, elements per tensor) of the parameter sets an AdamW step is timed over."""
 COLLECTIVE_BYTES = tuple(2**p for p in range(10, 31, 2))  # 1 KiB .. 1 GiB
 COLLECTIVE_OPS: tuple[CollectiveOp, ...] = (
     "all_reduce",
@@ -116,6 +128,20 @@ class MemoryPoint:
 
 
 @dataclass(frozen=True)
+class OptimizerPoint:
+    implementation: OptimizerImpl
+    dtype: Dtype
+    tensors: int
+    elements_per_tensor: int
+
+    def describe(self) -> str:
+        return (
+            f"optimizer {self.implementation} {self.dtype} {self.tensors} tensors x "
+            f"{self.elements_per_tensor} elements"
+        )
+
+
+@dataclass(frozen=True)
 class CollectivePoint:
     op: CollectiveOp
     group_size: int
@@ -131,6 +157,7 @@ class Grid:
     attention: tuple[AttentionPoint, ...] = ()
     memory: tuple[MemoryPoint, ...] = ()
     collectives: tuple[CollectivePoint, ...] = ()
+    optimizer: tuple[OptimizerPoint, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 
@@ -241,6 +268,15 @@ def collective_points(world_size: int, *, sizes: Sequence[int]) -> list[Collecti
     return points
 
 
+def optimizer_points(sets: Sequence[tuple[int, int]]) -> list[OptimizerPoint]:
+    return [
+        OptimizerPoint(impl, dtype, tensors, elements)
+        for dtype in OPTIMIZER_DTYPES
+        for impl in OPTIMIZER_IMPLEMENTATIONS
+        for tensors, elements in sets
+    ]
+
+
 def build_grid(*, quick: bool, gemm_dtypes: Sequence[Dtype], world_size: int) -> Grid:
     """The points of every section; ``gemm_dtypes`` are the dtypes this device supports."""
     if quick:
@@ -254,6 +290,7 @@ def build_grid(*, quick: bool, gemm_dtypes: Sequence[Dtype], world_size: int) ->
         )  # fmt: skip
         memory = [MemoryPoint(op, "bf16", n) for op in ("copy", "add") for n in (2**12, 2**16)]
         collectives = collective_points(world_size, sizes=(2**10, 2**14))
+        optimizer = optimizer_points(((8, 2**10), (4, 2**12)))
     else:
         gemm = []
         for dtype in gemm_dtypes:
@@ -271,4 +308,5 @@ def build_grid(*, quick: bool, gemm_dtypes: Sequence[Dtype], world_size: int) ->
             for size in MEMORY_TENSOR_BYTES
         ]
         collectives = collective_points(world_size, sizes=COLLECTIVE_BYTES)
-    return Grid(tuple(gemm), tuple(attention), tuple(memory), tuple(collectives))
+        optimizer = optimizer_points(OPTIMIZER_SETS)
+    return Grid(tuple(gemm), tuple(attention), tuple(memory), tuple(collectives), tuple(optimizer))

@@ -2,8 +2,9 @@
 
 Order: under ``torchrun`` with several processes, the collectives first (every process
 takes part), then the process group is closed and only rank 0 goes on with the one-GPU
-sections: memory bandwidth, attention, then GEMMs (per dtype, the interpolation grid
-before the model shapes). A GPU is first kept busy with bf16 products for about a second
+sections: memory bandwidth, attention, GEMMs (per dtype, the interpolation grid before
+the model shapes), then the optimizer step (its tensors are released after each point).
+A GPU is first kept busy with bf16 products for about a second
 so the clocks are up before anything is recorded.
 
 A point that fails with a ``RuntimeError`` (out of memory even after the allocator's
@@ -40,9 +41,10 @@ from planner.errors import AutoparError, UnknownNameError
 from planner.profile import kernels, provenance
 from planner.profile.collectives import Collectives
 from planner.profile.grid import Grid, build_grid
+from planner.profile.optimizer import measure_optimizer
 from planner.profile.timing import Timer, TimerSettings
 
-SECTIONS = ("collectives", "memory", "attention", "gemm")
+SECTIONS = ("collectives", "memory", "attention", "gemm", "optimizer")
 WARM_UP_GPU_S = 1.0
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 
@@ -185,6 +187,12 @@ class _Run:
             self.torch.cuda.empty_cache()
 
 
+def _released(run: _Run, row: Any) -> Any:
+    """``row``, after giving the point's tensors back to the device (up to 16 GiB each)."""
+    run._release()
+    return row
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
@@ -255,6 +263,7 @@ def run_profile(options: ProfileOptions, *, console: Console) -> KernelProfile |
         ),
         gemm=tuple(run.rows["gemm"]), attention=tuple(run.rows["attention"]),
         memory=tuple(run.rows["memory"]), collectives=tuple(run.rows["collectives"]),
+        optimizer=tuple(run.rows["optimizer"]),
         skipped=tuple(run.skipped), elapsed_s=time.monotonic() - started,
     )  # fmt: skip
 
@@ -294,6 +303,12 @@ def _measure_kernels(
         )
     if "gemm" in wanted:
         run.section("gemm", grid.gemm, lambda p: kernels.measure_gemm(torch, timer, p))
+    if "optimizer" in wanted:
+        run.section(
+            "optimizer",
+            grid.optimizer,
+            lambda p: _released(run, measure_optimizer(torch, timer, p)),
+        )
 
 
 def write_profile(profile: KernelProfile, path: Path) -> None:

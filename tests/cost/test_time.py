@@ -107,16 +107,17 @@ def test_context_parallel_algorithms_are_priced_apart() -> None:
 def test_eager_optimizer_launches_hide_behind_the_backward() -> None:
     # plain PyTorch issues the optimizer's kernels while the GPU still runs the backward;
     # Megatron reads the gradient norm back first, so its optimizer launches are exposed
-    # the measured 1B Llama at 4 x 4096 tokens: a device-bound backward, then ~1,500
-    # optimizer launches that take longer than the optimizer's memory traffic
+    # a narrow, deep model (32 layers of width 1024) at 4 x 8192 tokens with full
+    # recomputation: a long device-bound backward, then ~290 parameter tensors whose
+    # per-tensor AdamW costs the host (as profiled) longer than its memory traffic
     model = load_model("llama-3.1-8b").model_copy(
-        update={"num_layers": 16, "hidden_size": 2048, "num_attention_heads": 32,
-                "ffn_hidden_size": 8192}
+        update={"num_layers": 32, "hidden_size": 1024, "num_attention_heads": 8,
+                "num_kv_heads": 8, "ffn_hidden_size": 4096, "vocab_size": 32000}
     )  # fmt: skip
     eager = estimate(
         model=model,
         cluster=load_cluster("dgx-h100", gpus=1),
-        workload=WorkloadSpec(seq_len=4096, global_batch=4),
+        workload=WorkloadSpec(seq_len=8192, global_batch=4),
         layout=ParallelConfig(mbs=4, recompute="full"),
         framework="pytorch",
         state_layout_name="bf16",

@@ -237,7 +237,7 @@ def test_autocast_layer_matches_the_measuring_script_docstring() -> None:
         framework="pytorch", layout=state_layout("autocast"), precision="bf16"
     ) == Implementation(
         name="pytorch-autocast", residual_bytes=4, activation_bytes=2, flash_attention=True,
-        casts_linear_inputs=True, casts_weights=True,
+        casts_linear_inputs=True, casts_weights=True, eager=True,
     )  # fmt: skip
 
 
