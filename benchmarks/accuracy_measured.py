@@ -12,6 +12,12 @@ sweep never ran, measured afterwards) more so; the memory model is fitted to not
 its fragmentation and non-allocator reserve (medians over the calibration records).
 Records that ran out of memory must be predicted not to fit.
 
+Several configurations were measured more than once (in different sweeps, minutes or an
+hour apart, on the same lent machine). Their spread, max/min - 1 of the median step
+times, is printed per GPU: it is the floor under any prediction's error for that
+configuration, and small launch-bound steps (the host's Python dispatch sets their pace)
+spread most.
+
 Targets (profiled cost-model issue): step time within 10% and peak memory within 5% on
 every configuration.
 
@@ -80,6 +86,19 @@ def _summary(label: str, errors: list[float], target: float) -> str:
     )
 
 
+def repeats(table: list[dict[str, Any]], gpu: str) -> list[tuple[str, list[float]]]:
+    """Configurations of ``gpu`` measured more than once, with their median step times."""
+    times: dict[str, list[float]] = {}
+    for row in table:
+        if row["gpu"] == gpu and not row["oom"]:
+            times.setdefault(row["config"], []).append(row["measured_s"])
+    return [(config, sorted(ts)) for config, ts in times.items() if len(ts) > 1]
+
+
+def _spread_pct(times: list[float]) -> float:
+    return 100 * (max(times) / min(times) - 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="append", choices=sorted(MEASURED_CLUSTERS))
@@ -107,6 +126,15 @@ def main() -> None:
                        TIME_TARGET_PCT))  # fmt: skip
         print(_summary(f"{gpu} peak memory", [r["memory_error_pct"] for r in mine],
                        MEMORY_TARGET_PCT))  # fmt: skip
+        repeated = repeats(table, gpu)
+        for config, times in repeated:
+            print(f"{gpu} repeated: {config:<42}" + " ".join(f"{t:.4f}" for t in times)
+                  + f"  spread {_spread_pct(times):.1f}%")  # fmt: skip
+        if repeated:
+            spreads = sorted(_spread_pct(times) for _, times in repeated)
+            median = spreads[len(spreads) // 2]
+            print(f"{gpu} run-to-run spread: {len(repeated)} configurations measured more than "
+                  f"once, median {median:.1f}%, max {spreads[-1]:.1f}%")  # fmt: skip
         ooms = [r for r in table if r["gpu"] == gpu and r["oom"]]
         missed = sum(r["predicted_fits"] for r in ooms)
         print(f"{gpu} out-of-memory runs: {len(ooms)}, predicted to fit: {missed}")
