@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 from planner.cost.frameworks import Framework
 from planner.predict import MemoryReport, TimeReport
 from planner.search.driver import Infeasible, search
+from planner.search.progress import Progress, ProgressCallback
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
-__all__ = ["Infeasible", "PlanEntry", "PlanResult", "SearchInfo", "plan"]
+__all__ = ["Infeasible", "PlanEntry", "PlanResult", "Progress", "SearchInfo", "plan"]
 
 DEFAULT_TIME_LIMIT_S = 60.0
 
@@ -90,6 +91,7 @@ def plan(
     price_per_gpu_hour: float | None = None,
     token_budget: float | None = None,
     deadline_hours: float | None = None,
+    progress: ProgressCallback | None = None,
 ) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
@@ -97,6 +99,10 @@ def plan(
     at ``price_per_gpu_hour``, over cluster sizes up to ``cluster``) or ``min-gpus``
     (fewest GPUs that train ``token_budget`` tokens within ``deadline_hours``); see
     ``planner.search.objectives``.
+
+    ``progress``, if given, is called with a :class:`Progress` as the search goes: its
+    phase, candidate layouts evaluated out of the total, layouts timed
+    (``planner.search.progress``).
     """
     result = search(
         model,
@@ -112,6 +118,7 @@ def plan(
         price_per_gpu_hour=price_per_gpu_hour,
         token_budget=token_budget,
         deadline_hours=deadline_hours,
+        progress=progress,
     )
     plans = [
         PlanEntry(

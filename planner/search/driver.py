@@ -45,6 +45,7 @@ from planner.search.explain import (
 )
 from planner.search.formulation import formulate
 from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
+from planner.search.progress import ProgressCallback, Tracker
 from planner.search.tabulate import Ranking, Row, tabulate
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
@@ -102,8 +103,12 @@ def search(
     token_budget: float | None = None,
     deadline_hours: float | None = None,
     split_solver: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> SearchResult:
-    """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none."""
+    """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
+
+    ``progress`` is called as the search goes (``planner.search.progress``)."""
+    tracker = Tracker(progress)
     goal = make_objective(
         objective,
         price_per_gpu_hour=price_per_gpu_hour,
@@ -119,10 +124,11 @@ def search(
     found = _tabulate_sizes(
         model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
         maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
-        deadline=started + time_limit_s, split_solver=split_solver,
+        deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
     )  # fmt: skip
     if not found.admitted:
         raise Infeasible(_infeasible_message(found, goal, cluster, workload, headroom_gib, fixed))
+    tracker.enter("solve")
     formulation = formulate(found.admitted, objective=goal, top_k=top_k)
     left_s = max(SOLVER_MIN_TIME_S, time_limit_s - (time.perf_counter() - started))
     solution = solve_degrees(formulation.problem, SolveOptions(time_limit_s=left_s))
@@ -148,6 +154,7 @@ def search(
         "layouts_timed": sum(row.time is not None for row in found.rows),
         "layouts_split_solver": found.refined,
     }
+    tracker.enter("done")
     return SearchResult(plans=plans, search=info)
 
 
@@ -166,6 +173,7 @@ def _tabulate_sizes(
     max_mbs: int,
     deadline: float,
     split_solver: bool,
+    tracker: Tracker,
 ) -> _Sizes:
     found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
     for gpus in sizes:
@@ -180,6 +188,7 @@ def _tabulate_sizes(
                 raise
             continue  # a pinned knob this size cannot take (e.g. tp 8 on 4 GPUs)
         found.spaces.append((sized, space))
+        tracker.candidates(len(space.layouts))
         ranking = Ranking(
             keep=top_k + SPLIT_LEADERS_EXTRA * top_k * split_solver,
             key=goal.key,
@@ -189,18 +198,20 @@ def _tabulate_sizes(
         table = tabulate(
             space.layouts, model=model, cluster=sized, workload=workload, framework=framework,
             headroom_gib=headroom_gib, deadline=deadline, have_feasible=bool(found.admitted),
-            ranking=ranking,
+            ranking=ranking, tracker=tracker,
         )  # fmt: skip
         found.complete = found.complete and table.complete
         found.rows.extend(table.rows)
         admitted = [row for row in table.feasible if goal.admits(row)]
         if split_solver and table.complete:
+            tracker.enter("split")
             variants = partition.split_variants(
                 table.rows, admitted, model=model, cluster=sized, workload=workload,
                 framework=framework, headroom_gib=headroom_gib, fixed=fixed or {},
                 maxima=maxima or {}, leaders=2 * top_k,
             )  # fmt: skip
             found.refined += len(variants)
+            tracker.add_timed(sum(row.time is not None for row in variants))
             found.rows.extend(variants)
             admitted.extend(row for row in variants if row.fits and goal.admits(row))
         found.admitted.extend(admitted)

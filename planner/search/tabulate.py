@@ -36,6 +36,7 @@ from planner.predict import (
     step_lower_bound,
 )
 from planner.predict import time_report as predict_time
+from planner.search.progress import Tracker
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
@@ -136,6 +137,7 @@ def tabulate(
     deadline: float | None = None,
     have_feasible: bool = False,
     ranking: Ranking | None = None,
+    tracker: Tracker | None = None,
 ) -> Table:
     """Cost every layout (module docstring). Past ``deadline`` (a ``time.perf_counter``
     value), once some layout fits, the rest are skipped and ``complete`` is False; until
@@ -147,7 +149,10 @@ def tabulate(
     the best (they stay in the table with ``time`` None and ``step_bound_s`` set). A
     timed layout faster than its bound would mean the bound is broken; then every layout
     is timed.
+
+    ``tracker`` (``planner.search.progress``) counts each layout costed and timed.
     """
+    tracker = tracker or Tracker(None)
     capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
     rows: list[Row] = []
     for layout in layouts:
@@ -157,12 +162,17 @@ def tabulate(
                           framework=framework, headroom_gib=headroom_gib,
                           capacity_gib=capacity_gib)  # fmt: skip
         rows.append(row)
+        tracker.costed()
         if row.fits and ranking is None:
             row.time = predict_time(row.prepared)
+            tracker.timed_one()
             have_feasible = True
     if ranking is None:
         return Table(rows=rows, complete=True)
-    return _time_contenders(rows, ranking, deadline=deadline, have_feasible=have_feasible)
+    tracker.enter("time")
+    return _time_contenders(
+        rows, ranking, deadline=deadline, have_feasible=have_feasible, tracker=tracker
+    )
 
 
 def _memory_row(
@@ -197,7 +207,12 @@ def _memory_row(
 
 
 def _time_contenders(
-    rows: list[Row], ranking: Ranking, *, deadline: float | None, have_feasible: bool
+    rows: list[Row],
+    ranking: Ranking,
+    *,
+    deadline: float | None,
+    have_feasible: bool,
+    tracker: Tracker,
 ) -> Table:
     """Time the fitting rows best bound first until the rest cannot make the cut."""
     fitting = [row for row in rows if row.fits]
@@ -217,6 +232,7 @@ def _time_contenders(
         if prune and len(best) == ranking.keep and bound > best[-1]:
             break
         row.time = predict_time(row.prepared)
+        tracker.timed_one()
         have_feasible = True
         if row.step_bound_s is not None and row.step_s < row.step_bound_s:
             prune = False  # the bound does not hold for this cost model: time them all
