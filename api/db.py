@@ -10,15 +10,16 @@ Tables (the ``autopar_`` prefix keeps them apart from Optuna's, which share the 
     the server's cap); ``layouts`` (candidate layouts to evaluate); ``result`` (the
     ``autopar plan --json`` document) or ``error`` (a problem); ``owner`` and
     ``heartbeat_at`` (which server process runs it and when it last said so: a job
-    whose owner went silent is queued again); ``cancel_requested``; ``attempts``;
-    timestamps.
+    whose owner went silent is queued again); ``progress`` (the planner's latest report,
+    ``planner.search.progress``); ``cancel_requested``; ``attempts``; timestamps.
 ``autopar_models``
     models imported from a HuggingFace ``config.json``: ``name``, ``spec``, ``source``.
 
 JSON columns hold text (``json.dumps``), the same on SQLite and PostgreSQL. Tables are
-created on start-up (``create_all`` is idempotent). SQLite runs in WAL mode with a busy
-timeout, so the request threads, the job dispatchers and several server processes can
-share one file.
+created on start-up (``create_all`` is idempotent); a jobs table made before a column
+was added gets it then (``ADDED_COLUMNS``, ``ALTER TABLE ... ADD COLUMN``). SQLite runs
+in WAL mode with a busy timeout, so the request threads, the job dispatchers and several
+server processes can share one file.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 CREATE_ATTEMPTS = 3
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -69,6 +72,7 @@ jobs = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("heartbeat_at", DateTime(timezone=True)),
+    Column("progress", Text),
     Index("ix_autopar_jobs_inputs_hash", "inputs_hash"),
     Index("ix_autopar_jobs_status_created", "status", "created_at"),
 )
@@ -81,6 +85,10 @@ models = Table(
     Column("source", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+
+ADDED_COLUMNS = {"progress": "TEXT"}
+"""Columns of ``autopar_jobs`` newer than the table itself: added to older databases."""
 
 
 def make_engine(url: str) -> Engine:
@@ -102,7 +110,28 @@ def make_engine(url: str) -> Engine:
             if attempt == CREATE_ATTEMPTS - 1:
                 raise
             time.sleep(0.2)
+    _add_columns(engine)
     return engine
+
+
+def _add_columns(engine: Engine) -> None:
+    """Add the ``ADDED_COLUMNS`` a jobs table made by an older autopar lacks."""
+    for attempt in range(CREATE_ATTEMPTS):
+        present = {column["name"] for column in inspect(engine).get_columns(jobs.name)}
+        missing = [name for name in ADDED_COLUMNS if name not in present]
+        if not missing:
+            return
+        try:
+            with engine.begin() as conn:
+                for name in missing:
+                    conn.execute(
+                        text(f"ALTER TABLE {jobs.name} ADD COLUMN {name} {ADDED_COLUMNS[name]}")
+                    )
+        except (OperationalError, ProgrammingError):
+            # another server process added it first
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2)
 
 
 def backend_name(engine: Engine) -> str:

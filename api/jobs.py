@@ -5,7 +5,10 @@ process (:mod:`api.worker`) and loops: claim the oldest queued job from the data
 (:meth:`api.store.JobStore.claim_next`, so slots of every server process on the same
 database share one queue), hand it to its process, and wait for the answer while it
 
-* sends a heartbeat every ``HEARTBEAT_S`` (and reads the job's cancel flag with it);
+* sends a heartbeat every ``HEARTBEAT_S`` (and reads the job's cancel flag with it),
+  storing with it the latest progress the worker reported (phase, layouts evaluated of
+  the total, layouts timed: ``planner.search.progress``), so ``GET /v1/plans/{id}``
+  shows it; the first report is stored at once, and the last with the result;
 * kills the process when the job is cancelled (``DELETE``) or runs past its hard
   deadline, ``time_limit_s + max(grace, 0.25 x time_limit_s)`` (grace: 5 s by
   default, ``AUTOPAR_JOB_GRACE_S``): the planner keeps
@@ -56,25 +59,28 @@ def hard_deadline_s(time_limit_s: float, *, grace_s: float) -> float:
     return time_limit_s + max(grace_s, 0.25 * time_limit_s)
 
 
+def worker_environment() -> dict[str, str]:
+    """The environment of a ``python -m api...`` child process: this one's, with the
+    source checkout on its path where ``api`` is not an installed package (the child
+    imports ``api`` from where this process did)."""
+    env = dict(os.environ)
+    source_root = str(Path(api.__file__).resolve().parents[1])
+    installed = {str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("purelib", "platlib")}
+    if source_root not in installed:
+        paths = [source_root, env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    return env
+
+
 class _Worker:
     """One planning process (``python -m api.worker``) and a thread reading its answers."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        # the worker imports ``api`` from where this process did: nothing to add for an
-        # installed package; a source checkout goes on the worker's path
-        source_root = str(Path(api.__file__).resolve().parents[1])
-        installed = {
-            str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("purelib", "platlib")
-        }
-        if source_root not in installed:
-            paths = [source_root, env.get("PYTHONPATH", "")]
-            env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=worker_environment(),
             text=True,
             encoding="utf-8",
         )
@@ -242,6 +248,8 @@ class JobRunner:
         started = time.monotonic()
         deadline = started + hard_deadline_s(job.time_limit_s, grace_s=self.grace_s)
         next_beat = started + HEARTBEAT_S
+        progress: dict[str, Any] | None = None  # the worker's latest (planner.search.progress)
+        reported = False
         try:
             worker.send(job)
         except OSError:
@@ -260,11 +268,22 @@ class JobRunner:
                 code = worker.process.poll()
                 self._fail(job, 500, "internal-error", f"the planning process died ({code})")
                 return False
-            if answer:
+            if answer and "progress" in answer:
+                progress = answer["progress"]  # stored with the next heartbeat
+                if not reported:  # the first one at once: the job shows its total
+                    self.store.heartbeat(job.id, self.owner, progress=progress)
+                    reported = True
+            elif answer:
                 if answer.get("status") == "done":
-                    self.store.finish(job.id, self.owner, status="done", result=answer["result"])
+                    self.store.finish(
+                        job.id, self.owner, status="done", result=answer["result"],
+                        progress=progress,
+                    )  # fmt: skip
                 else:
-                    self.store.finish(job.id, self.owner, status="failed", error=answer["error"])
+                    self.store.finish(
+                        job.id, self.owner, status="failed", error=answer["error"],
+                        progress=progress,
+                    )  # fmt: skip
                 return True
             now = time.monotonic()
             if now > deadline:
@@ -277,7 +296,7 @@ class JobRunner:
                 return False
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_S
-                if self.store.heartbeat(job.id, self.owner):
+                if self.store.heartbeat(job.id, self.owner, progress=progress):
                     self.store.finish(job.id, self.owner, status="cancelled")
                     return False
 

@@ -152,6 +152,8 @@ class PlanRequest(WorkloadRequest):
 
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+PlanPhase = Literal["tabulate", "time", "split", "solve", "done"]
+"""``planner.search.progress.PHASES``."""
 
 
 class JobProgress(BaseModel):
@@ -164,6 +166,31 @@ class JobProgress(BaseModel):
         default=None, ge=0, le=1, description="elapsed_s / time_limit_s (running only)"
     )
     layouts: int = Field(description="candidate layouts the search evaluates")
+    phase: PlanPhase | None = Field(
+        default=None,
+        description=(
+            "the planner's phase, once it reported (running, and kept when done): tabulate "
+            "(costing the memory of every candidate), time (simulating the contenders' "
+            "steps), split (stage-partition solver), solve (CP-SAT), done"
+        ),
+    )
+    layouts_evaluated: int | None = Field(
+        default=None, ge=0, description="candidate layouts costed so far (never decreases)"
+    )
+    layouts_total: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "candidate layouts of the cluster sizes enumerated so far (the cost and min-gpus "
+            "objectives add sizes as they go)"
+        ),
+    )
+    layouts_timed: int | None = Field(
+        default=None, ge=0, description="layouts whose step time was simulated so far"
+    )
+    fraction_evaluated: float | None = Field(
+        default=None, ge=0, le=1, description="layouts_evaluated / layouts_total"
+    )
     cancel_requested: bool = False
 
 

@@ -59,6 +59,8 @@ class JobRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress: dict[str, Any] | None = None
+    """The planner's latest report (``planner.search.progress``), once running."""
 
 
 def _row(record: Any) -> JobRow:
@@ -79,6 +81,7 @@ def _row(record: Any) -> JobRow:
         created_at=as_utc(m["created_at"]) or utcnow(),
         started_at=as_utc(m["started_at"]),
         finished_at=as_utc(m["finished_at"]),
+        progress=json.loads(m["progress"]) if m["progress"] else None,
     )
 
 
@@ -198,13 +201,15 @@ class JobStore:
                 return self.get(job_id)
         return None
 
-    def heartbeat(self, job_id: str, owner: str) -> bool:
-        """Record that ``owner`` still runs the job; True when a cancel was requested."""
+    def heartbeat(self, job_id: str, owner: str, *, progress: dict[str, Any] | None = None) -> bool:
+        """Record that ``owner`` still runs the job (with its latest ``progress``, if
+        any); True when a cancel was requested."""
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if progress is not None:
+            values["progress"] = json.dumps(progress)
         with self.engine.begin() as conn:
             conn.execute(
-                update(jobs)
-                .where(and_(jobs.c.id == job_id, jobs.c.owner == owner))
-                .values(heartbeat_at=utcnow())
+                update(jobs).where(and_(jobs.c.id == job_id, jobs.c.owner == owner)).values(values)
             )
             flag = conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
         return bool(flag)
@@ -217,8 +222,18 @@ class JobStore:
         status: str,
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> bool:
-        """Close a running job of ``owner``; False when it was no longer theirs."""
+        """Close a running job of ``owner`` (with the planner's last ``progress``, if
+        any); False when it was no longer theirs."""
+        values: dict[str, Any] = {
+            "status": status,
+            "result": json.dumps(result) if result is not None else None,
+            "error": json.dumps(error) if error is not None else None,
+            "finished_at": utcnow(),
+        }
+        if progress is not None:
+            values["progress"] = json.dumps(progress)
         with self.engine.begin() as conn:
             return (
                 conn.execute(
@@ -226,12 +241,7 @@ class JobStore:
                     .where(
                         and_(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.owner == owner)
                     )
-                    .values(
-                        status=status,
-                        result=json.dumps(result) if result is not None else None,
-                        error=json.dumps(error) if error is not None else None,
-                        finished_at=utcnow(),
-                    )
+                    .values(values)
                 ).rowcount
                 == 1
             )
@@ -282,7 +292,9 @@ class JobStore:
             return conn.execute(
                 update(jobs)
                 .where(condition)
-                .values(status="queued", owner=None, started_at=None, heartbeat_at=None)
+                .values(
+                    status="queued", owner=None, started_at=None, heartbeat_at=None, progress=None
+                )
             ).rowcount
 
 

@@ -7,9 +7,15 @@ process, its threads or its ``__main__`` is inherited) and speaks JSON lines:
 
     worker -> {"ready": true}                          once warmed up
     parent -> {"job": id, "inputs": {...}}             the job's canonical inputs
+    worker -> {"progress": {...}}                      zero or more, as the search goes
     worker -> {"status": "done", "result": {...}}      ``autopar plan --json``
            |  {"status": "failed", "error": {...}}     a problem: user error (422) or 500
     parent closes stdin                                 the worker exits
+
+Progress lines (``planner.search.progress``: phase, layouts evaluated of the total,
+layouts timed) go out at every phase change and otherwise at most every
+``PROGRESS_INTERVAL_S``; the last one before the answer is phase ``done`` when the search
+finished.
 
 Warm-up fits the rate efficiencies once per process (``planner.cost.rates``, about 1.5 s
 on one core), so the first job does not pay for it.
@@ -17,10 +23,12 @@ on one core), so the first job does not pay for it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
+import time
 from typing import IO, Any
 
 import hardware_db
@@ -28,12 +36,17 @@ from api.problems import ApiProblem, from_autopar_error, internal_error
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
-from planner.plan import plan
+from planner.plan import Progress, plan
+from planner.search.progress import ProgressCallback
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
 log = logging.getLogger("autopar.worker")
+
+PROGRESS_INTERVAL_S = 0.25
+"""Least time between two progress lines of one phase (the parent stores the latest with
+its heartbeat, every second)."""
 
 
 def warm_up() -> None:
@@ -45,7 +58,7 @@ def warm_up() -> None:
             continue  # a GPU without measurements to borrow: its requests say so themselves
 
 
-def run_plan(inputs: dict[str, Any]) -> dict[str, Any]:
+def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
     """``planner.plan`` on a job's canonical inputs (:func:`api.inputs.plan_inputs`)."""
     result = plan(
         model=ModelSpec.model_validate(inputs["model"]),
@@ -58,6 +71,7 @@ def run_plan(inputs: dict[str, Any]) -> dict[str, Any]:
         headroom_gib=inputs["headroom_gib"],
         top_k=inputs["top_k"],
         time_limit_s=inputs["time_limit_s"],
+        progress=progress,
         **{
             knob: inputs[knob]
             for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours")
@@ -75,12 +89,27 @@ def serve(commands: IO[str], answers: IO[str]) -> None:
         message = json.loads(line)
         job_id, inputs = message["job"], message["inputs"]
         try:
-            _send(answers, {"status": "done", "result": run_plan(inputs)})
+            result = run_plan(inputs, _progress_lines(answers))
+            _send(answers, {"status": "done", "result": result})
         except AutoparError as error:
             _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})
         except Exception:
             log.exception("job %s failed with an internal error", job_id)
             _send(answers, {"status": "failed", "error": _problem(internal_error(f"job-{job_id}"))})
+
+
+def _progress_lines(answers: IO[str]) -> ProgressCallback:
+    """A progress callback writing lines (see the module docstring)."""
+    last_phase, last_sent = "", 0.0
+
+    def report(progress: Progress) -> None:
+        nonlocal last_phase, last_sent
+        now = time.monotonic()
+        if progress.phase != last_phase or now - last_sent >= PROGRESS_INTERVAL_S:
+            last_phase, last_sent = progress.phase, now
+            _send(answers, {"progress": dataclasses.asdict(progress)})
+
+    return report
 
 
 def _send(answers: IO[str], message: dict[str, Any]) -> None:

@@ -54,6 +54,14 @@ def job_view(row: JobRow, store: JobStore, *, reused: bool = False) -> Job:
         progress.elapsed_s = round(elapsed, 3)
         if row.status == "running":
             progress.fraction_of_time_limit = round(min(1.0, elapsed / row.time_limit_s), 4)
+    if row.progress is not None and row.status != "queued":
+        reported = row.progress
+        progress.phase = reported["phase"]
+        progress.layouts_evaluated = reported["evaluated"]
+        progress.layouts_total = reported["total"]
+        progress.layouts_timed = reported["timed"]
+        if reported["total"]:
+            progress.fraction_evaluated = round(reported["evaluated"] / reported["total"], 4)
     result, error = _stored_result(row)
     return Job(
         id=row.id,

@@ -3,7 +3,9 @@ launch files, the bounded queue, cancellation and the hard time limit."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 
 from api_support import SMALL_PLAN, assert_problem, wait_for
 
@@ -73,6 +75,35 @@ def test_plan_job_gives_the_cli_result_and_is_reused(make_db_client, run_cli, re
     assert second["files"] == emit_files(result["plans"][1], format="megatron")
     assert_problem(client.get(f"/v1/plans/{job['id']}/launch/megatron?rank=6"), 404, "not-found")
     assert_problem(client.delete(f"/v1/plans/{job['id']}"), 409, "conflict")
+
+
+def test_plan_progress_comes_from_the_planner_and_ends_complete(make_client, sqlite_url) -> None:
+    """While running, the job shows the planner's phase and counts, which never go back;
+    done, every candidate layout was evaluated."""
+    client = make_client(sqlite_url, job_workers=1)
+    request = {**SMALL_PLAN, "model": "llama-3.1-70b", "gpus": 64, "global_batch": 256}
+    job = client.post("/v1/plans", json=request).json()
+    legal = _legal_layouts(request)
+    seen: list[dict] = []
+    while True:
+        view = client.get(f"/v1/plans/{job['id']}").json()
+        if view["status"] not in ("queued", "running"):
+            break
+        if view["status"] == "running" and view["progress"]["phase"] is not None:
+            seen.append(view["progress"])
+        time.sleep(0.02)
+    assert view["status"] == "done", view["error"]
+    final = view["progress"]
+    assert final["phase"] == "done"
+    assert final["layouts_evaluated"] == final["layouts_total"] == legal
+    assert final["fraction_evaluated"] == 1.0
+    assert final["layouts_timed"] == view["result"]["search"]["layouts_timed"]
+    assert seen, "no running progress was seen"
+    assert seen[0]["layouts_total"] == legal
+    assert seen[0]["layouts_evaluated"] < legal
+    for before, after in itertools.pairwise([*seen, final]):
+        assert after["layouts_evaluated"] >= before["layouts_evaluated"]
+        assert after["layouts_timed"] >= before["layouts_timed"]
 
 
 def test_bounded_queue_progress_and_cancelling_queued_jobs(make_db_client) -> None:

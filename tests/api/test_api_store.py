@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import inspect, text, update
 
 from api.db import jobs, make_engine
 from api.store import MAX_ATTEMPTS, JobStore, ModelStore, utcnow
@@ -112,3 +112,35 @@ def test_imported_models_round_trip(store) -> None:
     models.add("m", {"name": "m", "num_layers": 2}, source="https://example.org/config.json")
     assert models.get("m") == {"name": "m", "num_layers": 2}
     assert models.all() == [{"name": "m", "num_layers": 2}]
+
+
+def test_progress_is_stored_with_the_heartbeat_and_cleared_on_requeue(store) -> None:
+    job_id = _job(store)
+    store.claim_next("me")
+    report = {"phase": "tabulate", "evaluated": 16, "total": 40, "timed": 0}
+    store.heartbeat(job_id, "me", progress=report)
+    assert store.get(job_id).progress == report
+    store.heartbeat(job_id, "me")  # no report: the last one stays
+    assert store.get(job_id).progress == report
+    assert store.requeue(owner="me") == 1
+    assert store.get(job_id).progress is None
+    store.claim_next("me")
+    done = {"phase": "done", "evaluated": 40, "total": 40, "timed": 7}
+    assert store.finish(job_id, "me", status="done", result={"r": 1}, progress=done)
+    assert store.get(job_id).progress == done
+
+
+def test_an_older_jobs_table_gets_the_new_columns(database_url: str) -> None:
+    """A database made before ``progress`` existed: start-up adds the column, rows stay."""
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {jobs.name} DROP COLUMN progress"))
+    old = JobStore(engine)
+    engine.dispose()
+    assert "progress" not in {c["name"] for c in inspect(old.engine).get_columns(jobs.name)}
+    engine = make_engine(database_url)
+    assert "progress" in {c["name"] for c in inspect(engine).get_columns(jobs.name)}
+    store = JobStore(engine)
+    job_id = _job(store)
+    assert store.get(job_id).progress is None
+    engine.dispose()
