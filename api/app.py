@@ -3,7 +3,8 @@
 ``autopar serve`` runs ``uvicorn --factory api.app:create_app`` (so ``planner`` never
 imports ``api``). On start-up the app opens the database (``AUTOPAR_DATABASE_URL``,
 tables created if missing), fits the rate efficiencies once for the synchronous
-estimates, and starts the job runner's planning processes; on shutdown it stops them and
+estimates, starts the process for large estimates (``api.estimator``) and the job
+runner's planning processes; on shutdown it stops them and
 queues its running jobs again, so a restarted server (or another one on the same
 database) finishes them.
 """
@@ -22,6 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.db import make_engine
+from api.estimator import EstimateProcess
 from api.guards import BodyLimit, require_token
 from api.jobs import JobRunner
 from api.openapi import install_openapi
@@ -47,6 +49,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.state.jobs = JobStore(engine)
         app.state.models = ModelStore(engine)
         warm_up()
+        app.state.estimator = None
+        if settings.estimate_processes > 0:
+            app.state.estimator = EstimateProcess()
+            await app.state.estimator.start()
         app.state.runner = JobRunner(
             app.state.jobs, workers=settings.job_workers, grace_s=settings.job_grace_s
         )
@@ -55,6 +61,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             yield
         finally:
             app.state.runner.stop()
+            if app.state.estimator is not None:
+                await app.state.estimator.stop()
             engine.dispose()
 
     app = FastAPI(

@@ -91,11 +91,13 @@ bearer = HTTPBearer(
 )
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    """Check the bearer token when the server has one (``request.app.state.settings``)."""
+    """Check the bearer token when the server has one (``request.app.state.settings``).
+
+    ``async`` so that FastAPI runs it on the event loop, not in a thread (``api.deps``)."""
     expected: str | None = request.app.state.settings.api_token
     if expected is None:
         return

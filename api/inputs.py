@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -137,8 +138,61 @@ def resolve_workload(body: WorkloadRequest) -> WorkloadSpec:
     )
 
 
-def run_estimate(body: EstimateRequest, models: ModelStore) -> Estimate:
-    """``autopar estimate`` for a request body."""
+@dataclass(frozen=True)
+class EstimateCall:
+    """An estimate request resolved to the planner's specs and checked, ready to run."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    workload: WorkloadSpec
+    layout: ParallelConfig
+    body: EstimateRequest
+    pipeline_ops: int
+    """Micro-batches x pp x vpp: what the time model simulates (its cost grows with it)."""
+
+    def run(self) -> Estimate:
+        """``planner.estimate`` on the resolved inputs."""
+        return estimate(
+            model=self.model,
+            cluster=self.cluster,
+            workload=self.workload,
+            layout=self.layout,
+            framework=self.body.framework,
+            state_layout_name=self.body.state_layout,
+            flash_attention=self.body.flash_attention,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for another process (:meth:`from_json` gives an equal call back;
+        floats survive JSON exactly)."""
+        return {
+            "model": self.model.model_dump(mode="json"),
+            "cluster": self.cluster.model_dump(mode="json"),
+            "workload": self.workload.model_dump(mode="json"),
+            "layout": self.layout.model_dump(mode="json"),
+            "body": self.body.model_dump(mode="json"),
+            "pipeline_ops": self.pipeline_ops,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EstimateCall:
+        return cls(
+            model=ModelSpec.model_validate(data["model"]),
+            cluster=ClusterSpec.model_validate(data["cluster"]),
+            workload=WorkloadSpec.model_validate(data["workload"]),
+            layout=ParallelConfig.model_validate(data["layout"]),
+            body=EstimateRequest.model_validate(data["body"]),
+            pipeline_ops=data["pipeline_ops"],
+        )
+
+
+def needs_store(body: EstimateRequest) -> bool:
+    """Whether resolving ``body`` reads the database (a model name outside the catalogue)."""
+    return isinstance(body.model, str) and _catalogue_model(body.model) is None
+
+
+def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
+    """Resolve and check an estimate request (a SpecError names the broken rule)."""
     model = resolve_model(body.model, models)
     cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
     workload = resolve_workload(body)
@@ -159,25 +213,21 @@ def run_estimate(body: EstimateRequest, models: ModelStore) -> Estimate:
     if body.zero is not None:
         fields["zero_stage"] = body.zero
     layout = build_spec(ParallelConfig, "layout", **fields)
-    _check_pipeline_size(layout, cluster=cluster, workload=workload)
-    return estimate(
-        model=model,
-        cluster=cluster,
-        workload=workload,
-        layout=layout,
-        framework=body.framework,
-        state_layout_name=body.state_layout,
-        flash_attention=body.flash_attention,
-    )
+    ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
+    return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
 
 
-def _check_pipeline_size(
-    layout: ParallelConfig, *, cluster: ClusterSpec, workload: WorkloadSpec
-) -> None:
-    """Micro-batches x pp x vpp within ``MAX_PIPELINE_OPS`` (other rules: the planner's)."""
+def run_estimate(body: EstimateRequest, models: ModelStore) -> Estimate:
+    """``autopar estimate`` for a request body."""
+    return prepare_estimate(body, models).run()
+
+
+def _pipeline_ops(layout: ParallelConfig, *, cluster: ClusterSpec, workload: WorkloadSpec) -> int:
+    """Micro-batches x pp x vpp, within ``MAX_PIPELINE_OPS`` (other rules: the planner's;
+    0 where the layout does not divide the cluster, which the planner then names)."""
     model_parallel = layout.tp * layout.cp * layout.pp
     if cluster.num_gpus % model_parallel != 0:
-        return  # the planner names the broken divisibility rule
+        return 0
     dp = layout.dp or cluster.num_gpus // model_parallel
     microbatches = -(-workload.sequences_per_step // (layout.mbs * dp))
     ops = microbatches * layout.pp * (layout.vpp or 1)
@@ -187,6 +237,7 @@ def _check_pipeline_size(
             f"{layout.vpp or 1} = {ops} pipeline operations exceed this service's bound of "
             f"{L.MAX_PIPELINE_OPS}; raise mbs or dp, or lower global_batch"
         )
+    return ops
 
 
 def plan_inputs(

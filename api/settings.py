@@ -11,6 +11,8 @@ in the OpenAPI schema, in :mod:`api.limits`), with its environment variable:
 * ``AUTOPAR_JOB_WORKERS``: planning processes of this server process (default: 2, or
   the CPU count when smaller). 0 accepts jobs and leaves them to other server
   processes on the same database.
+* ``AUTOPAR_ESTIMATE_PROCESSES``: 1 (the default) starts a process for large estimates
+  (``api.estimator``); 0 runs them in a worker thread of the server process instead.
 * ``AUTOPAR_MAX_QUEUED_JOBS``: queued plan jobs (over every server on the database)
   above which a new one is refused with 503 and ``Retry-After`` (default 64).
 * ``AUTOPAR_MAX_TIME_LIMIT_S``: the cap on a plan job's ``time_limit`` (default 60 s).
@@ -35,6 +37,7 @@ from planner.settings import database_url
 T = TypeVar("T", int, float)
 
 DEFAULT_WORKERS = 2
+DEFAULT_ESTIMATE_PROCESSES = 1
 DEFAULT_MAX_QUEUED_JOBS = 64
 DEFAULT_MAX_TIME_LIMIT_S = 60.0
 DEFAULT_JOB_GRACE_S = 5.0
@@ -49,6 +52,7 @@ class ApiSettings:
     database_url: str
     api_token: str | None = field(default=None, repr=False)
     job_workers: int = DEFAULT_WORKERS
+    estimate_processes: int = DEFAULT_ESTIMATE_PROCESSES
     max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
     max_time_limit_s: float = DEFAULT_MAX_TIME_LIMIT_S
     job_grace_s: float = DEFAULT_JOB_GRACE_S
@@ -58,6 +62,8 @@ class ApiSettings:
     def __post_init__(self) -> None:
         if self.job_workers < 0:
             raise SpecError(f"AUTOPAR_JOB_WORKERS: {self.job_workers} must not be negative")
+        if self.estimate_processes not in (0, 1):
+            raise SpecError(f"AUTOPAR_ESTIMATE_PROCESSES: {self.estimate_processes} must be 0 or 1")
         if self.max_queued_jobs < 1:
             raise SpecError(f"AUTOPAR_MAX_QUEUED_JOBS: {self.max_queued_jobs} must be >= 1")
         if self.max_time_limit_s <= 0:
@@ -78,6 +84,9 @@ class ApiSettings:
             database_url=database_url(),
             api_token=token,
             job_workers=_number(env, "AUTOPAR_JOB_WORKERS", min(DEFAULT_WORKERS, _cpus()), int),
+            estimate_processes=_number(
+                env, "AUTOPAR_ESTIMATE_PROCESSES", DEFAULT_ESTIMATE_PROCESSES, int
+            ),
             max_queued_jobs=_number(env, "AUTOPAR_MAX_QUEUED_JOBS", DEFAULT_MAX_QUEUED_JOBS, int),
             max_time_limit_s=_number(
                 env, "AUTOPAR_MAX_TIME_LIMIT_S", DEFAULT_MAX_TIME_LIMIT_S, float

@@ -82,7 +82,8 @@ def make_client() -> Iterator[ClientFactory]:
     opened: list[TestClient] = []
 
     def make(url: str, **settings: Any) -> TestClient:
-        options: dict[str, Any] = {"job_workers": 0, **settings}
+        # no estimate process unless a test asks for one (each costs a warm-up)
+        options: dict[str, Any] = {"job_workers": 0, "estimate_processes": 0, **settings}
         client = TestClient(create_app(ApiSettings(database_url=url, **options)))
         client.__enter__()
         opened.append(client)

@@ -6,6 +6,10 @@ import json
 
 from api_support import SMALL_ESTIMATE, assert_problem
 
+from api.estimator import estimate_json
+from api.inputs import EstimateCall, prepare_estimate
+from api.routers.estimates import INLINE_PIPELINE_OPS
+from api.schemas import EstimateRequest
 from planner import catalog
 
 
@@ -128,3 +132,36 @@ def test_unknown_routes_and_methods_are_problems(client) -> None:
     response = client.put("/v1/estimate", json={})
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
+
+
+LARGE_ESTIMATE = {**SMALL_ESTIMATE, "tp": 1, "pp": 8, "global_batch": 4096}
+"""4,096 micro-batches x pp 8 = 32,768 pipeline ops: past INLINE_PIPELINE_OPS."""
+
+
+def test_large_estimates_run_elsewhere_with_the_same_result(make_client, sqlite_url) -> None:
+    """A schedule too large for the event loop goes to the estimate process (or, without
+    one, a worker thread); the answer is the very JSON the loop would give."""
+    call = prepare_estimate(EstimateRequest.model_validate(LARGE_ESTIMATE), None)
+    assert call.pipeline_ops > INLINE_PIPELINE_OPS
+    expected = json.loads(estimate_json(call))
+    for processes in (1, 0):
+        client = make_client(sqlite_url, estimate_processes=processes)
+        assert (client.app.state.estimator is not None) == bool(processes)
+        response = client.post("/v1/estimate", json=LARGE_ESTIMATE)
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+        bad = {**LARGE_ESTIMATE, "recompute_layers": 3}  # a rule the planner checks
+        assert_problem(client.post("/v1/estimate", json=bad), 422, "invalid-spec")
+    assert EstimateCall.from_json(json.loads(json.dumps(call.to_json()))) == call
+
+
+def test_a_dead_estimate_process_is_replaced(make_client, sqlite_url) -> None:
+    client = make_client(sqlite_url, estimate_processes=1)
+    assert client.post("/v1/estimate", json=LARGE_ESTIMATE).status_code == 200
+    process = client.app.state.estimator._process
+    process.kill()
+    client.portal.call(process.wait)
+    # the next request finds it gone and starts another
+    response = client.post("/v1/estimate", json=LARGE_ESTIMATE)
+    assert response.status_code == 200, response.text
+    assert client.app.state.estimator._process.pid != process.pid
