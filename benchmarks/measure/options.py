@@ -35,6 +35,11 @@ PRESETS: dict[str, LlamaConfig] = {
     # 32000 vocab)
     "qwen-1.5b": LlamaConfig(28, 1536, 12, 2, 8960, 151936, seq_len=2048, tie_embeddings=True),
     "mistral-7b": LlamaConfig(32, 4096, 32, 8, 14336, 32000, seq_len=2048),
+    # and of the device-bound validation sweep: Qwen2.5-7B (config.json: 28 layers, 3584
+    # hidden, 28/4 heads, 18944 ffn, 152064 vocab, untied) and Llama-2-13B (40 layers,
+    # 5120 hidden, 40/40 heads: no grouped-query attention, 13824 ffn, 32000 vocab)
+    "qwen-7b": LlamaConfig(28, 3584, 28, 4, 18944, 152064, seq_len=2048),
+    "llama-13b": LlamaConfig(40, 5120, 40, 40, 13824, 32000, seq_len=2048),
 }
 MODES = ("single", "ddp", "fsdp2", "tp", "pp")
 PRECISIONS = ("bf16-autocast", "bf16")

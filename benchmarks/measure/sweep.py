@@ -106,6 +106,20 @@ SWEEPS: dict[str, list[Run]] = {
         ("mistral-7b", 1024, 1, "full", B, 1, True),
         ("llama-8b", 2048, 1, "full", B, 1, True),
     ],
+    # out-of-sample check where training runs live: long, device-bound steps of shapes
+    # the calibration never ran (Qwen2.5-7B, Llama-2-13B with full multi-head attention),
+    # 8K-32K tokens; llama-13b's 104 GB of bf16 state fits an H200, not an H100 (OOM
+    # record); stored as validation
+    "device-bound": [
+        ("qwen-7b", 4096, 1, "full", B, 1, False),
+        ("qwen-7b", 1024, 2, "none", B, 1, False),
+        ("mistral-7b", 8192, 1, "full", B, 1, False),
+        ("llama-8b", 4096, 2, "full", B, 1, False),
+        ("llama-3b", 8192, 2, "full", B, 1, False),
+        ("llama-1b", 32768, 1, "full", A, 1, False),
+        ("qwen-1.5b", 16384, 1, "full", A, 1, False),
+        ("llama-13b", 2048, 1, "full", B, 1, False),
+    ],
     # where a small step's time goes (``time.phases``: host and device clocks after the
     # forward, backward, optimizer step and zero_grad): launch-bound and device-bound
     # steps, per-tensor and foreach AdamW, bf16 and autocast; stored as validation
