@@ -10,7 +10,8 @@ odd-numbered rows ("held out") are honest accuracy, and the validation sweeps
 (``validation_steps.jsonl``: shapes, sequence lengths and micro-batches the calibration
 sweep never ran, measured afterwards) more so; the memory model is fitted to nothing but
 its fragmentation and non-allocator reserve (medians over the calibration records).
-Records that ran out of memory must be predicted not to fit.
+Records that ran out of memory must be predicted not to fit; runs that fit but were
+predicted not to are counted too.
 
 Several configurations were measured more than once (in different sweeps, minutes or an
 hour apart, on the same lent machine). Their spread, max/min - 1 of the median step
@@ -63,6 +64,7 @@ def rows(gpu_id: str) -> list[dict[str, Any]]:
         position = fitted.get(id(record))
         row.update(
             oom=False,
+            predicted_fits=result.memory.fits,
             role=role or ("held out" if position is None or position % 2 else "fit"),
             measured_s=measured_s,
             predicted_s=result.time.step_time_s,
@@ -138,6 +140,9 @@ def main() -> None:
         ooms = [r for r in table if r["gpu"] == gpu and r["oom"]]
         missed = sum(r["predicted_fits"] for r in ooms)
         print(f"{gpu} out-of-memory runs: {len(ooms)}, predicted to fit: {missed}")
+        refused = [r["config"] for r in mine if not r["predicted_fits"]]
+        print(f"{gpu} runs that fit but were predicted not to: {len(refused)}"
+              + (f" ({', '.join(refused)})" if refused else ""))  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2))
 

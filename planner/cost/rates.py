@@ -234,28 +234,28 @@ def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
         )
     profiled_id = found[0]
     where = (
-        f"kernel profile of {profiled_id} ({found[1].source.split(' from ')[-1]})"
+        f"kernel profile of {profiled_id} ({found[1].sources.describe()})"
         if profiled_id == gpu.id
         else f"kernel profile of {profiled_id} scaled to {gpu.id}'s datasheet peaks "
         "(no profile of this GPU)"
     )
     device_scale = calibration.device_scale if framework in EAGER_FRAMEWORKS else 1.0
     source = (
-        f"{where}: GEMM and attention by shape, element-wise bandwidth; device time x"
-        f"{device_scale:.3f}, {calibration.kernel_overhead_s * 1e6:.1f} us per kernel "
-        f"(forward; {calibration.backward_kernel_overhead_s * 1e6:.1f} us backward) "
-        f"launch{_plain_overhead(calibration)} "
+        f"{where}: GEMM and attention by shape, element-wise bandwidth, "
+        f"{_optimizer_source(calibration)}; device time x{device_scale:.3f}; host time per "
+        f"kernel launch {calibration.kernel_overhead_s * 1e6:.1f} us in the forward, "
+        f"{calibration.backward_kernel_overhead_s * 1e6:.1f} us in the backward, "
         f"{calibration.source}, held-out error "
         f"{calibration.holdout_mape_pct:.1f}% over {calibration.runs_holdout} runs"
     )
     return _profiled_rates(gpu, dtype, found, calibration, framework=framework, source=source)
 
 
-def _plain_overhead(calibration: StepCalibration) -> str:
+def _optimizer_source(calibration: StepCalibration) -> str:
     plain = calibration.plain_kernel_overhead_s
     if plain is None:
-        return ", the optimizer step as profiled,"
-    return f" ({plain * 1e6:.1f} us outside autograd)"
+        return "the optimizer step as profiled"
+    return f"the optimizer step by its bytes, {plain * 1e6:.1f} us per launch"
 
 
 def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -> Rates:

@@ -130,3 +130,4 @@ def test_committed_profiles_time_the_optimizer() -> None:
         )  # fmt: skip
         assert rates.measured_optimizer(step) is not None
         assert "the optimizer step as profiled" in rates.source
+        assert "optimizer from profiles/" in rates.source

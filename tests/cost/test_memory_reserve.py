@@ -1,0 +1,50 @@
+"""The reserve over the allocated peak: the measured fragmentation share, and on the stage
+that holds the output layer at least one fp32 logits block (``planner.cost.memory``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.catalog import load_cluster, load_gpu, load_model
+from planner.cost.memory import LOGITS_BLOCK_BYTES
+from planner.cost.reserve import memory_reserve
+from planner.predict import estimate
+from planner.specs.layout import ParallelConfig
+from planner.specs.workload import WorkloadSpec
+
+GIB = 2**30
+
+
+def _reserves(seq_len: int) -> tuple[list[float], list[float], float]:
+    """Per stage: reserve beyond the allocated peak, allocated peak (bytes); logits block."""
+    model = load_model("llama-3.1-8b")
+    layout = ParallelConfig(pp=2, mbs=1, recompute="full")
+    result = estimate(
+        model=model,
+        cluster=load_cluster("dgx-h100", gpus=2),
+        workload=WorkloadSpec(seq_len=seq_len, global_batch=8),
+        layout=layout,
+        framework="pytorch",
+        state_layout_name="bf16",
+    )
+    stages = result.memory.stages
+    reserve = memory_reserve(load_gpu("h100-sxm"), layout=layout)
+    over = [(s.total_gib - s.allocated_gib) * GIB - reserve.non_allocator_bytes for s in stages]
+    block = seq_len * model.vocab_size * LOGITS_BLOCK_BYTES
+    return over, [s.allocated_gib * GIB for s in stages], block
+
+
+def test_long_sequences_reserve_a_logits_block_on_the_last_stage() -> None:
+    over, allocated, block = _reserves(32768)
+    fragmentation = memory_reserve(load_gpu("h100-sxm"), layout=ParallelConfig(pp=2)).fragmentation
+    assert block > fragmentation * allocated[-1]  # 15.7 GiB of fp32 logits
+    assert over[-1] == pytest.approx(block, rel=1e-3)
+    # the first stage has no output layer: the fragmentation share only
+    assert over[0] == pytest.approx(fragmentation * allocated[0], rel=1e-3)
+
+
+def test_short_sequences_keep_the_fragmentation_share() -> None:
+    over, allocated, block = _reserves(2048)
+    fragmentation = memory_reserve(load_gpu("h100-sxm"), layout=ParallelConfig(pp=2)).fragmentation
+    assert block < fragmentation * allocated[-1]
+    assert over == pytest.approx([fragmentation * a for a in allocated], rel=1e-3)
