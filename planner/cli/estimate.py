@@ -49,6 +49,16 @@ def estimate_command(
         bool, typer.Option("--distributed-optimizer", help="Megatron's sharded optimizer.")
     ] = False,
     sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel")] = False,
+    offload_optimizer: Annotated[
+        float,
+        typer.Option(
+            "--offload-optimizer",
+            min=0.0,
+            max=1.0,
+            help="Share of the optimizer states and step kept on the host (DeepSpeed "
+            "offload_optimizer, Megatron --optimizer-cpu-offload): 0 to 1.",
+        ),
+    ] = 0.0,
     recompute: Annotated[str, typer.Option(help="none | selective | full.")] = "none",
     recompute_method: Annotated[
         str | None, typer.Option("--recompute-method", help="uniform | block (full only).")
@@ -87,6 +97,7 @@ def estimate_command(
         "mbs": mbs,
         "distributed_optimizer": distributed_optimizer,
         "sequence_parallel": sequence_parallel,
+        "offload_optimizer_fraction": offload_optimizer,
         "recompute": recompute,
         "recompute_method": recompute_method,
         "recompute_num_layers": recompute_layers,

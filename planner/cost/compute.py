@@ -119,6 +119,10 @@ class ShapeRates(Protocol):
     def optimizer_time(self, shape: OptimizerShape) -> tuple[float, float] | None:
         """Measured (device, host) seconds of an optimizer step, or None if unmeasured."""
 
+    def offload_time(self, params: float, *, grad_bytes: int, weight_bytes: int) -> float | None:
+        """Seconds to step ``params`` on the host (gradients down, AdamW, weights up), or
+        None where the host was not measured."""
+
 
 @dataclass(frozen=True)
 class Rates:

@@ -5,7 +5,7 @@
 :class:`ProfileRates` (None when the GPU has none); ``ProfileRates.of(load_profile(path))``
 reads any file. Where several profiles of one GPU exist (a one-GPU kernel run, a two-GPU
 collectives run, an optimizer-step run), each section (GEMM, attention, memory,
-collectives, optimizer) comes from the
+collectives, optimizer, host) comes from the
 newest profile (by ``provenance.date_utc``) that measured it.
 
 How each rate is interpolated (all in log space, so rates stay positive and a power law
@@ -37,6 +37,10 @@ is reproduced exactly):
   the per-tensor issue cost) and b what the set with the fewest tensors per parameter
   leaves per parameter after that (multi-tensor kernels launch once per chunk of a list,
   so very large sets cost the host more; never below zero).
+* Host (optimizer offload): the device-to-host and host-to-device bandwidth of the
+  largest pinned copy measured, and the CPU AdamW step's seconds per parameter at the
+  largest set measured: offloaded steps are far larger than both, so their streaming
+  rates apply.
 In a multilinear cell, corners that were not measured (skipped points, holes of the
 attention grid where a kv group exceeds the heads) are left out and the others' weights
 renormalised; if none was measured, the nearest measured point (log-space distance) is
@@ -63,13 +67,14 @@ import hardware_db
 from planner.cost.profile_schema import (
     AttentionRow,
     GemmRow,
+    HostRow,
     KernelProfile,
     OptimizerRow,
 )
 from planner.errors import AutoparError
 
 PROFILE_FILE = "profile.json"
-SECTIONS = ("gemm", "attention", "memory", "collectives", "optimizer")
+SECTIONS = ("gemm", "attention", "memory", "collectives", "optimizer", "host")
 _EXACT = 1e-9
 LOOKUP_CACHE = 1 << 16
 
@@ -122,6 +127,27 @@ class OptimizerRates:
 
     def host_s(self, tensors: int, params: float) -> float:
         return tensors * self.host_s_per_tensor + params * self.host_s_per_param
+
+
+@dataclass(frozen=True)
+class HostRates:
+    """The host link and the CPU optimizer as measured (see the module docstring)."""
+
+    d2h_bytes_per_s: float
+    h2d_bytes_per_s: float
+    cpu_adamw_s_per_param: float
+
+    @classmethod
+    def of(cls, rows: Sequence[HostRow]) -> HostRates:
+        def largest(op: str) -> HostRow:
+            return max((r for r in rows if r.op == op), key=lambda r: r.elements)
+
+        d2h, h2d, step = largest("d2h"), largest("h2d"), largest("cpu_adamw")
+        return cls(
+            d2h_bytes_per_s=d2h.bytes / d2h.time.median_s,
+            h2d_bytes_per_s=h2d.bytes / h2d.time.median_s,
+            cpu_adamw_s_per_param=step.time.median_s / step.elements,
+        )
 
 
 def load_profile(path: Path | Traversable) -> KernelProfile:
@@ -251,6 +277,10 @@ class ProfileRates:
             )
             for key in {(r.implementation, r.dtype) for r in self._rows("optimizer")}
         }
+        host = self._rows("host")
+        self._host = (
+            HostRates.of(host) if {r.op for r in host} >= {"d2h", "h2d", "cpu_adamw"} else None
+        )
         self._collectives = self._curves(
             self._rows("collectives"),
             key=lambda r: (r.op, r.group_size, r.scope),
@@ -427,6 +457,15 @@ class ProfileRates:
         if rates is None:
             raise ProfileGapError(f"the profile has no {implementation} {dtype} optimizer step")
         return rates
+
+    def host(self) -> HostRates:
+        """The measured host link and CPU optimizer step (optimizer offload)."""
+        if self._host is None:
+            raise ProfileGapError("the profile has no host section (d2h, h2d, cpu_adamw)")
+        return self._host
+
+    def has_host(self) -> bool:
+        return self._host is not None
 
     def collective_group_sizes(self, op: str, scope: str = "intra_node") -> list[int]:
         return sorted(g for o, g, s in self._collectives if (o, s) == (op, scope))

@@ -18,6 +18,8 @@ Top-level keys::
     collectives     CollectiveRow: op, group_size, bytes, dtype, backend, scope, time
     optimizer       OptimizerRow: implementation, dtype, tensors, elements, device time
                     and host time of one ``torch.optim.AdamW`` step
+    host            HostRow: pinned copies device -> host and host -> device, and a fused
+                    AdamW step on the CPU (what optimizer offload costs)
     skipped         what was not measured and why (no fp8, one process, time limit, OOM)
     elapsed_s       wall time of the whole run
 
@@ -44,6 +46,7 @@ Dtype = Literal["bf16", "fp16", "fp32", "fp8"]
 GemmRole = Literal["grid", "forward", "grad_input", "grad_weight"]
 MemoryOp = Literal["copy", "add"]
 OptimizerImpl = Literal["per_tensor", "foreach", "fused"]
+HostOp = Literal["d2h", "h2d", "cpu_adamw"]
 CollectiveOp = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"]
 Scope = Literal["intra_node", "inter_node"]
 
@@ -187,6 +190,22 @@ class OptimizerRow(_Row):
     host: Timing
 
 
+class HostRow(_Row):
+    """Work of the GPU's host: ``d2h`` / ``h2d`` copy ``bytes`` between GPU memory and
+    pinned host memory (``elements`` fp32 values; CUDA events around a non-blocking copy),
+    ``cpu_adamw`` is one ``torch.optim.AdamW(fused=True)`` step on the CPU over
+    ``elements`` fp32 parameters with fp32 gradients (wall clock), with ``threads`` intra-op
+    threads. Optimizer offload (DeepSpeed ZeRO-Offload, Megatron-LM's
+    ``--optimizer-cpu-offload``) moves gradients down, steps on the CPU and moves weights
+    back up: these three rows price it."""
+
+    op: HostOp
+    elements: PositiveInt
+    bytes: PositiveInt
+    threads: PositiveInt
+    time: Timing
+
+
 class Skipped(_Row):
     """Something the run did not measure, and why."""
 
@@ -243,5 +262,6 @@ class KernelProfile(_Row):
     memory: tuple[MemoryRow, ...] = ()
     collectives: tuple[CollectiveRow, ...] = ()
     optimizer: tuple[OptimizerRow, ...] = ()
+    host: tuple[HostRow, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     elapsed_s: float = Field(ge=0)

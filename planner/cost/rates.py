@@ -131,6 +131,22 @@ class ProfiledRates:
         self._optimizer[shape] = found
         return found
 
+    def offload_time(self, params: float, *, grad_bytes: int, weight_bytes: int) -> float | None:
+        """Optimizer offload as the profile's host section measured it, not overlapped:
+        ``params`` gradients copied down at ``grad_bytes`` each, the fused AdamW step over
+        them on the CPU in fp32, and the updated weights copied up at ``weight_bytes`` each
+        (ZeRO-Offload, Ren et al. 2021, section 4: fp16 gradients down and fp16 parameters
+        up, 2M bytes each way for M parameters). The host link and the CPU belong to the
+        machine, so a borrowed profile's host rates apply unscaled."""
+        if not self.profile.has_host():
+            return None
+        host = self.profile.host()
+        return params * (
+            grad_bytes / host.d2h_bytes_per_s
+            + host.cpu_adamw_s_per_param
+            + weight_bytes / host.h2d_bytes_per_s
+        )
+
 
 def profiled_gpu_for(gpu: GPUSpec, dtype: str) -> tuple[str, ProfileRates] | None:
     """``gpu``'s own kernel profile with GEMMs of ``dtype``, else the first GPU's that has one."""

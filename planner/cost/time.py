@@ -22,7 +22,11 @@ One step is simulated as Megatron-LM runs it:
    is exposed unless ``overlap_param_gather``. ZeRO-3 / FSDP gathers each layer's
    parameters before its forward and backward, prefetched behind the previous layer.
 4. The optimizer step over the local (possibly sharded) parameters; in eager PyTorch its
-   launches start while the GPU still runs the backward (``OPTIMIZER_AFTER_LEAD``).
+   launches start while the GPU still runs the backward (``OPTIMIZER_AFTER_LEAD``). The
+   share offloaded to the host (``offload_optimizer_fraction``) copies its gradients down,
+   steps on the CPU and copies the weights up after the GPU's share, none of it
+   overlapped (Megatron-LM's ``--overlap-cpu-optimizer-d2h-h2d`` is off by default; the
+   profile's host section gives the rates).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from planner.cost.frameworks import StateLayout
 from planner.cost.placement import GroupPlacement, place_groups
 from planner.cost.stage_work import optimizer_step_work, stage_times
 from planner.cost.timeline import PipelineTimes, simulate
+from planner.errors import SpecError
 from planner.graph.build import Implementation
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
@@ -174,18 +179,24 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
     transfers = max(0.0, pipeline_s - no_transfer_s)
     last_backward = sum(s.backward_s for s in mine)
     dp = _data_parallel_exposed(ctx, groups, busiest, last_backward)
-    step = optimizer_step_work(
-        local_params=_optimizer_params(ctx, busiest),
-        param_tensors=ctx.param_tensors_per_rank[busiest],
-        states=ctx.states,
-        optimizer_kind=ctx.optimizer_kind,
-    )
-    optimizer = total_time([step], ctx.rates)
-    framework = ctx.impl.name.split("-")[0]
-    if OPTIMIZER_AFTER_LEAD.get(framework, False) and layout.pp == 1:
-        # the host's lead at the end of the backward hides that much of the launches
-        lead = max(0.0, compute - m * sum(s.launch_s for s in mine))
-        optimizer = max(ctx.rates.device_time(step), ctx.rates.launch_time(step) - lead)
+    local = _optimizer_params(ctx, busiest)
+    offloaded = local * layout.offload_optimizer_fraction
+    optimizer = 0.0
+    if local > offloaded:
+        step = optimizer_step_work(
+            local_params=local - offloaded,
+            param_tensors=ctx.param_tensors_per_rank[busiest],
+            states=ctx.states,
+            optimizer_kind=ctx.optimizer_kind,
+        )
+        optimizer = total_time([step], ctx.rates)
+        framework = ctx.impl.name.split("-")[0]
+        if OPTIMIZER_AFTER_LEAD.get(framework, False) and layout.pp == 1:
+            # the host's lead at the end of the backward hides that much of the launches
+            lead = max(0.0, compute - m * sum(s.launch_s for s in mine))
+            optimizer = max(ctx.rates.device_time(step), ctx.rates.launch_time(step) - lead)
+    if offloaded > 0:
+        optimizer += _offload_time(ctx, offloaded)
     executed = m * sum(s.flops for s in stages)
     return TimeBreakdown(
         compute_s=compute, tp_comm_s=tp, cp_comm_s=cp, ep_comm_s=ep,
@@ -275,6 +286,23 @@ def _context_parallel_exposed(
     if layout.cp_comm_type == "all_gather":
         return gathered, gathered
     return max(0.0, gathered - attention_s), max(0.0, 2 * gathered - 2.5 * attention_s)
+
+
+def _offload_time(ctx: TimeContext, params: float) -> float:
+    """The offloaded share of the optimizer step on the host, after the GPU's share."""
+    by_shape = ctx.rates.by_shape
+    found = None
+    if by_shape is not None:
+        found = by_shape.offload_time(
+            params, grad_bytes=ctx.states.grad_bytes, weight_bytes=ctx.states.weight_bytes
+        )
+    if found is None:
+        raise SpecError(
+            "offload_optimizer_fraction: the GPU's kernel profile has no host section "
+            "(device-host copies and a CPU AdamW step) to time the offloaded step with; "
+            "run `autopar profile --sections host` on the machine"
+        )
+    return found
 
 
 def _optimizer_params(ctx: TimeContext, rank: int) -> float:

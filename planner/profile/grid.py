@@ -30,6 +30,9 @@ tensors of 64 Mi elements (1 Gi parameters in tensors as large as a 7B model's M
 weights: the per-tensor loop's kernels are long enough there to stream rather than wait
 for the host; 1 Gi fp32 parameters with gradients and moments take 16 GiB).
 
+Host: pinned copies device -> host and host -> device of 64 MiB and 1 GiB, and a fused
+AdamW step on the CPU over 16 Mi to 256 Mi fp32 parameters (optimizer offload).
+
 Collectives: all-reduce, all-gather, reduce-scatter, all-to-all (over group sizes of
 every power of two up to the world size, and the world size) and send/recv between two
 ranks, from 1 KiB to 1 GiB (nccl-tests' sizes, see ``planner.cost.profile_schema``).
@@ -43,7 +46,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from planner.catalog import load_model
-from planner.cost.profile_schema import CollectiveOp, Dtype, GemmRole, MemoryOp, OptimizerImpl
+from planner.cost.profile_schema import (
+    CollectiveOp,
+    Dtype,
+    GemmRole,
+    HostOp,
+    MemoryOp,
+    OptimizerImpl,
+)
 
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b")
 TP = (1, 2, 4, 8)
@@ -59,6 +69,10 @@ OPTIMIZER_IMPLEMENTATIONS: tuple[OptimizerImpl, ...] = ("per_tensor", "foreach",
 OPTIMIZER_DTYPES: tuple[Dtype, ...] = ("bf16", "fp32")
 OPTIMIZER_SETS = ((1024, 2**12), (128, 2**16), (128, 2**20), (128, 2**23), (16, 2**26))
 """(tensors, elements per tensor) of the parameter sets an AdamW step is timed over."""
+HOST_COPY_ELEMENTS = (2**24, 2**28)
+"""fp32 elements of the pinned copies: 64 MiB and 1 GiB."""
+HOST_ADAMW_ELEMENTS = (2**24, 2**26, 2**28)
+"""fp32 parameters of the CPU AdamW step (with gradients and moments: 256 MiB to 4 GiB)."""
 COLLECTIVE_BYTES = tuple(2**p for p in range(10, 31, 2))  # 1 KiB .. 1 GiB
 COLLECTIVE_OPS: tuple[CollectiveOp, ...] = (
     "all_reduce",
@@ -142,6 +156,17 @@ class OptimizerPoint:
 
 
 @dataclass(frozen=True)
+class HostPoint:
+    op: HostOp
+    elements: int
+
+    def describe(self) -> str:
+        if self.op == "cpu_adamw":
+            return f"host cpu_adamw over {self.elements} fp32 parameters"
+        return f"host {self.op} copy {human_bytes(4 * self.elements)}"
+
+
+@dataclass(frozen=True)
 class CollectivePoint:
     op: CollectiveOp
     group_size: int
@@ -158,6 +183,7 @@ class Grid:
     memory: tuple[MemoryPoint, ...] = ()
     collectives: tuple[CollectivePoint, ...] = ()
     optimizer: tuple[OptimizerPoint, ...] = ()
+    host: tuple[HostPoint, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 
@@ -277,6 +303,11 @@ def optimizer_points(sets: Sequence[tuple[int, int]]) -> list[OptimizerPoint]:
     ]
 
 
+def host_points(copies: Sequence[int], steps: Sequence[int]) -> list[HostPoint]:
+    points = [HostPoint(op, n) for op in ("d2h", "h2d") for n in copies]
+    return points + [HostPoint("cpu_adamw", n) for n in steps]
+
+
 def build_grid(*, quick: bool, gemm_dtypes: Sequence[Dtype], world_size: int) -> Grid:
     """The points of every section; ``gemm_dtypes`` are the dtypes this device supports."""
     if quick:
@@ -291,6 +322,7 @@ def build_grid(*, quick: bool, gemm_dtypes: Sequence[Dtype], world_size: int) ->
         memory = [MemoryPoint(op, "bf16", n) for op in ("copy", "add") for n in (2**12, 2**16)]
         collectives = collective_points(world_size, sizes=(2**10, 2**14))
         optimizer = optimizer_points(((8, 2**10), (4, 2**12)))
+        host = host_points((2**12, 2**14), (2**12, 2**14))
     else:
         gemm = []
         for dtype in gemm_dtypes:
@@ -309,4 +341,8 @@ def build_grid(*, quick: bool, gemm_dtypes: Sequence[Dtype], world_size: int) ->
         ]
         collectives = collective_points(world_size, sizes=COLLECTIVE_BYTES)
         optimizer = optimizer_points(OPTIMIZER_SETS)
-    return Grid(tuple(gemm), tuple(attention), tuple(memory), tuple(collectives), tuple(optimizer))
+        host = host_points(HOST_COPY_ELEMENTS, HOST_ADAMW_ELEMENTS)
+    return Grid(
+        tuple(gemm), tuple(attention), tuple(memory), tuple(collectives), tuple(optimizer),
+        tuple(host),
+    )  # fmt: skip

@@ -3,7 +3,8 @@
 Order: under ``torchrun`` with several processes, the collectives first (every process
 takes part), then the process group is closed and only rank 0 goes on with the one-GPU
 sections: memory bandwidth, attention, GEMMs (per dtype, the interpolation grid before
-the model shapes), then the optimizer step (its tensors are released after each point).
+the model shapes), then the host's copies and CPU optimizer step and the optimizer step on
+the GPU (their tensors are released after each point).
 A GPU is first kept busy with bf16 products for about a second
 so the clocks are up before anything is recorded.
 
@@ -41,10 +42,10 @@ from planner.errors import AutoparError, UnknownNameError
 from planner.profile import kernels, provenance
 from planner.profile.collectives import Collectives
 from planner.profile.grid import Grid, build_grid
-from planner.profile.optimizer import measure_optimizer
+from planner.profile.optimizer import measure_host, measure_optimizer
 from planner.profile.timing import Timer, TimerSettings
 
-SECTIONS = ("collectives", "memory", "attention", "gemm", "optimizer")
+SECTIONS = ("collectives", "memory", "attention", "gemm", "optimizer", "host")
 WARM_UP_GPU_S = 1.0
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 
@@ -263,7 +264,7 @@ def run_profile(options: ProfileOptions, *, console: Console) -> KernelProfile |
         ),
         gemm=tuple(run.rows["gemm"]), attention=tuple(run.rows["attention"]),
         memory=tuple(run.rows["memory"]), collectives=tuple(run.rows["collectives"]),
-        optimizer=tuple(run.rows["optimizer"]),
+        optimizer=tuple(run.rows["optimizer"]), host=tuple(run.rows["host"]),
         skipped=tuple(run.skipped), elapsed_s=time.monotonic() - started,
     )  # fmt: skip
 
@@ -303,6 +304,8 @@ def _measure_kernels(
         )
     if "gemm" in wanted:
         run.section("gemm", grid.gemm, lambda p: kernels.measure_gemm(torch, timer, p))
+    if "host" in wanted:
+        run.section("host", grid.host, lambda p: _released(run, measure_host(torch, timer, p)))
     if "optimizer" in wanted:
         run.section(
             "optimizer",

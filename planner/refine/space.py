@@ -25,6 +25,11 @@ sampler may share what it learns between trials of the same shape):
   overlap_grad_reduce      off | on, where the DP x CP group has more than one rank and
                            the states are not fully sharded
   overlap_param_gather     off | on, with a sharded optimizer and overlap_grad_reduce
+  offload_optimizer_fraction.{any,whole}
+                           share of the optimizer step on the host: 0, 1/4, 1/2, 3/4, 1
+                           (Megatron with the distributed optimizer; DeepSpeed ZeRO-3),
+                           or 0 | 1 (DeepSpeed ZeRO-1/2: a partial ratio needs stage 3);
+                           priced from the profile's host section (the solver: 0)
 
 A parameter is suggested only where it applies (define-by-run), and only where the
 framework can run it (``FRAMEWORK_KNOBS``, mirroring what ``planner.emit`` refuses):
@@ -48,10 +53,6 @@ from typing import Any
 from planner.refine.problem import RefineProblem
 
 NOT_REFINED: dict[str, str] = {
-    "offload_optimizer_fraction": (
-        "the cost model lowers memory for it but charges no time (no PCIe transfer, no CPU "
-        "optimizer step), so every trial would offload for free"
-    ),
     "gradient bucket size": (
         "not a ParallelConfig field and not in the cost model (an overlapped gradient "
         "reduce is exposed as one layer's worth)"
@@ -72,10 +73,19 @@ KNOBS = (
     "tp_comm_overlap",
     "overlap_grad_reduce",
     "overlap_param_gather",
+    "offload_optimizer_fraction",
 )
 FRAMEWORK_KNOBS: dict[str, frozenset[str]] = {
     "megatron": frozenset(KNOBS),
-    "deepspeed": frozenset({"mbs", "recompute", "recompute_num_layers", "overlap_grad_reduce"}),
+    "deepspeed": frozenset(
+        {
+            "mbs",
+            "recompute",
+            "recompute_num_layers",
+            "overlap_grad_reduce",
+            "offload_optimizer_fraction",
+        }
+    ),
     "torchtitan": frozenset({"mbs", "vpp", "stage_split", "recompute", "tp_comm_overlap"}),
     "pytorch": frozenset({"mbs", "recompute", "overlap_grad_reduce"}),
 }
@@ -91,10 +101,13 @@ SEARCHED_FIELDS = (
     "tp_comm_overlap",
     "overlap_grad_reduce",
     "overlap_param_gather",
+    "offload_optimizer_fraction",
 )
 """``ParallelConfig`` fields a trial may set; every other field comes from its base."""
 CP_ALGORITHMS = ("p2p", "all_gather", "a2a")
 """Megatron-LM's context-parallel algorithms the cost model prices (``cost.time``)."""
+OFFLOAD_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Shares of the optimizer step on the host a trial may pick where any share runs."""
 MIN_MBS_BOUND = 8
 EVEN = "even"
 
@@ -198,8 +211,23 @@ class Space:
                 fields["overlap_param_gather"] = pick(
                     Choice("overlap_param_gather", (False, True)), layout["overlap_param_gather"]
                 )
+        offload = self._offload_choices(layout)
+        if offload:
+            name = "offload_optimizer_fraction." + ("any" if len(offload) > 2 else "whole")
+            fields["offload_optimizer_fraction"] = pick(
+                Choice(name, offload), layout["offload_optimizer_fraction"]
+            )
         layout.update(fields)
         return layout
+
+    def _offload_choices(self, layout: dict[str, Any]) -> tuple[float, ...]:
+        """Offload shares the framework runs for this base (``planner.emit``'s rules)."""
+        if "offload_optimizer_fraction" not in self.knobs:
+            return ()
+        if self.problem.framework == "megatron":
+            return OFFLOAD_FRACTIONS if layout["distributed_optimizer"] else ()
+        stage = layout["zero_stage"]
+        return OFFLOAD_FRACTIONS if stage == 3 else (0.0, 1.0) if stage >= 1 else ()
 
     def seed_params(self, index: int) -> dict[str, Any]:
         """The Optuna parameters that rebuild seed ``index`` exactly (for ``enqueue_trial``)."""
@@ -321,4 +349,6 @@ def _seed_value(choice: Choice, target: dict[str, Any]) -> Any:
         return target["vpp"] or 1
     if name.startswith("split."):
         return _encode_split(target)
+    if name.startswith("offload_optimizer_fraction."):
+        return target["offload_optimizer_fraction"]
     return target[name]

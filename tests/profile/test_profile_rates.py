@@ -221,7 +221,7 @@ def test_find_profile_of_a_gpu_without_profiles() -> None:
 def test_schema_is_the_documented_top_level() -> None:
     assert list(KernelProfile.model_fields) == [
         "schema_version", "kind", "provenance", "settings", "gemm", "attention", "memory",
-        "collectives", "optimizer", "skipped", "elapsed_s",
+        "collectives", "optimizer", "host", "skipped", "elapsed_s",
     ]  # fmt: skip
 
 
