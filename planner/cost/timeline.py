@@ -67,6 +67,14 @@ records, which need every op, come from that walk on first access.
 One rank: with pp = 1 nothing ever waits, so the walk's end is the busy time (summed the
 same way); ``simulate`` takes it without walking.
 
+In one pass (exact too): an op's end depends only on its input's end and the end of the
+op before it on its rank, so any order that puts every op after those two gives the
+walk's floats. Where a schedule is walked whole (no cycles to skip, at most
+``FLAT_MAX_OPS`` ops), the walk's own order is recorded once per shape, with each op's
+two predecessors as positions in it, and ``_flat_finish`` runs through it in one loop
+without the walk's parking and waking of ranks (the same ``max`` and ``+`` per op, about
+half the time).
+
 Sweeping (exact too): in the steady state of a deep 1F1B pipeline every op's input sits at
 an earlier position of its rank list than the op itself (the neighbour's previous op), so
 all ranks' ops at one position depend only on earlier positions. There the walk runs as
@@ -104,9 +112,14 @@ MIN_CYCLES_TO_SKIP = 32
 """Shorter steady states are walked op by op: nothing to gain from the jump machinery."""
 MIN_OPS_TO_SKIP = 4096
 """Nor are schedules of fewer ops (measured on the planner's 70B / 64-GPU candidates: below
-this the bookkeeping costs more than the ops it skips)."""
+this the bookkeeping costs more than the ops it skips). Against the one-pass walk the
+scale is per rank: ``_one_pass_is_cheaper``."""
 NUMPY_OPS = 2048
 """From this many ops, per-rank duration lists are gathered with numpy."""
+FLAT_MAX_OPS = 16_384
+"""Largest schedule whose order is recorded for the one-pass walk (about 1.3 MB a shape,
+cached like the compiled tables)."""
+
 MIN_SWEEP_RANKS = 24
 """From this many pipeline ranks, a sweep of array operations beats the walk per position
 (measured on the planner's Llama 3.1 405B / 1,024-GPU candidates)."""
@@ -518,6 +531,95 @@ def _walk(times: PipelineTimes) -> tuple[list[list[float]], list[float]]:
     return starts, free
 
 
+@dataclass(frozen=True)
+class _Order:
+    """A shape's ops in the order the walk runs them, for ``_flat_finish``.
+
+    The k-th op's end is ``ends[k + 2]``; ``before[k]`` and ``inputs[k]`` index ``ends``
+    too: the end of the op before it on its rank (0: ``ends[0]`` = 0.0, the rank's first
+    op) and the end of its input (1: ``ends[1]`` = -inf, none). ``kinds[k]`` indexes
+    forward_s + backward_s; ``last[r]`` is where rank r's last end lies in ``ends``.
+    """
+
+    before: list[int]
+    inputs: list[int]
+    kinds: np.ndarray
+    last: list[int]
+
+
+@lru_cache(maxsize=256)
+def _order(pp: int, vpp: int, microbatches: int) -> _Order:
+    """The walk's op order of a shape (``_walk`` without the floats)."""
+    compiled = _compile(pp, vpp, microbatches)
+    slot = [-1] * (2 * pp * vpp * microbatches)  # where each op id lies in ``ends``
+    waiter = [-1] * len(slot)
+    before: list[int] = []
+    inputs: list[int] = []
+    ops: list[int] = []
+    position = [0] * pp
+    last = [0] * pp  # the rank's latest end, in ``ends``
+    runnable = list(range(pp))
+    while runnable:
+        rank = runnable.pop()
+        ids, deps = compiled.ids[rank], compiled.deps[rank]
+        i, n = position[rank], len(ids)
+        while i < n:
+            dep = deps[i]
+            if dep >= 0 and slot[dep] < 0:
+                waiter[dep] = rank
+                break
+            op = ids[i]
+            before.append(last[rank])
+            inputs.append(slot[dep] if dep >= 0 else 1)
+            ops.append(op)
+            last[rank] = slot[op] = len(ops) + 1
+            if waiter[op] >= 0:
+                runnable.append(waiter[op])
+            i += 1
+        position[rank] = i
+    times = PipelineTimes(pp, vpp, microbatches, (0.0,) * pp * vpp, (0.0,) * pp * vpp)
+    _check_done(position, compiled, times)
+    kinds = np.asarray(ops, dtype=np.int64) // microbatches
+    return _Order(before=before, inputs=inputs, kinds=kinds, last=last)
+
+
+def _one_pass_is_cheaper(compiled: _Compiled, ops: int) -> bool:
+    """Whether ``_flat_finish`` beats skipping cycles here (either gives the same floats).
+
+    Skipping walks some cycles in every binade the step's times cross before it can
+    jump; one pass walks every op, at about half the walk's cost per op. Measured on the
+    stage times of ``tests/search``'s random planner-like pipelines (pp 2-16, vpp 1-4,
+    512 to 65,536 ops): one pass was the faster up to about 1,024 ops per rank, and for
+    the interleaved schedule, whose longer cycles cost more to walk before each jump, up
+    to about 128 steady cycles (128 x ``span`` ops per rank): ``MIN_OPS_TO_SKIP`` / 4
+    and ``MIN_OPS_TO_SKIP`` / 32 x ``span``.
+    """
+    if ops > FLAT_MAX_OPS:
+        return False
+    shape = compiled.shape
+    if shape is None:
+        return True
+    per_rank = len(compiled.ids[0])
+    return per_rank <= max(MIN_OPS_TO_SKIP // 4, MIN_OPS_TO_SKIP // 32 * shape.span)
+
+
+def _flat_finish(times: PipelineTimes) -> list[float]:
+    """Each rank's end: the walk's floats, in one pass over ``_order`` (module docstring)."""
+    order = _order(times.pp, times.vpp, times.microbatches)
+    table = np.asarray(times.forward_s + times.backward_s, dtype=np.float64)
+    durations = table[order.kinds].tolist()
+    lag = times.p2p_s if times.pp > 1 else 0.0
+    ends = [0.0, -math.inf]
+    append = ends.append
+    for previous, dep, duration in zip(order.before, order.inputs, durations, strict=True):
+        t = ends[previous]
+        ready = ends[dep] + lag  # -inf for no input: never later than t
+        if ready > t:
+            t = ready
+        append(t + duration)
+    return [ends[k] for k in order.last]
+
+
 def _check_done(position: list[int], compiled: _Compiled, times: PipelineTimes) -> None:
     if any(position[r] != len(compiled.ids[r]) for r in range(times.pp)):
         raise RuntimeError(  # rank_ops guarantees an executable order; this is a bug
@@ -679,14 +781,17 @@ def _sweep(run: _Run, plan: _Sweep) -> bool:
 def _finish_times(times: PipelineTimes) -> list[float]:
     """Each rank's end (the last op's end), skipping repeating cycles (module docstring)."""
     compiled = _compile(times.pp, times.vpp, times.microbatches)
-    run = _Run(times, compiled)
     full = [len(ids) for ids in compiled.ids]
-    if times.pp >= MIN_SWEEP_RANKS and (run.lag > 0.0 or compiled.shape is None):
+    run = None
+    if times.pp >= MIN_SWEEP_RANKS and (times.p2p_s > 0.0 or compiled.shape is None):
+        run = _Run(times, compiled)
         plan = _sweep_plan(times.pp, times.vpp, times.microbatches)
         if plan is not None and _sweep(run, plan):
             run.advance(full)
             _check_done(run.position, compiled, times)
             return run.free
+    if run is None and _one_pass_is_cheaper(compiled, sum(full)):
+        return _flat_finish(times)
     steady = None
     if compiled.shape is not None:
         shape = (times.pp, times.vpp, times.microbatches)
@@ -694,9 +799,13 @@ def _finish_times(times: PipelineTimes) -> list[float]:
         if steady is None:
             steady = _cycles(*shape, (0,) * times.pp)
     if steady is None:
+        if run is None and sum(full) <= FLAT_MAX_OPS:
+            return _flat_finish(times)
+        run = run or _Run(times, compiled)
         run.advance(full)
         _check_done(run.position, compiled, times)
         return run.free
+    run = run or _Run(times, compiled)
     history: dict[int, list[float]] = {}
     q, next_check, backoff = -1, 0, 1
     window = 2 * MAX_PERIOD + steady.reach + 1  # cycles a test reads
