@@ -105,8 +105,9 @@ def make_engine(url: str) -> Engine:
         try:
             metadata.create_all(engine)
             break
-        except (ProgrammingError, IntegrityError):
+        except (ProgrammingError, IntegrityError, OperationalError):
             # another server process created the tables between our check and our CREATE
+            # (SQLite says so with an OperationalError: "table ... already exists")
             if attempt == CREATE_ATTEMPTS - 1:
                 raise
             time.sleep(0.2)

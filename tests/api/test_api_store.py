@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text, update
@@ -144,3 +145,27 @@ def test_an_older_jobs_table_gets_the_new_columns(database_url: str) -> None:
     job_id = _job(store)
     assert store.get(job_id).progress is None
     engine.dispose()
+
+
+def test_servers_starting_together_on_a_new_database_all_start(database_url: str) -> None:
+    """Server processes started at once (``autopar serve --workers N``) race to create the
+    tables; the losers see them made (SQLite reports that as an OperationalError)."""
+    ready = threading.Barrier(6)
+    engines: list[Any] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        ready.wait()
+        try:
+            engines.append(make_engine(database_url))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(engines) == 6
+    for engine in engines:
+        engine.dispose()
