@@ -206,6 +206,7 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
         "mbs": body.mbs,
         "distributed_optimizer": body.distributed_optimizer,
         "sequence_parallel": body.sequence_parallel,
+        "offload_optimizer_fraction": body.offload_optimizer,
         "recompute": body.recompute,
         "recompute_method": body.recompute_method,
         "recompute_num_layers": body.recompute_layers,

@@ -103,6 +103,10 @@ class EstimateRequest(WorkloadRequest):
     zero: Literal[0, 1, 2, 3] | None = Field(default=None, description="ZeRO stage")
     distributed_optimizer: bool = False
     sequence_parallel: bool = False
+    offload_optimizer: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="share of the optimizer step kept on the host (--offload-optimizer)",
+    )  # fmt: skip
     recompute: Recompute = "none"
     recompute_method: RecomputeMethod | None = None
     recompute_layers: int | None = Field(default=None, ge=1, le=L.MAX_LAYERS)

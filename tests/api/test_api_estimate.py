@@ -24,6 +24,22 @@ def test_estimate_is_exactly_the_cli_json(client, run_cli) -> None:
     assert response.json() == json.loads(cli.stdout)
 
 
+def test_offloaded_estimate_is_the_cli_json_too(client, run_cli) -> None:
+    body = {**SMALL_ESTIMATE, "framework": "deepspeed", "zero": 2, "offload_optimizer": 1.0}
+    response = client.post("/v1/estimate", json=body)
+    assert response.status_code == 200, response.text
+    cli = run_cli(
+        "estimate", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "4096", "--global-batch", "64", "--tp", "2", "--framework", "deepspeed",
+        "--zero", "2", "--offload-optimizer", "1", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    assert response.json() == json.loads(cli.stdout)
+    bad = client.post("/v1/estimate", json={**body, "offload_optimizer": 1.5})
+    problem = assert_problem(bad, 422, "invalid-request")
+    assert "offload_optimizer" in json.dumps(problem)
+
+
 def test_inline_specs_give_the_same_estimate_as_names(client) -> None:
     by_name = client.post("/v1/estimate", json=SMALL_ESTIMATE).json()
     model = catalog.load_model("llama-3.1-8b").model_dump(mode="json")
