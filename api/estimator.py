@@ -35,7 +35,7 @@ from typing import IO, Any
 from api.inputs import EstimateCall
 from api.jobs import worker_environment
 from api.problems import ApiProblem, from_autopar_error, internal_error
-from api.worker import warm_up
+from api.worker import protocol_answers, warm_up
 from planner.errors import AutoparError
 
 log = logging.getLogger("autopar.estimator")
@@ -172,14 +172,8 @@ def _problem(problem: ApiProblem) -> dict[str, Any]:
 
 
 def main() -> None:
-    """``python -m api.estimator``: answers on the original stdout; anything else printed
-    goes to stderr, so it cannot corrupt the protocol."""
-    import os
-
-    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    logging.basicConfig(level=logging.WARNING, format="autopar estimator: %(message)s")
-    serve(sys.stdin, answers)
+    """``python -m api.estimator``: answers on the original stdout (``protocol_answers``)."""
+    serve(sys.stdin, protocol_answers("estimator"))
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
 
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.estimator import estimate_json
+from api.guards import read_body, replay_body
 from api.inline import InlineEstimates
 from api.inputs import needs_store, prepare_estimate
 from api.routers.estimates import INLINE_PIPELINE_OPS
@@ -64,25 +64,12 @@ class EstimateFastPath:
         ):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > self.max_body_bytes:  # the app's body limit refuses it
-                await self.app(scope, _replay(b"".join(chunks), receive, more=more), send)
-                return
-            if not more:
-                break
-        body = b"".join(chunks)
-        text = await self._answer(scope, body)
-        if text is None:
-            await self.app(scope, _replay(body, receive, more=False), send)
+        read = await read_body(receive, limit=self.max_body_bytes)
+        if read is None:
+            return
+        text = None if read.over_limit else await self._answer(scope, read.body)
+        if text is None:  # the app answers: its body limit, its route and problems
+            await self.app(scope, replay_body(read, receive), send)
             return
         payload = text.encode()
         await send(
@@ -134,18 +121,3 @@ class EstimateFastPath:
             return await inline.run(estimate_json, call)
         except Exception:  # the route raises it again and answers with its problem
             return None
-
-
-def _replay(body: bytes, receive: Receive, *, more: bool) -> Receive:
-    """``receive`` for the app: the body read so far first, then the rest of the stream."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            message: dict[str, Any] = {"type": "http.request", "body": body, "more_body": more}
-            return message
-        return await receive()
-
-    return replay

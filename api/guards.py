@@ -13,6 +13,7 @@ balancers.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -37,31 +38,13 @@ class BodyLimit:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, receive, send, f"{declared} bytes")
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send, f"more than {self.max_bytes} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        read = await read_body(receive, limit=self.max_bytes)
+        if read is None:
+            return
+        if read.over_limit:
+            await self._refuse(scope, receive, send, f"more than {self.max_bytes} bytes")
+            return
+        await self.app(scope, replay_body(read, receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
         problem = ApiProblem(
@@ -73,6 +56,46 @@ class BodyLimit:
         response = problem_response(problem)
         response.headers["connection"] = "close"
         await response(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class ReadBody:
+    """A request body as far as it was read: all of it, or up to past the limit."""
+
+    body: bytes
+    more: bool
+    """The stream goes on after ``body`` (reading stopped past the limit)."""
+    over_limit: bool
+
+
+async def read_body(receive: Receive, *, limit: int) -> ReadBody | None:
+    """Read the body until it ends or passes ``limit`` bytes; None if the client left."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size > limit or not more:
+            return ReadBody(b"".join(chunks), more=more, over_limit=size > limit)
+
+
+def replay_body(read: ReadBody, receive: Receive) -> Receive:
+    """``receive`` for the app: the body read so far first, then the rest of the stream."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": read.body, "more_body": read.more}
+        return await receive()
+
+    return replay
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -121,13 +121,19 @@ def _problem(problem: ApiProblem) -> dict[str, Any]:
     return problem.problem().model_dump(mode="json", exclude_none=True)
 
 
-def main() -> None:
-    """``python -m api.worker``: answers on the original stdout; anything else printed
-    (by a library, or C code) goes to stderr, so it cannot corrupt the protocol."""
+def protocol_answers(name: str) -> IO[str]:
+    """The original stdout, for a child process's answers; stdout itself then goes to
+    stderr, so anything else printed (by a library, or C code) cannot corrupt the
+    protocol. Log lines are prefixed with ``autopar {name}:``."""
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    logging.basicConfig(level=logging.WARNING, format="autopar worker: %(message)s")
-    serve(sys.stdin, answers)
+    logging.basicConfig(level=logging.WARNING, format=f"autopar {name}: %(message)s")
+    return answers
+
+
+def main() -> None:
+    """``python -m api.worker``: answers on the original stdout (``protocol_answers``)."""
+    serve(sys.stdin, protocol_answers("worker"))
 
 
 if __name__ == "__main__":

@@ -149,6 +149,12 @@ class Rates:
             return None
         return self.by_shape.optimizer_time(work.shape)
 
+    def offload_time(self, params: float, *, grad_bytes: int, weight_bytes: int) -> float | None:
+        """Host seconds of an offloaded optimizer share (``ShapeRates.offload_time``)."""
+        if self.by_shape is None:
+            return None
+        return self.by_shape.offload_time(params, grad_bytes=grad_bytes, weight_bytes=weight_bytes)
+
     def launch_time(self, work: Work) -> float:
         """The host's time to launch ``work``'s kernels (an optimizer step: as profiled)."""
         measured = self.measured_optimizer(work)
@@ -471,8 +477,3 @@ def embedding_work(model: ModelSpec, *, tokens: float, impl: Implementation) -> 
     """Lookup forward (gather rows) and the scatter-add of its gradient backward."""
     row = model.hidden_size * impl.residual_bytes
     return with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
-
-
-def optimizer_work(local_params: float, *, bytes_per_param: float, kernels: int) -> Work:
-    """The optimizer step: memory-bound over every local parameter's states."""
-    return Work("memory", bytes=local_params * bytes_per_param, kernels=kernels, host="plain")

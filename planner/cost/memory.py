@@ -345,10 +345,10 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
         best, best_total, name = moment, total, "optimizer"
     activations, gradients, transient = best
     allocated = weights + optimizer + activations + gradients + transient + extra
-    largest_block = _tokens(ctx) * ctx.model.vocab_size / ctx.layout.tp * LOGITS_BLOCK_BYTES
     unusable = allocated * ctx.reserve.fragmentation
     if is_last and ctx.reserve.fragmentation > 0:
-        unusable = max(unusable, largest_block)
+        logits = _tokens(ctx) * ctx.model.vocab_size / ctx.layout.tp * LOGITS_BLOCK_BYTES
+        unusable = max(unusable, logits)
     reserve = unusable + ctx.reserve.non_allocator_bytes
     return StageMemory(
         stage=rank,

@@ -290,12 +290,9 @@ def _context_parallel_exposed(
 
 def _offload_time(ctx: TimeContext, params: float) -> float:
     """The offloaded share of the optimizer step on the host, after the GPU's share."""
-    by_shape = ctx.rates.by_shape
-    found = None
-    if by_shape is not None:
-        found = by_shape.offload_time(
-            params, grad_bytes=ctx.states.grad_bytes, weight_bytes=ctx.states.weight_bytes
-        )
+    found = ctx.rates.offload_time(
+        params, grad_bytes=ctx.states.grad_bytes, weight_bytes=ctx.states.weight_bytes
+    )
     if found is None:
         raise SpecError(
             "offload_optimizer_fraction: the GPU's kernel profile has no host section "

@@ -153,7 +153,7 @@ class _Run:
                 self.skipped.append(
                     Skipped(section=name, what=point.describe(), reason=_first_line(error))
                 )
-                self._release()
+                self.release()
             else:
                 if row is not None:
                     self.rows[name].append(row)
@@ -170,7 +170,7 @@ class _Run:
         except RuntimeError as error:
             if "out of memory" not in str(error).lower():
                 raise
-        self._release()
+        self.release()
         return measure(point)
 
     def _out_of_time(self, name: str, remaining: Sequence[Any]) -> None:
@@ -183,14 +183,14 @@ class _Run:
         )
         self.progress.advance(self.task, len(remaining))
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self.timer.cuda:
             self.torch.cuda.empty_cache()
 
 
 def _released(run: _Run, row: Any) -> Any:
     """``row``, after giving the point's tensors back to the device (up to 16 GiB each)."""
-    run._release()
+    run.release()
     return row
 
 
