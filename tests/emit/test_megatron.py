@@ -55,12 +55,6 @@ MEGATRON_CORE_MISSING = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _fixed_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Goldens must not change with the installed autopar version."""
-    monkeypatch.setattr("planner.emit.megatron.autopar_version", lambda: "0.0.0+test")
-
-
 def load_plan(stem: str, **layout: Any) -> EmitInput:
     """A fixture plan with fixed predictions; ``layout`` overrides ParallelConfig fields."""
     plan = emit_input_from_estimate(json.loads((PLANS / f"{stem}.json").read_text()))

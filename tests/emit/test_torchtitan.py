@@ -52,12 +52,6 @@ ALL_KEYS = {(s, k) for s, keys in V02_FIELDS.items() for k in keys} | V02_ABSENT
 NO_TORCHTITAN = "torchtitan is not installed (CI has no torch); the field tables and rules check"
 
 
-@pytest.fixture(autouse=True)
-def _fixed_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Goldens must not change with the installed autopar version."""
-    monkeypatch.setattr("planner.emit.torchtitan.autopar_version", lambda: "0.0.0+test")
-
-
 def load_plan(
     stem: str, *, model: str | None = None, precision: str | None = None, **layout: Any
 ) -> EmitInput:
