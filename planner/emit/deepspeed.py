@@ -38,6 +38,7 @@ from planner.emit.base import (
     EmitInput,
     EmittedFiles,
     autopar_version,
+    checked_plan,
     prediction_comment_lines,
     register,
 )
@@ -159,28 +160,18 @@ def _ulysses_refusals(plan: EmitInput) -> list[str]:
 
 
 def _size_refusals(plan: EmitInput) -> list[str]:
-    layout, problems = plan.layout, []
-    dp = layout.dp
-    if dp is None or layout.tp * layout.cp * dp * layout.pp != plan.num_gpus:
-        problems.append(
-            f"tp x cp x dp x pp = {layout.tp} x {layout.cp} x {dp} x {layout.pp} does not "
-            f"match the {plan.num_gpus} GPUs"
-        )
-    elif plan.global_batch % (layout.mbs * dp) != 0:
-        problems.append(
-            f"global batch ({plan.global_batch}) must be divisible by mbs x dp = "
-            f"{layout.mbs} x {dp}: DeepSpeed derives with floor division (pitfall 6)"
-        )
+    """World size and batch arithmetic are ``checked_plan``'s; what is left is the launcher's."""
     if plan.nodes > 1 and plan.num_gpus % plan.gpus_per_node != 0:
-        problems.append(
+        return [
             f"{plan.num_gpus} GPUs over {plan.nodes} nodes of {plan.gpus_per_node}: the "
             "deepspeed launcher starts the same --num_gpus on every node"
-        )
-    return problems
+        ]
+    return []
 
 
 def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
     """The ``ds_config.json`` contents for ``plan``; ``EmitError`` if it cannot be expressed."""
+    plan = checked_plan(plan)
     problems = _refusals(plan)
     if problems:
         raise EmitError("deepspeed cannot express this plan: " + "; ".join(problems))
@@ -461,6 +452,7 @@ class DeepSpeedEmitter:
     name = "deepspeed"
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
+        plan = checked_plan(plan)
         config = deepspeed_config(plan)
         return EmittedFiles(
             files=(

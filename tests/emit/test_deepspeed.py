@@ -207,7 +207,7 @@ def test_refuses_ulysses_head_split_that_does_not_divide() -> None:
 
 def test_refuses_a_global_batch_deepspeed_would_floor() -> None:
     plan = dataclasses.replace(load_plan(BASE), global_batch=60)
-    with pytest.raises(EmitError, match="floor division"):
+    with pytest.raises(EmitError, match="global_batch 60 is not micro-batch size x dp"):
         deepspeed_config(plan)
 
 

@@ -309,11 +309,7 @@ REFUSALS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     ),
     "mlp-only bias": ({"mlp_bias": True}, {}, "--add-qkv-bias the only exception"),
     "fractional rope base": ({"rope_theta": 10000.5}, {}, "--rotary-base takes an integer"),
-    "ep on a dense model": ({}, {"ep": 2}, "expert parallelism needs an MoE model"),
     "a2a+p2p": ({}, {"cp": 4, "cp_comm_type": "a2a+p2p"}, "--hierarchical-context-parallel"),
-    "uneven split that leaves a layer over": (
-        {}, {"pp": 2, "first_stage_layers": 15, "last_stage_layers": 16}, "(rule 22)"
-    ),
     "offload without dist-opt": (
         {}, {"offload_optimizer_fraction": 0.5}, "needs --use-distributed-optimizer"
     ),
@@ -331,7 +327,7 @@ def test_refuses_what_megatron_cannot_express(case: str) -> None:
 
 
 def test_refuses_gpus_that_do_not_fill_the_nodes() -> None:
-    plan = dataclasses.replace(make_plan(LLAMA, num_gpus=12), gpus_per_node=8)
+    plan = dataclasses.replace(make_plan(LLAMA, num_gpus=12, global_batch=48), gpus_per_node=8)
     with pytest.raises(EmitError, match="12 GPUs do not fill 2 nodes of 8"):
         megatron_arguments(plan)
 

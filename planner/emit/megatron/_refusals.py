@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from planner.emit.base import EmitError, EmitInput
-from planner.errors import SpecError
-from planner.specs.layout import resolve_data_parallel, stage_layer_counts
+from planner.emit.base import EmitError, EmitInput, checked_plan
 from planner.specs.model import ModelSpec
 
 
 def plan_refusals(plan: EmitInput) -> list[str]:
+    """Every reason a consistent plan (see ``checked_plan``) cannot be written for Megatron."""
     layout = plan.layout
     reasons: list[str] = []
     if layout.zero_stage >= 2:
@@ -23,12 +20,10 @@ def plan_refusals(plan: EmitInput) -> list[str]:
             f"the plan was estimated for framework '{plan.framework}': re-estimate it with "
             "--framework megatron, or emit --format " + plan.framework
         )
-    if plan.model.moe is None and (layout.ep > 1 or layout.expert_tp != layout.tp):
-        reasons.append("ep/etp: expert parallelism needs an MoE model (rule 38)")
     if layout.cp > 1 and layout.cp_comm_type == "a2a+p2p":
         reasons.append(
-            "cp_comm_type a2a+p2p needs --hierarchical-context-parallel-sizes, which the plan "
-            "does not choose (rule 11)"
+            "cp_comm_type a2a+p2p: Megatron-LM requires --hierarchical-context-parallel-sizes "
+            "with it (the a2a and p2p group sizes), which the plan does not choose"
         )
     if layout.offload_optimizer_fraction > 0 and not layout.shards_optimizer:
         reasons.append(
@@ -40,10 +35,6 @@ def plan_refusals(plan: EmitInput) -> list[str]:
             f"{plan.num_gpus} GPUs do not fill {plan.nodes} nodes of {plan.gpus_per_node}: "
             "torchrun starts the same number of processes on every node"
         )
-    try:
-        stage_layer_counts(plan.model, layout)
-    except SpecError as error:
-        reasons.append(str(error).removeprefix("layout: "))
     return reasons + _model_refusals(plan.model)
 
 
@@ -87,12 +78,9 @@ def _model_refusals(model: ModelSpec) -> list[str]:
 
 
 def checked(plan: EmitInput) -> EmitInput:
-    """The plan with ``dp`` resolved, or ``EmitError`` with every reason it cannot be emitted."""
-    try:
-        layout = resolve_data_parallel(plan.layout, num_gpus=plan.num_gpus)
-    except SpecError as error:
-        raise EmitError(str(error)) from None
-    plan = dataclasses.replace(plan, layout=layout)
+    """The plan re-checked (``dp`` resolved), or ``EmitError`` with every reason it cannot
+    be emitted."""
+    plan = checked_plan(plan)
     reasons = plan_refusals(plan)
     if reasons:
         raise EmitError("cannot emit Megatron-LM arguments: " + "; ".join(reasons))

@@ -6,6 +6,7 @@ from planner.emit.base import (
     EmitInput,
     EmittedFiles,
     autopar_version,
+    checked_plan,
     prediction_comment_lines,
 )
 from planner.emit.torchtitan._fields import (
@@ -115,6 +116,7 @@ class TorchtitanEmitter:
     name = "torchtitan"
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
+        plan = checked_plan(plan)
         settings = torchtitan_settings(plan)
         check(plan, settings, version="current")
         return EmittedFiles(
@@ -131,6 +133,7 @@ class TorchtitanTomlEmitter:
     name = "torchtitan-toml"
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
+        plan = checked_plan(plan)
         settings = torchtitan_settings(plan)
         check(plan, settings, version="0.2")
         return EmittedFiles(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from planner.emit.base import (
     EmitError,
     EmitInput,
+    checked_plan,
 )
 from planner.emit.torchtitan._fields import (
     COMPILE_COMPONENTS,
@@ -119,6 +120,7 @@ def torchtitan_settings(plan: EmitInput) -> Settings:
 
     Raises ``EmitError`` naming every reason the plan cannot be written for torchtitan.
     """
+    plan = checked_plan(plan)
     problems = _refusals(plan)
     if problems:
         raise EmitError("torchtitan cannot express this plan: " + "; ".join(problems))
