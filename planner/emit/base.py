@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from planner.errors import SpecError
-from planner.specs._base import spec_error
+from planner.specs._base import describe_validation_error, spec_error
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.model import ModelSpec
@@ -130,7 +130,7 @@ def checked_plan(plan: EmitInput) -> EmitInput:
         )
         layout = resolve_data_parallel(plan.layout, num_gpus=plan.num_gpus)
     except ValidationError as error:
-        raise spec_error(error, what="plan") from None
+        raise EmitError(describe_validation_error(error, what="plan")) from None
     except SpecError as error:
         raise EmitError(f"plan: {_in_words(str(error))}") from None
     assert layout.dp is not None
