@@ -20,9 +20,9 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from planner.errors import SpecError
 from planner.specs._base import describe_validation_error, spec_error
@@ -183,6 +183,7 @@ def emitter_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+SpecT = TypeVar("SpecT", bound=BaseModel)
 _JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
 
 
@@ -212,6 +213,13 @@ def _number(section: dict[str, Any], key: str, *, where: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _validated(spec: type[SpecT], value: Any, *, where: str) -> SpecT:
+    try:
+        return spec.model_validate(value)
+    except ValidationError as error:
+        raise spec_error(error, what=f"plan file: {where}") from None
+
+
 def emit_input_from_estimate(data: Any) -> EmitInput:
     """Build an ``EmitInput`` from ``autopar estimate --json`` output (or a plan's entry).
 
@@ -221,11 +229,11 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
     data = _json_object(data, where="the plan")
     try:
         config = _json_object(data["config"], where="config")
-        model = ModelSpec.model_validate(config["model_spec"])
+        model = _validated(ModelSpec, config["model_spec"], where="config.model_spec")
         layout_fields = {
             name: config[name] for name in ParallelConfig.model_fields if name in config
         }
-        layout = ParallelConfig.model_validate(layout_fields)
+        layout = _validated(ParallelConfig, layout_fields, where="config")
         timing = _json_object(data.get("time", {}), where="time")
         memory = _json_object(data.get("memory", {}), where="memory")
         predictions = {
@@ -248,5 +256,3 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
     except KeyError as missing:
         where = "the plan" if missing.args == ("config",) else "'config'"
         raise EmitError(f"plan file: missing field {missing} in {where}") from None
-    except ValidationError as error:
-        raise spec_error(error, what="plan file") from None
