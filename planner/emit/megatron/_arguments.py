@@ -122,7 +122,9 @@ def _moe_items(model: ModelSpec) -> list[Item]:
         items.append(("--moe-router-score-function", ("sigmoid",), ""))
         items.append(("--moe-router-enable-expert-bias", (), ""))
     elif moe.top_k == 1:
-        items.append(("--moe-router-pre-softmax", (), "top-1 softmax routing (rule 40)"))
+        items.append(
+            ("--moe-router-pre-softmax", (), "Megatron-LM requires it for top-1 softmax routing")
+        )
     if moe.capacity_factor is not None:
         items.append(("--moe-expert-capacity-factor", (_num(moe.capacity_factor),), ""))
     items.append(("--moe-token-dispatcher-type", ("alltoall",), ""))
@@ -159,7 +161,13 @@ def _parallel_items(plan: EmitInput) -> list[Item]:
             last = str(layout.last_stage_layers)
             items.append(("--decoder-last-pipeline-num-layers", (last,), note))
     if layout.tp > 1 and (layout.sequence_parallel or layout.ep > 1):
-        items.append(("--sequence-parallel", (), "only with tp > 1; required with ep (rule 15)"))
+        items.append(
+            (
+                "--sequence-parallel",
+                (),
+                "only with tp > 1; Megatron-LM requires it with tp > 1 and ep > 1",
+            )
+        )
     if layout.tp_comm_overlap:
         items.append(("--tp-comm-overlap", (), ""))
     return items
@@ -197,11 +205,17 @@ def _optimizer_items(plan: EmitInput) -> list[Item]:
     if layout.overlap_grad_reduce:
         items.append(("--overlap-grad-reduce", (), ""))
     if layout.overlap_param_gather:
-        items.append(("--overlap-param-gather", (), "with both of the above (rule 28)"))
+        items.append(
+            ("--overlap-param-gather", (), "Megatron-LM requires both of the above with it")
+        )
     if layout.offload_optimizer_fraction > 0:
         items += [
             ("--optimizer-cpu-offload", (), ""),
-            ("--use-precision-aware-optimizer", (), "required by the offload (rule 37)"),
+            (
+                "--use-precision-aware-optimizer",
+                (),
+                "Megatron-LM requires it with --optimizer-cpu-offload",
+            ),
             ("--optimizer-offload-fraction", (_num(layout.offload_optimizer_fraction),), ""),
         ]
     return items

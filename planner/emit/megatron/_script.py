@@ -91,7 +91,7 @@ def _script(plan: EmitInput, groups: list[tuple[str, str, list[Item]]]) -> str:
     ]
     if plan.layout.tp > 1 or plan.layout.cp > 1:
         lines += [
-            "# Megatron asserts this with tp > 1 or cp > 1 before Blackwell (pitfall 12).",
+            "# Megatron-LM asserts this with tp > 1 or cp > 1 on GPUs before Blackwell.",
             "export CUDA_DEVICE_MAX_CONNECTIONS=1",
             "",
         ]

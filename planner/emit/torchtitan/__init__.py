@@ -4,8 +4,9 @@ Two formats, one source. :func:`torchtitan_settings` turns a plan into section -
 value in torchtitan's ``--section.key`` vocabulary (the JobConfig field names of v0.2.2,
 which 0.3.0 keeps for nearly every field it still has). :func:`render_toml` writes them
 as the v0.2.x job file; :func:`render_recipe` writes them as a 0.3.0 config function,
-moving each key to its 0.3.0 home (:func:`current_home`). Versions read
-(../shared/reference/frameworks.md section 3, pitfall 10): the PyPI wheels torchtitan
+moving each key to its 0.3.0 home (:func:`current_home`). Current torchtitan is
+configured by a Python function returning ``Trainer.Config`` (``--module``/``--config``);
+TOML job files apply to v0.2.2 and earlier. Versions read: the PyPI wheels torchtitan
 0.3.0 (``torchtitan/config/configs.py``, ``trainer.py``, ``models/*/config_registry.py``,
 ``distributed/{parallel_dims,pipeline_parallel,activation_checkpoint}.py``) and 0.2.2
 (``torchtitan/config/job_config.py``, ``train.py``). ``main`` after 0.3.0 (commit

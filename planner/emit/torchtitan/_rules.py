@@ -60,7 +60,7 @@ def version_problems(settings: Settings, *, version: Version) -> list[str]:
 def rule_violations(
     settings: Settings, *, version: Version, world_size: int, num_layers: int
 ) -> list[str]:
-    """The checks torchtitan runs on these settings (frameworks.md 3.5), restated."""
+    """The checks torchtitan runs on these settings, restated (each names where it runs)."""
     par, train = settings["parallelism"], settings["training"]
     rep = _int(par, "data_parallel_replicate_degree")
     shard = _int(par, "data_parallel_shard_degree")
@@ -70,24 +70,26 @@ def rule_violations(
     seq, local = _int(train, "seq_len"), _int(train, "local_batch_size")
     total = _int(train, "global_batch_size")
     problems = []
-    if rep * shard * cp * tp * pp != world_size:  # rule 1: ParallelDims._validate
+    if (
+        rep * shard * cp * tp * pp != world_size
+    ):  # ParallelDims._validate: the degrees fill the world
         problems.append(
             f"dp_replicate x dp_shard x cp x tp x pp = {rep} x {shard} x {cp} x {tp} x {pp} "
             f"!= world size {world_size}"
         )
-    if version == "0.2":  # rule 5: ParallelDims.seq_len_divisor = tp x 2cp
+    if version == "0.2":  # ParallelDims.seq_len_divisor = tp x 2cp
         divisor = tp * 2 * cp
     else:  # 0.3.0 Trainer.__init__: (tp if sequence parallel) x (2cp if cp > 1)
         sequence_parallel = par.get("enable_sequence_parallel", True)
         divisor = (tp if sequence_parallel else 1) * (2 * cp if cp > 1 else 1)
     if seq % divisor:
         problems.append(f"seq_len {seq} must be divisible by {divisor} (tp and 2 x cp)")
-    if total % (local * rep * shard):  # rule 6: Trainer.__init__
+    if total % (local * rep * shard):  # Trainer.__init__: whole accumulation steps
         problems.append(
             f"global_batch_size {total} must be a multiple of local_batch_size x dp = "
             f"{local} x {rep * shard}"
         )
-    if ep > 1:  # rule 3: EP borrows ranks from dp_shard x cp x tp
+    if ep > 1:  # ParallelDims: EP borrows ranks from dp_shard x cp x tp
         if etp not in (1, tp):
             problems.append(f"expert_tensor_parallel_degree {etp} must be 1 or tp ({tp})")
         if (shard * cp * tp) % (ep * etp):
