@@ -49,8 +49,11 @@ def report_command(
     ),
     title: Annotated[str | None, typer.Option("--title", help="The page's heading.")] = None,
 ) -> None:
-    """Draw a plan: prediction and error band, memory per stage, pipeline timeline, step-time
-    waterfall and the top plans side by side, in one HTML file that needs no network.
+    """Draw a plan as one HTML file that needs no network (memory, timeline, step time).
+
+    The page holds the prediction with its error band and the rates it rests on, memory
+    per pipeline stage, the pipeline timeline, the step-time waterfall and the top plans
+    side by side.
 
     Example:
 
