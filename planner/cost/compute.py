@@ -64,6 +64,8 @@ class AttentionShape:
     head_dim: int
     causal: bool
     backward: bool
+    backend: str = "flash"
+    """The SDPA kernel (``flash``, ``cudnn``, ``efficient``): each has its own measured rates."""
 
 
 @dataclass(frozen=True)
@@ -371,15 +373,22 @@ def _attention_work(
     if impl.flash_attention:
         io = act * tokens * (2 * a * qk + 2 * a * v) / t
         local_len = shape.seq_len / shape.cp
+        grouped = a if model.mla is not None or impl.repeat_kv else model.kv_heads
         kernel = AttentionShape(
             batch=tokens / local_len,
             heads=a / t,
-            kv_heads=max(1.0, (a if model.mla is not None else model.kv_heads) / t),
+            kv_heads=max(1.0, grouped / t),
             seq_len=local_len,
             head_dim=int(qk),
             causal=True,
             backward=False,
+            backend=impl.attention_backend,
         )
+        if impl.repeat_kv and model.mla is None and model.kv_heads < a:
+            # repeat_interleave of K and V to every head: read kv heads, write a heads
+            # (its backward sums the copies back: the same traffic)
+            repeated = act * tokens * 2 * (model.kv_heads + a) * qk / t
+            works.append(Work("memory", bytes=repeated, kernels=2))
         works.append(Work("attention", flops=score_flops, bytes=io, kernels=1, shape=kernel))
         if impl.eager:
             # the (batch, heads, seq, dim) output transposed back and made contiguous

@@ -32,6 +32,7 @@ from planner.specs.workload import WorkloadSpec
 Recompute = Literal["none", "selective", "full"]
 RecomputeMethod = Literal["uniform", "block"]
 CpCommType = Literal["p2p", "all_gather", "a2a", "a2a+p2p"]
+PipelineSchedule = Literal["1f1b", "gpipe"]
 
 
 class ParallelConfig(Spec):
@@ -58,6 +59,14 @@ class ParallelConfig(Spec):
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
     tp_comm_overlap: bool = False
+    pipeline_schedule: PipelineSchedule = Field(
+        default="1f1b",
+        description=(
+            "1f1b (Megatron, torch.distributed.pipelining Schedule1F1B; interleaved when "
+            "vpp > 1) or gpipe (every forward, then every backward: all micro-batches in "
+            "flight; the same bubble as 1F1B, (p - 1) / m)"
+        ),
+    )
     first_stage_layers: PositiveInt | None = Field(
         default=None, description="layers on the first pipeline stage (uneven split)"
     )
@@ -115,6 +124,8 @@ def _own_rule_violations(layout: ParallelConfig) -> list[str]:
         )
     if layout.vpp is not None and layout.vpp > 1 and layout.pp == 1:
         problems.append("vpp > 1 requires pp > 1 (rule 23)")
+    if layout.pipeline_schedule == "gpipe" and layout.interleaved:
+        problems.append("pipeline_schedule gpipe has no interleaved form: vpp must be 1")
     if (layout.first_stage_layers or layout.last_stage_layers) and layout.pp == 1:
         problems.append("first_stage_layers/last_stage_layers require pp > 1")
     return problems
