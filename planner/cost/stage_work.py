@@ -79,7 +79,7 @@ def stage_work(
         if position in recomputed:
             backward.extend(work.forward)
         elif layout.recompute == "selective":
-            backward.extend(w for w in work.forward if w.kind == "attention")
+            backward.extend(selective_recompute(work))
     if last:
         _add(head_work(model, tokens=tokens, tp=layout.tp, impl=impl), forward, backward)
     return StageWork(forward=tuple(forward), backward=tuple(backward))
@@ -219,11 +219,18 @@ def _kind_times(
         flops += sum(w.flops for w in work.forward)
         launches += _launches(work.forward, rates)
     elif recompute == "selective":
-        backward += total_time(attention, rates)
-        flops += sum(w.flops for w in attention)
-        launches += _launches(attention, rates)
+        core = list(selective_recompute(work))
+        backward += total_time(core, rates)
+        flops += sum(w.flops for w in core)
+        launches += _launches(core, rates)
     gemm = total_time([w for w in work.forward if w.kind == "gemm"], rates)
     return forward, backward, gemm, total_time(attention, rates), flops, launches
+
+
+def selective_recompute(work: LayerWork) -> tuple[Work, ...]:
+    """The forward work selective recomputation runs again in a layer's backward: its
+    attention core, fused or not (``Work.attention_core``)."""
+    return tuple(w for w in work.forward if w.attention_core)
 
 
 def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
