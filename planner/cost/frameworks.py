@@ -62,6 +62,7 @@ STATE_LAYOUTS: dict[str, StateLayout] = {
 }
 
 AttentionBackend = Literal["flash", "cudnn", "efficient", "unfused"]
+ATTENTION_BACKENDS: tuple[str, ...] = ("flash", "cudnn", "efficient", "unfused")
 LossImpl = Literal["eager", "vocab_parallel", "loss_parallel"]
 
 
@@ -158,6 +159,10 @@ def implementation(
     """
     activation_bytes = 4 if precision == "fp32" else 2
     backend = runtime.attention_backend or "flash"
+    if backend not in ATTENTION_BACKENDS:
+        raise SpecError(
+            f"attention_backend: unknown '{backend}'; known: {', '.join(ATTENTION_BACKENDS)}"
+        )
     flash_attention = flash_attention and backend != "unfused"
     extras = {
         "attention_backend": backend if flash_attention else "unfused",

@@ -43,7 +43,7 @@ from typing import Literal
 from planner.cost.frameworks import StateLayout
 from planner.cost.schedule import peak_in_flight
 from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, SavedBytes
-from planner.specs.layout import ParallelConfig, stage_layer_counts
+from planner.specs.layout import ParallelConfig, virtual_stage_layer_counts
 from planner.specs.model import ModelSpec
 
 OptimizerKind = Literal["fused", "foreach", "per_tensor", "chunked"]
@@ -152,15 +152,11 @@ def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
 
 def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
     """Layer indices of each virtual stage, in pipeline order (chunk-major: c * pp + rank)."""
-    counts = stage_layer_counts(model, layout)
-    vpp = layout.vpp or 1
     stages: list[list[int]] = []
     next_layer = 0
-    for _chunk in range(vpp):
-        for rank in range(layout.pp):
-            size = counts[rank] // vpp
-            stages.append(list(range(next_layer, next_layer + size)))
-            next_layer += size
+    for size in virtual_stage_layer_counts(model, layout):
+        stages.append(list(range(next_layer, next_layer + size)))
+        next_layer += size
     return stages
 
 
