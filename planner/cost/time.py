@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.cost.comm import collective_time, p2p_time
-from planner.cost.compute import Rates, total_time
+from planner.cost.compute import Rates, Work, total_time
 from planner.cost.frameworks import StateLayout
 from planner.cost.placement import GroupPlacement, place_groups
 from planner.cost.stage_work import optimizer_step_work, stage_times
@@ -311,6 +311,24 @@ def _optimizer_params(ctx: TimeContext, rank: int) -> float:
     return params
 
 
+FSDP_COPY_PASSES = 2 * 2 + 1 + 2
+"""Bytes moved per unsharded parameter byte by FSDP2's copies around its collectives, per
+micro-batch (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): each all-gather
+(forward and, resharded, backward) copies the local shards into the flat input
+(``_foreach_copy_``, read and write 1/n) and splits the output into the parameters
+(``split_with_sizes_copy``, read and write 1); the reduce-scatter concatenates the
+unsharded gradients into its input (``chunk_cat``, read and write 1). Counted as 2 per
+all-gather (the copy-out; the 1/n copy-in is left out, a 2-rank group's half) twice, and
+2 for the reduce-scatter, plus 1 for accumulating the sharded gradient."""
+
+
+def _sharding_copies_s(ctx: TimeContext, params: float) -> float:
+    """HBM time of the parameter and gradient copies around ZeRO-3 / FSDP collectives of
+    one micro-batch (``FSDP_COPY_PASSES``), at the element-wise bandwidth."""
+    moved = FSDP_COPY_PASSES * params * ctx.states.gathered_weight_bytes
+    return total_time([Work("memory", bytes=moved, kernels=1)], ctx.rates)
+
+
 def _data_parallel_exposed(
     ctx: TimeContext, groups: dict[str, GroupPlacement], rank: int, last_backward_s: float
 ) -> float:
@@ -322,12 +340,15 @@ def _data_parallel_exposed(
     params = ctx.local_params_per_rank[rank]
     grad_bytes = params * states.grad_bytes
     if layout.zero_stage >= 3 or states.name == "fsdp":
-        # per layer: all-gather in forward and backward, reduce-scatter in backward,
-        # prefetched behind compute; only what exceeds the compute is exposed
+        # per layer and micro-batch: all-gather in forward and backward, reduce-scatter in
+        # backward (FSDP2 and ZeRO-3 reduce every micro-batch's gradients), prefetched
+        # behind compute; only what exceeds the compute is exposed
+        m = ctx.microbatches
         gathers = 2 * collective_time("all_gather", params * 2, group, ctx.cluster)
         scatter = collective_time("reduce_scatter", grad_bytes, group, ctx.cluster)
-        compute = ctx.microbatches * last_backward_s * 1.5
-        return max(0.0, gathers * ctx.microbatches + scatter - compute)
+        compute = m * last_backward_s * 1.5
+        exposed = max(0.0, (gathers + scatter) * m - compute)
+        return exposed + m * _sharding_copies_s(ctx, params)
     if layout.shards_optimizer:
         reduce = collective_time("reduce_scatter", grad_bytes, group, ctx.cluster)
         gather = collective_time("all_gather", params * states.weight_bytes, group, ctx.cluster)
