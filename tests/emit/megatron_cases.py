@@ -101,6 +101,8 @@ MEGATRON_REFUSALS: dict[str, tuple[Build, tuple[str, ...]]] = {
                              ("--rotary-base takes an integer",)),
     "a2a+p2p": (_megatron_refusal({}, {"cp": 4, "cp_comm_type": "a2a+p2p"}),
                 ("--hierarchical-context-parallel",)),
+    "gpipe": (_megatron_refusal({}, {"pp": 2, "pipeline_schedule": "gpipe"}),
+              ("Megatron-LM runs only the 1F1B schedule",)),
     "offload without dist-opt": (_megatron_refusal({}, {"offload_optimizer_fraction": 0.5}),
                                  ("needs --use-distributed-optimizer",)),
     "zero-2 fixture": (lambda: load_plan("llama-3.1-8b-8xh100-zero2"),

@@ -160,6 +160,10 @@ def _parallel_items(plan: EmitInput) -> list[Item]:
         if layout.last_stage_layers is not None:
             last = str(layout.last_stage_layers)
             items.append(("--decoder-last-pipeline-num-layers", (last,), note))
+    if layout.account_for_embedding_in_pipeline_split:
+        items.append(("--account-for-embedding-in-pipeline-split", (), ""))
+    if layout.account_for_loss_in_pipeline_split:
+        items.append(("--account-for-loss-in-pipeline-split", (), ""))
     if layout.tp > 1 and (layout.sequence_parallel or layout.ep > 1):
         items.append(
             (

@@ -62,7 +62,8 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
              "decoder-last-pipeline-num-layers"),
     **_flags("str", _PARALLEL + _CP_SPELLING, "cp-comm-type", ("p2p", "all_gather", "a2a")),
     **_flags("switch", _PARALLEL, "sequence-parallel use-distributed-optimizer "
-             "overlap-grad-reduce overlap-param-gather tp-comm-overlap"),
+             "overlap-grad-reduce overlap-param-gather tp-comm-overlap "
+             "account-for-embedding-in-pipeline-split account-for-loss-in-pipeline-split"),
     **_flags("str", _MEMORY, "recompute-granularity", ("full", "selective")),
     **_flags("str", _MEMORY, "recompute-method", ("uniform", "block")),
     **_flags("int", _MEMORY, "recompute-num-layers"),

@@ -175,6 +175,10 @@ def _layout(given: dict[str, tuple[str, ...]]) -> ParallelConfig:
         tp_comm_overlap="--tp-comm-overlap" in given,
         first_stage_layers=value("--decoder-first-pipeline-num-layers"),
         last_stage_layers=value("--decoder-last-pipeline-num-layers"),
+        account_for_embedding_in_pipeline_split=(
+            "--account-for-embedding-in-pipeline-split" in given
+        ),
+        account_for_loss_in_pipeline_split="--account-for-loss-in-pipeline-split" in given,
     )  # fmt: skip
 
 

@@ -25,6 +25,11 @@ def plan_refusals(plan: EmitInput) -> list[str]:
             "cp_comm_type a2a+p2p: Megatron-LM requires --hierarchical-context-parallel-sizes "
             "with it (the a2a and p2p group sizes), which the plan does not choose"
         )
+    if layout.pipeline_schedule == "gpipe":
+        reasons.append(
+            "pipeline_schedule gpipe: Megatron-LM runs only the 1F1B schedule (interleaved "
+            "when vpp > 1); re-estimate with --pipeline-schedule 1f1b"
+        )
     if layout.offload_optimizer_fraction > 0 and not layout.shards_optimizer:
         reasons.append(
             "offload_optimizer_fraction: --optimizer-cpu-offload needs "
