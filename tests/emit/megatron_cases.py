@@ -34,6 +34,11 @@ MEGATRON_CASES: dict[str, Build] = {
         ),
         framework="megatron",
     ),
+    # Megatron's own uneven split: embedding and loss each counted as a layer (34 / 2)
+    "llama-3.1-8b-pp2-account-for-splits": lambda: make_plan(
+        LLAMA, num_gpus=8, pp=2, account_for_embedding_in_pipeline_split=True,
+        account_for_loss_in_pipeline_split=True,
+    ),
     "llama-3.1-8b-cp2-allgather-fp8": lambda: make_plan(
         "llama-3.1-8b", num_gpus=8, precision="fp8", tp=2, cp=2, dp=2,
         cp_comm_type="all_gather", sequence_parallel=True, tp_comm_overlap=True,

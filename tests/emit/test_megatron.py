@@ -624,21 +624,3 @@ def test_megatron_lm_parses_and_validates_the_arguments(name: str) -> None:
             freq = [int(i % freq == 0) for i in range(len(pattern))]
         assert freq == pattern
     assert set(MEGATRON_FLAGS) <= set(result["known"])
-
-
-def test_account_for_splits_round_trip() -> None:
-    from emitter_cases import make_plan
-    from megatron_cases import LLAMA
-
-    from planner.emit.megatron import ARGS_FILE, parse_megatron_arguments
-
-    plan = make_plan(
-        LLAMA, num_gpus=8, pp=2, account_for_embedding_in_pipeline_split=True,
-        account_for_loss_in_pipeline_split=True,
-    )  # fmt: skip
-    args = MegatronEmitter().emit(plan).as_dict()[ARGS_FILE].split()
-    assert "--account-for-embedding-in-pipeline-split" in args
-    assert "--account-for-loss-in-pipeline-split" in args
-    _, layout = parse_megatron_arguments(args, num_gpus=8)
-    assert layout.account_for_embedding_in_pipeline_split
-    assert layout.account_for_loss_in_pipeline_split
