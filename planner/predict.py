@@ -172,7 +172,7 @@ def prepare(
             model=model, cluster=cluster, workload=workload, layout=resolved
         )
         if problems:
-            raise SpecError("layout: " + "; ".join(problems))
+            raise SpecError("layout: " + "; ".join(v.message for v in problems))
     states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
     impl = implementation(
         framework=framework,

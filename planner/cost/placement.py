@@ -105,7 +105,7 @@ def place_groups(layout: ParallelConfig, cluster: ClusterSpec) -> dict[str, Grou
     if world % (etp * ep * pp) != 0:
         raise SpecError(
             f"layout: the {world} GPUs are not divisible by etp x ep x pp = {etp} x {ep} x "
-            f"{pp} = {etp * ep * pp} (rule 2)"
+            f"{pp} = {etp * ep * pp}"
         )
     edp = world // (etp * ep * pp)
     gpus = cluster.gpus_in_node

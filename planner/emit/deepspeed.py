@@ -7,7 +7,7 @@ DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
   mbs                 ``train_micro_batch_size_per_gpu``
   accumulation        ``gradient_accumulation_steps`` (= pipeline micro-batches when pp > 1)
   zero_stage          ``zero_optimization.stage`` with the bucket keys at the source
-                      defaults (2.3; the source wins where the docs differ, pitfall 9)
+                      defaults (where the docs differ, the source wins)
   offload fraction    ``zero_optimization.offload_optimizer.ratio`` (< 1 only with stage 3)
   recompute full      ``activation_checkpointing`` (2.4); with pp > 1 also
                       ``pipeline.activation_checkpoint_interval`` (2.5)
@@ -16,7 +16,7 @@ DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
 
 What it cannot carry is refused with ``EmitError`` naming each reason: tensor and expert
 parallelism (model-code libraries), Megatron's distributed optimizer, interleaved pipeline
-stages, pipeline with ZeRO-2/3 (pitfall 7), ring-attention context parallelism, fp8, and
+stages, pipeline with ZeRO-2/3, ring-attention context parallelism, fp8, and
 uneven pipeline stages. Megatron-only performance switches (selective recompute,
 ``overlap_param_gather``) have no DeepSpeed key; the README says so rather than refusing.
 
@@ -169,7 +169,8 @@ def _size_refusals(plan: EmitInput) -> list[str]:
     elif plan.global_batch % (layout.mbs * dp) != 0:
         problems.append(
             f"global batch ({plan.global_batch}) must be divisible by mbs x dp = "
-            f"{layout.mbs} x {dp}: DeepSpeed derives with floor division (pitfall 6)"
+            f"{layout.mbs} x {dp}: DeepSpeed derives the missing batch value with floor "
+            "division"
         )
     if plan.nodes > 1 and plan.num_gpus % plan.gpus_per_node != 0:
         problems.append(

@@ -13,9 +13,9 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
              parallelism is Ulysses (a2a); torchtitan's context parallelism is a ring (p2p)
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
-             allows (rule 22): ceil(L / pp) layers on every middle stage and the rest shared
-             by the first and last stages, which also carry the embedding and the output
-             layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
+             allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
+             the rest shared by the first and last stages, which also carry the embedding
+             and the output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
   dp         GPUs / (tp x cp x pp), derived
   ep         MoE: divisors of num_experts that divide dp x cp x tp with ep x tp GPUs in one
              node (expert groups inside a node unless ep is pinned); dense models: 1
@@ -38,7 +38,6 @@ so that an empty space can say which rule emptied it.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +48,7 @@ from planner.errors import SpecError
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations
 from planner.specs.model import ModelSpec
+from planner.specs.rules import LayoutRuleError, LayoutViolation, Rule
 from planner.specs.workload import WorkloadSpec
 
 MAX_CP = 8
@@ -94,10 +94,10 @@ class Enumeration:
     layouts: list[ParallelConfig]
     considered: int
     """Raw layouts built from the knob domains (before the rules)."""
-    dropped: Counter[str] = field(default_factory=Counter)
-    """Rule label -> layouts it removed (a layout breaking two rules counts for both)."""
-    examples: dict[str, str] = field(default_factory=dict)
-    """Rule label -> one full message, for the explanation."""
+    dropped: Counter[Rule] = field(default_factory=Counter)
+    """Rule -> layouts it removed (a layout breaking two rules counts for both)."""
+    examples: dict[Rule, str] = field(default_factory=dict)
+    """Rule -> one full message, for the explanation."""
 
 
 def divisors(n: int) -> list[int]:
@@ -125,13 +125,6 @@ def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
                     pass
             raise SpecError(f"{option}: {name}={value!r} is not a valid value for {name}") from None
     return coerced
-
-
-def _rule_label(message: str) -> str:
-    match = re.search(r"\(rule (\d+)\)", message)
-    if match:
-        return f"rule {match.group(1)}"
-    return re.sub(r"\d+", "N", message.split(":")[0])
 
 
 def max_cp(seq_len: int) -> int:
@@ -304,20 +297,34 @@ def _check(
     cluster: ClusterSpec,
     workload: WorkloadSpec,
 ) -> None:
+    problems: list[LayoutViolation]
     try:
         layout = ParallelConfig(**fields)
     except ValidationError as error:
-        problems = [str(e["msg"]).removeprefix("Value error, ") for e in error.errors()]
-        problems = [p for message in problems for p in message.split("; ")]
+        problems = _own_violations(error)
     else:
         problems = layout_violations(model=model, cluster=cluster, workload=workload, layout=layout)
         if not problems:
             result.layouts.append(layout)
             return
     for problem in problems:
-        label = _rule_label(problem)
-        result.dropped[label] += 1
-        result.examples.setdefault(label, problem)
+        result.dropped[problem.rule] += 1
+        result.examples.setdefault(problem.rule, problem.message)
+
+
+def _own_violations(error: ValidationError) -> list[LayoutViolation]:
+    """The typed violations a ``ParallelConfig`` validation error carries.
+
+    The candidate fields are built from valid domains, so the only errors are the layout's
+    own rules (``LayoutRuleError``); anything else is a bug and is raised again.
+    """
+    violations: list[LayoutViolation] = []
+    for item in error.errors():
+        cause = item.get("ctx", {}).get("error")
+        if not isinstance(cause, LayoutRuleError):
+            raise error
+        violations.extend(cause.violations)
+    return violations
 
 
 def enumerate_layouts(

@@ -266,7 +266,7 @@ def _infeasible_message(
     return memory_message(
         considered=space.considered,
         legal=len(space.layouts),
-        dropped=", ".join(f"{label} {count}" for label, count in space.dropped.most_common()),
+        dropped=", ".join(f"{rule.text}: {count}" for rule, count in space.dropped.most_common()),
         closest=closest,
         cluster=closest.cluster,
         workload=workload,

@@ -132,8 +132,8 @@ def no_layout_message(space: Enumeration, cluster: ClusterSpec) -> str:
             f"tp x cp x pp x dp for {cluster.num_gpus} GPUs"
         )
     rules = "; ".join(
-        f"{label} removed {count} (e.g. {space.examples[label]})"
-        for label, count in space.dropped.most_common()
+        f"{rule.text} removed {count} (e.g. {space.examples[rule]})"
+        for rule, count in space.dropped.most_common()
     )
     return (
         f"no layout passes the framework rules: all {space.considered} candidates break "

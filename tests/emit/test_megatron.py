@@ -318,7 +318,8 @@ REFUSALS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "ep on a dense model": ({}, {"ep": 2}, "expert parallelism needs an MoE model"),
     "a2a+p2p": ({}, {"cp": 4, "cp_comm_type": "a2a+p2p"}, "--hierarchical-context-parallel"),
     "uneven split that leaves a layer over": (
-        {}, {"pp": 2, "first_stage_layers": 15, "last_stage_layers": 16}, "(rule 22)"
+        {}, {"pp": 2, "first_stage_layers": 15, "last_stage_layers": 16},
+        "leave 1 layers for 0 middle stages",
     ),
     "offload without dist-opt": (
         {}, {"offload_optimizer_fraction": 0.5}, "needs --use-distributed-optimizer"

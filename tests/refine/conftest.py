@@ -4,7 +4,8 @@ The model (8 layers of width 2048) on 8 H100s with tp and pp pinned to 2 plans i
 a second and leaves the refinement every kind of knob (micro-batch, vpp, stage split,
 recompute, TP overlap, DP overlaps). A headroom of 60 GiB makes the larger micro-batches
 not fit, and a global batch of 48 sequences makes some interleaved layouts illegal
-(3 micro-batches on 2 stages, rule 24), so trials of every status occur.
+(3 micro-batches on 2 stages: interleaved stages need a multiple of pp), so trials of
+every status occur.
 """
 
 from __future__ import annotations

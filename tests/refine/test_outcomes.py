@@ -50,7 +50,7 @@ def test_infeasible_and_illegal_trials_are_counted(problem: RefineProblem, stora
     assert over_trial.status == "infeasible" and over_trial.state == "complete"
     assert "GiB over" in (over_trial.reason or "")
     assert illegal_trial.status == "illegal" and illegal_trial.state == "pruned"
-    assert "rule 24" in (illegal_trial.reason or "")
+    assert "multiple of pp" in (illegal_trial.reason or "")
     frozen = study.get_trials(deepcopy=False)
     assert frozen[seeds].constraints[MEMORY_CONSTRAINT] > 0
     assert frozen[seeds + 1].state == TrialState.PRUNED
