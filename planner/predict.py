@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict
 
 from planner.cost.compute import Rates
 from planner.cost.frameworks import (
-    DEFAULT_STATE_LAYOUT,
     Framework,
     StateLayout,
     implementation,
@@ -32,7 +31,6 @@ from planner.cost.memory import (
 )
 from planner.cost.rates import rates_for
 from planner.cost.reserve import (
-    OPTIMIZER_KIND,
     communication_buckets,
     memory_reserve,
     usable_capacity_bytes,
@@ -40,6 +38,7 @@ from planner.cost.reserve import (
 from planner.cost.stage_work import stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.errors import SpecError
+from planner.frameworks import get_profile
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
 from planner.specs.hardware import ClusterSpec
@@ -108,17 +107,12 @@ class Estimate(BaseModel):
     time: TimeReport
 
 
-FRAMEWORK_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
-    # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
-    "torchtitan": {"zero_stage": 3},
-}
-
-
 def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) -> ParallelConfig:
-    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's."""
+    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's
+    (its profile's ``layout_defaults``: torchtitan's FSDP2, i.e. ZeRO-3)."""
     defaults = {
         key: value
-        for key, value in FRAMEWORK_LAYOUT_DEFAULTS.get(framework, {}).items()
+        for key, value in get_profile(framework).layout_defaults.items()
         if key not in layout.model_fields_set
     }
     if not defaults:
@@ -165,6 +159,7 @@ def prepare(
     ``check=False`` skips the rule check, for callers that already ran
     ``layout_violations`` on the resolved layout (the planner's candidates).
     """
+    profile = get_profile(framework)
     layout = apply_framework_defaults(layout, framework=framework)
     resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
     if check:
@@ -173,7 +168,7 @@ def prepare(
         )
         if problems:
             raise SpecError("layout: " + "; ".join(v.message for v in problems))
-    states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
+    states = state_layout(state_layout_name or profile.state_layout)
     impl = implementation(
         framework=framework,
         layout=states,
@@ -184,7 +179,7 @@ def prepare(
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
     reserve = memory_reserve(cluster.gpu, layout=resolved)
-    kind = optimizer_impl or OPTIMIZER_KIND[framework]
+    kind = optimizer_impl or profile.optimizer_impl
     ctx = MemoryContext(
         model=model,
         graph=graph,
@@ -192,7 +187,9 @@ def prepare(
         states=states,
         num_gpus=cluster.num_gpus,
         microbatches=microbatches,
-        ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
+        ddp_bucket_copy=profile.allocator_pattern == "ddp-buckets"
+        and resolved.dp > 1
+        and resolved.zero_stage == 0,
         communication_buckets=communication_buckets(
             framework=framework, zero_stage=resolved.zero_stage, states=states
         ),

@@ -11,6 +11,7 @@ from planner.emit.base import (
     EmitError,
     EmitInput,
     EmittedFiles,
+    emit,
     emit_input_from_estimate,
     emitter_names,
     get_emitter,
@@ -29,13 +30,14 @@ def emit_files(plan_json: dict[str, Any], *, format: str) -> dict[str, str]:
     """File name -> contents for ``format``, from ``autopar estimate --json`` output."""
     load_emitters()
     plan = emit_input_from_estimate(plan_json)
-    return get_emitter(format).emit(plan).as_dict()
+    return emit(plan, format=format).as_dict()
 
 
 __all__ = [
     "EmitError",
     "EmitInput",
     "EmittedFiles",
+    "emit",
     "emit_files",
     "emit_input_from_estimate",
     "emitter_names",

@@ -4,7 +4,10 @@ Each emitter is a small class with a ``name`` and an ``emit(plan) -> EmittedFile
 method, registered under its name. Output is deterministic for the same input (sorted
 keys, stable order), so emitted files can be diffed and kept under version control.
 A layout a framework cannot express is refused with ``EmitError`` naming what cannot be
-expressed, never silently changed.
+expressed, never silently changed. An emitter is named after its framework,
+``<framework>`` or ``<framework>-<variant>`` (``torchtitan-toml``): besides its own,
+specific refusals, :func:`emit` refuses whatever the framework's profile
+(``planner.frameworks``) says it cannot run, the declaration the search reads too.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from planner.errors import SpecError
+from planner.frameworks import FrameworkProfile, get_profile
 from planner.specs._base import spec_error
-from planner.specs.layout import ParallelConfig
+from planner.specs.layout import ParallelConfig, stage_layer_counts_or_even
 from planner.specs.model import ModelSpec
 
 
@@ -109,6 +113,11 @@ def register(emitter: Emitter) -> Emitter:
     return emitter
 
 
+def unregister(name: str) -> None:
+    """Remove an emitter (for tests that register a stub)."""
+    _REGISTRY.pop(name, None)
+
+
 def get_emitter(name: str) -> Emitter:
     try:
         return _REGISTRY[name]
@@ -119,6 +128,72 @@ def get_emitter(name: str) -> Emitter:
 
 def emitter_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def emit(plan: EmitInput, *, format: str) -> EmittedFiles:
+    """The files of emitter ``format`` for ``plan``; ``EmitError`` naming every refusal.
+
+    The emitter's own refusals come first (they name the framework's settings); then the
+    framework profile's (:func:`profile_refusals`), so that a layout the profile excludes
+    is refused even by an emitter that does not check it itself.
+    """
+    emitter = get_emitter(format)
+    files = emitter.emit(plan)
+    framework = emitter.name.split("-")[0]
+    reasons = profile_refusals(get_profile(framework), plan)
+    if reasons:
+        raise EmitError(f"{framework} cannot express this plan: " + "; ".join(reasons))
+    return files
+
+
+_AXIS_WORDS = {
+    "tp": "tensor parallelism",
+    "cp": "context parallelism",
+    "pp": "pipeline parallelism",
+    "ep": "expert parallelism",
+}
+
+
+def profile_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
+    """What ``plan`` needs that the framework's profile does not run (empty: nothing)."""
+    layout, name = plan.layout, profile.name
+    reasons = [
+        f"{axis} = {getattr(layout, axis)}: {name} runs no {words}"
+        for axis, words in _AXIS_WORDS.items()
+        if getattr(layout, axis) > 1 and not profile.runs(axis)  # type: ignore[arg-type]
+    ]
+    if layout.sequence_parallel and not profile.runs("sequence_parallel"):
+        reasons.append(f"sequence_parallel: {name} runs no sequence parallelism")
+    if layout.interleaved and not profile.interleaved:
+        reasons.append(f"vpp = {layout.vpp}: {name} runs no interleaved (virtual) stages")
+    reasons.extend(_uneven_refusals(profile, plan))
+    if layout.cp > 1 and layout.cp_comm_type not in profile.cp_algorithms:
+        reasons.append(
+            f"cp_comm_type {layout.cp_comm_type}: {name} runs " + ", ".join(profile.cp_algorithms)
+        )
+    stage = 1 if layout.distributed_optimizer else layout.zero_stage
+    if stage not in profile.sharding_stages:
+        stages = ", ".join(str(s) for s in sorted(profile.sharding_stages))
+        reasons.append(f"ZeRO stage {stage}: {name} runs stages {stages}")
+    if layout.offload_optimizer_fraction > 0 and profile.offload == "none":
+        reasons.append(f"offload_optimizer_fraction: {name} does not offload the optimizer")
+    return reasons
+
+
+def _uneven_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
+    layout = plan.layout
+    if layout.first_stage_layers is None and layout.last_stage_layers is None:
+        return []
+    if profile.uneven_stages == "none":
+        return [f"first/last stage layers: {profile.name} splits the layers evenly"]
+    if profile.uneven_stages == "ends-at-most-middle":
+        counts = stage_layer_counts_or_even(plan.model, layout)
+        if layout.interleaved or len(counts) < 3 or max(counts[0], counts[-1]) > counts[1]:
+            return [
+                f"stage layers {counts}: {profile.name} gives the first and last stages at "
+                "most as many layers as the others, and only without vpp"
+            ]
+    return []
 
 
 def emit_input_from_estimate(data: dict[str, Any]) -> EmitInput:

@@ -14,11 +14,13 @@ DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
   cp (a2a)            ``sequence_parallel_size``: Ulysses / ALST (2.6)
   pp                  ``pipeline`` (the model must be a ``PipelineModule`` with pp stages)
 
-What it cannot carry is refused with ``EmitError`` naming each reason: tensor and expert
-parallelism (model-code libraries), Megatron's distributed optimizer, interleaved pipeline
-stages, pipeline with ZeRO-2/3, ring-attention context parallelism, fp8, and
-uneven pipeline stages. Megatron-only performance switches (selective recompute,
-``overlap_param_gather``) have no DeepSpeed key; the README says so rather than refusing.
+What it cannot carry is refused with ``EmitError`` naming each reason; the axes, schedules,
+CP algorithms and stage splits come from DeepSpeed's profile (``planner.frameworks``), the
+declaration the search reads: tensor and expert parallelism (model-code libraries),
+Megatron's distributed optimizer, interleaved pipeline stages, pipeline with ZeRO-2/3,
+ring-attention context parallelism, fp8, and uneven pipeline stages. Megatron-only
+performance switches (selective recompute, ``overlap_param_gather``) have no DeepSpeed
+key; the README says so rather than refusing.
 
 The module is a little past 400 lines: about a third is the text of the launch script and
 README, kept beside the config keys they explain.
@@ -41,6 +43,7 @@ from planner.emit.base import (
     prediction_comment_lines,
     register,
 )
+from planner.frameworks import get_profile
 
 CONFIG_FILE = "ds_config.json"
 LAUNCH_FILE = "launch_deepspeed.sh"
@@ -62,6 +65,7 @@ FP16_BLOCK = {
 GRADIENT_CLIPPING = 1.0  # docs default
 STEPS_PER_PRINT = 10  # our choice: a log line every 10 steps (0.19.8 defaults to none)
 
+PROFILE = get_profile("deepspeed")
 _TP_REASON = (
     "DeepSpeed's config has no tensor parallelism; it needs Megatron-DeepSpeed or another "
     "model-parallel library: plan with --framework deepspeed, or emit megatron"
@@ -76,9 +80,9 @@ def _refusals(plan: EmitInput) -> list[str]:
             "precision fp8: DeepSpeed config has no fp8 training switch — use Transformer "
             "Engine/Megatron"
         )
-    if layout.tp > 1:
+    if layout.tp > 1 and not PROFILE.runs("tp"):
         problems.append(f"tp = {layout.tp}: {_TP_REASON}")
-    if layout.ep > 1:
+    if layout.ep > 1 and not PROFILE.runs("ep"):
         problems.append(
             f"ep = {layout.ep}: expert parallelism is set in the model code "
             "(deepspeed.moe.layer.MoE(ep_size=...)), not in the ZeRO config; emit megatron"
@@ -88,7 +92,7 @@ def _refusals(plan: EmitInput) -> list[str]:
             "distributed_optimizer is Megatron-only: use zero_stage 1 for the same "
             "optimizer-state sharding in DeepSpeed"
         )
-    if layout.interleaved:
+    if layout.interleaved and not PROFILE.interleaved:
         problems.append(
             f"vpp = {layout.vpp}: DeepSpeed's pipeline engine has no interleaved (virtual) "
             "stages; plan without vpp or emit megatron"
@@ -119,7 +123,7 @@ def _pipeline_refusals(plan: EmitInput) -> list[str]:
             "engine asserts ZeRO stage < 2 (ZeRO-2 and ZeRO-3 are incompatible with pipeline "
             "parallelism); use zero_stage 0 or 1, or pp = 1"
         )
-    if layout.first_stage_layers or layout.last_stage_layers:
+    if (layout.first_stage_layers or layout.last_stage_layers) and PROFILE.uneven_stages == "none":
         problems.append(
             "first_stage_layers/last_stage_layers: DeepSpeed's PipelineModule partitions "
             "layers uniformly, by parameters or by type; an explicit per-stage layer count "
@@ -142,7 +146,7 @@ def _ulysses_refusals(plan: EmitInput) -> list[str]:
     """Ulysses (frameworks.md 2.6): heads and KV heads split over cp ranks."""
     layout, model = plan.layout, plan.model
     cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
-    if layout.cp_comm_type != "a2a":
+    if layout.cp_comm_type not in PROFILE.cp_algorithms:
         return [
             f"cp = {cp} with cp_comm_type {layout.cp_comm_type}: DeepSpeed's only context "
             "parallelism is Ulysses (all-to-all, cp_comm_type a2a); ring attention needs "

@@ -32,7 +32,7 @@ from planner.refine.result import (
     pareto_front,
 )
 from planner.refine.sampler import NeighbourhoodSampler, make_sampler, neighbours
-from planner.refine.space import FRAMEWORK_KNOBS, NOT_REFINED, Space
+from planner.refine.space import NOT_REFINED, Space, framework_knobs
 from planner.refine.storage import masked, open_storage
 from planner.refine.study import Callback, create_study, join_study, run_trials
 from planner.settings import database_url
@@ -80,7 +80,6 @@ def refine(
 
 
 __all__ = [
-    "FRAMEWORK_KNOBS",
     "MEMORY_CONSTRAINT",
     "NOT_REFINED",
     "OBJECTIVES",
@@ -97,6 +96,7 @@ __all__ = [
     "collect",
     "create_study",
     "evaluate",
+    "framework_knobs",
     "join_study",
     "make_sampler",
     "neighbours",

@@ -8,9 +8,10 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   cp         powers of two up to 8, and beyond for long sequences while every CP rank keeps
              at least 8,192 tokens (Llama 3 405B's 128K-token stage ran CP 16, 16 x 8K:
              Dubey et al. 2024, arXiv:2407.21783, Table 4)
-  cp_comm    the CP algorithm where the framework offers a choice: Megatron-LM p2p (ring)
-             or a2a (Ulysses head scatter; ``--cp-comm-type``); DeepSpeed's sequence
-             parallelism is Ulysses (a2a); torchtitan's context parallelism is a ring (p2p)
+  cp_comm    the CP algorithms the framework's profile lists as searched
+             (``planner.frameworks``): Megatron-LM p2p (ring) or a2a (Ulysses head scatter;
+             ``--cp-comm-type``); DeepSpeed's sequence parallelism is Ulysses (a2a);
+             torchtitan's context parallelism is a ring (p2p)
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
@@ -23,10 +24,15 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   mbs        powers of two up to ``max_mbs``
   recompute  none, selective, full (uniform, one layer per group)
 
-Derived, not searched: ``sequence_parallel = tp > 1``; the optimizer sharding per
-framework (megatron: distributed optimizer with overlapped gradient reduce and parameter
-gather; deepspeed: ZeRO-1 with overlapped reduce; torchtitan: FSDP2, i.e. ZeRO-3;
-pytorch: plain DDP). Whether ``planner.emit`` can express every candidate is not checked.
+An axis the framework's profile does not run (``FrameworkProfile.axes``) keeps degree 1;
+vpp is searched only where the profile runs the interleaved schedule, and uneven stage
+splits only where it runs them.
+
+Derived, not searched: ``sequence_parallel = tp > 1`` (where the profile runs it); the
+optimizer sharding of the profile (megatron: distributed optimizer with overlapped
+gradient reduce and parameter gather; deepspeed: ZeRO-1 with overlapped reduce;
+torchtitan: FSDP2, i.e. ZeRO-3; pytorch: plain DDP). Refusals of ``planner.emit`` beyond
+the profile's declarations (e.g. DeepSpeed's pipeline with Ulysses) are not checked.
 
 ``fixed`` pins any ``ParallelConfig`` field (a searched knob is restricted to that value,
 any other field is set on every candidate); ``maxima`` bounds any integer knob. Every
@@ -45,6 +51,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from planner.errors import SpecError
+from planner.frameworks import FrameworkProfile, get_profile
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations
 from planner.specs.model import ModelSpec
@@ -60,31 +67,11 @@ RECOMPUTE_CHOICES = ("none", "selective", "full")
 SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type")
 """Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
 
-CP_COMM_TYPES: dict[str, tuple[str, ...]] = {
-    "megatron": ("p2p", "a2a"),
-    "deepspeed": ("a2a",),
-    "torchtitan": ("p2p",),
-    "pytorch": ("p2p",),
-}
-"""The CP algorithms each framework runs, its default first (``--fix cp_comm_type=...``
-also takes Megatron-LM's all_gather and a2a+p2p)."""
 CP_COMM_PRICED = True
 """Whether the cost model prices the CP algorithms differently (``planner.cost.time``:
 ring overlapped with attention, all-gather, Ulysses all-to-all), so that searching them
 chooses between different numbers; ``tests/search/test_candidates.py`` checks this flag
 against the cost model."""
-
-FRAMEWORK_SHARDING: dict[str, dict[str, Any]] = {
-    "megatron": {
-        "zero_stage": 0,
-        "distributed_optimizer": True,
-        "overlap_grad_reduce": True,
-        "overlap_param_gather": True,
-    },
-    "deepspeed": {"zero_stage": 1, "overlap_grad_reduce": True},
-    "torchtitan": {"zero_stage": 3},
-    "pytorch": {"zero_stage": 0},
-}
 
 
 @dataclass
@@ -138,12 +125,13 @@ def _domains(
     workload: WorkloadSpec,
     *,
     max_mbs: int,
-    framework: str,
+    profile: FrameworkProfile,
 ) -> dict[str, tuple[list[Any], str]]:
     """Each searched knob's domain before pinning, with the reason a value may be missing."""
     world, per_node = cluster.num_gpus, cluster.gpus_per_node
     cp_bound = max_cp(workload.seq_len)
-    return {
+    searched = profile.cp_algorithms_searched
+    domains: dict[str, tuple[list[Any], str]] = {
         "tp": (
             [d for d in divisors(per_node) if world % d == 0],
             f"tp must divide the {per_node} GPUs per node and the {world} GPUs",
@@ -154,8 +142,8 @@ def _domains(
             f"the {world} GPUs",
         ),
         "cp_comm_type": (
-            list(CP_COMM_TYPES[framework] if CP_COMM_PRICED else CP_COMM_TYPES[framework][:1]),
-            f"cp_comm_type is one of {CP_COMM_TYPES[framework]} under {framework}",
+            list(searched if CP_COMM_PRICED else searched[:1]),
+            f"cp_comm_type is one of {searched} under {profile.name}",
         ),
         "pp": (
             [d for d in divisors(world) if d <= min(MAX_PP, model.num_layers)],
@@ -173,6 +161,12 @@ def _domains(
         ),
         "recompute": (list(RECOMPUTE_CHOICES), f"recompute is one of {RECOMPUTE_CHOICES}"),
     }
+    for axis in ("tp", "cp", "pp", "ep"):
+        if not profile.runs(axis):
+            domains[axis] = ([1], f"{profile.name} runs no {axis} > 1")
+    if not profile.interleaved:
+        domains["vpp"] = ([None], f"{profile.name} runs no interleaved (virtual) stages")
+    return domains
 
 
 def _restrict(
@@ -206,8 +200,7 @@ def enumerate_space(
     max_mbs: int = 8,
 ) -> Enumeration:
     """The legal candidates, with the per-rule drop counts (see the module docstring)."""
-    if framework not in FRAMEWORK_SHARDING:
-        raise SpecError(f"framework: unknown '{framework}'; known: {', '.join(FRAMEWORK_SHARDING)}")
+    profile = get_profile(framework)
     fixed = coerce_knobs(dict(fixed or {}), option="fixed")
     maxima = dict(maxima or {})
     for knob, bound in maxima.items():
@@ -221,7 +214,7 @@ def enumerate_space(
     mbs_bound = min(max_mbs, maxima.get("mbs", max_mbs))
     if "mbs" in fixed:
         mbs_bound = max(mbs_bound, fixed["mbs"])
-    domains = _domains(model, cluster, workload, max_mbs=mbs_bound, framework=framework)
+    domains = _domains(model, cluster, workload, max_mbs=mbs_bound, profile=profile)
     domain = _restrict(domains, fixed, maxima)
     extra = {k: v for k, v in fixed.items() if k not in SEARCHED}
     world = cluster.num_gpus
@@ -233,7 +226,7 @@ def enumerate_space(
         if dp not in domain["dp"]:
             continue
         split = stage_split(model.num_layers, pp)
-        if split is None:
+        if split is None or (split and profile.uneven_stages == "none"):
             continue
         # expert groups stay inside a node (expert grid order etp-ep-edp-pp, etp = tp by
         # default), as the issue's default requires, unless ep is pinned with --fix
@@ -242,7 +235,8 @@ def enumerate_space(
             for e in domain["ep"]
             if (dp * cp * tp) % e == 0 and ("ep" in fixed or e * tp <= cluster.gpus_in_node)
         ]
-        vpps = domain["vpp"] if pp > 1 else [v for v in domain["vpp"] if v is None]
+        plain = pp == 1 or (split and profile.uneven_stages == "ends-at-most-middle")
+        vpps = [v for v in domain["vpp"] if v is None] if plain else domain["vpp"]
         # the CP algorithm only means something with cp > 1: the default otherwise
         comms = domain["cp_comm_type"] if cp > 1 or "cp_comm_type" in fixed else ["p2p"]
         for ep, vpp, mbs, recompute, comm in itertools.product(
@@ -256,11 +250,11 @@ def enumerate_space(
                 "ep": ep,
                 "vpp": vpp,
                 "mbs": mbs,
-                "sequence_parallel": tp > 1,
+                "sequence_parallel": tp > 1 and profile.runs("sequence_parallel"),
                 "recompute": recompute,
                 "cp_comm_type": comm,
                 **split,
-                **FRAMEWORK_SHARDING[framework],
+                **profile.sharding,
             }
             if recompute == "full":
                 fields.update(recompute_method="uniform", recompute_num_layers=1)
