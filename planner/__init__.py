@@ -28,7 +28,7 @@ from planner.errors import (
     UnknownNameError,
 )
 from planner.graph.params import ParamCounts, count_params, training_flops_per_token
-from planner.plan import PlanResult, plan
+from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
 from planner.predict import Estimate, estimate
 from planner.specs import (
     ClusterSpec,
@@ -59,6 +59,8 @@ __all__ = [
     "ParallelConfig",
     "ParamCounts",
     "PeakTflops",
+    "PlanOutcome",
+    "PlanRequest",
     "PlanResult",
     "SpecError",
     "UnknownNameError",

@@ -9,7 +9,7 @@ what ``autopar estimate --json`` prints.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,6 +41,7 @@ from planner.errors import SpecError
 from planner.frameworks import get_profile
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
+from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.model import ModelSpec
@@ -102,7 +103,7 @@ class Estimate(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    config: dict[str, Any]
+    config: Annotated[ResolvedConfig, CONFIG_SCHEMA]
     memory: MemoryReport
     time: TimeReport
 
@@ -260,25 +261,25 @@ def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) 
     resolved = prepared.layout
     capacity, capacity_source = usable_capacity_bytes(cluster.gpu)
     peak = max(stage.total for stage in stages)
-    config = {
-        "model": model.name,
-        "cluster": cluster.name,
-        "gpu": cluster.gpu.id,
-        "num_gpus": cluster.num_gpus,
-        "nodes": cluster.nodes,
-        "seq_len": workload.seq_len,
-        "global_batch": workload.sequences_per_step,
-        "global_batch_tokens": workload.tokens_per_step,
-        "precision": workload.precision,
-        "framework": prepared.framework,
-        "state_layout": prepared.states.name,
-        "flash_attention": prepared.flash_attention,
-        "optimizer_impl": prepared.optimizer_impl,
-        "microbatches": prepared.ctx.microbatches,
-        "gpus_per_node": cluster.gpus_per_node,
-        "model_spec": model.model_dump(mode="json"),
-        **resolved.model_dump(mode="json"),
-    }
+    config = ResolvedConfig(
+        model=model.name,
+        cluster=cluster.name,
+        gpu=cluster.gpu.id,
+        num_gpus=cluster.num_gpus,
+        nodes=cluster.nodes,
+        seq_len=workload.seq_len,
+        global_batch=workload.sequences_per_step,
+        global_batch_tokens=workload.tokens_per_step,
+        precision=workload.precision,
+        framework=prepared.framework,
+        state_layout=prepared.states.name,
+        flash_attention=prepared.flash_attention,
+        optimizer_impl=prepared.optimizer_impl,
+        microbatches=prepared.ctx.microbatches,
+        gpus_per_node=cluster.gpus_per_node,
+        model_spec=model,
+        **dict(resolved),
+    )
     return Estimate(
         config=config,
         memory=MemoryReport(

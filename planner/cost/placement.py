@@ -1,8 +1,9 @@
 """Where each process group's ranks sit on the nodes: how many share a node, how many nodes.
 
 Megatron-LM numbers ranks in the order ``tp-cp-ep-dp-pp`` (its default ``order`` string,
-../shared/reference/frameworks.md section 1.8): tp is innermost (adjacent ranks), pp
-outermost. A group is therefore a set of ranks ``r0 + i·stride`` for ``i < size``:
+``megatron/core/parallel_state.py`` ``initialize_model_parallel``): tp is innermost
+(adjacent ranks), pp outermost. A group is therefore a set of ranks ``r0 + i·stride``
+for ``i < size``:
 
   ====== ========== ============================ ==========================================
   group  size       stride                       what it carries
@@ -20,7 +21,7 @@ outermost. A group is therefore a set of ranks ``r0 + i·stride`` for ``i < size
   ====== ========== ============================ ==========================================
 
 The expert grid is numbered ``etp-ep-edp-pp`` (the same order string with tp -> etp and
-no cp, frameworks.md 1.8), so EP is carved out of the dense DP×CP×TP ranks and does not
+no cp), so EP is carved out of the dense DP×CP×TP ranks and does not
 multiply the world size.
 
 Placement rule, for a group of ``n`` ranks with stride ``S`` on nodes of ``G`` GPUs

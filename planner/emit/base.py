@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from planner.errors import SpecError
 from planner.frameworks import FrameworkProfile, get_profile
+from planner.resolved import ResolvedConfig
 from planner.specs._base import spec_error
 from planner.specs.layout import ParallelConfig, stage_layer_counts_or_even
 from planner.specs.model import ModelSpec
@@ -198,36 +199,43 @@ def _uneven_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
 
 def emit_input_from_estimate(data: dict[str, Any]) -> EmitInput:
     """Build an ``EmitInput`` from ``autopar estimate --json`` output (or a plan's entry)."""
+    config = _resolved_config(data.get("config"))
+    timing = data.get("time", {})
+    memory = data.get("memory", {})
+    return EmitInput(
+        model=config.model_spec,
+        num_gpus=config.num_gpus,
+        gpus_per_node=config.gpus_per_node,
+        seq_len=config.seq_len,
+        global_batch=config.global_batch,
+        precision=config.precision,
+        layout=config.layout,
+        framework=config.framework,
+        predictions={
+            key: float(value)
+            for key, value in (
+                ("step_time_s", timing.get("step_time_s")),
+                ("tokens_per_s", timing.get("tokens_per_s")),
+                ("mfu", timing.get("mfu")),
+                ("peak_gib", memory.get("peak_gib")),
+            )
+            if value is not None
+        },
+    )
+
+
+def _resolved_config(block: object) -> ResolvedConfig:
+    """The plan file's ``config`` block, typed; a missing field is named."""
+    if not isinstance(block, dict):
+        raise EmitError("plan file: missing field 'config'")
     try:
-        config = data["config"]
-        model = ModelSpec(**config["model_spec"])
-        layout_fields = {
-            name: config[name] for name in ParallelConfig.model_fields if name in config
-        }
-        layout = ParallelConfig(**layout_fields)
-        timing = data.get("time", {})
-        memory = data.get("memory", {})
-        return EmitInput(
-            model=model,
-            num_gpus=int(config["num_gpus"]),
-            gpus_per_node=int(config["gpus_per_node"]),
-            seq_len=int(config["seq_len"]),
-            global_batch=int(config["global_batch"]),
-            precision=str(config["precision"]),
-            layout=layout,
-            framework=str(config.get("framework", "megatron")),
-            predictions={
-                key: float(value)
-                for key, value in (
-                    ("step_time_s", timing.get("step_time_s")),
-                    ("tokens_per_s", timing.get("tokens_per_s")),
-                    ("mfu", timing.get("mfu")),
-                    ("peak_gib", memory.get("peak_gib")),
-                )
-                if value is not None
-            },
-        )
-    except KeyError as missing:
-        raise EmitError(f"plan file: missing field {missing} in 'config'") from None
+        return ResolvedConfig.model_validate(block)
     except ValidationError as error:
+        missing = [
+            ".".join(str(part) for part in item["loc"])
+            for item in error.errors()
+            if item["type"] == "missing"
+        ]
+        if missing:
+            raise EmitError(f"plan file: missing field '{missing[0]}' in 'config'") from None
         raise spec_error(error, what="plan file") from None

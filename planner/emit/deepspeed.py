@@ -1,7 +1,8 @@
 """DeepSpeed emitter: a plan to ``ds_config.json``, ``launch_deepspeed.sh`` and a README.
 
-What DeepSpeed's config JSON carries (../shared/reference/frameworks.md section 2, read at
-DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
+What DeepSpeed's config JSON carries (``docs/_pages/config-json.md`` and
+``deepspeed/runtime/config.py`` read at DeepSpeed 0.19.6; checked against 0.19.8's
+``DeepSpeedConfig`` in the tests):
 
   dp                  implicit: ``train_batch_size = micro x accumulation x dp`` (2.1)
   mbs                 ``train_micro_batch_size_per_gpu``
@@ -49,11 +50,11 @@ CONFIG_FILE = "ds_config.json"
 LAUNCH_FILE = "launch_deepspeed.sh"
 README_FILE = "README.md"
 
-# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults, frameworks.md 2.3)
+# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults)
 ALLGATHER_BUCKET_ELEMENTS = 500_000_000
 PARAM_PERSISTENCE_THRESHOLD = 100_000  # docs example shows 1e6; the source default is 1e5
 MAX_LIVE_PARAMETERS = 1_000_000_000
-# deepspeed/runtime/precision_config.py (fp16 block defaults, frameworks.md 2.2)
+# deepspeed/runtime/precision_config.py (fp16 block defaults)
 FP16_BLOCK = {
     "enabled": True,
     "loss_scale": 0,  # 0 = dynamic loss scaling
@@ -102,9 +103,7 @@ def _refusals(plan: EmitInput) -> list[str]:
     if layout.cp > 1:
         problems.extend(_ulysses_refusals(plan))
     if layout.offload_optimizer_fraction > 0 and layout.zero_stage == 0:
-        problems.append(
-            "offload_optimizer needs ZeRO stage 1, 2 or 3 (frameworks.md 2.3); zero_stage is 0"
-        )
+        problems.append("offload_optimizer needs ZeRO stage 1, 2 or 3; zero_stage is 0")
     if 0 < layout.offload_optimizer_fraction < 1 and layout.zero_stage != 3:
         problems.append(
             f"offload_optimizer_fraction {layout.offload_optimizer_fraction:g}: partial "
@@ -143,7 +142,8 @@ def _pipeline_refusals(plan: EmitInput) -> list[str]:
 
 
 def _ulysses_refusals(plan: EmitInput) -> list[str]:
-    """Ulysses (frameworks.md 2.6): heads and KV heads split over cp ranks."""
+    """Ulysses (``deepspeed/runtime/sequence_parallel/ulysses_sp.py``): heads and KV heads
+    split over cp ranks."""
     layout, model = plan.layout, plan.model
     cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
     if layout.cp_comm_type not in PROFILE.cp_algorithms:
@@ -191,7 +191,7 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
         raise EmitError("deepspeed cannot express this plan: " + "; ".join(problems))
     layout = plan.layout
     micro, accumulation, dp = layout.mbs, plan.grad_accumulation, plan.dp
-    config: dict[str, Any] = {
+    ds_json: dict[str, Any] = {
         "train_batch_size": micro * accumulation * dp,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
@@ -200,20 +200,20 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
         "wall_clock_breakdown": False,
         "zero_optimization": _zero_block(plan),
     }
-    # DeepSpeedConfig._batch_assertion, with dp as its "world size" (frameworks.md 2.1)
-    assert config["train_batch_size"] == plan.global_batch, "batch identity"
+    # DeepSpeedConfig._batch_assertion, with dp as its "world size"
+    assert ds_json["train_batch_size"] == plan.global_batch, "batch identity"
     if plan.precision == "bf16":
-        config["bf16"] = {"enabled": True}
+        ds_json["bf16"] = {"enabled": True}
     elif plan.precision == "fp16":
-        config["fp16"] = dict(FP16_BLOCK)
+        ds_json["fp16"] = dict(FP16_BLOCK)
     if layout.recompute == "full":
-        config["activation_checkpointing"] = {
+        ds_json["activation_checkpointing"] = {
             "partition_activations": False,
             "contiguous_memory_optimization": False,
             "cpu_checkpointing": False,
         }
     if layout.pp > 1:
-        config["pipeline"] = {
+        ds_json["pipeline"] = {
             "stages": layout.pp,
             "partition": "uniform",
             "activation_checkpoint_interval": (
@@ -221,8 +221,8 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
             ),
         }
     if layout.cp > 1:
-        config["sequence_parallel_size"] = layout.cp
-    return config
+        ds_json["sequence_parallel_size"] = layout.cp
+    return ds_json
 
 
 def _zero_block(plan: EmitInput) -> dict[str, Any]:
@@ -249,7 +249,7 @@ def _zero_block(plan: EmitInput) -> dict[str, Any]:
     return block
 
 
-def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[str, Any]:
+def parse_deepspeed_config(ds_json: dict[str, Any], *, world_size: int) -> dict[str, Any]:
     """The layout knobs a ``ds_config.json`` carries, read back for ``world_size`` GPUs.
 
     Returns ``dp, cp, pp, mbs, zero_stage, offload_optimizer_fraction, recompute``
@@ -257,8 +257,8 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
     ``global_batch`` and ``precision``. Any two of the three batch keys suffice, as in
     DeepSpeed; the third is derived and the identity checked (``EmitError`` if it fails).
     """
-    cp = int(config.get("sequence_parallel_size", 1))
-    stages = config.get("pipeline", {}).get("stages", 1)
+    cp = int(ds_json.get("sequence_parallel_size", 1))
+    stages = ds_json.get("pipeline", {}).get("stages", 1)
     pp = stages if isinstance(stages, int) else 1
     if world_size % (cp * pp) != 0:
         raise EmitError(
@@ -266,12 +266,12 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
             f"x pipeline stages = {cp} x {pp}"
         )
     dp = world_size // (cp * pp)
-    train, micro, accumulation = _batch_keys(config, dp=dp)
-    zero = config.get("zero_optimization", {})
+    train, micro, accumulation = _batch_keys(ds_json, dp=dp)
+    zero = ds_json.get("zero_optimization", {})
     offload = zero.get("offload_optimizer") or {}
     offloaded = offload.get("device", "none") not in ("none", None)
-    recompute = "full" if "activation_checkpointing" in config else "none"
-    if config.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
+    recompute = "full" if "activation_checkpointing" in ds_json else "none"
+    if ds_json.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
         recompute = "full"
     knobs: dict[str, Any] = {
         "dp": dp,
@@ -283,19 +283,19 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
         "zero_stage": int(zero.get("stage", 0)),
         "offload_optimizer_fraction": float(offload.get("ratio", 1.0)) if offloaded else 0.0,
         "recompute": recompute,
-        "precision": _precision_of(config),
+        "precision": _precision_of(ds_json),
     }
     if cp > 1:
         knobs["cp_comm_type"] = "a2a"
     return knobs
 
 
-def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
+def _batch_keys(ds_json: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
     """train, micro, accumulation, the missing one derived as DeepSpeed does (floor division,
     ``DeepSpeedConfig._set_batch_related_parameters``), then the identity checked."""
-    train = config.get("train_batch_size")
-    micro = config.get("train_micro_batch_size_per_gpu")
-    accumulation = config.get("gradient_accumulation_steps")
+    train = ds_json.get("train_batch_size")
+    micro = ds_json.get("train_micro_batch_size_per_gpu")
+    accumulation = ds_json.get("gradient_accumulation_steps")
     if micro is None and train is not None:
         micro = train // (dp * (accumulation or 1))
     if accumulation is None:
@@ -310,10 +310,10 @@ def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
     return train, micro, accumulation
 
 
-def _precision_of(config: dict[str, Any]) -> str:
-    if config.get("bf16", {}).get("enabled"):
+def _precision_of(ds_json: dict[str, Any]) -> str:
+    if ds_json.get("bf16", {}).get("enabled"):
         return "bf16"
-    if config.get("fp16", {}).get("enabled"):
+    if ds_json.get("fp16", {}).get("enabled"):
         return "fp16"
     return "fp32"
 
@@ -431,8 +431,8 @@ def _notes(plan: EmitInput) -> list[str]:
     return notes
 
 
-def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
-    zero = config["zero_optimization"]
+def _readme(plan: EmitInput, ds_json: dict[str, Any]) -> str:
+    zero = ds_json["zero_optimization"]
     lines = [
         f"# DeepSpeed run for {plan.model.name} on {plan.num_gpus} GPUs",
         "",
@@ -441,9 +441,9 @@ def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
         "## Files",
         "",
         f"- `{CONFIG_FILE}`: the DeepSpeed config. `train_batch_size` "
-        f"({config['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
-        f"({config['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
-        f"({config['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
+        f"({ds_json['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
+        f"({ds_json['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
+        f"({ds_json['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
         f"ZeRO stage {zero['stage']} with the bucket sizes at DeepSpeed's source defaults.",
         f"- `{LAUNCH_FILE}`: runs the `deepspeed` launcher on {_nodes_text(plan.nodes)} x "
         f"{plan.nproc_per_node} GPUs. Set `TRAIN_SCRIPT` (and `HOSTFILE`, `MASTER_ADDR`, "
@@ -466,12 +466,12 @@ class DeepSpeedEmitter:
     name = "deepspeed"
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
-        config = deepspeed_config(plan)
+        ds_json = deepspeed_config(plan)
         return EmittedFiles(
             files=(
-                (CONFIG_FILE, json.dumps(config, sort_keys=True, indent=2) + "\n"),
+                (CONFIG_FILE, json.dumps(ds_json, sort_keys=True, indent=2) + "\n"),
                 (LAUNCH_FILE, _launcher(plan)),
-                (README_FILE, _readme(plan, config)),
+                (README_FILE, _readme(plan, ds_json)),
             )
         )
 

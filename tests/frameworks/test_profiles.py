@@ -27,7 +27,7 @@ from planner.frameworks import (
     register,
     unregister,
 )
-from planner.plan import plan
+from planner.plan import PlanRequest, plan
 from planner.predict import estimate
 from planner.refine import RefineProblem, Space, framework_knobs, seeds_from_plans
 from planner.search.candidates import enumerate_space
@@ -105,8 +105,8 @@ def test_the_cost_model_reads_the_stub(stub: FrameworkProfile, tiny_model: Model
         model=tiny_model, cluster=cluster, workload=WORKLOAD, layout=ParallelConfig(),
         framework="stub",
     )  # fmt: skip
-    assert result.config["state_layout"] == "bf16"
-    assert result.config["optimizer_impl"] == "foreach"
+    assert result.config.state_layout == "bf16"
+    assert result.config.optimizer_impl == "foreach"
 
 
 def test_the_refinement_space_honours_the_stub(
@@ -117,8 +117,8 @@ def test_the_refinement_space_honours_the_stub(
     }  # fmt: skip
     cluster = load_cluster("dgx-h100", gpus=8)
     result = plan(
-        model=tiny_model, cluster=cluster, workload=WORKLOAD, framework="stub", top_k=3,
-    )  # fmt: skip
+        PlanRequest(model=tiny_model, cluster=cluster, workload=WORKLOAD, framework="stub", top_k=3)
+    )
     problem = RefineProblem(
         model=tiny_model, cluster=cluster, workload=WORKLOAD, framework="stub",
         seeds=seeds_from_plans(result.plans),

@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from planner.catalog import load_cluster
-from planner.plan import PlanResult, plan
+from planner.plan import PlanRequest, PlanResult, plan
 from planner.refine import RefineProblem, seeds_from_plans
 from planner.specs import ModelSpec, WorkloadSpec
 
@@ -45,12 +45,14 @@ def _quiet_optuna() -> None:
 @pytest.fixture(scope="session")
 def solver_result() -> PlanResult:
     return plan(
-        model=MODEL,
-        cluster=CLUSTER,
-        workload=WORKLOAD,
-        fixed={"tp": 2, "pp": 2},
-        headroom_gib=HEADROOM_GIB,
-        top_k=3,
+        PlanRequest(
+            model=MODEL,
+            cluster=CLUSTER,
+            workload=WORKLOAD,
+            fixed={"tp": 2, "pp": 2},
+            headroom_gib=HEADROOM_GIB,
+            top_k=3,
+        )
     )
 
 
