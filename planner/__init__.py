@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("ParamCounts", "count_params", "training_flops_per_token"), "planner.graph.params"
     ),
-    **dict.fromkeys(("PlanResult", "plan"), "planner.plan"),
+    **dict.fromkeys(("PlanOutcome", "PlanRequest", "PlanResult", "plan"), "planner.plan"),
     **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
     **dict.fromkeys(
         ("ClusterSpec", "GPUSpec", "LinkSpec", "MLASpec", "ModelSpec", "MoESpec",
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
         UnknownNameError,
     )
     from planner.graph.params import ParamCounts, count_params, training_flops_per_token
-    from planner.plan import PlanResult, plan
+    from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
     from planner.predict import Estimate, estimate
     from planner.specs import (
         ClusterSpec,
@@ -102,6 +102,8 @@ __all__ = [
     "ParallelConfig",
     "ParamCounts",
     "PeakTflops",
+    "PlanOutcome",
+    "PlanRequest",
     "PlanResult",
     "SpecError",
     "UnknownNameError",
