@@ -1,0 +1,237 @@
+"""Greedy steps around the scattering model: best-fit-decreasing packing and the sequence
+blaster.
+
+Best-fit-decreasing (``best_fit_decreasing``) is baseline (c) of the comparison and one
+candidate warm start of ``solvers.scatter`` (``best_greedy`` hints the fastest of it and
+``uniform_lpt`` at every size): sequences, longest first, go to the open group of a size
+that holds them with the least memory left after the move (best fit); when none has room
+a new group of the smallest size that holds the sequence opens, if enough GPUs are free.
+GPUs still free at the end are given away so that exactly N are used: the slowest group
+whose next allowed size fits in the free GPUs grows to it, or, when no group can grow, a
+new group of the largest size that fits in the free GPUs takes one sequence from the
+slowest group that has more than one.
+
+The sequence blaster (``blast``) splits a global batch into the fewest micro-batches whose
+sequences best-fit-decreasing can pack, starting from the lower bound
+``ceil(sum_i min_j(u_{i,j} s_j) / (N C))`` (the GPU memory every sequence needs on its
+cheapest group, over the memory of the cluster) and adding one micro-batch at a time.
+Sequences are dealt longest first to the micro-batch holding the least of that memory so
+far, so every micro-batch gets a similar share of long and short sequences. Packing is a
+sufficient test of fit, not a necessary one: the blaster may use one micro-batch more
+than an exact test would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from solvers.scatter import ScatterProblem, ScatterTable
+
+Packing = list[tuple[int, tuple[int, ...]]]
+"""Groups as (size index, sequences per row)."""
+
+
+@dataclass
+class _Group:
+    j: int
+    counts: list[int]
+    memory: int = 0
+    time_us: int = 0
+    members: list[int] = field(default_factory=list)
+
+    def add(self, table: ScatterTable, row: int) -> None:
+        self.counts[row] += 1
+        self.memory += table.memory[row][self.j]
+        self.time_us += table.time_us[row][self.j]
+        self.members.append(row)
+
+    def remove(self, table: ScatterTable, row: int) -> None:
+        self.counts[row] -= 1
+        self.memory -= table.memory[row][self.j]
+        self.time_us -= table.time_us[row][self.j]
+        self.members.remove(row)
+
+    def resize(self, table: ScatterTable, j: int) -> None:
+        self.j = j
+        self.memory = sum(table.memory[r][j] * c for r, c in enumerate(self.counts))
+        self.time_us = sum(table.time_us[r][j] * c for r, c in enumerate(self.counts))
+
+
+def _longest_first(table: ScatterTable, counts: Sequence[int]) -> list[int]:
+    rows = [r for r, c in enumerate(counts) for _ in range(c)]
+    rows.sort(key=lambda r: (-table.lengths[r], -max(table.time_us[r]), r))
+    return rows
+
+
+def best_fit_decreasing(problem: ScatterProblem) -> Packing | None:
+    """A packing that uses exactly N GPUs, or None when the greedy finds none."""
+    table = problem.table
+    groups: list[_Group] = []
+    free = table.gpus
+    for row in _longest_first(table, problem.counts):
+        least = table.smallest_fit(row)
+        if least is None:
+            return None
+        best, best_room = None, None
+        for group in groups:
+            if group.j < least:
+                continue
+            room = table.capacity - group.memory - table.memory[row][group.j]
+            if room >= 0 and (best_room is None or room < best_room):
+                best, best_room = group, room
+        if best is None:
+            if table.sizes[least] > free:
+                return None
+            best = _Group(least, [0] * table.rows)
+            groups.append(best)
+            free -= table.sizes[least]
+        best.add(table, row)
+    if not _give_away(table, groups, free):
+        return None
+    return [(g.j, tuple(g.counts)) for g in groups]
+
+
+def _give_away(table: ScatterTable, groups: list[_Group], free: int) -> bool:
+    """Use the ``free`` GPUs left (module docstring); False when they cannot be used."""
+    sizes = table.sizes
+    while free > 0:
+        growable = [
+            g
+            for g in groups
+            if g.j + 1 < len(sizes)
+            and sizes[g.j + 1] - sizes[g.j] <= free
+            and sum(table.memory[r][g.j + 1] * c for r, c in enumerate(g.counts)) <= table.capacity
+        ]
+        if growable:
+            group = max(growable, key=lambda g: g.time_us)
+            free -= sizes[group.j + 1] - sizes[group.j]
+            group.resize(table, group.j + 1)
+            continue
+        fitting = [j for j, size in enumerate(sizes) if size <= free]
+        if not fitting:
+            return False
+        j = fitting[-1]
+        donors = sorted((g for g in groups if len(g.members) > 1), key=lambda g: -g.time_us)
+        moved = next(
+            ((g, r) for g in donors for r in sorted(set(g.members)) if table.fits(r, j)), None
+        )
+        if moved is None:
+            return False
+        donor, row = moved
+        donor.remove(table, row)
+        fresh = _Group(j, [0] * table.rows)
+        fresh.add(table, row)
+        groups.append(fresh)
+        free -= sizes[j]
+    return True
+
+
+def uniform_lpt(problem: ScatterProblem, j: int) -> Packing | None:
+    """Groups of one size ``sizes[j]`` with the longest sequences on their own larger groups.
+
+    Every sequence too large for ``sizes[j]`` gets a group of the smallest size that holds
+    it; the remaining GPUs form groups of ``sizes[j]`` (no more than there are sequences
+    for them), and the other sequences, slowest first, go to the least loaded of those
+    that has room (longest processing time first); GPUs still free are given away as in
+    best-fit-decreasing. None when that does not pack.
+    """
+    table = problem.table
+    size = table.sizes[j]
+    rows = _longest_first(table, problem.counts)
+    if any(table.smallest_fit(r) is None for r in rows):
+        return None
+    big = [r for r in rows if table.smallest_fit(r) > j]  # type: ignore[operator]
+    small = [r for r in rows if table.smallest_fit(r) <= j]  # type: ignore[operator]
+    groups: list[_Group] = []
+    free = table.gpus
+    for row in big:
+        least = table.smallest_fit(row)
+        assert least is not None
+        if table.sizes[least] > free:
+            return None
+        group = _Group(least, [0] * table.rows)
+        group.add(table, row)
+        groups.append(group)
+        free -= table.sizes[least]
+    uniform = [_Group(j, [0] * table.rows) for _ in range(min(free // size, len(small)))]
+    free -= size * len(uniform)
+    small.sort(key=lambda r: (-table.time_us[r][j], r))
+    for row in small:
+        open_ = [
+            g for g in uniform + groups
+            if table.fits(row, g.j) and g.memory + table.memory[row][g.j] <= table.capacity
+        ]  # fmt: skip
+        if not open_:
+            return None
+        chosen = min(open_, key=lambda g: (g.time_us + table.time_us[row][g.j], g.j))
+        chosen.add(table, row)
+    groups += [g for g in uniform if g.members]
+    free += size * sum(1 for g in uniform if not g.members)
+    if not _give_away(table, groups, free):
+        return None
+    return [(g.j, tuple(g.counts)) for g in groups]
+
+
+def makespan_us(table: ScatterTable, packing: Packing) -> int:
+    return max(sum(table.time_us[r][j] * c for r, c in enumerate(k)) for j, k in packing)
+
+
+def best_greedy(problem: ScatterProblem) -> Packing | None:
+    """The fastest of best-fit-decreasing and ``uniform_lpt`` at every size: the hint."""
+    found = [best_fit_decreasing(problem)]
+    found += [uniform_lpt(problem, j) for j in range(len(problem.table.sizes))]
+    packings = [p for p in found if p is not None]
+    if not packings:
+        return None
+    return min(packings, key=lambda p: makespan_us(problem.table, p))
+
+
+def memory_area(table: ScatterTable, row: int) -> int:
+    """The least GPU memory (summed over the group) one sequence of ``row`` needs."""
+    return min(table.memory[row][j] * size for j, size in enumerate(table.sizes))
+
+
+def blast(table: ScatterTable, rows_of: Sequence[int]) -> list[list[int]]:
+    """Split the sequences (``rows_of[i]`` is sequence i's row) into the fewest
+    micro-batches that best-fit-decreasing packs; each micro-batch lists sequence indices.
+
+    Raises ``ValueError`` when a sequence fits no group size, or no split is found.
+    """
+    if not rows_of:
+        raise ValueError("the batch holds no sequence")
+    for i, row in enumerate(rows_of):
+        if table.smallest_fit(row) is None:
+            raise ValueError(
+                f"sequence {i} ({table.lengths[row]} tokens) does not fit in memory even on "
+                f"a group of {table.sizes[-1]} GPUs"
+            )
+    order = sorted(range(len(rows_of)), key=lambda i: (-table.lengths[rows_of[i]], i))
+    area = [memory_area(table, rows_of[i]) for i in range(len(rows_of))]
+    start = max(1, math.ceil(sum(area) / (table.gpus * table.capacity)))
+    for parts in range(start, len(rows_of) + 1):
+        batches: list[list[int]] = [[] for _ in range(parts)]
+        held = [0] * parts
+        for i in order:
+            k = min(range(parts), key=lambda b: (held[b], b))
+            batches[k].append(i)
+            held[k] += area[i]
+        if all(_packs(table, rows_of, batch) for batch in batches):
+            return [sorted(batch) for batch in batches]
+    raise ValueError("no split of the batch into micro-batches packs onto the GPUs")
+
+
+def counts_of(table: ScatterTable, rows_of: Sequence[int], batch: Sequence[int]) -> tuple[int, ...]:
+    """Sequences per row of the micro-batch ``batch`` (sequence indices)."""
+    counts = [0] * table.rows
+    for i in batch:
+        counts[rows_of[i]] += 1
+    return tuple(counts)
+
+
+def _packs(table: ScatterTable, rows_of: Sequence[int], batch: Sequence[int]) -> bool:
+    if not batch:
+        return False
+    problem = ScatterProblem(table, counts_of(table, rows_of, batch))
+    return best_fit_decreasing(problem) is not None
