@@ -30,6 +30,7 @@ from planner.errors import (
 from planner.graph.params import ParamCounts, count_params, training_flops_per_token
 from planner.plan import PlanResult, plan
 from planner.predict import Estimate, estimate
+from planner.scatter import ScatterResult, scatter
 from planner.specs import (
     ClusterSpec,
     GPUSpec,
@@ -60,6 +61,7 @@ __all__ = [
     "ParamCounts",
     "PeakTflops",
     "PlanResult",
+    "ScatterResult",
     "SpecError",
     "UnknownNameError",
     "WorkloadSpec",
@@ -73,5 +75,6 @@ __all__ = [
     "load_link",
     "load_model",
     "plan",
+    "scatter",
     "training_flops_per_token",
 ]

@@ -64,8 +64,9 @@ fewest micro-batches that fit before this model runs, one model per micro-batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from ortools.sat.python import cp_model
@@ -223,7 +224,9 @@ def solve(
 
     ``hint``: groups as (size index, counts per row); when None the fastest greedy packing
     (``solvers.scatter_greedy.best_greedy``) is used. When the time limit strikes before
-    CP-SAT has a solution, the hint is returned, labelled feasible.
+    CP-SAT has a solution, the hint is returned, labelled feasible; when the hint meets
+    the lower bound it is returned as optimal without running CP-SAT. The greedy's time
+    counts against ``options.time_limit_s``.
     """
     from solvers.scatter_greedy import best_greedy
 
@@ -234,7 +237,7 @@ def solve(
     slots = [(j, i) for j, k in enumerate(slot_counts(problem)) for i in range(k)]
     assign: dict[tuple[int, tuple[int, int]], cp_model.IntVar] = {}
     used: dict[tuple[int, int], cp_model.IntVar] = {}
-    time: dict[tuple[int, int], cp_model.LinearExprT] = {}
+    group_time: dict[tuple[int, int], cp_model.LinearExprT] = {}
     horizon = sum(max(table.time_us[r]) * counts[r] for r in rows)
     makespan = model.new_int_var(min(lower_bound_us(problem), horizon), horizon, "makespan")
     for g in slots:
@@ -250,8 +253,8 @@ def solve(
         )
         model.add(cp_model.LinearExpr.sum(load) >= used[g])  # (3)
         model.add(cp_model.LinearExpr.sum(load) <= sum(counts) * used[g])
-        time[g] = cp_model.LinearExpr.weighted_sum(load, [table.time_us[r][j] for r in rows])
-        model.add(time[g] <= makespan)  # (4)
+        group_time[g] = cp_model.LinearExpr.weighted_sum(load, [table.time_us[r][j] for r in rows])
+        model.add(group_time[g] <= makespan)  # (4)
     for r in rows:  # (1)
         model.add(cp_model.LinearExpr.sum([assign[r, g] for g in slots]) == counts[r])
     model.add(  # (5)
@@ -263,16 +266,22 @@ def solve(
     for j, i in slots:  # (6)
         if (j, i + 1) in used:
             model.add(used[j, i] >= used[j, i + 1])
-            model.add(time[j, i] >= time[j, i + 1])
+            model.add(group_time[j, i] >= group_time[j, i + 1])
     model.minimize(makespan)
 
+    started = time.perf_counter()
     if hint is None:
         hint = best_greedy(problem)
     hinted = hint is not None
     if hint is not None:
         _add_hint(model, problem, hint, assign, used, makespan)
-
-    run = solve_model(model, options)
+        hinted_us = max(group_load(table, j, counts).time_us for j, counts in hint)
+        if hinted_us <= lower_bound_us(problem):  # the hint meets the bound: optimal
+            groups = [group_load(table, j, counts) for j, counts in hint]
+            return _solution(SolveStatus.OPTIMAL, groups, time.perf_counter() - started, (), True)
+    greedy_s = time.perf_counter() - started
+    remaining = max(0.01, options.time_limit_s - greedy_s)
+    run = solve_model(model, replace(options, time_limit_s=remaining))
     groups = []
     if run.has_solution:
         for g in slots:
@@ -284,14 +293,24 @@ def solve(
         groups = [group_load(table, j, counts) for j, counts in hint]
         run = SolveRun(run.solver, SolveStatus.FEASIBLE, run.incumbents, run.wall_s)
     else:
-        return ScatterSolution(run.status, (), None, run.wall_s, run.incumbents, hinted)
+        return ScatterSolution(run.status, (), None, run.wall_s + greedy_s, run.incumbents, hinted)
+    return _solution(run.status, groups, run.wall_s + greedy_s, run.incumbents, hinted)
+
+
+def _solution(
+    status: SolveStatus,
+    groups: list[GroupLoad],
+    wall_s: float,
+    incumbents: tuple[Incumbent, ...],
+    hinted: bool,
+) -> ScatterSolution:
     groups.sort(key=lambda load: (-load.size, -load.time_us))
     return ScatterSolution(
-        status=run.status,
+        status=status,
         groups=tuple(groups),
         makespan_us=max(load.time_us for load in groups),
-        wall_s=run.wall_s,
-        incumbents=run.incumbents,
+        wall_s=wall_s,
+        incumbents=incumbents,
         hinted=hinted,
     )
 

@@ -2,10 +2,11 @@
 blaster.
 
 Best-fit-decreasing (``best_fit_decreasing``) is baseline (c) of the comparison and one
-candidate warm start of ``solvers.scatter`` (``best_greedy`` hints the fastest of it and
-``uniform_lpt`` at every size): sequences, longest first, go to the open group of a size
-that holds them with the least memory left after the move (best fit); when none has room
-a new group of the smallest size that holds the sequence opens, if enough GPUs are free.
+candidate warm start of ``solvers.scatter`` (``best_greedy`` hints the fastest of it,
+``uniform_lpt`` at every size and ``balanced_packing``, a bisection on the makespan):
+sequences, longest first, go to the open group of a size that holds them with the least
+memory left after the move (best fit); when none has room a new group of the smallest size
+that holds the sequence opens, if enough GPUs are free.
 GPUs still free at the end are given away so that exactly N are used: the slowest group
 whose next allowed size fits in the free GPUs grows to it, or, when no group can grow, a
 new group of the largest size that fits in the free GPUs takes one sequence from the
@@ -174,15 +175,89 @@ def uniform_lpt(problem: ScatterProblem, j: int) -> Packing | None:
     return [(g.j, tuple(g.counts)) for g in groups]
 
 
+def target_packing(problem: ScatterProblem, target_us: int) -> Packing | None:
+    """A packing whose groups all finish within ``target_us``, or None when this greedy
+    finds none: every sequence takes the smallest size that holds it and runs it within
+    the target; slowest first, each goes to the open group of at least that size where it
+    leaves the least time before the target (best fit decreasing; a larger group runs it
+    faster and holds it in less memory), else opens a group of its size; GPUs left are
+    given away."""
+    table = problem.table
+    rows = [r for r, c in enumerate(problem.counts) for _ in range(c)]
+    chosen = []
+    for row in rows:
+        j = next(
+            (
+                j
+                for j in range(len(table.sizes))
+                if table.fits(row, j) and table.time_us[row][j] <= target_us
+            ),
+            None,
+        )
+        if j is None:
+            return None
+        chosen.append((row, j))
+    chosen.sort(key=lambda item: (-table.time_us[item[0]][item[1]], item[1]))
+    groups: list[_Group] = []
+    free = table.gpus
+    for row, j in chosen:
+        best, best_left = None, None
+        for g in groups:
+            if g.j < j or g.memory + table.memory[row][g.j] > table.capacity:
+                continue
+            left = target_us - g.time_us - table.time_us[row][g.j]
+            if left >= 0 and (best_left is None or left < best_left):
+                best, best_left = g, left
+        home = best
+        if home is None:
+            if table.sizes[j] > free:
+                return None
+            home = _Group(j, [0] * table.rows)
+            groups.append(home)
+            free -= table.sizes[j]
+        home.add(table, row)
+    if not _give_away(table, groups, free):
+        return None
+    return [(g.j, tuple(g.counts)) for g in groups]
+
+
+def balanced_packing(problem: ScatterProblem, upper_us: int, lower_us: int) -> Packing | None:
+    """``target_packing`` at the least target it meets, by bisection between a lower bound
+    and a makespan already reached (about 12 halvings of the gap)."""
+    best = None
+    lo, hi = lower_us, upper_us
+    for _ in range(12):
+        if lo >= hi:
+            break
+        mid = (lo + hi) // 2
+        found = target_packing(problem, mid)
+        if found is None:
+            lo = mid + 1
+        else:
+            best, hi = found, makespan_us(problem.table, found)
+    return best
+
+
 def makespan_us(table: ScatterTable, packing: Packing) -> int:
     return max(sum(table.time_us[r][j] * c for r, c in enumerate(k)) for j, k in packing)
 
 
 def best_greedy(problem: ScatterProblem) -> Packing | None:
-    """The fastest of best-fit-decreasing and ``uniform_lpt`` at every size: the hint."""
+    """The fastest of best-fit-decreasing, ``uniform_lpt`` at every size and
+    ``balanced_packing`` below the best of those: the hint."""
+    from solvers.scatter import lower_bound_us
+
     found = [best_fit_decreasing(problem)]
     found += [uniform_lpt(problem, j) for j in range(len(problem.table.sizes))]
     packings = [p for p in found if p is not None]
+    upper = min((makespan_us(problem.table, p) for p in packings), default=None)
+    if upper is None:
+        upper = sum(
+            max(row) * c for row, c in zip(problem.table.time_us, problem.counts, strict=True)
+        )
+    balanced = balanced_packing(problem, upper, lower_bound_us(problem))
+    if balanced is not None:
+        packings.append(balanced)
     if not packings:
         return None
     return min(packings, key=lambda p: makespan_us(problem.table, p))
@@ -235,3 +310,79 @@ def _packs(table: ScatterTable, rows_of: Sequence[int], batch: Sequence[int]) ->
         return False
     problem = ScatterProblem(table, counts_of(table, rows_of, batch))
     return best_fit_decreasing(problem) is not None
+
+
+def rebalance(
+    table: ScatterTable,
+    rows_of: Sequence[int],
+    groups: list[tuple[int, tuple[int, ...]]],
+    max_moves: int = 500,
+) -> list[tuple[int, tuple[int, ...]]]:
+    """Shorten a micro-batch's slowest group by moving or swapping single sequences.
+
+    ``groups`` are (size, sequence indices) priced on ``table`` (the exact one, where the
+    solver ran on buckets). While some move helps: take the slowest group; move one of its
+    sequences to the group where it ends earliest, or swap it with a shorter one of
+    another group, when both groups then end before the slowest did and both still fit in
+    memory. Each step shortens the slowest group or leaves one fewer at the makespan, so
+    the makespan never grows; at most ``max_moves`` steps.
+    """
+    sizes = [table.sizes.index(size) for size, _ in groups]
+    members = [list(m) for _, m in groups]
+
+    def time_of(g: int, i: int) -> int:
+        return table.time_us[rows_of[i]][sizes[g]]
+
+    def mem_of(g: int, i: int) -> int:
+        return table.memory[rows_of[i]][sizes[g]]
+
+    busy = [sum(time_of(g, i) for i in m) for g, m in enumerate(members)]
+    held = [sum(mem_of(g, i) for i in m) for g, m in enumerate(members)]
+    for _ in range(max_moves):
+        slow = max(range(len(groups)), key=lambda g: busy[g])
+        top = busy[slow]
+        best = None  # (new worst of the two groups, kind, i, other group, j)
+        for i in members[slow]:
+            if len(members[slow]) == 1:
+                break
+            for h in range(len(groups)):
+                if h == slow or held[h] + mem_of(h, i) > table.capacity:
+                    continue
+                after = max(busy[slow] - time_of(slow, i), busy[h] + time_of(h, i))
+                if after < top and (best is None or after < best[0]):
+                    best = (after, "move", i, h, -1)
+        if best is None:
+            for i in members[slow]:
+                for h in range(len(groups)):
+                    if h == slow:
+                        continue
+                    for j in members[h]:
+                        gain = time_of(slow, i) - time_of(slow, j)
+                        if gain <= 0:
+                            continue
+                        mine = busy[slow] - gain
+                        theirs = busy[h] - time_of(h, j) + time_of(h, i)
+                        fits = (
+                            held[slow] - mem_of(slow, i) + mem_of(slow, j) <= table.capacity
+                            and held[h] - mem_of(h, j) + mem_of(h, i) <= table.capacity
+                        )
+                        after = max(mine, theirs)
+                        if fits and after < top and (best is None or after < best[0]):
+                            best = (after, "swap", i, h, j)
+        if best is None:
+            break
+        _, kind, i, h, j = best
+        members[slow].remove(i)
+        busy[slow] -= time_of(slow, i)
+        held[slow] -= mem_of(slow, i)
+        members[h].append(i)
+        busy[h] += time_of(h, i)
+        held[h] += mem_of(h, i)
+        if kind == "swap":
+            members[h].remove(j)
+            busy[h] -= time_of(h, j)
+            held[h] -= mem_of(h, j)
+            members[slow].append(j)
+            busy[slow] += time_of(slow, j)
+            held[slow] += mem_of(slow, j)
+    return [(table.sizes[sizes[g]], tuple(sorted(m))) for g, m in enumerate(members)]
