@@ -42,8 +42,8 @@ ZeRO-3 gathers and reductions of weights and gradients.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np

@@ -135,7 +135,7 @@ def test_a_sequence_larger_than_the_cluster_is_refused() -> None:
         planner.scatter(model=MODEL, cluster=CLUSTER, batches=[[100, too_long]])
     with pytest.raises(SpecError, match="seq_lengths: batch 0 item 0 must be a positive"):
         planner.scatter(model=MODEL, cluster=CLUSTER, batches=[[0]])
-    with pytest.raises(SpecError, match="gpus: .* powers of two"):
+    with pytest.raises(SpecError, match=r"gpus: .* powers of two"):
         planner.scatter(model=MODEL, cluster=load_cluster("hgx-h200", gpus=24), batches=[[8]])
 
 
