@@ -18,6 +18,7 @@ from planner.cli.estimate import estimate_command
 from planner.cli.plan import plan_command
 from planner.cli.profile import profile_command
 from planner.cli.refine import refine_worker_command
+from planner.cli.scatter import scatter_command
 from planner.cli.serve import serve_command
 from planner.errors import AutoparError
 
@@ -37,6 +38,7 @@ app.command("emit")(emit_command)
 app.command("plan")(plan_command)
 app.command("profile")(profile_command)
 app.command("refine-worker")(refine_worker_command)
+app.command("scatter")(scatter_command)
 app.command("serve")(serve_command)
 
 
