@@ -52,6 +52,11 @@ Bounds
     M >= ceil(sum_i min_j t_{i,j} s_j / N) (the GPU-time no packing avoids, spread over
     all GPUs) and M >= max_i min_j t_{i,j}: they let CP-SAT prove a good packing optimal.
 
+Scale
+    Above ``MAX_FULL_VARIABLES`` assignment variables the slots K_j are capped near the
+    hint's (twice its groups of size s_j, plus two); the result is then never labelled
+    optimal.
+
 Warm start and time limit
     The fastest of best-fit-decreasing and "one size plus the long sequences on their own
     groups" (``solvers.scatter_greedy.best_greedy``) is a complete hint. The solve stops at
@@ -71,7 +76,7 @@ from itertools import pairwise
 
 from ortools.sat.python import cp_model
 
-from solvers._cpsat import Incumbent, SolveOptions, SolveRun, SolveStatus, solve_model
+from solvers._cpsat import Incumbent, SolveOptions, SolveStatus, solve_model
 
 
 def _rows(values: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
@@ -121,6 +126,11 @@ class ScatterTable:
                 )
         if self.capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {self.capacity}")
+        smallest = tuple(
+            next((j for j in range(len(self.sizes)) if self.fits(r, j)), None)
+            for r in range(self.rows)
+        )
+        object.__setattr__(self, "_smallest", smallest)
 
     @property
     def rows(self) -> int:
@@ -132,7 +142,7 @@ class ScatterTable:
 
     def smallest_fit(self, row: int) -> int | None:
         """Index of the smallest size that holds one sequence of ``row``, or None."""
-        return next((j for j in range(len(self.sizes)) if self.fits(row, j)), None)
+        return self._smallest[row]  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,12 @@ def slot_counts(problem: ScatterProblem) -> list[int]:
     ]
 
 
+MAX_FULL_VARIABLES = 20_000
+"""Above this many assignment variables (slots x rows) the slots of each size are capped
+at twice the hint's groups of that size plus two: a neighbourhood of the hint CP-SAT can
+search within a second, whose best is then labelled feasible, not optimal."""
+
+
 def lower_bound_us(problem: ScatterProblem) -> int:
     """No packing is faster than the busiest GPU-time spread over all GPUs, nor than the
     slowest sequence on its fastest group: M >= ceil(sum_i min_j t_{i,j} s_j / N) and
@@ -231,10 +247,62 @@ def solve(
     from solvers.scatter_greedy import best_greedy
 
     options = options or SolveOptions()
+    table = problem.table
+    started = time.perf_counter()
+    if hint is None:
+        hint = best_greedy(problem)
+    hinted = hint is not None
+    if hint is not None:
+        hinted_us = max(group_load(table, j, counts).time_us for j, counts in hint)
+        if hinted_us <= lower_bound_us(problem):  # the hint meets the bound: optimal
+            groups = [group_load(table, j, counts) for j, counts in hint]
+            return _solution(SolveStatus.OPTIMAL, groups, time.perf_counter() - started, (), True)
+    slots_per_size = slot_counts(problem)
+    restricted = False
+    if hint is not None and sum(slots_per_size) * table.rows > MAX_FULL_VARIABLES:
+        hinted_per_size = [sum(1 for j2, _ in hint if j2 == j) for j in range(len(table.sizes))]
+        capped = [min(k, 2 * h + 2) for k, h in zip(slots_per_size, hinted_per_size, strict=True)]
+        restricted = capped != slots_per_size
+        slots_per_size = capped
+    built = _build(problem, slots_per_size)
+    if hint is not None:
+        _add_hint(built.model, problem, hint, built.assign, built.used, built.makespan)
+    greedy_s = time.perf_counter() - started
+    remaining = max(0.01, options.time_limit_s - greedy_s)
+    run = solve_model(built.model, replace(options, time_limit_s=remaining))
+    status = run.status
+    if restricted and status is SolveStatus.OPTIMAL:
+        status = SolveStatus.FEASIBLE  # optimal among the slots kept, not proven overall
+    groups = []
+    if run.has_solution:
+        for g in built.slots:
+            if run.solver.value(built.used[g]):
+                got = [int(run.solver.value(built.assign[r, g])) for r in range(table.rows)]
+                groups.append(group_load(table, g[0], got))
+    elif hint is not None and run.status is SolveStatus.UNKNOWN:
+        # the time limit struck before CP-SAT loaded the hint: it is the best plan found
+        groups = [group_load(table, j, counts) for j, counts in hint]
+        status = SolveStatus.FEASIBLE
+    else:
+        return ScatterSolution(status, (), None, run.wall_s + greedy_s, run.incumbents, hinted)
+    return _solution(status, groups, time.perf_counter() - started, run.incumbents, hinted)
+
+
+@dataclass
+class _Built:
+    model: cp_model.CpModel
+    slots: list[tuple[int, int]]
+    assign: dict[tuple[int, tuple[int, int]], cp_model.IntVar]
+    used: dict[tuple[int, int], cp_model.IntVar]
+    makespan: cp_model.IntVar
+
+
+def _build(problem: ScatterProblem, slots_per_size: Sequence[int]) -> _Built:
+    """The CP-SAT model of the module docstring over ``slots_per_size[j]`` slots of size j."""
     table, counts = problem.table, problem.counts
     rows = range(table.rows)
     model = cp_model.CpModel()
-    slots = [(j, i) for j, k in enumerate(slot_counts(problem)) for i in range(k)]
+    slots = [(j, i) for j, k in enumerate(slots_per_size) for i in range(k)]
     assign: dict[tuple[int, tuple[int, int]], cp_model.IntVar] = {}
     used: dict[tuple[int, int], cp_model.IntVar] = {}
     group_time: dict[tuple[int, int], cp_model.LinearExprT] = {}
@@ -268,33 +336,7 @@ def solve(
             model.add(used[j, i] >= used[j, i + 1])
             model.add(group_time[j, i] >= group_time[j, i + 1])
     model.minimize(makespan)
-
-    started = time.perf_counter()
-    if hint is None:
-        hint = best_greedy(problem)
-    hinted = hint is not None
-    if hint is not None:
-        _add_hint(model, problem, hint, assign, used, makespan)
-        hinted_us = max(group_load(table, j, counts).time_us for j, counts in hint)
-        if hinted_us <= lower_bound_us(problem):  # the hint meets the bound: optimal
-            groups = [group_load(table, j, counts) for j, counts in hint]
-            return _solution(SolveStatus.OPTIMAL, groups, time.perf_counter() - started, (), True)
-    greedy_s = time.perf_counter() - started
-    remaining = max(0.01, options.time_limit_s - greedy_s)
-    run = solve_model(model, replace(options, time_limit_s=remaining))
-    groups = []
-    if run.has_solution:
-        for g in slots:
-            if run.solver.value(used[g]):
-                got = [int(run.solver.value(assign[r, g])) for r in rows]
-                groups.append(group_load(table, g[0], got))
-    elif hint is not None and run.status is SolveStatus.UNKNOWN:
-        # the time limit struck before CP-SAT loaded the hint: it is the best plan found
-        groups = [group_load(table, j, counts) for j, counts in hint]
-        run = SolveRun(run.solver, SolveStatus.FEASIBLE, run.incumbents, run.wall_s)
-    else:
-        return ScatterSolution(run.status, (), None, run.wall_s + greedy_s, run.incumbents, hinted)
-    return _solution(run.status, groups, run.wall_s + greedy_s, run.incumbents, hinted)
+    return _Built(model, slots, assign, used, makespan)
 
 
 def _solution(

@@ -24,9 +24,11 @@ than an exact test would.
 
 from __future__ import annotations
 
+import heapq
 import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from solvers.scatter import ScatterProblem, ScatterTable
 
@@ -40,19 +42,18 @@ class _Group:
     counts: list[int]
     memory: int = 0
     time_us: int = 0
-    members: list[int] = field(default_factory=list)
 
-    def add(self, table: ScatterTable, row: int) -> None:
-        self.counts[row] += 1
-        self.memory += table.memory[row][self.j]
-        self.time_us += table.time_us[row][self.j]
-        self.members.append(row)
+    @property
+    def size(self) -> int:
+        return sum(self.counts)
+
+    def add(self, table: ScatterTable, row: int, k: int = 1) -> None:
+        self.counts[row] += k
+        self.memory += table.memory[row][self.j] * k
+        self.time_us += table.time_us[row][self.j] * k
 
     def remove(self, table: ScatterTable, row: int) -> None:
-        self.counts[row] -= 1
-        self.memory -= table.memory[row][self.j]
-        self.time_us -= table.time_us[row][self.j]
-        self.members.remove(row)
+        self.add(table, row, -1)
 
     def resize(self, table: ScatterTable, j: int) -> None:
         self.j = j
@@ -60,35 +61,48 @@ class _Group:
         self.time_us = sum(table.time_us[r][j] * c for r, c in enumerate(self.counts))
 
 
-def _longest_first(table: ScatterTable, counts: Sequence[int]) -> list[int]:
-    rows = [r for r, c in enumerate(counts) for _ in range(c)]
+def _rows_longest_first(table: ScatterTable, counts: Sequence[int]) -> list[int]:
+    rows = [r for r, c in enumerate(counts) if c]
     rows.sort(key=lambda r: (-table.lengths[r], -max(table.time_us[r]), r))
     return rows
 
 
+def _longest_first(table: ScatterTable, counts: Sequence[int]) -> list[int]:
+    return [r for r in _rows_longest_first(table, counts) for _ in range(counts[r])]
+
+
 def best_fit_decreasing(problem: ScatterProblem) -> Packing | None:
-    """A packing that uses exactly N GPUs, or None when the greedy finds none."""
+    """A packing that uses exactly N GPUs, or None when the greedy finds none.
+
+    Sequences of one row are identical, so they are placed in bulk: as many as fit go to
+    the best-fitting group, then the next; the same placement as one at a time."""
     table = problem.table
     groups: list[_Group] = []
     free = table.gpus
-    for row in _longest_first(table, problem.counts):
+    for row in _rows_longest_first(table, problem.counts):
         least = table.smallest_fit(row)
         if least is None:
             return None
-        best, best_room = None, None
-        for group in groups:
-            if group.j < least:
-                continue
-            room = table.capacity - group.memory - table.memory[row][group.j]
-            if room >= 0 and (best_room is None or room < best_room):
-                best, best_room = group, room
-        if best is None:
-            if table.sizes[least] > free:
-                return None
-            best = _Group(least, [0] * table.rows)
-            groups.append(best)
-            free -= table.sizes[least]
-        best.add(table, row)
+        left = problem.counts[row]
+        while left:
+            best, best_room = None, None
+            for group in groups:
+                if group.j < least:
+                    continue
+                room = table.capacity - group.memory - table.memory[row][group.j]
+                if room >= 0 and (best_room is None or room < best_room):
+                    best, best_room = group, room
+            if best is None:
+                if table.sizes[least] > free:
+                    return None
+                best = _Group(least, [0] * table.rows)
+                groups.append(best)
+                free -= table.sizes[least]
+            unit = table.memory[row][best.j]
+            room = table.capacity - best.memory
+            k = left if unit == 0 else min(left, room // unit)
+            best.add(table, row, k)
+            left -= k
     if not _give_away(table, groups, free):
         return None
     return [(g.j, tuple(g.counts)) for g in groups]
@@ -99,12 +113,8 @@ def _give_away(table: ScatterTable, groups: list[_Group], free: int) -> bool:
     sizes = table.sizes
     while free > 0:
         growable = [
-            g
-            for g in groups
-            if g.j + 1 < len(sizes)
-            and sizes[g.j + 1] - sizes[g.j] <= free
-            and sum(table.memory[r][g.j + 1] * c for r, c in enumerate(g.counts)) <= table.capacity
-        ]
+            g for g in groups if g.j + 1 < len(sizes) and sizes[g.j + 1] - sizes[g.j] <= free
+        ]  # memory per GPU never grows with the size (``ScatterTable`` checks it)
         if growable:
             group = max(growable, key=lambda g: g.time_us)
             free -= sizes[group.j + 1] - sizes[group.j]
@@ -114,9 +124,10 @@ def _give_away(table: ScatterTable, groups: list[_Group], free: int) -> bool:
         if not fitting:
             return False
         j = fitting[-1]
-        donors = sorted((g for g in groups if len(g.members) > 1), key=lambda g: -g.time_us)
+        donors = sorted((g for g in groups if g.size > 1), key=lambda g: -g.time_us)
         moved = next(
-            ((g, r) for g in donors for r in sorted(set(g.members)) if table.fits(r, j)), None
+            ((g, r) for g in donors for r in range(table.rows) if g.counts[r] and table.fits(r, j)),
+            None,
         )
         if moved is None:
             return False
@@ -159,17 +170,29 @@ def uniform_lpt(problem: ScatterProblem, j: int) -> Packing | None:
     uniform = [_Group(j, [0] * table.rows) for _ in range(min(free // size, len(small)))]
     free -= size * len(uniform)
     small.sort(key=lambda r: (-table.time_us[r][j], r))
+    heap = [(0, g) for g in range(len(uniform))]
     for row in small:
-        open_ = [
-            g for g in uniform + groups
-            if table.fits(row, g.j) and g.memory + table.memory[row][g.j] <= table.capacity
-        ]  # fmt: skip
-        if not open_:
-            return None
-        chosen = min(open_, key=lambda g: (g.time_us + table.time_us[row][g.j], g.j))
-        chosen.add(table, row)
-    groups += [g for g in uniform if g.members]
-    free += size * sum(1 for g in uniform if not g.members)
+        skipped = []
+        while heap:
+            load, g = heapq.heappop(heap)
+            if uniform[g].memory + table.memory[row][j] <= table.capacity:
+                uniform[g].add(table, row)
+                heapq.heappush(heap, (uniform[g].time_us, g))
+                break
+            skipped.append((load, g))
+        else:
+            # no group of this size has room: the least loaded larger group that has
+            roomy = [
+                g for g in groups
+                if g.memory + table.memory[row][g.j] <= table.capacity
+            ]  # fmt: skip
+            if not roomy:
+                return None
+            min(roomy, key=lambda g: (g.time_us + table.time_us[row][g.j], g.j)).add(table, row)
+        for item in skipped:
+            heapq.heappush(heap, item)
+    groups += [g for g in uniform if g.size]
+    free += size * sum(1 for g in uniform if not g.size)
     if not _give_away(table, groups, free):
         return None
     return [(g.j, tuple(g.counts)) for g in groups]
@@ -183,9 +206,10 @@ def target_packing(problem: ScatterProblem, target_us: int) -> Packing | None:
     faster and holds it in less memory), else opens a group of its size; GPUs left are
     given away."""
     table = problem.table
-    rows = [r for r, c in enumerate(problem.counts) for _ in range(c)]
     chosen = []
-    for row in rows:
+    for row, count in enumerate(problem.counts):
+        if not count:
+            continue
         j = next(
             (
                 j
@@ -201,24 +225,39 @@ def target_packing(problem: ScatterProblem, target_us: int) -> Packing | None:
     groups: list[_Group] = []
     free = table.gpus
     for row, j in chosen:
-        best, best_left = None, None
-        for g in groups:
-            if g.j < j or g.memory + table.memory[row][g.j] > table.capacity:
-                continue
-            left = target_us - g.time_us - table.time_us[row][g.j]
-            if left >= 0 and (best_left is None or left < best_left):
-                best, best_left = g, left
-        home = best
-        if home is None:
+        left = problem.counts[row]
+        # best fit in bulk: groups of at least this size, least time left first
+        order = sorted(
+            (g for g in groups if g.j >= j),
+            key=lambda g: target_us - g.time_us - table.time_us[row][g.j],
+        )
+        for g in order:
+            k = _room(table, g, row, target_us, left)
+            if k:
+                g.add(table, row, k)
+                left -= k
+            if not left:
+                break
+        while left:
             if table.sizes[j] > free:
                 return None
-            home = _Group(j, [0] * table.rows)
-            groups.append(home)
+            g = _Group(j, [0] * table.rows)
+            groups.append(g)
             free -= table.sizes[j]
-        home.add(table, row)
+            k = max(1, _room(table, g, row, target_us, left))
+            g.add(table, row, k)
+            left -= k
     if not _give_away(table, groups, free):
         return None
     return [(g.j, tuple(g.counts)) for g in groups]
+
+
+def _room(table: ScatterTable, g: _Group, row: int, target_us: int, most: int) -> int:
+    """How many sequences of ``row`` group ``g`` still takes within time and memory."""
+    t, u = table.time_us[row][g.j], table.memory[row][g.j]
+    by_time = most if t == 0 else (target_us - g.time_us) // t
+    by_memory = most if u == 0 else (table.capacity - g.memory) // u
+    return max(0, min(most, by_time, by_memory))
 
 
 def balanced_packing(problem: ScatterProblem, upper_us: int, lower_us: int) -> Packing | None:
@@ -242,12 +281,18 @@ def makespan_us(table: ScatterTable, packing: Packing) -> int:
     return max(sum(table.time_us[r][j] * c for r, c in enumerate(k)) for j, k in packing)
 
 
+BFD_HINT_GPUS = 64
+"""Best-fit-decreasing joins the hint's candidates up to this many GPUs: beyond, its scan
+of every open group per placement costs seconds, and minimising groups rarely minimises
+the makespan."""
+
+
 def best_greedy(problem: ScatterProblem) -> Packing | None:
-    """The fastest of best-fit-decreasing, ``uniform_lpt`` at every size and
-    ``balanced_packing`` below the best of those: the hint."""
+    """The fastest of best-fit-decreasing (up to ``BFD_HINT_GPUS``), ``uniform_lpt`` at
+    every size and ``balanced_packing`` below the best of those: the hint."""
     from solvers.scatter import lower_bound_us
 
-    found = [best_fit_decreasing(problem)]
+    found = [best_fit_decreasing(problem)] if problem.table.gpus <= BFD_HINT_GPUS else []
     found += [uniform_lpt(problem, j) for j in range(len(problem.table.sizes))]
     packings = [p for p in found if p is not None]
     upper = min((makespan_us(problem.table, p) for p in packings), default=None)
@@ -317,6 +362,7 @@ def rebalance(
     rows_of: Sequence[int],
     groups: list[tuple[int, tuple[int, ...]]],
     max_moves: int = 500,
+    time_limit_s: float = 1.0,
 ) -> list[tuple[int, tuple[int, ...]]]:
     """Shorten a micro-batch's slowest group by moving or swapping single sequences.
 
@@ -325,8 +371,9 @@ def rebalance(
     sequences to the group where it ends earliest, or swap it with a shorter one of
     another group, when both groups then end before the slowest did and both still fit in
     memory. Each step shortens the slowest group or leaves one fewer at the makespan, so
-    the makespan never grows; at most ``max_moves`` steps.
+    the makespan never grows; at most ``max_moves`` steps or ``time_limit_s`` seconds.
     """
+    stop_at = time.perf_counter() + time_limit_s
     sizes = [table.sizes.index(size) for size, _ in groups]
     members = [list(m) for _, m in groups]
 
@@ -339,6 +386,8 @@ def rebalance(
     busy = [sum(time_of(g, i) for i in m) for g, m in enumerate(members)]
     held = [sum(mem_of(g, i) for i in m) for g, m in enumerate(members)]
     for _ in range(max_moves):
+        if time.perf_counter() > stop_at:
+            break
         slow = max(range(len(groups)), key=lambda g: busy[g])
         top = busy[slow]
         best = None  # (new worst of the two groups, kind, i, other group, j)

@@ -19,6 +19,7 @@ Per batch:
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter
@@ -52,6 +53,9 @@ from solvers.scatter_greedy import blast, counts_of, rebalance
 
 DEFAULT_TIME_LIMIT_S = 1.0
 DEFAULT_BUCKETS = 16
+SOLVER_SHARE = 0.8
+"""Of each micro-batch's share of the time limit, what the solver (greedy + CP-SAT) may
+use; the rebalancing on exact costs gets what is left."""
 GIB = 2**30
 KIB = 1024
 US = 1e-6
@@ -144,17 +148,21 @@ def _solve_batch(
     micro = blast(bucketed, bucket_rows)
     schedule: Schedule = []
     statuses = []
-    share = time_limit_s / len(micro)
-    for batch in micro:
+    for done, batch in enumerate(micro):
+        left = time_limit_s - (time.perf_counter() - started)
+        share = max(0.01, left / (len(micro) - done))
         problem = ScatterProblem(bucketed, counts_of(bucketed, bucket_rows, batch))
-        solution = solve(problem, SolveOptions(time_limit_s=share, workers=1))
+        options = SolveOptions(time_limit_s=SOLVER_SHARE * share, workers=1)
+        solution = solve(problem, options)
         if not solution.groups:
             raise SpecError(
                 f"seq_lengths: no placement found for a micro-batch ({solution.status.value})"
             )
         packing = [(bucketed.sizes.index(g.size), g.counts) for g in solution.groups]
         placed = _members(exact, rows_of, bucket_rows, batch, packing)
-        schedule.append(rebalance(exact, rows_of, placed))
+        spent = time.perf_counter() - started
+        budget = max(0.01, time_limit_s * (done + 1) / len(micro) - spent)
+        schedule.append(rebalance(exact, rows_of, placed, time_limit_s=budget))
         statuses.append(solution.status)
     optimal = all(s is SolveStatus.OPTIMAL for s in statuses)
     status = "optimal" if optimal else SolveStatus.FEASIBLE.value
@@ -170,20 +178,30 @@ def _members(
 ) -> list[tuple[int, tuple[int, ...]]]:
     """Which sequences fill each group's share of each bucket: slowest first, each to the
     group with the least exact time so far among those with room left in its bucket (any
-    member fits where the bucket's longest does)."""
+    member fits where the bucket's longest does). One heap per bucket; an entry is used
+    only while it shows its group's current time."""
     left = [list(counts) for _, counts in packing]
     busy = [0] * len(packing)
     members: list[list[int]] = [[] for _ in packing]
+    heaps: dict[int, list[tuple[int, int]]] = {}
+    for g, (_, counts) in enumerate(packing):
+        for k, c in enumerate(counts):
+            if c:
+                heaps.setdefault(k, []).append((0, g))
     slowest_first = sorted(batch, key=lambda i: (-exact.lengths[rows_of[i]], i))
     for i in slowest_first:
         k = bucket_rows[i]
-        g = min(
-            (g for g in range(len(packing)) if left[g][k] > 0),
-            key=lambda g: (busy[g] + exact.time_us[rows_of[i]][packing[g][0]], g),
-        )
+        heap = heaps[k]
+        while True:  # entries are stale when the group's time moved or its share ran out
+            load, g = heapq.heappop(heap)
+            if load == busy[g] and left[g][k] > 0:
+                break
         left[g][k] -= 1
         busy[g] += exact.time_us[rows_of[i]][packing[g][0]]
         members[g].append(i)
+        for k2, c in enumerate(left[g]):
+            if c:
+                heapq.heappush(heaps[k2], (busy[g], g))
     return [(exact.sizes[j], tuple(sorted(m))) for (j, _), m in zip(packing, members, strict=True)]
 
 
