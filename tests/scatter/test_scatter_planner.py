@@ -145,3 +145,25 @@ def test_profile_fit_recovers_a_quadratic_and_reports_held_out_error() -> None:
     alpha1, alpha2, error, fit, held = fit_alphas(lengths, seconds)
     assert alpha1 == pytest.approx(2e-12) and alpha2 == pytest.approx(3e-8)
     assert error < 1e-9 and fit == (512, 2048, 8192) and held == (1024, 4096, 16384)
+
+
+def test_a_measured_attention_profile_replaces_the_analytical_quadratic(monkeypatch) -> None:
+    from planner.scatter import cost as cost_module
+    from planner.scatter.profile import AttentionFit
+
+    analytical = sequence_cost(model=MODEL, cluster=CLUSTER)
+    fit = AttentionFit(
+        q_heads=32, kv_heads=8, head_dim=128, alpha1_s=1e-13, alpha2_s=1e-9,
+        heldout_error=0.01, fit_lengths=(512,), heldout_lengths=(1024,),
+        api="varlen_attn", source="hardware_db/profiles/h200-sxm/test",
+    )  # fmt: skip
+    monkeypatch.setattr(cost_module, "attention_fit", lambda gpu_id, model: fit)
+    sequence_cost.cache_clear()
+    try:
+        measured = sequence_cost(model=MODEL, cluster=CLUSTER)
+    finally:
+        sequence_cost.cache_clear()
+    assert measured.alpha1_s == pytest.approx(MODEL.num_layers * 1e-13)
+    assert measured.alpha2_s == pytest.approx(analytical.alpha2_s + MODEL.num_layers * 1e-9)
+    assert "measured varlen attention (hardware_db/profiles/h200-sxm/test)" in measured.time_source
+    assert "analytical" in analytical.time_source
