@@ -151,6 +151,8 @@ def test_a_measured_attention_profile_replaces_the_analytical_quadratic(monkeypa
     from planner.scatter import cost as cost_module
     from planner.scatter.profile import AttentionFit
 
+    monkeypatch.setattr(cost_module, "attention_fit", lambda gpu_id, model: None)
+    sequence_cost.cache_clear()
     analytical = sequence_cost(model=MODEL, cluster=CLUSTER)
     fit = AttentionFit(
         q_heads=32, kv_heads=8, head_dim=128, alpha1_s=1e-13, alpha2_s=1e-9,
@@ -166,4 +168,19 @@ def test_a_measured_attention_profile_replaces_the_analytical_quadratic(monkeypa
     assert measured.alpha1_s == pytest.approx(MODEL.num_layers * 1e-13)
     assert measured.alpha2_s == pytest.approx(analytical.alpha2_s + MODEL.num_layers * 1e-9)
     assert "measured varlen attention (hardware_db/profiles/h200-sxm/test)" in measured.time_source
-    assert "analytical" in analytical.time_source
+    assert analytical.time_source.startswith("analytical")
+
+
+def test_the_shipped_h200_varlen_profile_is_read_and_fitted() -> None:
+    from planner.scatter.profile import load_fits
+
+    fits = {(f.q_heads, f.kv_heads, f.head_dim): f for f in load_fits("h200-sxm")}
+    assert {(32, 8, 128), (64, 8, 128), (32, 32, 128)} <= set(fits)
+    llama8b = fits[(32, 8, 128)]
+    assert llama8b.api == "varlen_attn" and llama8b.alpha1_s > 0
+    assert len(llama8b.heldout_lengths) >= 5 and 0 <= llama8b.heldout_error < 0.05
+    cost = sequence_cost(model=MODEL, cluster=CLUSTER)
+    assert cost.time_source.startswith("measured varlen attention (hardware_db/profiles/h200-sxm/")
+    assert sequence_cost(
+        model=MODEL, cluster=load_cluster("dgx-h100", gpus=8)
+    ).time_source.startswith("analytical")
