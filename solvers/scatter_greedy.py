@@ -12,6 +12,9 @@ whose next allowed size fits in the free GPUs grows to it, or, when no group can
 new group of the largest size that fits in the free GPUs takes one sequence from the
 slowest group that has more than one.
 
+``rebalance`` shortens a micro-batch's slowest group by single moves and swaps on the
+exact per-sequence costs, after the solver placed bucketed counts.
+
 The sequence blaster (``blast``) splits a global batch into the fewest micro-batches whose
 sequences best-fit-decreasing can pack, starting from the lower bound
 ``ceil(sum_i min_j(u_{i,j} s_j) / (N C))`` (the GPU memory every sequence needs on its
