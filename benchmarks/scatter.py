@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--tokens-per-gpu", type=int, default=16384)
     parser.add_argument("--max-seq-len", type=int, default=32768)
     parser.add_argument("--time-limit-64", type=float, default=0.8)
-    parser.add_argument("--time-limit-1024", type=float, default=8.0)
+    parser.add_argument("--time-limit-1024", type=float, default=7.0)
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
     rows = []

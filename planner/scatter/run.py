@@ -56,6 +56,10 @@ DEFAULT_BUCKETS = 16
 SOLVER_SHARE = 0.8
 """Of each micro-batch's share of the time limit, what the solver (greedy + CP-SAT) may
 use; the rebalancing on exact costs gets what is left."""
+REBALANCE_FLOOR = 0.15
+"""The rebalancing gets at least this share of a micro-batch's time even when the greedy
+overran (it is cheap and recovers most of what bucketing loses), so a batch may exceed
+its time limit by up to this share."""
 GIB = 2**30
 KIB = 1024
 US = 1e-6
@@ -161,7 +165,8 @@ def _solve_batch(
         packing = [(bucketed.sizes.index(g.size), g.counts) for g in solution.groups]
         placed = _members(exact, rows_of, bucket_rows, batch, packing)
         spent = time.perf_counter() - started
-        budget = max(0.01, time_limit_s * (done + 1) / len(micro) - spent)
+        planned = time_limit_s * (done + 1) / len(micro) - spent
+        budget = max(REBALANCE_FLOOR * time_limit_s / len(micro), planned)
         schedule.append(rebalance(exact, rows_of, placed, time_limit_s=budget))
         statuses.append(solution.status)
     optimal = all(s is SolveStatus.OPTIMAL for s in statuses)
