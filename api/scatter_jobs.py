@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.scatter import scatter
+from planner.scattering import scatter
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 
@@ -25,7 +25,7 @@ def is_scatter(inputs: dict[str, Any]) -> bool:
 
 
 def run_scatter(inputs: dict[str, Any]) -> dict[str, Any]:
-    """``planner.scatter`` on a job's canonical inputs; the ``autopar scatter --json`` document."""
+    """``planner.scatter`` on a job's canonical inputs: ``autopar scatter --json``."""
     result = scatter(
         model=ModelSpec.model_validate(inputs["model"]),
         cluster=ClusterSpec.model_validate(inputs["cluster"]),

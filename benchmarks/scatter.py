@@ -1,10 +1,10 @@
 """Sequence scattering against its baselines: predicted step time and solve time.
 
-For each shipped length distribution (``planner/scatter/data``: the FlexSP Wikipedia
+For each shipped length distribution (``planner/scattering/data``: the FlexSP Wikipedia
 sample, and two synthetic controls, uniform and fixed; no code corpus is shipped because
 no public source of its percentiles was found) and each cluster size, ``--batches``
 batches of ``--tokens-per-gpu`` x GPUs tokens are sampled (seed 0, cut at
-``--max-seq-len``) and ``planner.scatter`` places them with the solver's time limit per
+``--max-seq-len``) and ``planner.scattering`` places them with the solver's time limit per
 batch scaled with the cluster (``--time-limit-64`` at 64 GPUs and below, ``--time-limit-
 1024`` above). The table: predicted step time of ours and of (a) the best static degree,
 (b) Megatron-Core's hybrid-CP scheduler, (c) best-fit-decreasing, our speed-up over each,
@@ -27,8 +27,8 @@ import time
 from typing import Any
 
 from planner import load_cluster, load_model
-from planner.scatter import sample_batches
-from planner.scatter import scatter as run_scatter
+from planner.scattering import sample_batches
+from planner.scattering import scatter as run_scatter
 
 DISTRIBUTIONS = ("wikipedia-flexsp", "uniform", "fixed")
 

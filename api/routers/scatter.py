@@ -27,8 +27,8 @@ from api.spec_inputs import ModelInput
 from api.store import JobRow, JobStore
 from planner.emit.base import autopar_version
 from planner.errors import SpecError
-from planner.scatter import ScatterResult, load_distribution, sample_batches, sequence_cost
-from planner.scatter.lengths import DEFAULT_GLOBAL_BATCH_TOKENS
+from planner.scattering import ScatterResult, load_distribution, sample_batches, sequence_cost
+from planner.scattering.lengths import DEFAULT_GLOBAL_BATCH_TOKENS
 
 router = APIRouter(tags=["scatter"])
 

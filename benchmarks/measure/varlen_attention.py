@@ -9,7 +9,7 @@ the pack's time over its documents. The first API that runs is used and recorded
 
 Writes ``varlen_attention.json`` (to ``$OUT`` or ``--out``): provenance (GPU, driver,
 CUDA, torch, date, command) and per shape the points (seq_len, docs, median/p10/p90
-seconds over ``--reps`` timed runs after ``--warmup``). ``planner.scatter.profile`` loads
+seconds over ``--reps`` timed runs after ``--warmup``). ``planner.scattering.profile`` loads
 and fits it; never edit the numbers by hand.
 
     python3 benchmarks/measure/varlen_attention.py            # on a GPU

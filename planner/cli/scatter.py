@@ -19,9 +19,9 @@ from planner.cli.inputs import (
 )
 from planner.cli.output import console, print_json
 from planner.errors import SpecError
-from planner.scatter import ScatterResult, read_lengths_file, sample_batches, scatter
-from planner.scatter.lengths import DEFAULT_GLOBAL_BATCH_TOKENS, load_distribution
-from planner.scatter.run import DEFAULT_TIME_LIMIT_S
+from planner.scattering import ScatterResult, read_lengths_file, sample_batches, scatter
+from planner.scattering.lengths import DEFAULT_GLOBAL_BATCH_TOKENS, load_distribution
+from planner.scattering.run import DEFAULT_TIME_LIMIT_S
 
 CP_ALGOS = ("ulysses", "ring", "auto")
 SHOWN_GROUPS = 12

@@ -1,4 +1,4 @@
-"""planner.scatter: lengths in, costs from autopar's model, every sequence placed once
+"""planner.scattering: lengths in, costs from autopar's model, every sequence placed once
 within memory on exactly the cluster's GPUs, never slower than the best static degree."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import planner
 from planner import load_cluster, load_model
 from planner.errors import SpecError, UnknownNameError
-from planner.scatter import (
+from planner.scattering import (
     ScatterResult,
     list_distributions,
     load_distribution,
@@ -21,8 +21,8 @@ from planner.scatter import (
     sample_batches,
     sequence_cost,
 )
-from planner.scatter.lengths import cut, sample_lengths
-from planner.scatter.profile import fit_alphas
+from planner.scattering.lengths import cut, sample_lengths
+from planner.scattering.profile import fit_alphas
 
 MODEL = load_model("llama-3.1-8b")
 CLUSTER = load_cluster("hgx-h200", gpus=16)
@@ -148,8 +148,8 @@ def test_profile_fit_recovers_a_quadratic_and_reports_held_out_error() -> None:
 
 
 def test_a_measured_attention_profile_replaces_the_analytical_quadratic(monkeypatch) -> None:
-    from planner.scatter import cost as cost_module
-    from planner.scatter.profile import AttentionFit
+    from planner.scattering import cost as cost_module
+    from planner.scattering.profile import AttentionFit
 
     monkeypatch.setattr(cost_module, "attention_fit", lambda gpu_id, model: None)
     sequence_cost.cache_clear()
@@ -172,7 +172,7 @@ def test_a_measured_attention_profile_replaces_the_analytical_quadratic(monkeypa
 
 
 def test_the_shipped_h200_varlen_profile_is_read_and_fitted() -> None:
-    from planner.scatter.profile import load_fits
+    from planner.scattering.profile import load_fits
 
     fits = {(f.q_heads, f.kv_heads, f.head_dim): f for f in load_fits("h200-sxm")}
     assert {(32, 8, 128), (64, 8, 128), (32, 32, 128)} <= set(fits)

@@ -1,7 +1,7 @@
 """``scatter()``: place each batch's sequences on sequence-parallel groups, and compare.
 
 Per batch:
-1. the per-sequence cost (``planner.scatter.cost``) gives two tables for the solver
+1. the per-sequence cost (``planner.scattering.cost``) gives two tables for the solver
    (``solvers.scatter.ScatterTable``): an exact one, one row per distinct length, on which
    every method is priced, and a bucketed one (at most ``buckets`` rows, log-spaced in
    length; memory of the bucket's longest, time the mean of its members) the solver
@@ -26,9 +26,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from planner.errors import SpecError
-from planner.scatter.cost import CpAlgo, SequenceCost, sequence_cost
-from planner.scatter.lengths import cut
-from planner.scatter.result import (
+from planner.scattering.cost import CpAlgo, SequenceCost, sequence_cost
+from planner.scattering.lengths import cut
+from planner.scattering.result import (
     Baseline,
     BatchResult,
     CostInfo,

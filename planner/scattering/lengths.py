@@ -40,7 +40,7 @@ class Distribution:
 
 
 def _data() -> resources.abc.Traversable:
-    return resources.files("planner.scatter") / "data"
+    return resources.files("planner.scattering") / "data"
 
 
 def list_distributions() -> list[str]:

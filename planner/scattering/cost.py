@@ -19,7 +19,7 @@ Time
     Without a measurement both alphas are fitted (least squares, no intercept) to
     ``planner.cost.stage_work.stage_times`` at ``FIT_LENGTHS``, i.e. to autopar's rates
     (``planner.cost.rates``). With a varlen-attention profile of this GPU and head shape
-    (``planner.scatter.profile``), the attention part is replaced by the measured
+    (``planner.scattering.profile``), the attention part is replaced by the measured
     per-layer fit: alpha1 = layers x measured alpha1; alpha2 = the analytical GEMM part +
     layers x measured alpha2. A group of p GPUs runs it in ``(alpha1 L^2 + alpha2 L) / p``
     plus the exchange:
@@ -55,7 +55,7 @@ from planner.cost.reserve import usable_capacity_bytes
 from planner.cost.stage_work import stage_times
 from planner.errors import SpecError
 from planner.predict import memory_stages, prepare, time_rates
-from planner.scatter.profile import AttentionFit, attention_fit
+from planner.scattering.profile import AttentionFit, attention_fit
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec

@@ -1,4 +1,4 @@
-"""The result of ``planner.scatter``: what ``autopar scatter --json`` prints and
+"""The result of ``planner.scattering``: what ``autopar scatter --json`` prints and
 ``POST /v1/scatter`` stores. Times in seconds, memory in GiB (2^30 bytes) per GPU."""
 
 from __future__ import annotations

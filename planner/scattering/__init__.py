@@ -8,14 +8,14 @@ different sizes (issue 16; the formulation is ``solvers.scatter``).
     result.batches[0].micro_batches[0].groups   # sizes, sequences, time, memory
 """
 
-from planner.scatter.cost import SequenceCost, sequence_cost
-from planner.scatter.lengths import (
+from planner.scattering.cost import SequenceCost, sequence_cost
+from planner.scattering.lengths import (
     list_distributions,
     load_distribution,
     read_lengths_file,
     sample_batches,
 )
-from planner.scatter.result import (
+from planner.scattering.result import (
     Baseline,
     BatchResult,
     CostInfo,
@@ -24,7 +24,7 @@ from planner.scatter.result import (
     SPGroup,
     Summary,
 )
-from planner.scatter.run import scatter
+from planner.scattering.run import scatter
 
 __all__ = [
     "Baseline",
