@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import hardware_db
 from api.problems import ApiProblem, from_autopar_error, internal_error
+from api.scatter_jobs import is_scatter, run_scatter
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
@@ -92,7 +93,10 @@ def serve(commands: IO[str], answers: IO[str]) -> None:
         message = json.loads(line)
         job_id, inputs = message["job"], message["inputs"]
         try:
-            result = run_plan(inputs, _progress_lines(answers))
+            if is_scatter(inputs):
+                result = run_scatter(inputs)
+            else:
+                result = run_plan(inputs, _progress_lines(answers))
             _send(answers, {"status": "done", "result": result})
         except AutoparError as error:
             _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(("PlanOutcome", "PlanRequest", "PlanResult", "plan"), "planner.plan"),
     **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
+    **dict.fromkeys(("ScatterResult", "scatter"), "planner.scattering"),
     **dict.fromkeys(
         ("ClusterSpec", "GPUSpec", "LinkSpec", "MLASpec", "ModelSpec", "MoESpec",
          "OptimizerSpec", "ParallelConfig", "PeakTflops", "WorkloadSpec"),
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from planner.graph.params import ParamCounts, count_params, training_flops_per_token
     from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
     from planner.predict import Estimate, estimate
+    from planner.scattering import ScatterResult, scatter
     from planner.specs import (
         ClusterSpec,
         GPUSpec,
@@ -105,6 +107,7 @@ __all__ = [
     "PlanOutcome",
     "PlanRequest",
     "PlanResult",
+    "ScatterResult",
     "SpecError",
     "UnknownNameError",
     "WorkloadSpec",
@@ -118,5 +121,6 @@ __all__ = [
     "load_link",
     "load_model",
     "plan",
+    "scatter",
     "training_flops_per_token",
 ]
