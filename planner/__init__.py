@@ -27,6 +27,7 @@ from planner.errors import (
     SpecError,
     UnknownNameError,
 )
+from planner.experts import ExpertPlacementResult, RoutingStats, place_experts
 from planner.graph.params import ParamCounts, count_params, training_flops_per_token
 from planner.plan import PlanResult, plan
 from planner.predict import Estimate, estimate
@@ -48,6 +49,7 @@ __all__ = [
     "CatalogModel",
     "ClusterSpec",
     "Estimate",
+    "ExpertPlacementResult",
     "GPUSpec",
     "ImportFormatError",
     "Infeasible",
@@ -60,6 +62,7 @@ __all__ = [
     "ParamCounts",
     "PeakTflops",
     "PlanResult",
+    "RoutingStats",
     "SpecError",
     "UnknownNameError",
     "WorkloadSpec",
@@ -72,6 +75,7 @@ __all__ = [
     "load_gpu",
     "load_link",
     "load_model",
+    "place_experts",
     "plan",
     "training_flops_per_token",
 ]

@@ -96,6 +96,8 @@ class ExpertPlacementSolution:
     status: SolveStatus
     objective: int
     bound: int
+    layer_bounds: tuple[int, ...]
+    """Per layer, a proven lower bound on the busiest GPU's load (1/Λ token)."""
     max_loads: tuple[int, ...]
     """Per layer, the busiest GPU's load (1/Λ token)."""
     layer_optimal: tuple[bool, ...]
@@ -282,6 +284,7 @@ def _solve_layers(
         status=SolveStatus.OPTIMAL if all(optimal) else SolveStatus.FEASIBLE,
         objective=problem.balance_weight * sum(max_loads),
         bound=problem.balance_weight * sum(r[1] for r in results),
+        layer_bounds=tuple(r[1] for r in results),
         max_loads=tuple(max_loads),
         layer_optimal=optimal,
         from_solver=tuple(r[3] for r in results),
@@ -361,15 +364,13 @@ def _solve_coupled(
         if objective(problem, found) < upper:
             rows, from_solver = found, True
     max_loads = scaled_max_loads(problem, rows)
+    means = [mean_bound(problem, layer) for layer in range(problem.layers)]
     return ExpertPlacementSolution(
         phy2log=tuple(tuple(row) for row in rows),
         status=SolveStatus.OPTIMAL if optimal else SolveStatus.FEASIBLE,
         objective=objective(problem, rows),
-        bound=max(
-            bound,
-            problem.balance_weight
-            * sum(map(mean_bound, [problem] * problem.layers, range(problem.layers))),
-        ),
+        bound=max(bound, problem.balance_weight * sum(means)),
+        layer_bounds=tuple(means),
         max_loads=tuple(max_loads),
         layer_optimal=(optimal,) * problem.layers,
         from_solver=(from_solver,) * problem.layers,
