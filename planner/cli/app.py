@@ -15,6 +15,7 @@ import typer
 from planner.cli.catalog import hardware_app, models_app
 from planner.cli.emit import emit_command
 from planner.cli.estimate import estimate_command
+from planner.cli.experts import place_experts_command, routing_stats_command
 from planner.cli.plan import plan_command
 from planner.cli.profile import profile_command
 from planner.cli.refine import refine_worker_command
@@ -36,6 +37,8 @@ app.command("estimate")(estimate_command)
 app.command("emit")(emit_command)
 app.command("plan")(plan_command)
 app.command("profile")(profile_command)
+app.command("place-experts")(place_experts_command)
+app.command("routing-stats")(routing_stats_command)
 app.command("refine-worker")(refine_worker_command)
 app.command("serve")(serve_command)
 
