@@ -33,6 +33,8 @@ from typing import IO, Any
 
 import hardware_db
 from api.problems import ApiProblem, from_autopar_error, internal_error
+from api.routers.expert_placements import KIND as EXPERT_PLACEMENT
+from api.routers.expert_placements import run_expert_placement
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
@@ -81,6 +83,10 @@ def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -
     return result.model_dump(mode="json")
 
 
+JOB_KINDS = {EXPERT_PLACEMENT: run_expert_placement}
+"""Runners of the job kinds other than plans, by the ``kind`` of their inputs."""
+
+
 def serve(commands: IO[str], answers: IO[str]) -> None:
     """The worker's loop over JSON lines (see the module docstring)."""
     warm_up()
@@ -89,7 +95,8 @@ def serve(commands: IO[str], answers: IO[str]) -> None:
         message = json.loads(line)
         job_id, inputs = message["job"], message["inputs"]
         try:
-            result = run_plan(inputs, _progress_lines(answers))
+            run = JOB_KINDS.get(inputs.get("kind", "plan"), run_plan)
+            result = run(inputs, _progress_lines(answers))
             _send(answers, {"status": "done", "result": result})
         except AutoparError as error:
             _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})
