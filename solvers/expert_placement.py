@@ -62,8 +62,10 @@ Decomposition, warm start, pruning, time limit
     with a worse incumbent the warm start is returned. With U_l the warm start's z_l, any
     better solution has r_{l,e} <= U_l, so c_{l,e} >= ceil(Λ w_{l,e} / U_l) =: k_{l,e}.
     A layer whose warm start meets the bound ceil(Λ sum_e w_{l,e} / G) (the mean) is
-    optimal without a solve. The reported bound is, per layer, the larger of CP-SAT's
-    proven bound and that mean, summed; gap = (objective - bound) / objective.
+    optimal without a solve; one within the options' relative gap of it is kept as is
+    (bounded, not proven optimal), and CP-SAT stops at that gap too. The reported bound
+    is, per layer, the larger of CP-SAT's proven bound and that mean, summed; gap =
+    (objective - bound) / objective.
 """
 
 from __future__ import annotations
@@ -235,6 +237,7 @@ class _Budget:
             workers=1,
             seed=self.options.seed,
             log=self.options.log,
+            relative_gap=self.options.relative_gap,
         )
 
 
@@ -250,11 +253,15 @@ def _solve_layers(
     problem: ExpertPlacementProblem, start: list[list[int]], options: SolveOptions, started: float
 ) -> ExpertPlacementSolution:
     """Constraints (1)-(4), (6) layer by layer, in parallel threads, the layers farthest
-    from their mean bound first."""
-    gaps = [
-        max(layer_gpu_loads(problem, layer, row)) - mean_bound(problem, layer)
-        for layer, row in enumerate(start)
-    ]
+    from their mean bound first; a layer whose warm start is already within
+    ``options.relative_gap`` of its mean bound is not solved."""
+    within: list[bool] = []
+    gaps = []
+    for layer, row in enumerate(start):
+        upper, mean = max(layer_gpu_loads(problem, layer, row)), mean_bound(problem, layer)
+        close = upper - mean <= options.relative_gap * upper
+        gaps.append(0 if close and upper > mean else upper - mean)
+        within.append(close and upper > mean)
     order = sorted(range(problem.layers), key=lambda layer: -gaps[layer])
     workers = max(1, min(options.workers, problem.layers))
     budget = _Budget(
@@ -267,7 +274,7 @@ def _solve_layers(
 
     def run(layer: int) -> tuple[list[int], int, bool, bool, tuple[Incumbent, ...]]:
         if gaps[layer] <= 0:
-            return start[layer], mean_bound(problem, layer), True, False, ()
+            return start[layer], mean_bound(problem, layer), not within[layer], False, ()
         layer_options = budget.next()
         if layer_options is None:
             return start[layer], mean_bound(problem, layer), False, False, ()

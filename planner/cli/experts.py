@@ -144,6 +144,12 @@ def place_experts_command(
     time_limit: Annotated[
         float, typer.Option("--time-limit", min=0.1, help="Solver time limit, seconds.")
     ] = 10.0,
+    gap: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.5, help="Stop once proven within this relative gap (0: optimal)."
+        ),
+    ] = 1e-3,
     groups: Annotated[
         int | None,
         typer.Option(min=1, help="Expert groups for hierarchical EPLB [default: nodes]."),
@@ -159,7 +165,7 @@ def place_experts_command(
     stats = _routing(routing, synthetic, model)
     result = place_experts(
         model=model_spec, cluster=cluster_spec, ep=ep, routing=stats, replicas=replicas,
-        objective=objective, time_limit_s=time_limit, groups=groups,
+        objective=objective, time_limit_s=time_limit, groups=groups, relative_gap=gap,
     )  # fmt: skip
     written = _write(result, out, stats.experts) if out is not None else []
     if json_output:

@@ -192,6 +192,32 @@ def _summary(name: str, per_gpu: np.ndarray, across: np.ndarray | None) -> Basel
     )
 
 
+def build_problem(
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    ep: int,
+    routing: RoutingStats,
+    replicas: int = 0,
+    objective: Objective = "balance",
+    groups: int | None = None,
+    precision: str = "bf16",
+) -> ExpertPlacementProblem:
+    """The solver's problem for these inputs, or SpecError naming the field at fault."""
+    experts, nodes = _check_inputs(model, cluster, routing, ep, replicas)
+    groups = groups or nodes
+    if experts % groups:
+        raise SpecError(f"groups ({groups}) must divide the {experts} experts")
+    assert model.moe is not None
+    matmul, bias = mlp_params(model, model.moe.expert_ffn_hidden_size)
+    expert_bytes = (matmul + bias) * BYTES_PER_DTYPE[precision]
+    loads = np.asarray(routing.loads, dtype=np.int64)
+    return _problem(
+        loads, routing, ep, nodes, replicas, objective, groups, expert_bytes,
+        cluster.gpu.memory_bytes,
+    )  # fmt: skip
+
+
 def place_experts(
     *,
     model: ModelSpec,
@@ -204,29 +230,23 @@ def place_experts(
     groups: int | None = None,
     precision: str = "bf16",
     workers: int = 2,
+    relative_gap: float = 1e-3,
 ) -> ExpertPlacementResult:
-    """Place the experts of every MoE layer of ``model`` on ``ep`` GPUs of ``cluster``."""
-    experts, nodes = _check_inputs(model, cluster, routing, ep, replicas)
-    groups = groups or nodes
-    if experts % groups:
-        raise SpecError(f"groups ({groups}) must divide the {experts} experts")
-    assert model.moe is not None
-    matmul, bias = mlp_params(model, model.moe.expert_ffn_hidden_size)
+    """Place the experts of every MoE layer of ``model`` on ``ep`` GPUs of ``cluster``,
+    stopping at ``time_limit_s`` or once proven within ``relative_gap`` of optimal."""
+    if not 0 <= relative_gap < 1:
+        raise SpecError(f"gap must be in [0, 1), got {relative_gap}")
+    problem = build_problem(
+        model=model, cluster=cluster, ep=ep, routing=routing, replicas=replicas,
+        objective=objective, groups=groups, precision=precision,
+    )  # fmt: skip
+    experts, nodes, expert_bytes = problem.experts, problem.nodes, problem.expert_bytes[0]
     bytes_per = BYTES_PER_DTYPE[precision]
-    expert_bytes = (matmul + bias) * bytes_per
     loads = np.asarray(routing.loads, dtype=np.int64)
-    problem = _problem(
-        loads,
-        routing,
-        ep,
-        nodes,
-        replicas,
-        objective,
-        groups,
-        expert_bytes,
-        cluster.gpu.memory_bytes,
+    solution = solve(
+        problem,
+        SolveOptions(time_limit_s=time_limit_s, workers=workers, relative_gap=relative_gap),
     )
-    solution = solve(problem, SolveOptions(time_limit_s=time_limit_s, workers=workers))
     vector = model.hidden_size * bytes_per
     placements = {
         "ours": np.asarray(solution.phy2log),
