@@ -21,6 +21,8 @@ logical expert r mod E, so GPU g holds experts [gS, (g + 1)S) and redundant slot
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from solvers.expert_problem import ExpertPlacementProblem
@@ -28,18 +30,17 @@ from solvers.expert_problem import ExpertPlacementProblem
 
 def balanced_packing(weights: np.ndarray, packs: int) -> np.ndarray:
     """Pack ``len(weights)`` items into ``packs`` packs of equal item count, heaviest item
-    first onto the lightest pack with room; returns each item's pack."""
+    first onto the lightest pack with room (ties to the lowest pack); returns each item's
+    pack."""
     items = len(weights)
     per_pack = items // packs
     pack_of = np.empty(items, dtype=np.int64)
-    pack_load = np.zeros(packs)
-    pack_size = np.zeros(packs, dtype=np.int64)
-    for item in np.argsort(-np.asarray(weights, dtype=np.float64), kind="stable"):
-        open_packs = np.flatnonzero(pack_size < per_pack)
-        pack = open_packs[np.argmin(pack_load[open_packs])]
+    open_packs = [(0.0, pack, 0) for pack in range(packs)]  # (load, pack, items): a heap
+    for item in np.argsort(-np.asarray(weights, dtype=np.float64), kind="stable").tolist():
+        load, pack, size = heapq.heappop(open_packs)
         pack_of[item] = pack
-        pack_load[pack] += weights[item]
-        pack_size[pack] += 1
+        if size + 1 < per_pack:
+            heapq.heappush(open_packs, (load + float(weights[item]), pack, size + 1))
     return pack_of
 
 
@@ -48,8 +49,13 @@ def replicate(weights: np.ndarray, physical: int) -> np.ndarray:
     largest load per replica (ties to the lowest index)."""
     weights = np.asarray(weights, dtype=np.float64)
     counts = np.ones(len(weights), dtype=np.int64)
+    # A heap of (-load per replica, expert): the same choice as argmax, ties to the lowest.
+    heap = [(-float(w), e) for e, w in enumerate(weights)]
+    heapq.heapify(heap)
     for _ in range(physical - len(weights)):
-        counts[np.argmax(weights / counts)] += 1
+        _, e = heapq.heappop(heap)
+        counts[e] += 1
+        heapq.heappush(heap, (-float(weights[e]) / counts[e], e))
     return counts
 
 

@@ -246,7 +246,8 @@ _LEAST_LAYER_S = 0.1
 
 _BUILD_S_PER_VARIABLE = 5e-5
 """Seconds to build one (expert, GPU) pair of a layer's model in Python: measured on this
-project's 2-core CPU, about 0.4 s for 256 experts x 32 GPUs (benchmarks/expert_placement.py)."""
+project's 2-core CPU, about 0.4 s for 256 experts x 32 GPUs (benchmarks/expert_placement.py);
+times the worker threads, which build in turn (Python's global interpreter lock)."""
 
 
 def _solve_layers(
@@ -254,12 +255,16 @@ def _solve_layers(
 ) -> ExpertPlacementSolution:
     """Constraints (1)-(4), (6) layer by layer, in parallel threads, the layers farthest
     from their mean bound first; a layer whose warm start is already within
-    ``options.relative_gap`` of its mean bound is not solved."""
+    ``options.relative_gap`` of its mean bound is not solved, nor is any when the warm
+    start is within it overall."""
     within: list[bool] = []
+    uppers = [max(layer_gpu_loads(problem, layer, row)) for layer, row in enumerate(start)]
+    means = [mean_bound(problem, layer) for layer in range(problem.layers)]
+    # Within the gap overall: nothing to solve. Else each layer by its own gap.
+    overall = sum(uppers) - sum(means) <= options.relative_gap * sum(uppers)
     gaps = []
-    for layer, row in enumerate(start):
-        upper, mean = max(layer_gpu_loads(problem, layer, row)), mean_bound(problem, layer)
-        close = upper - mean <= options.relative_gap * upper
+    for upper, mean in zip(uppers, means, strict=True):
+        close = overall or upper - mean <= options.relative_gap * upper
         gaps.append(0 if close and upper > mean else upper - mean)
         within.append(close and upper > mean)
     order = sorted(range(problem.layers), key=lambda layer: -gaps[layer])
@@ -269,7 +274,7 @@ def _solve_layers(
         sum(g > 0 for g in gaps),
         workers,
         options,
-        _BUILD_S_PER_VARIABLE * problem.experts * problem.gpus,
+        _BUILD_S_PER_VARIABLE * problem.experts * problem.gpus * workers,
     )
 
     def run(layer: int) -> tuple[list[int], int, bool, bool, tuple[Incumbent, ...]]:

@@ -110,7 +110,9 @@ class Model(nn.Module):
         )
         self.norm, self.head = nn.RMSNorm(args.d), nn.Linear(args.d, 256, bias=False)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         x = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
         chosen, aux = [], torch.zeros((), device=tokens.device)
         for block in self.blocks:
@@ -185,9 +187,15 @@ def time_placements(args: argparse.Namespace, device: str, loads: np.ndarray) ->
 
     d, hidden = args.sim_d, args.sim_hidden
     gen = torch.Generator(device="cpu").manual_seed(0)
-    w1 = (torch.randn(args.experts, d, hidden, generator=gen) / math.sqrt(d)).to(device, torch.bfloat16)
-    w3 = (torch.randn(args.experts, d, hidden, generator=gen) / math.sqrt(d)).to(device, torch.bfloat16)
-    w2 = (torch.randn(args.experts, hidden, d, generator=gen) / math.sqrt(hidden)).to(device, torch.bfloat16)
+    w1 = (torch.randn(args.experts, d, hidden, generator=gen) / math.sqrt(d)).to(
+        device, torch.bfloat16
+    )
+    w3 = (torch.randn(args.experts, d, hidden, generator=gen) / math.sqrt(d)).to(
+        device, torch.bfloat16
+    )
+    w2 = (torch.randn(args.experts, hidden, d, generator=gen) / math.sqrt(hidden)).to(
+        device, torch.bfloat16
+    )
     x = torch.randn(args.sim_tokens * args.top_k, d, device=device, dtype=torch.bfloat16)
     # A step of sim_tokens tokens routed like the trace: each expert's share of the
     # top-k assignments, scaled to sim_tokens * top_k rows.
@@ -206,7 +214,10 @@ def time_placements(args: argparse.Namespace, device: str, loads: np.ndarray) ->
         times = []
         for _ in range(args.reps):
             if device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
                 start.record()
                 work()
                 end.record()
@@ -234,7 +245,8 @@ def time_placements(args: argparse.Namespace, device: str, loads: np.ndarray) ->
             for layer, row in enumerate(phy2log):
                 counts = np.bincount(row, minlength=args.experts)
                 per_gpu = [
-                    gpu_time_ms(layer, row[g * slots : (g + 1) * slots], counts) for g in range(gpus)
+                    gpu_time_ms(layer, row[g * slots : (g + 1) * slots], counts)
+                    for g in range(gpus)
                 ]
                 measured.append(per_gpu)
             measured_arr = np.asarray(measured)
@@ -250,7 +262,12 @@ def time_placements(args: argparse.Namespace, device: str, loads: np.ndarray) ->
         case["measured_ratio"] = c["measured_straggler_ms"] / o["measured_straggler_ms"]
         cases.append(case)
     return {
-        "expert_shape": {"d": d, "hidden": hidden, "dtype": "bfloat16", "gemms": "x@w1, x@w3, (silu*)@w2"},
+        "expert_shape": {
+            "d": d,
+            "hidden": hidden,
+            "dtype": "bfloat16",
+            "gemms": "x@w1, x@w3, (silu*)@w2",
+        },
         "step_tokens": args.sim_tokens,
         "reps": args.reps,
         "cases": cases,
@@ -264,13 +281,39 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tiny:
-        sizes = dict(d=32, heads=2, hidden=64, layers=2, experts=8, steps=3, batch=4, seq=32,
-                     eval_batches=2, sim_d=64, sim_hidden=128, sim_tokens=256, reps=2,
-                     cases=[(4, 2), (4, 3)])
+        sizes = dict(
+            d=32,
+            heads=2,
+            hidden=64,
+            layers=2,
+            experts=8,
+            steps=3,
+            batch=4,
+            seq=32,
+            eval_batches=2,
+            sim_d=64,
+            sim_hidden=128,
+            sim_tokens=256,
+            reps=2,
+            cases=[(4, 2), (4, 3)],
+        )
     else:
-        sizes = dict(d=384, heads=6, hidden=768, layers=4, experts=16, steps=400, batch=64,
-                     seq=256, eval_batches=16, sim_d=4096, sim_hidden=14336, sim_tokens=16384,
-                     reps=5, cases=[(8, 2), (8, 3), (4, 4), (4, 5)])
+        sizes = dict(
+            d=384,
+            heads=6,
+            hidden=768,
+            layers=4,
+            experts=16,
+            steps=400,
+            batch=64,
+            seq=256,
+            eval_batches=16,
+            sim_d=4096,
+            sim_hidden=14336,
+            sim_tokens=16384,
+            reps=5,
+            cases=[(8, 2), (8, 3), (4, 4), (4, 5)],
+        )
     for key, value in sizes.items():
         setattr(args, key, value)
     args.top_k, args.lr, args.aux_coef = 2, 1e-3, 0.01
@@ -289,8 +332,12 @@ def main() -> None:
     result["wall_s"] = round(time.perf_counter() - started, 1)
     (args.out / "result.json").write_text(json.dumps(result, indent=1, default=str))
     for case in result["placement_timing"]["cases"]:
-        print(case["gpus"], case["slots_per_gpu"], round(case["predicted_ratio"], 4),
-              round(case["measured_ratio"], 4))
+        print(
+            case["gpus"],
+            case["slots_per_gpu"],
+            round(case["predicted_ratio"], 4),
+            round(case["measured_ratio"], 4),
+        )
     print("held-out loss", result["trace"]["held_out_loss"], "wall", result["wall_s"])
 
 

@@ -23,16 +23,17 @@ from planner.specs import ClusterSpec, ModelSpec
 from planner.specs.workload import BYTES_PER_DTYPE
 from solvers import SolveOptions
 from solvers.expert_greedy import contiguous, eplb, eplb_is_hierarchical
-from solvers.expert_placement import solve
+from solvers.expert_placement import mean_bound, solve
 from solvers.expert_problem import Affinity, ExpertPlacementProblem, gpu_loads
 
 Objective = Literal["balance", "traffic", "both"]
 _WEIGHTS = {"balance": (1, 0, 0), "traffic": (0, 1, 1), "both": (1, 1, 1)}
 """(balance, GPU hop, extra node hop) weights: a token crossing nodes costs two hops."""
 _MAX_SCALED = 2**48
-_MAX_REPLICAS_CAP = 12
-"""Most replicas of one expert the model allows: Λ = lcm(1..12) = 27720 keeps exact shares
-small enough for CP-SAT; EPLB gives an expert more only for extreme skew."""
+_MAX_REPLICAS_CAP = 16
+"""Most replicas of one expert the model allows: Λ = lcm(1..16) = 720720 keeps exact shares
+small enough for CP-SAT; EPLB gives an expert more only for extreme skew, and then its
+placement is used where it is better (``_adopt_greedy``)."""
 
 
 class _Frozen(BaseModel):
@@ -182,6 +183,21 @@ def _problem(
         raise SpecError(f"expert placement: {error}") from None
 
 
+def _adopt_greedy(placements: dict[str, np.ndarray], per_gpu: dict[str, np.ndarray]) -> list[int]:
+    """Layers where an EPLB placement has a lighter busiest GPU than ours (possible only
+    when it exceeds the model's replica cap), switched to it; returns those layers."""
+    adopted = []
+    for name in ("greedy_hierarchical", "greedy_global"):
+        if name not in placements:
+            continue
+        better = per_gpu[name].max(axis=1) < per_gpu["ours"].max(axis=1) * (1 - 1e-12)
+        for layer in np.flatnonzero(better).tolist():
+            placements["ours"][layer] = placements[name][layer]
+            per_gpu["ours"][layer] = per_gpu[name][layer]
+            adopted.append(layer)
+    return sorted(set(adopted))
+
+
 def _summary(name: str, per_gpu: np.ndarray, across: np.ndarray | None) -> BaselineSummary:
     busiest = per_gpu.max(axis=1)
     return BaselineSummary(
@@ -256,6 +272,10 @@ def place_experts(
     if eplb_is_hierarchical(problem) and nodes > 1:
         placements["greedy_hierarchical"] = np.asarray(eplb(problem, hierarchical=True))
     per_gpu = {name: gpu_loads(loads, p, ep) for name, p in placements.items()}
+    adopted = [] if problem.uses_traffic else _adopt_greedy(placements, per_gpu)
+    layer_bounds = list(solution.layer_bounds)
+    for layer in adopted:  # the mean bound holds for every placement, the solver's may not
+        layer_bounds[layer] = mean_bound(problem, layer)
     across: dict[str, np.ndarray | None] = {}
     inside_ours = None
     for name, p in placements.items():
@@ -283,13 +303,13 @@ def place_experts(
             LayerPlacement(
                 layer=layer,
                 gpu_experts=[
-                    [int(e) for e in solution.phy2log[layer][g * slots : (g + 1) * slots]]
+                    [int(e) for e in placements["ours"][layer][g * slots : (g + 1) * slots]]
                     for g in range(ep)
                 ],
                 max_load=float(mine),
                 mean_load=float(ours[layer].mean()),
                 balancedness=float(ours[layer].mean() / mine) if mine else 1.0,
-                bound=solution.layer_bounds[layer] * unit,
+                bound=layer_bounds[layer] * unit,
                 uniform_bytes_in_node=float(uni_in[layer]),
                 uniform_bytes_across_nodes=float(uni_across[layer]),
                 affinity_bytes_in_node=None if inside_ours is None else float(inside_ours[layer]),
@@ -303,11 +323,20 @@ def place_experts(
                 else None,
             )
         )
+    objective_value, bound = solution.objective * unit, solution.bound * unit
+    if adopted:
+        objective_value = float(busiest["ours"].sum())
+        bound = min(bound, sum(layer_bounds) * unit)
     notes = []
     if not routing.affinity:
         notes.append(
             "no affinity in the routing statistics: all-to-all bytes use uniform token "
             "sources, which are the same for every placement"
+        )
+    if adopted:
+        notes.append(
+            f"layers {', '.join(map(str, adopted))} use the EPLB greedy's placement: it gives "
+            f"an expert more than the model's {problem.max_replicas} replicas and is better"
         )
     if any(sum(row) != sum(orig) for row, orig in zip(problem.loads, routing.loads, strict=True)):
         notes.append("loads were scaled down to keep the solver's integers exact")
@@ -319,12 +348,12 @@ def place_experts(
         replicas=replicas,
         objective_kind=objective,
         status=solution.status.value,
-        objective=solution.objective * unit,
-        bound=solution.bound * unit,
-        gap=solution.gap,
+        objective=objective_value,
+        bound=bound,
+        gap=(objective_value - bound) / objective_value if objective_value else 0.0,
         solve_s=solution.wall_s,
         expert_bytes_per_gpu=expert_bytes * slots * problem.layers,
-        phy2log=[list(row) for row in solution.phy2log],
+        phy2log=placements["ours"].tolist(),
         layers=layers,
         baselines=[_summary(name, per_gpu[name], across[name]) for name in placements],
         routing_source=routing.source,
