@@ -11,7 +11,7 @@ import pytest
 import hardware_db
 from planner import load_cluster, load_model, place_experts
 from planner.errors import SpecError
-from planner.experts import read_trace, stats_from_traces, synthetic_stats
+from planner.experts import RoutingStats, read_trace, stats_from_traces, synthetic_stats
 
 TRACE = Path(str(hardware_db.profiles_dir())) / "h200-sxm" / "2026-12-03-h200-moe-routing"
 
@@ -103,3 +103,17 @@ def test_routing_must_match_the_model() -> None:
             model=load_model("llama-3.1-8b"), cluster=load_cluster("dgx-h100"), ep=4, routing=stats
         )
     assert np.asarray(stats.loads).shape == (3, 8)
+
+
+def test_greedy_beyond_the_replica_cap_is_adopted_where_better() -> None:
+    # One expert takes almost every token: EPLB gives it 24 of the 25 spare slots' worth of
+    # replicas, more than the model's cap of 16, so where that is better it is used as is.
+    loads = [[10_000, 1, 1, 1, 1, 1, 1, 1]] * 4
+    result = place_experts(
+        model=_mixtral(), cluster=load_cluster("dgx-h100"), ep=8,
+        routing=RoutingStats(loads=loads), replicas=24, time_limit_s=1,
+    )  # fmt: skip
+    by_name = {b.name: b for b in result.baselines}
+    assert by_name["ours"].straggler_tokens <= by_name["greedy_global"].straggler_tokens
+    assert any("more than the model's 16 replicas" in note for note in result.notes)
+    assert result.bound <= result.objective
