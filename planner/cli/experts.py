@@ -34,6 +34,8 @@ from planner.experts import (
 from planner.experts.place import Objective
 
 OUTPUT_FILES = ("eplb.json", "sglang_expert_location.json", "placement.txt")
+MAX_TABLE_ROWS = 512
+"""Print every layer's GPU -> experts rows up to this many; beyond, the first layer's."""
 
 
 def _routing(routing: Path | None, synthetic: str | None, model_ref: str) -> RoutingStats:
@@ -110,11 +112,19 @@ def _print(result: ExpertPlacementResult) -> None:
             "-" if cross is None else human_count(cross) + "B",
         )
     out.print(summary)
-    gpus = Table(title="GPU -> experts (first layer; --out placement.txt has every layer)")
+    shown = result.layers if len(result.layers) * result.ep <= MAX_TABLE_ROWS else result.layers[:1]
+    rest = (
+        ""
+        if len(shown) == len(result.layers)
+        else " (first layer; --out placement.txt and --json have all)"
+    )
+    gpus = Table(title=f"GPU -> experts{rest}")
+    gpus.add_column("layer", justify="right")
     gpus.add_column("gpu", justify="right")
     gpus.add_column("experts (a repeated id is a second replica)")
-    for g, hosted in enumerate(result.layers[0].gpu_experts):
-        gpus.add_row(str(g), " ".join(map(str, hosted)))
+    for layer in shown:
+        for g, hosted in enumerate(layer.gpu_experts):
+            gpus.add_row(str(layer.layer), str(g), " ".join(map(str, hosted)))
     out.print(gpus)
     for note in result.notes:
         out.print(f"note: {note}")
