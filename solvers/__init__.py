@@ -16,6 +16,14 @@ from solvers.degrees import (
     ProductConstraint,
 )
 from solvers.degrees import solve as solve_degrees
+from solvers.memory_placement import PlacementProblem, PlacementSolution, Tensor
+from solvers.memory_placement import solve as solve_memory_placement
+from solvers.recompute_offload import (
+    ActivationGroup,
+    RecomputeOffloadProblem,
+    RecomputeOffloadSolution,
+)
+from solvers.recompute_offload import solve as solve_recompute_offload
 from solvers.stage_partition import (
     LayerKind,
     LayerRun,
@@ -25,6 +33,7 @@ from solvers.stage_partition import (
 from solvers.stage_partition import solve as solve_stage_partition
 
 __all__ = [
+    "ActivationGroup",
     "AllowedTable",
     "Axis",
     "CostFactor",
@@ -33,11 +42,18 @@ __all__ = [
     "Incumbent",
     "LayerKind",
     "LayerRun",
+    "PlacementProblem",
+    "PlacementSolution",
     "ProductConstraint",
+    "RecomputeOffloadProblem",
+    "RecomputeOffloadSolution",
     "SolveOptions",
     "SolveStatus",
     "StagePartitionProblem",
     "StagePartitionSolution",
+    "Tensor",
     "solve_degrees",
+    "solve_memory_placement",
+    "solve_recompute_offload",
     "solve_stage_partition",
 ]
