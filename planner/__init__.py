@@ -8,6 +8,7 @@ Public Python API (the CLI and the REST service are thin layers over these)::
     estimate(model=spec, cluster=load_cluster("dgx-h100", nodes=8),
              workload=WorkloadSpec(seq_len=8192, global_batch=512),
              layout=ParallelConfig(tp=8, pp=4)).memory.fits
+    memplan(model=spec, cluster=..., workload=..., layout=..., budget_gib=60)  # memory reuse
 """
 
 from planner.catalog import (
@@ -28,6 +29,7 @@ from planner.errors import (
     UnknownNameError,
 )
 from planner.graph.params import ParamCounts, count_params, training_flops_per_token
+from planner.memplan import MemoryPlan, memplan, memplan_snapshot
 from planner.plan import PlanResult, plan
 from planner.predict import Estimate, estimate
 from planner.specs import (
@@ -53,6 +55,7 @@ __all__ = [
     "Infeasible",
     "LinkSpec",
     "MLASpec",
+    "MemoryPlan",
     "MoESpec",
     "ModelSpec",
     "OptimizerSpec",
@@ -72,6 +75,8 @@ __all__ = [
     "load_gpu",
     "load_link",
     "load_model",
+    "memplan",
+    "memplan_snapshot",
     "plan",
     "training_flops_per_token",
 ]

@@ -18,6 +18,8 @@ Data
     rho_g the recompute time (None: cannot be recomputed, e.g. a layer's input);
     o_g one transfer's time (None: cannot be offloaded).
     Budget M.
+    Linked sets: groups that take one choice together (a framework sets recomputation
+    per layer, for every micro-batch).
     Derived: W_g = sum of c_t for p_g < t < u_g (compute the transfers can hide behind);
     eps_g = max(0, 2 o_g - W_g) the exposed part when g alone uses the link;
     C = sum of all c_t (the link's capacity over the step).
@@ -33,6 +35,7 @@ Constraints
         Rows that cannot exceed M even with every group kept are left out.
     (3) E >= sum_g (2 o_g - eps_g) f_g - C: one copy engine serves every transfer, and
         what it cannot overlap with the step's compute is exposed.
+    (4) k_g = k_h, r_g = r_h, f_g = f_h for g, h in one linked set.
 
 Objective
     minimise sum_g rho_g r_g + sum_g eps_g f_g + E.
@@ -106,8 +109,14 @@ class RecomputeOffloadProblem:
     compute_us: tuple[int, ...]
     groups: tuple[ActivationGroup, ...]
     budget: int
+    linked: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "linked", tuple(tuple(s) for s in self.linked))
+        for members in self.linked:
+            for g in members:
+                if not 0 <= g < len(self.groups):
+                    raise ValueError(f"linked: group {g} is not in 0..{len(self.groups) - 1}")
         object.__setattr__(self, "base", tuple(self.base))
         object.__setattr__(self, "compute_us", tuple(self.compute_us))
         object.__setattr__(self, "groups", tuple(self.groups))
@@ -211,6 +220,10 @@ def solve(
                     terms.append(group.size * var[g, "offload"])
         if most > problem.budget:
             model.add(fixed + cp_model.LinearExpr.sum(terms) <= problem.budget)
+    for members in problem.linked:  # (4)
+        for g in members[1:]:
+            for choice in CHOICES:
+                model.add(var[g, choice] == var[members[0], choice])
     link_total = sum(2 * (g.transfer_us or 0) for g in problem.groups)
     spill = model.new_int_var(0, max(0, link_total), "E")
     model.add(  # (3)

@@ -37,10 +37,21 @@ def placement_brute_force(problem: PlacementProblem) -> int:
 
 
 def recompute_offload_brute_force(problem: RecomputeOffloadProblem) -> int | None:
-    """The least added time over every choice that fits the budget, or None."""
+    """The least added time over every choice that fits the budget (linked groups taking
+    one choice together), or None."""
     best = None
-    options = [[c for c in CHOICES if g.allows(c)] for g in problem.groups]
-    for choices in product(*options):
+    classes = [list(m) for m in problem.linked]
+    linked = {g for m in problem.linked for g in m}
+    classes += [[g] for g in range(len(problem.groups)) if g not in linked]
+    options = [
+        [c for c in CHOICES if all(problem.groups[g].allows(c) for g in members)]
+        for members in classes
+    ]
+    for picked in product(*options):
+        assigned: dict[int, str] = {}
+        for members, choice in zip(classes, picked, strict=True):
+            assigned.update(dict.fromkeys(members, choice))
+        choices = tuple(assigned[g] for g in range(len(problem.groups)))
         if max(problem.memory(choices), default=0) > problem.budget:
             continue
         added = problem.added_us(choices)

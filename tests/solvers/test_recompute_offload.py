@@ -76,6 +76,7 @@ def problems(draw: st.DrawFn) -> RecomputeOffloadProblem:
         compute_us=tuple(draw(st.integers(0, 10)) for _ in range(events)),
         groups=tuple(groups),
         budget=draw(st.integers(0, 20)),
+        linked=((0, len(groups) - 1),) if len(groups) > 1 and draw(st.booleans()) else (),
     )
 
 
@@ -90,6 +91,8 @@ def test_solver_equals_brute_force(problem: RecomputeOffloadProblem) -> None:
     assert solution.status is SolveStatus.OPTIMAL
     assert solution.added_us == expected
     assert max(solution.memory) <= problem.budget
+    for members in problem.linked:
+        assert len({solution.choices[g] for g in members}) == 1
     for group, choice in zip(problem.groups, solution.choices, strict=True):
         assert group.allows(choice)
         if choice == "recompute":
