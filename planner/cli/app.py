@@ -15,6 +15,7 @@ import typer
 from planner.cli.catalog import hardware_app, models_app
 from planner.cli.emit import emit_command
 from planner.cli.estimate import estimate_command
+from planner.cli.memplan import memplan_command
 from planner.cli.plan import plan_command
 from planner.cli.profile import profile_command
 from planner.cli.refine import refine_worker_command
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(hardware_app, name="hardware")
 app.command("estimate")(estimate_command)
+app.command("memplan")(memplan_command)
 app.command("emit")(emit_command)
 app.command("plan")(plan_command)
 app.command("profile")(profile_command)
