@@ -31,7 +31,7 @@ from api.inline import InlineEstimates
 from api.jobs import JobRunner
 from api.openapi import install_openapi
 from api.problems import ApiProblem, install_handlers, problem_response
-from api.routers import catalog, estimates, health, plans
+from api.routers import catalog, estimates, health, memory_plans, plans
 from api.settings import ApiSettings
 from api.store import JobStore, ModelStore
 from api.worker import warm_up
@@ -101,6 +101,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(catalog.router, prefix="/v1", dependencies=secured)
     app.include_router(estimates.router, prefix="/v1", dependencies=secured)
     app.include_router(plans.router, prefix="/v1", dependencies=secured)
+    app.include_router(memory_plans.router, prefix="/v1", dependencies=secured)
     install_openapi(app, settings)
     _schema_routes(app, secured)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

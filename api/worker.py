@@ -32,6 +32,8 @@ import time
 from typing import IO, Any
 
 import hardware_db
+from api.memory_jobs import KIND as MEMORY_PLAN
+from api.memory_jobs import run_memory_plan
 from api.problems import ApiProblem, from_autopar_error, internal_error
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
@@ -89,7 +91,10 @@ def serve(commands: IO[str], answers: IO[str]) -> None:
         message = json.loads(line)
         job_id, inputs = message["job"], message["inputs"]
         try:
-            result = run_plan(inputs, _progress_lines(answers))
+            if inputs.get("kind") == MEMORY_PLAN:
+                result = run_memory_plan(inputs)
+            else:
+                result = run_plan(inputs, _progress_lines(answers))
             _send(answers, {"status": "done", "result": result})
         except AutoparError as error:
             _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})
