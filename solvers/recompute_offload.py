@@ -46,7 +46,8 @@ need the groups below it (frameworks checkpoint a layer's input separately, give
 a group that cannot be recomputed).
 
 Result
-    The choice per group, the added time, memory at every event and its peak; INFEASIBLE
+    The choice per group, the added time and its proven lower bound (OPTIMAL only when
+    they meet), memory at every event and its peak; INFEASIBLE
     with the tightest event and the missing units when even the leanest choice of every
     group exceeds the budget.
 """
@@ -240,7 +241,12 @@ def solve(
         (group.recompute_us or 0) * var[g, "recompute"] + problem.exposed_us(g) * var[g, "offload"]
         for g, group in enumerate(problem.groups)
     ]
-    model.minimize(cp_model.LinearExpr.sum(costs) + spill)
+    worst = sum(max(g.recompute_us or 0, 0) for g in problem.groups) + sum(
+        problem.exposed_us(g) for g in range(len(problem.groups))
+    )
+    added = model.new_int_var(0, worst + max(0, link_total), "added")  # never negative
+    model.add(added == cp_model.LinearExpr.sum(costs) + spill)
+    model.minimize(added)
     run = solve_model(model, options)
     if not run.has_solution:
         binding = _explain(problem) if run.status is SolveStatus.INFEASIBLE else None
@@ -251,13 +257,17 @@ def solve(
         next(c for c in CHOICES if run.solver.value(var[g, c])) for g in range(len(problem.groups))
     )
     memory = problem.memory(choices)
+    added = problem.added_us(choices)
+    bound = max(0, min(added, int(run.solver.best_objective_bound + 0.999999)))
+    # the objective is never negative, whatever bound the search reported
+    status = SolveStatus.OPTIMAL if added == bound else SolveStatus.FEASIBLE
     return RecomputeOffloadSolution(
-        status=run.status,
+        status=status,
         choices=choices,
-        added_us=problem.added_us(choices),
+        added_us=added,
         memory=memory,
         peak=max(memory, default=0),
-        lower_bound_us=int(run.solver.best_objective_bound + 0.999999),
+        lower_bound_us=bound,
         wall_s=run.wall_s,
         incumbents=run.incumbents,
     )

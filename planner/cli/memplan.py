@@ -181,7 +181,7 @@ def render_memplan(result: MemoryPlan) -> None:
             f"{label}to fit {budget.budget_gib:g} GiB (peak {budget.peak_gib:.2f} GiB): "
             f"recompute layers {budget.recompute_layers or 'none'}, offload layers "
             f"{budget.offload_layers or 'none'}; adds {budget.added_time_s:.3f} s per step "
-            f"({budget.status}; {budget.host_link})."
+            f"({budget.status}, gap {budget.gap:.1%}; {budget.host_link})."
         )
         for framework, setting in budget.framework_settings.items():
             out.print(f"  {framework}: {setting}")

@@ -64,6 +64,8 @@ class BudgetReport(BaseModel):
     binding: str | None
     host_link: str
     solve_s: float
+    gap: float
+    """(added time - its proven lower bound) / added time."""
     framework_settings: dict[str, str]
 
 
@@ -203,6 +205,7 @@ def _budget_report(budget_gib: float, choice: BudgetChoice) -> BudgetReport:
         binding=choice.binding,
         host_link=choice.host_link,
         solve_s=round(choice.solve_s, 3),
+        gap=round(choice.gap, 4),
         framework_settings=settings,
     )
 
