@@ -99,11 +99,11 @@ def choose(
     graph = prepared.ctx.graph
     positions = len(trace.events)
     compute = [0] * positions
+    layer_at = {(r.virtual, r.node): r.layer for r in trace.saved if r.layer is not None}
     for table, index in ((trace.forward_at, 0), (trace.backward_at, 1)):
-        for position, (virtual, node) in table.items():
-            record = next((r for r in trace.saved if (r.virtual, r.node) == (virtual, node)), None)
-            if record is not None and record.layer is not None:
-                compute[position] = int(layer_times(record.layer)[index] * 1e6)
+        for position, where in table.items():
+            if where in layer_at:
+                compute[position] = int(layer_times(layer_at[where])[index] * 1e6)
     live = live_curve(trace.events)
     groups, linked_by, removed = [], {}, [0.0] * (positions + 1)
     for record in trace.saved:
