@@ -19,7 +19,9 @@ from solvers.degrees import solve as solve_degrees
 from solvers.memory_placement import PlacementProblem, PlacementSolution, Tensor
 from solvers.memory_placement import solve as solve_memory_placement
 from solvers.recompute_offload import (
+    CHOICES,
     ActivationGroup,
+    Choice,
     RecomputeOffloadProblem,
     RecomputeOffloadSolution,
 )
@@ -33,9 +35,11 @@ from solvers.stage_partition import (
 from solvers.stage_partition import solve as solve_stage_partition
 
 __all__ = [
+    "CHOICES",
     "ActivationGroup",
     "AllowedTable",
     "Axis",
+    "Choice",
     "CostFactor",
     "DegreesProblem",
     "DegreesSolution",

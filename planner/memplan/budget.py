@@ -25,7 +25,9 @@ from planner.memplan.lifetimes import StageTrace
 from planner.memplan.trace import live_curve
 from planner.predict import Prepared, time_rates
 from solvers import (
+    CHOICES,
     ActivationGroup,
+    Choice,
     RecomputeOffloadProblem,
     SolveOptions,
     SolveStatus,
@@ -146,11 +148,13 @@ def choose(
             solution.wall_s,
         )  # fmt: skip
     scale = trace.microbatches_total / trace.microbatches_simulated
-    chosen = {layer: c for (layer, _), c in zip(groups, solution.choices, strict=True)}
+    layers = [layer for layer, _ in groups]
+    choices, added, peak = _as_first_layers(problem, layers, solution.choices)
+    chosen = dict(zip(layers, choices, strict=True))
     return BudgetChoice(
         status=solution.status.value,
-        added_s=(solution.added_us or 0) * scale / 1e6,
-        peak_bytes=(solution.peak or 0) * MIB,
+        added_s=added * scale / 1e6,
+        peak_bytes=peak * MIB,
         recompute_layers=tuple(sorted(k for k, c in chosen.items() if c == "recompute")),
         offload_layers=tuple(sorted(k for k, c in chosen.items() if c == "offload")),
         binding=None,
@@ -159,3 +163,29 @@ def choose(
         gap=0.0 if not solution.added_us else
         (solution.added_us - (solution.lower_bound_us or 0)) / solution.added_us,
     )  # fmt: skip
+
+
+def _as_first_layers(
+    problem: RecomputeOffloadProblem, layers: list[int], choices: tuple[Choice, ...]
+) -> tuple[tuple[Choice, ...], int, int]:
+    """The same counts moved to the stage's first layers where that fits at no more time:
+    Megatron-LM's block recomputation (and Megatron-Core's activation offloading) take the
+    first N layers of a stage, and identical layers make many optima equivalent. Returns
+    (choices, added time, peak), the solver's own when the canonical form does not fit."""
+    order = sorted(set(layers))
+    counts = {c: len({k for k, x in zip(layers, choices, strict=True) if x == c}) for c in CHOICES}
+    best = (choices, problem.added_us(choices), max(problem.memory(choices), default=0))
+    for first, second in (("recompute", "offload"), ("offload", "recompute")):
+        plan = dict.fromkeys(order, "keep")
+        for layer in order[: counts[first]]:
+            plan[layer] = first
+        for layer in order[counts[first] : counts[first] + counts[second]]:
+            plan[layer] = second
+        candidate = tuple(plan[k] for k in layers)
+        if not all(g.allows(c) for g, c in zip(problem.groups, candidate, strict=True)):
+            continue
+        peak = max(problem.memory(candidate), default=0)
+        added = problem.added_us(candidate)
+        if peak <= problem.budget and added <= best[1]:
+            return candidate, added, peak  # type: ignore[return-value]
+    return best

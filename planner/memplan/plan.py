@@ -193,7 +193,8 @@ def _budget_report(budget_gib: float, choice: BudgetChoice) -> BudgetReport:
     if choice.offload_layers:
         settings["megatron-core"] = (
             "TransformerConfig(cpu_offloading=True, cpu_offloading_activations=True, "
-            f"cpu_offloading_num_layers={len(choice.offload_layers)})"
+            f"cpu_offloading_num_layers={len(choice.offload_layers)}) (chosen: layers "
+            f"{_ranges(choice.offload_layers)})"
         )
     return BudgetReport(
         budget_gib=budget_gib,
