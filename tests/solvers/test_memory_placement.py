@@ -3,8 +3,10 @@ no two live tensors overlapping, chains and ties kept, validation messages."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from solvers._cpsat import SolveOptions, SolveStatus
@@ -77,7 +79,14 @@ def problems(draw: st.DrawFn) -> PlacementProblem:
     chains: tuple[tuple[int, ...], ...] = ()
     if count >= 2 and draw(st.booleans()):
         chains = ((0, 1),)
-    return PlacementProblem(tuple(tensors), chains=chains)
+    ties: tuple[tuple[int, int], ...] = ()
+    if count >= 3 and draw(st.booleans()):
+        ties = ((0, count - 1),)
+    try:
+        return PlacementProblem(tuple(tensors), chains=chains, ties=ties)
+    except ValueError:  # the tie would overlap tensors alive together
+        assume(False)
+        raise
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -91,6 +100,11 @@ def test_solver_equals_brute_force_and_places_every_tensor_apart(problem: Placem
     assert solution.arena == arena_of(problem.tensors, solution.offsets)
     assert live_bound(problem.tensors) <= solution.arena
     assert solution.arena == placement_brute_force(problem)
+    for a, b in problem.ties:
+        assert solution.offsets[a] == solution.offsets[b]
+    for chain in problem.chains:
+        for below, above in pairwise(chain):
+            assert solution.offsets[above] == solution.offsets[below] + problem.tensors[below].size
     warm = best_fit_offsets(problem)
     assert overlapping_pair(problem.tensors, warm) is None
     assert solution.arena <= arena_of(problem.tensors, warm)
