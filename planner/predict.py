@@ -39,6 +39,7 @@ from planner.cost.reserve import (
 )
 from planner.cost.stage_work import stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
+from planner.cost.timeline import PipelineTimes
 from planner.errors import SpecError
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
@@ -78,6 +79,25 @@ class MemoryReport(BaseModel):
     stages: list[StageReport]
 
 
+class PipelineSchedule(BaseModel):
+    """What the pipeline schedule was simulated from, so it can be simulated (drawn) again.
+
+    ``forward_s[k]`` / ``backward_s[k]``: one micro-batch through virtual stage k = chunk x
+    pp + rank, seconds, the exposed in-layer communication and (plain 1F1B) the blocking
+    send included; ``p2p_s``: one transfer between consecutive virtual stages.
+    ``planner.cost.timeline.simulate`` on these gives the op-by-op timeline.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pp: int
+    vpp: int
+    microbatches: int
+    forward_s: list[float]
+    backward_s: list[float]
+    p2p_s: float
+
+
 class TimeReport(BaseModel):
     """Predicted step time and throughput; ``mfu``/``hfu`` are fractions (0 to 1).
 
@@ -96,6 +116,7 @@ class TimeReport(BaseModel):
     hfu: float
     breakdown_s: dict[str, float]
     rates_source: str
+    pipeline: PipelineSchedule | None = None
 
 
 class Estimate(BaseModel):
@@ -380,6 +401,20 @@ def _time_report(
         hfu=round(executed / (step * cluster.num_gpus * peak), 4),
         breakdown_s={key: round(value, 6) for key, value in breakdown.parts().items()},
         rates_source=rates.source,
+        pipeline=_schedule(breakdown.pipeline),
+    )
+
+
+def _schedule(times: PipelineTimes | None) -> PipelineSchedule | None:
+    if times is None:
+        return None
+    return PipelineSchedule(
+        pp=times.pp,
+        vpp=times.vpp,
+        microbatches=times.microbatches,
+        forward_s=list(times.forward_s),
+        backward_s=list(times.backward_s),
+        p2p_s=times.p2p_s,
     )
 
 

@@ -73,6 +73,8 @@ class TimeBreakdown:
     optimizer_s: float
     executed_flops_total_per_replica_gpu: float
     """FLOPs one GPU of each (tp, cp, dp) position executes over all pipeline stages."""
+    pipeline: PipelineTimes | None = None
+    """What the pipeline was simulated from (transfers included), for drawing its timeline."""
 
     def parts(self) -> dict[str, float]:
         return {
@@ -143,25 +145,24 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
     # waits for its transfer: the send is added to the op that produces it.
     blocking = vpp == 1
 
-    def pipeline(p2p: float) -> float:
+    def pipeline_times(p2p: float) -> PipelineTimes:
         send = p2p if blocking else 0.0
-        return simulate(
-            PipelineTimes(
-                pp=layout.pp,
-                vpp=vpp,
-                microbatches=ctx.microbatches,
-                forward_s=tuple(
-                    s.forward_s + (send if k < last else 0.0) for k, s in enumerate(stages)
-                ),
-                backward_s=tuple(
-                    s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)
-                ),
-                p2p_s=p2p,
-            )
-        ).step_s
+        return PipelineTimes(
+            pp=layout.pp,
+            vpp=vpp,
+            microbatches=ctx.microbatches,
+            forward_s=tuple(
+                s.forward_s + (send if k < last else 0.0) for k, s in enumerate(stages)
+            ),
+            backward_s=tuple(
+                s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)
+            ),
+            p2p_s=p2p,
+        )
 
-    pipeline_s = pipeline(p2p_s if layout.pp > 1 else 0.0)
-    no_transfer_s = pipeline(0.0) if layout.pp > 1 else pipeline_s
+    simulated = pipeline_times(p2p_s if layout.pp > 1 else 0.0)
+    pipeline_s = simulate(simulated).step_s
+    no_transfer_s = simulate(pipeline_times(0.0)).step_s if layout.pp > 1 else pipeline_s
     # the busiest rank's share of each kind of time, for the breakdown
     per_rank = [
         [stages[chunk * layout.pp + rank] for chunk in range(vpp)] for rank in range(layout.pp)
@@ -202,6 +203,7 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
         compute_s=compute, tp_comm_s=tp, cp_comm_s=cp, ep_comm_s=ep,
         pipeline_bubble_s=bubble, pipeline_p2p_s=transfers, dp_comm_s=dp,
         optimizer_s=optimizer, executed_flops_total_per_replica_gpu=executed,
+        pipeline=simulated,
     )  # fmt: skip
 
 
