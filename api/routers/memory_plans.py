@@ -1,4 +1,5 @@
-"""Memory-plan jobs: submit (202 + Location), status, result (``autopar memplan --json``).
+"""Memory-plan jobs: submit (202 + Location), status, result (``autopar memplan --json``),
+cancel.
 
 ``POST /v1/memory-plans`` checks the request at once (a bad input is a 422 or 404 before
 anything is queued), then returns the stored job with the same canonical inputs
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
@@ -30,6 +33,7 @@ router = APIRouter(tags=["memory-plans"])
 
 JobId = Annotated[str, Path(max_length=64, description="the id POST /v1/memory-plans returned")]
 DEFAULT_JOB_S = 5.0
+CANCEL_WAIT_S = 3.0
 _submit_lock = threading.Lock()
 
 
@@ -170,3 +174,28 @@ def get_memory_plan_result(job_id: JobId, jobs: JobsDep) -> MemoryPlan:
             detail += f": {error.detail}"
         raise ApiProblem(409, "conflict", detail)
     return result
+
+
+@router.delete(
+    "/memory-plans/{job_id}",
+    response_model=MemoryPlanJob,
+    responses={
+        202: {"model": MemoryPlanJob, "description": "the job runs; it is being stopped"},
+        **errors(404, 409, 422),
+    },
+)
+def cancel_memory_plan(job_id: JobId, jobs: JobsDep) -> MemoryPlanJob | JSONResponse:
+    """Cancel a queued or running job (200 once cancelled, 202 while it stops)."""
+    row = _job(jobs, job_id)
+    if row.status in ("done", "failed"):
+        raise ApiProblem(409, "conflict", f"memory-plan job '{job_id}' already {row.status}")
+    if row.status in ("queued", "running"):
+        row = jobs.request_cancel(job_id) or row
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while row.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            row = _job(jobs, job_id)
+    view = _view(row, jobs)
+    if row.status == "running":
+        return JSONResponse(view.model_dump(mode="json"), status_code=202)
+    return view

@@ -75,3 +75,6 @@ def test_bad_requests_are_problems_before_queueing(client) -> None:
     queued = client.post("/v1/memory-plans", json={**SMALL, "budget_gib": 30}).json()
     assert queued["status"] == "queued" and queued["progress"]["queue_position"] == 0
     assert_problem(client.get(f"/v1/memory-plans/{queued['id']}/result"), 409, "conflict")
+    cancelled = client.delete(f"/v1/memory-plans/{queued['id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert_problem(client.delete("/v1/memory-plans/unknown"), 404, "not-found")
