@@ -33,6 +33,8 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import hardware_db
+from api.memory_jobs import KIND as MEMORY_PLAN
+from api.memory_jobs import run_memory_plan
 from api.problems import ApiProblem, from_autopar_error, internal_error
 from api.routers.expert_placements import KIND as EXPERT_PLACEMENT
 from api.routers.expert_placements import run_expert_placement
@@ -92,6 +94,7 @@ def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -
 JOB_KINDS: dict[str, Callable[[dict[str, Any], ProgressCallback | None], dict[str, Any]]] = {
     EXPERT_PLACEMENT: run_expert_placement,
     SCATTER: lambda inputs, _progress: run_scatter(inputs),
+    MEMORY_PLAN: lambda inputs, _progress: run_memory_plan(inputs),
 }
 """Runners of the job kinds other than plans, by the ``kind`` of their inputs."""
 

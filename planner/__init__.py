@@ -8,6 +8,7 @@ Public Python API (the CLI and the REST service are thin layers over these)::
     estimate(model=spec, cluster=load_cluster("dgx-h100", nodes=8),
              workload=WorkloadSpec(seq_len=8192, global_batch=512),
              layout=ParallelConfig(tp=8, pp=4)).memory.fits
+    memplan(model=spec, cluster=..., workload=..., layout=..., budget_gib=60)  # memory reuse
 """
 
 from importlib import import_module
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
         ("ParamCounts", "count_params", "training_flops_per_token"), "planner.graph.params"
     ),
     **dict.fromkeys(("PlanOutcome", "PlanRequest", "PlanResult", "plan"), "planner.plan"),
+    **dict.fromkeys(("MemoryPlan", "memplan", "memplan_snapshot"), "planner.memplan"),
     **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
     **dict.fromkeys(("ScatterResult", "scatter"), "planner.scattering"),
     **dict.fromkeys(
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     )
     from planner.experts import ExpertPlacementResult, RoutingStats, place_experts
     from planner.graph.params import ParamCounts, count_params, training_flops_per_token
+    from planner.memplan import MemoryPlan, memplan, memplan_snapshot
     from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
     from planner.predict import Estimate, estimate
     from planner.scattering import ScatterResult, scatter
@@ -103,6 +106,7 @@ __all__ = [
     "Infeasible",
     "LinkSpec",
     "MLASpec",
+    "MemoryPlan",
     "MoESpec",
     "ModelSpec",
     "OptimizerSpec",
@@ -126,6 +130,8 @@ __all__ = [
     "load_gpu",
     "load_link",
     "load_model",
+    "memplan",
+    "memplan_snapshot",
     "place_experts",
     "plan",
     "scatter",

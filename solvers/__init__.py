@@ -22,6 +22,16 @@ from solvers.expert_placement import solve as solve_expert_placement
 from solvers.expert_problem import Affinity, ExpertPlacementProblem
 from solvers.scatter import ScatterProblem, ScatterSolution, ScatterTable
 from solvers.scatter import solve as solve_scatter
+from solvers.memory_placement import PlacementProblem, PlacementSolution, Tensor
+from solvers.memory_placement import solve as solve_memory_placement
+from solvers.recompute_offload import (
+    CHOICES,
+    ActivationGroup,
+    Choice,
+    RecomputeOffloadProblem,
+    RecomputeOffloadSolution,
+)
+from solvers.recompute_offload import solve as solve_recompute_offload
 from solvers.stage_partition import (
     LayerKind,
     LayerRun,
@@ -32,8 +42,11 @@ from solvers.stage_partition import solve as solve_stage_partition
 
 __all__ = [
     "Affinity",
+    "CHOICES",
+    "ActivationGroup",
     "AllowedTable",
     "Axis",
+    "Choice",
     "CostFactor",
     "DegreesProblem",
     "DegreesSolution",
@@ -42,16 +55,23 @@ __all__ = [
     "Incumbent",
     "LayerKind",
     "LayerRun",
+    "PlacementProblem",
+    "PlacementSolution",
     "ProductConstraint",
     "ScatterProblem",
     "ScatterSolution",
     "ScatterTable",
+    "RecomputeOffloadProblem",
+    "RecomputeOffloadSolution",
     "SolveOptions",
     "SolveStatus",
     "StagePartitionProblem",
     "StagePartitionSolution",
+    "Tensor",
     "solve_degrees",
     "solve_expert_placement",
     "solve_scatter",
+    "solve_memory_placement",
+    "solve_recompute_offload",
     "solve_stage_partition",
 ]

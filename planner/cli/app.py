@@ -55,6 +55,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "planner.cli.estimate:estimate_command",
         "Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU.",
     ),
+    "memplan": LazyCommand(
+        "planner.cli.memplan:memplan_command",
+        "Plan where tensors live: live-bytes bound, simulated allocator, planned placement.",
+    ),
     "emit": LazyCommand(
         "planner.cli.emit:emit_command",
         "Turn a plan into the files a user launches (deterministic: same plan, same bytes).",
