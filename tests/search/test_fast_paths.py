@@ -15,8 +15,7 @@ import random
 import pytest
 
 from planner.catalog import load_cluster, load_model
-from planner.cost import memory as memory_module
-from planner.cost import stage_work
+from planner.cost import memory_nodes, stage_work
 from planner.cost.memory import static_lower_bound
 from planner.cost.schedule import peak_in_flight, peak_in_flight_walk, rank_op_arrays, rank_ops
 from planner.predict import estimate, memory_stages, prepare, step_lower_bound, time_report
@@ -70,8 +69,8 @@ def test_planner_numbers_equal_estimate(name: str, gpus: int, seq_len: int, batc
         assert static_lower_bound(prepared.ctx) * (1 - 1e-9) <= peak
         assert step_lower_bound(prepared) * (1 - 1e-9) - 1e-6 <= timing.step_time_s
         lean.append((stages, timing))
-    memory_module._node_cache.clear()
-    memory_module._param_cache.clear()
+    memory_nodes.stage_nodes.cache_clear()
+    memory_nodes.stage_params.cache_clear()
     stage_work._stage_cache.clear()
     for layout, (stages, timing) in zip(sample, lean, strict=True):
         full = estimate(model=model, cluster=cluster, workload=workload, layout=layout)
