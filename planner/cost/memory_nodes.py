@@ -10,14 +10,13 @@ in the cache key: an entry cannot go stale.
 
 The inputs are named tuples (frozen, and hashed and compared in C: the planner looks
 them up about a hundred thousand times per search). Layers and edges enter them as
-``Interned`` handles, one per distinct value, which
-hash and compare by identity in constant time (hashing a layer's nested dataclasses on
-every lookup would cost the planner about a quarter of its time). Equal handles mean equal
-values; a value interned twice only costs a cache miss. A layer's index is not read, so
-layers equal but for their index share a handle: equal stages of different ranks, layouts
-and graphs share an entry. ``graph_view`` gives a graph's handles, memoised per graph
-object (a function of the whole, immutable graph; the entry holds the graph, so its id is
-not reused while the entry lives).
+``keys.Interned`` handles, one per distinct value, which hash and compare in constant time
+(hashing a layer's nested dataclasses on every lookup would cost the planner about a
+quarter of its time). A layer's index is not read, so layers equal but for their index
+share a handle: equal stages of different ranks, layouts and graphs share an entry.
+``graph_view`` gives a graph's handles, memoised per graph object (a function of the
+whole, immutable graph; the entry holds the graph, so its id is not reused while the
+entry lives).
 """
 
 from __future__ import annotations
@@ -25,36 +24,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Generic, NamedTuple, TypeVar
+from typing import NamedTuple
 
+from planner.cost.keys import Interned, intern
 from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, SavedBytes
 from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
 
 CACHE_LIMIT = 20_000
 """Entries each cache keeps (least recently used dropped first)."""
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, eq=False)
-class Interned(Generic[T]):
-    """A frozen value behind a handle that hashes and compares by identity."""
-
-    value: T
-
-
-_interned: dict[object, Interned] = {}
 _views: dict[int, tuple[ModelGraph, GraphView]] = {}
-
-
-def intern(value: T) -> Interned[T]:
-    """The one handle of ``value`` (a new one if the table was emptied since)."""
-    handle = _interned.get(value)
-    if handle is None:
-        if len(_interned) >= CACHE_LIMIT:
-            _interned.clear()
-        handle = _interned[value] = Interned(value)
-    return handle
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pytest
 
 from planner import ParallelConfig, WorkloadSpec, load_cluster, load_model
 from planner.cost import memory_nodes
-from planner.cost.memory_nodes import NodeLayout, graph_view, intern
+from planner.cost.keys import intern
+from planner.cost.memory_nodes import NodeLayout, graph_view
 from planner.predict import memory_stages, prepare
 from planner.search.candidates import enumerate_layouts
 

@@ -71,7 +71,7 @@ def test_planner_numbers_equal_estimate(name: str, gpus: int, seq_len: int, batc
         lean.append((stages, timing))
     memory_nodes.stage_nodes.cache_clear()
     memory_nodes.stage_params.cache_clear()
-    stage_work._stage_cache.clear()
+    stage_work._stage_times.cache_clear()
     for layout, (stages, timing) in zip(sample, lean, strict=True):
         full = estimate(model=model, cluster=cluster, workload=workload, layout=layout)
         assert full.time == timing
