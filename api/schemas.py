@@ -216,6 +216,17 @@ class Job(BaseModel):
     )
 
 
+class JobSummary(BaseModel):
+    """One stored plan job in a listing: its request and, once done, its best plan."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    request: dict[str, Any] = Field(description="the body as it was first submitted")
+    best_layout: str | None = Field(default=None, description="the best plan's layout")
+    best_step_time_s: float | None = None
+
+
 class ModelEntry(BaseModel):
     """A model and its size (``autopar models show --json``), with where it comes from."""
 

@@ -10,38 +10,81 @@ Public Python API (the CLI and the REST service are thin layers over these)::
              layout=ParallelConfig(tp=8, pp=4)).memory.fits
 """
 
-from planner.catalog import (
-    CatalogModel,
-    catalog_model,
-    import_hf_config,
-    list_catalog_models,
-    load_cluster,
-    load_gpu,
-    load_link,
-    load_model,
-)
-from planner.errors import (
-    AutoparError,
-    ImportFormatError,
-    Infeasible,
-    SpecError,
-    UnknownNameError,
-)
-from planner.graph.params import ParamCounts, count_params, training_flops_per_token
-from planner.plan import PlanResult, plan
-from planner.predict import Estimate, estimate
-from planner.specs import (
-    ClusterSpec,
-    GPUSpec,
-    LinkSpec,
-    MLASpec,
-    ModelSpec,
-    MoESpec,
-    OptimizerSpec,
-    ParallelConfig,
-    PeakTflops,
-    WorkloadSpec,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("CatalogModel", "catalog_model", "import_hf_config", "list_catalog_models",
+         "load_cluster", "load_gpu", "load_link", "load_model"),
+        "planner.catalog",
+    ),
+    **dict.fromkeys(
+        ("AutoparError", "ImportFormatError", "Infeasible", "SpecError", "UnknownNameError"),
+        "planner.errors",
+    ),
+    **dict.fromkeys(
+        ("ParamCounts", "count_params", "training_flops_per_token"), "planner.graph.params"
+    ),
+    **dict.fromkeys(("PlanResult", "plan"), "planner.plan"),
+    **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
+    **dict.fromkeys(
+        ("ClusterSpec", "GPUSpec", "LinkSpec", "MLASpec", "ModelSpec", "MoESpec",
+         "OptimizerSpec", "ParallelConfig", "PeakTflops", "WorkloadSpec"),
+        "planner.specs",
+    ),
+}  # fmt: skip
+"""Each public name and the module it lives in: imported on first use (PEP 562), so that
+``import planner.cli.app`` (``autopar --help``) does not load the solvers and the cost
+model."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'planner' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from planner.catalog import (
+        CatalogModel,
+        catalog_model,
+        import_hf_config,
+        list_catalog_models,
+        load_cluster,
+        load_gpu,
+        load_link,
+        load_model,
+    )
+    from planner.errors import (
+        AutoparError,
+        ImportFormatError,
+        Infeasible,
+        SpecError,
+        UnknownNameError,
+    )
+    from planner.graph.params import ParamCounts, count_params, training_flops_per_token
+    from planner.plan import PlanResult, plan
+    from planner.predict import Estimate, estimate
+    from planner.specs import (
+        ClusterSpec,
+        GPUSpec,
+        LinkSpec,
+        MLASpec,
+        ModelSpec,
+        MoESpec,
+        OptimizerSpec,
+        ParallelConfig,
+        PeakTflops,
+        WorkloadSpec,
+    )
 
 __all__ = [
     "AutoparError",

@@ -1,9 +1,10 @@
 """autopar's prediction of a measured training step: ``estimate`` on the record's run.
 
 It sits above ``planner.predict`` because ``predict`` reads the time model's rates, which
-``planner.cost.rates`` calibrates on these very records (through
-``planner.cost.measured``, which turns a record into specs and work). The dependency goes
-one way: cost -> predict -> this module.
+``planner.cost.rates`` calibrates on the single-GPU records (through
+``planner.cost.measured``, which turns a record into specs and work; the two-GPU records
+through ``planner.cost.measured_two_gpu``). The dependency goes one way: cost -> predict
+-> this module.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from planner.cost.measured import (
     optimizer_kind,
     state_layout_name,
 )
+from planner.cost.measured_two_gpu import two_gpu_inputs
 from planner.predict import Estimate, estimate
 from planner.specs.workload import WorkloadSpec
 
@@ -38,3 +40,9 @@ def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
         state_layout_name=state_layout_name(config),
         optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
     )
+
+
+def estimate_two_gpu_record(record: dict[str, Any]) -> Estimate:
+    """``planner.estimate`` of the step a two-GPU record measured, on two GPUs of one H200
+    node (``planner.cost.measured_two_gpu.two_gpu_inputs``)."""
+    return estimate(**two_gpu_inputs(record))

@@ -8,6 +8,7 @@ what ``autopar estimate --json`` prints.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,10 @@ from pydantic import BaseModel, ConfigDict
 
 from planner.cost.compute import Rates
 from planner.cost.frameworks import (
+    DEFAULT_RUNTIME,
     DEFAULT_STATE_LAYOUT,
     Framework,
+    Runtime,
     StateLayout,
     implementation,
     state_layout,
@@ -39,6 +42,7 @@ from planner.cost.reserve import (
 )
 from planner.cost.stage_work import stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
+from planner.cost.timeline import PipelineTimes
 from planner.errors import SpecError
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
@@ -78,6 +82,25 @@ class MemoryReport(BaseModel):
     stages: list[StageReport]
 
 
+class PipelineSchedule(BaseModel):
+    """What the pipeline schedule was simulated from, so it can be simulated (drawn) again.
+
+    ``forward_s[k]`` / ``backward_s[k]``: one micro-batch through virtual stage k = chunk x
+    pp + rank, seconds, the exposed in-layer communication and (plain 1F1B) the blocking
+    send included; ``p2p_s``: one transfer between consecutive virtual stages.
+    ``planner.cost.timeline.simulate`` on these gives the op-by-op timeline.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pp: int
+    vpp: int
+    microbatches: int
+    forward_s: list[float]
+    backward_s: list[float]
+    p2p_s: float
+
+
 class TimeReport(BaseModel):
     """Predicted step time and throughput; ``mfu``/``hfu`` are fractions (0 to 1).
 
@@ -96,6 +119,7 @@ class TimeReport(BaseModel):
     hfu: float
     breakdown_s: dict[str, float]
     rates_source: str
+    pipeline: PipelineSchedule | None = None
 
 
 class Estimate(BaseModel):
@@ -146,6 +170,7 @@ class Prepared:
     ctx: MemoryContext
     flash_attention: bool
     optimizer_impl: OptimizerKind
+    runtime: Runtime = DEFAULT_RUNTIME
 
 
 def prepare(
@@ -159,11 +184,13 @@ def prepare(
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
     check: bool = True,
+    runtime: Runtime = DEFAULT_RUNTIME,
 ) -> Prepared:
     """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
 
     ``check=False`` skips the rule check, for callers that already ran
-    ``layout_violations`` on the resolved layout (the planner's candidates).
+    ``layout_violations`` on the resolved layout (the planner's candidates). ``runtime``
+    describes the training loop beyond the framework's defaults (``frameworks.Runtime``).
     """
     layout = apply_framework_defaults(layout, framework=framework)
     resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
@@ -179,11 +206,13 @@ def prepare(
         layout=states,
         precision=workload.precision,
         flash_attention=flash_attention,
+        runtime=runtime,
     )
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
     reserve = memory_reserve(cluster.gpu, layout=resolved)
+    plain_ddp = framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0
     kind = optimizer_impl or OPTIMIZER_KIND[framework]
     ctx = MemoryContext(
         model=model,
@@ -192,7 +221,11 @@ def prepare(
         states=states,
         num_gpus=cluster.num_gpus,
         microbatches=microbatches,
-        ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
+        ddp_bucket_copy=plain_ddp and not runtime.ddp_bucket_view,
+        grads_bucket_view=plain_ddp and runtime.ddp_bucket_view,
+        reshard_after_forward=runtime.reshard_after_forward,
+        kept_output_bytes=impl.activation_bytes if runtime.pipeline_keeps_outputs else 0.0,
+        loop_logits_bytes=impl.activation_bytes if runtime.loop_keeps_logits else 0.0,
         communication_buckets=communication_buckets(
             framework=framework, zero_stage=resolved.zero_stage, states=states
         ),
@@ -210,6 +243,7 @@ def prepare(
         ctx=ctx,
         flash_attention=flash_attention,
         optimizer_impl=kind,
+        runtime=runtime,
     )
 
 
@@ -239,6 +273,7 @@ def estimate(
     state_layout_name: str | None = None,
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
+    runtime: Runtime = DEFAULT_RUNTIME,
 ) -> Estimate:
     """Predict per-stage memory of ``layout`` for ``model`` on ``cluster`` for ``workload``.
 
@@ -253,6 +288,7 @@ def estimate(
         state_layout_name=state_layout_name,
         flash_attention=flash_attention,
         optimizer_impl=optimizer_impl,
+        runtime=runtime,
     )
     return assemble(prepared, memory_stages(prepared), time_report(prepared))
 
@@ -277,6 +313,7 @@ def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) 
         "state_layout": prepared.states.name,
         "flash_attention": prepared.flash_attention,
         "optimizer_impl": prepared.optimizer_impl,
+        "runtime": dataclasses.asdict(prepared.runtime),
         "microbatches": prepared.ctx.microbatches,
         "gpus_per_node": cluster.gpus_per_node,
         "model_spec": model.model_dump(mode="json"),
@@ -380,6 +417,20 @@ def _time_report(
         hfu=round(executed / (step * cluster.num_gpus * peak), 4),
         breakdown_s={key: round(value, 6) for key, value in breakdown.parts().items()},
         rates_source=rates.source,
+        pipeline=_schedule(breakdown.pipeline),
+    )
+
+
+def _schedule(times: PipelineTimes | None) -> PipelineSchedule | None:
+    if times is None:
+        return None
+    return PipelineSchedule(
+        pp=times.pp,
+        vpp=times.vpp,
+        microbatches=times.microbatches,
+        forward_s=list(times.forward_s),
+        backward_s=list(times.backward_s),
+        p2p_s=times.p2p_s,
     )
 
 

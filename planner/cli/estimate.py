@@ -23,6 +23,8 @@ from planner.cli.inputs import (
     load_inputs,
 )
 from planner.cli.output import console, print_json
+from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, Runtime
+from planner.errors import SpecError
 from planner.predict import Estimate, estimate
 from planner.specs.layout import ParallelConfig
 
@@ -59,6 +61,42 @@ def estimate_command(
             "offload_optimizer, Megatron --optimizer-cpu-offload): 0 to 1.",
         ),
     ] = 0.0,
+    first_stage_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--first-stage-layers",
+            "--decoder-first-pipeline-num-layers",
+            min=1,
+            help="Transformer layers on the first pipeline stage (uneven split; the middle "
+            "stages share the rest evenly).",
+        ),
+    ] = None,
+    last_stage_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--last-stage-layers",
+            "--decoder-last-pipeline-num-layers",
+            min=1,
+            help="Transformer layers on the last pipeline stage (uneven split).",
+        ),
+    ] = None,
+    account_for_embedding: Annotated[
+        bool,
+        typer.Option(
+            "--account-for-embedding-in-pipeline-split",
+            help="Count the embedding as one layer when splitting layers over stages.",
+        ),
+    ] = False,
+    account_for_loss: Annotated[
+        bool,
+        typer.Option(
+            "--account-for-loss-in-pipeline-split",
+            help="Count the output layer and loss as one layer when splitting.",
+        ),
+    ] = False,
+    pipeline_schedule: Annotated[
+        str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
+    ] = "1f1b",
     recompute: Annotated[str, typer.Option(help="none | selective | full.")] = "none",
     recompute_method: Annotated[
         str | None, typer.Option("--recompute-method", help="uniform | block (full only).")
@@ -79,6 +117,14 @@ def estimate_command(
             help="Fused attention (no s x s scores kept) or an unfused softmax.",
         ),
     ] = True,
+    attention_backend: Annotated[
+        str | None,
+        typer.Option(
+            "--attention-backend",
+            help="flash | cudnn | efficient | unfused: the attention kernel timed "
+            "[default: flash].",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU."""
@@ -101,6 +147,11 @@ def estimate_command(
         "recompute": recompute,
         "recompute_method": recompute_method,
         "recompute_num_layers": recompute_layers,
+        "first_stage_layers": first_stage_layers,
+        "last_stage_layers": last_stage_layers,
+        "account_for_embedding_in_pipeline_split": account_for_embedding,
+        "account_for_loss_in_pipeline_split": account_for_loss,
+        "pipeline_schedule": pipeline_schedule,
     }
     if zero is not None:
         fields["zero_stage"] = zero
@@ -113,11 +164,20 @@ def estimate_command(
         framework=framework,
         state_layout_name=state_layout,  # type: ignore[arg-type]
         flash_attention=flash_attention,
+        runtime=Runtime(attention_backend=_attention_backend(attention_backend)),
     )
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
     render_estimate(result)
+
+
+def _attention_backend(name: str | None) -> AttentionBackend | None:
+    if name is not None and name not in ATTENTION_BACKENDS:
+        raise SpecError(
+            f"--attention-backend: unknown '{name}'; known: {', '.join(ATTENTION_BACKENDS)}"
+        )
+    return name  # type: ignore[return-value]
 
 
 def render_estimate(result: Estimate) -> None:

@@ -33,6 +33,7 @@ from planner.cli.inputs import (
     load_inputs,
 )
 from planner.cli.output import console, print_json
+from planner.cli.pictures import print_plan_pictures, search_progress
 from planner.cli.refine import (
     RefineObjectivesOption,
     RefineOption,
@@ -42,8 +43,10 @@ from planner.cli.refine import (
     refined_best,
     render_refinement,
 )
+from planner.cli.report import write_report
 from planner.errors import SpecError
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult, plan
+from planner.report.inputs import PlanView
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
 
@@ -128,6 +131,10 @@ def plan_command(
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Directory for --emit.")] = Path("run"),
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also draw the plans as a self-contained HTML file."),
+    ] = None,
     as_json: JsonOption = False,
     # Optuna refinement of the solver's plans (planner/cli/refine.py)
     refine: RefineOption = 0,
@@ -152,21 +159,23 @@ def plan_command(
         model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
         global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
     )  # fmt: skip
-    result = plan(
-        model=model_spec,
-        cluster=cluster_spec,
-        workload=workload,
-        framework=framework,  # type: ignore[arg-type]
-        objective=objective,
-        fixed=fixed,
-        maxima=maxima,
-        headroom_gib=headroom_gib,
-        top_k=top_k,
-        time_limit_s=time_limit,
-        price_per_gpu_hour=price_per_gpu_hour,
-        token_budget=parse_tokens(token_budget) if token_budget is not None else None,
-        deadline_hours=deadline_hours,
-    )
+    with search_progress(not as_json) as progress:
+        result = plan(
+            model=model_spec,
+            cluster=cluster_spec,
+            workload=workload,
+            framework=framework,  # type: ignore[arg-type]
+            objective=objective,
+            fixed=fixed,
+            maxima=maxima,
+            headroom_gib=headroom_gib,
+            top_k=top_k,
+            time_limit_s=time_limit,
+            price_per_gpu_hour=price_per_gpu_hour,
+            token_budget=parse_tokens(token_budget) if token_budget is not None else None,
+            deadline_hours=deadline_hours,
+            progress=progress,
+        )
     data = result.model_dump(mode="json")
     extras: dict[str, Any] = {}
     renders: list[Callable[[], None]] = []
@@ -190,6 +199,8 @@ def plan_command(
         renders.append(lambda: render_hardware(ranking))
     if emit is not None:
         write_emitted(emitted, format=emit, out=out, quiet=as_json)
+    if report is not None:
+        write_report(data, report)
     if as_json:
         print_json({**data, **extras})
         return
@@ -235,6 +246,7 @@ def render_plan(result: PlanResult) -> None:
         table.add_row(*cells, f"{name.replace('_', ' ')} {seconds:.3f} s")
     out = console()
     out.print(table)
+    print_plan_pictures(PlanView.model_validate(result.plans[0].model_dump(mode="json")), out)
     out.print(result.plans[0].explanation)
     info = result.search
     verdict = "optimal" if info.optimal else "NOT proven optimal (time limit)"

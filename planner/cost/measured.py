@@ -15,7 +15,12 @@ from typing import Any
 from planner.cost.compute import embedding_work, head_work, layer_work
 from planner.cost.fit import Phase
 from planner.cost.frameworks import implementation, state_layout
-from planner.cost.stage_work import layer_shape, optimizer_step_work, recomputed_positions
+from planner.cost.stage_work import (
+    layer_shape,
+    optimizer_step_work,
+    recomputed_positions,
+    selective_recompute,
+)
 from planner.cost.time import OPTIMIZER_AFTER_LEAD
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
@@ -86,8 +91,7 @@ def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
         if position in recomputed:
             phases.append(Phase(work.forward, accumulation))
         elif layout.recompute == "selective":
-            attention = tuple(w for w in work.forward if w.kind == "attention")
-            phases.append(Phase(attention, accumulation))
+            phases.append(Phase(selective_recompute(work), accumulation))
     for edge in (
         embedding_work(model, tokens=shape.tokens, impl=impl),
         head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl),

@@ -50,19 +50,23 @@ from planner.cost.memory_nodes import (
     stage_params,
 )
 from planner.cost.schedule import peak_in_flight
-from planner.graph.ops import ModelGraph
-from planner.specs.layout import ParallelConfig, stage_layer_counts
+from planner.graph.ops import LayerNode, ModelGraph
+from planner.specs.layout import ParallelConfig, virtual_stage_layer_counts
 from planner.specs.model import ModelSpec
 
-OptimizerKind = Literal["fused", "foreach", "per_tensor"]
+OptimizerKind = Literal["fused", "foreach", "per_tensor", "chunked"]
 """How the optimizer step allocates temporaries: ``fused`` multi-tensor kernels (Apex /
 Transformer Engine / DeepSpeed FusedAdam) none; PyTorch's ``foreach`` AdamW one copy of
 every local parameter in the moment dtype (``_foreach_sqrt`` of the second moment);
 ``per_tensor`` (``foreach=False``) two copies of the largest tensor (``sqrt`` and the
-division by the bias correction)."""
+division by the bias correction); ``chunked``: a fused AdamW over fp32 master weights run
+one chunk at a time (a layer, the embedding, the final norm with the output layer), each
+chunk's low-precision gradients up-cast to a transient fp32 copy: one fp32 copy of the
+largest local chunk."""
 
 
 LOGITS_BLOCK_BYTES = 4
+FP32_BYTES = 4
 """Bytes per token and vocabulary entry of the largest block a training step allocates on
 the last stage: the fp32 logits (their copy for ``log_softmax``, or the gradient)."""
 
@@ -120,6 +124,19 @@ class MemoryContext:
     ZeRO reduce and all-gather buckets), present at every moment of the step."""
     optimizer_kind: OptimizerKind
     reserve: MemoryReserve
+    grads_bucket_view: bool = False
+    """DDP ``gradient_as_bucket_view``: the gradients are views into its persistent buckets,
+    so they exist at every moment (and there is no second copy)."""
+    reshard_after_forward: bool = True
+    """FSDP2 / ZeRO-3: False keeps every unit's gathered parameters from its forward until
+    its backward (ZeRO-2-like)."""
+    kept_output_bytes: float = 0.0
+    """Bytes per token and vocabulary entry of the last stage's output (the logits) that the
+    pipeline runtime keeps for every micro-batch until the step returns
+    (``torch.distributed.pipelining``); 0: none kept (Megatron, DeepSpeed)."""
+    loop_logits_bytes: float = 0.0
+    """Bytes per token and vocabulary entry of the logits the training loop holds through
+    the backward of its micro-batch (0: released when the loss is formed)."""
 
 
 def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
@@ -131,15 +148,11 @@ def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
 
 def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
     """Layer indices of each virtual stage, in pipeline order (chunk-major: c * pp + rank)."""
-    counts = stage_layer_counts(model, layout)
-    vpp = layout.vpp or 1
     stages: list[list[int]] = []
     next_layer = 0
-    for _chunk in range(vpp):
-        for rank in range(layout.pp):
-            size = counts[rank] // vpp
-            stages.append(list(range(next_layer, next_layer + size)))
-            next_layer += size
+    for size in virtual_stage_layer_counts(model, layout):
+        stages.append(list(range(next_layer, next_layer + size)))
+        next_layer += size
     return stages
 
 
@@ -153,29 +166,29 @@ def rank_parameters(ctx: MemoryContext, rank: int) -> float:
 def static_lower_bound(ctx: MemoryContext) -> float:
     """A lower bound on the largest ``StageMemory.total`` of ``stage_memory(ctx)``, bytes.
 
-    Every moment of ``_rank_memory`` holds the weights, optimizer states and the extra
-    buffers, at least the persistent gradients (the optimizer moment holds all of them),
-    and activations and transients that are never negative, so the peak of each rank is
-    at least (weights + optimizer + persistent gradients + extra) x (1 + fragmentation)
-    + the non-allocator reserve. The planner rejects layouts whose bound already exceeds
+    Every moment of ``_rank_memory`` holds the weights, optimizer states and the static
+    buffers, and activations and transients that are never negative; the optimizer
+    moment holds every gradient, the forward moment the gathered weights and the
+    persistent gradients. So the peak of each rank is at least (weights + optimizer +
+    static buffers + the larger of those two) x (1 + fragmentation) + the non-allocator
+    reserve. The planner rejects layouts whose bound already exceeds
     the capacity without computing their activations; the floating-point sums are in
     another order than ``_rank_memory``'s, so callers compare with a relative margin.
     """
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     chunks = virtual_stages(ctx.model, layout)
     view = graph_view(ctx.graph)
-    grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
+    persistent = ctx.states.grads_persistent or ctx.grads_bucket_view
     largest = 0.0
     for rank in range(layout.pp):
         mine = [chunk * layout.pp + rank for chunk in range(vpp)]
         dense, expert = _rank_params(ctx, rank, chunks, view)
         weights, grads_full, optimizer = _states(ctx, dense, expert)
-        extra = (
-            _gathered_weights(ctx, chunks, mine)
-            + (grads_full if ctx.ddp_bucket_copy else 0.0)
-            + ctx.communication_buckets
-        )
-        held = weights + optimizer + (grads_full if grads_accumulate else 0.0) + extra
+        extra = (grads_full if ctx.ddp_bucket_copy else 0.0) + ctx.communication_buckets
+        # the optimizer moment holds every gradient; the forward moment the gathered
+        # weights and the persistent gradients
+        during = _gathered_weights(ctx, chunks, mine) + (grads_full if persistent else 0.0)
+        held = weights + optimizer + max(grads_full, during) + extra
         total = held + held * ctx.reserve.fragmentation + ctx.reserve.non_allocator_bytes
         largest = max(largest, total)
     return largest
@@ -212,26 +225,40 @@ def _rank_memory(
     ]
     chunk_saved = [sum(node.saved for node in nodes) for nodes in nodes_per_chunk]
     per_microbatch = chunk_saved
-    in_flight = peak_in_flight(
-        rank=rank,
-        pp=layout.pp,
-        vpp=vpp,
-        microbatches=ctx.microbatches,
-        chunk_bytes=per_microbatch,
-    )
+    if layout.pipeline_schedule == "gpipe":
+        # every forward before any backward: all micro-batches in flight on every stage
+        in_flight = ctx.microbatches * sum(per_microbatch)
+    else:
+        in_flight = peak_in_flight(
+            rank=rank,
+            pp=layout.pp,
+            vpp=vpp,
+            microbatches=ctx.microbatches,
+            chunk_bytes=per_microbatch,
+        )
     weights_params, expert_params = _rank_params(ctx, rank, chunks, view)
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
-    grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
+    grads_accumulate = _grads_before_peak(ctx, rank)
     static_grads = grads_full if grads_accumulate else 0.0
-    extra = (
-        _gathered_weights(ctx, chunks, my_chunks)
-        + (grads_full if ctx.ddp_bucket_copy else 0.0)
-        + ctx.communication_buckets
-    )
+    # buffers alive at every moment of the step, the optimizer's included
+    static_extra = (grads_full if ctx.ddp_bucket_copy else 0.0) + ctx.communication_buckets
+    # alive through the forward and backward passes only: gathered weights (resharded
+    # before the optimizer step) and the outputs a pipeline runtime keeps
+    is_last = last_virtual in my_chunks
+    during = _gathered_weights(ctx, chunks, my_chunks)
+    if ctx.grads_bucket_view and ctx.microbatches > 1:
+        # DDP accumulates under ``no_sync`` into ordinary gradient tensors, which the last
+        # micro-batch's backward copies into the buckets: both exist until then
+        during += grads_full
+    # logits held past their loss: every micro-batch's by a pipeline runtime, the running
+    # one's by the training loop
+    logits = _tokens(ctx) * ctx.model.vocab_size / layout.tp if is_last else 0.0
+    per_logit = max(ctx.kept_output_bytes, ctx.loop_logits_bytes)
+    kept_count = ctx.microbatches if layout.pp > 1 and ctx.kept_output_bytes else 1
+    kept = kept_count * per_logit * logits
 
     # moments: (activations, grads, transient), scanned in order; the first largest
     # activations + grads + transient is the peak (as ``max`` over the list would pick)
-    is_last = last_virtual in my_chunks
     head_transient = (
         memory_nodes.head_transient(
             ctx.graph.output, tokens=_tokens(ctx), tp=layout.tp, backward=False
@@ -242,7 +269,10 @@ def _rank_memory(
     # backward of the last in-flight micro-batch through the chunk with the most activations
     busiest = max(range(vpp), key=lambda c: per_microbatch[c])
     cached_casts = sum(node.forward_only for node in nodes_per_chunk[busiest])
-    best = (in_flight, static_grads, head_transient + cached_casts)
+    # the forward's logits are among the kept ones (the head's transient counts them too)
+    forward_kept = kept - logits * per_logit
+    best = (in_flight, static_grads, head_transient + cached_casts + during + forward_kept)
+    during += kept
     best_total, name = best[0] + best[1] + best[2], "forward"
     others = in_flight - per_microbatch[busiest]
     nodes = nodes_per_chunk[busiest]
@@ -257,15 +287,23 @@ def _rank_memory(
         # a node's temporaries (its activation gradients) peak before its weight
         # gradients exist; once those are written, the temporaries are gone
         acts, grads = others + held, static_grads + earlier
-        for moment in ((acts, grads, nodes[position].workspace), (acts, grads + own, 0.0)):
+        for moment in (
+            (acts, grads, nodes[position].workspace + during),
+            (acts, grads + own, during),
+        ):
             total = moment[0] + moment[1] + moment[2]
             if total > best_total:
                 best, best_total, name = moment, total, f"backward:{position}"
-    moment = (0.0, grads_full, _optimizer_temporaries(ctx, weights_params + expert_params))
+    moment = (
+        0.0,
+        grads_full,
+        _optimizer_temporaries(ctx, weights_params + expert_params, rank, chunks),
+    )
     total = moment[0] + moment[1] + moment[2]
     if total > best_total:
         best, best_total, name = moment, total, "optimizer"
     activations, gradients, transient = best
+    extra = static_extra
     allocated = weights + optimizer + activations + gradients + transient + extra
     unusable = allocated * ctx.reserve.fragmentation
     if is_last and ctx.reserve.fragmentation > 0:
@@ -331,6 +369,10 @@ def _expert_shards(ctx: MemoryContext) -> int:
     return ctx.layout.ep * ctx.layout.expert_tp
 
 
+def _layer_param_count(ctx: MemoryContext, layer: LayerNode) -> float:
+    return layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=_expert_shards(ctx))
+
+
 def effective_zero_stage(ctx: MemoryContext) -> int:
     """The ZeRO stage the states follow: FSDP2 (``fsdp`` layout) always shards everything."""
     return 3 if ctx.states.name == "fsdp" else ctx.layout.zero_stage
@@ -355,28 +397,74 @@ def _states(ctx: MemoryContext, dense: float, expert: float) -> tuple[float, flo
 
 
 def _gathered_weights(ctx: MemoryContext, chunks: list[list[int]], mine: list[int]) -> float:
-    """Under ZeRO-3 / FSDP: the unsharded copy of the running layer and the prefetched next."""
+    """Under ZeRO-3 / FSDP, while the forward and backward run: the unsharded copy of the
+    running unit and the prefetched next (every unit of the rank when units are not
+    resharded after their forward), and the running unit's unsharded gradients. The
+    units are the layers and, on the end stages, the embedding and the output layer
+    (FSDP2 and torchtitan wrap each on its own)."""
     if effective_zero_stage(ctx) < 3:
         return 0.0
-    layer_ids = [i for virtual in mine for i in chunks[virtual]]
-    if not layer_ids:
+    units = _unit_param_counts(ctx, chunks, mine)
+    if not units:
         return 0.0
-    expert_shards = _expert_shards(ctx)
-    largest = max(
-        ctx.graph.layers[i].params.per_gpu(tp=ctx.layout.tp, expert_shards=expert_shards)
-        for i in layer_ids
-    )
-    gathered = 2 * largest * ctx.states.gathered_weight_bytes
+    largest = max(units)
+    if ctx.reshard_after_forward:
+        gathered = 2 * largest * ctx.states.gathered_weight_bytes
+    else:
+        gathered = sum(units) * ctx.states.gathered_weight_bytes
     unsharded_grads = largest * ctx.states.grad_bytes
     return gathered + unsharded_grads
 
 
-def _optimizer_temporaries(ctx: MemoryContext, local_params: float) -> float:
+def _unit_param_counts(ctx: MemoryContext, chunks: list[list[int]], mine: list[int]) -> list[float]:
+    """Parameters on one GPU (before data-parallel sharding) of each layer, and of the
+    embedding and the output layer with the final norm where this rank holds them."""
+    layout = ctx.layout
+    units = [
+        _layer_param_count(ctx, ctx.graph.layers[i]) for virtual in mine for i in chunks[virtual]
+    ]
+    if 0 in mine:
+        units.append(ctx.graph.embedding.params.per_gpu(tp=layout.tp, expert_shards=1))
+    if len(chunks) - 1 in mine:
+        units.append(ctx.graph.output.params.per_gpu(tp=layout.tp, expert_shards=1))
+    return units
+
+
+def _grads_before_peak(ctx: MemoryContext, rank: int) -> bool:
+    """Whether every gradient of the rank exists at its forward peak and through the
+    backward of its last in-flight micro-batch.
+
+    Persistent gradient buffers (and DDP's bucket views) always exist. Gradients
+    allocated in backward exist once an earlier micro-batch's backward has run on this
+    rank: in 1F1B, rank r reaches its peak of min(p - r, m) micro-batches in flight before
+    its first backward, and again after it while m is larger; GPipe runs every forward
+    before any backward; the interleaved schedule (not walked here) and gradient
+    accumulation without a pipeline: whenever there is more than one micro-batch.
+    """
+    if ctx.states.grads_persistent or ctx.grads_bucket_view:
+        return True
+    layout, m = ctx.layout, ctx.microbatches
+    if layout.pipeline_schedule == "gpipe":
+        return False
+    if (layout.vpp or 1) > 1:
+        return m > 1
+    return m > min(layout.pp - rank, m)
+
+
+def _optimizer_temporaries(
+    ctx: MemoryContext, local_params: float, rank: int, chunks: list[list[int]]
+) -> float:
     bytes_per_element = ctx.states.moment_bytes / 2
     if ctx.optimizer_kind == "fused":
         return 0.0
     if ctx.optimizer_kind == "foreach":
         return bytes_per_element * local_params
+    if ctx.optimizer_kind == "chunked":
+        vpp = ctx.layout.vpp or 1
+        mine = [chunk * ctx.layout.pp + rank for chunk in range(vpp)]
+        units = _unit_param_counts(ctx, chunks, mine)
+        shards = (ctx.layout.dp or 1) * ctx.layout.cp if effective_zero_stage(ctx) >= 2 else 1
+        return FP32_BYTES * max(units, default=0.0) / shards
     return 2 * bytes_per_element * _largest_tensor(ctx)
 
 

@@ -29,6 +29,7 @@ from functools import cache
 
 import hardware_db
 from planner.catalog import load_gpu
+from planner.cost.attention_backends import backend_speedup
 from planner.cost.compute import AttentionShape, GemmShape, OptimizerShape, Rates
 from planner.cost.fit import Sample, StepCalibration, calibrate_steps
 from planner.cost.measured import single_gpu_step_phases
@@ -67,8 +68,11 @@ class ProfiledRates:
         flops_scale: float = 1.0,
         bandwidth_scale: float = 1.0,
         optimizer_scale: float = 1.0,
+        profiled_gpu: str | None = None,
     ) -> None:
         self.profile = profile
+        self.profiled_gpu = profiled_gpu
+        """The GPU the profile was measured on (its attention-backend ratios apply)."""
         self.gemm_dtype = gemm_dtype
         self.flops_scale = flops_scale
         self.bandwidth_scale = bandwidth_scale
@@ -100,7 +104,9 @@ class ProfiledRates:
             chosen = (
                 measured.backward_flops_per_s if shape.backward else measured.forward_flops_per_s
             )
-            rate = self._attention[shape] = chosen * self.flops_scale
+            # another SDPA backend: FlashAttention-2's rate times its measured speed-up
+            speedup = backend_speedup(self.profiled_gpu, shape) if self.profiled_gpu else None
+            rate = self._attention[shape] = chosen * (speedup or 1.0) * self.flops_scale
         return rate
 
     def memory_bytes_per_s(self, bytes_per_kernel: float) -> float:
@@ -224,6 +230,7 @@ def _profiled_rates(data: RateData, *, framework: str = "megatron", source: str 
         / device_scale,
         bandwidth_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps / device_scale,
         optimizer_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps,
+        profiled_gpu=profiled.id,
     )
     return Rates(
         gemm_flops=shape_rates.gemm_flops(SCALAR_GEMM_SHAPE),

@@ -27,15 +27,20 @@ from planner.cost.compute import (
 )
 from planner.cost.frameworks import StateLayout, state_layout
 from planner.cost.keys import Same
+from planner.cost.memory import FP32_BYTES
 from planner.graph.build import Implementation
 from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
 from planner.specs.model import ModelSpec
 
-OPTIMIZER_KERNELS_PER_TENSOR = {"fused": 0.05, "foreach": 0.5, "per_tensor": 10.0}
+OPTIMIZER_KERNELS_PER_TENSOR = {"fused": 0.05, "foreach": 0.5, "per_tensor": 10.0, "chunked": 2.05}
 """Launches per parameter tensor: PyTorch's single-tensor AdamW runs about ten element-wise
 kernels per tensor (``torch/optim/adamw.py`` ``_single_tensor_adamw``: decay, lerp, mul,
 addcmul, sqrt, div, add, addcdiv, ...); the foreach path batches tensors into lists and a
-fused multi-tensor kernel (Apex, Transformer Engine) covers thousands of tensors per launch."""
+fused multi-tensor kernel (Apex, Transformer Engine) covers thousands of tensors per launch;
+the chunked master-weight step adds, per tensor, the gradient's up-cast and the copy of the
+master back into the model's parameter to the fused kernel's share."""
+PROFILED_IMPLEMENTATION = {"chunked": "fused"}
+"""The profiled step an implementation's device and host time are scaled from."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def stage_work(
         if position in recomputed:
             backward.extend(work.forward)
         elif layout.recompute == "selective":
-            backward.extend(w for w in work.forward if w.kind == "attention")
+            backward.extend(selective_recompute(work))
     if last:
         _add(head_work(model, tokens=tokens, tp=layout.tp, impl=impl), forward, backward)
     return StageWork(forward=tuple(forward), backward=tuple(backward))
@@ -209,11 +214,18 @@ def _kind_times(
         flops += sum(w.flops for w in work.forward)
         launches += _launches(work.forward, rates)
     elif recompute == "selective":
-        backward += total_time(attention, rates)
-        flops += sum(w.flops for w in attention)
-        launches += _launches(attention, rates)
+        core = list(selective_recompute(work))
+        backward += total_time(core, rates)
+        flops += sum(w.flops for w in core)
+        launches += _launches(core, rates)
     gemm = total_time([w for w in work.forward if w.kind == "gemm"], rates)
     return forward, backward, gemm, total_time(attention, rates), flops, launches
+
+
+def selective_recompute(work: LayerWork) -> tuple[Work, ...]:
+    """The forward work selective recomputation runs again in a layer's backward: its
+    attention core, fused or not (``Work.attention_core``)."""
+    return tuple(w for w in work.forward if w.attention_core)
 
 
 def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
@@ -255,6 +267,11 @@ def optimizer_bytes_per_param(states: StateLayout, optimizer_kind: str) -> float
     """
     state = states.moment_bytes / 2
     master = states.master_bytes or states.weight_bytes
+    if optimizer_kind == "chunked":
+        # the fused step on an fp32 gradient copy, the up-cast that makes it (read the
+        # gradient, write fp32) and the copy of the master back into the weight
+        fused = 2 * (master + 2 * state) + FP32_BYTES
+        return fused + (states.grad_bytes + FP32_BYTES) + (master + states.weight_bytes)
     if optimizer_kind == "fused":
         return (
             2 * (master + 2 * state)
@@ -281,12 +298,13 @@ def optimizer_step_work(
     per_param = optimizer_bytes_per_param(states, optimizer_kind)
     dtype = "fp32" if max(states.master_bytes, states.moment_bytes / 2) >= 4 else "bf16"
     profiled = state_layout(OPTIMIZER_PROFILE_LAYOUTS[dtype])
+    measured_as = PROFILED_IMPLEMENTATION.get(optimizer_kind, optimizer_kind)
     shape = OptimizerShape(
-        implementation=optimizer_kind,
+        implementation=measured_as,
         dtype=dtype,
         tensors=param_tensors,
         params=local_params,
-        traffic_ratio=per_param / optimizer_bytes_per_param(profiled, optimizer_kind),
+        traffic_ratio=per_param / optimizer_bytes_per_param(profiled, measured_as),
     )
     kernels = max(1, round(param_tensors * OPTIMIZER_KERNELS_PER_TENSOR[optimizer_kind]))
     return Work(

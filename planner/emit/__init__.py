@@ -1,7 +1,8 @@
 """Emitters: launch files for Megatron-LM, DeepSpeed and torchtitan from a plan.
 
 ``load_emitters()`` imports the emitter modules, which register themselves
-(``planner.emit.base.register``); ``emit_files`` calls it.
+(``planner.emit.base.register``); ``emit_files`` calls it. Every emitter re-checks the
+plan it is given (``checked_plan``) before writing anything.
 """
 
 import importlib
@@ -11,6 +12,7 @@ from planner.emit.base import (
     EmitError,
     EmitInput,
     EmittedFiles,
+    checked_plan,
     emit_input_from_estimate,
     emitter_names,
     get_emitter,
@@ -36,6 +38,7 @@ __all__ = [
     "EmitError",
     "EmitInput",
     "EmittedFiles",
+    "checked_plan",
     "emit_files",
     "emit_input_from_estimate",
     "emitter_names",

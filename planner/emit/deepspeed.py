@@ -1,27 +1,31 @@
 """DeepSpeed emitter: a plan to ``ds_config.json``, ``launch_deepspeed.sh`` and a README.
 
-What DeepSpeed's config JSON carries (../shared/reference/frameworks.md section 2, read at
-DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
+What DeepSpeed's config JSON carries (read in the DeepSpeed 0.19.6 source, under
+``deepspeed/runtime/``; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
 
-  dp                  implicit: ``train_batch_size = micro x accumulation x dp`` (2.1)
+  dp                  implicit: ``train_batch_size = micro x accumulation x dp``
+                      (``DeepSpeedConfig._batch_assertion``, ``config.py``)
   mbs                 ``train_micro_batch_size_per_gpu``
   accumulation        ``gradient_accumulation_steps`` (= pipeline micro-batches when pp > 1)
   zero_stage          ``zero_optimization.stage`` with the bucket keys at the source
-                      defaults (2.3; the source wins where the docs differ, pitfall 9)
+                      defaults (``zero/config.py``; where the documentation shows other
+                      values, the source is what runs)
   offload fraction    ``zero_optimization.offload_optimizer.ratio`` (< 1 only with stage 3)
-  recompute full      ``activation_checkpointing`` (2.4); with pp > 1 also
-                      ``pipeline.activation_checkpoint_interval`` (2.5)
-  cp (a2a)            ``sequence_parallel_size``: Ulysses / ALST (2.6)
+  recompute full      ``activation_checkpointing`` (``activation_checkpointing/config.py``);
+                      with pp > 1 also ``pipeline.activation_checkpoint_interval``
+  cp (a2a)            ``sequence_parallel_size``: Ulysses / ALST
+                      (``sequence_parallel/ulysses_sp.py``)
   pp                  ``pipeline`` (the model must be a ``PipelineModule`` with pp stages)
 
 What it cannot carry is refused with ``EmitError`` naming each reason: tensor and expert
 parallelism (model-code libraries), Megatron's distributed optimizer, interleaved pipeline
-stages, pipeline with ZeRO-2/3 (pitfall 7), ring-attention context parallelism, fp8, and
-uneven pipeline stages. Megatron-only performance switches (selective recompute,
-``overlap_param_gather``) have no DeepSpeed key; the README says so rather than refusing.
+stages, pipeline with ZeRO-2/3 (the pipeline engine asserts ZeRO stage < 2),
+ring-attention context parallelism, fp8, and uneven pipeline stages. Megatron-only
+performance switches (selective recompute, ``overlap_param_gather``) have no DeepSpeed key;
+the README says so rather than refusing.
 
-The module is a little past 400 lines: about a third is the text of the launch script and
-README, kept beside the config keys they explain.
+The module is past 400 lines: about a third is the text of the launch script and README,
+kept beside the config keys they explain.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from planner.emit.base import (
     EmitInput,
     EmittedFiles,
     autopar_version,
+    checked_plan,
     prediction_comment_lines,
     register,
 )
@@ -46,11 +51,11 @@ CONFIG_FILE = "ds_config.json"
 LAUNCH_FILE = "launch_deepspeed.sh"
 README_FILE = "README.md"
 
-# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults, frameworks.md 2.3)
+# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults)
 ALLGATHER_BUCKET_ELEMENTS = 500_000_000
 PARAM_PERSISTENCE_THRESHOLD = 100_000  # docs example shows 1e6; the source default is 1e5
 MAX_LIVE_PARAMETERS = 1_000_000_000
-# deepspeed/runtime/precision_config.py (fp16 block defaults, frameworks.md 2.2)
+# deepspeed/runtime/precision_config.py (fp16 block defaults)
 FP16_BLOCK = {
     "enabled": True,
     "loss_scale": 0,  # 0 = dynamic loss scaling
@@ -99,7 +104,8 @@ def _refusals(plan: EmitInput) -> list[str]:
         problems.extend(_ulysses_refusals(plan))
     if layout.offload_optimizer_fraction > 0 and layout.zero_stage == 0:
         problems.append(
-            "offload_optimizer needs ZeRO stage 1, 2 or 3 (frameworks.md 2.3); zero_stage is 0"
+            "offload_optimizer needs ZeRO stage 1, 2 or 3 (DeepSpeed offloads the optimizer states "
+            "ZeRO partitions); zero_stage is 0"
         )
     if 0 < layout.offload_optimizer_fraction < 1 and layout.zero_stage != 3:
         problems.append(
@@ -139,7 +145,7 @@ def _pipeline_refusals(plan: EmitInput) -> list[str]:
 
 
 def _ulysses_refusals(plan: EmitInput) -> list[str]:
-    """Ulysses (frameworks.md 2.6): heads and KV heads split over cp ranks."""
+    """Ulysses (``sequence_parallel/ulysses_sp.py``): heads and KV heads split over cp ranks."""
     layout, model = plan.layout, plan.model
     cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
     if layout.cp_comm_type != "a2a":
@@ -159,28 +165,18 @@ def _ulysses_refusals(plan: EmitInput) -> list[str]:
 
 
 def _size_refusals(plan: EmitInput) -> list[str]:
-    layout, problems = plan.layout, []
-    dp = layout.dp
-    if dp is None or layout.tp * layout.cp * dp * layout.pp != plan.num_gpus:
-        problems.append(
-            f"tp x cp x dp x pp = {layout.tp} x {layout.cp} x {dp} x {layout.pp} does not "
-            f"match the {plan.num_gpus} GPUs"
-        )
-    elif plan.global_batch % (layout.mbs * dp) != 0:
-        problems.append(
-            f"global batch ({plan.global_batch}) must be divisible by mbs x dp = "
-            f"{layout.mbs} x {dp}: DeepSpeed derives with floor division (pitfall 6)"
-        )
+    """World size and batch arithmetic are ``checked_plan``'s; what is left is the launcher's."""
     if plan.nodes > 1 and plan.num_gpus % plan.gpus_per_node != 0:
-        problems.append(
+        return [
             f"{plan.num_gpus} GPUs over {plan.nodes} nodes of {plan.gpus_per_node}: the "
             "deepspeed launcher starts the same --num_gpus on every node"
-        )
-    return problems
+        ]
+    return []
 
 
 def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
     """The ``ds_config.json`` contents for ``plan``; ``EmitError`` if it cannot be expressed."""
+    plan = checked_plan(plan)
     problems = _refusals(plan)
     if problems:
         raise EmitError("deepspeed cannot express this plan: " + "; ".join(problems))
@@ -195,7 +191,7 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
         "wall_clock_breakdown": False,
         "zero_optimization": _zero_block(plan),
     }
-    # DeepSpeedConfig._batch_assertion, with dp as its "world size" (frameworks.md 2.1)
+    # DeepSpeedConfig._batch_assertion, with dp as its "world size"
     assert config["train_batch_size"] == plan.global_batch, "batch identity"
     if plan.precision == "bf16":
         config["bf16"] = {"enabled": True}
@@ -461,6 +457,7 @@ class DeepSpeedEmitter:
     name = "deepspeed"
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
+        plan = checked_plan(plan)
         config = deepspeed_config(plan)
         return EmittedFiles(
             files=(

@@ -35,6 +35,10 @@ class SavedBytes:
     sp: float = 0.0
     ep_tp: float = 0.0
     attention_scores: float = 0.0
+    whole: float = 0.0
+    """Kept whole on every TP rank even with sequence parallelism: DTensor's sequence
+    parallel all-gathers a column-parallel linear's input and autograd saves the gathered
+    tensor (Megatron saves its sequence shard and gathers again in the backward)."""
 
     def sharded(self, *, tp: int, sp_divisor: int, etp: int, selective: bool, cp: int = 1) -> float:
         """Bytes per local token on one GPU (``sp_divisor`` is tp with SP, else 1).
@@ -43,7 +47,7 @@ class SavedBytes:
         scores its queries against one chunk of s / cp keys at a time.
         """
         scores = 0.0 if selective else self.attention_scores / cp
-        return (self.tp + scores) / tp + self.sp / sp_divisor + self.ep_tp / etp
+        return (self.tp + scores) / tp + self.sp / sp_divisor + self.ep_tp / etp + self.whole
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from planner.specs.workload import WorkloadSpec
 Recompute = Literal["none", "selective", "full"]
 RecomputeMethod = Literal["uniform", "block"]
 CpCommType = Literal["p2p", "all_gather", "a2a", "a2a+p2p"]
+PipelineSchedule = Literal["1f1b", "gpipe"]
 
 
 class ParallelConfig(Spec):
@@ -58,11 +59,29 @@ class ParallelConfig(Spec):
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
     tp_comm_overlap: bool = False
+    pipeline_schedule: PipelineSchedule = Field(
+        default="1f1b",
+        description=(
+            "1f1b (Megatron, torch.distributed.pipelining Schedule1F1B; interleaved when "
+            "vpp > 1) or gpipe (every forward, then every backward: all micro-batches in "
+            "flight; the same bubble as 1F1B, (p - 1) / m)"
+        ),
+    )
     first_stage_layers: PositiveInt | None = Field(
         default=None, description="layers on the first pipeline stage (uneven split)"
     )
     last_stage_layers: PositiveInt | None = Field(
         default=None, description="layers on the last pipeline stage (uneven split)"
+    )
+    account_for_embedding_in_pipeline_split: bool = Field(
+        default=False,
+        description="count the embedding as one layer when splitting layers over stages "
+        "(Megatron-LM --account-for-embedding-in-pipeline-split)",
+    )
+    account_for_loss_in_pipeline_split: bool = Field(
+        default=False,
+        description="count the output layer and loss as one layer when splitting "
+        "(Megatron-LM --account-for-loss-in-pipeline-split)",
     )
 
     @model_validator(mode="after")
@@ -115,8 +134,18 @@ def _own_rule_violations(layout: ParallelConfig) -> list[str]:
         )
     if layout.vpp is not None and layout.vpp > 1 and layout.pp == 1:
         problems.append("vpp > 1 requires pp > 1 (rule 23)")
+    if layout.pipeline_schedule == "gpipe" and layout.interleaved:
+        problems.append("pipeline_schedule gpipe has no interleaved form: vpp must be 1")
     if (layout.first_stage_layers or layout.last_stage_layers) and layout.pp == 1:
         problems.append("first_stage_layers/last_stage_layers require pp > 1")
+    accounts = layout.account_for_embedding_in_pipeline_split or (
+        layout.account_for_loss_in_pipeline_split
+    )
+    if accounts and (layout.first_stage_layers or layout.last_stage_layers):
+        problems.append(
+            "account_for_embedding/loss_in_pipeline_split cannot be combined with "
+            "first_stage_layers/last_stage_layers (Megatron-LM takes one way of splitting)"
+        )
     return problems
 
 
@@ -141,12 +170,47 @@ def stage_layer_counts(model: ModelSpec, layout: ParallelConfig) -> list[int]:
     """Transformer layers on each pipeline stage (first stage first).
 
     Even split unless ``first_stage_layers``/``last_stage_layers`` are given; the middle
-    stages then share the rest evenly (Megatron's uneven split, rule 22). Raises
-    ``SpecError`` when the layers do not divide.
+    stages then share the rest evenly (Megatron's uneven split, rule 22). With the
+    account-for flags, the embedding and/or the output layer count as one layer each and
+    the layer slots split evenly: the first stage holds one transformer layer fewer for
+    the embedding, the last one fewer for the output layer. Raises ``SpecError`` when
+    the layers do not divide.
     """
+    counts = virtual_stage_layer_counts(model, layout)
+    vpp = layout.vpp or 1
+    return [sum(counts[c * layout.pp + rank] for c in range(vpp)) for rank in range(layout.pp)]
+
+
+def virtual_stage_layer_counts(model: ModelSpec, layout: ParallelConfig) -> list[int]:
+    """Transformer layers of each virtual stage, in pipeline order (chunk-major:
+    chunk c of rank r is virtual stage c x pp + r). Each rank's layers divide evenly
+    over its chunks, except under the account-for flags, where the embedding takes a
+    layer's place in the very first chunk and the output layer in the very last
+    (Megatron-LM ``get_num_layers_to_build``)."""
     problems = _split_violations(model, layout)
     if problems:
         raise SpecError("layout: " + "; ".join(problems))
+    pp, vpp = layout.pp, layout.vpp or 1
+    embedding, loss = _accounted(layout)
+    if embedding or loss:
+        slots = (model.num_layers + embedding + loss) // (pp * vpp)
+        counts = [slots] * (pp * vpp)
+        counts[0] -= embedding
+        counts[-1] -= loss
+        return counts
+    per_rank = _rank_layer_counts(model, layout)
+    return [per_rank[rank] // vpp for _chunk in range(vpp) for rank in range(pp)]
+
+
+def _accounted(layout: ParallelConfig) -> tuple[int, int]:
+    """(1 if the embedding counts as a layer, 1 if the output layer does)."""
+    return (
+        int(layout.account_for_embedding_in_pipeline_split),
+        int(layout.account_for_loss_in_pipeline_split),
+    )
+
+
+def _rank_layer_counts(model: ModelSpec, layout: ParallelConfig) -> list[int]:
     pp, total = layout.pp, model.num_layers
     first = layout.first_stage_layers
     last = layout.last_stage_layers
@@ -164,6 +228,21 @@ def stage_layer_counts(model: ModelSpec, layout: ParallelConfig) -> list[int]:
 def _split_violations(model: ModelSpec, layout: ParallelConfig) -> list[str]:
     pp, total, vpp = layout.pp, model.num_layers, layout.vpp or 1
     first, last = layout.first_stage_layers, layout.last_stage_layers
+    embedding, loss = _accounted(layout)
+    if (embedding or loss) and first is None and last is None:
+        slots = total + embedding + loss
+        counted = " + ".join(["num_layers"] + ["embedding"] * embedding + ["output layer"] * loss)
+        if slots % pp != 0:
+            return [
+                f"{counted} = {slots} layer slots must be divisible by pp ({pp}) when the "
+                "embedding/loss are accounted for in the pipeline split"
+            ]
+        if (slots // pp) % vpp != 0:
+            return [
+                f"{counted} = {slots} layer slots per pipeline rank ({slots // pp}) must be "
+                f"divisible by vpp ({vpp})"
+            ]
+        return []
     if first is None and last is None:
         if total % pp != 0:
             return [f"num_layers ({total}) must be divisible by pp ({pp}) (rule 17)"]
