@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from api import limits as L
 from api.problems import Problem
 from api.spec_inputs import GPUInput, LinkInput, ModelInput
-from planner.cost.frameworks import Framework, StateLayoutName
+from planner.cost.frameworks import BuiltinFramework, StateLayoutName
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
 from planner.specs.hardware import GPUSpec, LinkSpec
 from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
@@ -87,7 +87,7 @@ class WorkloadRequest(Body):
         description=f"tokens per step; at most {L.MAX_GLOBAL_BATCH} sequences",
     )
     precision: Precision = "bf16"
-    framework: Framework = "megatron"
+    framework: BuiltinFramework = "megatron"
 
 
 class EstimateRequest(WorkloadRequest):

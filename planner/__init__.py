@@ -26,8 +26,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("ParamCounts", "count_params", "training_flops_per_token"), "planner.graph.params"
     ),
-    **dict.fromkeys(("PlanResult", "plan"), "planner.plan"),
+    **dict.fromkeys(("PlanOutcome", "PlanRequest", "PlanResult", "plan"), "planner.plan"),
     **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
+    **dict.fromkeys(("ScatterResult", "scatter"), "planner.scattering"),
     **dict.fromkeys(
         ("ClusterSpec", "GPUSpec", "LinkSpec", "MLASpec", "ModelSpec", "MoESpec",
          "OptimizerSpec", "ParallelConfig", "PeakTflops", "WorkloadSpec"),
@@ -71,8 +72,9 @@ if TYPE_CHECKING:
         UnknownNameError,
     )
     from planner.graph.params import ParamCounts, count_params, training_flops_per_token
-    from planner.plan import PlanResult, plan
+    from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
     from planner.predict import Estimate, estimate
+    from planner.scattering import ScatterResult, scatter
     from planner.specs import (
         ClusterSpec,
         GPUSpec,
@@ -102,7 +104,10 @@ __all__ = [
     "ParallelConfig",
     "ParamCounts",
     "PeakTflops",
+    "PlanOutcome",
+    "PlanRequest",
     "PlanResult",
+    "ScatterResult",
     "SpecError",
     "UnknownNameError",
     "WorkloadSpec",
@@ -116,5 +121,6 @@ __all__ = [
     "load_link",
     "load_model",
     "plan",
+    "scatter",
     "training_flops_per_token",
 ]

@@ -8,16 +8,14 @@ what ``autopar estimate --json`` prints.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
 from planner.cost.compute import Rates
 from planner.cost.frameworks import (
     DEFAULT_RUNTIME,
-    DEFAULT_STATE_LAYOUT,
     Framework,
     Runtime,
     StateLayout,
@@ -35,7 +33,6 @@ from planner.cost.memory import (
 )
 from planner.cost.rates import rates_for
 from planner.cost.reserve import (
-    OPTIMIZER_KIND,
     communication_buckets,
     memory_reserve,
     usable_capacity_bytes,
@@ -44,8 +41,10 @@ from planner.cost.stage_work import stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.cost.timeline import PipelineTimes
 from planner.errors import SpecError
+from planner.frameworks import get_profile
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
+from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.model import ModelSpec
@@ -127,22 +126,17 @@ class Estimate(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    config: dict[str, Any]
+    config: Annotated[ResolvedConfig, CONFIG_SCHEMA]
     memory: MemoryReport
     time: TimeReport
 
 
-FRAMEWORK_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
-    # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
-    "torchtitan": {"zero_stage": 3},
-}
-
-
 def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) -> ParallelConfig:
-    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's."""
+    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's
+    (its profile's ``layout_defaults``: torchtitan's FSDP2, i.e. ZeRO-3)."""
     defaults = {
         key: value
-        for key, value in FRAMEWORK_LAYOUT_DEFAULTS.get(framework, {}).items()
+        for key, value in get_profile(framework).layout_defaults.items()
         if key not in layout.model_fields_set
     }
     if not defaults:
@@ -192,6 +186,7 @@ def prepare(
     ``layout_violations`` on the resolved layout (the planner's candidates). ``runtime``
     describes the training loop beyond the framework's defaults (``frameworks.Runtime``).
     """
+    profile = get_profile(framework)
     layout = apply_framework_defaults(layout, framework=framework)
     resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
     if check:
@@ -199,8 +194,8 @@ def prepare(
             model=model, cluster=cluster, workload=workload, layout=resolved
         )
         if problems:
-            raise SpecError("layout: " + "; ".join(problems))
-    states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
+            raise SpecError("layout: " + "; ".join(v.message for v in problems))
+    states = state_layout(state_layout_name or profile.state_layout)
     impl = implementation(
         framework=framework,
         layout=states,
@@ -212,8 +207,10 @@ def prepare(
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
     reserve = memory_reserve(cluster.gpu, layout=resolved)
-    plain_ddp = framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0
-    kind = optimizer_impl or OPTIMIZER_KIND[framework]
+    plain_ddp = (
+        profile.allocator_pattern == "ddp-buckets" and resolved.dp > 1 and resolved.zero_stage == 0
+    )
+    kind = optimizer_impl or profile.optimizer_impl
     ctx = MemoryContext(
         model=model,
         graph=graph,
@@ -299,26 +296,26 @@ def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) 
     resolved = prepared.layout
     capacity, capacity_source = usable_capacity_bytes(cluster.gpu)
     peak = max(stage.total for stage in stages)
-    config = {
-        "model": model.name,
-        "cluster": cluster.name,
-        "gpu": cluster.gpu.id,
-        "num_gpus": cluster.num_gpus,
-        "nodes": cluster.nodes,
-        "seq_len": workload.seq_len,
-        "global_batch": workload.sequences_per_step,
-        "global_batch_tokens": workload.tokens_per_step,
-        "precision": workload.precision,
-        "framework": prepared.framework,
-        "state_layout": prepared.states.name,
-        "flash_attention": prepared.flash_attention,
-        "optimizer_impl": prepared.optimizer_impl,
-        "runtime": dataclasses.asdict(prepared.runtime),
-        "microbatches": prepared.ctx.microbatches,
-        "gpus_per_node": cluster.gpus_per_node,
-        "model_spec": model.model_dump(mode="json"),
-        **resolved.model_dump(mode="json"),
-    }
+    config = ResolvedConfig(
+        model=model.name,
+        cluster=cluster.name,
+        gpu=cluster.gpu.id,
+        num_gpus=cluster.num_gpus,
+        nodes=cluster.nodes,
+        seq_len=workload.seq_len,
+        global_batch=workload.sequences_per_step,
+        global_batch_tokens=workload.tokens_per_step,
+        precision=workload.precision,
+        framework=prepared.framework,
+        state_layout=prepared.states.name,
+        flash_attention=prepared.flash_attention,
+        optimizer_impl=prepared.optimizer_impl,
+        runtime=prepared.runtime,
+        microbatches=prepared.ctx.microbatches,
+        gpus_per_node=cluster.gpus_per_node,
+        model_spec=model,
+        **dict(resolved),
+    )
     return Estimate(
         config=config,
         memory=MemoryReport(

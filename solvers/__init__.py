@@ -2,7 +2,8 @@
 
 Each module is a pure function from a frozen problem to a frozen solution, documented in
 its docstring (data, variables, constraints, objective) and checked in tests against a
-brute-force reference (``solvers.reference``, ``solvers.reference_degrees``). Nothing here
+brute-force reference (``solvers.reference``, ``solvers.reference_degrees``,
+``solvers.reference_scatter``). Nothing here
 imports ``planner``: the planner builds the problems (see ../DESIGN.md, "Solvers").
 """
 
@@ -16,6 +17,8 @@ from solvers.degrees import (
     ProductConstraint,
 )
 from solvers.degrees import solve as solve_degrees
+from solvers.scatter import ScatterProblem, ScatterSolution, ScatterTable
+from solvers.scatter import solve as solve_scatter
 from solvers.stage_partition import (
     LayerKind,
     LayerRun,
@@ -34,10 +37,14 @@ __all__ = [
     "LayerKind",
     "LayerRun",
     "ProductConstraint",
+    "ScatterProblem",
+    "ScatterSolution",
+    "ScatterTable",
     "SolveOptions",
     "SolveStatus",
     "StagePartitionProblem",
     "StagePartitionSolution",
     "solve_degrees",
+    "solve_scatter",
     "solve_stage_partition",
 ]

@@ -75,6 +75,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "planner.cli.refine:refine_worker_command",
         "Join a stored refinement study and run trials of it in this process.",
     ),
+    "scatter": LazyCommand(
+        "planner.cli.scatter:scatter_command",
+        "Scatter sequences over SP groups; print micro-batches, groups, time, memory, speed-ups.",
+    ),
     "serve": LazyCommand(
         "planner.cli.serve:serve_command",
         'Serve plans and estimates over HTTP (see README, "REST service").',

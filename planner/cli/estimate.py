@@ -184,9 +184,9 @@ def render_estimate(result: Estimate) -> None:
     """The per-stage memory table and a plain verdict."""
     config, memory = result.config, result.memory
     title = (
-        f"{config['model']} on {config['num_gpus']} x {config['gpu']}: tp {config['tp']} "
-        f"pp {config['pp']} dp {config['dp']} cp {config['cp']} mbs {config['mbs']} "
-        f"({config['framework']}, {config['state_layout']} states)"
+        f"{config.model} on {config.num_gpus} x {config.gpu}: tp {config.tp} "
+        f"pp {config.pp} dp {config.dp} cp {config.cp} mbs {config.mbs} "
+        f"({config.framework}, {config.state_layout} states)"
     )
     table = Table(title=title)
     columns = ("stage", "weights", "grads", "optimizer", "activations", "other", "total")

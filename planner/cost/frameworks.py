@@ -2,7 +2,8 @@
 
 ``state_layout`` names how parameters, gradients and optimizer states are stored (bytes
 per parameter for Adam; Rajbhandari et al. 2020, section 3.1, and Megatron-LM's
-``docs/.../dist_optimizer.md`` table, ../shared/reference/frameworks.md 6.5):
+``docs/.../dist_optimizer.md`` table; each framework's default is its profile's
+``state_layout`` in ``planner.frameworks``):
 
   megatron  bf16/fp16 weights 2, fp32 main gradients 4 (a persistent buffer), fp32 master
             weights 4, two fp32 Adam moments 8: 18 bytes; the distributed optimizer shards
@@ -30,10 +31,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from planner.errors import SpecError
+from planner.frameworks import get_profile
 from planner.graph.build import Implementation
 
-Framework = Literal["megatron", "deepspeed", "torchtitan", "pytorch"]
-StateLayoutName = Literal["megatron", "zero", "fsdp", "autocast", "bf16"]
+Framework = str
+"""A registered framework name (``planner.frameworks.framework_names()``)."""
+BuiltinFramework = Literal["megatron", "deepspeed", "torchtitan", "pytorch"]
+"""The built-in frameworks, as the REST schemas list them."""
+StateLayoutName = Literal["megatron", "zero", "fsdp", "autocast", "bf16", "master"]
 
 
 @dataclass(frozen=True)
@@ -122,12 +127,6 @@ class Runtime:
 
 DEFAULT_RUNTIME = Runtime()
 
-DEFAULT_STATE_LAYOUT: dict[str, StateLayoutName] = {
-    "megatron": "megatron",
-    "deepspeed": "zero",
-    "torchtitan": "fsdp",
-    "pytorch": "autocast",
-}
 
 
 def state_layout(name: str) -> StateLayout:
@@ -149,6 +148,7 @@ def implementation(
 ) -> Implementation:
     """The kernels' saving behaviour for a framework and state layout.
 
+    The profile's ``fused_kernels`` (``planner.frameworks``) says which case applies.
     Megatron-LM with Transformer Engine: fused attention (no s² scores), fused SwiGLU.
     torchtitan, DeepSpeed on HuggingFace models and plain PyTorch: PyTorch's
     ``scaled_dot_product_attention`` (flash) and an eager gated MLP. Autocast over fp32
@@ -158,6 +158,7 @@ def implementation(
     so is ``runtime.attention_backend == "unfused"``.
     """
     activation_bytes = 4 if precision == "fp32" else 2
+    fused = get_profile(framework).fused_kernels
     backend = runtime.attention_backend or "flash"
     if backend not in ATTENTION_BACKENDS:
         raise SpecError(
@@ -178,7 +179,7 @@ def implementation(
             flash_attention=flash_attention,
             casts_linear_inputs=True,
             casts_weights=True,
-            eager=framework != "megatron",
+            eager=not fused,
             fused_cross_entropy=runtime.loss == "vocab_parallel",
             **extras,
         )
@@ -187,8 +188,8 @@ def implementation(
         residual_bytes=activation_bytes,
         activation_bytes=activation_bytes,
         flash_attention=flash_attention,
-        fused_gated_mlp=framework == "megatron",
-        fused_cross_entropy=framework == "megatron" or runtime.loss == "vocab_parallel",
-        eager=framework != "megatron",
+        fused_gated_mlp=fused,
+        fused_cross_entropy=fused or runtime.loss == "vocab_parallel",
+        eager=not fused,
         **extras,
     )

@@ -13,6 +13,7 @@ from planner.emit.base import (
     EmitInput,
     EmittedFiles,
     checked_plan,
+    emit,
     emit_input_from_estimate,
     emitter_names,
     get_emitter,
@@ -31,7 +32,7 @@ def emit_files(plan_json: dict[str, Any], *, format: str) -> dict[str, str]:
     """File name -> contents for ``format``, from ``autopar estimate --json`` output."""
     load_emitters()
     plan = emit_input_from_estimate(plan_json)
-    return get_emitter(format).emit(plan).as_dict()
+    return emit(plan, format=format).as_dict()
 
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "EmitInput",
     "EmittedFiles",
     "checked_plan",
+    "emit",
     "emit_files",
     "emit_input_from_estimate",
     "emitter_names",

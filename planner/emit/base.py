@@ -12,12 +12,16 @@ the workload's own fields, world size = tp x cp x dp x pp (ep is carved out of t
 so it does not multiply), global batch = micro-batch size x dp x micro-batches, and every
 rule of :func:`planner.specs.layout.layout_violations`. An inconsistent plan is refused
 with one line naming the field.
+
+An emitter is named after its framework, ``<framework>`` or ``<framework>-<variant>``
+(``torchtitan-toml``): besides its own, specific refusals, :func:`emit` refuses whatever
+the framework's profile (``planner.frameworks``) says it cannot run, the declaration the
+search reads too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol, TypeVar
@@ -25,9 +29,15 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from planner.errors import SpecError
+from planner.frameworks import FrameworkProfile, get_profile
 from planner.specs._base import describe_validation_error, spec_error
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
+from planner.specs.layout import (
+    ParallelConfig,
+    layout_violations,
+    resolve_data_parallel,
+    stage_layer_counts_or_even,
+)
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
@@ -103,13 +113,6 @@ def prediction_comment_lines(plan: EmitInput) -> list[str]:
     ] or ["#   (none recorded)"]
 
 
-_RULE_CITATION = re.compile(r" \(rule \d+\)")
-
-
-def _in_words(message: str) -> str:
-    """A layout message without its "(rule N)" citation: the words already state the rule,
-    and the numbers index a document users do not have."""
-    return _RULE_CITATION.sub("", message).removeprefix("layout: ")
 
 
 def checked_plan(plan: EmitInput) -> EmitInput:
@@ -132,7 +135,7 @@ def checked_plan(plan: EmitInput) -> EmitInput:
     except ValidationError as error:
         raise EmitError(describe_validation_error(error, what="plan")) from None
     except SpecError as error:
-        raise EmitError(f"plan: {_in_words(str(error))}") from None
+        raise EmitError(f"plan: {str(error).removeprefix('layout: ')}") from None
     assert layout.dp is not None
     per_micro_batch = layout.mbs * layout.dp
     if plan.global_batch % per_micro_batch:
@@ -148,7 +151,7 @@ def checked_plan(plan: EmitInput) -> EmitInput:
         model=plan.model, cluster=cluster, workload=workload, layout=layout
     )
     if problems:
-        raise EmitError("plan: " + "; ".join(_in_words(problem) for problem in problems))
+        raise EmitError("plan: " + "; ".join(problem.message for problem in problems))
     return dataclasses.replace(plan, layout=layout)
 
 
@@ -171,6 +174,11 @@ def register(emitter: Emitter) -> Emitter:
     return emitter
 
 
+def unregister(name: str) -> None:
+    """Remove an emitter (for tests that register a stub)."""
+    _REGISTRY.pop(name, None)
+
+
 def get_emitter(name: str) -> Emitter:
     try:
         return _REGISTRY[name]
@@ -181,6 +189,72 @@ def get_emitter(name: str) -> Emitter:
 
 def emitter_names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def emit(plan: EmitInput, *, format: str) -> EmittedFiles:
+    """The files of emitter ``format`` for ``plan``; ``EmitError`` naming every refusal.
+
+    The emitter's own refusals come first (they name the framework's settings); then the
+    framework profile's (:func:`profile_refusals`), so that a layout the profile excludes
+    is refused even by an emitter that does not check it itself.
+    """
+    emitter = get_emitter(format)
+    files = emitter.emit(plan)
+    framework = emitter.name.split("-")[0]
+    reasons = profile_refusals(get_profile(framework), plan)
+    if reasons:
+        raise EmitError(f"{framework} cannot express this plan: " + "; ".join(reasons))
+    return files
+
+
+_AXIS_WORDS = {
+    "tp": "tensor parallelism",
+    "cp": "context parallelism",
+    "pp": "pipeline parallelism",
+    "ep": "expert parallelism",
+}
+
+
+def profile_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
+    """What ``plan`` needs that the framework's profile does not run (empty: nothing)."""
+    layout, name = plan.layout, profile.name
+    reasons = [
+        f"{axis} = {getattr(layout, axis)}: {name} runs no {words}"
+        for axis, words in _AXIS_WORDS.items()
+        if getattr(layout, axis) > 1 and not profile.runs(axis)  # type: ignore[arg-type]
+    ]
+    if layout.sequence_parallel and not profile.runs("sequence_parallel"):
+        reasons.append(f"sequence_parallel: {name} runs no sequence parallelism")
+    if layout.interleaved and not profile.interleaved:
+        reasons.append(f"vpp = {layout.vpp}: {name} runs no interleaved (virtual) stages")
+    reasons.extend(_uneven_refusals(profile, plan))
+    if layout.cp > 1 and layout.cp_comm_type not in profile.cp_algorithms:
+        reasons.append(
+            f"cp_comm_type {layout.cp_comm_type}: {name} runs " + ", ".join(profile.cp_algorithms)
+        )
+    stage = 1 if layout.distributed_optimizer else layout.zero_stage
+    if stage not in profile.sharding_stages:
+        stages = ", ".join(str(s) for s in sorted(profile.sharding_stages))
+        reasons.append(f"ZeRO stage {stage}: {name} runs stages {stages}")
+    if layout.offload_optimizer_fraction > 0 and profile.offload == "none":
+        reasons.append(f"offload_optimizer_fraction: {name} does not offload the optimizer")
+    return reasons
+
+
+def _uneven_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
+    layout = plan.layout
+    if layout.first_stage_layers is None and layout.last_stage_layers is None:
+        return []
+    if profile.uneven_stages == "none":
+        return [f"first/last stage layers: {profile.name} splits the layers evenly"]
+    if profile.uneven_stages == "ends-at-most-middle":
+        counts = stage_layer_counts_or_even(plan.model, layout)
+        if layout.interleaved or len(counts) < 3 or max(counts[0], counts[-1]) > counts[1]:
+            return [
+                f"stage layers {counts}: {profile.name} gives the first and last stages at "
+                "most as many layers as the others, and only without vpp"
+            ]
+    return []
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -199,8 +273,8 @@ def _json_object(value: Any, *, where: str) -> dict[str, Any]:
     return value
 
 
-def _whole(config: dict[str, Any], key: str) -> int:
-    value = config[key]
+def _whole(block: dict[str, Any], key: str) -> int:
+    value = block[key]
     if isinstance(value, bool) or not isinstance(value, int):
         raise EmitError(f"plan file: config.{key} must be a whole number, not {value!r}")
     return value
@@ -228,10 +302,10 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
     """
     data = _json_object(data, where="the plan")
     try:
-        config = _json_object(data["config"], where="config")
-        model = _validated(ModelSpec, config["model_spec"], where="config.model_spec")
+        block = _json_object(data["config"], where="config")
+        model = _validated(ModelSpec, block["model_spec"], where="config.model_spec")
         layout_fields = {
-            name: config[name] for name in ParallelConfig.model_fields if name in config
+            name: block[name] for name in ParallelConfig.model_fields if name in block
         }
         layout = _validated(ParallelConfig, layout_fields, where="config")
         timing = _json_object(data.get("time", {}), where="time")
@@ -244,13 +318,13 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
         }
         return EmitInput(
             model=model,
-            num_gpus=_whole(config, "num_gpus"),
-            gpus_per_node=_whole(config, "gpus_per_node"),
-            seq_len=_whole(config, "seq_len"),
-            global_batch=_whole(config, "global_batch"),
-            precision=str(config["precision"]),
+            num_gpus=_whole(block, "num_gpus"),
+            gpus_per_node=_whole(block, "gpus_per_node"),
+            seq_len=_whole(block, "seq_len"),
+            global_batch=_whole(block, "global_batch"),
+            precision=str(block["precision"]),
             layout=layout,
-            framework=str(config.get("framework", "megatron")),
+            framework=str(block.get("framework", "megatron")),
             predictions={key: value for key, value in predictions.items() if value is not None},
         )
     except KeyError as missing:

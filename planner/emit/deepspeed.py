@@ -17,12 +17,13 @@ What DeepSpeed's config JSON carries (read in the DeepSpeed 0.19.6 source, under
                       (``sequence_parallel/ulysses_sp.py``)
   pp                  ``pipeline`` (the model must be a ``PipelineModule`` with pp stages)
 
-What it cannot carry is refused with ``EmitError`` naming each reason: tensor and expert
-parallelism (model-code libraries), Megatron's distributed optimizer, interleaved pipeline
-stages, pipeline with ZeRO-2/3 (the pipeline engine asserts ZeRO stage < 2),
+What it cannot carry is refused with ``EmitError`` naming each reason; the axes, schedules,
+CP algorithms and stage splits come from DeepSpeed's profile (``planner.frameworks``), the
+declaration the search reads: tensor and expert parallelism (model-code libraries),
+Megatron's distributed optimizer, interleaved pipeline stages, pipeline with ZeRO-2/3,
 ring-attention context parallelism, fp8, and uneven pipeline stages. Megatron-only
-performance switches (selective recompute, ``overlap_param_gather``) have no DeepSpeed key;
-the README says so rather than refusing.
+performance switches (selective recompute, ``overlap_param_gather``) have no DeepSpeed
+key; the README says so rather than refusing.
 
 The module is past 400 lines: about a third is the text of the launch script and README,
 kept beside the config keys they explain.
@@ -46,6 +47,7 @@ from planner.emit.base import (
     prediction_comment_lines,
     register,
 )
+from planner.frameworks import get_profile
 
 CONFIG_FILE = "ds_config.json"
 LAUNCH_FILE = "launch_deepspeed.sh"
@@ -67,6 +69,7 @@ FP16_BLOCK = {
 GRADIENT_CLIPPING = 1.0  # docs default
 STEPS_PER_PRINT = 10  # our choice: a log line every 10 steps (0.19.8 defaults to none)
 
+PROFILE = get_profile("deepspeed")
 _TP_REASON = (
     "DeepSpeed's config has no tensor parallelism; it needs Megatron-DeepSpeed or another "
     "model-parallel library: plan with --framework deepspeed, or emit megatron"
@@ -81,9 +84,9 @@ def _refusals(plan: EmitInput) -> list[str]:
             "precision fp8: DeepSpeed config has no fp8 training switch — use Transformer "
             "Engine/Megatron"
         )
-    if layout.tp > 1:
+    if layout.tp > 1 and not PROFILE.runs("tp"):
         problems.append(f"tp = {layout.tp}: {_TP_REASON}")
-    if layout.ep > 1:
+    if layout.ep > 1 and not PROFILE.runs("ep"):
         problems.append(
             f"ep = {layout.ep}: expert parallelism is set in the model code "
             "(deepspeed.moe.layer.MoE(ep_size=...)), not in the ZeRO config; emit megatron"
@@ -93,7 +96,7 @@ def _refusals(plan: EmitInput) -> list[str]:
             "distributed_optimizer is Megatron-only: use zero_stage 1 for the same "
             "optimizer-state sharding in DeepSpeed"
         )
-    if layout.interleaved:
+    if layout.interleaved and not PROFILE.interleaved:
         problems.append(
             f"vpp = {layout.vpp}: DeepSpeed's pipeline engine has no interleaved (virtual) "
             "stages; plan without vpp or emit megatron"
@@ -125,7 +128,7 @@ def _pipeline_refusals(plan: EmitInput) -> list[str]:
             "engine asserts ZeRO stage < 2 (ZeRO-2 and ZeRO-3 are incompatible with pipeline "
             "parallelism); use zero_stage 0 or 1, or pp = 1"
         )
-    if layout.first_stage_layers or layout.last_stage_layers:
+    if (layout.first_stage_layers or layout.last_stage_layers) and PROFILE.uneven_stages == "none":
         problems.append(
             "first_stage_layers/last_stage_layers: DeepSpeed's PipelineModule partitions "
             "layers uniformly, by parameters or by type; an explicit per-stage layer count "
@@ -148,7 +151,7 @@ def _ulysses_refusals(plan: EmitInput) -> list[str]:
     """Ulysses (``sequence_parallel/ulysses_sp.py``): heads and KV heads split over cp ranks."""
     layout, model = plan.layout, plan.model
     cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
-    if layout.cp_comm_type != "a2a":
+    if layout.cp_comm_type not in PROFILE.cp_algorithms:
         return [
             f"cp = {cp} with cp_comm_type {layout.cp_comm_type}: DeepSpeed's only context "
             "parallelism is Ulysses (all-to-all, cp_comm_type a2a); ring attention needs "
@@ -182,7 +185,7 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
         raise EmitError("deepspeed cannot express this plan: " + "; ".join(problems))
     layout = plan.layout
     micro, accumulation, dp = layout.mbs, plan.grad_accumulation, plan.dp
-    config: dict[str, Any] = {
+    ds_json: dict[str, Any] = {
         "train_batch_size": micro * accumulation * dp,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
@@ -192,19 +195,19 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
         "zero_optimization": _zero_block(plan),
     }
     # DeepSpeedConfig._batch_assertion, with dp as its "world size"
-    assert config["train_batch_size"] == plan.global_batch, "batch identity"
+    assert ds_json["train_batch_size"] == plan.global_batch, "batch identity"
     if plan.precision == "bf16":
-        config["bf16"] = {"enabled": True}
+        ds_json["bf16"] = {"enabled": True}
     elif plan.precision == "fp16":
-        config["fp16"] = dict(FP16_BLOCK)
+        ds_json["fp16"] = dict(FP16_BLOCK)
     if layout.recompute == "full":
-        config["activation_checkpointing"] = {
+        ds_json["activation_checkpointing"] = {
             "partition_activations": False,
             "contiguous_memory_optimization": False,
             "cpu_checkpointing": False,
         }
     if layout.pp > 1:
-        config["pipeline"] = {
+        ds_json["pipeline"] = {
             "stages": layout.pp,
             "partition": "uniform",
             "activation_checkpoint_interval": (
@@ -212,8 +215,8 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
             ),
         }
     if layout.cp > 1:
-        config["sequence_parallel_size"] = layout.cp
-    return config
+        ds_json["sequence_parallel_size"] = layout.cp
+    return ds_json
 
 
 def _zero_block(plan: EmitInput) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def _zero_block(plan: EmitInput) -> dict[str, Any]:
     return block
 
 
-def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[str, Any]:
+def parse_deepspeed_config(ds_json: dict[str, Any], *, world_size: int) -> dict[str, Any]:
     """The layout knobs a ``ds_config.json`` carries, read back for ``world_size`` GPUs.
 
     Returns ``dp, cp, pp, mbs, zero_stage, offload_optimizer_fraction, recompute``
@@ -248,8 +251,8 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
     ``global_batch`` and ``precision``. Any two of the three batch keys suffice, as in
     DeepSpeed; the third is derived and the identity checked (``EmitError`` if it fails).
     """
-    cp = int(config.get("sequence_parallel_size", 1))
-    stages = config.get("pipeline", {}).get("stages", 1)
+    cp = int(ds_json.get("sequence_parallel_size", 1))
+    stages = ds_json.get("pipeline", {}).get("stages", 1)
     pp = stages if isinstance(stages, int) else 1
     if world_size % (cp * pp) != 0:
         raise EmitError(
@@ -257,12 +260,12 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
             f"x pipeline stages = {cp} x {pp}"
         )
     dp = world_size // (cp * pp)
-    train, micro, accumulation = _batch_keys(config, dp=dp)
-    zero = config.get("zero_optimization", {})
+    train, micro, accumulation = _batch_keys(ds_json, dp=dp)
+    zero = ds_json.get("zero_optimization", {})
     offload = zero.get("offload_optimizer") or {}
     offloaded = offload.get("device", "none") not in ("none", None)
-    recompute = "full" if "activation_checkpointing" in config else "none"
-    if config.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
+    recompute = "full" if "activation_checkpointing" in ds_json else "none"
+    if ds_json.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
         recompute = "full"
     knobs: dict[str, Any] = {
         "dp": dp,
@@ -274,19 +277,19 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
         "zero_stage": int(zero.get("stage", 0)),
         "offload_optimizer_fraction": float(offload.get("ratio", 1.0)) if offloaded else 0.0,
         "recompute": recompute,
-        "precision": _precision_of(config),
+        "precision": _precision_of(ds_json),
     }
     if cp > 1:
         knobs["cp_comm_type"] = "a2a"
     return knobs
 
 
-def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
+def _batch_keys(ds_json: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
     """train, micro, accumulation, the missing one derived as DeepSpeed does (floor division,
     ``DeepSpeedConfig._set_batch_related_parameters``), then the identity checked."""
-    train = config.get("train_batch_size")
-    micro = config.get("train_micro_batch_size_per_gpu")
-    accumulation = config.get("gradient_accumulation_steps")
+    train = ds_json.get("train_batch_size")
+    micro = ds_json.get("train_micro_batch_size_per_gpu")
+    accumulation = ds_json.get("gradient_accumulation_steps")
     if micro is None and train is not None:
         micro = train // (dp * (accumulation or 1))
     if accumulation is None:
@@ -301,10 +304,10 @@ def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
     return train, micro, accumulation
 
 
-def _precision_of(config: dict[str, Any]) -> str:
-    if config.get("bf16", {}).get("enabled"):
+def _precision_of(ds_json: dict[str, Any]) -> str:
+    if ds_json.get("bf16", {}).get("enabled"):
         return "bf16"
-    if config.get("fp16", {}).get("enabled"):
+    if ds_json.get("fp16", {}).get("enabled"):
         return "fp16"
     return "fp32"
 
@@ -422,8 +425,8 @@ def _notes(plan: EmitInput) -> list[str]:
     return notes
 
 
-def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
-    zero = config["zero_optimization"]
+def _readme(plan: EmitInput, ds_json: dict[str, Any]) -> str:
+    zero = ds_json["zero_optimization"]
     lines = [
         f"# DeepSpeed run for {plan.model.name} on {plan.num_gpus} GPUs",
         "",
@@ -432,9 +435,9 @@ def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
         "## Files",
         "",
         f"- `{CONFIG_FILE}`: the DeepSpeed config. `train_batch_size` "
-        f"({config['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
-        f"({config['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
-        f"({config['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
+        f"({ds_json['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
+        f"({ds_json['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
+        f"({ds_json['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
         f"ZeRO stage {zero['stage']} with the bucket sizes at DeepSpeed's source defaults.",
         f"- `{LAUNCH_FILE}`: runs the `deepspeed` launcher on {_nodes_text(plan.nodes)} x "
         f"{plan.nproc_per_node} GPUs. Set `TRAIN_SCRIPT` (and `HOSTFILE`, `MASTER_ADDR`, "
@@ -458,12 +461,12 @@ class DeepSpeedEmitter:
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
         plan = checked_plan(plan)
-        config = deepspeed_config(plan)
+        ds_json = deepspeed_config(plan)
         return EmittedFiles(
             files=(
-                (CONFIG_FILE, json.dumps(config, sort_keys=True, indent=2) + "\n"),
+                (CONFIG_FILE, json.dumps(ds_json, sort_keys=True, indent=2) + "\n"),
                 (LAUNCH_FILE, _launcher(plan)),
-                (README_FILE, _readme(plan, config)),
+                (README_FILE, _readme(plan, ds_json)),
             )
         )
 

@@ -201,7 +201,7 @@ def test_default_runtime_changes_nothing() -> None:
         layout=layout_from_record(record),
         framework="pytorch",
     )
-    assert plain.config["runtime"] == dataclasses.asdict(Runtime())
+    assert plain.config.runtime == Runtime()
 
 
 def test_every_validation_row_within_the_memory_target() -> None:

@@ -78,7 +78,7 @@ def test_memory_and_time_follow_the_split() -> None:
     embedding_gib = 2 * spec.vocab_size * spec.hidden_size / 8 / 2**30
     assert stages[0].weights_gib == pytest.approx(7 * layer + embedding_gib, abs=2e-3)
     assert stages[-1].weights_gib < stages[1].weights_gib
-    assert result.config["account_for_embedding_in_pipeline_split"] is True
+    assert result.config.account_for_embedding_in_pipeline_split is True
 
 
 def test_cli_flags_with_megatron_names(run_cli) -> None:
