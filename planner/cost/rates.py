@@ -2,8 +2,9 @@
 
 ``rates_for(gpu, dtype, framework)`` returns what the time model uses for one GPU. It is
 ``rates_from(load_rate_data(gpu, dtype), framework)``: ``load_rate_data`` reads the
-catalogue, the kernel profiles and the measured steps (once per process), and
-``rates_from`` computes the rates from what was read, reading nothing else:
+catalogue, the kernel profiles, the attention-backend ratios and the measured steps (once
+per process), and ``rates_from`` computes the rates from what was read, reading nothing
+else:
 
 * every shaped GEMM and fused attention kernel gets the FLOP/s measured for its shape in
   the GPU's kernel profile (``autopar profile``, stored under
@@ -29,7 +30,7 @@ from functools import cache
 
 import hardware_db
 from planner.catalog import load_gpu
-from planner.cost.attention_backends import backend_speedup
+from planner.cost.attention_backends import BackendSpeedups, backend_speedups
 from planner.cost.compute import AttentionShape, GemmShape, OptimizerShape, Rates
 from planner.cost.fit import Sample, StepCalibration, calibrate_steps
 from planner.cost.measured import single_gpu_step_phases
@@ -68,11 +69,11 @@ class ProfiledRates:
         flops_scale: float = 1.0,
         bandwidth_scale: float = 1.0,
         optimizer_scale: float = 1.0,
-        profiled_gpu: str | None = None,
+        backends: BackendSpeedups | None = None,
     ) -> None:
         self.profile = profile
-        self.profiled_gpu = profiled_gpu
-        """The GPU the profile was measured on (its attention-backend ratios apply)."""
+        self.backends = backends
+        """The attention-backend ratios measured on the profile's GPU (None: none)."""
         self.gemm_dtype = gemm_dtype
         self.flops_scale = flops_scale
         self.bandwidth_scale = bandwidth_scale
@@ -105,7 +106,7 @@ class ProfiledRates:
                 measured.backward_flops_per_s if shape.backward else measured.forward_flops_per_s
             )
             # another SDPA backend: FlashAttention-2's rate times its measured speed-up
-            speedup = backend_speedup(self.profiled_gpu, shape) if self.profiled_gpu else None
+            speedup = self.backends.speedup(shape) if self.backends is not None else None
             rate = self._attention[shape] = chosen * (speedup or 1.0) * self.flops_scale
         return rate
 
@@ -196,6 +197,8 @@ class RateData:
     calibration: StepCalibration | None
     """Launch overheads and device-time ratio fitted to measured steps (None: the bare
     profile, which is what the calibration itself is fitted over)."""
+    attention_backends: BackendSpeedups
+    """The attention backends' speed over FlashAttention-2 measured on ``profiled_gpu``."""
 
 
 @cache
@@ -207,7 +210,14 @@ def step_calibration(gpu_id: str) -> StepCalibration | None:
         return None
     profiled_id, profile = found
     uncalibrated = _profiled_rates(
-        RateData(load_gpu(gpu_id), FIT_DTYPE, load_gpu(profiled_id), profile, calibration=None)
+        RateData(
+            load_gpu(gpu_id),
+            FIT_DTYPE,
+            load_gpu(profiled_id),
+            profile,
+            calibration=None,
+            attention_backends=backend_speedups(profiled_id),
+        )
     )
     return calibrate_steps(
         _samples(gpu_id),
@@ -230,7 +240,7 @@ def _profiled_rates(data: RateData, *, framework: str = "megatron", source: str 
         / device_scale,
         bandwidth_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps / device_scale,
         optimizer_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps,
-        profiled_gpu=profiled.id,
+        backends=data.attention_backends,
     )
     return Rates(
         gemm_flops=shape_rates.gemm_flops(SCALAR_GEMM_SHAPE),
@@ -249,9 +259,9 @@ def _profiled_rates(data: RateData, *, framework: str = "megatron", source: str 
 @cache
 def load_rate_data(gpu: GPUSpec, dtype: str) -> RateData:
     """Read what ``gpu``'s rates in ``dtype`` are computed from: the kernel profile (its own,
-    else a profiled GPU's), the profiled GPU's catalogue entry, and the step calibration
-    (fitted to its own measured steps, else to another GPU's). The files are package data:
-    read once per process."""
+    else a profiled GPU's), the profiled GPU's catalogue entry and attention-backend
+    ratios, and the step calibration (fitted to its own measured steps, else to another
+    GPU's). The files are package data: read once per process."""
     source_gpu = measured_gpu_for(gpu)
     if source_gpu is None:
         raise SpecError(
@@ -266,7 +276,9 @@ def load_rate_data(gpu: GPUSpec, dtype: str) -> RateData:
             "(run `autopar profile` on a GPU and store the file under hardware_db/profiles)"
         )
     profiled_id, profile = found
-    return RateData(gpu, dtype, load_gpu(profiled_id), profile, calibration)
+    return RateData(
+        gpu, dtype, load_gpu(profiled_id), profile, calibration, backend_speedups(profiled_id)
+    )
 
 
 @cache
@@ -323,7 +335,7 @@ def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -
     if profile is None or calibration is None:
         raise SpecError(f"gpu {from_gpu}: needs a kernel profile and measured steps")
     return _profiled_rates(
-        RateData(gpu, dtype, load_gpu(from_gpu), profile, calibration),
+        RateData(gpu, dtype, load_gpu(from_gpu), profile, calibration, backend_speedups(from_gpu)),
         framework=framework,
         source=f"transferred from {from_gpu}",
     )
