@@ -33,7 +33,7 @@ from api.inline import InlineEstimates
 from api.jobs import JobRunner
 from api.openapi import install_openapi
 from api.problems import ApiProblem, install_handlers, problem_response
-from api.routers import catalog, estimates, health, plans
+from api.routers import catalog, estimates, expert_placements, health, plans
 from api.routers import scatter as scatter_router
 from api.settings import ApiSettings
 from api.store import JobStore, ModelStore
@@ -105,6 +105,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(estimates.router, prefix="/v1", dependencies=secured)
     app.include_router(plans.router, prefix="/v1", dependencies=secured)
     app.include_router(scatter_router.router, prefix="/v1", dependencies=secured)
+    app.include_router(expert_placements.router, prefix="/v1", dependencies=secured)
     install_openapi(app, settings)
     _schema_routes(app, secured)
     _web_app_routes(app)

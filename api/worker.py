@@ -29,11 +29,15 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import hardware_db
 from api.problems import ApiProblem, from_autopar_error, internal_error
-from api.scatter_jobs import is_scatter, run_scatter
+from api.routers.expert_placements import KIND as EXPERT_PLACEMENT
+from api.routers.expert_placements import run_expert_placement
+from api.scatter_jobs import KIND as SCATTER
+from api.scatter_jobs import run_scatter
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
@@ -85,6 +89,13 @@ def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -
     return plan(plan_request(inputs), progress=progress).model_dump(mode="json")
 
 
+JOB_KINDS: dict[str, Callable[[dict[str, Any], ProgressCallback | None], dict[str, Any]]] = {
+    EXPERT_PLACEMENT: run_expert_placement,
+    SCATTER: lambda inputs, _progress: run_scatter(inputs),
+}
+"""Runners of the job kinds other than plans, by the ``kind`` of their inputs."""
+
+
 def serve(commands: IO[str], answers: IO[str]) -> None:
     """The worker's loop over JSON lines (see the module docstring)."""
     warm_up()
@@ -93,10 +104,8 @@ def serve(commands: IO[str], answers: IO[str]) -> None:
         message = json.loads(line)
         job_id, inputs = message["job"], message["inputs"]
         try:
-            if is_scatter(inputs):
-                result = run_scatter(inputs)
-            else:
-                result = run_plan(inputs, _progress_lines(answers))
+            run = JOB_KINDS.get(inputs.get("kind", "plan"), run_plan)
+            result = run(inputs, _progress_lines(answers))
             _send(answers, {"status": "done", "result": result})
         except AutoparError as error:
             _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})

@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
     **dict.fromkeys(("ScatterResult", "scatter"), "planner.scattering"),
     **dict.fromkeys(
+        ("ExpertPlacementResult", "RoutingStats", "place_experts"), "planner.experts"
+    ),
+    **dict.fromkeys(
         ("ClusterSpec", "GPUSpec", "LinkSpec", "MLASpec", "ModelSpec", "MoESpec",
          "OptimizerSpec", "ParallelConfig", "PeakTflops", "WorkloadSpec"),
         "planner.specs",
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
         SpecError,
         UnknownNameError,
     )
+    from planner.experts import ExpertPlacementResult, RoutingStats, place_experts
     from planner.graph.params import ParamCounts, count_params, training_flops_per_token
     from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
     from planner.predict import Estimate, estimate
@@ -93,6 +97,7 @@ __all__ = [
     "CatalogModel",
     "ClusterSpec",
     "Estimate",
+    "ExpertPlacementResult",
     "GPUSpec",
     "ImportFormatError",
     "Infeasible",
@@ -107,6 +112,7 @@ __all__ = [
     "PlanOutcome",
     "PlanRequest",
     "PlanResult",
+    "RoutingStats",
     "ScatterResult",
     "SpecError",
     "UnknownNameError",
@@ -120,6 +126,7 @@ __all__ = [
     "load_gpu",
     "load_link",
     "load_model",
+    "place_experts",
     "plan",
     "scatter",
     "training_flops_per_token",

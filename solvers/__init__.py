@@ -3,8 +3,8 @@
 Each module is a pure function from a frozen problem to a frozen solution, documented in
 its docstring (data, variables, constraints, objective) and checked in tests against a
 brute-force reference (``solvers.reference``, ``solvers.reference_degrees``,
-``solvers.reference_scatter``). Nothing here
-imports ``planner``: the planner builds the problems (see ../DESIGN.md, "Solvers").
+``solvers.reference_scatter``, ``solvers.reference_experts``). Nothing here imports
+``planner``: the planner builds the problems.
 """
 
 from solvers._cpsat import Incumbent, SolveOptions, SolveStatus
@@ -17,6 +17,9 @@ from solvers.degrees import (
     ProductConstraint,
 )
 from solvers.degrees import solve as solve_degrees
+from solvers.expert_placement import ExpertPlacementSolution
+from solvers.expert_placement import solve as solve_expert_placement
+from solvers.expert_problem import Affinity, ExpertPlacementProblem
 from solvers.scatter import ScatterProblem, ScatterSolution, ScatterTable
 from solvers.scatter import solve as solve_scatter
 from solvers.stage_partition import (
@@ -28,11 +31,14 @@ from solvers.stage_partition import (
 from solvers.stage_partition import solve as solve_stage_partition
 
 __all__ = [
+    "Affinity",
     "AllowedTable",
     "Axis",
     "CostFactor",
     "DegreesProblem",
     "DegreesSolution",
+    "ExpertPlacementProblem",
+    "ExpertPlacementSolution",
     "Incumbent",
     "LayerKind",
     "LayerRun",
@@ -45,6 +51,7 @@ __all__ = [
     "StagePartitionProblem",
     "StagePartitionSolution",
     "solve_degrees",
+    "solve_expert_placement",
     "solve_scatter",
     "solve_stage_partition",
 ]

@@ -75,6 +75,14 @@ COMMANDS: dict[str, LazyCommand] = {
         "planner.cli.refine:refine_worker_command",
         "Join a stored refinement study and run trials of it in this process.",
     ),
+    "place-experts": LazyCommand(
+        "planner.cli.experts:place_experts_command",
+        "Place MoE experts (and replicas) on GPUs: an OR-Tools program from routing stats.",
+    ),
+    "routing-stats": LazyCommand(
+        "planner.cli.experts:routing_stats_command",
+        "Turn recorded router decisions into routing statistics (loads and affinity).",
+    ),
     "scatter": LazyCommand(
         "planner.cli.scatter:scatter_command",
         "Scatter sequences over SP groups; print micro-batches, groups, time, memory, speed-ups.",

@@ -128,7 +128,6 @@ class Runtime:
 DEFAULT_RUNTIME = Runtime()
 
 
-
 def state_layout(name: str) -> StateLayout:
     """The state layout called ``name``; an unknown name lists the known ones."""
     try:

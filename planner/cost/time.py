@@ -154,9 +154,7 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
             forward_s=tuple(
                 s.forward_s + (send if k < last else 0.0) for k, s in enumerate(stages)
             ),
-            backward_s=tuple(
-                s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)
-            ),
+            backward_s=tuple(s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)),
             p2p_s=p2p,
         )
 

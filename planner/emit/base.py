@@ -113,8 +113,6 @@ def prediction_comment_lines(plan: EmitInput) -> list[str]:
     ] or ["#   (none recorded)"]
 
 
-
-
 def checked_plan(plan: EmitInput) -> EmitInput:
     """The plan with ``dp`` resolved, once all its fields agree; else ``EmitError`` naming them.
 
@@ -304,9 +302,7 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
     try:
         block = _json_object(data["config"], where="config")
         model = _validated(ModelSpec, block["model_spec"], where="config.model_spec")
-        layout_fields = {
-            name: block[name] for name in ParallelConfig.model_fields if name in block
-        }
+        layout_fields = {name: block[name] for name in ParallelConfig.model_fields if name in block}
         layout = _validated(ParallelConfig, layout_fields, where="config")
         timing = _json_object(data.get("time", {}), where="time")
         memory = _json_object(data.get("memory", {}), where="memory")
