@@ -34,10 +34,10 @@ from accuracy_measured import _summary
 
 from planner.cost.measured_two_gpu import (
     MODES,
-    estimate_two_gpu_record,
     host_bound_reason,
     two_gpu_records,
 )
+from planner.measured_runs import estimate_two_gpu_record
 
 MEMORY_TARGET_PCT = 5.0
 OPTIMISM_LIMIT_PCT = 2.0

@@ -20,8 +20,6 @@ from solvers.degrees import solve as solve_degrees
 from solvers.expert_placement import ExpertPlacementSolution
 from solvers.expert_placement import solve as solve_expert_placement
 from solvers.expert_problem import Affinity, ExpertPlacementProblem
-from solvers.scatter import ScatterProblem, ScatterSolution, ScatterTable
-from solvers.scatter import solve as solve_scatter
 from solvers.memory_placement import PlacementProblem, PlacementSolution, Tensor
 from solvers.memory_placement import solve as solve_memory_placement
 from solvers.recompute_offload import (
@@ -32,6 +30,8 @@ from solvers.recompute_offload import (
     RecomputeOffloadSolution,
 )
 from solvers.recompute_offload import solve as solve_recompute_offload
+from solvers.scatter import ScatterProblem, ScatterSolution, ScatterTable
+from solvers.scatter import solve as solve_scatter
 from solvers.stage_partition import (
     LayerKind,
     LayerRun,
@@ -41,9 +41,9 @@ from solvers.stage_partition import (
 from solvers.stage_partition import solve as solve_stage_partition
 
 __all__ = [
-    "Affinity",
     "CHOICES",
     "ActivationGroup",
+    "Affinity",
     "AllowedTable",
     "Axis",
     "Choice",
@@ -58,11 +58,11 @@ __all__ = [
     "PlacementProblem",
     "PlacementSolution",
     "ProductConstraint",
+    "RecomputeOffloadProblem",
+    "RecomputeOffloadSolution",
     "ScatterProblem",
     "ScatterSolution",
     "ScatterTable",
-    "RecomputeOffloadProblem",
-    "RecomputeOffloadSolution",
     "SolveOptions",
     "SolveStatus",
     "StagePartitionProblem",
@@ -70,8 +70,8 @@ __all__ = [
     "Tensor",
     "solve_degrees",
     "solve_expert_placement",
-    "solve_scatter",
     "solve_memory_placement",
     "solve_recompute_offload",
+    "solve_scatter",
     "solve_stage_partition",
 ]

@@ -44,31 +44,55 @@ def _key(row: AttentionRow) -> tuple:
     return (row.batch, row.seq_len, row.heads, row.kv_heads, row.head_dim, row.causal)
 
 
+class BackendSpeedups:
+    """Each measured backend's FLOP/s over FlashAttention-2's, from one GPU's comparison
+    rows (``backend_rows``): a pure function of the rows it is given."""
+
+    def __init__(self, rows: tuple[AttentionRow, ...]) -> None:
+        self.rows = rows
+        self._grids: dict[str, tuple[_Grid, _Grid] | None] = {}
+
+    def _ratio_grids(self, backend: str) -> tuple[_Grid, _Grid] | None:
+        if backend in self._grids:
+            return self._grids[backend]
+        rows = self.rows
+        reference = {_key(r): r for r in rows if r.backend == REFERENCE_BACKEND}
+        pairs = [
+            (r, reference[_key(r)]) for r in rows if r.backend == backend and _key(r) in reference
+        ]
+        grids = None
+        if pairs:
+            points = [(math.log2(r.seq_len), math.log2(r.batch * r.heads)) for r, _ in pairs]
+            # FLOPs are equal within a pair: the FLOP/s ratio is the inverse time ratio
+            forward = [math.log(ref.forward.median_s / r.forward.median_s) for r, ref in pairs]
+            backward = [math.log(ref.backward.median_s / r.backward.median_s) for r, ref in pairs]
+            grids = _Grid(points, forward), _Grid(points, backward)
+        self._grids[backend] = grids
+        return grids
+
+    def speedup(self, shape: AttentionShape) -> float | None:
+        """``shape.backend``'s FLOP/s over FlashAttention-2's at ``shape`` (1.0 for
+        FlashAttention-2 itself; None where that backend was never measured)."""
+        if shape.backend == REFERENCE_BACKEND:
+            return 1.0
+        grids = self._ratio_grids(shape.backend)
+        if grids is None:
+            return None
+        query = (math.log2(shape.seq_len), math.log2(max(shape.batch * shape.heads, 1e-9)))
+        value, _clamped = grids[1 if shape.backward else 0](query)
+        return math.exp(value)
+
+
 @cache
-def _ratio_grids(gpu_id: str, backend: str) -> tuple[_Grid, _Grid] | None:
-    rows = backend_rows(gpu_id)
-    reference = {_key(r): r for r in rows if r.backend == REFERENCE_BACKEND}
-    pairs = [(r, reference[_key(r)]) for r in rows if r.backend == backend and _key(r) in reference]
-    if not pairs:
-        return None
-    points = [(math.log2(r.seq_len), math.log2(r.batch * r.heads)) for r, _ in pairs]
-    # FLOPs are equal within a pair: the FLOP/s ratio is the inverse time ratio
-    forward = [math.log(ref.forward.median_s / r.forward.median_s) for r, ref in pairs]
-    backward = [math.log(ref.backward.median_s / r.backward.median_s) for r, ref in pairs]
-    return _Grid(points, forward), _Grid(points, backward)
+def backend_speedups(gpu_id: str) -> BackendSpeedups:
+    """``gpu_id``'s measured backend ratios (its files read once per process)."""
+    return BackendSpeedups(backend_rows(gpu_id))
 
 
 def backend_speedup(gpu_id: str, shape: AttentionShape) -> float | None:
     """``shape.backend``'s FLOP/s over FlashAttention-2's at ``shape`` on ``gpu_id``
     (1.0 for FlashAttention-2 itself; None where that backend was never measured)."""
-    if shape.backend == REFERENCE_BACKEND:
-        return 1.0
-    grids = _ratio_grids(gpu_id, shape.backend)
-    if grids is None:
-        return None
-    query = (math.log2(shape.seq_len), math.log2(max(shape.batch * shape.heads, 1e-9)))
-    value, _clamped = grids[1 if shape.backward else 0](query)
-    return math.exp(value)
+    return backend_speedups(gpu_id).speedup(shape)
 
 
 def measured_backends(gpu_id: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 The records (``hardware_db/profiles/h200-sxm/2026-12-03-h200x2-validation``, whose
 README describes the harness) were measured by a plain-PyTorch harness autopar did not
-write. Each is predicted through ``planner.estimate`` with the harness described in
-autopar's own terms, nothing fitted:
+write. Each is predicted through ``planner.estimate`` (``planner.measured_runs``, above
+``planner.predict``) with the harness described in autopar's own terms, nothing fitted:
 
 * framework ``pytorch``, state layout ``master`` (bf16 weights and gradients in the
   model, fp32 master weights and moments in the optimizer, gradients freed after the
@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hardware_db
+from planner.catalog import load_cluster
 from planner.cost.frameworks import Runtime
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
-
-if TYPE_CHECKING:
-    from planner.predict import Estimate
 
 GPU_ID = "h200-sxm"
 CLUSTER = "hgx-h200"
@@ -111,9 +109,8 @@ def workload_from_record(record: dict[str, Any]) -> WorkloadSpec:
 
 
 def two_gpu_inputs(record: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``planner.estimate`` / ``prepare`` for a record."""
-    from planner.catalog import load_cluster
-
+    """The keyword arguments of ``planner.estimate`` / ``prepare`` for a record (the
+    prediction itself: ``planner.measured_runs.estimate_two_gpu_record``)."""
     return {
         "model": model_from_record(record),
         "cluster": load_cluster(CLUSTER, gpus=record["world_size"]),
@@ -124,13 +121,6 @@ def two_gpu_inputs(record: dict[str, Any]) -> dict[str, Any]:
         "optimizer_impl": "chunked",
         "runtime": runtime_from_record(record),
     }
-
-
-def estimate_two_gpu_record(record: dict[str, Any]) -> Estimate:
-    """``planner.estimate`` of the step a record measured, on two GPUs of one H200 node."""
-    from planner.predict import estimate
-
-    return estimate(**two_gpu_inputs(record))
 
 
 def configuration(record: dict[str, Any]) -> str:

@@ -26,23 +26,31 @@ same step ran out of memory on an H100 asking for that block with 15.4 GiB reser
 free).
 
 Speed: the planner costs thousands of layouts of one model graph, whose virtual stages
-repeat. The per-node view of a virtual stage and a rank's parameter counts are cached by
-what they read (the graph object, the stage's layer range, the layout fields involved);
-the cache holds the graph itself, so an id in a key cannot be reused while the entry
-lives. The moments are scanned without building their labels; only the peak's is named.
-The arithmetic is unchanged, operation for operation. (Past ~400 lines: the caches and
-the lower bound the planner prunes with sit next to the sums they mirror.)
+repeat. The per-node view of a virtual stage and a rank's parameter counts are pure
+functions cached on frozen inputs holding exactly what they read
+(``planner.cost.memory_nodes``). The moments are scanned without building their labels;
+only the peak's is named.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from planner.cost import memory_nodes
 from planner.cost.frameworks import StateLayout
+from planner.cost.memory_nodes import (
+    GraphView,
+    Node,
+    NodeLayout,
+    StageNodesInput,
+    StageParamsInput,
+    graph_view,
+    stage_nodes,
+    stage_params,
+)
 from planner.cost.schedule import peak_in_flight
-from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, SavedBytes
+from planner.graph.ops import LayerNode, ModelGraph
 from planner.specs.layout import ParallelConfig, virtual_stage_layer_counts
 from planner.specs.model import ModelSpec
 
@@ -131,23 +139,11 @@ class MemoryContext:
     the backward of its micro-batch (0: released when the loss is formed)."""
 
 
-@dataclass(frozen=True)
-class _Node:
-    """A graph node as one GPU of a stage sees it, for one micro-batch."""
-
-    saved: float
-    grads: float
-    workspace: float
-    forward_only: float = 0.0
-    """Alive until the end of the chunk's forward but not saved for backward: autocast's
-    weight casts of recomputed layers stay in the autocast cache until the autocast
-    region (the whole forward) ends."""
-
-
 def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
     """Memory of one GPU of every pipeline stage, first stage first."""
     chunks = virtual_stages(ctx.model, ctx.layout)
-    return [_rank_memory(ctx, rank, chunks) for rank in range(ctx.layout.pp)]
+    view, layout = graph_view(ctx.graph), NodeLayout.of(ctx.layout)
+    return [_rank_memory(ctx, rank, chunks, view, layout) for rank in range(ctx.layout.pp)]
 
 
 def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
@@ -162,13 +158,9 @@ def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
 
 def rank_parameters(ctx: MemoryContext, rank: int) -> float:
     """Parameters one GPU of pipeline rank ``rank`` holds (before data-parallel sharding)."""
-    dense, expert = _cached_stage_params(ctx, rank, virtual_stages(ctx.model, ctx.layout))
+    chunks = virtual_stages(ctx.model, ctx.layout)
+    dense, expert = _rank_params(ctx, rank, chunks, graph_view(ctx.graph))
     return dense + expert
-
-
-_CACHE_LIMIT = 20_000
-_node_cache: dict[tuple, tuple[ModelGraph, tuple[_Node, ...]]] = {}
-_param_cache: dict[tuple, tuple[ModelGraph, tuple[float, float]]] = {}
 
 
 def static_lower_bound(ctx: MemoryContext) -> float:
@@ -185,11 +177,12 @@ def static_lower_bound(ctx: MemoryContext) -> float:
     """
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     chunks = virtual_stages(ctx.model, layout)
+    view = graph_view(ctx.graph)
     persistent = ctx.states.grads_persistent or ctx.grads_bucket_view
     largest = 0.0
     for rank in range(layout.pp):
         mine = [chunk * layout.pp + rank for chunk in range(vpp)]
-        dense, expert = _cached_stage_params(ctx, rank, chunks)
+        dense, expert = _rank_params(ctx, rank, chunks, view)
         weights, grads_full, optimizer = _states(ctx, dense, expert)
         extra = (grads_full if ctx.ddp_bucket_copy else 0.0) + ctx.communication_buckets
         # the optimizer moment holds every gradient; the forward moment the gathered
@@ -208,7 +201,8 @@ def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
 
     A read-only view of the terms ``stage_memory`` adds up, for the stage-partition solver.
     """
-    node = _chunk_nodes(ctx, [[], [layer_id], []], 1)[0]
+    view, layout = graph_view(ctx.graph), NodeLayout.of(ctx.layout)
+    node = _stage_nodes(ctx, [[], [layer_id], []], 1, view, layout)[0]
     layer = ctx.graph.layers[layer_id]
     expert = layer.params.expert / _expert_shards(ctx)
     dense = layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=1) - layer.params.expert
@@ -216,97 +210,19 @@ def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
     return weights + grads + optimizer, node.saved
 
 
-_shape_cache: dict[int, tuple[ModelGraph, list[int]]] = {}
-
-
-def _layer_classes(graph: ModelGraph) -> list[int]:
-    """For each layer, the first layer equal to it in everything but its index: the nodes
-    of a virtual stage depend on its layers only through these (cached per graph)."""
-    hit = _shape_cache.get(id(graph))
-    if hit is not None and hit[0] is graph:
-        return hit[1]
-    first: dict[LayerNode, int] = {}
-    classes = [
-        first.setdefault(dataclasses.replace(layer, index=0), i)
-        for i, layer in enumerate(graph.layers)
-    ]
-    if len(_shape_cache) >= _CACHE_LIMIT:
-        _shape_cache.clear()
-    _shape_cache[id(graph)] = (graph, classes)
-    return classes
-
-
-def _node_key(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> tuple:
-    """What ``_chunk_nodes`` reads: the stage's layers up to equality, its ends, the layout
-    fields; equal stages of different ranks and layouts share an entry. A field that
-    ``_chunk_nodes`` starts reading must join the key (tests/search/test_fast_paths.py
-    compares cached and uncached numbers)."""
-    layout, layers = ctx.layout, chunks[virtual]
-    classes = _layer_classes(ctx.graph)
-    return (
-        id(ctx.graph),
-        tuple(classes[i] for i in layers),
-        virtual == 0,
-        virtual == len(chunks) - 1,
-        layout.tp,
-        layout.cp,
-        layout.mbs,
-        layout.sequence_parallel,
-        layout.recompute,
-        layout.recompute_method,
-        layout.recompute_num_layers,
-        layout.expert_tp,
-        layout.ep,
-    )
-
-
-def _cached_chunk_nodes(
-    ctx: MemoryContext, chunks: list[list[int]], virtual: int
-) -> tuple[_Node, ...]:
-    """``_chunk_nodes``, cached by what it reads (module docstring)."""
-    key = _node_key(ctx, chunks, virtual)
-    hit = _node_cache.get(key)
-    if hit is not None and hit[0] is ctx.graph:
-        return hit[1]
-    nodes = tuple(_chunk_nodes(ctx, chunks, virtual))
-    if len(_node_cache) >= _CACHE_LIMIT:
-        _node_cache.clear()
-    _node_cache[key] = (ctx.graph, nodes)
-    return nodes
-
-
-def _cached_stage_params(
-    ctx: MemoryContext, rank: int, chunks: list[list[int]]
-) -> tuple[float, float]:
-    """``_stage_params``, cached by what it reads (module docstring)."""
-    layout, vpp = ctx.layout, ctx.layout.vpp or 1
-    mine = [chunk * layout.pp + rank for chunk in range(vpp)]
-    classes = _layer_classes(ctx.graph)
-    key = (
-        id(ctx.graph),
-        tuple(tuple(classes[i] for i in chunks[v]) for v in mine),
-        0 in mine,
-        len(chunks) - 1 in mine,
-        layout.pp > 1,
-        layout.tp,
-        layout.expert_tp,
-        layout.ep,
-    )
-    hit = _param_cache.get(key)
-    if hit is not None and hit[0] is ctx.graph:
-        return hit[1]
-    value = _stage_params(ctx, rank, chunks)
-    if len(_param_cache) >= _CACHE_LIMIT:
-        _param_cache.clear()
-    _param_cache[key] = (ctx.graph, value)
-    return value
-
-
-def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> StageMemory:
+def _rank_memory(
+    ctx: MemoryContext,
+    rank: int,
+    chunks: list[list[int]],
+    view: GraphView,
+    node_layout: NodeLayout,
+) -> StageMemory:
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     last_virtual = len(chunks) - 1
     my_chunks = [chunk * layout.pp + rank for chunk in range(vpp)]
-    nodes_per_chunk = [_cached_chunk_nodes(ctx, chunks, virtual) for virtual in my_chunks]
+    nodes_per_chunk = [
+        _stage_nodes(ctx, chunks, virtual, view, node_layout) for virtual in my_chunks
+    ]
     chunk_saved = [sum(node.saved for node in nodes) for nodes in nodes_per_chunk]
     per_microbatch = chunk_saved
     if layout.pipeline_schedule == "gpipe":
@@ -320,7 +236,7 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
             microbatches=ctx.microbatches,
             chunk_bytes=per_microbatch,
         )
-    weights_params, expert_params = _cached_stage_params(ctx, rank, chunks)
+    weights_params, expert_params = _rank_params(ctx, rank, chunks, view)
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
     grads_accumulate = _grads_before_peak(ctx, rank)
     static_grads = grads_full if grads_accumulate else 0.0
@@ -343,7 +259,13 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
 
     # moments: (activations, grads, transient), scanned in order; the first largest
     # activations + grads + transient is the peak (as ``max`` over the list would pick)
-    head_transient = _head_transient(ctx, backward=False) if is_last else 0.0
+    head_transient = (
+        memory_nodes.head_transient(
+            ctx.graph.output, tokens=_tokens(ctx), tp=layout.tp, backward=False
+        )
+        if is_last
+        else 0.0
+    )
     # backward of the last in-flight micro-batch through the chunk with the most activations
     busiest = max(range(vpp), key=lambda c: per_microbatch[c])
     cached_casts = sum(node.forward_only for node in nodes_per_chunk[busiest])
@@ -401,99 +323,46 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
     )
 
 
-def _tokens(ctx: MemoryContext) -> float:
-    """Tokens of one micro-batch on one GPU before sequence-parallel splitting."""
-    return ctx.layout.mbs * ctx.graph.seq_len / ctx.layout.cp
-
-
-def _per_token(ctx: MemoryContext, saved: SavedBytes) -> float:
-    layout = ctx.layout
-    return saved.sharded(
-        tp=layout.tp,
-        sp_divisor=layout.tp if layout.sequence_parallel else 1,
-        etp=layout.expert_tp,
-        selective=layout.recompute == "selective",
-        cp=layout.cp,
-    )
-
-
-def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> list[_Node]:
-    """The nodes of one virtual stage, in forward order, as one GPU holds them."""
-    layout, tokens = ctx.layout, _tokens(ctx)
-    sp_divisor = layout.tp if layout.sequence_parallel else 1
-    nodes: list[_Node] = []
-    if virtual == 0:
-        nodes.append(_edge(ctx, ctx.graph.embedding))
-    layer_ids = chunks[virtual]
-    recomputed = _recomputed_groups(layout, len(layer_ids))
-    for position, layer_id in enumerate(layer_ids):
-        layer = ctx.graph.layers[layer_id]
-        casts = layer.weight_cast_bytes / layout.tp
-        full = tokens * _per_token(ctx, layer.saved) + casts
-        workspace = tokens * layer.backward_workspace_per_token / layout.tp
-        group = recomputed.get(position)
-        forward_only = 0.0
-        if group is None:
-            saved = full
-        else:
-            forward_only = casts
-            first, size = group
-            stored_input = tokens * layer.input_bytes_per_token / sp_divisor
-            saved = stored_input if position == first else 0.0
-            group_layers = [ctx.graph.layers[layer_ids[first + k]] for k in range(size)]
-            workspace += sum(
-                tokens * _per_token(ctx, g.saved) + g.weight_cast_bytes / layout.tp
-                for g in group_layers
-            )
-        nodes.append(
-            _Node(
-                saved=saved,
-                grads=_layer_param_count(ctx, layer),
-                workspace=workspace,
-                forward_only=forward_only,
-            )
+def _stage_nodes(
+    ctx: MemoryContext, chunks: list[list[int]], virtual: int, view: GraphView, layout: NodeLayout
+) -> tuple[Node, ...]:
+    """The nodes of virtual stage ``virtual`` as one GPU holds them (cached on what they
+    read: ``memory_nodes.stage_nodes``); ``view`` and ``layout`` are ``ctx``'s."""
+    return stage_nodes(
+        StageNodesInput(
+            layers=tuple(map(view.layers.__getitem__, chunks[virtual])),
+            embedding=view.embedding if virtual == 0 else None,
+            output=view.output if virtual == len(chunks) - 1 else None,
+            seq_len=ctx.graph.seq_len,
+            layout=layout,
         )
-    if virtual == len(chunks) - 1:
-        nodes.append(_edge(ctx, ctx.graph.output, transient=_head_transient(ctx, backward=True)))
-    return nodes
-
-
-def _recomputed_groups(layout: ParallelConfig, layers: int) -> dict[int, tuple[int, int]]:
-    """Position -> (first position of its recompute group, group size) for full recompute.
-
-    ``uniform``: the chunk's layers in groups of ``recompute_num_layers``, each keeping
-    only its input. ``block``: the first ``recompute_num_layers`` layers, one at a time.
-    """
-    if layout.recompute != "full":
-        return {}
-    count = layout.recompute_num_layers or 1
-    groups: dict[int, tuple[int, int]] = {}
-    if layout.recompute_method == "block":
-        for position in range(min(count, layers)):
-            groups[position] = (position, 1)
-        return groups
-    for first in range(0, layers, count):
-        size = min(count, layers - first)
-        for position in range(first, first + size):
-            groups[position] = (first, size)
-    return groups
-
-
-def _edge(ctx: MemoryContext, node: EdgeNode, *, transient: float = 0.0) -> _Node:
-    tokens = _tokens(ctx)
-    return _Node(
-        saved=tokens * _per_token(ctx, node.saved) + node.weight_cast_bytes / ctx.layout.tp,
-        grads=node.params.per_gpu(tp=ctx.layout.tp, expert_shards=1),
-        workspace=transient,
     )
 
 
-def _head_transient(ctx: MemoryContext, *, backward: bool) -> float:
-    output = ctx.graph.output
-    per_token = (
-        output.backward_transient_per_token if backward else output.forward_transient_per_token
+def _rank_params(
+    ctx: MemoryContext, rank: int, chunks: list[list[int]], view: GraphView
+) -> tuple[float, float]:
+    """(non-expert, routed-expert) parameters on one GPU of pipeline rank ``rank`` (cached
+    on what they read: ``memory_nodes.stage_params``); ``view`` is ``ctx``'s graph's."""
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    mine = [chunk * layout.pp + rank for chunk in range(vpp)]
+    holds_output = mine[-1] == len(chunks) - 1
+    tied = holds_output and ctx.graph.tied_embeddings and layout.pp > 1
+    layer = view.layers.__getitem__
+    return stage_params(
+        StageParamsInput(
+            chunks=tuple(tuple(map(layer, chunks[v])) for v in mine),
+            embedding=view.embedding if mine[0] == 0 else None,
+            output=view.output if holds_output else None,
+            tied_embedding=view.embedding if tied else None,
+            tp=layout.tp,
+            expert_shards=_expert_shards(ctx),
+        )
     )
-    return _tokens(ctx) * per_token / ctx.layout.tp
+
+
+def _tokens(ctx: MemoryContext) -> float:
+    return memory_nodes.tokens(mbs=ctx.layout.mbs, seq_len=ctx.graph.seq_len, cp=ctx.layout.cp)
 
 
 def _expert_shards(ctx: MemoryContext) -> int:
@@ -502,26 +371,6 @@ def _expert_shards(ctx: MemoryContext) -> int:
 
 def _layer_param_count(ctx: MemoryContext, layer: LayerNode) -> float:
     return layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=_expert_shards(ctx))
-
-
-def _stage_params(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> tuple[float, float]:
-    """(non-expert, routed-expert) parameters on one GPU of pipeline rank ``rank``."""
-    layout, vpp = ctx.layout, ctx.layout.vpp or 1
-    dense = expert = 0.0
-    for chunk in range(vpp):
-        virtual = chunk * layout.pp + rank
-        for layer_id in chunks[virtual]:
-            params = ctx.graph.layers[layer_id].params
-            dense += params.per_gpu(tp=layout.tp, expert_shards=1) - params.expert
-            expert += params.expert / _expert_shards(ctx)
-        if virtual == 0:
-            dense += ctx.graph.embedding.params.per_gpu(tp=layout.tp, expert_shards=1)
-        if virtual == len(chunks) - 1:
-            dense += ctx.graph.output.params.per_gpu(tp=layout.tp, expert_shards=1)
-            if ctx.graph.tied_embeddings and layout.pp > 1:
-                # Megatron keeps a copy of the tied embedding on the last stage for the output
-                dense += ctx.graph.embedding.params.tp / layout.tp
-    return dense, expert
 
 
 def effective_zero_stage(ctx: MemoryContext) -> int:

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 from planner.cost.memory import (
     MemoryContext,
-    _cached_chunk_nodes,
-    _cached_stage_params,
     _gathered_weights,
-    _head_transient,
     _optimizer_temporaries,
+    _rank_params,
+    _stage_nodes,
     _states,
+    _tokens,
     virtual_stages,
 )
+from planner.cost.memory_nodes import NodeLayout, graph_view, head_transient
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def chunk_node_bytes(ctx: MemoryContext, rank: int) -> list[tuple[int, tuple[Nod
     result = []
     for chunk in range(ctx.layout.vpp or 1):
         virtual = chunk * ctx.layout.pp + rank
-        nodes = _cached_chunk_nodes(ctx, chunks, virtual)
+        nodes = _stage_nodes(ctx, chunks, virtual, graph_view(ctx.graph), NodeLayout.of(ctx.layout))
         view = tuple(NodeBytes(n.saved, n.grads, n.workspace, n.forward_only) for n in nodes)
         result.append((virtual, view))
     return result
@@ -65,7 +66,7 @@ def rank_states(ctx: MemoryContext, rank: int) -> RankStates:
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     chunks = virtual_stages(ctx.model, layout)
     mine = [chunk * layout.pp + rank for chunk in range(vpp)]
-    dense, expert = _cached_stage_params(ctx, rank, chunks)
+    dense, expert = _rank_params(ctx, rank, chunks, graph_view(ctx.graph))
     weights, grads_full, optimizer = _states(ctx, dense, expert)
     extra = (
         _gathered_weights(ctx, chunks, mine)
@@ -79,6 +80,10 @@ def rank_states(ctx: MemoryContext, rank: int) -> RankStates:
         optimizer=optimizer,
         extra=extra,
         grads_accumulate=ctx.states.grads_persistent or ctx.microbatches > 1,
-        optimizer_temporaries=_optimizer_temporaries(ctx, dense + expert),
-        head_forward_transient=_head_transient(ctx, backward=False) if last else 0.0,
+        optimizer_temporaries=_optimizer_temporaries(ctx, dense + expert, rank, chunks),
+        head_forward_transient=(
+            head_transient(ctx.graph.output, tokens=_tokens(ctx), tp=layout.tp, backward=False)
+            if last
+            else 0.0
+        ),
     )

@@ -14,7 +14,6 @@ from planner.cost.attention_backends import backend_rows, backend_speedup
 from planner.cost.compute import AttentionShape
 from planner.cost.frameworks import Runtime
 from planner.cost.measured_two_gpu import (
-    estimate_two_gpu_record,
     layout_from_record,
     model_from_record,
     runtime_from_record,
@@ -23,6 +22,7 @@ from planner.cost.measured_two_gpu import (
     workload_from_record,
 )
 from planner.cost.memory import _optimizer_temporaries, static_lower_bound, virtual_stages
+from planner.measured_runs import estimate_two_gpu_record
 from planner.predict import estimate, memory_stages, prepare
 from planner.specs.layout import ParallelConfig
 
