@@ -18,6 +18,7 @@ from planner.predict import MemoryReport, TimeReport
 from planner.search.driver import Infeasible, search
 from planner.search.progress import Progress, ProgressCallback
 from planner.specs.hardware import ClusterSpec
+from planner.specs.limits import check_budget, check_headroom, check_time_limit, check_top_k
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
@@ -103,7 +104,19 @@ def plan(
     ``progress``, if given, is called with a :class:`Progress` as the search goes: its
     phase, candidate layouts evaluated out of the total, layouts timed
     (``planner.search.progress``).
+
+    ``time_limit_s`` (``planner.specs.limits``: 0.1 s to an hour) is a wall-clock deadline
+    for the whole search; past it the best plans found are returned, labelled not proven
+    optimal (``TimeLimitReached`` if none fits by then).
     """
+    check_time_limit(time_limit_s)
+    check_top_k(top_k)
+    check_headroom(headroom_gib)
+    check_budget(
+        token_budget=token_budget,
+        price_per_gpu_hour=price_per_gpu_hour,
+        deadline_hours=deadline_hours,
+    )
     result = search(
         model,
         cluster,

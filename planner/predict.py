@@ -44,6 +44,7 @@ from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
+from planner.specs.limits import check_pipeline_ops
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
@@ -173,6 +174,12 @@ def prepare(
         )
         if problems:
             raise SpecError("layout: " + "; ".join(problems))
+        # the schedule the time model simulates, bounded before anything is allocated
+        check_pipeline_ops(
+            microbatches=workload.sequences_per_step // (resolved.mbs * (resolved.dp or 1)),
+            pp=resolved.pp,
+            vpp=resolved.vpp or 1,
+        )
     states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
     impl = implementation(
         framework=framework,

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api import limits as L
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
 from api.inputs import inputs_hash, plan_inputs
 from api.openapi import errors
@@ -28,6 +27,7 @@ from api.schemas import Job, JobProgress, LaunchFiles, PlanRequest
 from api.store import JobRow, JobStore, utcnow
 from planner.emit import emit_files
 from planner.plan import PlanResult
+from planner.specs import limits as L
 
 router = APIRouter(tags=["plans"])
 

@@ -38,7 +38,9 @@ so that an empty space can say which rule emptied it.
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,8 @@ LONG_SEQUENCE_TOKENS_PER_CP_RANK = 8192
 MAX_PP = 64
 VPP_CHOICES = (2, 3, 4)
 RECOMPUTE_CHOICES = ("none", "selective", "full")
+DEADLINE_CHECK_EVERY = 32
+"""Candidates checked between two looks at the clock (each takes tens of microseconds)."""
 
 SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type")
 """Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
@@ -98,10 +102,15 @@ class Enumeration:
     """Rule label -> layouts it removed (a layout breaking two rules counts for both)."""
     examples: dict[str, str] = field(default_factory=dict)
     """Rule label -> one full message, for the explanation."""
+    complete: bool = True
+    """False when the deadline stopped the enumeration: ``layouts`` holds those found."""
 
 
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of ``n`` in increasing order, in O(sqrt(n)) steps (not one per integer
+    up to ``n``: a cluster size of 10^9 would otherwise take minutes)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
@@ -211,8 +220,12 @@ def enumerate_space(
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
     max_mbs: int = 8,
+    deadline: float | None = None,
 ) -> Enumeration:
-    """The legal candidates, with the per-rule drop counts (see the module docstring)."""
+    """The legal candidates, with the per-rule drop counts (see the module docstring).
+
+    Past ``deadline`` (a ``time.perf_counter`` value) the enumeration stops, keeping the
+    candidates found so far, and ``complete`` is False."""
     if framework not in FRAMEWORK_SHARDING:
         raise SpecError(f"framework: unknown '{framework}'; known: {', '.join(FRAMEWORK_SHARDING)}")
     fixed = coerce_knobs(dict(fixed or {}), option="fixed")
@@ -278,6 +291,13 @@ def enumerate_space(
                 continue
             result.considered += 1
             _check(result, fields, model=model, cluster=cluster, workload=workload)
+            if (
+                deadline is not None
+                and result.considered % DEADLINE_CHECK_EVERY == 0
+                and time.perf_counter() > deadline
+            ):
+                result.complete = False
+                return result
     return result
 
 
