@@ -48,7 +48,14 @@ def estimate_command(
     distributed_optimizer: Annotated[
         bool, typer.Option("--distributed-optimizer", help="Megatron's sharded optimizer.")
     ] = False,
-    sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel")] = False,
+    sequence_parallel: Annotated[
+        bool,
+        typer.Option(
+            "--sequence-parallel",
+            help="Megatron sequence parallelism: norms and dropout split along the sequence "
+            "over the tp ranks (needs tp > 1).",
+        ),
+    ] = False,
     offload_optimizer: Annotated[
         float,
         typer.Option(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 
 from planner.cli.emit import write_emitted
+from planner.cli.files import ensure_dir
 from planner.cli.hardware_rank import (
     MeasureDeviceOption,
     MeasureStepsOption,
@@ -19,6 +19,7 @@ from planner.cli.hardware_rank import (
     render_hardware,
 )
 from planner.cli.inputs import (
+    TOKEN_SUFFIX_HELP,
     ClusterOption,
     FrameworkOption,
     GlobalBatchOption,
@@ -31,6 +32,7 @@ from planner.cli.inputs import (
     SeqLenOption,
     check_framework,
     load_inputs,
+    parse_tokens,
 )
 from planner.cli.output import console, print_json
 from planner.cli.refine import (
@@ -42,10 +44,12 @@ from planner.cli.refine import (
     refined_best,
     render_refinement,
 )
+from planner.emit import emitter_names, load_emitters
 from planner.errors import SpecError
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult, plan
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
+from planner.specs import limits as L
 
 
 def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
@@ -64,17 +68,17 @@ def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
     return coerce_knobs(raw, option=option)
 
 
-_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-
-
-def parse_tokens(text: str) -> float:
-    """'15T' -> 1.5e13, '2.5B' -> 2.5e9, '1e12' -> 1e12 (decimal suffixes K, M, B/G, T)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", text)
-    if match is None:
-        raise SpecError(
-            f"--token-budget: '{text}' is not a number of tokens (e.g. 15T, 2.5B, 1e12)"
-        )
-    return float(match.group(1)) * _DECIMAL[match.group(2).lower()]
+def check_emit(emit: str | None, out: Path | None) -> Path | None:
+    """--emit and --out, checked before any search: the directory for the launch files
+    (created now, so that an unwritable one is reported at once), or None without --emit."""
+    if emit is None:
+        if out is not None:
+            raise SpecError("--out: only with --emit (the directory for the launch files)")
+        return None
+    load_emitters()
+    if emit not in emitter_names():
+        raise SpecError(f"--emit: unknown format '{emit}'; known: {', '.join(emitter_names())}")
+    return ensure_dir(out or Path("run"), option="--out")
 
 
 def plan_command(
@@ -103,7 +107,7 @@ def plan_command(
     token_budget: Annotated[
         str | None,
         typer.Option(
-            "--token-budget", help="Tokens to train on (decimal suffixes: 15T, 2.5B, 300M)."
+            "--token-budget", help=f"Tokens to train on: 15T, 2.5B, 300M ({TOKEN_SUFFIX_HELP})."
         ),
     ] = None,
     deadline_hours: Annotated[
@@ -119,7 +123,13 @@ def plan_command(
     ] = 0.0,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Plans to show.")] = 5,
     time_limit: Annotated[
-        float, typer.Option("--time-limit", min=0.1, help="Seconds for the whole search.")
+        float,
+        typer.Option(
+            "--time-limit",
+            help=f"Seconds for the whole search, {L.MIN_TIME_LIMIT_S:g} to "
+            f"{L.MAX_TIME_LIMIT_S:g}: past it the best plans found are shown, labelled not "
+            "proven optimal.",
+        ),
     ] = DEFAULT_TIME_LIMIT_S,
     emit: Annotated[
         str | None,
@@ -127,7 +137,9 @@ def plan_command(
             help="Also write launch files for the best plan: megatron | deepspeed | torchtitan."
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Directory for --emit.")] = Path("run"),
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for --emit's files. [default: run]")
+    ] = None,
     as_json: JsonOption = False,
     # Optuna refinement of the solver's plans (planner/cli/refine.py)
     refine: RefineOption = 0,
@@ -141,6 +153,7 @@ def plan_command(
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
+    out = check_emit(emit, out)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
     fixed = parse_knobs(fix, option="--fix")
@@ -164,7 +177,9 @@ def plan_command(
         top_k=top_k,
         time_limit_s=time_limit,
         price_per_gpu_hour=price_per_gpu_hour,
-        token_budget=parse_tokens(token_budget) if token_budget is not None else None,
+        token_budget=None
+        if token_budget is None
+        else float(parse_tokens(token_budget, option="--token-budget")),
         deadline_hours=deadline_hours,
     )
     data = result.model_dump(mode="json")
@@ -188,7 +203,7 @@ def plan_command(
         )  # fmt: skip
         extras["hardware"] = ranking.model_dump(mode="json")
         renders.append(lambda: render_hardware(ranking))
-    if emit is not None:
+    if emit is not None and out is not None:
         write_emitted(emitted, format=emit, out=out, quiet=as_json)
     if as_json:
         print_json({**data, **extras})
