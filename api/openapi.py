@@ -25,6 +25,7 @@ _DESCRIPTIONS = {
     404: "unknown name or id",
     409: "the job is not in a state that allows this",
     413: "request body over the server's limit",
+    415: "the request body is not JSON (Content-Type)",
     422: "the request breaks the schema or a rule (detail names the field)",
     503: "job queue full, or the database unreachable; retry after Retry-After seconds",
 }
@@ -42,10 +43,10 @@ ALWAYS = (401, 503)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` entries for these error statuses (plus 401 and 503; and 400 with
-    413, for routes that read a body)."""
+    """The ``responses=`` entries for these error statuses (plus 401 and 503; and 400 and
+    415 with 413, for routes that read a body)."""
     if 413 in statuses:
-        statuses = (*statuses, 400)
+        statuses = (*statuses, 400, 415)
     documented: dict[int | str, dict[str, Any]] = {}
     for status in sorted({*statuses, *ALWAYS}):
         entry: dict[str, Any] = {

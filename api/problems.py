@@ -48,6 +48,7 @@ TITLES: dict[str, str] = {
     "conflict": "Conflict with the current state",
     "unauthorized": "Missing or wrong bearer token",
     "payload-too-large": "Request body too large",
+    "unsupported-media-type": "The request body is not JSON",
     "queue-full": "The job queue is full",
     "unavailable": "Service unavailable",
     "time-limit": "The job ran past its time limit",

@@ -1,0 +1,138 @@
+"""Fuzzing the command line: whatever the options, exit code 0 or 2, never a traceback.
+
+Strategies draw each option of ``estimate``, ``plan``, ``models`` and ``emit`` from
+plausible values, values at and past the bounds of ``planner.specs.limits``, and junk
+(``fuzz_support``). Every run goes through the real entry point and its error boundary
+in-process, and must end with exit code 0 (output on stdout) or 2 with exactly one line
+``autopar: error: ...`` on stderr, within a time bound; any other exception fails the
+test with its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from typing import Any
+
+from fuzz_support import floats, fuzz_settings, ints, text
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from planner.cli.app import main
+
+MODELS = ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v3", "gpt-1t", "nope", "/proc/x.json", ""]
+CLUSTERS = ["dgx-h100", "dgx-a100", "mi300x-8", "l40s-8", "nope", "/proc/x.json"]
+PLAN_TIME_LIMIT_S = 0.5
+BOUND_S = 30.0
+"""Per run: start-up, the plan's time limit and its solver's second, on a busy machine."""
+
+
+def run(argv: list[str]) -> tuple[int, str, str, float]:
+    """``autopar ARGV`` in-process: exit code, stdout, stderr, seconds."""
+    out, err = io.StringIO(), io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return code, out.getvalue(), err.getvalue(), time.perf_counter() - started
+
+
+def check(argv: list[str]) -> None:
+    code, _, err, seconds = run(argv)
+    event(f"exit code {code}")
+    assert code in (0, 2), (argv, code, err)
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("autopar: error: "), (argv, err)
+    assert "Traceback" not in err, (argv, err)
+    assert seconds < BOUND_S, (argv, seconds)
+
+
+def _value(option: str) -> st.SearchStrategy[Any]:
+    """Values for one option: mostly plausible, often at a bound, sometimes junk."""
+    plausible: dict[str, st.SearchStrategy[Any]] = {
+        "--model": st.sampled_from(MODELS),
+        "--cluster": st.sampled_from(CLUSTERS),
+        "--seq-len": st.sampled_from([1, 128, 4096, 8192, 2**20, 2**20 + 1]),
+        "--gpus": st.sampled_from([1, 2, 8, 64, 16384, 10**9]),
+        "--nodes": st.sampled_from([1, 2, 8, 2048, 2049]),
+        "--global-batch": st.sampled_from([1, 8, 64, 512, 16384, 99999999999]),
+        "--global-batch-tokens": st.sampled_from(["1M", "4Mi", "16Mi", "1Gi", "1T", "16Q"]),
+        "--tp": st.sampled_from([1, 2, 8, 16]),
+        "--pp": st.sampled_from([1, 2, 4, 64, 4096]),
+        "--cp": st.sampled_from([1, 2, 8]),
+        "--ep": st.sampled_from([1, 8, 256]),
+        "--vpp": st.sampled_from([1, 2, 4, 64]),
+        "--mbs": st.sampled_from([1, 2, 4, 1024]),
+        "--zero": st.sampled_from([0, 1, 2, 3, 4]),
+        "--recompute": st.sampled_from(["none", "selective", "full", "half"]),
+        "--precision": st.sampled_from(["bf16", "fp8", "fp4"]),
+        "--framework": st.sampled_from(["megatron", "deepspeed", "torchtitan", "pytorch", "jax"]),
+        "--offload-optimizer": st.sampled_from([0.0, 0.5, 1.0, 2.0]),
+        "--top-k": st.sampled_from([1, 3, 50, 51]),
+        "--objective": st.sampled_from(["throughput", "cost", "min-gpus", "speed"]),
+        "--token-budget": st.sampled_from(["1T", "15T", "2.5B", "1e400", "lots"]),
+        "--price-per-gpu-hour": st.sampled_from([0.0, 2.5, 1e9]),
+        "--deadline-hours": st.sampled_from([1.0, 1000.0, 0.0]),
+        "--fix": st.sampled_from(["tp=8", "tp=8,cp=2", "warp=9", "tp=eight", "tp", ""]),
+        "--max": st.sampled_from(["pp=4", "tp=2,pp=2", "mbs=1", "recompute=none"]),
+        "--headroom-gib": st.sampled_from([0.0, 5.0, 1e6]),
+        "--emit": st.sampled_from(["megatron", "deepspeed", "torchtitan", "tensorflow"]),
+        "--out": st.sampled_from(["/proc/x", "/dev/null/x"]),
+    }
+    # three in four draws plausible, so that runs get past the first check and deeper
+    return st.one_of(plausible[option], plausible[option], plausible[option], ints | floats | text)
+
+
+def _argv(command: list[str], options: list[str], flags: list[str]) -> st.SearchStrategy:
+    @st.composite
+    def build(draw: st.DrawFn) -> list[str]:
+        argv = list(command)
+        for option in options:
+            required = option in ("--model", "--cluster", "--seq-len")
+            if (required and draw(st.integers(0, 9)) > 0) or draw(st.booleans()):
+                argv += [option, str(draw(_value(option)))]
+        argv += [flag for flag in flags if draw(st.booleans())]
+        return argv
+
+    return build()
+
+
+WORKLOAD = ["--model", "--cluster", "--seq-len", "--gpus", "--nodes", "--global-batch",
+            "--global-batch-tokens", "--precision", "--framework"]  # fmt: skip
+ESTIMATE = [*WORKLOAD, "--tp", "--pp", "--cp", "--ep", "--vpp", "--mbs", "--zero",
+            "--recompute", "--offload-optimizer"]  # fmt: skip
+ESTIMATE_FLAGS = ["--json", "--distributed-optimizer", "--sequence-parallel",
+                  "--no-flash-attention"]  # fmt: skip
+PLAN = [*WORKLOAD, "--top-k", "--objective", "--token-budget", "--price-per-gpu-hour",
+        "--deadline-hours", "--fix", "--max", "--headroom-gib", "--emit", "--out"]  # fmt: skip
+
+
+@fuzz_settings(default=40)
+@given(argv=_argv(["estimate"], ESTIMATE, ESTIMATE_FLAGS))
+def test_estimate_never_crashes(argv: list[str]) -> None:
+    check(argv)
+
+
+@fuzz_settings(default=8)
+@given(argv=_argv(["plan"], PLAN, ["--json"]))
+def test_plan_never_crashes_or_overruns(argv: list[str]) -> None:
+    check([*argv, "--time-limit", str(PLAN_TIME_LIMIT_S)])
+
+
+@fuzz_settings(default=25)
+@given(
+    argv=st.one_of(
+        st.tuples(st.just("models"), st.just("show"), st.sampled_from(MODELS) | text).map(list),
+        st.tuples(st.just("hardware"), st.just("show"), st.sampled_from(CLUSTERS) | text).map(list),
+        st.tuples(st.just("emit"), text, st.just("--format"), text).map(list),
+        st.tuples(st.just("models"), st.just("import"), text, st.just("--name"), text).map(list),
+        st.lists(text, max_size=4),
+    )
+)
+def test_other_commands_never_crash(argv: list[str]) -> None:
+    check(argv)
