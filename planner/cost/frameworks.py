@@ -2,7 +2,7 @@
 
 ``state_layout`` names how parameters, gradients and optimizer states are stored (bytes
 per parameter for Adam; Rajbhandari et al. 2020, section 3.1, and Megatron-LM's
-``docs/.../dist_optimizer.md`` table, ../shared/reference/frameworks.md 6.5):
+``docs/source/api-guide/dist_optimizer.md`` table):
 
   megatron  bf16/fp16 weights 2, fp32 main gradients 4 (a persistent buffer), fp32 master
             weights 4, two fp32 Adam moments 8: 18 bytes; the distributed optimizer shards

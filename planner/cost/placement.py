@@ -1,7 +1,7 @@
 """Where each process group's ranks sit on the nodes: how many share a node, how many nodes.
 
-Megatron-LM numbers ranks in the order ``tp-cp-ep-dp-pp`` (its default ``order`` string,
-../shared/reference/frameworks.md section 1.8): tp is innermost (adjacent ranks), pp
+Megatron-LM numbers ranks in the order ``tp-cp-ep-dp-pp`` (the default ``order`` string of
+``RankGenerator`` in ``megatron/core/parallel_state.py``): tp is innermost (adjacent ranks), pp
 outermost. A group is therefore a set of ranks ``r0 + i·stride`` for ``i < size``:
 
   ====== ========== ============================ ==========================================
@@ -105,7 +105,8 @@ def place_groups(layout: ParallelConfig, cluster: ClusterSpec) -> dict[str, Grou
     if world % (etp * ep * pp) != 0:
         raise SpecError(
             f"layout: the {world} GPUs are not divisible by etp x ep x pp = {etp} x {ep} x "
-            f"{pp} = {etp * ep * pp} (rule 2)"
+            f"{pp} = {etp * ep * pp} (Megatron-LM lays the expert-parallel groups out over "
+            "the same GPUs as the dense ones)"
         )
     edp = world // (etp * ep * pp)
     gpus = cluster.gpus_in_node

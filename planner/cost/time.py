@@ -139,7 +139,7 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
 
     last = len(stages) - 1
     # Megatron overlaps pipeline sends with compute only in the interleaved schedule; plain
-    # 1F1B forces overlap_p2p_comm off (frameworks.md, rule 25), so there the sender also
+    # 1F1B forces overlap_p2p_comm off (megatron/training/arguments.py), so the sender also
     # waits for its transfer: the send is added to the op that produces it.
     blocking = vpp == 1
 
