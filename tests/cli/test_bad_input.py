@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from planner.cli.files import write_files, write_text
 from planner.cli.inputs import parse_tokens
-from planner.errors import SpecError
+from planner.errors import OutputError, SpecError
 from planner.specs import limits as L
 
 PLAN = ("plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--seq-len", "4096")
@@ -192,3 +193,24 @@ def test_sequence_parallel_has_help(run_cli, monkeypatch: pytest.MonkeyPatch) ->
     text = run_cli("estimate", "--help").stdout
     after = text.split("--sequence-parallel", 1)[1].split("\n  --", 1)[0]
     assert "sequence" in after.lower() and "tp" in after
+
+
+def test_profile_checks_its_output_before_measuring(run_cli) -> None:
+    result = _timed(run_cli, "profile", "--out", "/proc/x/profile.json")
+    _refused(result, "--out", "/proc/x")
+
+
+def test_the_writer_turns_os_errors_into_one_line(tmp_path: Path) -> None:
+    written = write_files(tmp_path / "run", {"a.sh": "echo\n", "b.txt": "b\n"}, option="--out")
+    assert [path.name for path in written] == ["a.sh", "b.txt"]
+    assert (tmp_path / "run" / "a.sh").stat().st_mode & 0o111
+    (tmp_path / "file").write_text("")
+    for target, reason in (
+        (tmp_path / "file", "not a directory"),
+        (tmp_path / "file" / "sub", "cannot create directory"),
+        (Path("/proc/x"), "cannot create directory"),
+    ):
+        with pytest.raises(OutputError, match=reason):
+            write_files(target, {"a.txt": ""}, option="--out")
+    with pytest.raises(OutputError, match="is a directory"):
+        write_text(tmp_path, "x", option="--out")
