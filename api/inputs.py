@@ -240,7 +240,7 @@ def plan_inputs(
     model = resolve_model(body.model, models)
     cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
     workload = resolve_workload(body)
-    fixed = coerce_knobs(dict(body.fix or {}), option="fix")
+    fixed = coerce_knobs(dict(body.fix or {}), option="fix", strict=True)
     maxima = dict(body.max or {})
     space = enumerate_space(
         model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima

@@ -113,8 +113,9 @@ def divisors(n: int) -> list[int]:
     return small + [n // d for d in reversed(small) if d * d != n]
 
 
-def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
-    """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none')."""
+def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -> dict[str, Any]:
+    """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none'
+    from command-line text; ``strict``, for JSON: no text or bool taken as a number)."""
     fields = ParallelConfig.model_fields
     coerced: dict[str, Any] = {}
     for name, value in values.items():
@@ -124,9 +125,9 @@ def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
             )
         adapter = TypeAdapter(fields[name].annotation)
         try:
-            coerced[name] = adapter.validate_python(value)
+            coerced[name] = adapter.validate_python(value, strict=strict)
         except ValidationError:
-            if isinstance(value, str) and value.lower() in ("none", "null"):
+            if not strict and isinstance(value, str) and value.lower() in ("none", "null"):
                 try:
                     coerced[name] = adapter.validate_python(None)
                     continue

@@ -54,6 +54,12 @@ def test_no_bool_or_string_is_taken_as_a_number(client, field: str, value: Any) 
     assert f"body.{field}" in _fields(assert_problem(response, 422, "invalid-request"))
 
 
+@pytest.mark.parametrize("value", ["8", True, 8.0])
+def test_pinned_knobs_are_strict_too(client, value: Any) -> None:
+    response = client.post("/v1/plans", json={**SMALL_PLAN, "fix": {"tp": value}})
+    assert "fix: tp=" in assert_problem(response, 422, "invalid-spec")["detail"]
+
+
 def test_inline_specs_are_strict_too(client) -> None:
     model = {
         "name": "tiny", "num_layers": "2", "hidden_size": 64, "num_attention_heads": 4,
