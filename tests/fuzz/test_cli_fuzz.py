@@ -52,8 +52,9 @@ def check(argv: list[str]) -> None:
     assert seconds < BOUND_S, (argv, seconds)
 
 
-def _value(option: str) -> st.SearchStrategy[Any]:
-    """Values for one option: mostly plausible, often at a bound, sometimes junk."""
+def _value(option: str, *, junk: bool = True) -> st.SearchStrategy[Any]:
+    """Values for one option: mostly plausible, often at a bound, sometimes junk (never,
+    with ``junk=False``)."""
     plausible: dict[str, st.SearchStrategy[Any]] = {
         "--model": st.sampled_from(MODELS),
         "--cluster": st.sampled_from(CLUSTERS),
@@ -84,18 +85,22 @@ def _value(option: str) -> st.SearchStrategy[Any]:
         "--emit": st.sampled_from(["megatron", "deepspeed", "torchtitan", "tensorflow"]),
         "--out": st.sampled_from(["/proc/x", "/dev/null/x"]),
     }
+    if not junk:
+        return plausible[option]
     # three in four draws plausible, so that runs get past the first check and deeper
     return st.one_of(plausible[option], plausible[option], plausible[option], ints | floats | text)
 
 
-def _argv(command: list[str], options: list[str], flags: list[str]) -> st.SearchStrategy:
+def _argv(
+    command: list[str], options: list[str], flags: list[str], *, junk: bool = True
+) -> st.SearchStrategy:
     @st.composite
     def build(draw: st.DrawFn) -> list[str]:
         argv = list(command)
         for option in options:
             required = option in ("--model", "--cluster", "--seq-len")
             if (required and draw(st.integers(0, 9)) > 0) or draw(st.booleans()):
-                argv += [option, str(draw(_value(option)))]
+                argv += [option, str(draw(_value(option, junk=junk)))]
         argv += [flag for flag in flags if draw(st.booleans())]
         return argv
 
@@ -115,6 +120,13 @@ PLAN = [*WORKLOAD, "--top-k", "--objective", "--token-budget", "--price-per-gpu-
 @fuzz_settings(default=40)
 @given(argv=_argv(["estimate"], ESTIMATE, ESTIMATE_FLAGS))
 def test_estimate_never_crashes(argv: list[str]) -> None:
+    check(argv)
+
+
+@fuzz_settings(default=20)
+@given(argv=_argv(["estimate"], ESTIMATE, ESTIMATE_FLAGS, junk=False))
+def test_plausible_estimates_never_crash(argv: list[str]) -> None:
+    """Only plausible values: more runs get as far as the cost model."""
     check(argv)
 
 
