@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from planner.cost.compute import Rates
 from planner.cost.frameworks import (
@@ -42,6 +42,7 @@ from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.errors import SpecError
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
+from planner.specs._base import spec_error
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.limits import check_pipeline_ops
@@ -124,7 +125,11 @@ def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) ->
     }
     if not defaults:
         return layout
-    return ParallelConfig(**{**layout.model_dump(exclude_unset=True), **defaults})
+    try:
+        return ParallelConfig(**{**layout.model_dump(exclude_unset=True), **defaults})
+    except ValidationError as error:  # e.g. --distributed-optimizer under torchtitan's FSDP
+        shown = ", ".join(f"{key} {value}" for key, value in defaults.items())
+        raise spec_error(error, what=f"layout with {framework}'s default {shown}") from None
 
 
 @dataclass(frozen=True)

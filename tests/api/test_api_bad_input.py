@@ -99,3 +99,9 @@ def test_an_inline_model_over_the_parameter_bound_is_refused(client) -> None:
     }  # fmt: skip
     response = client.post("/v1/plans", json={**SMALL_PLAN, "model": model})
     assert "parameters" in assert_problem(response, 422, "invalid-request")["detail"]
+
+
+def test_a_knob_that_conflicts_with_the_frameworks_default_is_a_422(client) -> None:
+    body = {**SMALL_ESTIMATE, "framework": "torchtitan", "distributed_optimizer": True}
+    detail = assert_problem(client.post("/v1/estimate", json=body), 422, "invalid-spec")["detail"]
+    assert "zero_stage 3" in detail

@@ -214,3 +214,11 @@ def test_the_writer_turns_os_errors_into_one_line(tmp_path: Path) -> None:
             write_files(target, {"a.txt": ""}, option="--out")
     with pytest.raises(OutputError, match="is a directory"):
         write_text(tmp_path, "x", option="--out")
+
+
+def test_a_flag_that_conflicts_with_the_frameworks_default_is_one_line(run_cli) -> None:
+    """Found by tests/fuzz: --distributed-optimizer under torchtitan (FSDP, ZeRO-3 by
+    default) raised pydantic's ValidationError through the CLI boundary."""
+    args = ("--gpus", "8", "--global-batch", "64", "--framework", "torchtitan")
+    result = run_cli(*ESTIMATE, *args, "--distributed-optimizer")
+    _refused(result, "torchtitan", "zero_stage 3", "distributed_optimizer")
