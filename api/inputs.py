@@ -31,7 +31,7 @@ from planner import catalog
 from planner.cli.inputs import build_spec
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
-from planner.predict import Estimate, estimate
+from planner.predict import Estimate, check_precision, estimate
 from planner.search.candidates import coerce_knobs, enumerate_space
 from planner.specs import limits as L
 from planner.specs._base import spec_error
@@ -240,6 +240,7 @@ def plan_inputs(
     model = resolve_model(body.model, models)
     cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
     workload = resolve_workload(body)
+    check_precision(cluster, workload)
     fixed = coerce_knobs(dict(body.fix or {}), option="fix", strict=True)
     maxima = dict(body.max or {})
     space = enumerate_space(

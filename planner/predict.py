@@ -116,6 +116,15 @@ FRAMEWORK_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def check_precision(cluster: ClusterSpec, workload: WorkloadSpec) -> None:
+    """The cluster's GPU runs the workload's precision (it has a dense peak for it)."""
+    if getattr(cluster.gpu.peak_tflops, workload.precision) is None:
+        raise SpecError(
+            f"precision: {cluster.gpu.id} has no dense {workload.precision} peak (it does not "
+            f"support {workload.precision}); choose another precision or GPU"
+        )
+
+
 def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) -> ParallelConfig:
     """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's."""
     defaults = {
@@ -171,6 +180,7 @@ def prepare(
     ``check=False`` skips the rule check, for callers that already ran
     ``layout_violations`` on the resolved layout (the planner's candidates).
     """
+    check_precision(cluster, workload)
     layout = apply_framework_defaults(layout, framework=framework)
     resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
     if check:

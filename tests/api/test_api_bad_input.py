@@ -105,3 +105,12 @@ def test_a_knob_that_conflicts_with_the_frameworks_default_is_a_422(client) -> N
     body = {**SMALL_ESTIMATE, "framework": "torchtitan", "distributed_optimizer": True}
     detail = assert_problem(client.post("/v1/estimate", json=body), 422, "invalid-spec")["detail"]
     assert "zero_stage 3" in detail
+
+
+@pytest.mark.parametrize("path", ["/v1/estimate", "/v1/plans"])
+def test_a_precision_the_gpu_lacks_is_a_422(client, path: str) -> None:
+    body = {**(SMALL_ESTIMATE if path == "/v1/estimate" else SMALL_PLAN), "cluster": "dgx-a100"}
+    detail = assert_problem(
+        client.post(path, json={**body, "precision": "fp8"}), 422, "invalid-spec"
+    )
+    assert "fp8" in detail["detail"]

@@ -222,3 +222,11 @@ def test_a_flag_that_conflicts_with_the_frameworks_default_is_one_line(run_cli) 
     args = ("--gpus", "8", "--global-batch", "64", "--framework", "torchtitan")
     result = run_cli(*ESTIMATE, *args, "--distributed-optimizer")
     _refused(result, "torchtitan", "zero_stage 3", "distributed_optimizer")
+
+
+@pytest.mark.parametrize("command", ["estimate", "plan"])
+def test_a_precision_the_gpu_lacks_is_one_line(run_cli, command: str) -> None:
+    """Found by tests/fuzz: fp8 on an A100 raised a bare ValueError (a traceback)."""
+    args = ("--model", "llama-3.1-8b", "--cluster", "dgx-a100", "--seq-len", "1024")
+    result = run_cli(command, *args, "--gpus", "2", "--global-batch", "8", "--precision", "fp8")
+    _refused(result, "precision", "fp8", "a100")
