@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from planner.cli.app import main
 MODELS = ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v3", "gpt-1t", "nope", "/proc/x.json", ""]
 CLUSTERS = ["dgx-h100", "dgx-a100", "mi300x-8", "l40s-8", "nope", "/proc/x.json"]
 PLAN_TIME_LIMIT_S = 0.5
+WORKDIR = tempfile.mkdtemp(prefix="autopar-fuzz-cli-")
+"""Where the runs start: ``plan --emit`` without ``--out`` writes ./run, not into the checkout."""
 BOUND_S = 30.0
 """Per run: start-up, the plan's time limit and its solver's second, on a busy machine."""
 
@@ -32,7 +35,10 @@ def run(argv: list[str]) -> tuple[int, str, str, float]:
     """``autopar ARGV`` in-process: exit code, stdout, stderr, seconds."""
     out, err = io.StringIO(), io.StringIO()
     started = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.chdir(WORKDIR))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
         try:
             main(argv)
             code = 0
@@ -71,6 +77,15 @@ VALID: dict[str, list[Any]] = {
     "--precision": ["bf16", "fp8"],
     "--framework": ["megatron", "deepspeed", "torchtitan", "pytorch"],
     "--offload-optimizer": [0.0, 0.5, 1.0],
+    "--top-k": [1, 3],
+    "--objective": ["throughput", "cost", "min-gpus"],
+    "--token-budget": ["1T", "15T", "300B"],
+    "--price-per-gpu-hour": [2.5],
+    "--deadline-hours": [100.0, 2000.0],
+    "--fix": ["tp=2", "recompute=none", "mbs=1", "pp=2"],
+    "--max": ["pp=2", "tp=4", "mbs=2"],
+    "--headroom-gib": [0.0, 5.0],
+    "--emit": ["megatron", "deepspeed", "torchtitan"],
 }
 """What a user planning a real run types: with these, most runs reach the cost model."""
 
@@ -159,6 +174,13 @@ def test_plausible_estimates_never_crash(argv: list[str]) -> None:
     """Only values from ``VALID``: most runs get as far as the cost model (a layout rule
     may still refuse a combination)."""
     check(argv)
+
+
+@fuzz_settings(default=4)
+@given(argv=_argv(["plan"], [o for o in PLAN if o != "--out"], ["--json"], junk=False))
+def test_plausible_plans_never_crash_or_overrun(argv: list[str]) -> None:
+    """Only values from ``VALID``: some searches run to their time limit."""
+    check([*argv, "--time-limit", str(PLAN_TIME_LIMIT_S)])
 
 
 @fuzz_settings(default=8)
