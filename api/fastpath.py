@@ -108,7 +108,7 @@ class EstimateFastPath:
         """The estimate's JSON, or None where the route should answer instead."""
         try:
             request = EstimateRequest.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # JSONDecodeError, UnicodeDecodeError too
+        except (ValueError, ValidationError, RecursionError):  # JSONDecodeError, Unicode...
             return None
         if needs_store(request):
             return None

@@ -1,9 +1,17 @@
-"""Request guards: the body-size limit (ASGI middleware) and the optional bearer token.
+"""Request guards: the body checks (ASGI middleware) and the optional bearer token.
 
-The body limit runs before FastAPI reads anything: a ``Content-Length`` over the limit is
-refused at once, and a body sent without one is counted as it arrives and refused as
-soon as it passes the limit, so an oversized upload never sits in memory whole. Both
-answer 413 with a problem.
+The body checks run before FastAPI reads anything:
+
+* size: a ``Content-Length`` over the limit is refused at once, and a body sent without
+  one is counted as it arrives and refused as soon as it passes the limit, so an
+  oversized upload never sits in memory whole (413);
+* media type: every body the service reads is JSON, so a body declared as anything else
+  (``text/plain``, a form) is refused with 415 (a body with no ``Content-Type`` is read
+  as JSON, as FastAPI does);
+* nesting: a JSON body nested deeper than ``MAX_JSON_DEPTH`` is refused with 422 before
+  any parser recurses into it (100,000 nested lists used to exhaust Python's recursion
+  limit inside the JSON parser: a 500). Counted in one pass over the bytes, strings
+  left out.
 
 The token (``AUTOPAR_API_TOKEN``) is compared in constant time; a missing or wrong token
 answers 401 with ``WWW-Authenticate: Bearer``. ``/v1/health`` stays open for load
@@ -13,9 +21,11 @@ balancers.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Annotated
 
+import numpy as np
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +54,10 @@ class BodyLimit:
         if read.over_limit:
             await self._refuse(scope, receive, send, f"more than {self.max_bytes} bytes")
             return
+        problem = body_problem(scope, read.body)
+        if problem is not None:
+            await respond(problem, scope, receive, send)
+            return
         await self.app(scope, replay_body(read, receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
@@ -53,9 +67,59 @@ class BodyLimit:
             f"request body: {size} exceeds this server's limit of {self.max_bytes} bytes "
             "(AUTOPAR_MAX_BODY_BYTES)",
         )
-        response = problem_response(problem)
-        response.headers["connection"] = "close"
-        await response(scope, receive, send)
+        await respond(problem, scope, receive, send)
+
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of a request body: the schemas nest at most 5 levels (a plan request's
+inline cluster's GPU's peaks); 32 leaves room and stays far below Python's recursion
+limit."""
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply ``body``'s arrays and objects nest (brackets inside strings not counted)."""
+    data = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    steps = np.isin(data, _OPEN).astype(np.int64) - np.isin(data, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _media_type(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return None
+
+
+def body_problem(scope: Scope, body: bytes) -> ApiProblem | None:
+    """The problem with a request body the service would read (see the module docstring)."""
+    if not body or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        return None
+    media = _media_type(scope)
+    if media is not None and media != "application/json" and not media.endswith("+json"):
+        return ApiProblem(
+            415,
+            "unsupported-media-type",
+            f"request body: Content-Type '{media}' is not JSON; send the body as application/json",
+        )
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        return ApiProblem(
+            422,
+            "invalid-request",
+            f"request body: JSON nested {depth} levels deep, more than this server's limit "
+            f"of {MAX_JSON_DEPTH}",
+        )
+    return None
+
+
+async def respond(problem: ApiProblem, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer with ``problem`` and close the connection (the body may not all be read)."""
+    response = problem_response(problem)
+    response.headers["connection"] = "close"
+    await response(scope, receive, send)
 
 
 @dataclass(frozen=True)

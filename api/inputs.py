@@ -24,7 +24,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 import hardware_db
-from api import limits as L
 from api.schemas import ClusterInput, EstimateRequest, PlanRequest, WorkloadRequest
 from api.spec_inputs import plain
 from api.store import ModelStore
@@ -32,8 +31,9 @@ from planner import catalog
 from planner.cli.inputs import build_spec
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
-from planner.predict import Estimate, estimate
+from planner.predict import Estimate, check_precision, estimate
 from planner.search.candidates import coerce_knobs, enumerate_space
+from planner.specs import limits as L
 from planner.specs._base import spec_error
 from planner.specs.hardware import ClusterSpec, GPUSpec, LinkSpec
 from planner.specs.layout import ParallelConfig
@@ -116,7 +116,7 @@ def _check_size(*, gpus: int | None, nodes: int | None, per_node: int) -> None:
 
 
 def resolve_workload(body: WorkloadRequest) -> WorkloadSpec:
-    """The workload, its batch counted in sequences (bounded by ``MAX_GLOBAL_BATCH``)."""
+    """The workload, its batch counted in sequences (``WorkloadSpec`` bounds it)."""
     workload = build_spec(
         WorkloadSpec,
         "workload",
@@ -125,12 +125,6 @@ def resolve_workload(body: WorkloadRequest) -> WorkloadSpec:
         global_batch_tokens=body.global_batch_tokens,
         precision=body.precision,
     )
-    if workload.sequences_per_step > L.MAX_GLOBAL_BATCH:
-        raise SpecError(
-            f"global_batch_tokens: {workload.global_batch_tokens} tokens = "
-            f"{workload.sequences_per_step} sequences of {workload.seq_len}, more than this "
-            f"service's bound of {L.MAX_GLOBAL_BATCH} sequences"
-        )
     return WorkloadSpec(
         seq_len=workload.seq_len,
         global_batch=workload.sequences_per_step,
@@ -231,24 +225,23 @@ def _pipeline_ops(layout: ParallelConfig, *, cluster: ClusterSpec, workload: Wor
         return 0
     dp = layout.dp or cluster.num_gpus // model_parallel
     microbatches = -(-workload.sequences_per_step // (layout.mbs * dp))
-    ops = microbatches * layout.pp * (layout.vpp or 1)
-    if ops > L.MAX_PIPELINE_OPS:
-        raise SpecError(
-            f"global_batch: {microbatches} micro-batches x pp {layout.pp} x vpp "
-            f"{layout.vpp or 1} = {ops} pipeline operations exceed this service's bound of "
-            f"{L.MAX_PIPELINE_OPS}; raise mbs or dp, or lower global_batch"
-        )
-    return ops
+    return L.check_pipeline_ops(microbatches=microbatches, pp=layout.pp, vpp=layout.vpp or 1)
 
 
 def plan_inputs(
     body: PlanRequest, models: ModelStore, *, max_time_limit_s: float, max_layouts: int
 ) -> tuple[dict[str, Any], int]:
     """The canonical inputs of a plan request and the size of its search space."""
+    if body.time_limit > max_time_limit_s:
+        raise SpecError(
+            f"time_limit: {body.time_limit:g} s is more than this server allows, "
+            f"{max_time_limit_s:g} s (AUTOPAR_MAX_TIME_LIMIT_S)"
+        )
     model = resolve_model(body.model, models)
     cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
     workload = resolve_workload(body)
-    fixed = coerce_knobs(dict(body.fix or {}), option="fix")
+    check_precision(cluster, workload)
+    fixed = coerce_knobs(dict(body.fix or {}), option="fix", strict=True)
     maxima = dict(body.max or {})
     space = enumerate_space(
         model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima
@@ -269,7 +262,7 @@ def plan_inputs(
         "max": maxima,
         "headroom_gib": body.headroom_gib,
         "top_k": body.top_k,
-        "time_limit_s": min(body.time_limit, max_time_limit_s),
+        "time_limit_s": body.time_limit,
     }
     for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
         if getattr(body, knob) is not None:  # absent unless given: older hashes stay valid

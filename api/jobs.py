@@ -11,9 +11,9 @@ database share one queue), hand it to its process, and wait for the answer while
   shows it; the first report is stored at once, and the last with the result;
 * kills the process when the job is cancelled (``DELETE``) or runs past its hard
   deadline, ``time_limit_s + max(grace, 0.25 x time_limit_s)`` (grace: 5 s by
-  default, ``AUTOPAR_JOB_GRACE_S``): the planner keeps
-  tabulating past its time limit until one layout fits, and its solver always gets a
-  second, so the deadline leaves that room before the job fails with ``time-limit``;
+  default, ``AUTOPAR_JOB_GRACE_S``): the planner stops itself at its time limit
+  (returning the best plans found, or failing with ``time-limit`` when none fits yet)
+  but its solver always gets a second, so the deadline leaves that room and more;
 * starts a fresh process after a kill (the warm-up costs a few seconds).
 
 Workers are plain subprocesses (``python -m api.worker``), not forks of the threaded

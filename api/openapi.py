@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import limits as L
 from api.problems import PROBLEM_MEDIA_TYPE, TITLES, Problem
 from api.settings import ApiSettings
+from planner.specs import limits as L
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _DESCRIPTIONS = {
@@ -25,6 +25,7 @@ _DESCRIPTIONS = {
     404: "unknown name or id",
     409: "the job is not in a state that allows this",
     413: "request body over the server's limit",
+    415: "the request body is not JSON (Content-Type)",
     422: "the request breaks the schema or a rule (detail names the field)",
     503: "job queue full, or the database unreachable; retry after Retry-After seconds",
 }
@@ -42,10 +43,10 @@ ALWAYS = (401, 503)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` entries for these error statuses (plus 401 and 503; and 400 with
-    413, for routes that read a body)."""
+    """The ``responses=`` entries for these error statuses (plus 401 and 503; and 400 and
+    415 with 413, for routes that read a body)."""
     if 413 in statuses:
-        statuses = (*statuses, 400)
+        statuses = (*statuses, 400, 415)
     documented: dict[int | str, dict[str, Any]] = {}
     for status in sorted({*statuses, *ALWAYS}):
         entry: dict[str, Any] = {
@@ -67,8 +68,9 @@ def describe(settings: ApiSettings) -> str:
         f"{L.MAX_GPUS} GPUs; global batch up to {L.MAX_GLOBAL_BATCH} sequences; an "
         f"estimate's pipeline schedule up to {L.MAX_PIPELINE_OPS} operations "
         "(micro-batches x pp x vpp); a plan's search space up to "
-        f"{settings.max_search_layouts} candidate layouts; a plan's time limit capped at "
-        f"{settings.max_time_limit_s:g} s (a job is stopped at its limit plus "
+        f"{settings.max_search_layouts} candidate layouts; a plan's time limit at most "
+        f"{settings.max_time_limit_s:g} s (AUTOPAR_MAX_TIME_LIMIT_S; a job is stopped at its "
+        "limit plus "
         f"max({settings.job_grace_s:g} s, a quarter of the limit)); "
         f"request bodies up to {settings.max_body_bytes} bytes; {settings.max_queued_jobs} "
         "queued jobs, beyond which a submission gets 503 with Retry-After."
@@ -91,6 +93,9 @@ def install_openapi(app: FastAPI, settings: ApiSettings) -> None:
         problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(problem.pop("$defs", {}))
         components["Problem"] = problem
+        # the one time-limit rule: the schema's maximum is this server's cap
+        time_limit = components["PlanRequest"]["properties"]["time_limit"]
+        time_limit["maximum"] = settings.max_time_limit_s
         if settings.api_token is None:
             _drop_security(schema)
         app.openapi_schema = schema

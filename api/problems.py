@@ -8,8 +8,8 @@ No traceback, file path or exception class ever reaches a client: an unexpected
 exception is logged with an id and answered with a 500 that quotes only that id.
 
 How autopar's own errors map (``planner.errors``): ``Infeasible`` -> 422 ``infeasible``;
-``ImportFormatError`` -> 422 ``import-failed``; other ``SpecError`` -> 422
-``invalid-spec``; ``UnknownNameError`` -> 404 ``unknown-name``.
+``ImportFormatError`` -> 422 ``import-failed``; ``TimeLimitReached`` -> 422 ``time-limit``;
+other ``SpecError`` -> 422 ``invalid-spec``; ``UnknownNameError`` -> 404 ``unknown-name``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from planner.errors import AutoparError, ImportFormatError, Infeasible, SpecError, UnknownNameError
+from planner.errors import (
+    AutoparError,
+    ImportFormatError,
+    Infeasible,
+    SpecError,
+    TimeLimitReached,
+    UnknownNameError,
+)
 
 log = logging.getLogger("autopar.api")
 
@@ -41,6 +48,7 @@ TITLES: dict[str, str] = {
     "conflict": "Conflict with the current state",
     "unauthorized": "Missing or wrong bearer token",
     "payload-too-large": "Request body too large",
+    "unsupported-media-type": "The request body is not JSON",
     "queue-full": "The job queue is full",
     "unavailable": "Service unavailable",
     "time-limit": "The job ran past its time limit",
@@ -104,6 +112,8 @@ def from_autopar_error(error: AutoparError) -> ApiProblem:
         return ApiProblem(404, "unknown-name", detail)
     if isinstance(error, Infeasible):
         return ApiProblem(422, "infeasible", detail)
+    if isinstance(error, TimeLimitReached):
+        return ApiProblem(422, "time-limit", detail)
     if isinstance(error, ImportFormatError):
         return ApiProblem(422, "import-failed", detail)
     if isinstance(error, SpecError):

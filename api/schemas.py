@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from api import limits as L
 from api.problems import Problem
 from api.spec_inputs import GPUInput, LinkInput, ModelInput
 from planner.cost.frameworks import BuiltinFramework, StateLayoutName
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
+from planner.specs import limits as L
 from planner.specs.hardware import GPUSpec, LinkSpec
 from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
 from planner.specs.model import ModelSpec
@@ -43,7 +43,9 @@ def _either(inline: Any, what: str) -> Any:
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A request body: strict JSON types (``true`` or ``"8"`` is not a number), finite numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ClusterInput(Body):
@@ -134,23 +136,33 @@ class PlanRequest(WorkloadRequest):
     )
     headroom_gib: float = Field(default=0.0, ge=0.0, le=L.MAX_HEADROOM_GIB)
     price_per_gpu_hour: float | None = Field(
-        default=None, ge=0.0, le=1e4, description="objective cost: price of one GPU-hour"
+        default=None,
+        ge=0.0,
+        le=L.MAX_PRICE_PER_GPU_HOUR,
+        description="objective cost: price of one GPU-hour",
     )
     token_budget: float | None = Field(
-        default=None, gt=0.0, le=1e16, description="objective cost or min-gpus: tokens to train"
+        default=None,
+        gt=0.0,
+        le=L.MAX_TOKEN_BUDGET,
+        description="objective cost or min-gpus: tokens to train",
     )
     deadline_hours: float | None = Field(
-        default=None, gt=0.0, le=1e5, description="objective min-gpus: hours for the budget"
+        default=None,
+        gt=0.0,
+        le=L.MAX_DEADLINE_HOURS,
+        description="objective min-gpus: hours for the budget",
     )
     top_k: int = Field(default=5, ge=1, le=L.MAX_TOP_K)
     time_limit: float = Field(
         default=DEFAULT_TIME_LIMIT_S,
         ge=L.MIN_TIME_LIMIT_S,
-        le=L.MAX_TIME_LIMIT_CEILING_S,
+        le=L.MAX_TIME_LIMIT_S,
         description=(
-            "seconds for the whole search; capped at the server's AUTOPAR_MAX_TIME_LIMIT_S "
-            "(default 60); the job is stopped at its limit plus max(AUTOPAR_JOB_GRACE_S, "
-            "a quarter of the limit)"
+            "seconds for the whole search (a wall-clock deadline: past it the best plans "
+            "found are returned, labelled not proven optimal); at most this server's "
+            "AUTOPAR_MAX_TIME_LIMIT_S, the maximum stated here (a larger value is refused "
+            "with 422, not cut)"
         ),
     )
 

@@ -15,7 +15,9 @@ in the OpenAPI schema, in :mod:`api.limits`), with its environment variable:
   (``api.estimator``); 0 runs them in a worker thread of the server process instead.
 * ``AUTOPAR_MAX_QUEUED_JOBS``: queued plan jobs (over every server on the database)
   above which a new one is refused with 503 and ``Retry-After`` (default 64).
-* ``AUTOPAR_MAX_TIME_LIMIT_S``: the cap on a plan job's ``time_limit`` (default 60 s).
+* ``AUTOPAR_MAX_TIME_LIMIT_S``: the largest ``time_limit`` a plan job may ask for (default
+  60 s, at most an hour); the OpenAPI schema states it as the field's maximum and a larger
+  value is refused with 422.
 * ``AUTOPAR_JOB_GRACE_S``: how long past its time limit a job may run before it is
   stopped: ``max(grace, 0.25 x time_limit)`` (default 5 s; the planner finishes its
   tabulation until one layout fits, and its solver always gets a second).
@@ -33,6 +35,7 @@ from typing import TypeVar
 
 from planner.errors import SpecError
 from planner.settings import database_url
+from planner.specs import limits as L
 
 T = TypeVar("T", int, float)
 
@@ -66,8 +69,11 @@ class ApiSettings:
             raise SpecError(f"AUTOPAR_ESTIMATE_PROCESSES: {self.estimate_processes} must be 0 or 1")
         if self.max_queued_jobs < 1:
             raise SpecError(f"AUTOPAR_MAX_QUEUED_JOBS: {self.max_queued_jobs} must be >= 1")
-        if self.max_time_limit_s <= 0:
-            raise SpecError(f"AUTOPAR_MAX_TIME_LIMIT_S: {self.max_time_limit_s} must be > 0")
+        if not L.MIN_TIME_LIMIT_S <= self.max_time_limit_s <= L.MAX_TIME_LIMIT_S:
+            raise SpecError(
+                f"AUTOPAR_MAX_TIME_LIMIT_S: {self.max_time_limit_s} must be between "
+                f"{L.MIN_TIME_LIMIT_S} and {L.MAX_TIME_LIMIT_S:g}"
+            )
         if self.job_grace_s < 0:
             raise SpecError(f"AUTOPAR_JOB_GRACE_S: {self.job_grace_s} must not be negative")
         if self.max_body_bytes < 1024:

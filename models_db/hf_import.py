@@ -23,7 +23,8 @@ What the importer assumes, and what it refuses to assume:
 * Anything ``ModelSpec`` cannot express (a per-layer pattern it has no field for,
   ``moe_layer_freq`` != 1, attention biases with MLA) is an error naming the key.
 * RoPE scaling, partial rotary dimensions, logit soft-capping and router scoring details
-  change no parameter count and have no ``ModelSpec`` field; they are ignored.
+  change no parameter count and have no ``ModelSpec`` field; they are ignored, and
+  :func:`unmodelled` names those a config sets, so that the importer can say so.
 
 Multimodal wrappers (Llava, Gemma 3, Qwen-VL, ...) nest the text model under
 ``text_config``; the importer reads that block.
@@ -41,7 +42,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "HFImportError", "hf_config_to_record", "read_hf_config"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "HFImportError",
+    "hf_config_to_record",
+    "read_hf_config",
+    "unmodelled",
+]
+
+UNMODELLED_KEYS = ("rope_scaling", "attn_logit_softcapping", "final_logit_softcapping")
+"""Keys that change the computation but no size: the cost model does not see them."""
 
 
 class HFImportError(ValueError):
@@ -551,11 +561,23 @@ def read_hf_config(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise HFImportError(f"cannot read HuggingFace config {path}: {reason}") from None
+    except RecursionError:
+        raise HFImportError(f"{path} nests JSON too deeply to be a config.json") from None
     except json.JSONDecodeError as error:
         raise HFImportError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise HFImportError(f"{path} must hold a JSON object, not {type(data).__name__}")
     return data
+
+
+def unmodelled(config: dict[str, Any]) -> list[str]:
+    """The keys of ``UNMODELLED_KEYS`` that ``config`` (or its ``text_config``) sets, each
+    with its value, e.g. ``rope_scaling {'rope_type': 'llama3', 'factor': 8.0}``."""
+    text = config.get("text_config") if isinstance(config, dict) else None
+    data = text if isinstance(text, dict) else config
+    if not isinstance(data, dict):
+        return []
+    return [f"{key} {data[key]!r}" for key in UNMODELLED_KEYS if data.get(key) is not None]
 
 
 def hf_config_to_record(

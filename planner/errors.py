@@ -29,3 +29,12 @@ class ImportFormatError(SpecError):
 
 class Infeasible(SpecError):
     """No layout fits: the message says which constraint binds and what would change it."""
+
+
+class TimeLimitReached(AutoparError):
+    """The time limit passed before the search found any layout that fits: nothing to return
+    yet, and no proof that nothing fits. The message says how far it got."""
+
+
+class OutputError(AutoparError):
+    """A file or directory the user asked for cannot be written (the message says why)."""

@@ -41,6 +41,7 @@ from planner.search.driver import Infeasible, search
 from planner.search.progress import Progress, ProgressCallback
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
 from planner.settings import database_url
+from planner.specs.limits import check_budget, check_headroom, check_time_limit, check_top_k
 from planner.specs.request import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
@@ -108,7 +109,19 @@ def plan(
     phase, candidate layouts evaluated out of the total, layouts timed
     (``planner.search.progress``). ``refine_callbacks`` are called after every
     refinement trial (Optuna's ``(study, trial)``).
+
+    ``request.time_limit_s`` (``planner.specs.limits``: 0.1 s to an hour) is a wall-clock
+    deadline for the whole search; past it the best plans found are returned, labelled not
+    proven optimal (``TimeLimitReached`` if none fits by then).
     """
+    check_time_limit(request.time_limit_s)
+    check_top_k(request.top_k)
+    check_headroom(request.headroom_gib)
+    check_budget(
+        token_budget=request.token_budget,
+        price_per_gpu_hour=request.price_per_gpu_hour,
+        deadline_hours=request.deadline_hours,
+    )
     if request.refine is not None:
         parse_objectives(request.refine.objectives)  # a bad name fails before the search
     if request.hardware is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from planner.cost.compute import Rates
 from planner.cost.frameworks import (
@@ -45,8 +45,10 @@ from planner.frameworks import get_profile
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
+from planner.specs._base import spec_error
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
+from planner.specs.limits import check_pipeline_ops
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
@@ -131,6 +133,15 @@ class Estimate(BaseModel):
     time: TimeReport
 
 
+def check_precision(cluster: ClusterSpec, workload: WorkloadSpec) -> None:
+    """The cluster's GPU runs the workload's precision (it has a dense peak for it)."""
+    if getattr(cluster.gpu.peak_tflops, workload.precision) is None:
+        raise SpecError(
+            f"precision: {cluster.gpu.id} has no dense {workload.precision} peak (it does not "
+            f"support {workload.precision}); choose another precision or GPU"
+        )
+
+
 def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) -> ParallelConfig:
     """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's
     (its profile's ``layout_defaults``: torchtitan's FSDP2, i.e. ZeRO-3)."""
@@ -141,7 +152,11 @@ def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) ->
     }
     if not defaults:
         return layout
-    return ParallelConfig(**{**layout.model_dump(exclude_unset=True), **defaults})
+    try:
+        return ParallelConfig(**{**layout.model_dump(exclude_unset=True), **defaults})
+    except ValidationError as error:  # e.g. --distributed-optimizer under torchtitan's FSDP
+        shown = ", ".join(f"{key} {value}" for key, value in defaults.items())
+        raise spec_error(error, what=f"layout with {framework}'s default {shown}") from None
 
 
 @dataclass(frozen=True)
@@ -187,6 +202,7 @@ def prepare(
     describes the training loop beyond the framework's defaults (``frameworks.Runtime``).
     """
     profile = get_profile(framework)
+    check_precision(cluster, workload)
     layout = apply_framework_defaults(layout, framework=framework)
     resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
     if check:
@@ -195,6 +211,12 @@ def prepare(
         )
         if problems:
             raise SpecError("layout: " + "; ".join(v.message for v in problems))
+        # the schedule the time model simulates, bounded before anything is allocated
+        check_pipeline_ops(
+            microbatches=workload.sequences_per_step // (resolved.mbs * (resolved.dp or 1)),
+            pp=resolved.pp,
+            vpp=resolved.vpp or 1,
+        )
     states = state_layout(state_layout_name or profile.state_layout)
     impl = implementation(
         framework=framework,

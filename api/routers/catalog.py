@@ -14,7 +14,6 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import ValidationError
 
 import hardware_db
-from api import limits as L
 from api.deps import ModelsDep
 from api.openapi import errors
 from api.problems import ApiProblem
@@ -23,6 +22,7 @@ from api.spec_inputs import ModelInput
 from planner import catalog
 from planner.cli.catalog import model_summary
 from planner.errors import UnknownNameError
+from planner.specs import limits as L
 from planner.specs._base import spec_error
 from planner.specs.hardware import GPUSpec, LinkSpec
 from planner.specs.model import ModelSpec

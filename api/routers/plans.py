@@ -19,7 +19,6 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
-from api import limits as L
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
 from api.inputs import inputs_hash, plan_inputs
 from api.openapi import errors
@@ -31,6 +30,7 @@ from planner.errors import SpecError
 from planner.plan import PlanResult
 from planner.report import report_html
 from planner.report.inputs import read_report_input
+from planner.specs import limits as L
 
 router = APIRouter(tags=["plans"])
 

@@ -1,8 +1,8 @@
 """The ``autopar`` typer application and its error boundary.
 
-Every ``AutoparError`` (and every usage error of the command line) becomes one line on
-stderr, ``autopar: error: <message>``, with exit code 2. Anything else is a bug and keeps
-its traceback.
+Every ``AutoparError`` (and every usage error of the command line, and an operating-system
+error on a file the user named) becomes one line on stderr, ``autopar: error: <message>``,
+with exit code 2. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class LazyCommand:
         loaded = getattr(importlib.import_module(module), attribute)
         if isinstance(loaded, typer.Typer):
             return typer.main.get_group(loaded)
-        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single = typer.Typer(
+            add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
+        )
         single.command(name)(loaded)
         command = typer.main.get_command(single)
         command.name = name
@@ -132,6 +134,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     cls=LazyGroup,
+    # plain help (click's): rich's option tables cut long option names ("--distributed-o…")
+    # on an 80-column terminal; click's wraps the help text and never cuts a name
+    rich_markup_mode=None,
 )
 
 
@@ -167,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
         fail("aborted")
     except AutoparError as error:
         fail(str(error))
+    except OSError as error:  # a file the user named, read or written outside planner.cli.files
+        where = f"{error.filename}: " if error.filename else ""
+        fail(f"{where}{error.strerror or error}")
     except _usage_errors() as error:
         format_message = getattr(error, "format_message", None)
         fail(format_message() if callable(format_message) else str(error))

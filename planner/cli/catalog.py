@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from models_db import hf_import
 from planner import catalog
+from planner.cli.files import write_text
 from planner.cli.output import console, human_count, print_json
 from planner.errors import SpecError, UnknownNameError
 from planner.graph.params import count_params, training_flops_per_token
+from planner.specs import limits as L
 from planner.specs.hardware import ClusterSpec, GPUSpec, LinkSpec
 from planner.specs.model import ModelSpec
 
@@ -105,19 +109,30 @@ def show_model(
 @models_app.command("import")
 def import_model(
     path: Annotated[Path, typer.Argument(help="A HuggingFace config.json.")],
-    name: Annotated[str | None, typer.Option(help="Name for the model.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help=f"Name for the model: {L.NAME_RULE}. [default: from the config]"),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write the spec as JSON (usable as --model FILE).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import a HuggingFace config.json into a model spec."""
-    if not path.exists():
+    if name is not None:
+        L.check_name(name, field="--name")
+    if not path.is_file():
         raise SpecError(f"models import: file not found: {path}")
     spec = catalog.import_hf_config(path, name=name)
+    for item in hf_import.unmodelled(hf_import.read_hf_config(path)):
+        print(
+            f"autopar: warning: {item} is not modelled (no parameter count, memory or step "
+            "time depends on it here); the spec leaves it out",
+            file=sys.stderr,
+        )
     summary = model_summary(spec)
     if out is not None:
-        out.write_text(json.dumps(summary["spec"], indent=2) + "\n")
+        write_text(out, json.dumps(summary["spec"], indent=2) + "\n", option="--out")
     if as_json:
         print_json(summary)
         return

@@ -25,7 +25,14 @@ ZeroOption = Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0
 DistributedOptimizerOption = Annotated[
     bool, typer.Option("--distributed-optimizer", help="Megatron's sharded optimizer.")
 ]
-SequenceParallelOption = Annotated[bool, typer.Option("--sequence-parallel")]
+SequenceParallelOption = Annotated[
+    bool,
+    typer.Option(
+        "--sequence-parallel",
+        help="Megatron sequence parallelism: norms and dropout split along the sequence "
+        "over the tp ranks (needs tp > 1).",
+    ),
+]
 OffloadOptimizerOption = Annotated[
     float,
     typer.Option(

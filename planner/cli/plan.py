@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ import typer
 from rich.table import Table
 
 from planner.cli.emit import write_emitted
+from planner.cli.files import ensure_dir
 from planner.cli.hardware_rank import (
     MeasureDeviceOption,
     MeasureStepsOption,
@@ -17,6 +17,7 @@ from planner.cli.hardware_rank import (
     render_hardware,
 )
 from planner.cli.inputs import (
+    TOKEN_SUFFIX_HELP,
     ClusterOption,
     FrameworkOption,
     GlobalBatchOption,
@@ -29,6 +30,7 @@ from planner.cli.inputs import (
     SeqLenOption,
     check_framework,
     load_inputs,
+    parse_tokens,
 )
 from planner.cli.output import console, print_json
 from planner.cli.pictures import print_plan_pictures, search_progress
@@ -41,6 +43,7 @@ from planner.cli.refine import (
     render_refinement,
 )
 from planner.cli.report import write_report
+from planner.emit import emitter_names, load_emitters
 from planner.errors import SpecError
 from planner.plan import (
     DEFAULT_TIME_LIMIT_S,
@@ -53,6 +56,7 @@ from planner.plan import (
 from planner.report.inputs import PlanView
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
+from planner.specs import limits as L
 
 
 def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
@@ -71,17 +75,17 @@ def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
     return coerce_knobs(raw, option=option)
 
 
-_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-
-
-def parse_tokens(text: str) -> float:
-    """'15T' -> 1.5e13, '2.5B' -> 2.5e9, '1e12' -> 1e12 (decimal suffixes K, M, B/G, T)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtT]?)\s*", text)
-    if match is None:
-        raise SpecError(
-            f"--token-budget: '{text}' is not a number of tokens (e.g. 15T, 2.5B, 1e12)"
-        )
-    return float(match.group(1)) * _DECIMAL[match.group(2).lower()]
+def check_emit(emit: str | None, out: Path | None) -> Path | None:
+    """--emit and --out, checked before any search: the directory for the launch files
+    (created now, so that an unwritable one is reported at once), or None without --emit."""
+    if emit is None:
+        if out is not None:
+            raise SpecError("--out: only with --emit (the directory for the launch files)")
+        return None
+    load_emitters()
+    if emit not in emitter_names():
+        raise SpecError(f"--emit: unknown format '{emit}'; known: {', '.join(emitter_names())}")
+    return ensure_dir(out or Path("run"), option="--out")
 
 
 def plan_command(
@@ -110,7 +114,7 @@ def plan_command(
     token_budget: Annotated[
         str | None,
         typer.Option(
-            "--token-budget", help="Tokens to train on (decimal suffixes: 15T, 2.5B, 300M)."
+            "--token-budget", help=f"Tokens to train on: 15T, 2.5B, 300M ({TOKEN_SUFFIX_HELP})."
         ),
     ] = None,
     deadline_hours: Annotated[
@@ -126,7 +130,13 @@ def plan_command(
     ] = 0.0,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Plans to show.")] = 5,
     time_limit: Annotated[
-        float, typer.Option("--time-limit", min=0.1, help="Seconds for the whole search.")
+        float,
+        typer.Option(
+            "--time-limit",
+            help=f"Seconds for the whole search, {L.MIN_TIME_LIMIT_S:g} to "
+            f"{L.MAX_TIME_LIMIT_S:g}: past it the best plans found are shown, labelled not "
+            "proven optimal.",
+        ),
     ] = DEFAULT_TIME_LIMIT_S,
     emit: Annotated[
         str | None,
@@ -134,7 +144,9 @@ def plan_command(
             help="Also write launch files for the best plan: megatron | deepspeed | torchtitan."
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Directory for --emit.")] = Path("run"),
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for --emit's files. [default: run]")
+    ] = None,
     report: Annotated[
         Path | None,
         typer.Option("--report", help="Also draw the plans as a self-contained HTML file."),
@@ -152,6 +164,7 @@ def plan_command(
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
+    out = check_emit(emit, out)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
     fixed = parse_knobs(fix, option="--fix")
@@ -175,7 +188,9 @@ def plan_command(
         top_k=top_k,
         time_limit_s=time_limit,
         price_per_gpu_hour=price_per_gpu_hour,
-        token_budget=parse_tokens(token_budget) if token_budget is not None else None,
+        token_budget=None
+        if token_budget is None
+        else float(parse_tokens(token_budget, option="--token-budget")),
         deadline_hours=deadline_hours,
         refine=RefineOptions(
             trials=refine, objectives=refine_objectives, study_name=study_name, storage=storage
@@ -191,7 +206,7 @@ def plan_command(
     bar = RefineProgress(refine, quiet=as_json)
     with bar, search_progress(not as_json) as progress:
         result = plan(request, progress=progress, refine_callbacks=[bar] if refine else ())
-    if emit is not None:  # the solver's best, or the refined best
+    if emit is not None and out is not None:  # the solver's best, or the refined best
         write_emitted(result.best_entry(), format=emit, out=out, quiet=as_json)
     if report is not None:
         write_report(result.model_dump(mode="json"), report)

@@ -15,10 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from planner.cli.files import ensure_dir, write_text
 from planner.cli.output import console, print_json
 from planner.cost.profile_rates import ProfileRates
 from planner.cost.profile_schema import KernelProfile
-from planner.profile import ProfileOptions, run_profile, write_profile
+from planner.profile import ProfileOptions, profile_text, run_profile
 from planner.profile.runner import SECTIONS
 
 
@@ -58,6 +59,7 @@ def profile_command(
         torchrun --standalone --nproc_per_node 2 -m planner profile --out h200x2.json
             --sections collectives
     """
+    ensure_dir(out.parent, option="--out")  # before minutes of measuring, not after
     options = ProfileOptions(
         out=out,
         quick=quick,
@@ -69,7 +71,7 @@ def profile_command(
     profile = run_profile(options, console=Console(stderr=True))
     if profile is None:  # a rank other than 0 under torchrun
         return
-    write_profile(profile, out)
+    write_text(out, profile_text(profile), option="--out")
     summary = summarize(profile, path=out)
     if as_json:
         print_json(summary)

@@ -15,7 +15,7 @@ from planner.cli.inputs import (
     JsonOption,
     ModelOption,
     PrecisionOption,
-    parse_count,
+    parse_tokens,
 )
 from planner.cli.output import console, print_json
 from planner.errors import SpecError
@@ -81,7 +81,7 @@ def scatter_command(
         tokens = (
             DEFAULT_GLOBAL_BATCH_TOKENS
             if global_batch_tokens is None
-            else parse_count(global_batch_tokens, option="--global-batch-tokens")
+            else parse_tokens(global_batch_tokens, option="--global-batch-tokens", whole=True)
         )
         lengths = sample_batches(
             length_dist, batches=batches, global_batch_tokens=tokens, max_seq_len=max_seq_len,

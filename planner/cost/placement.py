@@ -106,7 +106,8 @@ def place_groups(layout: ParallelConfig, cluster: ClusterSpec) -> dict[str, Grou
     if world % (etp * ep * pp) != 0:
         raise SpecError(
             f"layout: the {world} GPUs are not divisible by etp x ep x pp = {etp} x {ep} x "
-            f"{pp} = {etp * ep * pp}"
+            f"{pp} = {etp * ep * pp} (Megatron-LM lays the expert-parallel groups out over "
+            "the same GPUs as the dense ones)"
         )
     edp = world // (etp * ep * pp)
     gpus = cluster.gpus_in_node

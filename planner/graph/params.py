@@ -8,8 +8,7 @@ disagree.
 Sources:
 * Parameter formulas: Narayanan et al. 2021 (SC'21), Appendix "FLOP count" for the MHA
   layer (12·h² + 13·h per layer); GQA, gated MLP, MoE and MLA follow the weight shapes
-  of the HF modeling code (LlamaAttention, MixtralSparseMoeBlock, DeepseekV3Attention),
-  summarised in ../shared/reference/frameworks.md section 6.1.
+  of the HF modeling code (LlamaAttention, MixtralSparseMoeBlock, DeepseekV3Attention).
 * Training FLOPs per token: the "6N" rule of Kaplan et al. 2020 (Scaling Laws, section
   2.1 and Table 1: forward 2N + 2·L·n_ctx·d_attn per token, backward twice the forward)
   with N the active matrix-multiply parameters (the output projection counts, the input

@@ -16,8 +16,9 @@ the JSON file). torch is imported only when a run starts (``runner.import_torch`
 from planner.profile.runner import (
     ProfileOptions,
     ProfilerUnavailable,
+    profile_text,
     run_profile,
     write_profile,
 )
 
-__all__ = ["ProfileOptions", "ProfilerUnavailable", "run_profile", "write_profile"]
+__all__ = ["ProfileOptions", "ProfilerUnavailable", "profile_text", "run_profile", "write_profile"]

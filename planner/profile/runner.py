@@ -315,7 +315,13 @@ def _measure_kernels(
 
 
 def write_profile(profile: KernelProfile, path: Path) -> None:
-    """Write the profile as JSON, one row per line (readable diffs, small files)."""
+    """Write the profile as JSON (:func:`profile_text`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(profile_text(profile), encoding="utf-8")
+
+
+def profile_text(profile: KernelProfile) -> str:
+    """The profile as JSON, one row per line (readable diffs, small files)."""
     data = profile.model_dump(mode="json")
     lines = ["{"]
     keys = list(data)
@@ -328,5 +334,4 @@ def write_profile(profile: KernelProfile, path: Path) -> None:
         else:
             lines.append(f'  "{key}": {json.dumps(value, indent=None)}{end}')
     lines.append("}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"

@@ -44,6 +44,8 @@ so that an empty space can say which rule emptied it.
 from __future__ import annotations
 
 import itertools
+import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,8 @@ LONG_SEQUENCE_TOKENS_PER_CP_RANK = 8192
 MAX_PP = 64
 VPP_CHOICES = (2, 3, 4)
 RECOMPUTE_CHOICES = ("none", "selective", "full")
+DEADLINE_CHECK_EVERY = 32
+"""Candidates checked between two looks at the clock (each takes tens of microseconds)."""
 
 SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type")
 """Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
@@ -85,14 +89,20 @@ class Enumeration:
     """Rule -> layouts it removed (a layout breaking two rules counts for both)."""
     examples: dict[Rule, str] = field(default_factory=dict)
     """Rule -> one full message, for the explanation."""
+    complete: bool = True
+    """False when the deadline stopped the enumeration: ``layouts`` holds those found."""
 
 
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of ``n`` in increasing order, in O(sqrt(n)) steps (not one per integer
+    up to ``n``: a cluster size of 10^9 would otherwise take minutes)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
-def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
-    """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none')."""
+def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -> dict[str, Any]:
+    """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none'
+    from command-line text; ``strict``, for JSON: no text or bool taken as a number)."""
     fields = ParallelConfig.model_fields
     coerced: dict[str, Any] = {}
     for name, value in values.items():
@@ -102,9 +112,9 @@ def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
             )
         adapter = TypeAdapter(fields[name].annotation)
         try:
-            coerced[name] = adapter.validate_python(value)
+            coerced[name] = adapter.validate_python(value, strict=strict)
         except ValidationError:
-            if isinstance(value, str) and value.lower() in ("none", "null"):
+            if not strict and isinstance(value, str) and value.lower() in ("none", "null"):
                 try:
                     coerced[name] = adapter.validate_python(None)
                     continue
@@ -198,8 +208,12 @@ def enumerate_space(
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
     max_mbs: int = 8,
+    deadline: float | None = None,
 ) -> Enumeration:
-    """The legal candidates, with the per-rule drop counts (see the module docstring)."""
+    """The legal candidates, with the per-rule drop counts (see the module docstring).
+
+    Past ``deadline`` (a ``time.perf_counter`` value) the enumeration stops, keeping the
+    candidates found so far, and ``complete`` is False."""
     profile = get_profile(framework)
     fixed = coerce_knobs(dict(fixed or {}), option="fixed")
     maxima = dict(maxima or {})
@@ -265,6 +279,13 @@ def enumerate_space(
                 continue
             result.considered += 1
             _check(result, fields, model=model, cluster=cluster, workload=workload)
+            if (
+                deadline is not None
+                and result.considered % DEADLINE_CHECK_EVERY == 0
+                and time.perf_counter() > deadline
+            ):
+                result.complete = False
+                return result
     return result
 
 

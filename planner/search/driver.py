@@ -18,10 +18,13 @@ the cost model itself or proven out of the top_k by a bound, and the solver is p
 optimal over them (the tests compare it with the brute-force minimum of ``estimate`` on
 100 random instances).
 
-Time limit: ``time_limit_s`` covers tabulation too. When it runs out after at least one
-layout that fits was found, the layouts not yet costed are skipped and the result is
-labelled ``optimal: false``; until one fits, tabulation goes on (an infeasibility verdict
-needs every candidate).
+Time limit: ``time_limit_s`` is a wall-clock deadline for every phase: enumeration,
+tabulation, the cluster sizes of the cost objectives, and the solver (which always gets
+``SOLVER_MIN_TIME_S``, so a search ends at most about that long after its limit). When
+it runs out after at least one layout that fits was found, the candidates not yet
+enumerated or costed are skipped and the best plans found are returned, labelled
+``optimal: false``. When none fits by then, ``TimeLimitReached`` says how far the search
+got: there is neither a plan nor a proof that none fits.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.cost.frameworks import Framework
-from planner.errors import Infeasible, SpecError
+from planner.errors import Infeasible, SpecError, TimeLimitReached
 from planner.search import partition
 from planner.search.candidates import Enumeration, enumerate_space
 from planner.search.explain import (
@@ -116,11 +119,18 @@ def search(
         raise SpecError(f"headroom_gib: {headroom_gib} must not be negative")
     started = time.perf_counter()
     sizes = cluster_sizes(cluster) if goal.sizes_searched else [cluster.num_gpus]
-    found = _tabulate_sizes(
-        model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
-        maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
-        deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
-    )  # fmt: skip
+    try:
+        found = _tabulate_sizes(
+            model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
+            maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
+            deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
+        )  # fmt: skip
+    except TimeLimitReached as error:
+        raise TimeLimitReached(
+            f"time limit of {time_limit_s:g} s reached before any layout that fits was "
+            f"found ({error}); raise the time limit, or narrow the search by pinning or "
+            "bounding knobs"
+        ) from None
     if not found.admitted:
         raise Infeasible(_infeasible_message(found, goal, cluster, workload, headroom_gib, fixed))
     tracker.enter("solve")
@@ -176,11 +186,14 @@ def _tabulate_sizes(
 ) -> _Sizes:
     found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
     for gpus in sizes:
+        if found.admitted and time.perf_counter() > deadline:
+            found.complete = False  # the larger sizes are not searched
+            break
         sized = resized(cluster, gpus) if gpus != cluster.num_gpus else cluster
         try:
             space = enumerate_space(
                 model, sized, workload, framework=framework, fixed=fixed, maxima=maxima,
-                max_mbs=max_mbs,
+                max_mbs=max_mbs, deadline=deadline,
             )  # fmt: skip
         except SpecError:
             if len(sizes) == 1:
@@ -199,10 +212,10 @@ def _tabulate_sizes(
             headroom_gib=headroom_gib, deadline=deadline, have_feasible=bool(found.admitted),
             ranking=ranking, tracker=tracker,
         )  # fmt: skip
-        found.complete = found.complete and table.complete
+        found.complete = found.complete and table.complete and space.complete
         found.rows.extend(table.rows)
         admitted = [row for row in table.feasible if goal.admits(row)]
-        if split_solver and table.complete:
+        if split_solver and table.complete and time.perf_counter() <= deadline:
             tracker.enter("split")
             variants = partition.split_variants(
                 table.rows, admitted, model=model, cluster=sized, workload=workload,
@@ -216,6 +229,8 @@ def _tabulate_sizes(
         found.admitted.extend(admitted)
         if goal.stops_at_first_fit and admitted:
             break  # sizes go smallest first: this is the fewest GPUs that can do it
+    if not found.admitted and not found.complete:
+        raise TimeLimitReached("the candidates were not all enumerated")
     return found
 
 
@@ -234,6 +249,22 @@ def _training(goal: Objective, row: Row) -> dict[str, float] | None:
         training["price_per_gpu_hour"] = goal.price_per_gpu_hour
         training["cost"] = round(goal.train_cost(row), 2)
     return training
+
+
+def _closest_miss(misses: list[Row], headroom_gib: float) -> Row:
+    """The layout that misses memory by the least, costing in full only the rows that can
+    be it: a bounded row's excess is a lower bound, so rows are completed smallest bound
+    first until the next bound exceeds the best full excess found (exact, and it spares
+    the full memory model of thousands of hopeless layouts)."""
+    best: Row | None = None
+    for row in sorted(misses, key=lambda row: row.excess_gib):
+        if best is not None and row.excess_gib > best.excess_gib:
+            break
+        row.complete_memory(headroom_gib)
+        if best is None or row.excess_gib < best.excess_gib:
+            best = row
+    assert best is not None, "called with at least one row"
+    return best
 
 
 def _infeasible_message(
@@ -258,9 +289,7 @@ def _infeasible_message(
         return deadline_message(goal, fastest, [c.num_gpus for c, _ in found.spaces])
     largest = max(c.num_gpus for c, _ in found.spaces)
     misses = [row for row in found.rows if row.cluster.num_gpus == largest] or found.rows
-    for row in misses:
-        row.complete_memory(headroom_gib)
-    closest = min(misses, key=lambda row: row.excess_gib)
+    closest = _closest_miss(misses, headroom_gib)
     space = next(s for c, s in found.spaces if c.num_gpus == closest.cluster.num_gpus)
     return memory_message(
         considered=space.considered,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from planner.cost.frameworks import Framework
 from planner.cost.memory import StageMemory, gib, static_lower_bound
 from planner.cost.reserve import usable_capacity_bytes
+from planner.errors import TimeLimitReached
 from planner.predict import (
     Estimate,
     Prepared,
@@ -140,8 +141,9 @@ def tabulate(
     tracker: Tracker | None = None,
 ) -> Table:
     """Cost every layout (module docstring). Past ``deadline`` (a ``time.perf_counter``
-    value), once some layout fits, the rest are skipped and ``complete`` is False; until
-    one fits, tabulation goes on (an infeasibility verdict needs every layout).
+    value) the rest are skipped and ``complete`` is False, once some layout fits (here, or
+    ``have_feasible`` from an earlier call); when none does by then, ``TimeLimitReached``
+    (nothing to return, and no proof that nothing fits).
 
     With a ``ranking``, the layouts that fit are timed in the order of a lower bound on
     their objective (``predict.step_lower_bound``), and timing stops when the bound of
@@ -155,9 +157,16 @@ def tabulate(
     tracker = tracker or Tracker(None)
     capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
     rows: list[Row] = []
+    cut = False
     for layout in layouts:
-        if deadline is not None and have_feasible and time.perf_counter() > deadline:
-            return Table(rows=rows, complete=False)
+        if deadline is not None and time.perf_counter() > deadline:
+            if not (have_feasible or any(row.fits for row in rows)):
+                raise TimeLimitReached(
+                    f"{tracker.evaluated} of {tracker.total} candidate layouts costed, none "
+                    "fits in memory yet"
+                )
+            cut = True
+            break
         row = _memory_row(layout, model=model, cluster=cluster, workload=workload,
                           framework=framework, headroom_gib=headroom_gib,
                           capacity_gib=capacity_gib)  # fmt: skip
@@ -168,11 +177,13 @@ def tabulate(
             tracker.timed_one()
             have_feasible = True
     if ranking is None:
-        return Table(rows=rows, complete=True)
+        return Table(rows=rows, complete=not cut)
     tracker.enter("time")
-    return _time_contenders(
+    table = _time_contenders(
         rows, ranking, deadline=deadline, have_feasible=have_feasible, tracker=tracker
     )
+    table.complete = table.complete and not cut
+    return table
 
 
 def _memory_row(

@@ -8,9 +8,11 @@ from planner.errors import SpecError
 
 
 class Spec(BaseModel):
-    """Base of all specs: immutable data that rejects unknown fields."""
+    """Base of all specs: immutable data that rejects unknown fields and non-finite numbers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
 
 def describe_validation_error(error: ValidationError, *, what: str) -> str:

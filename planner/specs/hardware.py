@@ -9,26 +9,28 @@ vendor's datasheet, whose address every record carries in ``source``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
+from planner.specs import limits as L
 from planner.specs._base import Spec
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 LinkKind = Literal["nvlink", "xgmi", "pcie", "infiniband", "roce", "ethernet"]
 
 GIB = 2**30
+Tflops = Annotated[float, Field(ge=L.MIN_HARDWARE_RATE, le=L.MAX_TFLOPS)]
 
 
 class PeakTflops(Spec):
     """Dense peak throughput per data type, TFLOP/s (``fp8`` absent on GPUs without it)."""
 
-    fp32: PositiveFloat
-    tf32: PositiveFloat | None = None
-    bf16: PositiveFloat
-    fp16: PositiveFloat
-    fp8: PositiveFloat | None = None
+    fp32: Tflops
+    tf32: Tflops | None = None
+    bf16: Tflops
+    fp16: Tflops
+    fp8: Tflops | None = None
 
 
 class GPUSpec(Spec):
@@ -38,8 +40,12 @@ class GPUSpec(Spec):
     name: str
     vendor: Literal["nvidia", "amd"]
     architecture: str
-    memory_gib: PositiveFloat = Field(description="device memory, GiB")
-    hbm_bandwidth_gbps: PositiveFloat = Field(description="memory bandwidth, GB/s")
+    memory_gib: float = Field(
+        ge=L.MIN_HARDWARE_RATE, le=L.MAX_MEMORY_GIB, description="device memory, GiB"
+    )
+    hbm_bandwidth_gbps: float = Field(
+        ge=L.MIN_HARDWARE_RATE, le=L.MAX_BANDWIDTH_GBPS, description="memory bandwidth, GB/s"
+    )
     tdp_w: PositiveFloat | None = None
     peak_tflops: PeakTflops
     source: str = Field(min_length=1, description="datasheet URL")
@@ -63,8 +69,14 @@ class LinkSpec(Spec):
     name: str
     kind: LinkKind
     scope: Literal["intra_node", "inter_node"]
-    bandwidth_gbps: PositiveFloat = Field(description="GB/s per GPU or port, per direction")
-    latency_us: PositiveFloat = Field(description="small-message one-way latency")
+    bandwidth_gbps: float = Field(
+        ge=L.MIN_HARDWARE_RATE,
+        le=L.MAX_BANDWIDTH_GBPS,
+        description="GB/s per GPU or port, per direction",
+    )
+    latency_us: float = Field(
+        ge=L.MIN_HARDWARE_RATE, le=L.MAX_LATENCY_US, description="small-message one-way latency"
+    )
     source: str = Field(min_length=1)
 
 
@@ -77,11 +89,13 @@ class ClusterSpec(Spec):
 
     name: str = Field(min_length=1)
     gpu: GPUSpec
-    num_gpus: PositiveInt
-    gpus_per_node: PositiveInt
+    num_gpus: PositiveInt = Field(le=L.MAX_GPUS, description="GPUs in the cluster")
+    gpus_per_node: PositiveInt = Field(le=L.MAX_GPUS_PER_NODE)
     intra_node: LinkSpec
     inter_node: LinkSpec
-    nics_per_node: PositiveInt = Field(description="compute-fabric ports per node")
+    nics_per_node: PositiveInt = Field(
+        le=L.MAX_GPUS_PER_NODE, description="compute-fabric ports per node"
+    )
 
     @model_validator(mode="after")
     def _check_nodes(self) -> ClusterSpec:

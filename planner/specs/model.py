@@ -15,14 +15,17 @@ Glossary (the names used throughout autopar):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from planner.specs import limits as L
 from planner.specs._base import Spec
 
 MlpActivation = Literal["swiglu", "geglu", "gelu", "relu", "squared_relu"]
 GATED_ACTIVATIONS: frozenset[str] = frozenset({"swiglu", "geglu"})
+Width = Annotated[int, Field(gt=0, le=L.MAX_WIDTH)]
+"""A layer width (hidden, FFN, head and latent dimensions)."""
 
 
 class MoESpec(Spec):
@@ -33,24 +36,35 @@ class MoESpec(Spec):
     (Qwen2-MoE's ``decoder_sparse_step``; 1 means every layer).
     """
 
-    num_experts: int = Field(ge=2, description="routed experts per MoE layer (E)")
-    top_k: PositiveInt = Field(description="routed experts each token is sent to (k)")
-    expert_ffn_hidden_size: PositiveInt = Field(description="FFN width of one routed expert")
-    num_shared_experts: int = Field(default=0, ge=0, description="always-active shared experts")
+    num_experts: int = Field(ge=2, le=L.MAX_EXPERTS, description="routed experts per MoE layer (E)")
+    top_k: PositiveInt = Field(
+        le=L.MAX_EXPERTS, description="routed experts each token is sent to (k)"
+    )
+    expert_ffn_hidden_size: PositiveInt = Field(
+        le=L.MAX_WIDTH, description="FFN width of one routed expert"
+    )
+    num_shared_experts: int = Field(
+        default=0, ge=0, le=L.MAX_EXPERTS, description="always-active shared experts"
+    )
     shared_expert_ffn_hidden_size: PositiveInt | None = Field(
         default=None,
+        le=L.MAX_WIDTH,
         description="FFN width of ONE shared expert; defaults to expert_ffn_hidden_size",
     )
     shared_expert_gate: bool = Field(
         default=False, description="a sigmoid gate (h params) on the shared expert (Qwen2-MoE)"
     )
-    first_dense_layers: int = Field(default=0, ge=0, description="leading dense-MLP layers")
-    layer_freq: PositiveInt = Field(default=1, description="every n-th layer after them is MoE")
+    first_dense_layers: int = Field(
+        default=0, ge=0, le=L.MAX_LAYERS, description="leading dense-MLP layers"
+    )
+    layer_freq: PositiveInt = Field(
+        default=1, le=L.MAX_LAYERS, description="every n-th layer after them is MoE"
+    )
     router_bias: bool = Field(
         default=False, description="per-expert routing bias (DeepSeek-V3 aux-loss-free balancing)"
     )
     capacity_factor: float | None = Field(
-        default=None, gt=0, description="token capacity per expert (None: dropless routing)"
+        default=None, gt=0, le=1e3, description="token capacity per expert (None: dropless routing)"
     )
 
     @model_validator(mode="after")
@@ -76,11 +90,11 @@ class MLASpec(Spec):
     ``v_head_dim``.
     """
 
-    q_lora_rank: PositiveInt | None = None
-    kv_lora_rank: PositiveInt
-    qk_nope_head_dim: PositiveInt
-    qk_rope_head_dim: PositiveInt
-    v_head_dim: PositiveInt
+    q_lora_rank: Width | None = None
+    kv_lora_rank: Width
+    qk_nope_head_dim: Width
+    qk_rope_head_dim: Width
+    v_head_dim: Width
 
 
 class ModelSpec(Spec):
@@ -88,32 +102,39 @@ class ModelSpec(Spec):
 
     name: str = Field(min_length=1, description="catalogue name, e.g. llama-3.1-70b")
     family: str = Field(default="custom", description="architecture family, e.g. llama")
-    num_layers: PositiveInt = Field(description="transformer blocks (L)")
-    hidden_size: PositiveInt = Field(description="model width (h)")
-    num_attention_heads: PositiveInt = Field(description="query heads (a)")
+    num_layers: PositiveInt = Field(le=L.MAX_LAYERS, description="transformer blocks (L)")
+    hidden_size: Width = Field(description="model width (h)")
+    num_attention_heads: PositiveInt = Field(le=L.MAX_HEADS, description="query heads (a)")
     num_kv_heads: PositiveInt | None = Field(
-        default=None, description="key/value heads (GQA groups); None means = num_attention_heads"
+        default=None,
+        le=L.MAX_HEADS,
+        description="key/value heads (GQA groups); None means = num_attention_heads",
     )
-    head_dim: PositiveInt | None = Field(
+    head_dim: Width | None = Field(
         default=None, description="per-head dimension; None means hidden_size / num_attention_heads"
     )
-    ffn_hidden_size: PositiveInt = Field(description="dense MLP width (f)")
-    vocab_size: PositiveInt = Field(description="tokenizer vocabulary (unpadded)")
-    max_position_embeddings: PositiveInt = Field(description="longest trained context")
+    ffn_hidden_size: Width = Field(description="dense MLP width (f)")
+    vocab_size: PositiveInt = Field(le=L.MAX_VOCAB, description="tokenizer vocabulary (unpadded)")
+    max_position_embeddings: PositiveInt = Field(
+        le=L.MAX_POSITIONS, description="longest trained context"
+    )
     mlp_activation: MlpActivation = "swiglu"
     normalization: Literal["rmsnorm", "layernorm"] = "rmsnorm"
-    norm_epsilon: float = Field(default=1e-5, gt=0)
+    norm_epsilon: float = Field(default=1e-5, gt=0, le=1.0)
     norms_per_layer: Literal[2, 4] = Field(
         default=2, description="4 for Gemma-2 style pre- and post-norms around each sublayer"
     )
     qk_norm: bool = Field(default=False, description="per-head RMSNorm on queries and keys")
     position_embedding: Literal["rope", "learned", "alibi"] = "rope"
-    rope_theta: float | None = Field(default=None, gt=0, description="RoPE base frequency")
+    rope_theta: float | None = Field(default=None, gt=0, le=1e12, description="RoPE base frequency")
     rotary_percent: float = Field(
         default=1.0, gt=0, le=1, description="share of each head's dims that RoPE rotates"
     )
     learned_position_offset: int = Field(
-        default=0, ge=0, description="extra rows in a learned position table (OPT uses 2)"
+        default=0,
+        ge=0,
+        le=L.MAX_POSITIONS,
+        description="extra rows in a learned position table (OPT uses 2)",
     )
     tie_embeddings: bool = Field(default=False, description="output layer shares the input table")
     embedding_norm: bool = Field(
@@ -130,10 +151,13 @@ class ModelSpec(Spec):
         description="one input norm per layer shared by attention and MLP (Falcon-7B style)",
     )
     sliding_window: PositiveInt | None = Field(
-        default=None, description="local attention window in tokens (None: full causal)"
+        default=None,
+        le=L.MAX_POSITIONS,
+        description="local attention window in tokens (None: full causal)",
     )
     global_attention_every: PositiveInt | None = Field(
         default=None,
+        le=L.MAX_LAYERS,
         description="with sliding_window: every n-th layer attends globally (Gemma-2: 2)",
     )
     hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -141,7 +165,10 @@ class ModelSpec(Spec):
     moe: MoESpec | None = None
     mla: MLASpec | None = None
     mtp_layers: int = Field(
-        default=0, ge=0, description="multi-token-prediction modules (DeepSeek-V3); not counted"
+        default=0,
+        ge=0,
+        le=L.MAX_LAYERS,
+        description="multi-token-prediction modules (DeepSeek-V3); not counted",
     )
     source: str | None = Field(default=None, description="where the numbers come from")
 
@@ -169,6 +196,14 @@ class ModelSpec(Spec):
             raise ValueError("global_attention_every requires sliding_window")
         if self.position_embedding == "rope" and self.rope_theta is None:
             raise ValueError("rope_theta is required when position_embedding is 'rope'")
+        from planner.graph.params import count_params  # the graph imports this module
+
+        total = count_params(self).total
+        if total > L.MAX_PARAMS:
+            raise ValueError(
+                f"the model has {total:.3g} parameters, more than the bound of "
+                f"{L.MAX_PARAMS:.0e} (a thousand times the largest model trained so far)"
+            )
         return self
 
     # --- derived shape -------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from planner.specs import limits as L
 from planner.specs._base import Spec
 
 Precision = Literal["bf16", "fp16", "fp8", "fp32"]
@@ -41,9 +42,15 @@ class OptimizerSpec(Spec):
 class WorkloadSpec(Spec):
     """Sequence length, global batch, precision and optimizer of a training run."""
 
-    seq_len: PositiveInt = Field(description="tokens per sequence")
-    global_batch: PositiveInt | None = Field(default=None, description="sequences per step")
-    global_batch_tokens: PositiveInt | None = Field(default=None, description="tokens per step")
+    seq_len: PositiveInt = Field(le=L.MAX_SEQ_LEN, description="tokens per sequence")
+    global_batch: PositiveInt | None = Field(
+        default=None, le=L.MAX_GLOBAL_BATCH, description="sequences per step"
+    )
+    global_batch_tokens: PositiveInt | None = Field(
+        default=None,
+        le=L.MAX_GLOBAL_BATCH_TOKENS,
+        description=f"tokens per step; at most {L.MAX_GLOBAL_BATCH} sequences",
+    )
     precision: Precision = "bf16"
     optimizer: OptimizerSpec = OptimizerSpec()
 
@@ -58,6 +65,11 @@ class WorkloadSpec(Spec):
                     f"seq_len ({self.seq_len})"
                 )
             sequences = self.global_batch_tokens // self.seq_len
+            if sequences > L.MAX_GLOBAL_BATCH:
+                raise ValueError(
+                    f"global_batch_tokens ({self.global_batch_tokens} = {sequences} sequences "
+                    f"of {self.seq_len}) must be at most {L.MAX_GLOBAL_BATCH} sequences"
+                )
             if self.global_batch is not None and self.global_batch != sequences:
                 raise ValueError(
                     f"global_batch ({self.global_batch}) and global_batch_tokens "

@@ -141,15 +141,25 @@ def test_bad_plan_requests_are_refused_before_queueing(make_client, sqlite_url) 
     assert "tp" in assert_problem(bad_knob, 422, "invalid-spec")["detail"]
     unknown = client.post("/v1/plans", json={**SMALL_PLAN, "fix": {"warp": 9}})
     assert assert_problem(unknown, 422, "invalid-request")["errors"][0]["field"] == "body.fix.warp"
-    too_long = client.post("/v1/plans", json={**SMALL_PLAN, "time_limit": 601})
+    too_long = client.post("/v1/plans", json={**SMALL_PLAN, "time_limit": 3601})
     assert_problem(too_long, 422, "invalid-request")
     assert client.get("/v1/health").json()["queued_jobs"] == 1
 
 
-def test_time_limit_is_capped_by_the_server(make_client, sqlite_url) -> None:
+def test_a_time_limit_over_the_server_cap_is_refused_not_cut(make_client, sqlite_url) -> None:
+    """One rule, stated once: the schema's maximum is AUTOPAR_MAX_TIME_LIMIT_S; a larger
+    limit is a 422 naming it (it used to be cut silently, and then matched an earlier job
+    submitted with the cap itself)."""
     client = make_client(sqlite_url, max_time_limit_s=5)
-    job = client.post("/v1/plans", json={**SMALL_PLAN, "time_limit": 500}).json()
-    assert job["progress"]["time_limit_s"] == 5
+    schema = client.get("/v1/openapi.json").json()["components"]["schemas"]["PlanRequest"]
+    assert schema["properties"]["time_limit"]["maximum"] == 5
+    first = client.post("/v1/plans", json={**SMALL_PLAN, "time_limit": 5}).json()
+    assert first["progress"]["time_limit_s"] == 5
+    over = client.post("/v1/plans", json={**SMALL_PLAN, "time_limit": 300})
+    detail = assert_problem(over, 422, "invalid-spec")["detail"]
+    assert "time_limit" in detail and "AUTOPAR_MAX_TIME_LIMIT_S" in detail and "5 s" in detail
+    other = client.post("/v1/plans", json={**SMALL_PLAN, "time_limit": 4}).json()
+    assert other["id"] != first["id"] and other["reused"] is False
 
 
 def test_running_jobs_are_cancelled_or_stopped_at_their_deadline(make_client, sqlite_url) -> None:

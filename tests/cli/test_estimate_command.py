@@ -72,8 +72,10 @@ def test_table_says_when_it_does_not_fit(run_cli) -> None:
 
 
 def test_global_batch_tokens_with_a_suffix(run_cli) -> None:
-    # 16M = 16 x 2^20 = 16_777_216 tokens = 2048 sequences of 8192
-    result = run_cli(*EIGHT_B, "--gpus", "8", "--tp", "8", "--global-batch-tokens", "16M", "--json")
+    # 16Mi = 16 x 2^20 = 16_777_216 tokens = 2048 sequences of 8192 (16M is 16 x 10^6)
+    result = run_cli(
+        *EIGHT_B, "--gpus", "8", "--tp", "8", "--global-batch-tokens", "16Mi", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     config = json.loads(result.stdout)["config"]
     assert config["global_batch"] == 2048
@@ -136,7 +138,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
         ),
         pytest.param(
             (*EIGHT_B, "--gpus", "8", "--global-batch-tokens", "16Q"),
-            ("--global-batch-tokens: '16Q' is not a whole number",),
+            ("--global-batch-tokens: '16Q' is not a number of tokens",),
             id="bad-suffix",
         ),
         pytest.param(

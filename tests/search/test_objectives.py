@@ -104,7 +104,7 @@ def test_min_gpus_infeasible_deadline_says_how_long(tiny_model: ModelSpec) -> No
         ("min-gpus", {"token_budget": BUDGET}, "objective min-gpus needs deadline_hours"),
         ("min-gpus", {"deadline_hours": 5.0}, "objective min-gpus needs token_budget"),
         ("throughput", {"deadline_hours": 5.0}, "deadline_hours needs token_budget"),
-        ("cost", {"price_per_gpu_hour": -1.0, "token_budget": BUDGET}, "must be a positive"),
+        ("cost", {"price_per_gpu_hour": -1.0, "token_budget": BUDGET}, "price_per_gpu_hour: -1"),
         ("fastest", {}, "objective: unknown 'fastest'"),
     ],
 )

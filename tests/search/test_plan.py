@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 
 import pytest
 
 from planner.catalog import load_cluster, load_model
+from planner.errors import TimeLimitReached
 from planner.plan import Infeasible, PlanRequest, PlanResult, plan
 from planner.predict import estimate
+from planner.search import tabulate as tabulate_module
 from planner.search.candidates import enumerate_layouts
 from planner.search.driver import search
 from planner.specs import ModelSpec, WorkloadSpec
@@ -130,13 +133,52 @@ def test_headroom_larger_than_capacity_is_infeasible(tiny_model: ModelSpec) -> N
         )
 
 
-def test_time_limit_returns_best_found_labelled_not_optimal(tiny_model: ModelSpec) -> None:
+class _ClockRunningOutAfter:
+    """``time`` for planner.search.tabulate: the clock reads 0 for ``calls`` looks, then
+    jumps a day ahead (the search's deadline, set from the real clock, has passed)."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+
+    def perf_counter(self) -> float:
+        self.calls -= 1
+        return 0.0 if self.calls >= 0 else time.perf_counter() + 86400.0
+
+
+def test_time_limit_returns_best_found_labelled_not_optimal(
+    tiny_model: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tabulate_module, "time", _ClockRunningOutAfter(calls=3))
     cluster = load_cluster("dgx-h100", gpus=8)
     workload = WorkloadSpec(seq_len=128, global_batch=8)
-    result = search(tiny_model, cluster, workload, time_limit_s=1e-9)
+    result = search(tiny_model, cluster, workload, time_limit_s=60)
     assert result.search.optimal is False
-    assert result.search.layouts_timed < result.search.layouts_feasible
+    assert result.search.layouts_evaluated < result.search.layouts_legal
     assert result.plans
+
+
+def test_time_limit_with_nothing_found_says_so(tiny_model: ModelSpec) -> None:
+    cluster = load_cluster("dgx-h100", gpus=8)
+    workload = WorkloadSpec(seq_len=128, global_batch=8)
+    with pytest.raises(TimeLimitReached, match="before any layout that fits was found"):
+        search(tiny_model, cluster, workload, time_limit_s=1e-9)
+
+
+def test_time_limit_stops_a_search_where_nothing_fits() -> None:
+    """A 170T-parameter model on 128 GPUs: nothing fits, and costing every candidate takes
+    many times the limit; the search stops at its limit (plus the solver's second), with
+    nothing found and no infeasibility proof."""
+    big = ModelSpec(
+        name="big", num_layers=1024, hidden_size=131072, num_attention_heads=2048,
+        ffn_hidden_size=262144, vocab_size=128256, max_position_embeddings=8192,
+        rope_theta=1e4,
+    )  # fmt: skip
+    cluster = load_cluster("dgx-h100", nodes=16)
+    workload = WorkloadSpec(seq_len=4096, global_batch=256)
+    started = time.perf_counter()
+    with pytest.raises(TimeLimitReached, match="candidate layouts costed"):
+        plan(PlanRequest(model=big, cluster=cluster, workload=workload, time_limit_s=0.3))
+    assert time.perf_counter() - started < 0.3 + 2.0
 
 
 @pytest.mark.parametrize("seed", range(0, INSTANCES, 10))

@@ -98,8 +98,8 @@ class PipelineTimes:
         if self.vpp > 1 and self.microbatches % self.pp != 0:
             raise ValueError(
                 f"the interleaved schedule runs micro-batches in groups of pp: "
-                f"{self.microbatches} micro-batches are not a multiple of pp ({self.pp}) "
-                f"(Megatron rule 24)"
+                f"{self.microbatches} micro-batches are not a multiple of pp ({self.pp}), "
+                "which Megatron-LM's interleaved schedule requires"
             )
 
 
