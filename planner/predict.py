@@ -17,6 +17,7 @@ from planner.cost.compute import Rates
 from planner.cost.frameworks import (
     DEFAULT_STATE_LAYOUT,
     Framework,
+    LayerSpec,
     StateLayout,
     implementation,
     state_layout,
@@ -146,6 +147,7 @@ class Prepared:
     ctx: MemoryContext
     flash_attention: bool
     optimizer_impl: OptimizerKind
+    layer_spec: LayerSpec = "transformer_engine"
 
 
 def prepare(
@@ -159,6 +161,7 @@ def prepare(
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
     check: bool = True,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Prepared:
     """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
 
@@ -179,6 +182,7 @@ def prepare(
         layout=states,
         precision=workload.precision,
         flash_attention=flash_attention,
+        layer_spec=layer_spec,
     )
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
@@ -210,6 +214,7 @@ def prepare(
         ctx=ctx,
         flash_attention=flash_attention,
         optimizer_impl=kind,
+        layer_spec=layer_spec,
     )
 
 
@@ -239,10 +244,13 @@ def estimate(
     state_layout_name: str | None = None,
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Estimate:
     """Predict per-stage memory of ``layout`` for ``model`` on ``cluster`` for ``workload``.
 
-    Raises ``SpecError`` naming every rule the layout breaks.
+    ``layer_spec="local"`` (Megatron only, with ``flash_attention=False``): megatron-core's
+    local modules, as Megatron runs without Transformer Engine. Raises ``SpecError``
+    naming every rule the layout breaks.
     """
     prepared = prepare(
         model=model,
@@ -253,6 +261,7 @@ def estimate(
         state_layout_name=state_layout_name,
         flash_attention=flash_attention,
         optimizer_impl=optimizer_impl,
+        layer_spec=layer_spec,
     )
     return assemble(prepared, memory_stages(prepared), time_report(prepared))
 
@@ -276,6 +285,7 @@ def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) 
         "framework": prepared.framework,
         "state_layout": prepared.states.name,
         "flash_attention": prepared.flash_attention,
+        "layer_spec": prepared.layer_spec,
         "optimizer_impl": prepared.optimizer_impl,
         "microbatches": prepared.ctx.microbatches,
         "gpus_per_node": cluster.gpus_per_node,

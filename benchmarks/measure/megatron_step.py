@@ -510,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
             record.append_record(args.out, result)
         mem = result["memory"]
         print(f"{run.preset} s={run.seq_len} mbs={run.mbs} ga={run.grad_accum} "
-              f"recompute={run.recompute} oom={result['oom']} median_s={result['time']['median_s']} "
+              f"recompute={run.recompute} oom={result['oom']} "
+              f"median_s={result['time']['median_s']} "
               f"peak_alloc={mem.get('timed_peak_allocated')} start={mem.get('allocated_at_start')} "
               f"wall={time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
     return 0

@@ -69,8 +69,18 @@ def state_layout(name: str) -> StateLayout:
         raise SpecError(f"state_layout: unknown '{name}'; known: {known}") from None
 
 
+LayerSpec = Literal["transformer_engine", "local"]
+"""Megatron's layer spec: Transformer Engine modules, or megatron-core's local modules
+(``get_gpt_layer_local_spec``), which it falls back to without Transformer Engine."""
+
+
 def implementation(
-    *, framework: Framework, layout: StateLayout, precision: str, flash_attention: bool = True
+    *,
+    framework: Framework,
+    layout: StateLayout,
+    precision: str,
+    flash_attention: bool = True,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Implementation:
     """The kernels' saving behaviour for a framework and state layout.
 
@@ -80,7 +90,17 @@ def implementation(
     weights keeps an fp32 residual stream and casts inputs and weights per Linear.
     fp32 training keeps fp32 activations. ``flash_attention=False`` is an unfused softmax
     (Megatron-LM's ``--attention-backend unfused``, eager attention) that keeps s² scores.
+    Megatron's ``layer_spec="local"`` attends with megatron-core's ``DotProductAttention``
+    only (no fused attention): an unfused softmax in eager fp32 on repeated K and V.
     """
+    local = layer_spec == "local"
+    if local and framework != "megatron":
+        raise SpecError(f"layer_spec: 'local' is Megatron-Core's layer spec, not {framework}'s")
+    if local and flash_attention:
+        raise SpecError(
+            "layer_spec: Megatron-Core's local spec has no fused attention; "
+            "use it with flash_attention off"
+        )
     activation_bytes = 4 if precision == "fp32" else 2
     if layout.name == "autocast":
         return Implementation(
@@ -99,5 +119,6 @@ def implementation(
         flash_attention=flash_attention,
         fused_gated_mlp=framework == "megatron",
         fused_cross_entropy=framework == "megatron",
+        eager_fp32_softmax=local,
         eager=framework != "megatron",
     )

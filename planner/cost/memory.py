@@ -177,15 +177,25 @@ def static_lower_bound(ctx: MemoryContext) -> float:
         mine = [chunk * layout.pp + rank for chunk in range(vpp)]
         dense, expert = _cached_stage_params(ctx, rank, chunks)
         weights, grads_full, optimizer = _states(ctx, dense, expert)
-        extra = (
-            _gathered_weights(ctx, chunks, mine)
-            + (grads_full if ctx.ddp_bucket_copy else 0.0)
-            + ctx.communication_buckets
-        )
+        extra = _extra_buffers(ctx, chunks, mine, grads_full)
         held = weights + optimizer + (grads_full if grads_accumulate else 0.0) + extra
         total = held + held * ctx.reserve.fragmentation + ctx.reserve.non_allocator_bytes
         largest = max(largest, total)
     return largest
+
+
+def _extra_buffers(
+    ctx: MemoryContext, chunks: list[list[int]], mine: list[int], grads_full: float
+) -> float:
+    """Buffers present at every moment of a rank's step besides the model states: gathered
+    weights (full sharding), the DDP bucket copy, communication buckets and buffers the
+    implementation keeps (Megatron's score buffer of its local attention)."""
+    return (
+        _gathered_weights(ctx, chunks, mine)
+        + (grads_full if ctx.ddp_bucket_copy else 0.0)
+        + ctx.communication_buckets
+        + ctx.layout.mbs * ctx.graph.persistent_bytes_per_sequence / ctx.layout.tp
+    )
 
 
 def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
@@ -307,11 +317,7 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
     grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
     static_grads = grads_full if grads_accumulate else 0.0
-    extra = (
-        _gathered_weights(ctx, chunks, my_chunks)
-        + (grads_full if ctx.ddp_bucket_copy else 0.0)
-        + ctx.communication_buckets
-    )
+    extra = _extra_buffers(ctx, chunks, my_chunks, grads_full)
 
     # moments: (activations, grads, transient), scanned in order; the first largest
     # activations + grads + transient is the peak (as ``max`` over the list would pick)
@@ -392,7 +398,7 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
         layer = ctx.graph.layers[layer_id]
         casts = layer.weight_cast_bytes / layout.tp
         full = tokens * _per_token(ctx, layer.saved) + casts
-        workspace = tokens * layer.backward_workspace_per_token / layout.tp
+        workspace = tokens * _layer_workspace(ctx, layer) / layout.tp
         group = recomputed.get(position)
         forward_only = 0.0
         if group is None:
@@ -418,6 +424,19 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
     if virtual == len(chunks) - 1:
         nodes.append(_edge(ctx, ctx.graph.output, transient=_head_transient(ctx, backward=True)))
     return nodes
+
+
+def _layer_workspace(ctx: MemoryContext, layer: LayerNode) -> float:
+    """Bytes per token of the largest set of temporaries in a block's backward (tp region).
+
+    The MLP's gradient temporaries and the attention core's come one after the other;
+    under selective recomputation the core's saved tensors (``attention_scores``) are
+    recomputed just before its backward and live alongside its temporaries.
+    """
+    attention = layer.attention_workspace_per_token
+    if ctx.layout.recompute == "selective":
+        attention += layer.saved.recomputed(cp=ctx.layout.cp)
+    return max(layer.backward_workspace_per_token, attention)
 
 
 def _recomputed_groups(layout: ParallelConfig, layers: int) -> dict[int, tuple[int, int]]:
