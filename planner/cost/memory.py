@@ -397,8 +397,10 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
     for position, layer_id in enumerate(layer_ids):
         layer = ctx.graph.layers[layer_id]
         casts = layer.weight_cast_bytes / layout.tp
-        full = tokens * _per_token(ctx, layer.saved) + casts
+        full = tokens * _per_token(ctx, layer.saved) + _per_microbatch(ctx, layer)
         workspace = tokens * _layer_workspace(ctx, layer) / layout.tp
+        if layout.recompute == "selective":
+            workspace += layer.score_mask_bytes
         group = recomputed.get(position)
         forward_only = 0.0
         if group is None:
@@ -410,8 +412,7 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
             saved = stored_input if position == first else 0.0
             group_layers = [ctx.graph.layers[layer_ids[first + k]] for k in range(size)]
             workspace += sum(
-                tokens * _per_token(ctx, g.saved) + g.weight_cast_bytes / layout.tp
-                for g in group_layers
+                tokens * _per_token(ctx, g.saved) + _per_microbatch(ctx, g) for g in group_layers
             )
         nodes.append(
             _Node(
@@ -424,6 +425,13 @@ def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> l
     if virtual == len(chunks) - 1:
         nodes.append(_edge(ctx, ctx.graph.output, transient=_head_transient(ctx, backward=True)))
     return nodes
+
+
+def _per_microbatch(ctx: MemoryContext, layer: LayerNode) -> float:
+    """A block's saved bytes per micro-batch that do not scale with its tokens: autocast's
+    weight copies and, unless selective recomputation rebuilds it, the score mask."""
+    mask = 0.0 if ctx.layout.recompute == "selective" else layer.score_mask_bytes
+    return layer.weight_cast_bytes / ctx.layout.tp + mask
 
 
 def _layer_workspace(ctx: MemoryContext, layer: LayerNode) -> float:

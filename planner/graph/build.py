@@ -21,7 +21,8 @@ accounting:
   matmul its bf16 cast: 4 + 2 bytes per score, not 2. Grouped-query K and V are repeated
   to every query head before the two matmuls, which keep the repeated copies (dropped, like
   the scores, under selective recomputation, whose checkpoint keeps the unrepeated
-  inputs). In the softmax's backward the fp32 gradients of its output and input live
+  inputs), and the in-place masking keeps the s x s boolean causal mask it builds per
+  call. In the softmax's backward the fp32 gradients of its output and input live
   beside its saved fp32 output (8 - 2 bytes per score above the saved set). The scores
   are written into megatron's global memory buffer, one bf16 b x heads x s x s tensor that
   persists for the life of the process (``parallel_state.get_global_memory_buffer``).
@@ -146,6 +147,7 @@ def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementat
         backward_workspace_per_token=workspace,
         attention_workspace_per_token=_attention_workspace(model, seq_len=seq_len, impl=impl),
         weight_cast_bytes=2.0 * matmul_weights if impl.casts_weights else 0.0,
+        score_mask_bytes=float(seq_len * seq_len) if impl.eager_fp32_softmax else 0.0,
     )
 
 

@@ -91,6 +91,10 @@ class LayerNode:
     under selective recomputation the recomputed core's saved tensors come on top."""
     weight_cast_bytes: float = 0.0
     """Per in-flight micro-batch, not per token: autocast's low-precision weight copies."""
+    score_mask_bytes: float = 0.0
+    """Per in-flight micro-batch, not per token, not split by TP: the s x s boolean causal
+    mask Megatron's local attention builds per call and its in-place masking keeps
+    (recomputed with the core under selective recomputation)."""
 
 
 @dataclass(frozen=True)

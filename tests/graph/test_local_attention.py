@@ -9,7 +9,8 @@ groups of ``d`` channels, sequence ``s``, bf16 activations (2 bytes):
 - under selective recomputation: none of that, but the fused QKV output kept whole by the
   checkpoint's view of V: (a + kv)·d·2;
 - in the core's backward: (2·4 - 2)·a·s of fp32 gradients beside the saved set;
-- one persistent bf16 a·s² score buffer per sequence of a micro-batch.
+- one persistent bf16 a·s² score buffer per sequence of a micro-batch;
+- one s x s boolean causal mask per layer and micro-batch (not under selective).
 """
 
 from __future__ import annotations
@@ -69,6 +70,22 @@ def test_local_attention_workspace_and_score_buffer() -> None:
     assert fused.layers[0].attention_workspace_per_token == 0.0
     assert local.persistent_bytes_per_sequence == 2 * A * S * S
     assert fused.persistent_bytes_per_sequence == 0.0
+    assert local.layers[0].score_mask_bytes == S * S
+    assert fused.layers[0].score_mask_bytes == 0.0
+
+
+def test_forward_keeps_the_local_attention_extras_per_layer() -> None:
+    """Against Transformer Engine's unfused attention, the local spec's forward leaves per
+    layer and micro-batch the fp32 probabilities and repeated K and V per token, and one
+    s x s boolean mask (not per token, not per head)."""
+    layers = llama_1b().num_layers
+    per_token = 4 * A * S + 2 * (A - KV) * D * 2
+    for mbs in (1, 2):
+        local = _estimate("none", "local", mbs=mbs).memory.stages[0]
+        fused = _estimate("none", "transformer_engine", mbs=mbs).memory.stages[0]
+        extra = (local.activations_in_flight_gib - fused.activations_in_flight_gib) * 2**30
+        expected = layers * (mbs * S * per_token + S * S)
+        assert extra == pytest.approx(expected, abs=2**21)  # reports round to 1e-3 GiB
 
 
 def _estimate(recompute: str, layer_spec: str, mbs: int = 2):
@@ -97,8 +114,9 @@ def test_score_buffer_is_held_at_every_moment(recompute: str) -> None:
 
 def test_selective_recompute_holds_the_recomputed_core_in_its_backward() -> None:
     """Under selective recomputation a layer's backward re-creates the core's saved set
-    (scores and repeated K and V) and then needs the softmax's fp32 gradients: the peak's
-    temporaries are exactly those for one layer (besides the persistent score buffer)."""
+    (scores, repeated K and V, the causal mask) and then needs the softmax's fp32
+    gradients: the peak's temporaries are exactly those for one layer (besides the
+    persistent score buffer)."""
     stage = _estimate("selective", "local", mbs=1).memory.stages[0]
     recomputed = S * ((4 + 2) * A * S + 2 * (A - KV) * D * 2)
     workspace = S * (2 * 4 - 2) * A * S
@@ -106,7 +124,8 @@ def test_selective_recompute_holds_the_recomputed_core_in_its_backward() -> None
     held = stage.weights_gib + stage.gradients_gib + stage.optimizer_gib + stage.activations_gib
     transient_gib = stage.allocated_gib - held - buffer / 2**30
     assert stage.peak_moment.startswith("backward")
-    assert transient_gib == pytest.approx((recomputed + workspace) / 2**30, abs=2e-3)
+    mask = S * S
+    assert transient_gib == pytest.approx((recomputed + workspace + mask) / 2**30, abs=2e-3)
 
 
 @pytest.mark.parametrize(
