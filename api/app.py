@@ -15,11 +15,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -31,7 +33,8 @@ from api.inline import InlineEstimates
 from api.jobs import JobRunner
 from api.openapi import install_openapi
 from api.problems import ApiProblem, install_handlers, problem_response
-from api.routers import catalog, estimates, health, plans
+from api.routers import catalog, estimates, expert_placements, health, memory_plans, plans
+from api.routers import scatter as scatter_router
 from api.settings import ApiSettings
 from api.store import JobStore, ModelStore
 from api.worker import warm_up
@@ -101,8 +104,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(catalog.router, prefix="/v1", dependencies=secured)
     app.include_router(estimates.router, prefix="/v1", dependencies=secured)
     app.include_router(plans.router, prefix="/v1", dependencies=secured)
+    app.include_router(scatter_router.router, prefix="/v1", dependencies=secured)
+    app.include_router(expert_placements.router, prefix="/v1", dependencies=secured)
+    app.include_router(memory_plans.router, prefix="/v1", dependencies=secured)
     install_openapi(app, settings)
     _schema_routes(app, secured)
+    _web_app_routes(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         EstimateFastPath, max_body_bytes=settings.max_body_bytes, api_token=settings.api_token
@@ -121,6 +128,21 @@ def _freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+STATIC_DIR = Path(__file__).parent / "static"
+"""The plan explorer's page, script and styles (shipped in the package, no build step)."""
+
+
+def _web_app_routes(app: FastAPI) -> None:
+    """The plan explorer at ``/`` and its files at ``/static``: a page that talks only to
+    ``/v1`` (with the token the user types, when the server requires one), so serving the
+    files themselves needs no token."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
 def _schema_routes(app: FastAPI, secured: list[Any]) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 from api import limits as L
 from api.problems import Problem
 from api.spec_inputs import GPUInput, LinkInput, ModelInput
-from planner.cost.frameworks import Framework, StateLayoutName
+from planner.cost.frameworks import BuiltinFramework, StateLayoutName
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
 from planner.specs.hardware import GPUSpec, LinkSpec
 from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
@@ -87,7 +87,7 @@ class WorkloadRequest(Body):
         description=f"tokens per step; at most {L.MAX_GLOBAL_BATCH} sequences",
     )
     precision: Precision = "bf16"
-    framework: Framework = "megatron"
+    framework: BuiltinFramework = "megatron"
 
 
 class EstimateRequest(WorkloadRequest):
@@ -214,6 +214,17 @@ class Job(BaseModel):
     reused: bool = Field(
         default=False, description="this answer is a stored job with the same canonical inputs"
     )
+
+
+class JobSummary(BaseModel):
+    """One stored plan job in a listing: its request and, once done, its best plan."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    request: dict[str, Any] = Field(description="the body as it was first submitted")
+    best_layout: str | None = Field(default=None, description="the best plan's layout")
+    best_step_time_s: float | None = None
 
 
 class ModelEntry(BaseModel):

@@ -113,6 +113,14 @@ class JobStore:
                 return row
         return None
 
+    def recent(self, limit: int) -> list[JobRow]:
+        """The newest ``limit`` jobs, newest first."""
+        with self.engine.connect() as conn:
+            records = conn.execute(
+                select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+            ).all()
+        return [_row(record) for record in records]
+
     def count_queued(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(

@@ -29,14 +29,21 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import hardware_db
+from api.memory_jobs import KIND as MEMORY_PLAN
+from api.memory_jobs import run_memory_plan
 from api.problems import ApiProblem, from_autopar_error, internal_error
+from api.routers.expert_placements import KIND as EXPERT_PLACEMENT
+from api.routers.expert_placements import run_expert_placement
+from api.scatter_jobs import KIND as SCATTER
+from api.scatter_jobs import run_scatter
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
-from planner.plan import Progress, plan
+from planner.plan import PlanRequest, Progress, plan
 from planner.search.progress import ProgressCallback
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
@@ -58,9 +65,9 @@ def warm_up() -> None:
             continue  # a GPU without measurements to borrow: its requests say so themselves
 
 
-def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """``planner.plan`` on a job's canonical inputs (:func:`api.inputs.plan_inputs`)."""
-    result = plan(
+def plan_request(inputs: dict[str, Any]) -> PlanRequest:
+    """The ``PlanRequest`` of a job's canonical inputs (:func:`api.inputs.plan_inputs`)."""
+    return PlanRequest(
         model=ModelSpec.model_validate(inputs["model"]),
         cluster=ClusterSpec.model_validate(inputs["cluster"]),
         workload=WorkloadSpec.model_validate(inputs["workload"]),
@@ -71,14 +78,25 @@ def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -
         headroom_gib=inputs["headroom_gib"],
         top_k=inputs["top_k"],
         time_limit_s=inputs["time_limit_s"],
-        progress=progress,
         **{
             knob: inputs[knob]
             for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours")
             if knob in inputs
         },
     )
-    return result.model_dump(mode="json")
+
+
+def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """``planner.plan`` on a job's canonical inputs, passed whole as a ``PlanRequest``."""
+    return plan(plan_request(inputs), progress=progress).model_dump(mode="json")
+
+
+JOB_KINDS: dict[str, Callable[[dict[str, Any], ProgressCallback | None], dict[str, Any]]] = {
+    EXPERT_PLACEMENT: run_expert_placement,
+    SCATTER: lambda inputs, _progress: run_scatter(inputs),
+    MEMORY_PLAN: lambda inputs, _progress: run_memory_plan(inputs),
+}
+"""Runners of the job kinds other than plans, by the ``kind`` of their inputs."""
 
 
 def serve(commands: IO[str], answers: IO[str]) -> None:
@@ -89,7 +107,8 @@ def serve(commands: IO[str], answers: IO[str]) -> None:
         message = json.loads(line)
         job_id, inputs = message["job"], message["inputs"]
         try:
-            result = run_plan(inputs, _progress_lines(answers))
+            run = JOB_KINDS.get(inputs.get("kind", "plan"), run_plan)
+            result = run(inputs, _progress_lines(answers))
             _send(answers, {"status": "done", "result": result})
         except AutoparError as error:
             _send(answers, {"status": "failed", "error": _problem(from_autopar_error(error))})

@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_measured import describe
 
-from planner.cost.measured import MEASURED_CLUSTERS, MEGATRON_FILE, estimate_record
+from planner.cost.measured import MEASURED_CLUSTERS, MEGATRON_FILE
 from planner.cost.reserve import VALIDATION_FILE, measured_records, measured_runs
+from planner.measured_runs import estimate_record
 
 TIME_TARGET_PCT = 10.0
 MEMORY_TARGET_PCT = 5.0

@@ -23,8 +23,8 @@ import argparse
 import json
 from typing import Any
 
-from planner.cost.measured import estimate_record
 from planner.cost.reserve import measured_records
+from planner.measured_runs import estimate_record
 
 TOLERANCE_PCT = 5.0
 OPTIMISM_LIMIT_PCT = 2.0

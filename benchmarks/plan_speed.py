@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from planner import Infeasible, WorkloadSpec, estimate, load_cluster, load_model, plan
+from planner import Infeasible, PlanRequest, WorkloadSpec, estimate, load_cluster, load_model, plan
 from planner.cost.rates import rates_for
 from planner.search.candidates import enumerate_layouts
 
@@ -69,20 +69,20 @@ def brute_force(name: str) -> tuple[float, float | None]:
 def run_case(name: str, *, time_limit_s: float, reference: bool) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = plan(**_inputs(name), top_k=5, time_limit_s=time_limit_s)
+        result = plan(PlanRequest(**_inputs(name), top_k=5, time_limit_s=time_limit_s))
     except Infeasible as error:
         return {"case": name, "wall_s": time.perf_counter() - started, "error": str(error)}
     wall = time.perf_counter() - started
-    search = result.search.model_dump()
+    search = result.search
     best = result.plans[0]
     row = {
         "case": name,
         "wall_s": round(wall, 3),
-        "solver_wall_s": search["solver_wall_s"],
-        "layouts_legal": search["layouts_legal"],
-        "layouts_evaluated": search["layouts_evaluated"],
-        "layouts_timed": search["layouts_timed"],
-        "optimal": search["optimal"],
+        "solver_wall_s": search.solver_wall_s,
+        "layouts_legal": search.layouts_legal,
+        "layouts_evaluated": search.layouts_evaluated,
+        "layouts_timed": search.layouts_timed,
+        "optimal": search.optimal,
         "best_step_s": best.time.step_time_s,
         "best_mfu": best.time.mfu,
     }

@@ -146,7 +146,7 @@ def compare_run(run: dict[str, Any], *, time_limit_s: float) -> dict[str, Any]:
     return {
         **row,
         "plan_wall_s": round(time.perf_counter() - started, 2),
-        "optimal": result.search["optimal"],
+        "optimal": result.search.optimal,
         "our_layout": layout_label(ours.config),
         "our_step_s": step,
         "our_mfu": ours.time.mfu,

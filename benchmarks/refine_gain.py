@@ -21,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from planner import WorkloadSpec, load_cluster, load_model, plan
+from planner import PlanRequest, WorkloadSpec, load_cluster, load_model, plan
 from planner.refine import RefineProblem, refine, seeds_from_plans
 
 CASES: dict[str, dict[str, Any]] = {
@@ -43,7 +43,9 @@ def run_case(name: str, *, trials: int, time_limit_s: float, storage: str) -> di
     workload = WorkloadSpec(seq_len=case["seq_len"], global_batch=case["global_batch"])
     started = time.perf_counter()
     solved = plan(
-        model=model, cluster=cluster, workload=workload, top_k=5, time_limit_s=time_limit_s
+        PlanRequest(
+            model=model, cluster=cluster, workload=workload, top_k=5, time_limit_s=time_limit_s
+        )
     )
     plan_s = time.perf_counter() - started
     problem = RefineProblem(

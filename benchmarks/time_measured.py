@@ -27,13 +27,10 @@ from typing import Any
 
 from planner import load_gpu
 from planner.cost.fit import Sample, step_time_s
-from planner.cost.measured import (
-    MEASURED_FRAMEWORK,
-    estimate_record,
-    single_gpu_step_phases,
-)
+from planner.cost.measured import MEASURED_FRAMEWORK, single_gpu_step_phases
 from planner.cost.rates import transferred_rates
 from planner.cost.reserve import measured_runs
+from planner.measured_runs import estimate_record
 
 TARGET_PCT = 10.0
 

@@ -1,133 +1,179 @@
-"""plan(): the top layouts for a model, cluster and workload, as a pydantic result.
+"""plan(): the top layouts for one ``PlanRequest``, then the steps the request asks for.
 
-``PlanResult`` is what ``autopar plan --json`` prints: ``plans`` (best first), each with
-the ``config``, ``memory`` and ``time`` blocks exactly as ``autopar estimate --json`` gives
-them for that layout plus an ``explanation``, and ``search`` (solver, whether the ranking
-is proven optimal, wall time, how many layouts were considered and fit). The search
-itself is ``planner.search.driver``.
+Steps, in order:
+
+1. the search (``planner.search.driver``): the ``top_k`` best layouts that fit, ranked,
+   each with the ``config``, ``memory`` and ``time`` blocks exactly as ``autopar estimate
+   --json`` gives them and an ``explanation``, and ``search`` (solver, whether the ranking
+   is proven optimal, wall time, how many layouts were considered and fit);
+2. with ``request.refine``: an Optuna study seeded with those plans
+   (``planner.refine``), run here for the requested trials;
+3. with ``request.hardware``: the top plans measured with short real training steps on
+   this machine and ranked again (``planner.refine.hardware``; plain PyTorch, so the
+   request's framework must be ``pytorch``).
+
+``PlanOutcome`` is what ``autopar plan --json`` prints: the search's ``PlanResult``
+(``plans``, ``search``) plus ``refinement`` and ``hardware`` when those steps ran.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+import optuna
+from pydantic import SerializerFunctionWrapHandler, model_serializer
 
-from planner.cost.frameworks import Framework
-from planner.predict import MemoryReport, TimeReport
+from planner.errors import SpecError
+from planner.refine import (
+    Callback,
+    RefineProblem,
+    RefineResult,
+    collect,
+    create_study,
+    masked,
+    parse_objectives,
+    run_trials,
+    seeds_from_plans,
+)
+from planner.refine.hardware import HardwareRanking, measure_candidates
 from planner.search.driver import Infeasible, search
 from planner.search.progress import Progress, ProgressCallback
-from planner.specs.hardware import ClusterSpec
-from planner.specs.model import ModelSpec
-from planner.specs.workload import WorkloadSpec
+from planner.search.results import PlanEntry, PlanResult, SearchInfo
+from planner.settings import database_url
+from planner.specs.request import (
+    DEFAULT_TIME_LIMIT_S,
+    HardwareRankOptions,
+    PlanRequest,
+    RefineOptions,
+)
 
-__all__ = ["Infeasible", "PlanEntry", "PlanResult", "Progress", "SearchInfo", "plan"]
+__all__ = [
+    "DEFAULT_TIME_LIMIT_S",
+    "HardwareRankOptions",
+    "Infeasible",
+    "PlanEntry",
+    "PlanOutcome",
+    "PlanRequest",
+    "PlanResult",
+    "Progress",
+    "RefineOptions",
+    "SearchInfo",
+    "plan",
+]
 
-DEFAULT_TIME_LIMIT_S = 60.0
+MEASURED_FRAMEWORK = "pytorch"
+"""The software the hardware ranking runs (``benchmarks/measure/train_step.py``)."""
 
 
-class PlanEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class PlanOutcome(PlanResult):
+    """The search's plans and, when the request asked for them, refinement and measurement."""
 
-    config: dict[str, Any]
-    memory: MemoryReport
-    time: TimeReport
-    explanation: str
-    training: dict[str, float] | None = None
-    """With a token budget: token_budget, steps, hours, gpu_hours, and with a price
-    price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
-    of the JSON when there is no budget, so a plan is exactly config, memory, time and
-    explanation then."""
+    refinement: RefineResult | None = None
+    hardware: HardwareRanking | None = None
 
     @model_serializer(mode="wrap")
-    def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _without_steps_not_run(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if data.get("training") is None:
-            data.pop("training", None)
+        for step in ("refinement", "hardware"):
+            if data.get(step) is None:
+                data.pop(step, None)
         return data
 
-
-class SearchInfo(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    solver: str
-    objective: str = "throughput"
-    optimal: bool
-    """The ranking is proven and every candidate was evaluated within the time limit."""
-    wall_s: float
-    solver_wall_s: float
-    gpus_searched: list[int] = []
-    """Cluster sizes searched (cost and min-gpus search sizes up to the cluster)."""
-    layouts_considered: int
-    layouts_legal: int
-    layouts_evaluated: int
-    layouts_feasible: int
-    layouts_timed: int = 0
-    """Layouts that fit whose step time was simulated: the others have a lower bound on
-    their objective above the top_k-th best (``planner.search.tabulate``)."""
-    layouts_split_solver: int = 0
-    """Layouts proposed by the stage-partition solver (layer split, recompute blocks)."""
-
-
-class PlanResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    plans: list[PlanEntry]
-    search: SearchInfo
+    def best_entry(self) -> dict[str, Any]:
+        """The plan to launch, as JSON: the fastest refined plan when refinement found one
+        (of the front, for several objectives), else the solver's best (the whole result,
+        which ``planner.emit`` reads the first plan of)."""
+        if self.refinement is not None:
+            fastest = min(self.refinement.best, key=lambda p: p.time.step_time_s, default=None)
+            if fastest is not None:
+                return fastest.model_dump(mode="json")
+        return PlanResult.model_dump(self, mode="json")
 
 
 def plan(
+    request: PlanRequest,
     *,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: WorkloadSpec,
-    framework: Framework = "megatron",
-    objective: str = "throughput",
-    fixed: dict[str, Any] | None = None,
-    maxima: dict[str, int] | None = None,
-    headroom_gib: float = 0.0,
-    top_k: int = 5,
-    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-    price_per_gpu_hour: float | None = None,
-    token_budget: float | None = None,
-    deadline_hours: float | None = None,
     progress: ProgressCallback | None = None,
-) -> PlanResult:
+    refine_callbacks: Sequence[Callback] = (),
+) -> PlanOutcome:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
-    ``objective``: ``throughput`` (shortest step), ``cost`` (cheapest ``token_budget``
-    at ``price_per_gpu_hour``, over cluster sizes up to ``cluster``) or ``min-gpus``
-    (fewest GPUs that train ``token_budget`` tokens within ``deadline_hours``); see
-    ``planner.search.objectives``.
+    ``request.objective``: ``throughput`` (shortest step), ``cost`` (cheapest
+    ``token_budget`` at ``price_per_gpu_hour``, over cluster sizes up to the cluster) or
+    ``min-gpus`` (fewest GPUs that train ``token_budget`` tokens within
+    ``deadline_hours``); see ``planner.search.objectives``.
 
     ``progress``, if given, is called with a :class:`Progress` as the search goes: its
     phase, candidate layouts evaluated out of the total, layouts timed
-    (``planner.search.progress``).
+    (``planner.search.progress``). ``refine_callbacks`` are called after every
+    refinement trial (Optuna's ``(study, trial)``).
     """
+    if request.refine is not None:
+        parse_objectives(request.refine.objectives)  # a bad name fails before the search
+    if request.hardware is not None:
+        _check_hardware(request, request.hardware)
     result = search(
-        model,
-        cluster,
-        workload,
-        framework=framework,
-        objective=objective,
-        fixed=fixed,
-        maxima=maxima,
-        headroom_gib=headroom_gib,
-        top_k=top_k,
-        time_limit_s=time_limit_s,
-        price_per_gpu_hour=price_per_gpu_hour,
-        token_budget=token_budget,
-        deadline_hours=deadline_hours,
+        request.model,
+        request.cluster,
+        request.workload,
+        framework=request.framework,
+        objective=request.objective,
+        fixed=request.fixed,
+        maxima=request.maxima,
+        headroom_gib=request.headroom_gib,
+        top_k=request.top_k,
+        time_limit_s=request.time_limit_s,
+        price_per_gpu_hour=request.price_per_gpu_hour,
+        token_budget=request.token_budget,
+        deadline_hours=request.deadline_hours,
         progress=progress,
     )
-    plans = [
-        PlanEntry(
-            config=p.estimate.config,
-            memory=p.estimate.memory,
-            time=p.estimate.time,
-            explanation=p.explanation,
-            training=p.training,
+    refinement = hardware = None
+    if request.refine is not None:
+        refinement = _refine(request, request.refine, result.plans, refine_callbacks)
+    if request.hardware is not None:
+        options = request.hardware
+        hardware = measure_candidates(
+            [entry.config for entry in result.plans[: options.top]],
+            model=request.model, cluster=request.cluster, workload=request.workload,
+            device=options.device, steps=options.steps,
+        )  # fmt: skip
+    return PlanOutcome(
+        plans=result.plans, search=result.search, refinement=refinement, hardware=hardware
+    )
+
+
+def _check_hardware(request: PlanRequest, options: HardwareRankOptions) -> None:
+    if request.framework != MEASURED_FRAMEWORK:
+        raise SpecError(
+            "--refine-on-hardware measures plain PyTorch training steps: plan with "
+            "--framework pytorch so the candidates are layouts that software runs"
         )
-        for p in result.plans
-    ]
-    return PlanResult(plans=plans, search=SearchInfo(**result.search))
+    if options.device not in ("cuda", "cpu"):
+        raise SpecError(f"--measure-device: '{options.device}' is not cuda or cpu")
+
+
+def _refine(
+    request: PlanRequest,
+    options: RefineOptions,
+    plans: list[PlanEntry],
+    callbacks: Sequence[Callback],
+) -> RefineResult:
+    """An Optuna study seeded with ``plans`` (best first), ``options.trials`` trials run."""
+    if not plans:
+        raise SpecError("--refine: the solver returned no plan to refine")
+    problem = RefineProblem(
+        model=request.model,
+        cluster=request.cluster,
+        workload=request.workload,
+        framework=request.framework,
+        headroom_gib=request.headroom_gib,
+        objectives=parse_objectives(options.objectives),
+        seeds=seeds_from_plans(plans[: max(1, options.trials)]),
+    )
+    url = options.storage or database_url()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = create_study(problem, storage=url, study_name=options.study_name, seed=0)
+    run_trials(study, problem, trials=options.trials, callbacks=list(callbacks))
+    return collect(study, problem, storage=masked(url))

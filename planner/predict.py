@@ -9,15 +9,16 @@ what ``autopar estimate --json`` prints.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
 from planner.cost.compute import Rates
 from planner.cost.frameworks import (
-    DEFAULT_STATE_LAYOUT,
+    DEFAULT_RUNTIME,
     Framework,
     LayerSpec,
+    Runtime,
     StateLayout,
     implementation,
     state_layout,
@@ -33,16 +34,18 @@ from planner.cost.memory import (
 )
 from planner.cost.rates import rates_for
 from planner.cost.reserve import (
-    OPTIMIZER_KIND,
     communication_buckets,
     memory_reserve,
     usable_capacity_bytes,
 )
 from planner.cost.stage_work import stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
+from planner.cost.timeline import PipelineTimes
 from planner.errors import SpecError
+from planner.frameworks import get_profile
 from planner.graph.build import Implementation, build_graph
 from planner.graph.params import training_flops_per_token
+from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.model import ModelSpec
@@ -79,6 +82,25 @@ class MemoryReport(BaseModel):
     stages: list[StageReport]
 
 
+class PipelineSchedule(BaseModel):
+    """What the pipeline schedule was simulated from, so it can be simulated (drawn) again.
+
+    ``forward_s[k]`` / ``backward_s[k]``: one micro-batch through virtual stage k = chunk x
+    pp + rank, seconds, the exposed in-layer communication and (plain 1F1B) the blocking
+    send included; ``p2p_s``: one transfer between consecutive virtual stages.
+    ``planner.cost.timeline.simulate`` on these gives the op-by-op timeline.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pp: int
+    vpp: int
+    microbatches: int
+    forward_s: list[float]
+    backward_s: list[float]
+    p2p_s: float
+
+
 class TimeReport(BaseModel):
     """Predicted step time and throughput; ``mfu``/``hfu`` are fractions (0 to 1).
 
@@ -97,6 +119,7 @@ class TimeReport(BaseModel):
     hfu: float
     breakdown_s: dict[str, float]
     rates_source: str
+    pipeline: PipelineSchedule | None = None
 
 
 class Estimate(BaseModel):
@@ -104,22 +127,17 @@ class Estimate(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    config: dict[str, Any]
+    config: Annotated[ResolvedConfig, CONFIG_SCHEMA]
     memory: MemoryReport
     time: TimeReport
 
 
-FRAMEWORK_LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
-    # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
-    "torchtitan": {"zero_stage": 3},
-}
-
-
 def apply_framework_defaults(layout: ParallelConfig, *, framework: Framework) -> ParallelConfig:
-    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's."""
+    """Fill the knobs the user left unset (not in ``model_fields_set``) with the framework's
+    (its profile's ``layout_defaults``: torchtitan's FSDP2, i.e. ZeRO-3)."""
     defaults = {
         key: value
-        for key, value in FRAMEWORK_LAYOUT_DEFAULTS.get(framework, {}).items()
+        for key, value in get_profile(framework).layout_defaults.items()
         if key not in layout.model_fields_set
     }
     if not defaults:
@@ -147,6 +165,7 @@ class Prepared:
     ctx: MemoryContext
     flash_attention: bool
     optimizer_impl: OptimizerKind
+    runtime: Runtime = DEFAULT_RUNTIME
     layer_spec: LayerSpec = "transformer_engine"
 
 
@@ -161,13 +180,16 @@ def prepare(
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
     check: bool = True,
+    runtime: Runtime = DEFAULT_RUNTIME,
     layer_spec: LayerSpec = "transformer_engine",
 ) -> Prepared:
     """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
 
     ``check=False`` skips the rule check, for callers that already ran
-    ``layout_violations`` on the resolved layout (the planner's candidates).
+    ``layout_violations`` on the resolved layout (the planner's candidates). ``runtime``
+    describes the training loop beyond the framework's defaults (``frameworks.Runtime``).
     """
+    profile = get_profile(framework)
     layout = apply_framework_defaults(layout, framework=framework)
     resolved = resolve_data_parallel(layout, num_gpus=cluster.num_gpus)
     if check:
@@ -175,20 +197,24 @@ def prepare(
             model=model, cluster=cluster, workload=workload, layout=resolved
         )
         if problems:
-            raise SpecError("layout: " + "; ".join(problems))
-    states = state_layout(state_layout_name or DEFAULT_STATE_LAYOUT[framework])
+            raise SpecError("layout: " + "; ".join(v.message for v in problems))
+    states = state_layout(state_layout_name or profile.state_layout)
     impl = implementation(
         framework=framework,
         layout=states,
         precision=workload.precision,
         flash_attention=flash_attention,
+        runtime=runtime,
         layer_spec=layer_spec,
     )
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
     reserve = memory_reserve(cluster.gpu, layout=resolved)
-    kind = optimizer_impl or OPTIMIZER_KIND[framework]
+    plain_ddp = (
+        profile.allocator_pattern == "ddp-buckets" and resolved.dp > 1 and resolved.zero_stage == 0
+    )
+    kind = optimizer_impl or profile.optimizer_impl
     ctx = MemoryContext(
         model=model,
         graph=graph,
@@ -196,7 +222,11 @@ def prepare(
         states=states,
         num_gpus=cluster.num_gpus,
         microbatches=microbatches,
-        ddp_bucket_copy=framework == "pytorch" and resolved.dp > 1 and resolved.zero_stage == 0,
+        ddp_bucket_copy=plain_ddp and not runtime.ddp_bucket_view,
+        grads_bucket_view=plain_ddp and runtime.ddp_bucket_view,
+        reshard_after_forward=runtime.reshard_after_forward,
+        kept_output_bytes=impl.activation_bytes if runtime.pipeline_keeps_outputs else 0.0,
+        loop_logits_bytes=impl.activation_bytes if runtime.loop_keeps_logits else 0.0,
         communication_buckets=communication_buckets(
             framework=framework, zero_stage=resolved.zero_stage, states=states
         ),
@@ -214,6 +244,7 @@ def prepare(
         ctx=ctx,
         flash_attention=flash_attention,
         optimizer_impl=kind,
+        runtime=runtime,
         layer_spec=layer_spec,
     )
 
@@ -244,6 +275,7 @@ def estimate(
     state_layout_name: str | None = None,
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
+    runtime: Runtime = DEFAULT_RUNTIME,
     layer_spec: LayerSpec = "transformer_engine",
 ) -> Estimate:
     """Predict per-stage memory of ``layout`` for ``model`` on ``cluster`` for ``workload``.
@@ -261,6 +293,7 @@ def estimate(
         state_layout_name=state_layout_name,
         flash_attention=flash_attention,
         optimizer_impl=optimizer_impl,
+        runtime=runtime,
         layer_spec=layer_spec,
     )
     return assemble(prepared, memory_stages(prepared), time_report(prepared))
@@ -272,26 +305,27 @@ def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) 
     resolved = prepared.layout
     capacity, capacity_source = usable_capacity_bytes(cluster.gpu)
     peak = max(stage.total for stage in stages)
-    config = {
-        "model": model.name,
-        "cluster": cluster.name,
-        "gpu": cluster.gpu.id,
-        "num_gpus": cluster.num_gpus,
-        "nodes": cluster.nodes,
-        "seq_len": workload.seq_len,
-        "global_batch": workload.sequences_per_step,
-        "global_batch_tokens": workload.tokens_per_step,
-        "precision": workload.precision,
-        "framework": prepared.framework,
-        "state_layout": prepared.states.name,
-        "flash_attention": prepared.flash_attention,
-        "layer_spec": prepared.layer_spec,
-        "optimizer_impl": prepared.optimizer_impl,
-        "microbatches": prepared.ctx.microbatches,
-        "gpus_per_node": cluster.gpus_per_node,
-        "model_spec": model.model_dump(mode="json"),
-        **resolved.model_dump(mode="json"),
-    }
+    config = ResolvedConfig(
+        model=model.name,
+        cluster=cluster.name,
+        gpu=cluster.gpu.id,
+        num_gpus=cluster.num_gpus,
+        nodes=cluster.nodes,
+        seq_len=workload.seq_len,
+        global_batch=workload.sequences_per_step,
+        global_batch_tokens=workload.tokens_per_step,
+        precision=workload.precision,
+        framework=prepared.framework,
+        state_layout=prepared.states.name,
+        flash_attention=prepared.flash_attention,
+        layer_spec=prepared.layer_spec,
+        optimizer_impl=prepared.optimizer_impl,
+        runtime=prepared.runtime,
+        microbatches=prepared.ctx.microbatches,
+        gpus_per_node=cluster.gpus_per_node,
+        model_spec=model,
+        **dict(resolved),
+    )
     return Estimate(
         config=config,
         memory=MemoryReport(
@@ -390,6 +424,20 @@ def _time_report(
         hfu=round(executed / (step * cluster.num_gpus * peak), 4),
         breakdown_s={key: round(value, 6) for key, value in breakdown.parts().items()},
         rates_source=rates.source,
+        pipeline=_schedule(breakdown.pipeline),
+    )
+
+
+def _schedule(times: PipelineTimes | None) -> PipelineSchedule | None:
+    if times is None:
+        return None
+    return PipelineSchedule(
+        pp=times.pp,
+        vpp=times.vpp,
+        microbatches=times.microbatches,
+        forward_s=list(times.forward_s),
+        backward_s=list(times.backward_s),
+        p2p_s=times.p2p_s,
     )
 
 

@@ -33,6 +33,8 @@ class SolveOptions:
     log: bool = False
     export_path: str | None = None
     """Write the model (protobuf text) here before solving, for debugging."""
+    relative_gap: float = 0.0
+    """Stop once (objective - bound) / objective is at most this (0: prove optimality)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def solve_model(model: cp_model.CpModel, options: SolveOptions) -> SolveRun:
     solver.parameters.num_workers = options.workers
     solver.parameters.random_seed = options.seed
     solver.parameters.log_search_progress = options.log
+    if options.relative_gap > 0:
+        solver.parameters.relative_gap_limit = options.relative_gap
     recorder = _Recorder()
     started = time.perf_counter()
     status = solver.solve(model, recorder)

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
 from api import limits as L
@@ -24,10 +24,13 @@ from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
 from api.inputs import inputs_hash, plan_inputs
 from api.openapi import errors
 from api.problems import ApiProblem, Problem
-from api.schemas import Job, JobProgress, LaunchFiles, PlanRequest
+from api.schemas import Job, JobProgress, JobSummary, LaunchFiles, PlanRequest
 from api.store import JobRow, JobStore, utcnow
 from planner.emit import emit_files
+from planner.errors import SpecError
 from planner.plan import PlanResult
+from planner.report import report_html
+from planner.report.inputs import read_report_input
 
 router = APIRouter(tags=["plans"])
 
@@ -169,6 +172,35 @@ def _job(jobs: JobStore, job_id: str) -> JobRow:
     return row
 
 
+@router.get("/plans", response_model=list[JobSummary], responses=errors(422))
+def list_plans(
+    jobs: JobsDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="newest first")] = 50,
+) -> list[JobSummary]:
+    """The stored plan jobs, newest first, with each finished job's best plan."""
+    summaries = []
+    for row in jobs.recent(limit):
+        best_layout = best_step = None
+        if row.status == "done" and row.result is not None and row.result.get("plans"):
+            try:
+                best = read_report_input(row.result).plans[0]
+            except SpecError:  # a result an older autopar wrote in another shape
+                best = None
+            if best is not None:
+                best_layout, best_step = best.config.layout_label(), best.time.step_time_s
+        summaries.append(
+            JobSummary(
+                id=row.id,
+                status=row.status,  # type: ignore[arg-type]
+                created_at=row.created_at,
+                request=row.request,
+                best_layout=best_layout,
+                best_step_time_s=best_step,
+            )
+        )
+    return summaries
+
+
 @router.get("/plans/{job_id}", response_model=Job, responses=errors(404, 422))
 def get_plan(job_id: JobId, jobs: JobsDep) -> Job:
     """Status, progress and, once done, the result (``autopar plan --json``)."""
@@ -183,6 +215,21 @@ def get_plan_result(job_id: JobId, jobs: JobsDep) -> PlanResult:
     if row.status != "done" or result is None:
         raise _not_done(row, error)
     return result
+
+
+@router.get(
+    "/plans/{job_id}/report",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}}, **errors(404, 409, 422)},
+)
+def get_plan_report(job_id: JobId, jobs: JobsDep) -> HTMLResponse:
+    """The plan report (``autopar report``) of a finished job: one self-contained page."""
+    row = _job(jobs, job_id)
+    result, error = _stored_result(row)
+    if row.status != "done" or result is None:
+        raise _not_done(row, error)
+    page = report_html(result.model_dump(mode="json"), title=f"plan job {row.id}")
+    return HTMLResponse(page)
 
 
 def _not_done(row: JobRow, error: Problem | None) -> ApiProblem:

@@ -7,21 +7,123 @@ its traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import dataclass
 
 import click
 import typer
+from typer.core import TyperGroup
 
-from planner.cli.catalog import hardware_app, models_app
-from planner.cli.emit import emit_command
-from planner.cli.estimate import estimate_command
-from planner.cli.plan import plan_command
-from planner.cli.profile import profile_command
-from planner.cli.refine import refine_worker_command
-from planner.cli.serve import serve_command
 from planner.errors import AutoparError
 
 EXIT_USER_ERROR = 2
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command whose module is imported only when it runs or its own help is asked for.
+
+    ``target`` is ``module:attribute``, a typer command function or a typer sub-app;
+    ``summary`` is the line ``autopar --help`` shows (a test checks it is the first line of
+    the command's own help).
+    """
+
+    target: str
+    summary: str
+
+    def load(self, name: str) -> click.Command:
+        module, attribute = self.target.split(":")
+        loaded = getattr(importlib.import_module(module), attribute)
+        if isinstance(loaded, typer.Typer):
+            return typer.main.get_group(loaded)
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name)(loaded)
+        command = typer.main.get_command(single)
+        command.name = name
+        return command
+
+
+COMMANDS: dict[str, LazyCommand] = {
+    "models": LazyCommand(
+        "planner.cli.catalog:models_app", "The model catalogue and the HuggingFace importer."
+    ),
+    "hardware": LazyCommand(
+        "planner.cli.catalog:hardware_app", "GPUs, interconnects and cluster presets."
+    ),
+    "estimate": LazyCommand(
+        "planner.cli.estimate:estimate_command",
+        "Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU.",
+    ),
+    "memplan": LazyCommand(
+        "planner.cli.memplan:memplan_command",
+        "Plan where tensors live: live-bytes bound, simulated allocator, planned placement.",
+    ),
+    "emit": LazyCommand(
+        "planner.cli.emit:emit_command",
+        "Turn a plan into the files a user launches (deterministic: same plan, same bytes).",
+    ),
+    "plan": LazyCommand(
+        "planner.cli.plan:plan_command",
+        "Search every layout for the best that fit in memory, and explain the best.",
+    ),
+    "report": LazyCommand(
+        "planner.cli.report:report_command",
+        "Draw a plan as one HTML file that needs no network (memory, timeline, step time).",
+    ),
+    "profile": LazyCommand(
+        "planner.cli.profile:profile_command",
+        "Measure GEMM, attention, memory-bandwidth, optimizer-step and collective rates.",
+    ),
+    "refine-worker": LazyCommand(
+        "planner.cli.refine:refine_worker_command",
+        "Join a stored refinement study and run trials of it in this process.",
+    ),
+    "place-experts": LazyCommand(
+        "planner.cli.experts:place_experts_command",
+        "Place MoE experts (and replicas) on GPUs: an OR-Tools program from routing stats.",
+    ),
+    "routing-stats": LazyCommand(
+        "planner.cli.experts:routing_stats_command",
+        "Turn recorded router decisions into routing statistics (loads and affinity).",
+    ),
+    "scatter": LazyCommand(
+        "planner.cli.scatter:scatter_command",
+        "Scatter sequences over SP groups; print micro-batches, groups, time, memory, speed-ups.",
+    ),
+    "serve": LazyCommand(
+        "planner.cli.serve:serve_command",
+        'Serve plans and estimates over HTTP (see README, "REST service").',
+    ),
+}
+"""Every command, by name: imported on use, so ``autopar --help`` starts at once."""
+
+
+class LazyGroup(TyperGroup):
+    """A typer group whose commands come from ``COMMANDS``, loaded on first use.
+
+    Listing (``autopar --help``) shows each command's summary without importing it;
+    running a command, or ``autopar COMMAND --help``, imports its module.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        lazy = COMMANDS.get(cmd_name)
+        if lazy is None:
+            return super().get_command(ctx, cmd_name)
+        return click.Command(cmd_name, help=lazy.summary, short_help=lazy.summary)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        lazy = COMMANDS.get(name)
+        if lazy is None:
+            return super().resolve_command(ctx, args)
+        return name, lazy.load(name), args[1:]
+
 
 app = typer.Typer(
     name="autopar",
@@ -29,15 +131,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
 )
-app.add_typer(models_app, name="models")
-app.add_typer(hardware_app, name="hardware")
-app.command("estimate")(estimate_command)
-app.command("emit")(emit_command)
-app.command("plan")(plan_command)
-app.command("profile")(profile_command)
-app.command("refine-worker")(refine_worker_command)
-app.command("serve")(serve_command)
+
+
+@app.callback()
+def _root() -> None:
+    """Plan, predict and emit parallel layouts for training large transformers."""
 
 
 def fail(message: str) -> None:

@@ -53,10 +53,7 @@ def emit_command(
     except json.JSONDecodeError as error:
         where = f"{error.msg} (line {error.lineno})"
         raise SpecError(f"emit: {plan} is not valid JSON: {where}") from None
-    if "plans" in data:  # autopar plan --json: emit the best plan
-        if not data["plans"]:
-            raise SpecError("emit: the plan file holds no plans")
-        data = data["plans"][0]
+    data = plan_entry(data)
     if format == "torchtitan":
         if torchtitan_version not in TORCHTITAN_FORMATS:
             raise SpecError(
@@ -69,13 +66,20 @@ def emit_command(
     write_emitted(data, format=format, out=out)
 
 
+def plan_entry(data: Any) -> Any:
+    """The estimate or plan entry to emit: a whole ``autopar plan --json`` result gives its
+    best plan. Whether it is a plan at all is ``planner.emit``'s check, one line per fault."""
+    if isinstance(data, dict) and "plans" in data:  # autopar plan --json: the best plan
+        plans = data["plans"]
+        if not isinstance(plans, list) or not plans:
+            raise SpecError("emit: the plan file holds no plans ('plans' is not a non-empty list)")
+        return plans[0]
+    return data
+
+
 def write_emitted(data: dict[str, Any], *, format: str, out: Path, quiet: bool = False) -> None:
     """Emit ``data`` (an estimate, a plan entry or a whole plan result) into ``out``."""
-    if "plans" in data:  # autopar plan --json: emit the best plan
-        if not data["plans"]:
-            raise SpecError("emit: the plan file holds no plans")
-        data = data["plans"][0]
-    files = emit_files(data, format=format)
+    files = emit_files(plan_entry(data), format=format)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         path = out / name

@@ -18,13 +18,32 @@ from planner.cli.inputs import (
     NodesOption,
     PrecisionOption,
     SeqLenOption,
-    build_spec,
     check_framework,
     load_inputs,
 )
+from planner.cli.layout_options import (
+    CpOption,
+    DistributedOptimizerOption,
+    EpOption,
+    EtpOption,
+    FlashAttentionOption,
+    MbsOption,
+    OffloadOptimizerOption,
+    PpOption,
+    RecomputeLayersOption,
+    RecomputeMethodOption,
+    RecomputeOption,
+    SequenceParallelOption,
+    StateLayoutOption,
+    TpOption,
+    VppOption,
+    ZeroOption,
+    layout_from_options,
+)
 from planner.cli.output import console, print_json
+from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, Runtime
+from planner.errors import SpecError
 from planner.predict import Estimate, estimate
-from planner.specs.layout import ParallelConfig
 
 
 def estimate_command(
@@ -35,50 +54,68 @@ def estimate_command(
     gpus: GpusOption = None,
     global_batch: GlobalBatchOption = None,
     global_batch_tokens: GlobalBatchTokensOption = None,
-    tp: Annotated[int, typer.Option(min=1, help="Tensor parallel size.")] = 1,
-    pp: Annotated[int, typer.Option(min=1, help="Pipeline parallel size.")] = 1,
-    cp: Annotated[int, typer.Option(min=1, help="Context parallel size.")] = 1,
-    ep: Annotated[int, typer.Option(min=1, help="Expert parallel size.")] = 1,
-    etp: Annotated[int | None, typer.Option(min=1, help="Expert tensor parallel size.")] = None,
-    vpp: Annotated[
-        int | None, typer.Option(min=1, help="Virtual stages per pipeline rank.")
-    ] = None,
-    mbs: Annotated[int, typer.Option(min=1, help="Micro-batch size (sequences).")] = 1,
-    zero: Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3.")] = None,
-    distributed_optimizer: Annotated[
-        bool, typer.Option("--distributed-optimizer", help="Megatron's sharded optimizer.")
-    ] = False,
-    sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel")] = False,
-    offload_optimizer: Annotated[
-        float,
+    tp: TpOption = 1,
+    pp: PpOption = 1,
+    cp: CpOption = 1,
+    ep: EpOption = 1,
+    etp: EtpOption = None,
+    vpp: VppOption = None,
+    mbs: MbsOption = 1,
+    zero: ZeroOption = None,
+    distributed_optimizer: DistributedOptimizerOption = False,
+    sequence_parallel: SequenceParallelOption = False,
+    offload_optimizer: OffloadOptimizerOption = 0.0,
+    first_stage_layers: Annotated[
+        int | None,
         typer.Option(
-            "--offload-optimizer",
-            min=0.0,
-            max=1.0,
-            help="Share of the optimizer states and step kept on the host (DeepSpeed "
-            "offload_optimizer, Megatron --optimizer-cpu-offload): 0 to 1.",
+            "--first-stage-layers",
+            "--decoder-first-pipeline-num-layers",
+            min=1,
+            help="Transformer layers on the first pipeline stage (uneven split; the middle "
+            "stages share the rest evenly).",
         ),
-    ] = 0.0,
-    recompute: Annotated[str, typer.Option(help="none | selective | full.")] = "none",
-    recompute_method: Annotated[
-        str | None, typer.Option("--recompute-method", help="uniform | block (full only).")
     ] = None,
-    recompute_layers: Annotated[
-        int | None, typer.Option("--recompute-layers", min=1, help="Layers per recompute group.")
+    last_stage_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--last-stage-layers",
+            "--decoder-last-pipeline-num-layers",
+            min=1,
+            help="Transformer layers on the last pipeline stage (uneven split).",
+        ),
     ] = None,
-    precision: PrecisionOption = "bf16",
-    framework: FrameworkOption = "megatron",
-    state_layout: Annotated[
-        str | None,
-        typer.Option(help="megatron | zero | fsdp | autocast | bf16 [default: per framework]."),
-    ] = None,
-    flash_attention: Annotated[
+    account_for_embedding: Annotated[
         bool,
         typer.Option(
-            "--flash-attention/--no-flash-attention",
-            help="Fused attention (no s x s scores kept) or an unfused softmax.",
+            "--account-for-embedding-in-pipeline-split",
+            help="Count the embedding as one layer when splitting layers over stages.",
         ),
-    ] = True,
+    ] = False,
+    account_for_loss: Annotated[
+        bool,
+        typer.Option(
+            "--account-for-loss-in-pipeline-split",
+            help="Count the output layer and loss as one layer when splitting.",
+        ),
+    ] = False,
+    pipeline_schedule: Annotated[
+        str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
+    ] = "1f1b",
+    recompute: RecomputeOption = "none",
+    recompute_method: RecomputeMethodOption = None,
+    recompute_layers: RecomputeLayersOption = None,
+    precision: PrecisionOption = "bf16",
+    framework: FrameworkOption = "megatron",
+    state_layout: StateLayoutOption = None,
+    flash_attention: FlashAttentionOption = True,
+    attention_backend: Annotated[
+        str | None,
+        typer.Option(
+            "--attention-backend",
+            help="flash | cudnn | efficient | unfused: the attention kernel timed "
+            "[default: flash].",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU."""
@@ -87,24 +124,15 @@ def estimate_command(
         model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
         global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
     )  # fmt: skip
-    fields: dict[str, Any] = {
-        "tp": tp,
-        "pp": pp,
-        "cp": cp,
-        "ep": ep,
-        "etp": etp,
-        "vpp": vpp,
-        "mbs": mbs,
-        "distributed_optimizer": distributed_optimizer,
-        "sequence_parallel": sequence_parallel,
-        "offload_optimizer_fraction": offload_optimizer,
-        "recompute": recompute,
-        "recompute_method": recompute_method,
-        "recompute_num_layers": recompute_layers,
-    }
-    if zero is not None:
-        fields["zero_stage"] = zero
-    layout = build_spec(ParallelConfig, "layout", **fields)
+    layout = layout_from_options(
+        tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vpp=vpp, mbs=mbs, zero=zero,
+        distributed_optimizer=distributed_optimizer, sequence_parallel=sequence_parallel,
+        offload_optimizer=offload_optimizer, recompute=recompute,
+        recompute_method=recompute_method, recompute_layers=recompute_layers,
+        first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers,
+        account_for_embedding=account_for_embedding, account_for_loss=account_for_loss,
+        pipeline_schedule=pipeline_schedule,
+    )  # fmt: skip
     result = estimate(
         model=model_spec,
         cluster=cluster_spec,
@@ -113,6 +141,7 @@ def estimate_command(
         framework=framework,
         state_layout_name=state_layout,  # type: ignore[arg-type]
         flash_attention=flash_attention,
+        runtime=Runtime(attention_backend=_attention_backend(attention_backend)),
     )
     if as_json:
         print_json(result.model_dump(mode="json"))
@@ -120,13 +149,21 @@ def estimate_command(
     render_estimate(result)
 
 
+def _attention_backend(name: str | None) -> AttentionBackend | None:
+    if name is not None and name not in ATTENTION_BACKENDS:
+        raise SpecError(
+            f"--attention-backend: unknown '{name}'; known: {', '.join(ATTENTION_BACKENDS)}"
+        )
+    return name  # type: ignore[return-value]
+
+
 def render_estimate(result: Estimate) -> None:
     """The per-stage memory table and a plain verdict."""
     config, memory = result.config, result.memory
     title = (
-        f"{config['model']} on {config['num_gpus']} x {config['gpu']}: tp {config['tp']} "
-        f"pp {config['pp']} dp {config['dp']} cp {config['cp']} mbs {config['mbs']} "
-        f"({config['framework']}, {config['state_layout']} states)"
+        f"{config.model} on {config.num_gpus} x {config.gpu}: tp {config.tp} "
+        f"pp {config.pp} dp {config.dp} cp {config.cp} mbs {config.mbs} "
+        f"({config.framework}, {config.state_layout} states)"
     )
     table = Table(title=title)
     columns = ("stage", "weights", "grads", "optimizer", "activations", "other", "total")

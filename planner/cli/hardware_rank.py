@@ -8,13 +8,8 @@ import typer
 from rich.table import Table
 
 from planner.cli.output import console
-from planner.errors import SpecError
-from planner.plan import PlanResult
-from planner.refine.hardware import HardwareRanking, measure_candidates
+from planner.refine.hardware import HardwareRanking
 from planner.search.driver import layout_label
-from planner.specs.hardware import ClusterSpec
-from planner.specs.model import ModelSpec
-from planner.specs.workload import WorkloadSpec
 
 RefineOnHardwareOption = Annotated[
     int,
@@ -31,31 +26,6 @@ MeasureDeviceOption = Annotated[
 MeasureStepsOption = Annotated[
     int, typer.Option("--measure-steps", min=3, help="Optimizer steps per measurement (2 untimed).")
 ]
-
-
-def rank_on_hardware(
-    result: PlanResult,
-    *,
-    top: int,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: WorkloadSpec,
-    framework: str,
-    device: str,
-    steps: int,
-) -> HardwareRanking:
-    """Measure the ``top`` plans of ``result`` (needs ``--framework pytorch``)."""
-    if framework != "pytorch":
-        raise SpecError(
-            "--refine-on-hardware measures plain PyTorch training steps: plan with "
-            "--framework pytorch so the candidates are layouts that software runs"
-        )
-    if device not in ("cuda", "cpu"):
-        raise SpecError(f"--measure-device: '{device}' is not cuda or cpu")
-    configs = [entry.config for entry in result.plans[:top]]
-    return measure_candidates(
-        configs, model=model, cluster=cluster, workload=workload, device=device, steps=steps
-    )
 
 
 def render_hardware(ranking: HardwareRanking) -> None:

@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from planner import catalog
 from planner.errors import SpecError
+from planner.frameworks import framework_names
 from planner.specs._base import spec_error
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
-FRAMEWORKS = ("megatron", "deepspeed", "torchtitan", "pytorch")
 _SUFFIXES = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 ModelOption = Annotated[str, typer.Option(help="Catalogue name, model file or HF config.json.")]
@@ -57,8 +57,9 @@ def build_spec(cls: Any, what: str, **fields: Any) -> Any:
 
 
 def check_framework(framework: str) -> None:
-    if framework not in FRAMEWORKS:
-        raise SpecError(f"--framework: unknown '{framework}'; known: {', '.join(FRAMEWORKS)}")
+    if framework not in framework_names():
+        known = ", ".join(framework_names())
+        raise SpecError(f"--framework: unknown '{framework}'; known: {known}")
 
 
 def load_inputs(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +14,6 @@ from planner.cli.hardware_rank import (
     MeasureDeviceOption,
     MeasureStepsOption,
     RefineOnHardwareOption,
-    rank_on_hardware,
     render_hardware,
 )
 from planner.cli.inputs import (
@@ -33,17 +31,26 @@ from planner.cli.inputs import (
     load_inputs,
 )
 from planner.cli.output import console, print_json
+from planner.cli.pictures import print_plan_pictures, search_progress
 from planner.cli.refine import (
     RefineObjectivesOption,
     RefineOption,
+    RefineProgress,
     StorageOption,
     StudyNameOption,
-    refine_plan,
-    refined_best,
     render_refinement,
 )
+from planner.cli.report import write_report
 from planner.errors import SpecError
-from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult, plan
+from planner.plan import (
+    DEFAULT_TIME_LIMIT_S,
+    HardwareRankOptions,
+    PlanRequest,
+    PlanResult,
+    RefineOptions,
+    plan,
+)
+from planner.report.inputs import PlanView
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
 
@@ -128,6 +135,10 @@ def plan_command(
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Directory for --emit.")] = Path("run"),
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also draw the plans as a self-contained HTML file."),
+    ] = None,
     as_json: JsonOption = False,
     # Optuna refinement of the solver's plans (planner/cli/refine.py)
     refine: RefineOption = 0,
@@ -152,11 +163,11 @@ def plan_command(
         model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
         global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
     )  # fmt: skip
-    result = plan(
+    request = PlanRequest(
         model=model_spec,
         cluster=cluster_spec,
         workload=workload,
-        framework=framework,  # type: ignore[arg-type]
+        framework=framework,
         objective=objective,
         fixed=fixed,
         maxima=maxima,
@@ -166,36 +177,32 @@ def plan_command(
         price_per_gpu_hour=price_per_gpu_hour,
         token_budget=parse_tokens(token_budget) if token_budget is not None else None,
         deadline_hours=deadline_hours,
+        refine=RefineOptions(
+            trials=refine, objectives=refine_objectives, study_name=study_name, storage=storage
+        )
+        if refine
+        else None,
+        hardware=HardwareRankOptions(
+            top=refine_on_hardware, device=measure_device, steps=measure_steps
+        )
+        if refine_on_hardware
+        else None,
     )
-    data = result.model_dump(mode="json")
-    extras: dict[str, Any] = {}
-    renders: list[Callable[[], None]] = []
-    emitted = data  # the plan --emit writes: the solver's best, or the refined best
-    if refine:  # --refine N: an Optuna study seeded with the solver's plans
-        refinement = refine_plan(
-            result.plans, model=model_spec, cluster=cluster_spec, workload=workload,
-            framework=framework, headroom_gib=headroom_gib, trials=refine,
-            objectives=refine_objectives, study_name=study_name, storage=storage,
-            quiet=as_json,
-        )  # fmt: skip
-        extras["refinement"] = refinement.model_dump(mode="json")
-        renders.append(lambda: render_refinement(refinement))
-        emitted = refined_best(refinement) or data
-    if refine_on_hardware:  # measure the top K on the local GPUs, report both rankings
-        ranking = rank_on_hardware(
-            result, top=refine_on_hardware, model=model_spec, cluster=cluster_spec,
-            workload=workload, framework=framework, device=measure_device, steps=measure_steps,
-        )  # fmt: skip
-        extras["hardware"] = ranking.model_dump(mode="json")
-        renders.append(lambda: render_hardware(ranking))
-    if emit is not None:
-        write_emitted(emitted, format=emit, out=out, quiet=as_json)
+    bar = RefineProgress(refine, quiet=as_json)
+    with bar, search_progress(not as_json) as progress:
+        result = plan(request, progress=progress, refine_callbacks=[bar] if refine else ())
+    if emit is not None:  # the solver's best, or the refined best
+        write_emitted(result.best_entry(), format=emit, out=out, quiet=as_json)
+    if report is not None:
+        write_report(result.model_dump(mode="json"), report)
     if as_json:
-        print_json({**data, **extras})
+        print_json(result.model_dump(mode="json"))
         return
     render_plan(result)
-    for render in renders:
-        render()
+    if result.refinement is not None:
+        render_refinement(result.refinement)
+    if result.hardware is not None:
+        render_hardware(result.hardware)
 
 
 def render_plan(result: PlanResult) -> None:
@@ -203,8 +210,8 @@ def render_plan(result: PlanResult) -> None:
     first = result.plans[0].config
     table = Table(
         title=(
-            f"{first['model']} on {first['num_gpus']} x {first['gpu']}, seq {first['seq_len']}, "
-            f"batch {first['global_batch']} ({first['framework']})"
+            f"{first.model} on {first.num_gpus} x {first.gpu}, seq {first.seq_len}, "
+            f"batch {first.global_batch} ({first.framework})"
         )
     )
     budget = result.plans[0].training is not None
@@ -219,7 +226,7 @@ def render_plan(result: PlanResult) -> None:
     for rank, entry in enumerate(result.plans, start=1):
         timing, memory = entry.time, entry.memory
         name, seconds = max(timing.breakdown_s.items(), key=lambda item: item[1])
-        cells = [str(rank), *([str(entry.config["num_gpus"])] if sized else [])]
+        cells = [str(rank), *([str(entry.config.num_gpus)] if sized else [])]
         cells += [
             layout_label(entry.config),
             f"{timing.step_time_s:.3f}",
@@ -235,6 +242,7 @@ def render_plan(result: PlanResult) -> None:
         table.add_row(*cells, f"{name.replace('_', ' ')} {seconds:.3f} s")
     out = console()
     out.print(table)
+    print_plan_pictures(PlanView.model_validate(result.plans[0].model_dump(mode="json")), out)
     out.print(result.plans[0].explanation)
     info = result.search
     verdict = "optimal" if info.optimal else "NOT proven optimal (time limit)"

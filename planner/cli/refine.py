@@ -1,8 +1,8 @@
 """Optuna refinement on the command line: ``plan --refine N`` and ``autopar refine-worker``.
 
 ``autopar plan ... --refine N [--refine-objectives throughput,headroom] [--study-name NAME]
-[--storage URL]`` seeds a study with the solver's plans and runs N trials here
-(:func:`refine_plan`, called from ``plan_command``);
+[--storage URL]`` seeds a study with the solver's plans and runs N trials here (a step of
+``planner.plan.plan``, asked for by the request's ``refine`` options);
 ``autopar refine-worker --study NAME [--trials N] [--storage URL]`` joins a stored study
 from any machine that reaches the storage and runs N more (:func:`refine_worker_command`).
 Both show a progress bar on stderr (trials, best so far) unless ``--json``, and end with
@@ -13,7 +13,7 @@ the gain over the solver's best plan.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import optuna
 import typer
@@ -23,23 +23,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from planner.cli.output import console, print_json
-from planner.errors import SpecError
 from planner.refine import (
     RefineProblem,
     RefineResult,
     collect,
-    create_study,
     join_study,
     masked,
     parse_objectives,
     run_trials,
-    seeds_from_plans,
 )
 from planner.search.driver import layout_label
 from planner.settings import database_url
-from planner.specs.hardware import ClusterSpec
-from planner.specs.model import ModelSpec
-from planner.specs.workload import WorkloadSpec
 
 RefineOption = Annotated[
     int,
@@ -72,11 +66,12 @@ StorageOption = Annotated[
 ]
 
 
-class _Progress:
-    """A rich progress bar fed by Optuna's trial callback: trials done, best so far."""
+class RefineProgress:
+    """A rich progress bar fed by Optuna's trial callback: trials done, best so far.
 
-    def __init__(self, trials: int, objectives: tuple[str, ...], *, quiet: bool) -> None:
-        self.objectives = objectives
+    A context manager: the bar shows while it is entered (not at all for no trials)."""
+
+    def __init__(self, trials: int, *, quiet: bool) -> None:
         self.best: FrozenTrial | None = None
         self.feasible = self.other = 0
         self.bar = Progress(
@@ -86,9 +81,16 @@ class _Progress:
             TextColumn("{task.fields[best]}"),
             TimeElapsedColumn(),
             console=Console(file=sys.stderr),
-            disable=quiet,
+            disable=quiet or trials == 0,
         )
         self.task = self.bar.add_task("refining", total=trials, best="no feasible trial yet")
+
+    def __enter__(self) -> RefineProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE and trial.user_attrs.get("status") == "feasible":
@@ -115,47 +117,6 @@ def _tokens(trial: FrozenTrial) -> float:
     return float(trial.user_attrs["prediction"]["tokens_per_s"])
 
 
-def refine_plan(
-    plans: list[Any],
-    *,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    workload: WorkloadSpec,
-    framework: str,
-    headroom_gib: float,
-    trials: int,
-    objectives: str,
-    study_name: str | None,
-    storage: str | None,
-    quiet: bool,
-) -> RefineResult:
-    """``plan --refine``: seed a study with ``plans`` (best first), run ``trials`` trials."""
-    names = parse_objectives(objectives)
-    if not plans:
-        raise SpecError("--refine: the solver returned no plan to refine")
-    problem = RefineProblem(
-        model=model,
-        cluster=cluster,
-        workload=workload,
-        framework=framework,  # type: ignore[arg-type]
-        headroom_gib=headroom_gib,
-        objectives=names,
-        seeds=seeds_from_plans(plans[: max(1, trials)]),
-    )
-    url = storage or database_url()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(problem, storage=url, study_name=study_name, seed=0)
-    _run(study, problem, trials=trials, quiet=quiet)
-    return collect(study, problem, storage=masked(url))
-
-
-def refined_best(refinement: RefineResult) -> dict[str, Any] | None:
-    """The plan ``--emit`` writes after refinement: the fastest refined plan (of the front,
-    for several objectives), as JSON; None when refinement found none."""
-    fastest = min(refinement.best, key=lambda p: p.time.step_time_s, default=None)
-    return fastest.model_dump(mode="json") if fastest is not None else None
-
-
 def refine_worker_command(
     study: Annotated[str, typer.Option("--study", help="Name of the stored study to join.")],
     trials: Annotated[int, typer.Option("--trials", min=0, help="Trials to run here.")] = 10,
@@ -175,8 +136,7 @@ def refine_worker_command(
 
 
 def _run(study: optuna.Study, problem: RefineProblem, *, trials: int, quiet: bool) -> None:
-    progress = _Progress(trials, problem.objectives, quiet=quiet)
-    with progress.bar:
+    with RefineProgress(trials, quiet=quiet) as progress:
         run_trials(study, problem, trials=trials, callbacks=[progress])
 
 

@@ -33,10 +33,13 @@ stas00/ml-engineering network/README.md ("Inter-node speed depends on intra-node
 works the same decomposition through measured 4-node all-reduces.
 
 Achievable bandwidth is the link's nominal per-direction bandwidth times
-``LINK_EFFICIENCY`` of its kind; a measured bandwidth curve from ``autopar profile``
-(a later issue) replaces both. Not modelled: NVLink SHARP (NVLS) and in-network
-(SHARP/CollNet) all-reduce, which beat the ring on NVSwitch/InfiniBand-SHARP systems; the
-lower bandwidth of small messages (protocol switches below a few MiB); links whose
+``LINK_EFFICIENCY`` of its kind. Inside one node, a group whose size was measured on the
+GPU's own machine takes the measured NCCL time instead (``planner.cost.measured_collectives``:
+the two-H200 curves show 2-rank all-gathers of 16 MiB at 54 us where the formula gives
+about 30: small and medium messages do not reach the large-message bandwidth).
+Not modelled: NVLink SHARP (NVLS) and in-network (SHARP/CollNet) all-reduce, which beat
+the ring on NVSwitch/InfiniBand-SHARP systems; elsewhere, the lower bandwidth of small
+messages (protocol switches below a few MiB); links whose
 per-pair bandwidth is below the per-GPU total (xGMI on MI300X without a switch: 64 of
 448 GB/s between two GPUs).
 """
@@ -47,6 +50,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal
 
+from planner.cost.measured_collectives import measured_collective_time
 from planner.cost.placement import GroupPlacement
 from planner.specs.hardware import ClusterSpec, LinkKind, LinkSpec
 
@@ -151,9 +155,15 @@ def collective_time(
     intra_bw = link_bandwidth_bytes_per_s(cluster.intra_node)
     intra_lat = cluster.intra_node.latency_us * US
     if op == "all_to_all":
+        measured = measured_collective_time(cluster.gpu.id, op, size_bytes, group.size)
+        if group.nodes == 1 and measured is not None:
+            return measured
         return NCCL_BASE_LATENCY_S + _all_to_all_s(size_bytes, group, cluster)
     k, nodes = group.ranks_per_node, group.nodes
     if nodes == 1:
+        measured = measured_collective_time(cluster.gpu.id, op, size_bytes, k)
+        if measured is not None:
+            return measured
         intra = ring_time(op, size_bytes, ranks=k, bandwidth=intra_bw, latency_s=intra_lat)
         return NCCL_BASE_LATENCY_S + intra
     inter = ring_time(
@@ -191,6 +201,9 @@ def p2p_time(size_bytes: float, same_node: bool, cluster: ClusterSpec) -> float:
         raise ValueError(f"size_bytes must be >= 0 (got {size_bytes})")
     if size_bytes == 0:
         return 0.0
+    measured = measured_collective_time(cluster.gpu.id, "send_recv", size_bytes, 2)
+    if same_node and measured is not None:
+        return measured
     if same_node:
         bandwidth = link_bandwidth_bytes_per_s(cluster.intra_node)
         latency_s = cluster.intra_node.latency_us * US

@@ -64,6 +64,8 @@ class AttentionShape:
     head_dim: int
     causal: bool
     backward: bool
+    backend: str = "flash"
+    """The SDPA kernel (``flash``, ``cudnn``, ``efficient``): each has its own measured rates."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,11 @@ class Work:
     (``autograd``, recomputed forwards too), by the autograd engine's C++ loop during the
     backward (``backward``), or as plain tensor ops outside autograd (``plain``: the
     optimizer step); each costs the host a different time per kernel."""
+    attention_core: bool = False
+    """Part of the attention core that selective recomputation runs again in the backward
+    (Korthikanti et al. 2022, section 5: the Q·Kᵀ product, softmax, dropout and the
+    product with V): the fused attention kernel, or the unfused kernel's two batched
+    products and its softmax/dropout pass."""
 
 
 class ShapeRates(Protocol):
@@ -243,12 +250,15 @@ def _backward_of(work: Work) -> list[Work]:
         # input gradient dX (m x k) = dY (m x n) · W, and weight gradient
         # dW (n x k) = dYᵀ · X reducing over the m tokens: same FLOPs, other shapes
         shape = work.shape
+        # (a backward is never re-run: the attention-core tag stays with the forward)
         if not isinstance(shape, GemmShape):
-            return [replace(work, host="backward")] * 2
+            return [replace(work, host="backward", attention_core=False)] * 2
         return [
-            replace(work, shape=GemmShape(shape.m, shape.k, shape.n), host="backward"),
-            replace(work, shape=GemmShape(shape.n, shape.k, shape.m), host="backward"),
-        ]
+            replace(work, shape=GemmShape(shape.m, shape.k, shape.n), host="backward",
+                    attention_core=False),
+            replace(work, shape=GemmShape(shape.n, shape.k, shape.m), host="backward",
+                    attention_core=False),
+        ]  # fmt: skip
     if work.kind == "attention":
         shape = work.shape
         return [
@@ -371,16 +381,26 @@ def _attention_work(
     if impl.flash_attention:
         io = act * tokens * (2 * a * qk + 2 * a * v) / t
         local_len = shape.seq_len / shape.cp
+        grouped = a if model.mla is not None or impl.repeat_kv else model.kv_heads
         kernel = AttentionShape(
             batch=tokens / local_len,
             heads=a / t,
-            kv_heads=max(1.0, (a if model.mla is not None else model.kv_heads) / t),
+            kv_heads=max(1.0, grouped / t),
             seq_len=local_len,
             head_dim=int(qk),
             causal=True,
             backward=False,
+            backend=impl.attention_backend,
         )
-        works.append(Work("attention", flops=score_flops, bytes=io, kernels=1, shape=kernel))
+        if impl.repeat_kv and model.mla is None and model.kv_heads < a:
+            # repeat_interleave of K and V to every head: read kv heads, write a heads
+            # (its backward sums the copies back: the same traffic)
+            repeated = act * tokens * 2 * (model.kv_heads + a) * qk / t
+            works.append(Work("memory", bytes=repeated, kernels=2))
+        works.append(
+            Work("attention", flops=score_flops, bytes=io, kernels=1, shape=kernel,
+                 attention_core=True)
+        )  # fmt: skip
         if impl.eager:
             # the (batch, heads, seq, dim) output transposed back and made contiguous
             works.append(Work("memory", bytes=2 * act * tokens * a * v / t, kernels=1))
@@ -394,19 +414,21 @@ def _attention_work(
         works.append(
             Work("gemm", flops=2.0 * rows * qk * full_keys,
                  bytes=act * (square + rows * qk + tokens * a * qk / t), kernels=1,
-                 shape=GemmShape(rows, full_keys, qk))
+                 shape=GemmShape(rows, full_keys, qk), attention_core=True)
         )  # fmt: skip
         works.append(
             Work("gemm", flops=2.0 * rows * v * full_keys,
                  bytes=act * (square + rows * v + tokens * a * v / t), kernels=1,
-                 shape=GemmShape(rows, v, full_keys))
+                 shape=GemmShape(rows, v, full_keys), attention_core=True)
         )  # fmt: skip
         if impl.eager_fp32_softmax:
             works += _eager_fp32_softmax_work(model, tokens=tokens, square=square, t=t, act=act)
         else:
             # scale + mask + softmax (+ dropout): read and write the score matrix, fused
             passes = 2 if model.attention_dropout else 1
-            works.append(Work("memory", bytes=act * square * 2 * passes, kernels=2))
+            works.append(
+                Work("memory", bytes=act * square * 2 * passes, kernels=2, attention_core=True)
+            )
     # RoPE on q and k (read + write)
     if model.position_embedding == "rope":
         rotated = (a * qk + model.kv_heads * qk) if model.mla is None else a * qk
@@ -422,13 +444,14 @@ def _eager_fp32_softmax_work(
     """Megatron-Core's local attention between its two matmuls, op by op (element-wise,
     each reading and writing the whole score matrix): the cast to fp32 (act + 4 bytes per
     score), the in-place causal mask (4 + 4), the softmax (4 + 4), the cast back (4 + act);
-    and the K and V repeated to every query head (read kv heads, write a heads)."""
+    and the K and V repeated to every query head (read kv heads, write a heads). All of it
+    runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
     fp32 = 4
-    works = [Work("memory", bytes=square * (2 * act + 6 * fp32), kernels=4)]
+    works = [Work("memory", bytes=square * (2 * act + 6 * fp32), kernels=4, attention_core=True)]
     if model.mla is None and model.kv_heads < model.num_attention_heads:
         d = model.kv_channels
         repeat = act * tokens * 2 * (model.kv_heads + model.num_attention_heads) * d / t
-        works.append(Work("memory", bytes=repeat, kernels=2))
+        works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True))
     return works
 
 

@@ -3,7 +3,9 @@
 The records are written by ``benchmarks/measure`` (plain PyTorch Llama-style steps) and
 stored under ``hardware_db/profiles/<gpu>/<profile>/train_steps.jsonl``. The memory
 benchmark, the time benchmark and the rate fit all read them through this module, so
-they agree on what a record means.
+they agree on what a record means. The prediction of a record's run
+(``planner.measured_runs.estimate_record``) sits above ``planner.predict``, whose rates
+are calibrated on these records.
 
 Records of ``benchmarks/measure/megatron_step.py`` (``megatron_steps.jsonl``) carry
 ``"framework": "megatron"``: megatron-core's ``GPTModel`` with its local layer spec,
@@ -14,19 +16,20 @@ around ``torch.optim.AdamW`` in its default foreach implementation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from planner.cost.compute import embedding_work, head_work, layer_work
 from planner.cost.fit import Phase
 from planner.cost.frameworks import Framework, implementation, state_layout
-from planner.cost.stage_work import layer_shape, optimizer_step_work, recomputed_positions
+from planner.cost.stage_work import (
+    layer_shape,
+    optimizer_step_work,
+    recomputed_positions,
+    selective_recompute,
+)
 from planner.cost.time import OPTIMIZER_AFTER_LEAD
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
-from planner.specs.workload import WorkloadSpec
-
-if TYPE_CHECKING:
-    from planner.predict import Estimate
 
 MEASURED_FRAMEWORK = "pytorch"
 MEGATRON_FILE = "megatron_steps.jsonl"
@@ -112,8 +115,7 @@ def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
         if position in recomputed:
             phases.append(Phase(work.forward, accumulation))
         elif layout.recompute == "selective":
-            attention = tuple(w for w in work.forward if w.kind == "attention")
-            phases.append(Phase(attention, accumulation))
+            phases.append(Phase(selective_recompute(work), accumulation))
     for edge in (
         embedding_work(model, tokens=shape.tokens, impl=impl),
         head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl),
@@ -127,27 +129,3 @@ def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
     )
     phases.append(Phase((optimizer,), after_lead=OPTIMIZER_AFTER_LEAD[MEASURED_FRAMEWORK]))
     return tuple(phases)
-
-
-def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
-    """``planner.estimate`` of the run a record measured, on one GPU of ``gpu_id``: its
-    framework, shape, sequence, micro-batch, accumulation, recomputation, precision,
-    attention and optimizer."""
-    # imported here: planner.predict reads the rates, which are calibrated on these records
-    from planner.catalog import load_cluster
-    from planner.predict import estimate
-
-    config = record["config"]
-    return estimate(
-        model=model_from_record(config),
-        cluster=load_cluster(MEASURED_CLUSTERS[gpu_id], gpus=1),
-        workload=WorkloadSpec(
-            seq_len=config["model"]["seq_len"], global_batch=config["mbs"] * config["grad_accum"]
-        ),
-        layout=layout_from_record(config),
-        framework=record_framework(config),
-        state_layout_name=state_layout_name(config),
-        flash_attention=flash_attention(config),
-        optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
-        layer_spec="local" if record_framework(config) == "megatron" else "transformer_engine",
-    )

@@ -26,35 +26,47 @@ same step ran out of memory on an H100 asking for that block with 15.4 GiB reser
 free).
 
 Speed: the planner costs thousands of layouts of one model graph, whose virtual stages
-repeat. The per-node view of a virtual stage and a rank's parameter counts are cached by
-what they read (the graph object, the stage's layer range, the layout fields involved);
-the cache holds the graph itself, so an id in a key cannot be reused while the entry
-lives. The moments are scanned without building their labels; only the peak's is named.
-The arithmetic is unchanged, operation for operation. (Past ~400 lines: the caches and
-the lower bound the planner prunes with sit next to the sums they mirror.)
+repeat. The per-node view of a virtual stage and a rank's parameter counts are pure
+functions cached on frozen inputs holding exactly what they read
+(``planner.cost.memory_nodes``). The moments are scanned without building their labels;
+only the peak's is named.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from planner.cost import memory_nodes
 from planner.cost.frameworks import StateLayout
+from planner.cost.memory_nodes import (
+    GraphView,
+    Node,
+    NodeLayout,
+    StageNodesInput,
+    StageParamsInput,
+    graph_view,
+    stage_nodes,
+    stage_params,
+)
 from planner.cost.schedule import peak_in_flight
-from planner.graph.ops import EdgeNode, LayerNode, ModelGraph, SavedBytes
-from planner.specs.layout import ParallelConfig, stage_layer_counts
+from planner.graph.ops import LayerNode, ModelGraph
+from planner.specs.layout import ParallelConfig, virtual_stage_layer_counts
 from planner.specs.model import ModelSpec
 
-OptimizerKind = Literal["fused", "foreach", "per_tensor"]
+OptimizerKind = Literal["fused", "foreach", "per_tensor", "chunked"]
 """How the optimizer step allocates temporaries: ``fused`` multi-tensor kernels (Apex /
 Transformer Engine / DeepSpeed FusedAdam) none; PyTorch's ``foreach`` AdamW one copy of
 every local parameter in the moment dtype (``_foreach_sqrt`` of the second moment);
 ``per_tensor`` (``foreach=False``) two copies of the largest tensor (``sqrt`` and the
-division by the bias correction)."""
+division by the bias correction); ``chunked``: a fused AdamW over fp32 master weights run
+one chunk at a time (a layer, the embedding, the final norm with the output layer), each
+chunk's low-precision gradients up-cast to a transient fp32 copy: one fp32 copy of the
+largest local chunk."""
 
 
 LOGITS_BLOCK_BYTES = 4
+FP32_BYTES = 4
 """Bytes per token and vocabulary entry of the largest block a training step allocates on
 the last stage: the fp32 logits (their copy for ``log_softmax``, or the gradient)."""
 
@@ -112,90 +124,78 @@ class MemoryContext:
     ZeRO reduce and all-gather buckets), present at every moment of the step."""
     optimizer_kind: OptimizerKind
     reserve: MemoryReserve
-
-
-@dataclass(frozen=True)
-class _Node:
-    """A graph node as one GPU of a stage sees it, for one micro-batch."""
-
-    saved: float
-    grads: float
-    workspace: float
-    forward_only: float = 0.0
-    """Alive until the end of the chunk's forward but not saved for backward: autocast's
-    weight casts of recomputed layers stay in the autocast cache until the autocast
-    region (the whole forward) ends."""
+    grads_bucket_view: bool = False
+    """DDP ``gradient_as_bucket_view``: the gradients are views into its persistent buckets,
+    so they exist at every moment (and there is no second copy)."""
+    reshard_after_forward: bool = True
+    """FSDP2 / ZeRO-3: False keeps every unit's gathered parameters from its forward until
+    its backward (ZeRO-2-like)."""
+    kept_output_bytes: float = 0.0
+    """Bytes per token and vocabulary entry of the last stage's output (the logits) that the
+    pipeline runtime keeps for every micro-batch until the step returns
+    (``torch.distributed.pipelining``); 0: none kept (Megatron, DeepSpeed)."""
+    loop_logits_bytes: float = 0.0
+    """Bytes per token and vocabulary entry of the logits the training loop holds through
+    the backward of its micro-batch (0: released when the loss is formed)."""
 
 
 def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
     """Memory of one GPU of every pipeline stage, first stage first."""
     chunks = virtual_stages(ctx.model, ctx.layout)
-    return [_rank_memory(ctx, rank, chunks) for rank in range(ctx.layout.pp)]
+    view, layout = graph_view(ctx.graph), NodeLayout.of(ctx.layout)
+    return [_rank_memory(ctx, rank, chunks, view, layout) for rank in range(ctx.layout.pp)]
 
 
 def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:
     """Layer indices of each virtual stage, in pipeline order (chunk-major: c * pp + rank)."""
-    counts = stage_layer_counts(model, layout)
-    vpp = layout.vpp or 1
     stages: list[list[int]] = []
     next_layer = 0
-    for _chunk in range(vpp):
-        for rank in range(layout.pp):
-            size = counts[rank] // vpp
-            stages.append(list(range(next_layer, next_layer + size)))
-            next_layer += size
+    for size in virtual_stage_layer_counts(model, layout):
+        stages.append(list(range(next_layer, next_layer + size)))
+        next_layer += size
     return stages
 
 
 def rank_parameters(ctx: MemoryContext, rank: int) -> float:
     """Parameters one GPU of pipeline rank ``rank`` holds (before data-parallel sharding)."""
-    dense, expert = _cached_stage_params(ctx, rank, virtual_stages(ctx.model, ctx.layout))
+    chunks = virtual_stages(ctx.model, ctx.layout)
+    dense, expert = _rank_params(ctx, rank, chunks, graph_view(ctx.graph))
     return dense + expert
-
-
-_CACHE_LIMIT = 20_000
-_node_cache: dict[tuple, tuple[ModelGraph, tuple[_Node, ...]]] = {}
-_param_cache: dict[tuple, tuple[ModelGraph, tuple[float, float]]] = {}
 
 
 def static_lower_bound(ctx: MemoryContext) -> float:
     """A lower bound on the largest ``StageMemory.total`` of ``stage_memory(ctx)``, bytes.
 
-    Every moment of ``_rank_memory`` holds the weights, optimizer states and the extra
-    buffers, at least the persistent gradients (the optimizer moment holds all of them),
-    and activations and transients that are never negative, so the peak of each rank is
-    at least (weights + optimizer + persistent gradients + extra) x (1 + fragmentation)
-    + the non-allocator reserve. The planner rejects layouts whose bound already exceeds
+    Every moment of ``_rank_memory`` holds the weights, optimizer states and the static
+    buffers, and activations and transients that are never negative; the optimizer
+    moment holds every gradient, the forward moment the gathered weights and the
+    persistent gradients. So the peak of each rank is at least (weights + optimizer +
+    static buffers + the larger of those two) x (1 + fragmentation) + the non-allocator
+    reserve. The planner rejects layouts whose bound already exceeds
     the capacity without computing their activations; the floating-point sums are in
     another order than ``_rank_memory``'s, so callers compare with a relative margin.
     """
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     chunks = virtual_stages(ctx.model, layout)
-    grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
+    view = graph_view(ctx.graph)
+    persistent = ctx.states.grads_persistent or ctx.grads_bucket_view
     largest = 0.0
     for rank in range(layout.pp):
         mine = [chunk * layout.pp + rank for chunk in range(vpp)]
-        dense, expert = _cached_stage_params(ctx, rank, chunks)
+        dense, expert = _rank_params(ctx, rank, chunks, view)
         weights, grads_full, optimizer = _states(ctx, dense, expert)
-        extra = _extra_buffers(ctx, chunks, mine, grads_full)
-        held = weights + optimizer + (grads_full if grads_accumulate else 0.0) + extra
+        extra = (
+            (grads_full if ctx.ddp_bucket_copy else 0.0)
+            + ctx.communication_buckets
+            + _persistent_buffers(ctx)
+        )
+        # the optimizer moment holds every gradient; the forward moment the gathered
+        # weights and the persistent gradients
+        during = _gathered_weights(ctx, chunks, mine) + (grads_full if persistent else 0.0)
+        held = weights + optimizer + max(grads_full, during) + extra
         total = held + held * ctx.reserve.fragmentation + ctx.reserve.non_allocator_bytes
         largest = max(largest, total)
     return largest
-
-
-def _extra_buffers(
-    ctx: MemoryContext, chunks: list[list[int]], mine: list[int], grads_full: float
-) -> float:
-    """Buffers present at every moment of a rank's step besides the model states: gathered
-    weights (full sharding), the DDP bucket copy, communication buckets and buffers the
-    implementation keeps (Megatron's score buffer of its local attention)."""
-    return (
-        _gathered_weights(ctx, chunks, mine)
-        + (grads_full if ctx.ddp_bucket_copy else 0.0)
-        + ctx.communication_buckets
-        + ctx.layout.mbs * ctx.graph.persistent_bytes_per_sequence / ctx.layout.tp
-    )
 
 
 def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
@@ -205,7 +205,8 @@ def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
 
     A read-only view of the terms ``stage_memory`` adds up, for the stage-partition solver.
     """
-    node = _chunk_nodes(ctx, [[], [layer_id], []], 1)[0]
+    view, layout = graph_view(ctx.graph), NodeLayout.of(ctx.layout)
+    node = _stage_nodes(ctx, [[], [layer_id], []], 1, view, layout)[0]
     layer = ctx.graph.layers[layer_id]
     expert = layer.params.expert / _expert_shards(ctx)
     dense = layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=1) - layer.params.expert
@@ -213,120 +214,73 @@ def layer_footprint(ctx: MemoryContext, layer_id: int) -> tuple[float, float]:
     return weights + grads + optimizer, node.saved
 
 
-_shape_cache: dict[int, tuple[ModelGraph, list[int]]] = {}
-
-
-def _layer_classes(graph: ModelGraph) -> list[int]:
-    """For each layer, the first layer equal to it in everything but its index: the nodes
-    of a virtual stage depend on its layers only through these (cached per graph)."""
-    hit = _shape_cache.get(id(graph))
-    if hit is not None and hit[0] is graph:
-        return hit[1]
-    first: dict[LayerNode, int] = {}
-    classes = [
-        first.setdefault(dataclasses.replace(layer, index=0), i)
-        for i, layer in enumerate(graph.layers)
-    ]
-    if len(_shape_cache) >= _CACHE_LIMIT:
-        _shape_cache.clear()
-    _shape_cache[id(graph)] = (graph, classes)
-    return classes
-
-
-def _node_key(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> tuple:
-    """What ``_chunk_nodes`` reads: the stage's layers up to equality, its ends, the layout
-    fields; equal stages of different ranks and layouts share an entry. A field that
-    ``_chunk_nodes`` starts reading must join the key (tests/search/test_fast_paths.py
-    compares cached and uncached numbers)."""
-    layout, layers = ctx.layout, chunks[virtual]
-    classes = _layer_classes(ctx.graph)
-    return (
-        id(ctx.graph),
-        tuple(classes[i] for i in layers),
-        virtual == 0,
-        virtual == len(chunks) - 1,
-        layout.tp,
-        layout.cp,
-        layout.mbs,
-        layout.sequence_parallel,
-        layout.recompute,
-        layout.recompute_method,
-        layout.recompute_num_layers,
-        layout.expert_tp,
-        layout.ep,
-    )
-
-
-def _cached_chunk_nodes(
-    ctx: MemoryContext, chunks: list[list[int]], virtual: int
-) -> tuple[_Node, ...]:
-    """``_chunk_nodes``, cached by what it reads (module docstring)."""
-    key = _node_key(ctx, chunks, virtual)
-    hit = _node_cache.get(key)
-    if hit is not None and hit[0] is ctx.graph:
-        return hit[1]
-    nodes = tuple(_chunk_nodes(ctx, chunks, virtual))
-    if len(_node_cache) >= _CACHE_LIMIT:
-        _node_cache.clear()
-    _node_cache[key] = (ctx.graph, nodes)
-    return nodes
-
-
-def _cached_stage_params(
-    ctx: MemoryContext, rank: int, chunks: list[list[int]]
-) -> tuple[float, float]:
-    """``_stage_params``, cached by what it reads (module docstring)."""
-    layout, vpp = ctx.layout, ctx.layout.vpp or 1
-    mine = [chunk * layout.pp + rank for chunk in range(vpp)]
-    classes = _layer_classes(ctx.graph)
-    key = (
-        id(ctx.graph),
-        tuple(tuple(classes[i] for i in chunks[v]) for v in mine),
-        0 in mine,
-        len(chunks) - 1 in mine,
-        layout.pp > 1,
-        layout.tp,
-        layout.expert_tp,
-        layout.ep,
-    )
-    hit = _param_cache.get(key)
-    if hit is not None and hit[0] is ctx.graph:
-        return hit[1]
-    value = _stage_params(ctx, rank, chunks)
-    if len(_param_cache) >= _CACHE_LIMIT:
-        _param_cache.clear()
-    _param_cache[key] = (ctx.graph, value)
-    return value
-
-
-def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> StageMemory:
+def _rank_memory(
+    ctx: MemoryContext,
+    rank: int,
+    chunks: list[list[int]],
+    view: GraphView,
+    node_layout: NodeLayout,
+) -> StageMemory:
     layout, vpp = ctx.layout, ctx.layout.vpp or 1
     last_virtual = len(chunks) - 1
     my_chunks = [chunk * layout.pp + rank for chunk in range(vpp)]
-    nodes_per_chunk = [_cached_chunk_nodes(ctx, chunks, virtual) for virtual in my_chunks]
+    nodes_per_chunk = [
+        _stage_nodes(ctx, chunks, virtual, view, node_layout) for virtual in my_chunks
+    ]
     chunk_saved = [sum(node.saved for node in nodes) for nodes in nodes_per_chunk]
     per_microbatch = chunk_saved
-    in_flight = peak_in_flight(
-        rank=rank,
-        pp=layout.pp,
-        vpp=vpp,
-        microbatches=ctx.microbatches,
-        chunk_bytes=per_microbatch,
-    )
-    weights_params, expert_params = _cached_stage_params(ctx, rank, chunks)
+    if layout.pipeline_schedule == "gpipe":
+        # every forward before any backward: all micro-batches in flight on every stage
+        in_flight = ctx.microbatches * sum(per_microbatch)
+    else:
+        in_flight = peak_in_flight(
+            rank=rank,
+            pp=layout.pp,
+            vpp=vpp,
+            microbatches=ctx.microbatches,
+            chunk_bytes=per_microbatch,
+        )
+    weights_params, expert_params = _rank_params(ctx, rank, chunks, view)
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)
-    grads_accumulate = ctx.states.grads_persistent or ctx.microbatches > 1
+    grads_accumulate = _grads_before_peak(ctx, rank)
     static_grads = grads_full if grads_accumulate else 0.0
-    extra = _extra_buffers(ctx, chunks, my_chunks, grads_full)
+    # buffers alive at every moment of the step, the optimizer's included
+    static_extra = (
+        (grads_full if ctx.ddp_bucket_copy else 0.0)
+        + ctx.communication_buckets
+        + _persistent_buffers(ctx)
+    )
+    # alive through the forward and backward passes only: gathered weights (resharded
+    # before the optimizer step) and the outputs a pipeline runtime keeps
+    is_last = last_virtual in my_chunks
+    during = _gathered_weights(ctx, chunks, my_chunks)
+    if ctx.grads_bucket_view and ctx.microbatches > 1:
+        # DDP accumulates under ``no_sync`` into ordinary gradient tensors, which the last
+        # micro-batch's backward copies into the buckets: both exist until then
+        during += grads_full
+    # logits held past their loss: every micro-batch's by a pipeline runtime, the running
+    # one's by the training loop
+    logits = _tokens(ctx) * ctx.model.vocab_size / layout.tp if is_last else 0.0
+    per_logit = max(ctx.kept_output_bytes, ctx.loop_logits_bytes)
+    kept_count = ctx.microbatches if layout.pp > 1 and ctx.kept_output_bytes else 1
+    kept = kept_count * per_logit * logits
 
     # moments: (activations, grads, transient), scanned in order; the first largest
     # activations + grads + transient is the peak (as ``max`` over the list would pick)
-    is_last = last_virtual in my_chunks
-    head_transient = _head_transient(ctx, backward=False) if is_last else 0.0
+    head_transient = (
+        memory_nodes.head_transient(
+            ctx.graph.output, tokens=_tokens(ctx), tp=layout.tp, backward=False
+        )
+        if is_last
+        else 0.0
+    )
     # backward of the last in-flight micro-batch through the chunk with the most activations
     busiest = max(range(vpp), key=lambda c: per_microbatch[c])
     cached_casts = sum(node.forward_only for node in nodes_per_chunk[busiest])
-    best = (in_flight, static_grads, head_transient + cached_casts)
+    # the forward's logits are among the kept ones (the head's transient counts them too)
+    forward_kept = kept - logits * per_logit
+    best = (in_flight, static_grads, head_transient + cached_casts + during + forward_kept)
+    during += kept
     best_total, name = best[0] + best[1] + best[2], "forward"
     others = in_flight - per_microbatch[busiest]
     nodes = nodes_per_chunk[busiest]
@@ -341,15 +295,23 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
         # a node's temporaries (its activation gradients) peak before its weight
         # gradients exist; once those are written, the temporaries are gone
         acts, grads = others + held, static_grads + earlier
-        for moment in ((acts, grads, nodes[position].workspace), (acts, grads + own, 0.0)):
+        for moment in (
+            (acts, grads, nodes[position].workspace + during),
+            (acts, grads + own, during),
+        ):
             total = moment[0] + moment[1] + moment[2]
             if total > best_total:
                 best, best_total, name = moment, total, f"backward:{position}"
-    moment = (0.0, grads_full, _optimizer_temporaries(ctx, weights_params + expert_params))
+    moment = (
+        0.0,
+        grads_full,
+        _optimizer_temporaries(ctx, weights_params + expert_params, rank, chunks),
+    )
     total = moment[0] + moment[1] + moment[2]
     if total > best_total:
         best, best_total, name = moment, total, "optimizer"
     activations, gradients, transient = best
+    extra = static_extra
     allocated = weights + optimizer + activations + gradients + transient + extra
     unusable = allocated * ctx.reserve.fragmentation
     if is_last and ctx.reserve.fragmentation > 0:
@@ -369,120 +331,52 @@ def _rank_memory(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> Stag
     )
 
 
-def _tokens(ctx: MemoryContext) -> float:
-    """Tokens of one micro-batch on one GPU before sequence-parallel splitting."""
-    return ctx.layout.mbs * ctx.graph.seq_len / ctx.layout.cp
+def _persistent_buffers(ctx: MemoryContext) -> float:
+    """Buffers the implementation keeps for the whole run on one GPU: Megatron's global
+    score buffer of its local attention (``ModelGraph.persistent_bytes_per_sequence``)."""
+    return ctx.layout.mbs * ctx.graph.persistent_bytes_per_sequence / ctx.layout.tp
 
 
-def _per_token(ctx: MemoryContext, saved: SavedBytes) -> float:
-    layout = ctx.layout
-    return saved.sharded(
-        tp=layout.tp,
-        sp_divisor=layout.tp if layout.sequence_parallel else 1,
-        etp=layout.expert_tp,
-        selective=layout.recompute == "selective",
-        cp=layout.cp,
-    )
-
-
-def _chunk_nodes(ctx: MemoryContext, chunks: list[list[int]], virtual: int) -> list[_Node]:
-    """The nodes of one virtual stage, in forward order, as one GPU holds them."""
-    layout, tokens = ctx.layout, _tokens(ctx)
-    sp_divisor = layout.tp if layout.sequence_parallel else 1
-    nodes: list[_Node] = []
-    if virtual == 0:
-        nodes.append(_edge(ctx, ctx.graph.embedding))
-    layer_ids = chunks[virtual]
-    recomputed = _recomputed_groups(layout, len(layer_ids))
-    for position, layer_id in enumerate(layer_ids):
-        layer = ctx.graph.layers[layer_id]
-        casts = layer.weight_cast_bytes / layout.tp
-        full = tokens * _per_token(ctx, layer.saved) + _per_microbatch(ctx, layer)
-        workspace = tokens * _layer_workspace(ctx, layer) / layout.tp
-        if layout.recompute == "selective":
-            workspace += layer.score_mask_bytes
-        group = recomputed.get(position)
-        forward_only = 0.0
-        if group is None:
-            saved = full
-        else:
-            forward_only = casts
-            first, size = group
-            stored_input = tokens * layer.input_bytes_per_token / sp_divisor
-            saved = stored_input if position == first else 0.0
-            group_layers = [ctx.graph.layers[layer_ids[first + k]] for k in range(size)]
-            workspace += sum(
-                tokens * _per_token(ctx, g.saved) + _per_microbatch(ctx, g) for g in group_layers
-            )
-        nodes.append(
-            _Node(
-                saved=saved,
-                grads=_layer_param_count(ctx, layer),
-                workspace=workspace,
-                forward_only=forward_only,
-            )
+def _stage_nodes(
+    ctx: MemoryContext, chunks: list[list[int]], virtual: int, view: GraphView, layout: NodeLayout
+) -> tuple[Node, ...]:
+    """The nodes of virtual stage ``virtual`` as one GPU holds them (cached on what they
+    read: ``memory_nodes.stage_nodes``); ``view`` and ``layout`` are ``ctx``'s."""
+    return stage_nodes(
+        StageNodesInput(
+            layers=tuple(map(view.layers.__getitem__, chunks[virtual])),
+            embedding=view.embedding if virtual == 0 else None,
+            output=view.output if virtual == len(chunks) - 1 else None,
+            seq_len=ctx.graph.seq_len,
+            layout=layout,
         )
-    if virtual == len(chunks) - 1:
-        nodes.append(_edge(ctx, ctx.graph.output, transient=_head_transient(ctx, backward=True)))
-    return nodes
-
-
-def _per_microbatch(ctx: MemoryContext, layer: LayerNode) -> float:
-    """A block's saved bytes per micro-batch that do not scale with its tokens: autocast's
-    weight copies and, unless selective recomputation rebuilds it, the score mask."""
-    mask = 0.0 if ctx.layout.recompute == "selective" else layer.score_mask_bytes
-    return layer.weight_cast_bytes / ctx.layout.tp + mask
-
-
-def _layer_workspace(ctx: MemoryContext, layer: LayerNode) -> float:
-    """Bytes per token of the largest set of temporaries in a block's backward (tp region).
-
-    The MLP's gradient temporaries and the attention core's come one after the other;
-    under selective recomputation the core's saved tensors (``attention_scores``) are
-    recomputed just before its backward and live alongside its temporaries.
-    """
-    attention = layer.attention_workspace_per_token
-    if ctx.layout.recompute == "selective":
-        attention += layer.saved.recomputed(cp=ctx.layout.cp)
-    return max(layer.backward_workspace_per_token, attention)
-
-
-def _recomputed_groups(layout: ParallelConfig, layers: int) -> dict[int, tuple[int, int]]:
-    """Position -> (first position of its recompute group, group size) for full recompute.
-
-    ``uniform``: the chunk's layers in groups of ``recompute_num_layers``, each keeping
-    only its input. ``block``: the first ``recompute_num_layers`` layers, one at a time.
-    """
-    if layout.recompute != "full":
-        return {}
-    count = layout.recompute_num_layers or 1
-    groups: dict[int, tuple[int, int]] = {}
-    if layout.recompute_method == "block":
-        for position in range(min(count, layers)):
-            groups[position] = (position, 1)
-        return groups
-    for first in range(0, layers, count):
-        size = min(count, layers - first)
-        for position in range(first, first + size):
-            groups[position] = (first, size)
-    return groups
-
-
-def _edge(ctx: MemoryContext, node: EdgeNode, *, transient: float = 0.0) -> _Node:
-    tokens = _tokens(ctx)
-    return _Node(
-        saved=tokens * _per_token(ctx, node.saved) + node.weight_cast_bytes / ctx.layout.tp,
-        grads=node.params.per_gpu(tp=ctx.layout.tp, expert_shards=1),
-        workspace=transient,
     )
 
 
-def _head_transient(ctx: MemoryContext, *, backward: bool) -> float:
-    output = ctx.graph.output
-    per_token = (
-        output.backward_transient_per_token if backward else output.forward_transient_per_token
+def _rank_params(
+    ctx: MemoryContext, rank: int, chunks: list[list[int]], view: GraphView
+) -> tuple[float, float]:
+    """(non-expert, routed-expert) parameters on one GPU of pipeline rank ``rank`` (cached
+    on what they read: ``memory_nodes.stage_params``); ``view`` is ``ctx``'s graph's."""
+    layout, vpp = ctx.layout, ctx.layout.vpp or 1
+    mine = [chunk * layout.pp + rank for chunk in range(vpp)]
+    holds_output = mine[-1] == len(chunks) - 1
+    tied = holds_output and ctx.graph.tied_embeddings and layout.pp > 1
+    layer = view.layers.__getitem__
+    return stage_params(
+        StageParamsInput(
+            chunks=tuple(tuple(map(layer, chunks[v])) for v in mine),
+            embedding=view.embedding if mine[0] == 0 else None,
+            output=view.output if holds_output else None,
+            tied_embedding=view.embedding if tied else None,
+            tp=layout.tp,
+            expert_shards=_expert_shards(ctx),
+        )
     )
-    return _tokens(ctx) * per_token / ctx.layout.tp
+
+
+def _tokens(ctx: MemoryContext) -> float:
+    return memory_nodes.tokens(mbs=ctx.layout.mbs, seq_len=ctx.graph.seq_len, cp=ctx.layout.cp)
 
 
 def _expert_shards(ctx: MemoryContext) -> int:
@@ -491,26 +385,6 @@ def _expert_shards(ctx: MemoryContext) -> int:
 
 def _layer_param_count(ctx: MemoryContext, layer: LayerNode) -> float:
     return layer.params.per_gpu(tp=ctx.layout.tp, expert_shards=_expert_shards(ctx))
-
-
-def _stage_params(ctx: MemoryContext, rank: int, chunks: list[list[int]]) -> tuple[float, float]:
-    """(non-expert, routed-expert) parameters on one GPU of pipeline rank ``rank``."""
-    layout, vpp = ctx.layout, ctx.layout.vpp or 1
-    dense = expert = 0.0
-    for chunk in range(vpp):
-        virtual = chunk * layout.pp + rank
-        for layer_id in chunks[virtual]:
-            params = ctx.graph.layers[layer_id].params
-            dense += params.per_gpu(tp=layout.tp, expert_shards=1) - params.expert
-            expert += params.expert / _expert_shards(ctx)
-        if virtual == 0:
-            dense += ctx.graph.embedding.params.per_gpu(tp=layout.tp, expert_shards=1)
-        if virtual == len(chunks) - 1:
-            dense += ctx.graph.output.params.per_gpu(tp=layout.tp, expert_shards=1)
-            if ctx.graph.tied_embeddings and layout.pp > 1:
-                # Megatron keeps a copy of the tied embedding on the last stage for the output
-                dense += ctx.graph.embedding.params.tp / layout.tp
-    return dense, expert
 
 
 def effective_zero_stage(ctx: MemoryContext) -> int:
@@ -537,24 +411,74 @@ def _states(ctx: MemoryContext, dense: float, expert: float) -> tuple[float, flo
 
 
 def _gathered_weights(ctx: MemoryContext, chunks: list[list[int]], mine: list[int]) -> float:
-    """Under ZeRO-3 / FSDP: the unsharded copy of the running layer and the prefetched next."""
+    """Under ZeRO-3 / FSDP, while the forward and backward run: the unsharded copy of the
+    running unit and the prefetched next (every unit of the rank when units are not
+    resharded after their forward), and the running unit's unsharded gradients. The
+    units are the layers and, on the end stages, the embedding and the output layer
+    (FSDP2 and torchtitan wrap each on its own)."""
     if effective_zero_stage(ctx) < 3:
         return 0.0
-    layer_ids = [i for virtual in mine for i in chunks[virtual]]
-    if not layer_ids:
+    units = _unit_param_counts(ctx, chunks, mine)
+    if not units:
         return 0.0
-    largest = max(_layer_param_count(ctx, ctx.graph.layers[i]) for i in layer_ids)
-    gathered = 2 * largest * ctx.states.gathered_weight_bytes
+    largest = max(units)
+    if ctx.reshard_after_forward:
+        gathered = 2 * largest * ctx.states.gathered_weight_bytes
+    else:
+        gathered = sum(units) * ctx.states.gathered_weight_bytes
     unsharded_grads = largest * ctx.states.grad_bytes
     return gathered + unsharded_grads
 
 
-def _optimizer_temporaries(ctx: MemoryContext, local_params: float) -> float:
+def _unit_param_counts(ctx: MemoryContext, chunks: list[list[int]], mine: list[int]) -> list[float]:
+    """Parameters on one GPU (before data-parallel sharding) of each layer, and of the
+    embedding and the output layer with the final norm where this rank holds them."""
+    layout = ctx.layout
+    units = [
+        _layer_param_count(ctx, ctx.graph.layers[i]) for virtual in mine for i in chunks[virtual]
+    ]
+    if 0 in mine:
+        units.append(ctx.graph.embedding.params.per_gpu(tp=layout.tp, expert_shards=1))
+    if len(chunks) - 1 in mine:
+        units.append(ctx.graph.output.params.per_gpu(tp=layout.tp, expert_shards=1))
+    return units
+
+
+def _grads_before_peak(ctx: MemoryContext, rank: int) -> bool:
+    """Whether every gradient of the rank exists at its forward peak and through the
+    backward of its last in-flight micro-batch.
+
+    Persistent gradient buffers (and DDP's bucket views) always exist. Gradients
+    allocated in backward exist once an earlier micro-batch's backward has run on this
+    rank: in 1F1B, rank r reaches its peak of min(p - r, m) micro-batches in flight before
+    its first backward, and again after it while m is larger; GPipe runs every forward
+    before any backward; the interleaved schedule (not walked here) and gradient
+    accumulation without a pipeline: whenever there is more than one micro-batch.
+    """
+    if ctx.states.grads_persistent or ctx.grads_bucket_view:
+        return True
+    layout, m = ctx.layout, ctx.microbatches
+    if layout.pipeline_schedule == "gpipe":
+        return False
+    if (layout.vpp or 1) > 1:
+        return m > 1
+    return m > min(layout.pp - rank, m)
+
+
+def _optimizer_temporaries(
+    ctx: MemoryContext, local_params: float, rank: int, chunks: list[list[int]]
+) -> float:
     bytes_per_element = ctx.states.moment_bytes / 2
     if ctx.optimizer_kind == "fused":
         return 0.0
     if ctx.optimizer_kind == "foreach":
         return bytes_per_element * local_params
+    if ctx.optimizer_kind == "chunked":
+        vpp = ctx.layout.vpp or 1
+        mine = [chunk * ctx.layout.pp + rank for chunk in range(vpp)]
+        units = _unit_param_counts(ctx, chunks, mine)
+        shards = (ctx.layout.dp or 1) * ctx.layout.cp if effective_zero_stage(ctx) >= 2 else 1
+        return FP32_BYTES * max(units, default=0.0) / shards
     return 2 * bytes_per_element * _largest_tensor(ctx)
 
 

@@ -1,8 +1,9 @@
 """Where each process group's ranks sit on the nodes: how many share a node, how many nodes.
 
 Megatron-LM numbers ranks in the order ``tp-cp-ep-dp-pp`` (its default ``order`` string,
-../shared/reference/frameworks.md section 1.8): tp is innermost (adjacent ranks), pp
-outermost. A group is therefore a set of ranks ``r0 + i·stride`` for ``i < size``:
+``megatron/core/parallel_state.py`` ``initialize_model_parallel``): tp is innermost
+(adjacent ranks), pp outermost. A group is therefore a set of ranks ``r0 + i·stride``
+for ``i < size``:
 
   ====== ========== ============================ ==========================================
   group  size       stride                       what it carries
@@ -20,7 +21,7 @@ outermost. A group is therefore a set of ranks ``r0 + i·stride`` for ``i < size
   ====== ========== ============================ ==========================================
 
 The expert grid is numbered ``etp-ep-edp-pp`` (the same order string with tp -> etp and
-no cp, frameworks.md 1.8), so EP is carved out of the dense DP×CP×TP ranks and does not
+no cp), so EP is carved out of the dense DP×CP×TP ranks and does not
 multiply the world size.
 
 Placement rule, for a group of ``n`` ranks with stride ``S`` on nodes of ``G`` GPUs
@@ -105,7 +106,7 @@ def place_groups(layout: ParallelConfig, cluster: ClusterSpec) -> dict[str, Grou
     if world % (etp * ep * pp) != 0:
         raise SpecError(
             f"layout: the {world} GPUs are not divisible by etp x ep x pp = {etp} x {ep} x "
-            f"{pp} = {etp * ep * pp} (rule 2)"
+            f"{pp} = {etp * ep * pp}"
         )
     edp = world // (etp * ep * pp)
     gpus = cluster.gpus_in_node

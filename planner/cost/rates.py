@@ -1,6 +1,10 @@
 """Achievable rates of a GPU: a measured kernel profile, calibrated on measured steps.
 
-``rates_for(gpu, dtype, framework)`` returns what the time model uses for one GPU:
+``rates_for(gpu, dtype, framework)`` returns what the time model uses for one GPU. It is
+``rates_from(load_rate_data(gpu, dtype), framework)``: ``load_rate_data`` reads the
+catalogue, the kernel profiles, the attention-backend ratios and the measured steps (once
+per process), and ``rates_from`` computes the rates from what was read, reading nothing
+else:
 
 * every shaped GEMM and fused attention kernel gets the FLOP/s measured for its shape in
   the GPU's kernel profile (``autopar profile``, stored under
@@ -21,10 +25,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import hardware_db
 from planner.catalog import load_gpu
+from planner.cost.attention_backends import BackendSpeedups, backend_speedups
 from planner.cost.compute import AttentionShape, GemmShape, OptimizerShape, Rates
 from planner.cost.fit import Sample, StepCalibration, calibrate_steps
 from planner.cost.measured import single_gpu_step_phases
@@ -63,8 +69,11 @@ class ProfiledRates:
         flops_scale: float = 1.0,
         bandwidth_scale: float = 1.0,
         optimizer_scale: float = 1.0,
+        backends: BackendSpeedups | None = None,
     ) -> None:
         self.profile = profile
+        self.backends = backends
+        """The attention-backend ratios measured on the profile's GPU (None: none)."""
         self.gemm_dtype = gemm_dtype
         self.flops_scale = flops_scale
         self.bandwidth_scale = bandwidth_scale
@@ -96,7 +105,9 @@ class ProfiledRates:
             chosen = (
                 measured.backward_flops_per_s if shape.backward else measured.forward_flops_per_s
             )
-            rate = self._attention[shape] = chosen * self.flops_scale
+            # another SDPA backend: FlashAttention-2's rate times its measured speed-up
+            speedup = self.backends.speedup(shape) if self.backends is not None else None
+            rate = self._attention[shape] = chosen * (speedup or 1.0) * self.flops_scale
         return rate
 
     def memory_bytes_per_s(self, bytes_per_kernel: float) -> float:
@@ -173,6 +184,23 @@ def _samples(gpu_id: str) -> tuple[Sample, ...]:
     )
 
 
+@dataclass(frozen=True)
+class RateData:
+    """What the rates of one GPU computing in one dtype are computed from, as loaded by
+    ``load_rate_data`` (or built by hand: ``rates_from`` reads nothing else)."""
+
+    gpu: GPUSpec
+    dtype: str
+    profiled_gpu: GPUSpec
+    """The GPU the kernel profile was measured on: ``gpu`` itself, or the one it borrows."""
+    profile: ProfileRates
+    calibration: StepCalibration | None
+    """Launch overheads and device-time ratio fitted to measured steps (None: the bare
+    profile, which is what the calibration itself is fitted over)."""
+    attention_backends: BackendSpeedups
+    """The attention backends' speed over FlashAttention-2 measured on ``profiled_gpu``."""
+
+
 @cache
 def step_calibration(gpu_id: str) -> StepCalibration | None:
     """Launch overhead and device-time ratio fitted to ``gpu_id``'s steps over its profile."""
@@ -180,7 +208,17 @@ def step_calibration(gpu_id: str) -> StepCalibration | None:
     found = profiled_gpu_for(load_gpu(gpu_id), FIT_DTYPE)
     if not runs or found is None:
         return None
-    uncalibrated = _profiled_rates(load_gpu(gpu_id), FIT_DTYPE, found)
+    profiled_id, profile = found
+    uncalibrated = _profiled_rates(
+        RateData(
+            load_gpu(gpu_id),
+            FIT_DTYPE,
+            load_gpu(profiled_id),
+            profile,
+            calibration=None,
+            attention_backends=backend_speedups(profiled_id),
+        )
+    )
     return calibrate_steps(
         _samples(gpu_id),
         uncalibrated,
@@ -188,29 +226,21 @@ def step_calibration(gpu_id: str) -> StepCalibration | None:
     )
 
 
-def _profiled_rates(
-    gpu: GPUSpec,
-    dtype: str,
-    found: tuple[str, ProfileRates],
-    calibration: StepCalibration | None = None,
-    *,
-    framework: str = "megatron",
-    source: str = "",
-) -> Rates:
-    """``found``'s profile scaled to ``gpu``, with ``calibration``'s launch overheads and
+def _profiled_rates(data: RateData, *, framework: str = "megatron", source: str = "") -> Rates:
+    """``data``'s profile scaled to its GPU, with its calibration's launch overheads and
     (for ``EAGER_FRAMEWORKS``) its device-time ratio; without one: the bare profile."""
-    profiled_id, profile = found
-    profiled = load_gpu(profiled_id)
+    gpu, dtype, profiled, calibration = data.gpu, data.dtype, data.profiled_gpu, data.calibration
     eager = calibration is not None and framework in EAGER_FRAMEWORKS
     device_scale = calibration.device_scale if calibration is not None and eager else 1.0
     shape_rates = ProfiledRates(
-        profile,
+        data.profile,
         gemm_dtype=PROFILE_DTYPES[dtype],
         flops_scale=gpu.peak_flops(dtype)  # type: ignore[arg-type]
         / profiled.peak_flops(PROFILE_DTYPES[dtype])  # type: ignore[arg-type]
         / device_scale,
         bandwidth_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps / device_scale,
         optimizer_scale=gpu.hbm_bandwidth_gbps / profiled.hbm_bandwidth_gbps,
+        backends=data.attention_backends,
     )
     return Rates(
         gemm_flops=shape_rates.gemm_flops(SCALAR_GEMM_SHAPE),
@@ -227,14 +257,11 @@ def _profiled_rates(
 
 
 @cache
-def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
-    """The rates the time model uses for ``gpu`` computing in ``dtype`` under ``framework``.
-
-    The device-time ratio of the step calibration is applied to eager PyTorch
-    (``EAGER_FRAMEWORKS``), the software it was fitted to; the fused frameworks run the
-    profiled kernels as measured. The launch overhead applies to all (each framework's
-    kernel count is its own, see ``planner.graph.build.Implementation``).
-    """
+def load_rate_data(gpu: GPUSpec, dtype: str) -> RateData:
+    """Read what ``gpu``'s rates in ``dtype`` are computed from: the kernel profile (its own,
+    else a profiled GPU's), the profiled GPU's catalogue entry and attention-backend
+    ratios, and the step calibration (fitted to its own measured steps, else to another
+    GPU's). The files are package data: read once per process."""
     source_gpu = measured_gpu_for(gpu)
     if source_gpu is None:
         raise SpecError(
@@ -248,11 +275,30 @@ def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
             f"gpu {gpu.id}: no kernel profile with {dtype} matrix products to time it with "
             "(run `autopar profile` on a GPU and store the file under hardware_db/profiles)"
         )
-    profiled_id = found[0]
+    profiled_id, profile = found
+    return RateData(
+        gpu, dtype, load_gpu(profiled_id), profile, calibration, backend_speedups(profiled_id)
+    )
+
+
+@cache
+def rates_from(data: RateData, framework: str = "megatron") -> Rates:
+    """The rates the time model uses for ``data``'s GPU and dtype under ``framework``.
+
+    The device-time ratio of the step calibration is applied to eager PyTorch
+    (``EAGER_FRAMEWORKS``), the software it was fitted to; the fused frameworks run the
+    profiled kernels as measured. The launch overhead applies to all (each framework's
+    kernel count is its own, see ``planner.graph.build.Implementation``). A pure function
+    of its arguments, cached: the time model's own caches key on the ``Rates`` object.
+    """
+    calibration = data.calibration
+    if calibration is None:
+        raise ValueError("rates_from needs a step calibration (RateData.calibration)")
+    gpu, profiled = data.gpu, data.profiled_gpu
     where = (
-        f"kernel profile of {profiled_id} ({found[1].sources.describe()})"
-        if profiled_id == gpu.id
-        else f"kernel profile of {profiled_id} scaled to {gpu.id}'s datasheet peaks "
+        f"kernel profile of {profiled.id} ({data.profile.sources.describe()})"
+        if profiled.id == gpu.id
+        else f"kernel profile of {profiled.id} scaled to {gpu.id}'s datasheet peaks "
         "(no profile of this GPU)"
     )
     device_scale = calibration.device_scale if framework in EAGER_FRAMEWORKS else 1.0
@@ -264,7 +310,13 @@ def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
         f"{calibration.source}, held-out error "
         f"{calibration.holdout_mape_pct:.1f}% over {calibration.runs_holdout} runs"
     )
-    return _profiled_rates(gpu, dtype, found, calibration, framework=framework, source=source)
+    return _profiled_rates(data, framework=framework, source=source)
+
+
+def rates_for(gpu: GPUSpec, dtype: str, framework: str = "megatron") -> Rates:
+    """``rates_from(load_rate_data(gpu, dtype), framework)``: the rates the time model uses
+    for ``gpu`` computing in ``dtype`` under ``framework`` (the same object on every call)."""
+    return rates_from(load_rate_data(gpu, dtype), framework)
 
 
 def _optimizer_source(calibration: StepCalibration) -> str:
@@ -283,10 +335,7 @@ def transferred_rates(gpu: GPUSpec, from_gpu: str, dtype: str, framework: str) -
     if profile is None or calibration is None:
         raise SpecError(f"gpu {from_gpu}: needs a kernel profile and measured steps")
     return _profiled_rates(
-        gpu,
-        dtype,
-        (from_gpu, profile),
-        calibration,
+        RateData(gpu, dtype, load_gpu(from_gpu), profile, calibration, backend_speedups(from_gpu)),
         framework=framework,
         source=f"transferred from {from_gpu}",
     )

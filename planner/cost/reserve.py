@@ -27,21 +27,14 @@ from functools import cache
 
 import hardware_db
 from planner.cost.frameworks import StateLayout
-from planner.cost.memory import MemoryReserve, OptimizerKind
+from planner.cost.memory import MemoryReserve
+from planner.frameworks import get_profile
 from planner.specs.hardware import GPUSpec
 from planner.specs.layout import ParallelConfig
 
 NCCL_BYTES_PER_COMMUNICATOR = 2 * 16 * 2 * 4 * 2**20
 MEASUREMENTS_FILE = "train_steps.jsonl"
 VALIDATION_FILE = "validation_steps.jsonl"
-
-OPTIMIZER_KIND: dict[str, OptimizerKind] = {
-    "megatron": "fused",  # Transformer Engine / Apex FusedAdam (multi-tensor apply)
-    "deepspeed": "fused",  # DeepSpeed FusedAdam
-    "torchtitan": "foreach",  # torch.optim.AdamW with its default foreach implementation
-    "pytorch": "per_tensor",  # benchmarks/measure: AdamW(foreach=False)
-}
-
 
 DEEPSPEED_REDUCE_BUCKET_ELEMENTS = 500_000_000
 """``zero_optimization.reduce_bucket_size`` default (deepspeed/runtime/zero/config.py)."""
@@ -52,6 +45,9 @@ DEEPSPEED_PREFETCH_BUCKET_ELEMENTS = 50_000_000
 def communication_buckets(*, framework: str, zero_stage: int, states: StateLayout) -> float:
     """Bytes of DeepSpeed's ZeRO bucket buffers at their configured defaults.
 
+    Only a framework whose profile's allocator pattern is ``zero-buckets``
+    (``planner.frameworks``) has them.
+
     Stages 1 and 2 fill a gradient bucket of ``reduce_bucket_size`` elements before each
     reduction (the parameter all-gather bucket of the same size is used only in the
     optimizer step, when the gradient bucket is empty, so one of the two is counted);
@@ -59,7 +55,7 @@ def communication_buckets(*, framework: str, zero_stage: int, states: StateLayou
     Megatron's buckets are views of its gradient buffer and FSDP2's are the per-layer
     unsharded buffers counted with the gathered weights, so neither adds anything here.
     """
-    if framework != "deepspeed" or zero_stage == 0:
+    if get_profile(framework).allocator_pattern != "zero-buckets" or zero_stage == 0:
         return 0.0
     buckets = DEEPSPEED_REDUCE_BUCKET_ELEMENTS * states.grad_bytes
     if zero_stage == 3:

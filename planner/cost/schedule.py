@@ -53,7 +53,8 @@ def rank_ops(*, rank: int, pp: int, vpp: int, microbatches: int) -> list[Pipelin
     if vpp > 1 and microbatches % pp != 0:
         raise ValueError(
             f"the interleaved schedule runs micro-batches in groups of pp: {microbatches} "
-            f"micro-batches are not a multiple of pp ({pp}) (Megatron rule 24)"
+            f"micro-batches are not a multiple of pp ({pp}) (Megatron-LM's "
+            "forward_backward_pipelining_with_interleaving)"
         )
     total = microbatches * vpp
     if vpp == 1:

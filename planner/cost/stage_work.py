@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import NamedTuple, Protocol
 
 from planner.cost.compute import (
     LayerShape,
@@ -25,15 +26,21 @@ from planner.cost.compute import (
     total_time,
 )
 from planner.cost.frameworks import StateLayout, state_layout
+from planner.cost.keys import Same
+from planner.cost.memory import FP32_BYTES
 from planner.graph.build import Implementation
-from planner.specs.layout import ParallelConfig
+from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
 from planner.specs.model import ModelSpec
 
-OPTIMIZER_KERNELS_PER_TENSOR = {"fused": 0.05, "foreach": 0.5, "per_tensor": 10.0}
+OPTIMIZER_KERNELS_PER_TENSOR = {"fused": 0.05, "foreach": 0.5, "per_tensor": 10.0, "chunked": 2.05}
 """Launches per parameter tensor: PyTorch's single-tensor AdamW runs about ten element-wise
 kernels per tensor (``torch/optim/adamw.py`` ``_single_tensor_adamw``: decay, lerp, mul,
 addcmul, sqrt, div, add, addcdiv, ...); the foreach path batches tensors into lists and a
-fused multi-tensor kernel (Apex, Transformer Engine) covers thousands of tensors per launch."""
+fused multi-tensor kernel (Apex, Transformer Engine) covers thousands of tensors per launch;
+the chunked master-weight step adds, per tensor, the gradient's up-cast and the copy of the
+master back into the model's parameter to the fused kernel's share."""
+PROFILED_IMPLEMENTATION = {"chunked": "fused"}
+"""The profiled step an implementation's device and host time are scaled from."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ def stage_work(
         if position in recomputed:
             backward.extend(work.forward)
         elif layout.recompute == "selective":
-            backward.extend(w for w in work.forward if w.kind == "attention")
+            backward.extend(selective_recompute(work))
     if last:
         _add(head_work(model, tokens=tokens, tp=layout.tp, impl=impl), forward, backward)
     return StageWork(forward=tuple(forward), backward=tuple(backward))
@@ -105,8 +112,20 @@ class StageTimes:
     """The host's time to launch the forward and backward (with recomputation) kernels."""
 
 
-_STAGE_CACHE_LIMIT = 20_000
-_stage_cache: dict[tuple, tuple[ModelSpec, Rates, StageTimes]] = {}
+class StageTimesInput(NamedTuple):
+    """Everything ``stage_times`` computes from: one virtual stage's layers and edges, the
+    shape of its micro-batch, its recomputation, the implementation and the rates."""
+
+    model: Same[ModelSpec]
+    rates: Same[Rates]
+    impl: Implementation
+    layer_ids: tuple[int, ...]
+    first: bool
+    last: bool
+    shape: LayerShape
+    recompute: Recompute
+    recompute_method: RecomputeMethod | None
+    recompute_num_layers: int | None
 
 
 def stage_times(
@@ -124,61 +143,42 @@ def stage_times(
 
     The planner costs thousands of layouts whose stages repeat the same few layer kinds;
     the per-kind times are shared across stages and layouts, and a whole stage's times
-    are cached by what they read (the model and rates objects, kept in the entry so that
-    their ids in the key stay theirs; the stage's layer range; the layout fields used).
+    are cached on a frozen input holding exactly what they are computed from
+    (``StageTimesInput``: the model and rates objects themselves, compared by identity,
+    the stage's layers, the layout fields used).
     """
-    # every input ``_stage_times`` reads: a new one it reads must join the key
-    # (tests/search/test_fast_paths.py compares cached and uncached numbers)
-    key = (
-        id(model),
-        id(rates),
-        impl,
-        tuple(layer_ids),
-        first,
-        last,
-        layer_shape(layout, seq_len),
-        layout.recompute,
-        layout.recompute_method,
-        layout.recompute_num_layers,
+    return _stage_times(
+        StageTimesInput(
+            model=Same(model),
+            rates=Same(rates),
+            impl=impl,
+            layer_ids=tuple(layer_ids),
+            first=first,
+            last=last,
+            shape=layer_shape(layout, seq_len),
+            recompute=layout.recompute,
+            recompute_method=layout.recompute_method,
+            recompute_num_layers=layout.recompute_num_layers,
+        )
     )
-    hit = _stage_cache.get(key)
-    if hit is not None and hit[0] is model and hit[1] is rates:
-        return hit[2]
-    times = _stage_times(
-        model, layer_ids, first=first, last=last, layout=layout, seq_len=seq_len, impl=impl,
-        rates=rates,
-    )  # fmt: skip
-    if len(_stage_cache) >= _STAGE_CACHE_LIMIT:
-        _stage_cache.clear()
-    _stage_cache[key] = (model, rates, times)
-    return times
 
 
-def _stage_times(
-    model: ModelSpec,
-    layer_ids: list[int],
-    *,
-    first: bool,
-    last: bool,
-    layout: ParallelConfig,
-    seq_len: int,
-    impl: Implementation,
-    rates: Rates,
-) -> StageTimes:
-    shape = layer_shape(layout, seq_len)
-    recomputed = recomputed_positions(layout, len(layer_ids))
-    selective = layout.recompute == "selective"
+@lru_cache(maxsize=20_000)
+def _stage_times(stage: StageTimesInput) -> StageTimes:
+    model, rates, impl, shape = stage.model.value, stage.rates.value, stage.impl, stage.shape
+    recomputed = recomputed_positions(stage, len(stage.layer_ids))
+    selective = stage.recompute == "selective"
     totals = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    for position, layer_id in enumerate(layer_ids):
+    for position, layer_id in enumerate(stage.layer_ids):
         mode = "full" if position in recomputed else ("selective" if selective else "none")
         times = _kind_times(model, representative_layer(model, layer_id), shape, impl, rates, mode)
         for i, value in enumerate(times):
             totals[i] += value
     edges: list[LayerWork] = []
-    if first:
+    if stage.first:
         edges.append(embedding_work(model, tokens=shape.tokens, impl=impl))
-    if last:
-        edges.append(head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl))
+    if stage.last:
+        edges.append(head_work(model, tokens=shape.tokens, tp=shape.tp, impl=impl))
     for edge in edges:
         totals[0] += total_time(list(edge.forward), rates)
         totals[1] += total_time(list(edge.backward), rates)
@@ -214,11 +214,18 @@ def _kind_times(
         flops += sum(w.flops for w in work.forward)
         launches += _launches(work.forward, rates)
     elif recompute == "selective":
-        backward += total_time(attention, rates)
-        flops += sum(w.flops for w in attention)
-        launches += _launches(attention, rates)
+        core = list(selective_recompute(work))
+        backward += total_time(core, rates)
+        flops += sum(w.flops for w in core)
+        launches += _launches(core, rates)
     gemm = total_time([w for w in work.forward if w.kind == "gemm"], rates)
     return forward, backward, gemm, total_time(attention, rates), flops, launches
+
+
+def selective_recompute(work: LayerWork) -> tuple[Work, ...]:
+    """The forward work selective recomputation runs again in a layer's backward: its
+    attention core, fused or not (``Work.attention_core``)."""
+    return tuple(w for w in work.forward if w.attention_core)
 
 
 def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
@@ -226,7 +233,18 @@ def _add(work: LayerWork, forward: list[Work], backward: list[Work]) -> None:
     backward.extend(work.backward)
 
 
-def recomputed_positions(layout: ParallelConfig, layers: int) -> set[int]:
+class RecomputeSettings(Protocol):
+    """The layout fields that say which layers are recomputed."""
+
+    @property
+    def recompute(self) -> Recompute: ...
+    @property
+    def recompute_method(self) -> RecomputeMethod | None: ...
+    @property
+    def recompute_num_layers(self) -> int | None: ...
+
+
+def recomputed_positions(layout: RecomputeSettings, layers: int) -> set[int]:
     """Positions within a stage whose forward runs again in the backward (full recompute)."""
     if layout.recompute != "full":
         return set()
@@ -249,6 +267,11 @@ def optimizer_bytes_per_param(states: StateLayout, optimizer_kind: str) -> float
     """
     state = states.moment_bytes / 2
     master = states.master_bytes or states.weight_bytes
+    if optimizer_kind == "chunked":
+        # the fused step on an fp32 gradient copy, the up-cast that makes it (read the
+        # gradient, write fp32) and the copy of the master back into the weight
+        fused = 2 * (master + 2 * state) + FP32_BYTES
+        return fused + (states.grad_bytes + FP32_BYTES) + (master + states.weight_bytes)
     if optimizer_kind == "fused":
         return (
             2 * (master + 2 * state)
@@ -275,12 +298,13 @@ def optimizer_step_work(
     per_param = optimizer_bytes_per_param(states, optimizer_kind)
     dtype = "fp32" if max(states.master_bytes, states.moment_bytes / 2) >= 4 else "bf16"
     profiled = state_layout(OPTIMIZER_PROFILE_LAYOUTS[dtype])
+    measured_as = PROFILED_IMPLEMENTATION.get(optimizer_kind, optimizer_kind)
     shape = OptimizerShape(
-        implementation=optimizer_kind,
+        implementation=measured_as,
         dtype=dtype,
         tensors=param_tensors,
         params=local_params,
-        traffic_ratio=per_param / optimizer_bytes_per_param(profiled, optimizer_kind),
+        traffic_ratio=per_param / optimizer_bytes_per_param(profiled, measured_as),
     )
     kernels = max(1, round(param_tensors * OPTIMIZER_KERNELS_PER_TENSOR[optimizer_kind]))
     return Work(

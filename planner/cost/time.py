@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.cost.comm import collective_time, p2p_time
-from planner.cost.compute import Rates, total_time
+from planner.cost.compute import Rates, Work, total_time
 from planner.cost.frameworks import StateLayout
 from planner.cost.placement import GroupPlacement, place_groups
 from planner.cost.stage_work import optimizer_step_work, stage_times
@@ -73,6 +73,8 @@ class TimeBreakdown:
     optimizer_s: float
     executed_flops_total_per_replica_gpu: float
     """FLOPs one GPU of each (tp, cp, dp) position executes over all pipeline stages."""
+    pipeline: PipelineTimes | None = None
+    """What the pipeline was simulated from (transfers included), for drawing its timeline."""
 
     def parts(self) -> dict[str, float]:
         return {
@@ -139,29 +141,26 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
 
     last = len(stages) - 1
     # Megatron overlaps pipeline sends with compute only in the interleaved schedule; plain
-    # 1F1B forces overlap_p2p_comm off (frameworks.md, rule 25), so there the sender also
+    # 1F1B forces overlap_p2p_comm off (Megatron-LM validate_args), so there the sender also
     # waits for its transfer: the send is added to the op that produces it.
     blocking = vpp == 1
 
-    def pipeline(p2p: float) -> float:
+    def pipeline_times(p2p: float) -> PipelineTimes:
         send = p2p if blocking else 0.0
-        return simulate(
-            PipelineTimes(
-                pp=layout.pp,
-                vpp=vpp,
-                microbatches=ctx.microbatches,
-                forward_s=tuple(
-                    s.forward_s + (send if k < last else 0.0) for k, s in enumerate(stages)
-                ),
-                backward_s=tuple(
-                    s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)
-                ),
-                p2p_s=p2p,
-            )
-        ).step_s
+        return PipelineTimes(
+            pp=layout.pp,
+            vpp=vpp,
+            microbatches=ctx.microbatches,
+            forward_s=tuple(
+                s.forward_s + (send if k < last else 0.0) for k, s in enumerate(stages)
+            ),
+            backward_s=tuple(s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)),
+            p2p_s=p2p,
+        )
 
-    pipeline_s = pipeline(p2p_s if layout.pp > 1 else 0.0)
-    no_transfer_s = pipeline(0.0) if layout.pp > 1 else pipeline_s
+    simulated = pipeline_times(p2p_s if layout.pp > 1 else 0.0)
+    pipeline_s = simulate(simulated).step_s
+    no_transfer_s = simulate(pipeline_times(0.0)).step_s if layout.pp > 1 else pipeline_s
     # the busiest rank's share of each kind of time, for the breakdown
     per_rank = [
         [stages[chunk * layout.pp + rank] for chunk in range(vpp)] for rank in range(layout.pp)
@@ -202,6 +201,7 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
         compute_s=compute, tp_comm_s=tp, cp_comm_s=cp, ep_comm_s=ep,
         pipeline_bubble_s=bubble, pipeline_p2p_s=transfers, dp_comm_s=dp,
         optimizer_s=optimizer, executed_flops_total_per_replica_gpu=executed,
+        pipeline=simulated,
     )  # fmt: skip
 
 
@@ -309,6 +309,24 @@ def _optimizer_params(ctx: TimeContext, rank: int) -> float:
     return params
 
 
+FSDP_COPY_PASSES = 2 * 2 + 1 + 2
+"""Bytes moved per unsharded parameter byte by FSDP2's copies around its collectives, per
+micro-batch (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): each all-gather
+(forward and, resharded, backward) copies the local shards into the flat input
+(``_foreach_copy_``, read and write 1/n) and splits the output into the parameters
+(``split_with_sizes_copy``, read and write 1); the reduce-scatter concatenates the
+unsharded gradients into its input (``chunk_cat``, read and write 1). Counted as 2 per
+all-gather (the copy-out; the 1/n copy-in is left out, a 2-rank group's half) twice, and
+2 for the reduce-scatter, plus 1 for accumulating the sharded gradient."""
+
+
+def _sharding_copies_s(ctx: TimeContext, params: float) -> float:
+    """HBM time of the parameter and gradient copies around ZeRO-3 / FSDP collectives of
+    one micro-batch (``FSDP_COPY_PASSES``), at the element-wise bandwidth."""
+    moved = FSDP_COPY_PASSES * params * ctx.states.gathered_weight_bytes
+    return total_time([Work("memory", bytes=moved, kernels=1)], ctx.rates)
+
+
 def _data_parallel_exposed(
     ctx: TimeContext, groups: dict[str, GroupPlacement], rank: int, last_backward_s: float
 ) -> float:
@@ -320,12 +338,15 @@ def _data_parallel_exposed(
     params = ctx.local_params_per_rank[rank]
     grad_bytes = params * states.grad_bytes
     if layout.zero_stage >= 3 or states.name == "fsdp":
-        # per layer: all-gather in forward and backward, reduce-scatter in backward,
-        # prefetched behind compute; only what exceeds the compute is exposed
+        # per layer and micro-batch: all-gather in forward and backward, reduce-scatter in
+        # backward (FSDP2 and ZeRO-3 reduce every micro-batch's gradients), prefetched
+        # behind compute; only what exceeds the compute is exposed
+        m = ctx.microbatches
         gathers = 2 * collective_time("all_gather", params * 2, group, ctx.cluster)
         scatter = collective_time("reduce_scatter", grad_bytes, group, ctx.cluster)
-        compute = ctx.microbatches * last_backward_s * 1.5
-        return max(0.0, gathers * ctx.microbatches + scatter - compute)
+        compute = m * last_backward_s * 1.5
+        exposed = max(0.0, (gathers + scatter) * m - compute)
+        return exposed + m * _sharding_copies_s(ctx, params)
     if layout.shards_optimizer:
         reduce = collective_time("reduce_scatter", grad_bytes, group, ctx.cluster)
         gather = collective_time("all_gather", params * states.weight_bytes, group, ctx.cluster)

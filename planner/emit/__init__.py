@@ -1,7 +1,8 @@
 """Emitters: launch files for Megatron-LM, DeepSpeed and torchtitan from a plan.
 
 ``load_emitters()`` imports the emitter modules, which register themselves
-(``planner.emit.base.register``); ``emit_files`` calls it.
+(``planner.emit.base.register``); ``emit_files`` calls it. Every emitter re-checks the
+plan it is given (``checked_plan``) before writing anything.
 """
 
 import importlib
@@ -11,6 +12,8 @@ from planner.emit.base import (
     EmitError,
     EmitInput,
     EmittedFiles,
+    checked_plan,
+    emit,
     emit_input_from_estimate,
     emitter_names,
     get_emitter,
@@ -29,13 +32,15 @@ def emit_files(plan_json: dict[str, Any], *, format: str) -> dict[str, str]:
     """File name -> contents for ``format``, from ``autopar estimate --json`` output."""
     load_emitters()
     plan = emit_input_from_estimate(plan_json)
-    return get_emitter(format).emit(plan).as_dict()
+    return emit(plan, format=format).as_dict()
 
 
 __all__ = [
     "EmitError",
     "EmitInput",
     "EmittedFiles",
+    "checked_plan",
+    "emit",
     "emit_files",
     "emit_input_from_estimate",
     "emitter_names",

@@ -5,20 +5,41 @@ method, registered under its name. Output is deterministic for the same input (s
 keys, stable order), so emitted files can be diffed and kept under version control.
 A layout a framework cannot express is refused with ``EmitError`` naming what cannot be
 expressed, never silently changed.
+
+Before anything framework-specific, every emitter re-checks the whole plan it is given
+with :func:`checked_plan` (a hand-edited or stale plan file must not become a launch file):
+the workload's own fields, world size = tp x cp x dp x pp (ep is carved out of those ranks,
+so it does not multiply), global batch = micro-batch size x dp x micro-batches, and every
+rule of :func:`planner.specs.layout.layout_violations`. An inconsistent plan is refused
+with one line naming the field.
+
+An emitter is named after its framework, ``<framework>`` or ``<framework>-<variant>``
+(``torchtitan-toml``): besides its own, specific refusals, :func:`emit` refuses whatever
+the framework's profile (``planner.frameworks``) says it cannot run, the declaration the
+search reads too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from planner.errors import SpecError
-from planner.specs._base import spec_error
-from planner.specs.layout import ParallelConfig
+from planner.frameworks import FrameworkProfile, get_profile
+from planner.specs._base import describe_validation_error, spec_error
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import (
+    ParallelConfig,
+    layout_violations,
+    resolve_data_parallel,
+    stage_layer_counts_or_even,
+)
 from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
 
 
 class EmitError(SpecError):
@@ -92,7 +113,49 @@ def prediction_comment_lines(plan: EmitInput) -> list[str]:
     ] or ["#   (none recorded)"]
 
 
+def checked_plan(plan: EmitInput) -> EmitInput:
+    """The plan with ``dp`` resolved, once all its fields agree; else ``EmitError`` naming them.
+
+    Checks the workload fields (positive sizes, a known precision), the GPU counts, world
+    size = tp x cp x dp x pp, global batch = micro-batch size x dp x micro-batches, and the
+    layout rules of :func:`planner.specs.layout.layout_violations`. Every emitter calls
+    this first, so a plan file edited by hand cannot turn into a launch file that the
+    framework would refuse, or that silently trains another batch.
+    """
+    for field, count in (("num_gpus", plan.num_gpus), ("gpus_per_node", plan.gpus_per_node)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise EmitError(f"plan: {field} {count!r} is not a positive whole number")
+    try:
+        workload = WorkloadSpec(
+            seq_len=plan.seq_len, global_batch=plan.global_batch, precision=plan.precision
+        )
+        layout = resolve_data_parallel(plan.layout, num_gpus=plan.num_gpus)
+    except ValidationError as error:
+        raise EmitError(describe_validation_error(error, what="plan")) from None
+    except SpecError as error:
+        raise EmitError(f"plan: {str(error).removeprefix('layout: ')}") from None
+    assert layout.dp is not None
+    per_micro_batch = layout.mbs * layout.dp
+    if plan.global_batch % per_micro_batch:
+        raise EmitError(
+            f"plan: global_batch {plan.global_batch} is not micro-batch size x dp x "
+            f"micro-batches: {plan.global_batch} / ({layout.mbs} x {layout.dp}) = "
+            f"{plan.global_batch / per_micro_batch:g} is not a whole number of micro-batches"
+        )
+    # layout_violations reads only the cluster's GPU count; the plan does not carry the
+    # rest of the cluster (GPU type, links), so none is made up for it.
+    cluster = ClusterSpec.model_construct(num_gpus=plan.num_gpus, gpus_per_node=plan.gpus_per_node)
+    problems = layout_violations(
+        model=plan.model, cluster=cluster, workload=workload, layout=layout
+    )
+    if problems:
+        raise EmitError("plan: " + "; ".join(problem.message for problem in problems))
+    return dataclasses.replace(plan, layout=layout)
+
+
 class Emitter(Protocol):
+    """Writes the files of one framework; ``emit`` starts with :func:`checked_plan`."""
+
     name: str
 
     def emit(self, plan: EmitInput) -> EmittedFiles: ...
@@ -109,6 +172,11 @@ def register(emitter: Emitter) -> Emitter:
     return emitter
 
 
+def unregister(name: str) -> None:
+    """Remove an emitter (for tests that register a stub)."""
+    _REGISTRY.pop(name, None)
+
+
 def get_emitter(name: str) -> Emitter:
     try:
         return _REGISTRY[name]
@@ -121,38 +189,140 @@ def emitter_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def emit_input_from_estimate(data: dict[str, Any]) -> EmitInput:
-    """Build an ``EmitInput`` from ``autopar estimate --json`` output (or a plan's entry)."""
+def emit(plan: EmitInput, *, format: str) -> EmittedFiles:
+    """The files of emitter ``format`` for ``plan``; ``EmitError`` naming every refusal.
+
+    The emitter's own refusals come first (they name the framework's settings); then the
+    framework profile's (:func:`profile_refusals`), so that a layout the profile excludes
+    is refused even by an emitter that does not check it itself.
+    """
+    emitter = get_emitter(format)
+    files = emitter.emit(plan)
+    framework = emitter.name.split("-")[0]
+    reasons = profile_refusals(get_profile(framework), plan)
+    if reasons:
+        raise EmitError(f"{framework} cannot express this plan: " + "; ".join(reasons))
+    return files
+
+
+_AXIS_WORDS = {
+    "tp": "tensor parallelism",
+    "cp": "context parallelism",
+    "pp": "pipeline parallelism",
+    "ep": "expert parallelism",
+}
+
+
+def profile_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
+    """What ``plan`` needs that the framework's profile does not run (empty: nothing)."""
+    layout, name = plan.layout, profile.name
+    reasons = [
+        f"{axis} = {getattr(layout, axis)}: {name} runs no {words}"
+        for axis, words in _AXIS_WORDS.items()
+        if getattr(layout, axis) > 1 and not profile.runs(axis)  # type: ignore[arg-type]
+    ]
+    if layout.sequence_parallel and not profile.runs("sequence_parallel"):
+        reasons.append(f"sequence_parallel: {name} runs no sequence parallelism")
+    if layout.interleaved and not profile.interleaved:
+        reasons.append(f"vpp = {layout.vpp}: {name} runs no interleaved (virtual) stages")
+    reasons.extend(_uneven_refusals(profile, plan))
+    if layout.cp > 1 and layout.cp_comm_type not in profile.cp_algorithms:
+        reasons.append(
+            f"cp_comm_type {layout.cp_comm_type}: {name} runs " + ", ".join(profile.cp_algorithms)
+        )
+    stage = 1 if layout.distributed_optimizer else layout.zero_stage
+    if stage not in profile.sharding_stages:
+        stages = ", ".join(str(s) for s in sorted(profile.sharding_stages))
+        reasons.append(f"ZeRO stage {stage}: {name} runs stages {stages}")
+    if layout.offload_optimizer_fraction > 0 and profile.offload == "none":
+        reasons.append(f"offload_optimizer_fraction: {name} does not offload the optimizer")
+    return reasons
+
+
+def _uneven_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
+    layout = plan.layout
+    if layout.first_stage_layers is None and layout.last_stage_layers is None:
+        return []
+    if profile.uneven_stages == "none":
+        return [f"first/last stage layers: {profile.name} splits the layers evenly"]
+    if profile.uneven_stages == "ends-at-most-middle":
+        counts = stage_layer_counts_or_even(plan.model, layout)
+        if layout.interleaved or len(counts) < 3 or max(counts[0], counts[-1]) > counts[1]:
+            return [
+                f"stage layers {counts}: {profile.name} gives the first and last stages at "
+                "most as many layers as the others, and only without vpp"
+            ]
+    return []
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _JSON_KINDS.get(type(value), "a number")
+
+
+def _json_object(value: Any, *, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EmitError(f"plan file: {where} must be a JSON object, not {_json_kind(value)}")
+    return value
+
+
+def _whole(block: dict[str, Any], key: str) -> int:
+    value = block[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EmitError(f"plan file: config.{key} must be a whole number, not {value!r}")
+    return value
+
+
+def _number(section: dict[str, Any], key: str, *, where: str) -> float | None:
+    value = section.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise EmitError(f"plan file: {where}.{key} must be a number, not {value!r}")
+    return None if value is None else float(value)
+
+
+def _validated(spec: type[SpecT], value: Any, *, where: str) -> SpecT:
     try:
-        config = data["config"]
-        model = ModelSpec(**config["model_spec"])
-        layout_fields = {
-            name: config[name] for name in ParallelConfig.model_fields if name in config
+        return spec.model_validate(value)
+    except ValidationError as error:
+        raise spec_error(error, what=f"plan file: {where}") from None
+
+
+def emit_input_from_estimate(data: Any) -> EmitInput:
+    """Build an ``EmitInput`` from ``autopar estimate --json`` output (or a plan's entry).
+
+    Anything else (a list, a string, a missing or mistyped field) is an ``EmitError``
+    naming the field; whether the fields agree is :func:`checked_plan`'s job.
+    """
+    data = _json_object(data, where="the plan")
+    try:
+        block = _json_object(data["config"], where="config")
+        model = _validated(ModelSpec, block["model_spec"], where="config.model_spec")
+        layout_fields = {name: block[name] for name in ParallelConfig.model_fields if name in block}
+        layout = _validated(ParallelConfig, layout_fields, where="config")
+        timing = _json_object(data.get("time", {}), where="time")
+        memory = _json_object(data.get("memory", {}), where="memory")
+        predictions = {
+            "step_time_s": _number(timing, "step_time_s", where="time"),
+            "tokens_per_s": _number(timing, "tokens_per_s", where="time"),
+            "mfu": _number(timing, "mfu", where="time"),
+            "peak_gib": _number(memory, "peak_gib", where="memory"),
         }
-        layout = ParallelConfig(**layout_fields)
-        timing = data.get("time", {})
-        memory = data.get("memory", {})
         return EmitInput(
             model=model,
-            num_gpus=int(config["num_gpus"]),
-            gpus_per_node=int(config["gpus_per_node"]),
-            seq_len=int(config["seq_len"]),
-            global_batch=int(config["global_batch"]),
-            precision=str(config["precision"]),
+            num_gpus=_whole(block, "num_gpus"),
+            gpus_per_node=_whole(block, "gpus_per_node"),
+            seq_len=_whole(block, "seq_len"),
+            global_batch=_whole(block, "global_batch"),
+            precision=str(block["precision"]),
             layout=layout,
-            framework=str(config.get("framework", "megatron")),
-            predictions={
-                key: float(value)
-                for key, value in (
-                    ("step_time_s", timing.get("step_time_s")),
-                    ("tokens_per_s", timing.get("tokens_per_s")),
-                    ("mfu", timing.get("mfu")),
-                    ("peak_gib", memory.get("peak_gib")),
-                )
-                if value is not None
-            },
+            framework=str(block.get("framework", "megatron")),
+            predictions={key: value for key, value in predictions.items() if value is not None},
         )
     except KeyError as missing:
-        raise EmitError(f"plan file: missing field {missing} in 'config'") from None
-    except ValidationError as error:
-        raise spec_error(error, what="plan file") from None
+        where = "the plan" if missing.args == ("config",) else "'config'"
+        raise EmitError(f"plan file: missing field {missing} in {where}") from None

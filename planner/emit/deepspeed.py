@@ -1,27 +1,32 @@
 """DeepSpeed emitter: a plan to ``ds_config.json``, ``launch_deepspeed.sh`` and a README.
 
-What DeepSpeed's config JSON carries (../shared/reference/frameworks.md section 2, read at
-DeepSpeed 0.19.6; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
+What DeepSpeed's config JSON carries (read in the DeepSpeed 0.19.6 source, under
+``deepspeed/runtime/``; checked against 0.19.8's ``DeepSpeedConfig`` in the tests):
 
-  dp                  implicit: ``train_batch_size = micro x accumulation x dp`` (2.1)
+  dp                  implicit: ``train_batch_size = micro x accumulation x dp``
+                      (``DeepSpeedConfig._batch_assertion``, ``config.py``)
   mbs                 ``train_micro_batch_size_per_gpu``
   accumulation        ``gradient_accumulation_steps`` (= pipeline micro-batches when pp > 1)
   zero_stage          ``zero_optimization.stage`` with the bucket keys at the source
-                      defaults (2.3; the source wins where the docs differ, pitfall 9)
+                      defaults (``zero/config.py``; where the documentation shows other
+                      values, the source is what runs)
   offload fraction    ``zero_optimization.offload_optimizer.ratio`` (< 1 only with stage 3)
-  recompute full      ``activation_checkpointing`` (2.4); with pp > 1 also
-                      ``pipeline.activation_checkpoint_interval`` (2.5)
-  cp (a2a)            ``sequence_parallel_size``: Ulysses / ALST (2.6)
+  recompute full      ``activation_checkpointing`` (``activation_checkpointing/config.py``);
+                      with pp > 1 also ``pipeline.activation_checkpoint_interval``
+  cp (a2a)            ``sequence_parallel_size``: Ulysses / ALST
+                      (``sequence_parallel/ulysses_sp.py``)
   pp                  ``pipeline`` (the model must be a ``PipelineModule`` with pp stages)
 
-What it cannot carry is refused with ``EmitError`` naming each reason: tensor and expert
-parallelism (model-code libraries), Megatron's distributed optimizer, interleaved pipeline
-stages, pipeline with ZeRO-2/3 (pitfall 7), ring-attention context parallelism, fp8, and
-uneven pipeline stages. Megatron-only performance switches (selective recompute,
-``overlap_param_gather``) have no DeepSpeed key; the README says so rather than refusing.
+What it cannot carry is refused with ``EmitError`` naming each reason; the axes, schedules,
+CP algorithms and stage splits come from DeepSpeed's profile (``planner.frameworks``), the
+declaration the search reads: tensor and expert parallelism (model-code libraries),
+Megatron's distributed optimizer, interleaved pipeline stages, pipeline with ZeRO-2/3,
+ring-attention context parallelism, fp8, and uneven pipeline stages. Megatron-only
+performance switches (selective recompute, ``overlap_param_gather``) have no DeepSpeed
+key; the README says so rather than refusing.
 
-The module is a little past 400 lines: about a third is the text of the launch script and
-README, kept beside the config keys they explain.
+The module is past 400 lines: about a third is the text of the launch script and README,
+kept beside the config keys they explain.
 """
 
 from __future__ import annotations
@@ -38,19 +43,21 @@ from planner.emit.base import (
     EmitInput,
     EmittedFiles,
     autopar_version,
+    checked_plan,
     prediction_comment_lines,
     register,
 )
+from planner.frameworks import get_profile
 
 CONFIG_FILE = "ds_config.json"
 LAUNCH_FILE = "launch_deepspeed.sh"
 README_FILE = "README.md"
 
-# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults, frameworks.md 2.3)
+# deepspeed/runtime/zero/config.py (DeepSpeedZeroConfig field defaults)
 ALLGATHER_BUCKET_ELEMENTS = 500_000_000
 PARAM_PERSISTENCE_THRESHOLD = 100_000  # docs example shows 1e6; the source default is 1e5
 MAX_LIVE_PARAMETERS = 1_000_000_000
-# deepspeed/runtime/precision_config.py (fp16 block defaults, frameworks.md 2.2)
+# deepspeed/runtime/precision_config.py (fp16 block defaults)
 FP16_BLOCK = {
     "enabled": True,
     "loss_scale": 0,  # 0 = dynamic loss scaling
@@ -62,6 +69,7 @@ FP16_BLOCK = {
 GRADIENT_CLIPPING = 1.0  # docs default
 STEPS_PER_PRINT = 10  # our choice: a log line every 10 steps (0.19.8 defaults to none)
 
+PROFILE = get_profile("deepspeed")
 _TP_REASON = (
     "DeepSpeed's config has no tensor parallelism; it needs Megatron-DeepSpeed or another "
     "model-parallel library: plan with --framework deepspeed, or emit megatron"
@@ -76,9 +84,9 @@ def _refusals(plan: EmitInput) -> list[str]:
             "precision fp8: DeepSpeed config has no fp8 training switch — use Transformer "
             "Engine/Megatron"
         )
-    if layout.tp > 1:
+    if layout.tp > 1 and not PROFILE.runs("tp"):
         problems.append(f"tp = {layout.tp}: {_TP_REASON}")
-    if layout.ep > 1:
+    if layout.ep > 1 and not PROFILE.runs("ep"):
         problems.append(
             f"ep = {layout.ep}: expert parallelism is set in the model code "
             "(deepspeed.moe.layer.MoE(ep_size=...)), not in the ZeRO config; emit megatron"
@@ -88,7 +96,7 @@ def _refusals(plan: EmitInput) -> list[str]:
             "distributed_optimizer is Megatron-only: use zero_stage 1 for the same "
             "optimizer-state sharding in DeepSpeed"
         )
-    if layout.interleaved:
+    if layout.interleaved and not PROFILE.interleaved:
         problems.append(
             f"vpp = {layout.vpp}: DeepSpeed's pipeline engine has no interleaved (virtual) "
             "stages; plan without vpp or emit megatron"
@@ -99,7 +107,8 @@ def _refusals(plan: EmitInput) -> list[str]:
         problems.extend(_ulysses_refusals(plan))
     if layout.offload_optimizer_fraction > 0 and layout.zero_stage == 0:
         problems.append(
-            "offload_optimizer needs ZeRO stage 1, 2 or 3 (frameworks.md 2.3); zero_stage is 0"
+            "offload_optimizer needs ZeRO stage 1, 2 or 3 (DeepSpeed offloads the optimizer states "
+            "ZeRO partitions); zero_stage is 0"
         )
     if 0 < layout.offload_optimizer_fraction < 1 and layout.zero_stage != 3:
         problems.append(
@@ -119,7 +128,7 @@ def _pipeline_refusals(plan: EmitInput) -> list[str]:
             "engine asserts ZeRO stage < 2 (ZeRO-2 and ZeRO-3 are incompatible with pipeline "
             "parallelism); use zero_stage 0 or 1, or pp = 1"
         )
-    if layout.first_stage_layers or layout.last_stage_layers:
+    if (layout.first_stage_layers or layout.last_stage_layers) and PROFILE.uneven_stages == "none":
         problems.append(
             "first_stage_layers/last_stage_layers: DeepSpeed's PipelineModule partitions "
             "layers uniformly, by parameters or by type; an explicit per-stage layer count "
@@ -139,10 +148,10 @@ def _pipeline_refusals(plan: EmitInput) -> list[str]:
 
 
 def _ulysses_refusals(plan: EmitInput) -> list[str]:
-    """Ulysses (frameworks.md 2.6): heads and KV heads split over cp ranks."""
+    """Ulysses (``sequence_parallel/ulysses_sp.py``): heads and KV heads split over cp ranks."""
     layout, model = plan.layout, plan.model
     cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
-    if layout.cp_comm_type != "a2a":
+    if layout.cp_comm_type not in PROFILE.cp_algorithms:
         return [
             f"cp = {cp} with cp_comm_type {layout.cp_comm_type}: DeepSpeed's only context "
             "parallelism is Ulysses (all-to-all, cp_comm_type a2a); ring attention needs "
@@ -159,34 +168,24 @@ def _ulysses_refusals(plan: EmitInput) -> list[str]:
 
 
 def _size_refusals(plan: EmitInput) -> list[str]:
-    layout, problems = plan.layout, []
-    dp = layout.dp
-    if dp is None or layout.tp * layout.cp * dp * layout.pp != plan.num_gpus:
-        problems.append(
-            f"tp x cp x dp x pp = {layout.tp} x {layout.cp} x {dp} x {layout.pp} does not "
-            f"match the {plan.num_gpus} GPUs"
-        )
-    elif plan.global_batch % (layout.mbs * dp) != 0:
-        problems.append(
-            f"global batch ({plan.global_batch}) must be divisible by mbs x dp = "
-            f"{layout.mbs} x {dp}: DeepSpeed derives with floor division (pitfall 6)"
-        )
+    """World size and batch arithmetic are ``checked_plan``'s; what is left is the launcher's."""
     if plan.nodes > 1 and plan.num_gpus % plan.gpus_per_node != 0:
-        problems.append(
+        return [
             f"{plan.num_gpus} GPUs over {plan.nodes} nodes of {plan.gpus_per_node}: the "
             "deepspeed launcher starts the same --num_gpus on every node"
-        )
-    return problems
+        ]
+    return []
 
 
 def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
     """The ``ds_config.json`` contents for ``plan``; ``EmitError`` if it cannot be expressed."""
+    plan = checked_plan(plan)
     problems = _refusals(plan)
     if problems:
         raise EmitError("deepspeed cannot express this plan: " + "; ".join(problems))
     layout = plan.layout
     micro, accumulation, dp = layout.mbs, plan.grad_accumulation, plan.dp
-    config: dict[str, Any] = {
+    ds_json: dict[str, Any] = {
         "train_batch_size": micro * accumulation * dp,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
@@ -195,20 +194,20 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
         "wall_clock_breakdown": False,
         "zero_optimization": _zero_block(plan),
     }
-    # DeepSpeedConfig._batch_assertion, with dp as its "world size" (frameworks.md 2.1)
-    assert config["train_batch_size"] == plan.global_batch, "batch identity"
+    # DeepSpeedConfig._batch_assertion, with dp as its "world size"
+    assert ds_json["train_batch_size"] == plan.global_batch, "batch identity"
     if plan.precision == "bf16":
-        config["bf16"] = {"enabled": True}
+        ds_json["bf16"] = {"enabled": True}
     elif plan.precision == "fp16":
-        config["fp16"] = dict(FP16_BLOCK)
+        ds_json["fp16"] = dict(FP16_BLOCK)
     if layout.recompute == "full":
-        config["activation_checkpointing"] = {
+        ds_json["activation_checkpointing"] = {
             "partition_activations": False,
             "contiguous_memory_optimization": False,
             "cpu_checkpointing": False,
         }
     if layout.pp > 1:
-        config["pipeline"] = {
+        ds_json["pipeline"] = {
             "stages": layout.pp,
             "partition": "uniform",
             "activation_checkpoint_interval": (
@@ -216,8 +215,8 @@ def deepspeed_config(plan: EmitInput) -> dict[str, Any]:
             ),
         }
     if layout.cp > 1:
-        config["sequence_parallel_size"] = layout.cp
-    return config
+        ds_json["sequence_parallel_size"] = layout.cp
+    return ds_json
 
 
 def _zero_block(plan: EmitInput) -> dict[str, Any]:
@@ -244,7 +243,7 @@ def _zero_block(plan: EmitInput) -> dict[str, Any]:
     return block
 
 
-def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[str, Any]:
+def parse_deepspeed_config(ds_json: dict[str, Any], *, world_size: int) -> dict[str, Any]:
     """The layout knobs a ``ds_config.json`` carries, read back for ``world_size`` GPUs.
 
     Returns ``dp, cp, pp, mbs, zero_stage, offload_optimizer_fraction, recompute``
@@ -252,8 +251,8 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
     ``global_batch`` and ``precision``. Any two of the three batch keys suffice, as in
     DeepSpeed; the third is derived and the identity checked (``EmitError`` if it fails).
     """
-    cp = int(config.get("sequence_parallel_size", 1))
-    stages = config.get("pipeline", {}).get("stages", 1)
+    cp = int(ds_json.get("sequence_parallel_size", 1))
+    stages = ds_json.get("pipeline", {}).get("stages", 1)
     pp = stages if isinstance(stages, int) else 1
     if world_size % (cp * pp) != 0:
         raise EmitError(
@@ -261,12 +260,12 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
             f"x pipeline stages = {cp} x {pp}"
         )
     dp = world_size // (cp * pp)
-    train, micro, accumulation = _batch_keys(config, dp=dp)
-    zero = config.get("zero_optimization", {})
+    train, micro, accumulation = _batch_keys(ds_json, dp=dp)
+    zero = ds_json.get("zero_optimization", {})
     offload = zero.get("offload_optimizer") or {}
     offloaded = offload.get("device", "none") not in ("none", None)
-    recompute = "full" if "activation_checkpointing" in config else "none"
-    if config.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
+    recompute = "full" if "activation_checkpointing" in ds_json else "none"
+    if ds_json.get("pipeline", {}).get("activation_checkpoint_interval", 0) > 0:
         recompute = "full"
     knobs: dict[str, Any] = {
         "dp": dp,
@@ -278,19 +277,19 @@ def parse_deepspeed_config(config: dict[str, Any], *, world_size: int) -> dict[s
         "zero_stage": int(zero.get("stage", 0)),
         "offload_optimizer_fraction": float(offload.get("ratio", 1.0)) if offloaded else 0.0,
         "recompute": recompute,
-        "precision": _precision_of(config),
+        "precision": _precision_of(ds_json),
     }
     if cp > 1:
         knobs["cp_comm_type"] = "a2a"
     return knobs
 
 
-def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
+def _batch_keys(ds_json: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
     """train, micro, accumulation, the missing one derived as DeepSpeed does (floor division,
     ``DeepSpeedConfig._set_batch_related_parameters``), then the identity checked."""
-    train = config.get("train_batch_size")
-    micro = config.get("train_micro_batch_size_per_gpu")
-    accumulation = config.get("gradient_accumulation_steps")
+    train = ds_json.get("train_batch_size")
+    micro = ds_json.get("train_micro_batch_size_per_gpu")
+    accumulation = ds_json.get("gradient_accumulation_steps")
     if micro is None and train is not None:
         micro = train // (dp * (accumulation or 1))
     if accumulation is None:
@@ -305,10 +304,10 @@ def _batch_keys(config: dict[str, Any], *, dp: int) -> tuple[int, int, int]:
     return train, micro, accumulation
 
 
-def _precision_of(config: dict[str, Any]) -> str:
-    if config.get("bf16", {}).get("enabled"):
+def _precision_of(ds_json: dict[str, Any]) -> str:
+    if ds_json.get("bf16", {}).get("enabled"):
         return "bf16"
-    if config.get("fp16", {}).get("enabled"):
+    if ds_json.get("fp16", {}).get("enabled"):
         return "fp16"
     return "fp32"
 
@@ -426,8 +425,8 @@ def _notes(plan: EmitInput) -> list[str]:
     return notes
 
 
-def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
-    zero = config["zero_optimization"]
+def _readme(plan: EmitInput, ds_json: dict[str, Any]) -> str:
+    zero = ds_json["zero_optimization"]
     lines = [
         f"# DeepSpeed run for {plan.model.name} on {plan.num_gpus} GPUs",
         "",
@@ -436,9 +435,9 @@ def _readme(plan: EmitInput, config: dict[str, Any]) -> str:
         "## Files",
         "",
         f"- `{CONFIG_FILE}`: the DeepSpeed config. `train_batch_size` "
-        f"({config['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
-        f"({config['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
-        f"({config['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
+        f"({ds_json['train_batch_size']}) = `train_micro_batch_size_per_gpu` "
+        f"({ds_json['train_micro_batch_size_per_gpu']}) x `gradient_accumulation_steps` "
+        f"({ds_json['gradient_accumulation_steps']}) x data-parallel size ({plan.dp}); "
         f"ZeRO stage {zero['stage']} with the bucket sizes at DeepSpeed's source defaults.",
         f"- `{LAUNCH_FILE}`: runs the `deepspeed` launcher on {_nodes_text(plan.nodes)} x "
         f"{plan.nproc_per_node} GPUs. Set `TRAIN_SCRIPT` (and `HOSTFILE`, `MASTER_ADDR`, "
@@ -461,12 +460,13 @@ class DeepSpeedEmitter:
     name = "deepspeed"
 
     def emit(self, plan: EmitInput) -> EmittedFiles:
-        config = deepspeed_config(plan)
+        plan = checked_plan(plan)
+        ds_json = deepspeed_config(plan)
         return EmittedFiles(
             files=(
-                (CONFIG_FILE, json.dumps(config, sort_keys=True, indent=2) + "\n"),
+                (CONFIG_FILE, json.dumps(ds_json, sort_keys=True, indent=2) + "\n"),
                 (LAUNCH_FILE, _launcher(plan)),
-                (README_FILE, _readme(plan, config)),
+                (README_FILE, _readme(plan, ds_json)),
             )
         )
 

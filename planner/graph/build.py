@@ -55,6 +55,9 @@ TOKEN_ID_BYTES = 8
 """int64 token ids the embedding keeps for its backward."""
 LOGSUMEXP_BYTES = 4
 """Flash attention's fp32 log-sum-exp, one per head and token."""
+LOSS_PARALLEL_TEMPORARY_BYTES = 4
+"""One more fp32 temporary per local vocabulary entry in DTensor's sharded log-softmax and
+its backward than in the fused eager kernels (``_output_node``)."""
 FP32_BYTES = 4
 
 
@@ -80,6 +83,16 @@ class Implementation:
     """Modules written as eager PyTorch ops (plain PyTorch, torchtitan, HuggingFace models
     under DeepSpeed): separate q/k/v and gate/up projections, RMSNorm and RoPE as chains
     of element-wise ops, each a kernel launch (``planner.cost.compute`` counts them)."""
+    attention_backend: str = "flash"
+    """The fused attention kernel timed (``flash``, ``cudnn``, ``efficient``); ``unfused``
+    when ``flash_attention`` is off."""
+    repeat_kv: bool = False
+    """Grouped K/V repeated to every query head before the attention call."""
+    loss_parallel: bool = False
+    """DTensor ``loss_parallel``: the sharded log-softmax's fp32 temporaries coexist."""
+    saves_gathered_inputs: bool = False
+    """DTensor tensor parallelism: under sequence parallelism the all-gathered inputs of the
+    column-parallel linears are what autograd saves (``SavedBytes.whole``)."""
 
 
 @lru_cache(maxsize=256)
@@ -126,13 +139,16 @@ def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementat
     attention_tp, scores = _attention_saved(model, seq_len=seq_len, impl=impl)
     mlp_tp, mlp_ep, mlp_sp, workspace = _mlp_saved(model, is_moe=is_moe, impl=impl)
     copies, checkpoint_extra = _local_attention_copies(model, impl=impl)
+    sp, linear_inputs = _sp_saved(model, impl=impl)
+    gathered = linear_inputs if impl.saves_gathered_inputs else 0.0
     saved = SavedBytes(
         tp=attention_tp + mlp_tp,
-        sp=_sp_saved(model, impl=impl) + mlp_sp,
+        sp=sp + linear_inputs - gathered + mlp_sp,
         ep_tp=mlp_ep,
         attention_scores=scores,
         core_copies=copies,
         checkpoint_extra=checkpoint_extra,
+        whole=gathered,
     )
     matmul_weights = (
         counts.attention_matmul + (counts.mlp - counts.mlp_active) + (counts.mlp_active_matmul)
@@ -184,8 +200,9 @@ def _norms_per_layer(model: ModelSpec) -> int:
     return 1 if model.shared_layer_norm else model.norms_per_layer
 
 
-def _sp_saved(model: ModelSpec, *, impl: Implementation) -> float:
-    """Bytes per token outside the TP region: norm inputs, first-linear inputs, masks."""
+def _sp_saved(model: ModelSpec, *, impl: Implementation) -> tuple[float, float]:
+    """Bytes per token outside the TP region: (norm inputs and masks, the inputs of the
+    first attention and MLP linears)."""
     h, act = model.hidden_size, impl.activation_bytes
     norms = _norms_per_layer(model) * (impl.residual_bytes * h + NORM_STATISTIC_BYTES)
     q_k_v_linears = 1 if model.mla is not None else 3
@@ -195,7 +212,7 @@ def _sp_saved(model: ModelSpec, *, impl: Implementation) -> float:
     if model.shared_layer_norm and not impl.casts_linear_inputs:
         mlp_input = 0.0  # attention and MLP read the same norm output
     masks = 2 * MASK_BYTES * h if model.hidden_dropout > 0 else 0.0
-    return norms + attention_input + mlp_input + masks
+    return norms + masks, attention_input + mlp_input
 
 
 def _attention_saved(
@@ -211,8 +228,10 @@ def _attention_saved(
         tp_bytes = act * (latents + 2 * a * qk + 2 * a * mla.v_head_dim)
     else:
         d, kv = model.kv_channels, model.kv_heads
-        # q, k, v and the attention output, which is also the output projection's input
-        tp_bytes = act * (2 * a * d + 2 * kv * d)
+        # q, k, v and the attention output, which is also the output projection's input;
+        # K and V repeated to every query head before the call are saved at that size
+        kv_saved = a if impl.repeat_kv else kv
+        tp_bytes = act * (2 * a * d + 2 * kv_saved * d)
     if impl.flash_attention:
         return tp_bytes, LOGSUMEXP_BYTES * a
     scores = act * a * seq_len  # softmax output
@@ -304,19 +323,30 @@ def _output_node(model: ModelSpec, *, impl: Implementation) -> EdgeNode:
       ``nll_loss`` (4) and ``log_softmax``'s fp32 input gradient (4);
     * fused forward: the bf16 logits (2) while they are copied to fp32 in place of the
       saved buffer; fused backward: the gradient is formed in that buffer and cast to
-      bf16 (2) for the projection's backward.
+      bf16 (2) for the projection's backward;
+    * DTensor ``loss_parallel`` (torch/distributed/tensor/parallel/loss.py): its sharded
+      log-softmax keeps the shifted logits (x - max) while it exponentiates them and forms
+      the result (three fp32 tensors alive where the fused kernel has two), and its fused
+      nll/log-softmax backward holds the scattered one-hot gradient, ``exp(log-probs)``
+      and their sum at once (three where eager has two): 4 bytes more each way.
     """
     h, v = model.hidden_size, model.vocab_size
     output_weights = 0 if model.tie_embeddings else v * h
     act = impl.activation_bytes
     forward_transient = act if impl.fused_cross_entropy else act + 4
     backward_transient = act if impl.fused_cross_entropy else 4 + 4
+    projection_input = impl.activation_bytes * h
+    gathered = projection_input if impl.saves_gathered_inputs else 0.0
+    if impl.loss_parallel:
+        forward_transient += LOSS_PARALLEL_TEMPORARY_BYTES
+        backward_transient += LOSS_PARALLEL_TEMPORARY_BYTES
     return EdgeNode(
         name="output",
         params=ParamSplit(tp=output_weights, replicated=norm_params(model, h)),
         saved=SavedBytes(
             tp=4 * v,
-            sp=impl.residual_bytes * h + NORM_STATISTIC_BYTES + impl.activation_bytes * h,
+            sp=impl.residual_bytes * h + NORM_STATISTIC_BYTES + projection_input - gathered,
+            whole=gathered,
         ),
         forward_transient_per_token=forward_transient * v,
         backward_transient_per_token=backward_transient * v,

@@ -41,6 +41,10 @@ class SavedBytes:
     checkpoint_extra: float = 0.0
     """tp-region bytes kept only under selective recomputation (Megatron's local spec: the
     checkpoint keeps V as a view of the fused QKV output, which keeps all of it alive)."""
+    whole: float = 0.0
+    """Kept whole on every TP rank even with sequence parallelism: DTensor's sequence
+    parallel all-gathers a column-parallel linear's input and autograd saves the gathered
+    tensor (Megatron saves its sequence shard and gathers again in the backward)."""
 
     def recomputed(self, *, cp: int = 1) -> float:
         """tp-region bytes per token that selective recomputation drops and re-creates."""
@@ -53,7 +57,7 @@ class SavedBytes:
         scores its queries against one chunk of s / cp keys at a time.
         """
         core = self.checkpoint_extra if selective else self.recomputed(cp=cp)
-        return (self.tp + core) / tp + self.sp / sp_divisor + self.ep_tp / etp
+        return (self.tp + core) / tp + self.sp / sp_divisor + self.ep_tp / etp + self.whole
 
 
 @dataclass(frozen=True)

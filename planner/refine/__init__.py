@@ -7,10 +7,12 @@ model prices but the solver fixes or samples coarsely (``space``), scoring each 
 can share (``study``, ``storage``), and reports every trial, the best plan(s) and the
 gain (``result``). Typical use::
 
-    result = plan(model=m, cluster=c, workload=w)
+    result = plan(PlanRequest(model=m, cluster=c, workload=w))
     problem = RefineProblem(model=m, cluster=c, workload=w, seeds=seeds_from_plans(result.plans))
     refined = refine(problem, trials=50, storage="sqlite:///studies.db")
     refined.gain_pct, refined.best[0].config
+
+(``plan(PlanRequest(..., refine=RefineOptions(trials=50)))`` runs the same as a step.)
 
 A worker elsewhere joins with the study name alone: ``join_study(name, storage=url)``
 then ``run_trials(...)`` (``autopar refine-worker --study NAME --storage URL``).
@@ -32,18 +34,18 @@ from planner.refine.result import (
     pareto_front,
 )
 from planner.refine.sampler import NeighbourhoodSampler, make_sampler, neighbours
-from planner.refine.space import FRAMEWORK_KNOBS, NOT_REFINED, Space
+from planner.refine.space import NOT_REFINED, Space, framework_knobs
 from planner.refine.storage import masked, open_storage
 from planner.refine.study import Callback, create_study, join_study, run_trials
+from planner.resolved import ResolvedConfig
 from planner.settings import database_url
-from planner.specs.layout import ParallelConfig
 
 
 class _PlanLike(Protocol):
     """What a seed is read from: ``planner.plan.PlanEntry`` (config, time, memory)."""
 
     @property
-    def config(self) -> dict[str, Any]: ...
+    def config(self) -> ResolvedConfig: ...
     @property
     def time(self) -> Any: ...
     @property
@@ -54,7 +56,7 @@ def seeds_from_plans(plans: Sequence[_PlanLike]) -> tuple[Seed, ...]:
     """The solver's plans (best first) as seeds: their layouts and predictions."""
     return tuple(
         Seed(
-            layout={k: p.config[k] for k in ParallelConfig.model_fields if k in p.config},
+            layout=p.config.layout.model_dump(mode="json"),
             step_time_s=p.time.step_time_s,
             tokens_per_s=p.time.tokens_per_s,
             headroom_gib=p.memory.headroom_gib,
@@ -80,7 +82,6 @@ def refine(
 
 
 __all__ = [
-    "FRAMEWORK_KNOBS",
     "MEMORY_CONSTRAINT",
     "NOT_REFINED",
     "OBJECTIVES",
@@ -97,6 +98,7 @@ __all__ = [
     "collect",
     "create_study",
     "evaluate",
+    "framework_knobs",
     "join_study",
     "make_sampler",
     "neighbours",

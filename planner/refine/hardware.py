@@ -25,12 +25,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
 from planner.errors import SpecError
 from planner.predict import estimate
+from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
@@ -49,7 +50,7 @@ class MeasuredCandidate(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rank_predicted: int
-    config: dict[str, Any]
+    config: Annotated[ResolvedConfig, CONFIG_SCHEMA]
     predicted_step_s: float
     measured_step_s: float | None = None
     measured_peak_gib: float | None = None
@@ -123,7 +124,7 @@ def script_arguments(
 
 
 def measure_candidates(
-    configs: Sequence[dict[str, Any]],
+    configs: Sequence[ResolvedConfig],
     *,
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -138,10 +139,9 @@ def measure_candidates(
             f"--refine-on-hardware: the measuring script {script} is not here; it ships with "
             "a source checkout of autopar (benchmarks/measure/train_step.py)"
         )
-    fields = set(ParallelConfig.model_fields)
     rows = []
     for config in configs:
-        layout = ParallelConfig(**{k: v for k, v in config.items() if k in fields})
+        layout = config.layout
         predicted = estimate(
             model=model, cluster=cluster, workload=workload, layout=layout, framework="pytorch"
         ).time.step_time_s

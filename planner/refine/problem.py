@@ -22,10 +22,11 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.cost.frameworks import Framework
 from planner.errors import SpecError
+from planner.frameworks import framework_names
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
@@ -76,6 +77,13 @@ class RefineProblem(BaseModel):
     """GiB each GPU must keep free for a trial to count as fitting (as ``plan``'s option)."""
     objectives: tuple[Objective, ...] = ("throughput",)
     seeds: tuple[Seed, ...] = Field(min_length=1)
+
+    @field_validator("framework")
+    @classmethod
+    def _registered(cls, framework: str) -> str:
+        if framework not in framework_names():
+            raise ValueError(f"unknown '{framework}'; known: {', '.join(framework_names())}")
+        return framework
 
     def to_user_attrs(self) -> dict[str, Any]:
         """Study user attributes (JSON values) from which a worker rebuilds the problem."""

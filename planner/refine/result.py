@@ -22,7 +22,7 @@ in seconds and as a percentage of the former; 0 when refinement found nothing fa
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,6 +32,7 @@ from planner.predict import MemoryReport, TimeReport
 from planner.refine.objective import evaluate
 from planner.refine.problem import RefineProblem
 from planner.refine.space import NOT_REFINED, Space
+from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 
 STATUSES = ("feasible", "infeasible", "illegal", "failed", "running", "waiting")
 
@@ -87,7 +88,7 @@ class RefinedPlan(BaseModel):
     step_gain_s: float
     """Solver's best step time minus this plan's (positive: faster)."""
     step_gain_pct: float
-    config: dict[str, Any]
+    config: Annotated[ResolvedConfig, CONFIG_SCHEMA]
     memory: MemoryReport
     time: TimeReport
 

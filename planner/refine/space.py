@@ -32,7 +32,8 @@ sampler may share what it learns between trials of the same shape):
                            priced from the profile's host section (the solver: 0)
 
 A parameter is suggested only where it applies (define-by-run), and only where the
-framework can run it (``FRAMEWORK_KNOBS``, mirroring what ``planner.emit`` refuses):
+framework can run it: :func:`framework_knobs` reads the framework's profile
+(``planner.frameworks``), the same declaration the search and ``planner.emit`` read:
 DeepSpeed has no interleaved or uneven pipeline stages and checkpoints every N layers;
 torchtitan checkpoints each block (no recompute groups or first-N), has async TP but no
 overlap switches (FSDP2 always prefetches), and splits unevenly only without vpp and with
@@ -50,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from planner.frameworks import FrameworkProfile, get_profile
 from planner.refine.problem import RefineProblem
 
 NOT_REFINED: dict[str, str] = {
@@ -75,20 +77,26 @@ KNOBS = (
     "overlap_param_gather",
     "offload_optimizer_fraction",
 )
-FRAMEWORK_KNOBS: dict[str, frozenset[str]] = {
-    "megatron": frozenset(KNOBS),
-    "deepspeed": frozenset(
-        {
-            "mbs",
-            "recompute",
-            "recompute_num_layers",
-            "overlap_grad_reduce",
-            "offload_optimizer_fraction",
-        }
-    ),
-    "torchtitan": frozenset({"mbs", "vpp", "stage_split", "recompute", "tp_comm_overlap"}),
-    "pytorch": frozenset({"mbs", "recompute", "overlap_grad_reduce"}),
-}
+
+
+def framework_knobs(profile: FrameworkProfile) -> frozenset[str]:
+    """The knobs refined under ``profile``: its ``refined_knobs`` that its capabilities allow."""
+    allowed = {
+        "cp_comm_type": profile.runs("cp") and len(profile.cp_algorithms) > 1,
+        "mbs": True,
+        "vpp": profile.runs("pp") and profile.interleaved,
+        "stage_split": profile.runs("pp") and profile.uneven_stages != "none",
+        "recompute": True,
+        "recompute_method": len(profile.recompute_methods) > 1,
+        "recompute_num_layers": bool(profile.recompute_methods),
+        "tp_comm_overlap": profile.runs("tp") and "tp_comm" in profile.overlaps,
+        "overlap_grad_reduce": "grad_reduce" in profile.overlaps,
+        "overlap_param_gather": "param_gather" in profile.overlaps,
+        "offload_optimizer_fraction": profile.offload != "none",
+    }
+    return frozenset(knob for knob in KNOBS if knob in profile.refined_knobs and allowed[knob])
+
+
 SEARCHED_FIELDS = (
     "cp_comm_type",
     "mbs",
@@ -104,8 +112,6 @@ SEARCHED_FIELDS = (
     "offload_optimizer_fraction",
 )
 """``ParallelConfig`` fields a trial may set; every other field comes from its base."""
-CP_ALGORITHMS = ("p2p", "all_gather", "a2a")
-"""Megatron-LM's context-parallel algorithms the cost model prices (``cost.time``)."""
 OFFLOAD_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Shares of the optimizer step on the host a trial may pick where any share runs."""
 MIN_MBS_BOUND = 8
@@ -131,7 +137,8 @@ class Space:
 
     def __init__(self, problem: RefineProblem) -> None:
         self.problem = problem
-        self.knobs = FRAMEWORK_KNOBS[problem.framework]
+        self.profile = get_profile(problem.framework)
+        self.knobs = framework_knobs(self.profile)
         self.searched = tuple(f for f in SEARCHED_FIELDS if _field_knob(f) in self.knobs)
         self.bases: list[dict[str, Any]] = []
         self.seed_base: list[int] = []
@@ -161,7 +168,8 @@ class Space:
         pp, tp, dp, cp = layout["pp"], layout["tp"], layout["dp"], layout["cp"]
         if "cp_comm_type" in knobs and cp > 1:
             fields["cp_comm_type"] = pick(
-                Choice("cp_comm_type", CP_ALGORITHMS), layout.get("cp_comm_type", "p2p")
+                Choice("cp_comm_type", self.profile.cp_algorithms),
+                layout.get("cp_comm_type", "p2p"),
             )
         if "mbs" in knobs:
             fields["mbs"] = pick(Choice(f"mbs.dp{dp}", self._mbs[dp]), layout["mbs"])
@@ -199,7 +207,7 @@ class Space:
             fields["tp_comm_overlap"] = pick(
                 Choice("tp_comm_overlap", (False, True)), layout["tp_comm_overlap"]
             )
-        sharded_states = layout["zero_stage"] >= 3 or self.problem.framework == "torchtitan"
+        sharded_states = layout["zero_stage"] >= 3 or self.profile.fully_shards_states
         if "overlap_grad_reduce" in knobs and dp * cp > 1 and not sharded_states:
             overlap = pick(
                 Choice("overlap_grad_reduce", (False, True)), layout["overlap_grad_reduce"]
@@ -224,7 +232,7 @@ class Space:
         """Offload shares the framework runs for this base (``planner.emit``'s rules)."""
         if "offload_optimizer_fraction" not in self.knobs:
             return ()
-        if self.problem.framework == "megatron":
+        if self.profile.offload == "distributed-optimizer":
             return OFFLOAD_FRACTIONS if layout["distributed_optimizer"] else ()
         stage = layout["zero_stage"]
         return OFFLOAD_FRACTIONS if stage == 3 else (0.0, 1.0) if stage >= 1 else ()
@@ -288,7 +296,7 @@ class Space:
         per = layers / pp
         low, high = max(vpp, math.floor(per / 2)), math.ceil(1.5 * per)
         ends = [n for n in range(low, high + 1) if n % vpp == 0]
-        torchtitan = self.problem.framework == "torchtitan"
+        ends_at_most_middle = self.profile.uneven_stages == "ends-at-most-middle"
         for first in ends:
             for last in ends:
                 rest = layers - first - last
@@ -302,7 +310,7 @@ class Space:
                     middle = rest // middle_stages
                 if first == last == layers / pp and middle in (None, first):
                     continue  # the even split, listed once as "even"
-                if torchtitan and (vpp > 1 or middle is None or max(first, last) > middle):
+                if ends_at_most_middle and (vpp > 1 or middle is None or max(first, last) > middle):
                     continue
                 choices.append(f"{first}-{last}")
         for seed in self.problem.seeds:

@@ -5,17 +5,19 @@ each module's docstring for the formulation): ``candidates`` (the legal space),
 ``tabulate`` (the cost model over it), ``partition`` (layer splits from the
 stage-partition solver), ``objectives`` (throughput, cost, min-gpus), ``formulation``
 (the factorised CP-SAT model), ``explain`` (labels and messages), ``driver``.
-``planner.plan`` wraps ``search`` in the public, pydantic result.
+``results`` (``PlanResult``: the ranked ``PlanEntry`` records and ``SearchInfo``).
+``planner.plan`` is the public entry.
 """
 
 from planner.search.candidates import Enumeration, enumerate_layouts, enumerate_space
-from planner.search.driver import Infeasible, Plan, SearchResult, search
+from planner.search.driver import Infeasible, PlanEntry, PlanResult, SearchInfo, search
 
 __all__ = [
     "Enumeration",
     "Infeasible",
-    "Plan",
-    "SearchResult",
+    "PlanEntry",
+    "PlanResult",
+    "SearchInfo",
     "enumerate_layouts",
     "enumerate_space",
     "search",

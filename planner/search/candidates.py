@@ -8,14 +8,15 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   cp         powers of two up to 8, and beyond for long sequences while every CP rank keeps
              at least 8,192 tokens (Llama 3 405B's 128K-token stage ran CP 16, 16 x 8K:
              Dubey et al. 2024, arXiv:2407.21783, Table 4)
-  cp_comm    the CP algorithm where the framework offers a choice: Megatron-LM p2p (ring)
-             or a2a (Ulysses head scatter; ``--cp-comm-type``); DeepSpeed's sequence
-             parallelism is Ulysses (a2a); torchtitan's context parallelism is a ring (p2p)
+  cp_comm    the CP algorithms the framework's profile lists as searched
+             (``planner.frameworks``): Megatron-LM p2p (ring) or a2a (Ulysses head scatter;
+             ``--cp-comm-type``); DeepSpeed's sequence parallelism is Ulysses (a2a);
+             torchtitan's context parallelism is a ring (p2p)
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
-             allows (rule 22): ceil(L / pp) layers on every middle stage and the rest shared
-             by the first and last stages, which also carry the embedding and the output
-             layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
+             allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
+             the rest shared by the first and last stages, which also carry the embedding
+             and the output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
   dp         GPUs / (tp x cp x pp), derived
   ep         MoE: divisors of num_experts that divide dp x cp x tp with ep x tp GPUs in one
              node (expert groups inside a node unless ep is pinned); dense models: 1
@@ -23,10 +24,15 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   mbs        powers of two up to ``max_mbs``
   recompute  none, selective, full (uniform, one layer per group)
 
-Derived, not searched: ``sequence_parallel = tp > 1``; the optimizer sharding per
-framework (megatron: distributed optimizer with overlapped gradient reduce and parameter
-gather; deepspeed: ZeRO-1 with overlapped reduce; torchtitan: FSDP2, i.e. ZeRO-3;
-pytorch: plain DDP). Whether ``planner.emit`` can express every candidate is not checked.
+An axis the framework's profile does not run (``FrameworkProfile.axes``) keeps degree 1;
+vpp is searched only where the profile runs the interleaved schedule, and uneven stage
+splits only where it runs them.
+
+Derived, not searched: ``sequence_parallel = tp > 1`` (where the profile runs it); the
+optimizer sharding of the profile (megatron: distributed optimizer with overlapped
+gradient reduce and parameter gather; deepspeed: ZeRO-1 with overlapped reduce;
+torchtitan: FSDP2, i.e. ZeRO-3; pytorch: plain DDP). Refusals of ``planner.emit`` beyond
+the profile's declarations (e.g. DeepSpeed's pipeline with Ulysses) are not checked.
 
 ``fixed`` pins any ``ParallelConfig`` field (a searched knob is restricted to that value,
 any other field is set on every candidate); ``maxima`` bounds any integer knob. Every
@@ -38,7 +44,6 @@ so that an empty space can say which rule emptied it.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,9 +51,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from planner.errors import SpecError
+from planner.frameworks import FrameworkProfile, get_profile
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations
 from planner.specs.model import ModelSpec
+from planner.specs.rules import LayoutRuleError, LayoutViolation, Rule
 from planner.specs.workload import WorkloadSpec
 
 MAX_CP = 8
@@ -60,31 +67,11 @@ RECOMPUTE_CHOICES = ("none", "selective", "full")
 SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type")
 """Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
 
-CP_COMM_TYPES: dict[str, tuple[str, ...]] = {
-    "megatron": ("p2p", "a2a"),
-    "deepspeed": ("a2a",),
-    "torchtitan": ("p2p",),
-    "pytorch": ("p2p",),
-}
-"""The CP algorithms each framework runs, its default first (``--fix cp_comm_type=...``
-also takes Megatron-LM's all_gather and a2a+p2p)."""
 CP_COMM_PRICED = True
 """Whether the cost model prices the CP algorithms differently (``planner.cost.time``:
 ring overlapped with attention, all-gather, Ulysses all-to-all), so that searching them
 chooses between different numbers; ``tests/search/test_candidates.py`` checks this flag
 against the cost model."""
-
-FRAMEWORK_SHARDING: dict[str, dict[str, Any]] = {
-    "megatron": {
-        "zero_stage": 0,
-        "distributed_optimizer": True,
-        "overlap_grad_reduce": True,
-        "overlap_param_gather": True,
-    },
-    "deepspeed": {"zero_stage": 1, "overlap_grad_reduce": True},
-    "torchtitan": {"zero_stage": 3},
-    "pytorch": {"zero_stage": 0},
-}
 
 
 @dataclass
@@ -94,10 +81,10 @@ class Enumeration:
     layouts: list[ParallelConfig]
     considered: int
     """Raw layouts built from the knob domains (before the rules)."""
-    dropped: Counter[str] = field(default_factory=Counter)
-    """Rule label -> layouts it removed (a layout breaking two rules counts for both)."""
-    examples: dict[str, str] = field(default_factory=dict)
-    """Rule label -> one full message, for the explanation."""
+    dropped: Counter[Rule] = field(default_factory=Counter)
+    """Rule -> layouts it removed (a layout breaking two rules counts for both)."""
+    examples: dict[Rule, str] = field(default_factory=dict)
+    """Rule -> one full message, for the explanation."""
 
 
 def divisors(n: int) -> list[int]:
@@ -127,13 +114,6 @@ def coerce_knobs(values: dict[str, Any], *, option: str) -> dict[str, Any]:
     return coerced
 
 
-def _rule_label(message: str) -> str:
-    match = re.search(r"\(rule (\d+)\)", message)
-    if match:
-        return f"rule {match.group(1)}"
-    return re.sub(r"\d+", "N", message.split(":")[0])
-
-
 def max_cp(seq_len: int) -> int:
     """The largest CP degree searched (module docstring)."""
     return max(MAX_CP, seq_len // LONG_SEQUENCE_TOKENS_PER_CP_RANK)
@@ -145,12 +125,13 @@ def _domains(
     workload: WorkloadSpec,
     *,
     max_mbs: int,
-    framework: str,
+    profile: FrameworkProfile,
 ) -> dict[str, tuple[list[Any], str]]:
     """Each searched knob's domain before pinning, with the reason a value may be missing."""
     world, per_node = cluster.num_gpus, cluster.gpus_per_node
     cp_bound = max_cp(workload.seq_len)
-    return {
+    searched = profile.cp_algorithms_searched
+    domains: dict[str, tuple[list[Any], str]] = {
         "tp": (
             [d for d in divisors(per_node) if world % d == 0],
             f"tp must divide the {per_node} GPUs per node and the {world} GPUs",
@@ -161,8 +142,8 @@ def _domains(
             f"the {world} GPUs",
         ),
         "cp_comm_type": (
-            list(CP_COMM_TYPES[framework] if CP_COMM_PRICED else CP_COMM_TYPES[framework][:1]),
-            f"cp_comm_type is one of {CP_COMM_TYPES[framework]} under {framework}",
+            list(searched if CP_COMM_PRICED else searched[:1]),
+            f"cp_comm_type is one of {searched} under {profile.name}",
         ),
         "pp": (
             [d for d in divisors(world) if d <= min(MAX_PP, model.num_layers)],
@@ -180,6 +161,12 @@ def _domains(
         ),
         "recompute": (list(RECOMPUTE_CHOICES), f"recompute is one of {RECOMPUTE_CHOICES}"),
     }
+    for axis in ("tp", "cp", "pp", "ep"):
+        if not profile.runs(axis):
+            domains[axis] = ([1], f"{profile.name} runs no {axis} > 1")
+    if not profile.interleaved:
+        domains["vpp"] = ([None], f"{profile.name} runs no interleaved (virtual) stages")
+    return domains
 
 
 def _restrict(
@@ -213,8 +200,7 @@ def enumerate_space(
     max_mbs: int = 8,
 ) -> Enumeration:
     """The legal candidates, with the per-rule drop counts (see the module docstring)."""
-    if framework not in FRAMEWORK_SHARDING:
-        raise SpecError(f"framework: unknown '{framework}'; known: {', '.join(FRAMEWORK_SHARDING)}")
+    profile = get_profile(framework)
     fixed = coerce_knobs(dict(fixed or {}), option="fixed")
     maxima = dict(maxima or {})
     for knob, bound in maxima.items():
@@ -228,7 +214,7 @@ def enumerate_space(
     mbs_bound = min(max_mbs, maxima.get("mbs", max_mbs))
     if "mbs" in fixed:
         mbs_bound = max(mbs_bound, fixed["mbs"])
-    domains = _domains(model, cluster, workload, max_mbs=mbs_bound, framework=framework)
+    domains = _domains(model, cluster, workload, max_mbs=mbs_bound, profile=profile)
     domain = _restrict(domains, fixed, maxima)
     extra = {k: v for k, v in fixed.items() if k not in SEARCHED}
     world = cluster.num_gpus
@@ -240,7 +226,7 @@ def enumerate_space(
         if dp not in domain["dp"]:
             continue
         split = stage_split(model.num_layers, pp)
-        if split is None:
+        if split is None or (split and profile.uneven_stages == "none"):
             continue
         # expert groups stay inside a node (expert grid order etp-ep-edp-pp, etp = tp by
         # default), as the issue's default requires, unless ep is pinned with --fix
@@ -249,7 +235,8 @@ def enumerate_space(
             for e in domain["ep"]
             if (dp * cp * tp) % e == 0 and ("ep" in fixed or e * tp <= cluster.gpus_in_node)
         ]
-        vpps = domain["vpp"] if pp > 1 else [v for v in domain["vpp"] if v is None]
+        plain = pp == 1 or (split and profile.uneven_stages == "ends-at-most-middle")
+        vpps = [v for v in domain["vpp"] if v is None] if plain else domain["vpp"]
         # the CP algorithm only means something with cp > 1: the default otherwise
         comms = domain["cp_comm_type"] if cp > 1 or "cp_comm_type" in fixed else ["p2p"]
         for ep, vpp, mbs, recompute, comm in itertools.product(
@@ -263,11 +250,11 @@ def enumerate_space(
                 "ep": ep,
                 "vpp": vpp,
                 "mbs": mbs,
-                "sequence_parallel": tp > 1,
+                "sequence_parallel": tp > 1 and profile.runs("sequence_parallel"),
                 "recompute": recompute,
                 "cp_comm_type": comm,
                 **split,
-                **FRAMEWORK_SHARDING[framework],
+                **profile.sharding,
             }
             if recompute == "full":
                 fields.update(recompute_method="uniform", recompute_num_layers=1)
@@ -304,20 +291,34 @@ def _check(
     cluster: ClusterSpec,
     workload: WorkloadSpec,
 ) -> None:
+    problems: list[LayoutViolation]
     try:
         layout = ParallelConfig(**fields)
     except ValidationError as error:
-        problems = [str(e["msg"]).removeprefix("Value error, ") for e in error.errors()]
-        problems = [p for message in problems for p in message.split("; ")]
+        problems = _own_violations(error)
     else:
         problems = layout_violations(model=model, cluster=cluster, workload=workload, layout=layout)
         if not problems:
             result.layouts.append(layout)
             return
     for problem in problems:
-        label = _rule_label(problem)
-        result.dropped[label] += 1
-        result.examples.setdefault(label, problem)
+        result.dropped[problem.rule] += 1
+        result.examples.setdefault(problem.rule, problem.message)
+
+
+def _own_violations(error: ValidationError) -> list[LayoutViolation]:
+    """The typed violations a ``ParallelConfig`` validation error carries.
+
+    The candidate fields are built from valid domains, so the only errors are the layout's
+    own rules (``LayoutRuleError``); anything else is a bug and is raised again.
+    """
+    violations: list[LayoutViolation] = []
+    for item in error.errors():
+        cause = item.get("ctx", {}).get("error")
+        if not isinstance(cause, LayoutRuleError):
+            raise error
+        violations.extend(cause.violations)
+    return violations
 
 
 def enumerate_layouts(

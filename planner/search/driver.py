@@ -32,7 +32,6 @@ from typing import Any
 
 from planner.cost.frameworks import Framework
 from planner.errors import Infeasible, SpecError
-from planner.predict import Estimate
 from planner.search import partition
 from planner.search.candidates import Enumeration, enumerate_space
 from planner.search.explain import (
@@ -46,33 +45,29 @@ from planner.search.explain import (
 from planner.search.formulation import formulate
 from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
 from planner.search.progress import ProgressCallback, Tracker
+from planner.search.results import PlanEntry, PlanResult, SearchInfo
 from planner.search.tabulate import Ranking, Row, tabulate
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 from solvers import SolveOptions, SolveStatus, solve_degrees
 
-__all__ = ["OBJECTIVES", "Infeasible", "Plan", "SearchResult", "compare", "layout_label", "search"]
+__all__ = [
+    "OBJECTIVES",
+    "Infeasible",
+    "PlanEntry",
+    "PlanResult",
+    "SearchInfo",
+    "compare",
+    "layout_label",
+    "search",
+]
 
 SOLVER_MIN_TIME_S = 1.0
 """The solver always gets at least this long, even when tabulation used the time limit."""
 SPLIT_LEADERS_EXTRA = 1
 """With the split solver, tabulation keeps (1 + this) x top_k contenders timed: the
 leading families it refines come from them."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    estimate: Estimate
-    explanation: str
-    training: dict[str, float] | None = None
-    """With a token budget: steps, hours, GPU-hours and (with a price) the cost."""
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    plans: list[Plan]
-    search: dict[str, Any]
 
 
 @dataclass
@@ -104,7 +99,7 @@ def search(
     deadline_hours: float | None = None,
     split_solver: bool = True,
     progress: ProgressCallback | None = None,
-) -> SearchResult:
+) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
     ``progress`` is called as the search goes (``planner.search.progress``)."""
@@ -137,25 +132,29 @@ def search(
     rows = [formulation.decode(a) for a in solution.assignments]
     estimates = [row.estimate() for row in rows]
     plans = [
-        Plan(estimate, explain(rank, rows, estimates, goal), _training(goal, row))
+        PlanEntry.of(
+            estimate,
+            explanation=explain(rank, rows, estimates, goal),
+            training=_training(goal, row),
+        )
         for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))
     ]
-    info = {
-        "solver": "cp-sat",
-        "objective": goal.name,
-        "optimal": found.complete and solution.status is SolveStatus.OPTIMAL,
-        "wall_s": round(time.perf_counter() - started, 3),
-        "solver_wall_s": round(solution.total_wall_s, 3),
-        "gpus_searched": [c.num_gpus for c, _ in found.spaces],
-        "layouts_considered": sum(space.considered for _, space in found.spaces),
-        "layouts_legal": sum(len(space.layouts) for _, space in found.spaces),
-        "layouts_evaluated": len(found.rows),
-        "layouts_feasible": sum(row.fits for row in found.rows),
-        "layouts_timed": sum(row.time is not None for row in found.rows),
-        "layouts_split_solver": found.refined,
-    }
+    info = SearchInfo(
+        solver="cp-sat",
+        objective=goal.name,
+        optimal=found.complete and solution.status is SolveStatus.OPTIMAL,
+        wall_s=round(time.perf_counter() - started, 3),
+        solver_wall_s=round(solution.total_wall_s, 3),
+        gpus_searched=[c.num_gpus for c, _ in found.spaces],
+        layouts_considered=sum(space.considered for _, space in found.spaces),
+        layouts_legal=sum(len(space.layouts) for _, space in found.spaces),
+        layouts_evaluated=len(found.rows),
+        layouts_feasible=sum(row.fits for row in found.rows),
+        layouts_timed=sum(row.time is not None for row in found.rows),
+        layouts_split_solver=found.refined,
+    )
     tracker.enter("done")
-    return SearchResult(plans=plans, search=info)
+    return PlanResult(plans=plans, search=info)
 
 
 def _tabulate_sizes(
@@ -215,7 +214,7 @@ def _tabulate_sizes(
             found.rows.extend(variants)
             admitted.extend(row for row in variants if row.fits and goal.admits(row))
         found.admitted.extend(admitted)
-        if goal.name == "min-gpus" and admitted:
+        if goal.stops_at_first_fit and admitted:
             break  # sizes go smallest first: this is the fewest GPUs that can do it
     return found
 
@@ -266,7 +265,7 @@ def _infeasible_message(
     return memory_message(
         considered=space.considered,
         legal=len(space.layouts),
-        dropped=", ".join(f"{label} {count}" for label, count in space.dropped.most_common()),
+        dropped=", ".join(f"{rule.text}: {count}" for rule, count in space.dropped.most_common()),
         closest=closest,
         cluster=closest.cluster,
         workload=workload,

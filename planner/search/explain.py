@@ -9,6 +9,7 @@ from planner.search.candidates import Enumeration
 from planner.search.objectives import Objective
 from planner.search.tabulate import Row
 from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import ParallelConfig
 from planner.specs.workload import WorkloadSpec
 
 KNOB_LABELS = {
@@ -34,32 +35,31 @@ KNOB_LABELS = {
 BEST_WORD = {"throughput": "Fastest", "cost": "Cheapest", "min-gpus": "Fewest GPUs"}
 
 
-def layout_label(config: dict[str, Any]) -> str:
+def layout_label(layout: ParallelConfig) -> str:
     """'tp 8 pp 4 dp 2 cp 1 mbs 1 vpp 2 recompute selective' (ep, cp algorithm, uneven
-    stages and recompute groups only where they apply)."""
-    c = config
-    parts = [f"tp {c['tp']}", f"pp {c['pp']}", f"dp {c['dp']}", f"cp {c['cp']}"]
-    if c["cp"] > 1 and c.get("cp_comm_type", "p2p") != "p2p":
-        parts.append(f"({c['cp_comm_type']})")
-    if c["ep"] > 1:
-        parts.append(f"ep {c['ep']}")
-    parts.append(f"mbs {c['mbs']}")
-    if c["vpp"]:
-        parts.append(f"vpp {c['vpp']}")
-    if c.get("first_stage_layers") or c.get("last_stage_layers"):
-        parts.append(
-            f"stages {c.get('first_stage_layers') or '='}/{c.get('last_stage_layers') or '='}"
-        )
-    parts.append(f"recompute {c['recompute']}")
-    if c["recompute"] == "full" and c.get("recompute_method") == "block":
-        parts.append(f"(first {c.get('recompute_num_layers')} per stage)")
+    stages and recompute groups only where they apply); ``layout`` may be a plan's
+    ``ResolvedConfig``."""
+    c = layout
+    parts = [f"tp {c.tp}", f"pp {c.pp}", f"dp {c.dp}", f"cp {c.cp}"]
+    if c.cp > 1 and c.cp_comm_type != "p2p":
+        parts.append(f"({c.cp_comm_type})")
+    if c.ep > 1:
+        parts.append(f"ep {c.ep}")
+    parts.append(f"mbs {c.mbs}")
+    if c.vpp:
+        parts.append(f"vpp {c.vpp}")
+    if c.first_stage_layers or c.last_stage_layers:
+        parts.append(f"stages {c.first_stage_layers or '='}/{c.last_stage_layers or '='}")
+    parts.append(f"recompute {c.recompute}")
+    if c.recompute == "full" and c.recompute_method == "block":
+        parts.append(f"(first {c.recompute_num_layers} per stage)")
     return " ".join(parts)
 
 
 def compare(better: Estimate, other: Estimate) -> str:
     """Which knobs differ and the biggest breakdown and memory differences, better vs other."""
-    mine = {k: better.config.get(k) for k in KNOB_LABELS}
-    theirs = {k: other.config.get(k) for k in KNOB_LABELS}
+    mine = {k: getattr(better.config, k) for k in KNOB_LABELS}
+    theirs = {k: getattr(other.config, k) for k in KNOB_LABELS}
     # the recompute method and layer count follow from the recompute mode when it differs
     derived = (
         {"recompute_method", "recompute_num_layers"}
@@ -119,7 +119,7 @@ def _lead(
     if goal.name == "cost":
         gap = goal.train_cost(other) - goal.train_cost(best)
         return f"{gap:,.0f} cheaper than" if gap > 0 else None
-    if goal.name == "min-gpus" and other.cluster.num_gpus != best.cluster.num_gpus:
+    if goal.stops_at_first_fit and other.cluster.num_gpus != best.cluster.num_gpus:
         return f"{other.cluster.num_gpus - best.cluster.num_gpus} GPUs fewer than"
     gap = other_step - best_step
     return f"{gap:.3f} s per step ahead of" if gap > 0 else None
@@ -132,8 +132,8 @@ def no_layout_message(space: Enumeration, cluster: ClusterSpec) -> str:
             f"tp x cp x pp x dp for {cluster.num_gpus} GPUs"
         )
     rules = "; ".join(
-        f"{label} removed {count} (e.g. {space.examples[label]})"
-        for label, count in space.dropped.most_common()
+        f"{rule.text} removed {count} (e.g. {space.examples[rule]})"
+        for rule, count in space.dropped.most_common()
     )
     return (
         f"no layout passes the framework rules: all {space.considered} candidates break "
@@ -154,15 +154,15 @@ def memory_message(
     moe: bool,
 ) -> str:
     """Nothing fits in memory: where the closest layout overflows and what would change it."""
-    config = closest.layout.model_dump()
+    layout = closest.layout
     suggestions = [f"more GPUs (e.g. {2 * cluster.num_gpus})"]
-    if config["recompute"] != "full":
+    if layout.recompute != "full":
         suggestions.append(
             "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
         )
     suggestions.append(f"a shorter sequence than {workload.seq_len}")
-    if config["mbs"] > 1:
-        suggestions.append(f"a smaller micro-batch than {config['mbs']}")
+    if layout.mbs > 1:
+        suggestions.append(f"a smaller micro-batch than {layout.mbs}")
     if headroom_gib > 0:
         suggestions.append(f"less headroom than {headroom_gib:g} GiB")
     suggestions.append("optimizer offload")
@@ -176,7 +176,7 @@ def memory_message(
         + (f" (removed per rule: {dropped})" if dropped else "")
         + f" and none fits in {closest.capacity_gib:.2f} GiB per GPU"
         + (f" less {headroom_gib:g} GiB headroom" if headroom_gib else "")
-        + f". Closest: {layout_label(config)} needs {closest.peak_gib:.2f} GiB on "
+        + f". Closest: {layout_label(layout)} needs {closest.peak_gib:.2f} GiB on "
         f"stage {closest.worst_stage}, {closest.excess_gib:.2f} GiB over. Would change it: "
         + ", ".join(suggestions)
         + "."
@@ -189,7 +189,7 @@ def deadline_message(goal: Objective, fastest: Row, sizes: list[int]) -> str:
     return (
         f"no layout trains {goal.token_budget:,.0f} tokens within {goal.deadline_hours:g} h on "
         f"{', '.join(str(s) for s in sizes)} GPUs: the fastest, "
-        f"{layout_label(fastest.layout.model_dump())} on {fastest.cluster.num_gpus} GPUs, "
+        f"{layout_label(fastest.layout)} on {fastest.cluster.num_gpus} GPUs, "
         f"needs {hours:,.1f} h. Would change it: more GPUs, a later deadline or a smaller "
         f"token budget."
     )

@@ -50,6 +50,11 @@ class Objective:
     def sizes_searched(self) -> bool:
         return self.name != "throughput"
 
+    @property
+    def stops_at_first_fit(self) -> bool:
+        """Sizes go smallest first and the first that admits a layout is the answer."""
+        return self.name == "min-gpus"
+
     def steps(self, row: Row) -> int:
         assert self.token_budget is not None
         return math.ceil(self.token_budget / row.prepared.workload.tokens_per_step)

@@ -96,22 +96,22 @@ def assert_one_line_error(result, *fragments: str) -> None:
     [
         pytest.param(
             (*EIGHT_B, "--gpus", "24", "--tp", "3", "--global-batch", "64"),
-            ("num_attention_heads (32) must be divisible by tp (3) (rule 6)",),
+            ("num_attention_heads (32) must be divisible by tp (3)",),
             id="heads-tp",
         ),
         pytest.param(
             (*EIGHT_B, "--gpus", "24", "--pp", "3", "--global-batch", "64"),
-            ("num_layers (32) must be divisible by pp (3) (rule 17)",),
+            ("num_layers (32) must be divisible by pp (3)",),
             id="layers-pp",
         ),
         pytest.param(
             (*EIGHT_B, "--gpus", "8", "--global-batch", "12"),
-            ("global batch (12 sequences) must be divisible by mbs x dp = 1 x 8 = 8", "rule 26"),
+            ("global batch (12 sequences) must be divisible by mbs x dp = 1 x 8 = 8",),
             id="batch-mbs-dp",
         ),
         pytest.param(
             (*EIGHT_B, "--gpus", "8", "--global-batch", "64", "--sequence-parallel"),
-            ("sequence_parallel requires tp > 1 (rule 13)",),
+            ("sequence_parallel requires tp > 1",),
             id="sp-without-tp",
         ),
         pytest.param(
@@ -141,7 +141,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
         ),
         pytest.param(
             (*EIGHT_B, "--gpus", "6", "--tp", "4", "--global-batch", "64"),
-            ("the 6 GPUs are not divisible by tp x cp x pp = 4 x 1 x 1 = 4 (rule 1)",),
+            ("the 6 GPUs are not divisible by tp x cp x pp = 4 x 1 x 1 = 4",),
             id="gpus-not-divisible",
         ),
     ],
@@ -154,4 +154,4 @@ def test_interleaved_needs_microbatches_in_whole_groups_of_pp(run_cli) -> None:
     result = run_cli(
         *EIGHT_B, "--gpus", "8", "--tp", "2", "--pp", "4", "--vpp", "2", "--global-batch", "6"
     )
-    assert_one_line_error(result, "rule 24")
+    assert_one_line_error(result, "multiple of pp (4)")

@@ -6,21 +6,10 @@ import json
 
 import pytest
 
-from planner.cli.app import app
-from planner.cli.plan import plan_command
-
 EIGHT_B = (
     "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
     "--seq-len", "4096", "--global-batch", "64",
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _plan_registered() -> None:
-    """Until planner/cli/app.py registers ``plan``, add it to the app for these tests."""
-    names = {command.name for command in app.registered_commands}
-    if "plan" not in names:
-        app.command("plan")(plan_command)
 
 
 def test_json_has_plans_and_search(run_cli) -> None:

@@ -12,9 +12,10 @@ import pytest
 
 from planner import load_gpu
 from planner.cost.fit import Sample, step_time_s
-from planner.cost.measured import estimate_record, single_gpu_step_phases
+from planner.cost.measured import single_gpu_step_phases
 from planner.cost.rates import rates_for
 from planner.cost.reserve import measured_runs
+from planner.measured_runs import estimate_record
 
 
 @pytest.mark.parametrize("gpu_id", ["h100-sxm", "h200-sxm"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.cost.measured import estimate_record
 from planner.cost.reserve import VALIDATION_FILE, measured_records
+from planner.measured_runs import estimate_record
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_measured.py"
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import pytest
 
-from planner.cost.measured import MEGATRON_FILE, estimate_record
+from planner.cost.measured import MEGATRON_FILE
 from planner.cost.reserve import measured_records
+from planner.measured_runs import estimate_record
 
 GPU = "h200-sxm"
 

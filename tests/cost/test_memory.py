@@ -110,7 +110,7 @@ def test_distributed_optimizer_is_6_plus_12_over_dp_cp_on_a_layer_only_stage(
 ) -> None:
     # tp 1, pp 4, dp 2 (x cp): stages 1 and 2 hold 8 layers and nothing else
     result = run(gpus=gpus, tp=1, pp=4, cp=cp, distributed_optimizer=True)
-    assert result.config["dp"] == 2
+    assert result.config.dp == 2
     params = 8 * LAYER
     for stage in result.memory.stages[1:3]:
         assert_states(stage, params, weights=2, grads=4, opt=12 / (2 * cp))
@@ -130,7 +130,7 @@ TOTAL = 8_030_261_248  # one GPU holds everything at tp 1, pp 1
 )
 def test_zero_stages_shard_states_over_dp(zero: int, bytes_per_param: tuple) -> None:
     result = run(framework="deepspeed", zero_stage=zero)
-    assert result.config["state_layout"] == "zero" and result.config["dp"] == 8
+    assert result.config.state_layout == "zero" and result.config.dp == 8
     (stage,) = result.memory.stages
     weights, grads, opt = bytes_per_param
     assert_states(stage, TOTAL, weights=weights, grads=grads, opt=opt)
@@ -139,14 +139,14 @@ def test_zero_stages_shard_states_over_dp(zero: int, bytes_per_param: tuple) -> 
 def test_fsdp_states_are_16_over_n() -> None:
     # torchtitan: fp32 sharded weights (the master copy) 4, fp32 grads 4, moments 8, all /N
     result = run(framework="torchtitan", zero_stage=3)
-    assert result.config["state_layout"] == "fsdp"
+    assert result.config.state_layout == "fsdp"
     (stage,) = result.memory.stages
     assert_states(stage, TOTAL, weights=4 / 8, grads=4 / 8, opt=8 / 8)
 
 
 def test_estimate_applies_the_torchtitan_fsdp_default() -> None:
     result = run(framework="torchtitan")
-    assert result.config["zero_stage"] == 3
+    assert result.config.zero_stage == 3
     (stage,) = result.memory.stages
     assert_states(stage, TOTAL, weights=4 / 8, grads=4 / 8, opt=8 / 8)
 
@@ -157,7 +157,7 @@ def test_estimate_applies_the_torchtitan_fsdp_default() -> None:
 def test_plain_pytorch_states(layout_name: str, bytes_per_param: tuple) -> None:
     # 64 sequences over dp 8: 8 micro-batches, so the gradients accumulate all step
     result = run(framework="pytorch", state_layout_name=layout_name)
-    assert result.config["state_layout"] == layout_name and result.config["microbatches"] == 8
+    assert result.config.state_layout == layout_name and result.config.microbatches == 8
     (stage,) = result.memory.stages
     weights, grads, opt = bytes_per_param
     assert_states(stage, TOTAL, weights=weights, grads=grads, opt=opt)

@@ -146,7 +146,7 @@ def schedules(draw: st.DrawFn) -> tuple[int, int, int]:
     vpp = 1 if pp == 1 else draw(st.integers(min_value=1, max_value=4))
     if vpp == 1:
         microbatches = draw(st.integers(min_value=1, max_value=14))
-    else:  # Megatron's interleaved schedule needs m a multiple of p (rule 24)
+    else:  # Megatron's interleaved schedule needs m a multiple of p
         microbatches = pp * draw(st.integers(min_value=1, max_value=4))
     return pp, vpp, microbatches
 
@@ -168,7 +168,7 @@ def test_every_schedule_is_complete_ordered_and_executable(case: tuple[int, int,
 
 
 def test_interleaved_partial_group_is_refused_or_complete() -> None:
-    # Megatron (rule 24) raises for m % p != 0 with the default group size p; either
+    # Megatron (interleaved schedule) raises for m % p != 0 with the default group size p; either
     # refusing or producing a complete schedule is acceptable, inventing ops is not.
     try:
         ops = rank_ops(rank=0, pp=4, vpp=2, microbatches=6)

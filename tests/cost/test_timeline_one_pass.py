@@ -1,4 +1,4 @@
-"""The one-pass walk of a pipeline schedule (``timeline._flat_finish``) gives the op-by-op
+"""The one-pass walk of a pipeline schedule (``one_pass.flat_finish``) gives the op-by-op
 walk's floats, bit for bit, and ``simulate`` takes it where it is the cheaper path."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from planner.cost import timeline as timeline_module
-from planner.cost.timeline import PipelineTimes, simulate
+from planner.cost._timeline import one_pass
+from planner.cost._timeline.walk import PipelineTimes, walk
+from planner.cost.timeline import simulate
 
 
 def _times(rng: random.Random, pp: int, vpp: int, m: int) -> PipelineTimes:
@@ -30,24 +31,24 @@ def test_one_pass_equals_the_walk(seed: int) -> None:
     vpp = rng.choice((1, 1, 2, 4)) if pp > 1 else 1
     m = rng.randint(1, 300) if vpp == 1 else pp * rng.randint(1, 40)
     times = _times(rng, pp, vpp, m)
-    _starts, free = timeline_module._walk(times)
-    assert timeline_module._flat_finish(times) == free
+    _starts, free = walk(times)
+    assert one_pass.flat_finish(times) == free
 
 
 def test_simulate_takes_one_pass_for_small_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
     """The service's schedules (up to a few thousand ops) go through the one pass, and
     ``simulate`` still equals the walk there; large ones still skip cycles."""
     passes: list[int] = []
-    flat = timeline_module._flat_finish
+    flat = one_pass.flat_finish
 
     def counting(times: PipelineTimes) -> list[float]:
         passes.append(times.microbatches)
         return flat(times)
 
-    monkeypatch.setattr(timeline_module, "_flat_finish", counting)
+    monkeypatch.setattr(one_pass, "flat_finish", counting)
     rng = random.Random(3)
     for pp, vpp, m in ((2, 1, 512), (4, 2, 256), (2, 1, 64), (8, 2, 128), (2, 1, 8192)):
         times = _times(rng, pp, vpp, m)
-        _starts, free = timeline_module._walk(times)
+        _starts, free = walk(times)
         assert simulate(times).step_s == max(free)
     assert passes == [512, 256, 64, 128]

@@ -1,9 +1,12 @@
-"""DeepSpeed emitter: golden files, refusals, round trip, determinism, DeepSpeed's own rules.
+"""DeepSpeed emitter: what only DeepSpeed has, and DeepSpeed's own checks of the config.
 
-The rules are checked twice: always against a table of DeepSpeed keys and rules kept here
-(frameworks.md section 2, DeepSpeed 0.19.6 source), and, where ``deepspeed`` is importable,
-by DeepSpeed's own ``DeepSpeedConfig`` (which also checks that the table matches its models).
-Regenerate the golden files with ``UPDATE_GOLDEN=1``.
+The contract every emitter keeps (golden files, determinism, round trip, refusals) is in
+``test_contract.py``; the plans are ``deepspeed_cases.DEEPSPEED_CASES``. Here: the launch
+command and README, the reader's batch-key arithmetic, and DeepSpeed's rules checked
+twice: always against a table of DeepSpeed keys and rules kept here (DeepSpeed 0.19.6
+source: ``deepspeed/runtime/config.py``, ``zero/config.py``, ``pipe/engine.py``), and,
+where ``deepspeed`` is importable, by DeepSpeed's own ``DeepSpeedConfig`` (which also
+checks that the table matches its models).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,85 +21,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from deepspeed_cases import DEEPSPEED_BASE as BASE
+from deepspeed_cases import DEEPSPEED_CASES
+from emitter_cases import built, load_plan
 
-from planner.emit.base import EmitError, EmitInput, emit_input_from_estimate, get_emitter
+from planner.emit.base import EmitError, EmitInput
 from planner.emit.deepspeed import DeepSpeedEmitter, deepspeed_config, parse_deepspeed_config
-from planner.specs.layout import ParallelConfig
 
-PLANS = Path(__file__).parents[1] / "fixtures" / "plans"
-GOLDEN = Path(__file__).parent / "golden" / "deepspeed"
-EXPRESSIBLE = ["llama-3.1-8b-8xh100-zero2", "llama-3.1-8b-8xh100-fsdp"]
-FIXED_PREDICTIONS = {"step_time_s": 3.25, "tokens_per_s": 80000.0, "mfu": 0.5, "peak_gib": 60.0}
 DEEPSPEED_MISSING = (
     "deepspeed is not installed (CI has no torch/deepspeed); the key-table tests check its rules"
 )
 
 
-@pytest.fixture(autouse=True)
-def _fixed_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Goldens must not change with the installed autopar version."""
-    monkeypatch.setattr("planner.emit.deepspeed.autopar_version", lambda: "0.0.0+test")
+PLANS_TO_CHECK = built(DEEPSPEED_CASES)
 
 
-def load_plan(stem: str, *, precision: str | None = None, **layout: Any) -> EmitInput:
-    """A fixture plan with fixed predictions; ``layout`` overrides ParallelConfig fields."""
-    plan = emit_input_from_estimate(json.loads((PLANS / f"{stem}.json").read_text()))
-    fields = {**plan.layout.model_dump(), **layout}
-    return dataclasses.replace(
-        plan,
-        layout=ParallelConfig(**fields),
-        precision=precision or plan.precision,
-        predictions=dict(FIXED_PREDICTIONS),
-    )
-
-
-BASE = "llama-3.1-8b-8xh100-zero2"  # llama-3.1-8b: 32 layers, 32 heads, 8 KV heads; 8 GPUs, 64 seqs
-VARIANTS: dict[str, dict[str, Any]] = {
-    "pp2-zero1-full": dict(pp=2, dp=4, mbs=2, zero_stage=1, recompute="full"),
-    "pp2-zero0-uniform2-fp16": dict(
-        pp=2, dp=4, zero_stage=0, recompute="full", recompute_method="uniform",
-        recompute_num_layers=2, precision="fp16",
-    ),
-    "ulysses4-zero3-offload-half": dict(
-        cp=4, dp=2, cp_comm_type="a2a", zero_stage=3, offload_optimizer_fraction=0.5
-    ),
-    "ulysses2-zero1-overlap": dict(
-        cp=2, dp=4, cp_comm_type="a2a", zero_stage=1, overlap_grad_reduce=True
-    ),
-    "zero1-offload-fp32": dict(zero_stage=1, offload_optimizer_fraction=1.0, precision="fp32"),
-    "zero0-selective": dict(zero_stage=0, recompute="selective"),
-}  # fmt: skip
-
-
-def expressible_plans() -> dict[str, EmitInput]:
-    plans = {stem: load_plan(stem) for stem in EXPRESSIBLE}
-    plans.update({name: load_plan(BASE, **fields) for name, fields in VARIANTS.items()})
-    return plans
-
-
-PLANS_TO_CHECK = expressible_plans()
-
-
-# -- golden files ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("stem", EXPRESSIBLE)
-def test_golden_files(stem: str) -> None:
-    files = DeepSpeedEmitter().emit(load_plan(stem)).as_dict()
-    folder = GOLDEN / stem
-    if os.environ.get("UPDATE_GOLDEN"):
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.iterdir():
-            stale.unlink()
-        for name, text in files.items():
-            (folder / name).write_text(text)
-    assert sorted(path.name for path in folder.iterdir()) == sorted(files)
-    for name, text in files.items():
-        assert (folder / name).read_text() == text, f"{stem}/{name} differs (UPDATE_GOLDEN=1)"
-
-
-def test_registered_under_its_name() -> None:
-    assert isinstance(get_emitter("deepspeed"), DeepSpeedEmitter)
+# -- the launch script and README ----------------------------------------------------------
 
 
 def test_emitted_files_and_launch_command() -> None:
@@ -140,106 +79,7 @@ def test_readme_notes_what_the_model_code_must_do() -> None:
     assert "num_stages=2" in pipeline["README.md"]
 
 
-# -- refusals -------------------------------------------------------------------------------
-
-
-def test_tensor_parallel_fixture_is_refused_with_every_reason() -> None:
-    plan = load_plan("llama-3.1-70b-64xh100")
-    with pytest.raises(EmitError) as refused:
-        DeepSpeedEmitter().emit(plan)
-    message = str(refused.value)
-    assert "tp = 8: DeepSpeed's config has no tensor parallelism" in message
-    assert "Megatron-DeepSpeed" in message and "emit megatron" in message
-    assert "distributed_optimizer is Megatron-only" in message and "zero_stage 1" in message
-    assert "vpp = 2" in message and "interleaved" in message
-
-
-def test_expert_parallel_fixture_is_refused() -> None:
-    with pytest.raises(EmitError) as refused:
-        DeepSpeedEmitter().emit(load_plan("mixtral-8x7b-16xh100"))
-    assert "ep = 8: expert parallelism" in str(refused.value)
-    assert "tp = 2" in str(refused.value)
-
-
-REFUSALS = {
-    "pipeline with ZeRO-2": (dict(pp=2, dp=4, zero_stage=2), "ZeRO stage < 2"),
-    "pipeline with ZeRO-3": (dict(pp=2, dp=4, zero_stage=3), "ZeRO stage < 2"),
-    "ring attention": (dict(cp=2, dp=4, cp_comm_type="p2p"), "ring attention"),
-    "all-gather CP": (dict(cp=2, dp=4, cp_comm_type="all_gather"), "ring attention"),
-    "fp8": (dict(precision="fp8"), "no fp8 training switch"),
-    "partial offload below stage 3": (
-        dict(zero_stage=2, offload_optimizer_fraction=0.5),
-        "only supported with ZeRO stage 3",
-    ),
-    "offload without ZeRO": (
-        dict(zero_stage=0, offload_optimizer_fraction=1.0),
-        "needs ZeRO stage 1, 2 or 3",
-    ),
-    "distributed optimizer": (
-        dict(zero_stage=0, distributed_optimizer=True),
-        "Megatron-only: use zero_stage 1",
-    ),
-    "interleaved pipeline": (dict(pp=2, dp=4, zero_stage=1, vpp=2), "interleaved"),
-    "uneven stages": (
-        dict(pp=2, dp=4, zero_stage=1, first_stage_layers=15, last_stage_layers=17),
-        "per-stage layer count",
-    ),
-    "Ulysses with pipeline": (
-        dict(pp=2, cp=2, dp=2, zero_stage=1, cp_comm_type="a2a"),
-        "pipe and data axes only",
-    ),
-    "block recompute in a pipeline": (
-        dict(pp=2, dp=4, zero_stage=1, recompute="full", recompute_method="block",
-             recompute_num_layers=2),
-        "never only the first N",
-    ),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("case", sorted(REFUSALS))
-def test_refuses_what_deepspeed_cannot_express(case: str) -> None:
-    fields, reason = REFUSALS[case]
-    with pytest.raises(EmitError, match="deepspeed cannot express this plan") as refused:
-        deepspeed_config(load_plan(BASE, **fields))
-    assert reason in str(refused.value)
-
-
-def test_refuses_ulysses_head_split_that_does_not_divide() -> None:
-    plan = load_plan(BASE, cp=4, dp=2, cp_comm_type="a2a")
-    model = plan.model.model_copy(update={"num_attention_heads": 24, "num_kv_heads": 6})
-    with pytest.raises(EmitError, match=r"KV heads \(6\) and cp \(4\)"):
-        deepspeed_config(dataclasses.replace(plan, model=model))
-
-
-def test_refuses_a_global_batch_deepspeed_would_floor() -> None:
-    plan = dataclasses.replace(load_plan(BASE), global_batch=60)
-    with pytest.raises(EmitError, match="floor division"):
-        deepspeed_config(plan)
-
-
-# -- round trip and determinism -------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", sorted(PLANS_TO_CHECK))
-def test_round_trip(name: str) -> None:
-    plan = PLANS_TO_CHECK[name]
-    layout = plan.layout
-    parsed = parse_deepspeed_config(deepspeed_config(plan), world_size=plan.num_gpus)
-    expected = {
-        "dp": layout.dp,
-        "cp": layout.cp,
-        "pp": layout.pp,
-        "mbs": layout.mbs,
-        "grad_accumulation": plan.grad_accumulation,
-        "global_batch": plan.global_batch,
-        "zero_stage": layout.zero_stage,
-        "offload_optimizer_fraction": layout.offload_optimizer_fraction,
-        "recompute": "full" if layout.recompute == "full" else "none",
-        "precision": plan.precision,
-    }
-    if layout.cp > 1:
-        expected["cp_comm_type"] = "a2a"
-    assert parsed == expected
+# -- the reader, and the file format ---------------------------------------------------------
 
 
 def test_parse_derives_the_missing_batch_key_and_checks_the_identity() -> None:
@@ -260,17 +100,14 @@ def test_parse_derives_the_missing_batch_key_and_checks_the_identity() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PLANS_TO_CHECK))
-def test_deterministic(name: str) -> None:
-    first = DeepSpeedEmitter().emit(PLANS_TO_CHECK[name])
-    rebuilt = load_plan(BASE, **VARIANTS[name]) if name in VARIANTS else load_plan(name)
-    assert DeepSpeedEmitter().emit(rebuilt) == first
-    text = first.as_dict()["ds_config.json"]
+def test_config_file_is_sorted_indented_json(name: str) -> None:
+    text = DeepSpeedEmitter().emit(PLANS_TO_CHECK[name]).as_dict()["ds_config.json"]
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
 
 
 # -- DeepSpeed's keys and rules, as a table (always runs) ---------------------------------
 
-# Keys the emitter may write, each with its type (frameworks.md 2.1-2.7; DeepSpeed 0.19.6
+# Keys the emitter may write, each with its type (DeepSpeed 0.19.6
 # deepspeed/runtime/config.py, zero/config.py, zero/offload_config.py, precision_config.py,
 # activation_checkpointing/config.py). Checked against DeepSpeed's own models below.
 TOP_LEVEL_KEYS = {
@@ -316,7 +153,8 @@ BLOCK_KEYS = {
     "pipeline": {"stages", "partition", "activation_checkpoint_interval"},
 }
 OFFLOAD_OPTIMIZER_KEYS = {"device", "pin_memory", "ratio"}
-# Source defaults (deepspeed/runtime/zero/config.py; the docs differ on two: pitfall 9)
+# Source defaults (deepspeed/runtime/zero/config.py; its docs' config-json page shows other
+# values for two of them, and the source is what runs)
 ZERO_SOURCE_DEFAULTS = {
     "contiguous_gradients": True,
     "reduce_bucket_size": 500_000_000,
@@ -328,7 +166,10 @@ ZERO_SOURCE_DEFAULTS = {
 
 
 def rule_violations(config: dict[str, Any], *, plan: EmitInput) -> list[str]:
-    """DeepSpeed's rules for a config of ``plan`` (frameworks.md 2.1-2.6, pitfalls 6-7)."""
+    """DeepSpeed's rules for a config of ``plan``: the batch identity
+    (``DeepSpeedConfig._batch_assertion``), the ZeRO block (``zero/config.py``, partial
+    offload only at stage 3), no ZeRO-2/3 under the pipeline engine (``pipe/engine.py``),
+    and one half-precision block at most."""
     problems = []
     for key, value in config.items():
         if key not in TOP_LEVEL_KEYS or type(value) is not TOP_LEVEL_KEYS[key]:

@@ -1,11 +1,15 @@
-"""torchtitan emitters: golden files, refusals, TOML round trip, determinism, torchtitan's rules.
+"""torchtitan emitters: what only torchtitan has, and torchtitan's own checks of the output.
 
-Checked three ways: always against the field tables and restated rules kept in
-``planner.emit.torchtitan`` (frameworks.md section 3); where torchtitan 0.2.x is installed,
-by its own ``ConfigManager`` (which rejects unknown TOML keys) and ``ParallelDims``; where
-torchtitan 0.3.x is installed, by loading the emitted recipe through its ``ConfigManager``
-(``--module/--config``) and checking every field, the mesh and the pipeline split. CI has
-no torch, so those two skip there. Regenerate the golden files with ``UPDATE_GOLDEN=1``.
+The contract every emitter keeps (golden files, determinism, round trip, refusals) is in
+``test_contract.py``, run on both formats; the plans are
+``torchtitan_cases.TORCHTITAN_CASES``. Here: what one version refuses the other expresses,
+the batch semantics, the field tables and torchtitan's rules restated
+(``planner.emit.torchtitan``, from ``distributed/parallel_dims.py``, ``trainer.py`` and
+``distributed/pipeline_parallel.py``), the recipe's form and the launcher; and where
+torchtitan 0.2.x is installed, its own ``ConfigManager`` (which rejects unknown TOML keys)
+and ``ParallelDims``; where torchtitan 0.3.x is installed, the emitted recipe loaded
+through its ``ConfigManager`` (``--module/--config``) with every field, the mesh and the
+pipeline split checked. CI has no torch, so those two skip there.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from emitter_cases import built
+from torchtitan_cases import TORCHTITAN_CASES, TORCHTITAN_REFUSALS, torchtitan_refusal_plan
 
 from planner.catalog import catalog_model
-from planner.emit.base import EmitError, EmitInput, emit_input_from_estimate, get_emitter
+from planner.emit.base import EmitError, EmitInput
 from planner.emit.torchtitan import (
     RECIPE_FILE,
     RECIPE_MODULE,
@@ -42,195 +46,47 @@ from planner.emit.torchtitan import (
     rule_violations,
     torchtitan_settings,
 )
-from planner.specs.layout import ParallelConfig, stage_layer_counts
+from planner.specs.layout import stage_layer_counts
 
-PLANS = Path(__file__).parents[1] / "fixtures" / "plans"
-GOLDEN = Path(__file__).parent / "golden" / "torchtitan"
-FIXED_PREDICTIONS = {"step_time_s": 3.25, "tokens_per_s": 80000.0, "mfu": 0.5, "peak_gib": 60.0}
 FORMATS = {"current": TorchtitanEmitter(), "v0.2": TorchtitanTomlEmitter()}
 ALL_KEYS = {(s, k) for s, keys in V02_FIELDS.items() for k in keys} | V02_ABSENT
 NO_TORCHTITAN = "torchtitan is not installed (CI has no torch); the field tables and rules check"
-
-
-@pytest.fixture(autouse=True)
-def _fixed_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Goldens must not change with the installed autopar version."""
-    monkeypatch.setattr("planner.emit.torchtitan.autopar_version", lambda: "0.0.0+test")
-
-
-def load_plan(
-    stem: str, *, model: str | None = None, precision: str | None = None, **layout: Any
-) -> EmitInput:
-    """A fixture plan with fixed predictions; ``layout`` overrides ParallelConfig fields."""
-    plan = emit_input_from_estimate(json.loads((PLANS / f"{stem}.json").read_text()))
-    return dataclasses.replace(
-        plan,
-        model=catalog_model(model).spec if model else plan.model,
-        layout=ParallelConfig(**{**plan.layout.model_dump(), **layout}),
-        precision=precision or plan.precision,
-        predictions=dict(FIXED_PREDICTIONS),
-    )
-
-
-EIGHT_B = "llama-3.1-8b-8xh100-fsdp"  # 32 layers, 32 heads, 8 KV heads; 8 GPUs, 64 x 4096
-SEVENTY_B = "llama-3.1-70b-64xh100"  # 80 layers; 64 GPUs (8 nodes), 512 x 8192
-CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    EIGHT_B: (EIGHT_B, {}),
-    "llama-3.1-70b-64xh100-fsdp-pp4-vpp2": (
-        SEVENTY_B,
-        dict(distributed_optimizer=False, zero_stage=3),
-    ),
-    "llama-3.1-8b-tp2-cp2-fp8-async-tp": (
-        EIGHT_B,
-        dict(
-            tp=2, cp=2, dp=2, sequence_parallel=True, tp_comm_overlap=True,
-            cp_comm_type="all_gather", recompute="selective", precision="fp8",
-        ),
-    ),
-    "llama-3.1-8b-pp4-uneven": (
-        EIGHT_B,
-        dict(pp=4, dp=2, mbs=2, recompute="none", first_stage_layers=7, last_stage_layers=7),
-    ),
-    "qwen3-30b-a3b-8xh100-ep8": (EIGHT_B, dict(model="qwen3-30b-a3b", ep=8)),
-}  # fmt: skip
+PLANS_TO_CHECK = built(TORCHTITAN_CASES)
+CASES = sorted(TORCHTITAN_CASES)
 
 
 def case_plan(case: str) -> EmitInput:
-    stem, overrides = CASES[case]
-    return load_plan(stem, **overrides)
+    return PLANS_TO_CHECK[case]
 
 
-# --- golden files, registry, determinism -----------------------------------------------------
+# --- the two versions --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_emitted_files_match_golden(case: str, fmt: str) -> None:
-    files = FORMATS[fmt].emit(case_plan(case)).as_dict()
-    folder = GOLDEN / case / fmt
-    if os.environ.get("UPDATE_GOLDEN"):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (folder / name).write_text(text)
-    assert sorted(files) == sorted(path.name for path in folder.iterdir())
-    for name, text in files.items():
-        assert text == (folder / name).read_text(), f"{case}/{fmt}/{name} differs from golden"
+@pytest.mark.parametrize(
+    "name", [name for name, case in TORCHTITAN_REFUSALS.items() if len(case[2]) == 1]
+)
+def test_what_one_version_refuses_the_other_expresses(name: str) -> None:
+    """The contract checks each refusal; this, that the gap is the version's alone."""
+    (refusing,) = TORCHTITAN_REFUSALS[name][2]
+    other = FORMATS["v0.2" if refusing == "current" else "current"]
+    plan = torchtitan_refusal_plan(name)
+    with pytest.raises(EmitError):
+        FORMATS[refusing].emit(plan)
+    assert other.emit(plan).files
 
 
-def test_both_formats_are_registered() -> None:
-    assert isinstance(get_emitter("torchtitan"), TorchtitanEmitter)
-    assert isinstance(get_emitter("torchtitan-toml"), TorchtitanTomlEmitter)
-
-
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_output_is_deterministic(fmt: str) -> None:
+def test_settings_order_does_not_change_the_files() -> None:
     plan = case_plan("llama-3.1-8b-tp2-cp2-fp8-async-tp")
-    assert FORMATS[fmt].emit(plan) == FORMATS[fmt].emit(plan)
     settings = torchtitan_settings(plan)
     shuffled = {s: dict(reversed(settings[s].items())) for s in reversed(list(settings))}
     assert render_toml(shuffled) == render_toml(settings)
     assert render_recipe(shuffled, plan) == render_recipe(settings, plan)
 
 
-# --- refusals ----------------------------------------------------------------------------------
-
-
-REFUSALS: dict[str, tuple[str, dict[str, Any], tuple[str, ...], list[str]]] = {
-    # name: (fixture, overrides, formats refusing, phrases the message must contain)
-    "mixtral": ("mixtral-8x7b-16xh100", {}, ("current", "v0.2"),
-                ["no model definition for mixtral/mixtral-8x7b", "supported: llama-3.1-8b"]),
-    "distributed-optimizer": (SEVENTY_B, {}, ("current", "v0.2"), ["use FSDP (zero 3)"]),
-    "zero2": ("llama-3.1-8b-8xh100-zero2", {}, ("current", "v0.2"), ["ZeRO-2"]),
-    "fp16": (EIGHT_B, dict(precision="fp16"), ("current", "v0.2"), ["fp16"]),
-    "offload": (EIGHT_B, dict(offload_optimizer_fraction=0.5), ("current", "v0.2"),
-                ["enable_cpu_offload"]),
-    "ulysses": (EIGHT_B, dict(cp=2, dp=4, cp_comm_type="a2a"), ("current", "v0.2"), ["Ulysses"]),
-    "ddp-with-cp": (EIGHT_B, dict(cp=2, dp=4, zero_stage=0), ("current", "v0.2"), ["CP ranks"]),
-    "recompute-block": (EIGHT_B, dict(recompute_method="block", recompute_num_layers=4),
-                        ("current", "v0.2"), ["block with 4 of 32 layers"]),
-    "recompute-uniform-2": (EIGHT_B, dict(recompute_method="uniform", recompute_num_layers=2),
-                            ("current", "v0.2"), ["uniform"]),
-    "heavy-first-stage": (EIGHT_B, dict(pp=4, dp=2, first_stage_layers=11, last_stage_layers=5),
-                          ("current", "v0.2"), ["module_fqns_per_model_part"]),
-    "uneven-vpp": (EIGHT_B, dict(pp=2, dp=4, vpp=2, first_stage_layers=14, last_stage_layers=18),
-                   ("current", "v0.2"), ["vpp > 1"]),
-    "expert-tp-without-ep": (EIGHT_B, dict(model="qwen3-30b-a3b", tp=2, dp=4, etp=1,
-                             sequence_parallel=True), ("current", "v0.2"), ["etp 1 with ep 1"]),
-    "cp-ring": (EIGHT_B, dict(cp=2, dp=4), ("current",), ["all-gathers", "0.2"]),
-    "expert-tp": (EIGHT_B, dict(model="qwen3-30b-a3b", tp=2, dp=4, ep=4, sequence_parallel=True),
-                  ("current",), ["etp > 1"]),
-    "tp-without-sp": (EIGHT_B, dict(tp=2, dp=4), ("v0.2",), ["sequence parallelism"]),
-    "ddp-with-tp": (EIGHT_B, dict(tp=2, dp=4, sequence_parallel=True, zero_stage=0), ("v0.2",),
-                    ["DDP has not supported > 1D parallelism"]),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-@pytest.mark.parametrize("name", sorted(REFUSALS))
-def test_refusal_names_the_reason(name: str, fmt: str) -> None:
-    stem, overrides, refusing, phrases = REFUSALS[name]
-    plan = load_plan(stem, **overrides)
-    if fmt not in refusing:
-        FORMATS[fmt].emit(plan)  # the other version can express it
-        return
-    with pytest.raises(EmitError) as error:
-        FORMATS[fmt].emit(plan)
-    for phrase in phrases:
-        assert phrase in str(error.value)
-
-
-def test_refuses_a_model_named_like_a_catalogue_one_but_shaped_differently() -> None:
-    plan = load_plan(EIGHT_B)
-    other = plan.model.model_copy(update={"num_layers": 40})
-    with pytest.raises(EmitError, match="has 40 layers of width 4096 but torchtitan's llama3 8B"):
-        torchtitan_settings(dataclasses.replace(plan, model=other))
-
-
-def test_refuses_a_seq_len_that_tp_and_cp_do_not_divide() -> None:
-    plan = dataclasses.replace(case_plan("llama-3.1-8b-tp2-cp2-fp8-async-tp"), seq_len=4100)
-    for emitter in FORMATS.values():
-        with pytest.raises(EmitError, match="seq_len 4100 must be divisible by 8"):
-            emitter.emit(plan)
-
-
-def test_every_refusal_is_listed_at_once() -> None:
-    plan = load_plan("mixtral-8x7b-16xh100", precision="fp16")
-    with pytest.raises(EmitError) as error:
-        torchtitan_settings(plan)
-    assert all(part in str(error.value) for part in ("mixtral", "use FSDP", "fp16"))
-
-
 # --- what the settings say ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_toml_round_trip_gives_back_the_plan(case: str) -> None:
-    plan = case_plan(case)
-    text = FORMATS["v0.2"].emit(plan).as_dict()[TOML_FILE]
-    settings = parse_toml(text)
-    assert settings == torchtitan_settings(plan)
-    layout, par, train = plan.layout, settings["parallelism"], settings["training"]
-    degrees = {
-        "data_parallel": par["data_parallel_replicate_degree"] * par["data_parallel_shard_degree"],
-        **{axis: par[f"{axis}_parallel_degree"] for axis in ("tensor", "context", "pipeline")},
-        "expert": par["expert_parallel_degree"],
-    }
-    assert degrees == {
-        "data_parallel": plan.dp,
-        "tensor": layout.tp,
-        "context": layout.cp,
-        "pipeline": layout.pp,
-        "expert": layout.ep,
-    }
-    assert par["data_parallel_shard_degree"] == (plan.dp if layout.zero_stage == 3 else 1)
-    assert (train["global_batch_size"], train["seq_len"]) == (plan.global_batch, plan.seq_len)
-    assert settings["activation_checkpoint"]["mode"] == layout.recompute
-    if layout.pp > 1:
-        schedule = "Interleaved1F1B" if layout.interleaved else "1F1B"
-        assert par["pipeline_parallel_schedule"] == schedule
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_batch_follows_torchtitan_semantics(case: str) -> None:
     """Trainer.__init__: accumulation = global // (local x dp); pipeline micro-batches =
     local // pipeline_parallel_microbatch_size. Megatron's micro-batches per step must match."""
@@ -253,7 +109,7 @@ def test_toml_parser_reads_dotted_sections_and_refuses_loose_keys() -> None:
         parse_toml("steps = 3\n[training]\nseq_len = 8\n")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_every_key_is_a_torchtitan_field(case: str) -> None:
     settings = torchtitan_settings(case_plan(case))
     for section, values in settings.items():
@@ -261,7 +117,7 @@ def test_every_key_is_a_torchtitan_field(case: str) -> None:
             assert key in V02_FIELDS.get(section, ()) or (section, key) in V02_ABSENT
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_emitted_settings_obey_torchtitans_rules(case: str) -> None:
     plan = case_plan(case)
     for version in ("current", "0.2"):
@@ -301,7 +157,7 @@ def _call_keywords(tree: ast.AST, callee: str) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_recipe_is_a_config_function_using_current_field_names(case: str) -> None:
     plan = case_plan(case)
     tree = ast.parse(FORMATS["current"].emit(plan).as_dict()[RECIPE_FILE])
@@ -323,7 +179,7 @@ def _ruff() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("ruff")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_recipe_is_formatted_as_ruff_would(case: str) -> None:
     ruff = _ruff()
     if ruff is None:
@@ -389,7 +245,7 @@ def test_v02_field_table_matches_jobconfig() -> None:
         assert key not in fields_of(section)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_toml_is_accepted_by_torchtitan_02(case: str, tmp_path: Path) -> None:
     _torchtitan("0.2.")
     from torchtitan.config import ConfigManager
@@ -448,7 +304,7 @@ def test_model_table_matches_torchtitan_03() -> None:
         assert callable(getattr(recipes, entry.base_recipe))
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_recipe_is_accepted_by_torchtitan_03(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

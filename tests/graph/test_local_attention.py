@@ -105,7 +105,7 @@ def test_score_buffer_is_held_at_every_moment(recompute: str) -> None:
     """The score buffer adds exactly mbs·2·a·s² to the states of every moment: the
     optimizer moment (weights, gradients, states and buffers only) shows it."""
     local, fused = _estimate(recompute, "local"), _estimate(recompute, "transformer_engine")
-    assert local.config["layer_spec"] == "local"
+    assert local.config.layer_spec == "local"
     buffer_gib = 2 * 2 * A * S * S / 2**30
     stage, other = local.memory.stages[0], fused.memory.stages[0]
     assert stage.weights_gib == other.weights_gib

@@ -4,7 +4,8 @@ The model (8 layers of width 2048) on 8 H100s with tp and pp pinned to 2 plans i
 a second and leaves the refinement every kind of knob (micro-batch, vpp, stage split,
 recompute, TP overlap, DP overlaps). A headroom of 60 GiB makes the larger micro-batches
 not fit, and a global batch of 48 sequences makes some interleaved layouts illegal
-(3 micro-batches on 2 stages, rule 24), so trials of every status occur.
+(3 micro-batches on 2 stages: interleaved stages need a multiple of pp), so trials of
+every status occur.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import optuna
 import pytest
 
 from planner.catalog import load_cluster
-from planner.plan import PlanResult, plan
+from planner.plan import PlanRequest, PlanResult, plan
 from planner.refine import RefineProblem, seeds_from_plans
 from planner.specs import ModelSpec, WorkloadSpec
 
@@ -44,12 +45,14 @@ def _quiet_optuna() -> None:
 @pytest.fixture(scope="session")
 def solver_result() -> PlanResult:
     return plan(
-        model=MODEL,
-        cluster=CLUSTER,
-        workload=WORKLOAD,
-        fixed={"tp": 2, "pp": 2},
-        headroom_gib=HEADROOM_GIB,
-        top_k=3,
+        PlanRequest(
+            model=MODEL,
+            cluster=CLUSTER,
+            workload=WORKLOAD,
+            fixed={"tp": 2, "pp": 2},
+            headroom_gib=HEADROOM_GIB,
+            top_k=3,
+        )
     )
 
 

@@ -8,7 +8,15 @@ import itertools
 
 import pytest
 
-from planner import ModelSpec, MoESpec, ParallelConfig, WorkloadSpec, load_cluster, plan
+from planner import (
+    ModelSpec,
+    MoESpec,
+    ParallelConfig,
+    PlanRequest,
+    WorkloadSpec,
+    load_cluster,
+    plan,
+)
 from planner.errors import SpecError
 from planner.refine.hardware import (
     _kendall_tau,
@@ -73,7 +81,9 @@ def test_a_missing_script_is_a_clear_error(tiny: ModelSpec, tmp_path) -> None:  
 @pytest.mark.skipif(not HAS_TORCH, reason="the measuring script needs torch (autopar[profile])")
 def test_top_plans_measured_on_the_cpu_and_ranked(tiny: ModelSpec) -> None:
     cluster = load_cluster("dgx-h100", gpus=1)
-    result = plan(model=tiny, cluster=cluster, workload=WORKLOAD, framework="pytorch", top_k=4)
+    result = plan(
+        PlanRequest(model=tiny, cluster=cluster, workload=WORKLOAD, framework="pytorch", top_k=4)
+    )
     ranking = measure_candidates(
         [p.config for p in result.plans], model=tiny, cluster=cluster, workload=WORKLOAD,
         device="cpu", steps=3,

@@ -17,7 +17,7 @@ def test_first_trials_are_the_solver_plans(problem: RefineProblem, storage: str,
     assert all(t.seed_rank is None for t in result.trials[seeds:])
     for trial, entry in zip(first, solver_result.plans, strict=True):
         assert trial.status == "feasible"
-        assert trial.layout == {k: entry.config[k] for k in trial.layout}
+        assert trial.layout == {k: getattr(entry.config, k) for k in trial.layout}
         assert trial.step_time_s == entry.time.step_time_s
         assert trial.tokens_per_s == entry.time.tokens_per_s
     # the solver's best is a trial, so refinement can only match or beat it

@@ -9,6 +9,7 @@ from planner.errors import SpecError
 from planner.search.candidates import enumerate_layouts, enumerate_space
 from planner.specs import ModelSpec, MoESpec, ParallelConfig, WorkloadSpec
 from planner.specs.layout import layout_violations
+from planner.specs.rules import Rule
 
 WORKLOAD = WorkloadSpec(seq_len=64, global_batch=4)
 
@@ -28,7 +29,8 @@ def test_tiny_model_on_two_gpus_counted_by_hand(tiny_model: ModelSpec) -> None:
     assert space.considered == 16
     assert len(space.layouts) == 12
     assert sum(space.dropped.values()) == 4
-    assert "must be divisible by vpp" in next(iter(space.examples.values()))
+    assert space.dropped == {Rule.LAYERS_PER_RANK_DIVISIBLE_BY_VPP: 4}
+    assert "must be divisible by vpp" in space.examples[Rule.LAYERS_PER_RANK_DIVISIBLE_BY_VPP]
     keys = {_key(layout) for layout in space.layouts}
     assert (1, 1, 2, 1, 2, 1) in keys and (1, 1, 2, 1, 4, 1) not in keys
     assert (2, 1, 1, 1, None, 2) in keys

@@ -14,7 +14,7 @@ import pytest
 
 from planner.catalog import load_cluster
 from planner.errors import Infeasible, SpecError
-from planner.plan import plan
+from planner.plan import PlanRequest, plan
 from planner.predict import estimate
 from planner.search.candidates import enumerate_layouts
 from planner.search.driver import search
@@ -57,8 +57,8 @@ def test_cost_is_the_cheapest_budget_over_sizes(tiny_model: ModelSpec) -> None:
         tiny_model, load_cluster("dgx-h100", gpus=16), WORKLOAD, objective="cost",
         price_per_gpu_hour=PRICE, token_budget=BUDGET, max_mbs=2, split_solver=False, top_k=3,
     )  # fmt: skip
-    assert result.search["optimal"] and result.search["objective"] == "cost"
-    assert result.search["gpus_searched"] == [1, 2, 4, 8, 16]
+    assert result.search.optimal and result.search.objective == "cost"
+    assert result.search.gpus_searched == [1, 2, 4, 8, 16]
     best = result.plans[0]
     assert best.training is not None
     assert best.training["cost"] == round(cheapest, 2)
@@ -81,16 +81,18 @@ def test_min_gpus_is_the_smallest_size_meeting_the_deadline(tiny_model: ModelSpe
         token_budget=BUDGET, deadline_hours=deadline, top_k=2, max_mbs=2, split_solver=False,
     )  # fmt: skip
     best = result.plans[0]
-    assert best.estimate.config["num_gpus"] == expected
+    assert best.estimate.config.num_gpus == expected
     assert best.training is not None and best.training["hours"] <= deadline + 1e-3
-    assert result.search["gpus_searched"][-1] == expected  # stopped at the first that can
+    assert result.search.gpus_searched[-1] == expected  # stopped at the first that can
 
 
 def test_min_gpus_infeasible_deadline_says_how_long(tiny_model: ModelSpec) -> None:
     with pytest.raises(Infeasible, match=r"no layout trains .* within .* needs"):
         plan(
-            model=tiny_model, cluster=load_cluster("dgx-h100", gpus=4), workload=WORKLOAD,
-            objective="min-gpus", token_budget=BUDGET, deadline_hours=1e-6,
+            PlanRequest(
+                model=tiny_model, cluster=load_cluster("dgx-h100", gpus=4), workload=WORKLOAD,
+                objective="min-gpus", token_budget=BUDGET, deadline_hours=1e-6,
+            )
         )  # fmt: skip
 
 
@@ -111,6 +113,8 @@ def test_missing_inputs_name_the_option(
 ) -> None:
     with pytest.raises(SpecError, match=message):
         plan(
-            model=tiny_model, cluster=load_cluster("dgx-h100", gpus=2), workload=WORKLOAD,
-            objective=objective, **extra,
+            PlanRequest(
+                model=tiny_model, cluster=load_cluster("dgx-h100", gpus=2), workload=WORKLOAD,
+                objective=objective, **extra,
+            )
         )  # fmt: skip

@@ -9,18 +9,17 @@ is never slower.
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 
 import pytest
 
 from planner.catalog import load_cluster, load_model
-from planner.plan import Infeasible, PlanResult, plan
+from planner.plan import Infeasible, PlanRequest, PlanResult, plan
 from planner.predict import estimate
 from planner.search.candidates import enumerate_layouts
 from planner.search.driver import search
-from planner.specs import ModelSpec, ParallelConfig, WorkloadSpec
+from planner.specs import ModelSpec, WorkloadSpec
 from planner.specs.layout import layout_violations
 
 INSTANCES = 100
@@ -67,7 +66,7 @@ def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
     result = search(
         model, cluster, workload, headroom_gib=headroom, top_k=3, max_mbs=2, split_solver=False
     )
-    assert result.search["optimal"] is True
+    assert result.search.optimal is True
     assert result.plans[0].estimate.time.step_time_s == reference
     # the top 3 are the 3 fastest that fit (ties in step time broken by peak memory)
     fitting = sorted(t for t, peak, cap in rows if peak + headroom <= cap)
@@ -75,9 +74,7 @@ def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
     for entry in result.plans:
         config = entry.estimate.config
         assert entry.estimate.memory.peak_gib + headroom <= entry.estimate.memory.capacity_gib
-        layout = ParallelConfig(
-            **{k: config[k] for k in ParallelConfig.model_fields if k in config}
-        )
+        layout = config.layout
         assert (
             layout_violations(model=model, cluster=cluster, workload=workload, layout=layout) == []
         )
@@ -86,11 +83,11 @@ def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
 def test_top_k_ordering_and_plan_result_shape(tiny_model: ModelSpec) -> None:
     cluster = load_cluster("dgx-h100", gpus=4)
     workload = WorkloadSpec(seq_len=128, global_batch=8)
-    result = plan(model=tiny_model, cluster=cluster, workload=workload, top_k=4)
+    result = plan(PlanRequest(model=tiny_model, cluster=cluster, workload=workload, top_k=4))
     assert isinstance(result, PlanResult)
     times = [entry.time.step_time_s for entry in result.plans]
     assert len(times) == 4 and times == sorted(times)
-    assert len({json.dumps(e.config, sort_keys=True) for e in result.plans}) == 4
+    assert len({e.config.model_dump_json() for e in result.plans}) == 4
     data = result.model_dump(mode="json")
     assert set(data) == {"plans", "search"}
     assert set(data["plans"][0]) == {"config", "memory", "time", "explanation"}
@@ -98,9 +95,7 @@ def test_top_k_ordering_and_plan_result_shape(tiny_model: ModelSpec) -> None:
     assert data["search"]["layouts_feasible"] <= data["search"]["layouts_considered"]
     # the blocks are exactly what estimate() gives for that layout
     best = result.plans[0]
-    layout = ParallelConfig(
-        **{k: best.config[k] for k in ParallelConfig.model_fields if k in best.config}
-    )
+    layout = best.config.layout
     again = estimate(model=tiny_model, cluster=cluster, workload=workload, layout=layout)
     assert again.model_dump() == {
         k: data_k for k, data_k in best.model_dump().items() if k != "explanation"
@@ -112,7 +107,11 @@ def test_infeasible_names_memory_and_a_suggestion() -> None:
     model = load_model("llama-3.1-70b")
     cluster = load_cluster("dgx-h100", gpus=1)
     with pytest.raises(Infeasible) as raised:
-        plan(model=model, cluster=cluster, workload=WorkloadSpec(seq_len=4096, global_batch=8))
+        plan(
+            PlanRequest(
+                model=model, cluster=cluster, workload=WorkloadSpec(seq_len=4096, global_batch=8)
+            )
+        )
     message = str(raised.value)
     assert "memory" in message and "GiB over" in message and "stage 0" in message
     assert "more GPUs" in message
@@ -122,10 +121,12 @@ def test_headroom_larger_than_capacity_is_infeasible(tiny_model: ModelSpec) -> N
     cluster = load_cluster("dgx-h100", gpus=1)
     with pytest.raises(Infeasible, match="less headroom"):
         plan(
-            model=tiny_model,
-            cluster=cluster,
-            workload=WorkloadSpec(seq_len=128, global_batch=8),
-            headroom_gib=100.0,
+            PlanRequest(
+                model=tiny_model,
+                cluster=cluster,
+                workload=WorkloadSpec(seq_len=128, global_batch=8),
+                headroom_gib=100.0,
+            )
         )
 
 
@@ -133,8 +134,8 @@ def test_time_limit_returns_best_found_labelled_not_optimal(tiny_model: ModelSpe
     cluster = load_cluster("dgx-h100", gpus=8)
     workload = WorkloadSpec(seq_len=128, global_batch=8)
     result = search(tiny_model, cluster, workload, time_limit_s=1e-9)
-    assert result.search["optimal"] is False
-    assert result.search["layouts_timed"] < result.search["layouts_feasible"]
+    assert result.search.optimal is False
+    assert result.search.layouts_timed < result.search.layouts_feasible
     assert result.plans
 
 
@@ -147,9 +148,7 @@ def test_split_solver_never_slower_and_its_plans_are_exact(seed: int) -> None:
     assert split.plans[0].estimate.time.step_time_s <= plain.plans[0].estimate.time.step_time_s
     for entry in split.plans:
         config = entry.estimate.config
-        layout = ParallelConfig(
-            **{k: config[k] for k in ParallelConfig.model_fields if k in config}
-        )
+        layout = config.layout
         again = estimate(model=model, cluster=cluster, workload=workload, layout=layout)
         assert again.model_dump() == entry.estimate.model_dump()
         assert again.memory.fits
@@ -165,9 +164,9 @@ def test_the_split_solver_unevens_a_heavy_last_stage() -> None:
         fixed={"pp": 2, "tp": 1, "cp": 1, "vpp": None},
         top_k=3,
     )
-    assert result.search["layouts_split_solver"] >= 1
+    assert result.search.layouts_split_solver >= 1
     best = result.plans[0].estimate.config
-    assert best["first_stage_layers"] > best["last_stage_layers"]
+    assert best.first_stage_layers > best.last_stage_layers
 
 
 def test_nothing_fits_with_pipelines_still_explains() -> None:
@@ -175,7 +174,9 @@ def test_nothing_fits_with_pipelines_still_explains() -> None:
     split solver starts from layouts the bound rejected); the verdict names the closest."""
     with pytest.raises(Infeasible, match=r"no layout fits in memory.*GiB over"):
         plan(
-            model=load_model("llama-3.1-405b"),
-            cluster=load_cluster("dgx-h100", gpus=8),
-            workload=WorkloadSpec(seq_len=4096, global_batch=8),
+            PlanRequest(
+                model=load_model("llama-3.1-405b"),
+                cluster=load_cluster("dgx-h100", gpus=8),
+                workload=WorkloadSpec(seq_len=4096, global_batch=8),
+            )
         )

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from planner.catalog import load_cluster, load_model
-from planner.plan import Progress, plan
+from planner.plan import PlanRequest, Progress, plan
 from planner.search import progress as progress_module
 from planner.search.candidates import enumerate_space
 from planner.specs import WorkloadSpec
@@ -17,11 +17,13 @@ WORKLOAD = WorkloadSpec(seq_len=4096, global_batch=64)
 
 def _plan(reports: list[Progress], **kwargs: object):
     return plan(
-        model=load_model("llama-3.1-8b"),
-        cluster=load_cluster("dgx-h100", gpus=kwargs.pop("gpus", 8)),  # type: ignore[arg-type]
-        workload=WORKLOAD,
+        PlanRequest(
+            model=load_model("llama-3.1-8b"),
+            cluster=load_cluster("dgx-h100", gpus=kwargs.pop("gpus", 8)),
+            workload=WORKLOAD,
+            **kwargs,
+        ),
         progress=reports.append,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -60,10 +62,12 @@ def test_progress_is_only_a_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """The callback changes nothing in the result, and a tracker without one calls none."""
     reports: list[Progress] = []
     with_progress = _plan(reports).model_dump()
-    without = plan(
-        model=load_model("llama-3.1-8b"), cluster=load_cluster("dgx-h100", gpus=8),
+    request = PlanRequest(
+        model=load_model("llama-3.1-8b"),
+        cluster=load_cluster("dgx-h100", gpus=8),
         workload=WORKLOAD,
-    ).model_dump()  # fmt: skip
+    )
+    without = plan(request).model_dump()
     for result in (with_progress, without):
         result["search"].pop("wall_s")
         result["search"].pop("solver_wall_s")

@@ -46,12 +46,13 @@ def _violations(
     model: ModelSpec, layout: ParallelConfig, *, gpus: int = 64, seq_len: int = 256, batch: int = 64
 ) -> list[str]:
     resolved = resolve_data_parallel(layout, num_gpus=gpus)
-    return layout_violations(
+    violations = layout_violations(
         model=model,
         cluster=_cluster(gpus),
         workload=WorkloadSpec(seq_len=seq_len, global_batch=batch),
         layout=resolved,
     )
+    return [violation.message for violation in violations]
 
 
 def test_dp_fills_the_remaining_gpus() -> None:

@@ -37,7 +37,7 @@ if [ "$NNODES" != 32 ]; then
   echo "warning: the plan is for 32 node(s) of 8 GPUs; Megatron will derive another data-parallel size" >&2
 fi
 
-# Megatron asserts this with tp > 1 or cp > 1 before Blackwell (pitfall 12).
+# Megatron-LM asserts this with tp > 1 or cp > 1 on GPUs before Blackwell.
 export CUDA_DEVICE_MAX_CONNECTIONS=1
 
 # model: deepseek-v3 (https://huggingface.co/deepseek-ai/DeepSeek-V3/blob/main/config.json)
@@ -99,7 +99,7 @@ PARALLEL_ARGS=(
   # uneven split, layers per stage: 7 8 8 8 8 8 8 6
   --decoder-first-pipeline-num-layers 7
   --decoder-last-pipeline-num-layers 6
-  # only with tp > 1; required with ep (rule 15)
+  # only with tp > 1; Megatron-LM requires it with tp > 1 and ep > 1
   --sequence-parallel
 )
 
@@ -123,7 +123,7 @@ OPTIMIZER_ARGS=(
   # ZeRO-1-like, over dp x cp
   --use-distributed-optimizer
   --overlap-grad-reduce
-  # with both of the above (rule 28)
+  # Megatron-LM requires both of the above with it
   --overlap-param-gather
 )
 

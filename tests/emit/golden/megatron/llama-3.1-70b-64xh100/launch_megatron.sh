@@ -37,7 +37,7 @@ if [ "$NNODES" != 8 ]; then
   echo "warning: the plan is for 8 node(s) of 8 GPUs; Megatron will derive another data-parallel size" >&2
 fi
 
-# Megatron asserts this with tp > 1 or cp > 1 before Blackwell (pitfall 12).
+# Megatron-LM asserts this with tp > 1 or cp > 1 on GPUs before Blackwell.
 export CUDA_DEVICE_MAX_CONNECTIONS=1
 
 # model: llama-3.1-70b (https://huggingface.co/meta-llama/Llama-3.1-70B/blob/main/config.json)
@@ -73,7 +73,7 @@ PARALLEL_ARGS=(
   --pipeline-model-parallel-size 4
   --context-parallel-size 1
   --num-virtual-stages-per-pipeline-rank 2
-  # only with tp > 1; required with ep (rule 15)
+  # only with tp > 1; Megatron-LM requires it with tp > 1 and ep > 1
   --sequence-parallel
 )
 

@@ -89,7 +89,7 @@ OPTIMIZER_ARGS=(
   # ZeRO-1-like, over dp x cp
   --use-distributed-optimizer
   --overlap-grad-reduce
-  # with both of the above (rule 28)
+  # Megatron-LM requires both of the above with it
   --overlap-param-gather
 )
 

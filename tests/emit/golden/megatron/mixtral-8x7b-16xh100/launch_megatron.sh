@@ -37,7 +37,7 @@ if [ "$NNODES" != 2 ]; then
   echo "warning: the plan is for 2 node(s) of 8 GPUs; Megatron will derive another data-parallel size" >&2
 fi
 
-# Megatron asserts this with tp > 1 or cp > 1 before Blackwell (pitfall 12).
+# Megatron-LM asserts this with tp > 1 or cp > 1 on GPUs before Blackwell.
 export CUDA_DEVICE_MAX_CONNECTIONS=1
 
 # model: mixtral-8x7b (https://huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json)
@@ -80,7 +80,7 @@ PARALLEL_ARGS=(
   --context-parallel-size 1
   --expert-model-parallel-size 8
   --expert-tensor-parallel-size 2
-  # only with tp > 1; required with ep (rule 15)
+  # only with tp > 1; Megatron-LM requires it with tp > 1 and ep > 1
   --sequence-parallel
 )
 

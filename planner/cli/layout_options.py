@@ -1,0 +1,105 @@
+"""The layout flags of one given layout, shared by ``estimate`` and ``memplan``.
+
+Each flag is an ``Annotated`` alias, so every command that takes a layout declares it the
+same way; :func:`layout_from_options` turns their values into a ``ParallelConfig`` with
+one-line errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from planner.cli.inputs import build_spec
+from planner.specs.layout import ParallelConfig
+
+TpOption = Annotated[int, typer.Option(min=1, help="Tensor parallel size.")]
+PpOption = Annotated[int, typer.Option(min=1, help="Pipeline parallel size.")]
+CpOption = Annotated[int, typer.Option(min=1, help="Context parallel size.")]
+EpOption = Annotated[int, typer.Option(min=1, help="Expert parallel size.")]
+EtpOption = Annotated[int | None, typer.Option(min=1, help="Expert tensor parallel size.")]
+VppOption = Annotated[int | None, typer.Option(min=1, help="Virtual stages per pipeline rank.")]
+MbsOption = Annotated[int, typer.Option(min=1, help="Micro-batch size (sequences).")]
+ZeroOption = Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3.")]
+DistributedOptimizerOption = Annotated[
+    bool, typer.Option("--distributed-optimizer", help="Megatron's sharded optimizer.")
+]
+SequenceParallelOption = Annotated[bool, typer.Option("--sequence-parallel")]
+OffloadOptimizerOption = Annotated[
+    float,
+    typer.Option(
+        "--offload-optimizer",
+        min=0.0,
+        max=1.0,
+        help="Share of the optimizer states and step kept on the host (DeepSpeed "
+        "offload_optimizer, Megatron --optimizer-cpu-offload): 0 to 1.",
+    ),
+]
+RecomputeOption = Annotated[str, typer.Option(help="none | selective | full.")]
+RecomputeMethodOption = Annotated[
+    str | None, typer.Option("--recompute-method", help="uniform | block (full only).")
+]
+RecomputeLayersOption = Annotated[
+    int | None, typer.Option("--recompute-layers", min=1, help="Layers per recompute group.")
+]
+StateLayoutOption = Annotated[
+    str | None,
+    typer.Option(help="megatron | zero | fsdp | autocast | bf16 [default: per framework]."),
+]
+FlashAttentionOption = Annotated[
+    bool,
+    typer.Option(
+        "--flash-attention/--no-flash-attention",
+        help="Fused attention (no s x s scores kept) or an unfused softmax.",
+    ),
+]
+
+
+def layout_from_options(
+    *,
+    tp: int,
+    pp: int,
+    cp: int,
+    ep: int,
+    etp: int | None,
+    vpp: int | None,
+    mbs: int,
+    zero: int | None,
+    distributed_optimizer: bool,
+    sequence_parallel: bool,
+    offload_optimizer: float,
+    recompute: str,
+    recompute_method: str | None,
+    recompute_layers: int | None,
+    first_stage_layers: int | None = None,
+    last_stage_layers: int | None = None,
+    account_for_embedding: bool = False,
+    account_for_loss: bool = False,
+    pipeline_schedule: str = "1f1b",
+) -> ParallelConfig:
+    """The layout the flags describe (ZeRO left unset keeps the framework's default)."""
+    fields: dict[str, Any] = {
+        "tp": tp,
+        "pp": pp,
+        "cp": cp,
+        "ep": ep,
+        "etp": etp,
+        "vpp": vpp,
+        "mbs": mbs,
+        "distributed_optimizer": distributed_optimizer,
+        "sequence_parallel": sequence_parallel,
+        "offload_optimizer_fraction": offload_optimizer,
+        "recompute": recompute,
+        "recompute_method": recompute_method,
+        "recompute_num_layers": recompute_layers,
+        "first_stage_layers": first_stage_layers,
+        "last_stage_layers": last_stage_layers,
+        "account_for_embedding_in_pipeline_split": account_for_embedding,
+        "account_for_loss_in_pipeline_split": account_for_loss,
+        "pipeline_schedule": pipeline_schedule,
+    }
+    if zero is not None:
+        fields["zero_stage"] = zero
+    layout: ParallelConfig = build_spec(ParallelConfig, "layout", **fields)
+    return layout

@@ -1,0 +1,92 @@
+"""What Megatron-LM cannot express: every reason a plan is refused, named."""
+
+from __future__ import annotations
+
+from planner.emit.base import EmitError, EmitInput, checked_plan
+from planner.specs.model import ModelSpec
+
+
+def plan_refusals(plan: EmitInput) -> list[str]:
+    """Every reason a consistent plan (see ``checked_plan``) cannot be written for Megatron."""
+    layout = plan.layout
+    reasons: list[str] = []
+    if layout.zero_stage >= 2:
+        reasons.append(
+            f"zero_stage {layout.zero_stage}: Megatron-LM has no ZeRO-2/3: use --framework "
+            "deepspeed or torchtitan"
+        )
+    elif plan.framework != "megatron":
+        reasons.append(
+            f"the plan was estimated for framework '{plan.framework}': re-estimate it with "
+            "--framework megatron, or emit --format " + plan.framework
+        )
+    if layout.cp > 1 and layout.cp_comm_type == "a2a+p2p":
+        reasons.append(
+            "cp_comm_type a2a+p2p: Megatron-LM requires --hierarchical-context-parallel-sizes "
+            "with it (the a2a and p2p group sizes), which the plan does not choose"
+        )
+    if layout.pipeline_schedule == "gpipe":
+        reasons.append(
+            "pipeline_schedule gpipe: Megatron-LM runs only the 1F1B schedule (interleaved "
+            "when vpp > 1); re-estimate with --pipeline-schedule 1f1b"
+        )
+    if layout.offload_optimizer_fraction > 0 and not layout.shards_optimizer:
+        reasons.append(
+            "offload_optimizer_fraction: --optimizer-cpu-offload needs "
+            "--use-precision-aware-optimizer, which needs --use-distributed-optimizer"
+        )
+    if plan.nproc_per_node * plan.nodes != plan.num_gpus:
+        reasons.append(
+            f"{plan.num_gpus} GPUs do not fill {plan.nodes} nodes of {plan.gpus_per_node}: "
+            "torchrun starts the same number of processes on every node"
+        )
+    return reasons + _model_refusals(plan.model)
+
+
+def _model_refusals(model: ModelSpec) -> list[str]:
+    reasons: list[str] = []
+    activation = {
+        "geglu": "mlp_activation geglu: Megatron-LM has no GeGLU flag, and --quick-geglu is a "
+        "different activation (x * sigmoid(1.702 x)); autopar will not substitute it",
+        "relu": "mlp_activation relu: pretrain_gpt.py has no flag for a plain ReLU MLP",
+    }
+    if model.mlp_activation in activation:
+        reasons.append(activation[model.mlp_activation])
+    if model.position_embedding == "alibi":
+        reasons.append("position_embedding alibi: --position-embedding-type has no ALiBi")
+    if model.learned_position_offset:
+        reasons.append("learned_position_offset: Megatron's position table has no offset rows")
+    if model.sliding_window is not None:
+        reasons.append(
+            "sliding_window: autopar does not emit --window-size (its (left, right) window "
+            "convention is not verified here)"
+        )
+    for field, what in (
+        ("parallel_residual", "parallel attention/MLP residual"),
+        ("shared_layer_norm", "one input norm shared by attention and MLP"),
+        ("embedding_norm", "a norm after the embedding"),
+    ):
+        if getattr(model, field):
+            reasons.append(f"{field}: pretrain_gpt.py has no flag for {what}")
+    if model.norms_per_layer != 2:
+        reasons.append("norms_per_layer 4: pretrain_gpt.py has no flag for sandwich norms")
+    biases = (model.qkv_bias, model.attention_output_bias, model.mlp_bias)
+    if biases not in ((True, True, True), (False, False, False), (True, False, False)):
+        reasons.append(
+            "qkv_bias/attention_output_bias/mlp_bias = {}/{}/{}: Megatron switches all linear "
+            "biases together (--disable-bias-linear), with --add-qkv-bias the only "
+            "exception".format(*biases)
+        )
+    if model.position_embedding == "rope" and not float(model.rope_theta or 0).is_integer():
+        reasons.append(f"rope_theta {model.rope_theta}: --rotary-base takes an integer")
+    return reasons
+
+
+def checked(plan: EmitInput) -> EmitInput:
+    """The plan re-checked (``dp`` resolved), or ``EmitError`` with every reason it cannot
+    be emitted."""
+    plan = checked_plan(plan)
+    reasons = plan_refusals(plan)
+    if reasons:
+        raise EmitError("cannot emit Megatron-LM arguments: " + "; ".join(reasons))
+    return plan

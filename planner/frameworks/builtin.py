@@ -1,0 +1,118 @@
+"""The four built-in framework profiles: Megatron-LM, DeepSpeed, torchtitan, plain PyTorch.
+
+Each declaration is what the framework's argument validation, config schema or launcher
+accepts at the version autopar's emitter targets (Megatron-LM ``core_v0.16.1``,
+DeepSpeed 0.19.6, torchtitan 0.3.0 and the 0.2.2 TOML release), and what autopar's cost
+model assumes about its memory and kernels (``planner.cost.frameworks``). ``pytorch`` is
+the eager-PyTorch program the cost model is measured against (``benchmarks/measure``);
+it has no emitter, and the search gives it every axis.
+"""
+
+from __future__ import annotations
+
+from planner.frameworks.profile import FrameworkProfile, register
+
+MEGATRON = register(
+    FrameworkProfile(
+        name="megatron",
+        description="Megatron-LM with Transformer Engine (pretrain_gpt.py)",
+        state_layout="megatron",
+        optimizer_impl="fused",  # Transformer Engine / Apex FusedAdam (multi-tensor apply)
+        fused_kernels=True,
+        allocator_pattern="contiguous-grad-buffer",
+        axes=frozenset({"tp", "cp", "pp", "ep", "sequence_parallel"}),
+        schedules=("1f1b", "interleaved-1f1b"),
+        uneven_stages="any",
+        # --cp-comm-type; a2a+p2p also needs --hierarchical-context-parallel-sizes, which a
+        # plan does not choose
+        cp_algorithms=("p2p", "all_gather", "a2a"),
+        cp_algorithms_searched=("p2p", "a2a"),
+        sharding_stages=frozenset({0, 1}),  # the distributed optimizer is its ZeRO-1
+        overlaps=frozenset({"tp_comm", "grad_reduce", "param_gather"}),
+        offload="distributed-optimizer",
+        recompute_methods=("uniform", "block"),
+        sharding={
+            "zero_stage": 0,
+            "distributed_optimizer": True,
+            "overlap_grad_reduce": True,
+            "overlap_param_gather": True,
+        },
+    )
+)
+
+DEEPSPEED = register(
+    FrameworkProfile(
+        name="deepspeed",
+        description="DeepSpeed (ds_config.json) on a HuggingFace-style model",
+        state_layout="zero",
+        optimizer_impl="fused",  # DeepSpeed FusedAdam
+        fused_kernels=False,
+        allocator_pattern="zero-buckets",
+        # no tensor or expert parallelism in the config (model-code libraries); its
+        # sequence parallelism is Ulysses (all-to-all) over the cp ranks
+        axes=frozenset({"cp", "pp"}),
+        schedules=("1f1b",),  # PipelineEngine: no interleaved stages
+        uneven_stages="none",  # PipelineModule partitions uniformly, by parameters or type
+        cp_algorithms=("a2a",),
+        cp_algorithms_searched=("a2a",),
+        sharding_stages=frozenset({0, 1, 2, 3}),
+        overlaps=frozenset({"grad_reduce"}),
+        offload="zero",
+        recompute_methods=("uniform",),  # activation_checkpoint_interval: every N layers
+        sharding={"zero_stage": 1, "overlap_grad_reduce": True},
+    )
+)
+
+TORCHTITAN = register(
+    FrameworkProfile(
+        name="torchtitan",
+        description="torchtitan (FSDP2, a recipe module or a v0.2.x TOML job file)",
+        state_layout="fsdp",
+        optimizer_impl="foreach",  # torch.optim.AdamW with its default foreach implementation
+        fused_kernels=False,
+        allocator_pattern="fsdp-per-layer",
+        axes=frozenset({"tp", "cp", "pp", "ep", "sequence_parallel"}),
+        schedules=("1f1b", "interleaved-1f1b"),
+        uneven_stages="ends-at-most-middle",  # *_stage_less_layers, without vpp
+        cp_algorithms=("p2p", "all_gather"),
+        cp_algorithms_searched=("p2p",),
+        cp_algorithms_by_version={
+            # 0.2.2: context_parallel_rotate_method alltoall (the ring) or allgather;
+            # 0.3.0 context parallelism all-gathers K/V only
+            "0.2.2": ("p2p", "all_gather"),
+            "0.3.0": ("all_gather",),
+        },
+        sharding_stages=frozenset({0, 3}),  # DDP (replicate) or FSDP2 (fully_shard)
+        overlaps=frozenset({"tp_comm"}),  # async TP; FSDP2 always prefetches
+        offload="none",  # enable_cpu_offload moves every state, never the optimizer alone
+        recompute_methods=(),  # checkpoints each block: no recompute groups
+        sharding={"zero_stage": 3},
+        # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
+        layout_defaults={"zero_stage": 3},
+        # the CP algorithm is not refined: which one runs depends on the version emitted
+        refined_knobs=frozenset({"mbs", "vpp", "stage_split", "recompute", "tp_comm_overlap"}),
+    )
+)
+
+PYTORCH = register(
+    FrameworkProfile(
+        name="pytorch",
+        description="plain PyTorch (DDP, autocast): the software benchmarks/measure runs",
+        state_layout="autocast",
+        optimizer_impl="per_tensor",  # benchmarks/measure: AdamW(foreach=False)
+        fused_kernels=False,
+        allocator_pattern="ddp-buckets",
+        axes=frozenset({"tp", "cp", "pp", "ep", "sequence_parallel"}),
+        schedules=("1f1b", "interleaved-1f1b"),
+        uneven_stages="any",
+        cp_algorithms=("p2p",),
+        cp_algorithms_searched=("p2p",),
+        sharding_stages=frozenset({0}),
+        overlaps=frozenset({"grad_reduce"}),
+        offload="none",
+        recompute_methods=(),
+        sharding={"zero_stage": 0},
+        # the measuring script runs neither virtual nor uneven pipeline stages
+        refined_knobs=frozenset({"mbs", "recompute", "overlap_grad_reduce"}),
+    )
+)

@@ -1,0 +1,99 @@
+"""The result of ``planner.scattering``: what ``autopar scatter --json`` prints and
+``POST /v1/scatter`` stores. Times in seconds, memory in GiB (2^30 bytes) per GPU."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SPGroup(_Frozen):
+    """One sequence-parallel group of one micro-batch and the sequences it runs, packed."""
+
+    size: int
+    placement: Literal["inside node", "across nodes"]
+    nodes: int
+    exchange: str
+    """ulysses (all-to-all), ring (p2p) or none (one GPU)."""
+    sequences: list[int]
+    """Indices into the batch's lengths."""
+    lengths: list[int]
+    tokens: int
+    time_s: float
+    memory_per_gpu_gib: float
+    """Model states and what the packed sequences keep, on each GPU of the group."""
+
+
+class MicroBatch(_Frozen):
+    groups: list[SPGroup]
+    tokens: int
+    time_s: float
+    """The slowest group's time."""
+
+
+class Baseline(_Frozen):
+    name: str
+    step_time_s: float
+    micro_batches: int
+    detail: str
+    speedup: float
+    """Its step time over ours (above 1: scattering is faster)."""
+
+
+class BatchResult(_Frozen):
+    index: int
+    sequences: int
+    tokens: int
+    longest: int
+    method: str
+    """``scatter`` (the solver's plan), or the baseline it fell back to when that one is
+    faster (a static degree is a scattering that keeps one layout for every micro-batch)."""
+    step_time_s: float
+    """Forward + backward of every micro-batch, one after another."""
+    micro_batches: list[MicroBatch]
+    status: str
+    """The solver's status over the micro-batches: optimal only if every one is."""
+    solve_s: float
+    buckets: int
+    """Length buckets the solver's rows were built from (distinct lengths, at most)."""
+    baselines: list[Baseline]
+
+
+class CostInfo(_Frozen):
+    cp_algo: str
+    alpha1_s: float
+    alpha2_s: float
+    bytes_per_token: float
+    fixed_gib: float
+    capacity_gib: float
+    tokens_per_gpu: int
+    time_source: str
+    memory_source: str
+
+
+class Summary(_Frozen):
+    step_time_s: float
+    baselines: dict[str, float]
+    speedups: dict[str, float]
+    solve_s: float
+    solve_max_s: float
+    optimal_batches: int
+    fallback_batches: int
+
+
+class ScatterResult(_Frozen):
+    model: str
+    cluster: str
+    gpu: str
+    gpus: int
+    gpus_per_node: int
+    lengths_source: str
+    max_seq_len: int | None
+    cost: CostInfo
+    batches: list[BatchResult]
+    summary: Summary

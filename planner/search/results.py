@@ -1,0 +1,91 @@
+"""What a search returns: ranked ``PlanEntry`` records and ``SearchInfo``, as ``PlanResult``.
+
+``PlanResult`` is what ``autopar plan --json`` prints and ``GET /v1/plans/{id}`` returns:
+``plans`` (best first), each with the ``config``, ``memory`` and ``time`` blocks exactly
+as ``autopar estimate --json`` gives them for that layout plus an ``explanation``, and
+``search`` (solver, whether the ranking is proven optimal, wall time, how many layouts
+were considered and fit).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+from planner.predict import Estimate, MemoryReport, TimeReport
+from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
+
+
+class PlanEntry(BaseModel):
+    # one ranked layout: its estimate's blocks, why it ranks there, what training costs
+    # (no docstring: it would become the REST schema's description)
+
+    model_config = ConfigDict(frozen=True)
+
+    config: Annotated[ResolvedConfig, CONFIG_SCHEMA]
+    memory: MemoryReport
+    time: TimeReport
+    explanation: str
+    training: dict[str, float] | None = None
+    """With a token budget: token_budget, steps, hours, gpu_hours, and with a price
+    price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
+    of the JSON when there is no budget, so a plan is exactly config, memory, time and
+    explanation then."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("training") is None:
+            data.pop("training", None)
+        return data
+
+    @classmethod
+    def of(
+        cls, estimate: Estimate, *, explanation: str, training: dict[str, float] | None = None
+    ) -> PlanEntry:
+        return cls(
+            config=estimate.config,
+            memory=estimate.memory,
+            time=estimate.time,
+            explanation=explanation,
+            training=training,
+        )
+
+    @property
+    def estimate(self) -> Estimate:
+        """The layout's ``Estimate`` (the config, memory and time blocks)."""
+        return Estimate(config=self.config, memory=self.memory, time=self.time)
+
+
+class SearchInfo(BaseModel):
+    # how the search went (no docstring: it would become the REST schema's description)
+
+    model_config = ConfigDict(frozen=True)
+
+    solver: str
+    objective: str = "throughput"
+    optimal: bool
+    """The ranking is proven and every candidate was evaluated within the time limit."""
+    wall_s: float
+    solver_wall_s: float
+    gpus_searched: list[int] = []
+    """Cluster sizes searched (cost and min-gpus search sizes up to the cluster)."""
+    layouts_considered: int
+    layouts_legal: int
+    layouts_evaluated: int
+    layouts_feasible: int
+    layouts_timed: int = 0
+    """Layouts that fit whose step time was simulated: the others have a lower bound on
+    their objective above the top_k-th best (``planner.search.tabulate``)."""
+    layouts_split_solver: int = 0
+    """Layouts proposed by the stage-partition solver (layer split, recompute blocks)."""
+
+
+class PlanResult(BaseModel):
+    # the ranked plans, best first, and how the search went (no docstring: see above)
+
+    model_config = ConfigDict(frozen=True)
+
+    plans: list[PlanEntry]
+    search: SearchInfo

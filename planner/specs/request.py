@@ -1,0 +1,69 @@
+"""PlanRequest: everything one ``plan()`` call needs, as one frozen record.
+
+The CLI (``autopar plan``) and the REST service (the planning worker) each build one and
+pass it whole to :func:`planner.plan.plan`, which runs the search, then the optional
+steps the request asks for: Optuna refinement of the solver's plans (``refine``) and the
+re-ranking of the top plans by measured steps on this machine (``hardware``). The values
+are checked where they are used (the search names the bad field and the rule), so a
+request built from any front end fails the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.specs.hardware import ClusterSpec
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+DEFAULT_TIME_LIMIT_S = 60.0
+
+
+class RefineOptions(BaseModel):
+    """Refine the solver's plans with ``trials`` Optuna trials of the full cost model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trials: int = Field(ge=1)
+    objectives: str = "throughput"
+    """Comma-separated: ``throughput``, or ``throughput,headroom`` for a Pareto front."""
+    study_name: str | None = None
+    """Reused: resumed; default: a new study."""
+    storage: str | None = None
+    """Optuna storage URL; default: the service's database."""
+
+
+class HardwareRankOptions(BaseModel):
+    """Measure the ``top`` plans with short real training steps and rank them again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top: int = Field(ge=1)
+    device: str = "cuda"
+    steps: int = Field(default=6, ge=3)
+
+
+class PlanRequest(BaseModel):
+    """The specs, the framework, the objective, pinned and bounded knobs, the limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    workload: WorkloadSpec
+    framework: str = "megatron"
+    objective: str = "throughput"
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    """Knobs pinned to one value (``--fix tp=8``)."""
+    maxima: dict[str, Any] = Field(default_factory=dict)
+    """Upper bounds on integer knobs (``--max pp=4``)."""
+    headroom_gib: float = 0.0
+    top_k: int = 5
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    price_per_gpu_hour: float | None = None
+    token_budget: float | None = None
+    deadline_hours: float | None = None
+    refine: RefineOptions | None = None
+    hardware: HardwareRankOptions | None = None
