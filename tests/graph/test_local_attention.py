@@ -18,7 +18,9 @@ from __future__ import annotations
 import pytest
 
 from planner.catalog import load_cluster
-from planner.cost.frameworks import implementation, state_layout
+from planner.cost.compute import LayerShape, layer_work
+from planner.cost.frameworks import DEFAULT_RUNTIME, Runtime, implementation, state_layout
+from planner.cost.stage_work import selective_recompute
 from planner.errors import SpecError
 from planner.graph.build import build_graph
 from planner.predict import estimate, prepare
@@ -146,3 +148,37 @@ def test_prepare_keeps_the_layer_spec() -> None:
     )  # fmt: skip
     assert prepared.layer_spec == "local"
     assert prepared.impl.eager_fp32_softmax
+
+
+def _local(runtime: Runtime = DEFAULT_RUNTIME, flash_attention: bool = False):
+    return implementation(
+        framework="megatron", layout=state_layout("megatron"), precision="bf16",
+        flash_attention=flash_attention, runtime=runtime, layer_spec="local",
+    )  # fmt: skip
+
+
+def test_local_spec_repeats_kv_once() -> None:
+    """The local spec repeats K and V itself: ``Runtime.repeat_kv`` adds no second copy
+    to the saved bytes or the traffic, and an ``unfused`` backend is the local spec's."""
+    plain, repeated = _local(), _local(Runtime(repeat_kv=True))
+    assert not repeated.repeat_kv
+    assert plain == repeated
+    assert _local(Runtime(attention_backend="unfused"), flash_attention=True) == plain
+    shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
+    model = llama_1b()
+    work = layer_work(model, 0, shape=shape, impl=plain)
+    repeat = 2 * S * 2 * (KV + A) * D  # (RoPE on q and k moves as many bytes, outside the core)
+    copies = [w for w in work.forward if w.attention_core and w.kind == "memory"]
+    assert sum(1 for w in copies if w.bytes == repeat) == 1
+
+
+def test_selective_recompute_reruns_the_local_core() -> None:
+    """Selective recomputation re-runs the whole ``DotProductAttention``: both batched
+    products, the eager fp32 softmax ops and the K/V repeat, and nothing else."""
+    shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
+    work = layer_work(llama_1b(), 0, shape=shape, impl=_local())
+    core = selective_recompute(work)
+    square = A * S * S
+    assert [w.kind for w in core] == ["gemm", "gemm", "memory", "memory"]
+    assert core[2].bytes == square * (2 * 2 + 6 * 4)
+    assert core[3].bytes == 2 * S * 2 * (KV + A) * D
