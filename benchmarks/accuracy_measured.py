@@ -13,6 +13,13 @@ its fragmentation and non-allocator reserve (medians over the calibration record
 Records that ran out of memory must be predicted not to fit; runs that fit but were
 predicted not to are counted too.
 
+Megatron-Core's own training steps (``megatron_steps.jsonl``, written by
+``benchmarks/measure/megatron_step.py``: ``GPTModel`` with the local layer spec, the
+fp32 gradient buffer and the distributed optimizer, recompute none/selective/full) are
+predicted with ``framework="megatron"``, the ``megatron`` state layout and unfused
+attention, and reported as role "megatron" with their own summaries: they check the
+Megatron state layout and activations on Megatron itself, and nothing is fitted to them.
+
 Several configurations were measured more than once (in different sweeps, minutes or an
 hour apart, on the same lent machine). Their spread, max/min - 1 of the median step
 times, is printed per GPU: it is the floor under any prediction's error for that
@@ -37,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_measured import describe
 
-from planner.cost.measured import MEASURED_CLUSTERS
+from planner.cost.measured import MEASURED_CLUSTERS, MEGATRON_FILE
 from planner.cost.reserve import VALIDATION_FILE, measured_records, measured_runs
 from planner.measured_runs import estimate_record
 
@@ -49,6 +56,7 @@ def rows(gpu_id: str) -> list[dict[str, Any]]:
     fitted = {id(run): position for position, run in enumerate(measured_runs(gpu_id))}
     records = [(r, None) for r in measured_records(gpu_id)]
     records += [(r, "validation") for r in measured_records(gpu_id, VALIDATION_FILE)]
+    records += [(r, "megatron") for r in measured_records(gpu_id, MEGATRON_FILE)]
     out = []
     for record, role in records:
         if record["config"].get("mode", "single") != "single":
@@ -121,7 +129,8 @@ def main() -> None:
             f"{row['predicted_gib']:>8.2f}{row['memory_error_pct']:>+8.2f}%"
         )
     for gpu in args.gpu or sorted(MEASURED_CLUSTERS):
-        mine = [r for r in table if r["gpu"] == gpu and not r["oom"]]
+        everything = [r for r in table if r["gpu"] == gpu and not r["oom"]]
+        mine = [r for r in everything if r["role"] != "megatron"]
         for role in ("held out", "validation"):
             errors = [r["time_error_pct"] for r in mine if r["role"] == role]
             print(_summary(f"{gpu} step time, {role}", errors, TIME_TARGET_PCT))
@@ -129,6 +138,12 @@ def main() -> None:
                        TIME_TARGET_PCT))  # fmt: skip
         print(_summary(f"{gpu} peak memory", [r["memory_error_pct"] for r in mine],
                        MEMORY_TARGET_PCT))  # fmt: skip
+        megatron = [r for r in everything if r["role"] == "megatron"]
+        if megatron:
+            times = [r["time_error_pct"] for r in megatron]
+            memory = [r["memory_error_pct"] for r in megatron]
+            print(_summary(f"{gpu} Megatron-Core step time", times, TIME_TARGET_PCT))
+            print(_summary(f"{gpu} Megatron-Core peak memory", memory, MEMORY_TARGET_PCT))
         repeated = repeats(table, gpu)
         for config, times in repeated:
             print(f"{gpu} repeated: {config:<42}" + " ".join(f"{t:.4f}" for t in times)
@@ -139,6 +154,7 @@ def main() -> None:
             print(f"{gpu} run-to-run spread: {len(repeated)} configurations measured more than "
                   f"once, median {median:.1f}%, max {spreads[-1]:.1f}%")  # fmt: skip
         ooms = [r for r in table if r["gpu"] == gpu and r["oom"]]
+        mine = everything
         missed = sum(r["predicted_fits"] for r in ooms)
         print(f"{gpu} out-of-memory runs: {len(ooms)}, predicted to fit: {missed}")
         refused = [r["config"] for r in mine if not r["predicted_fits"]]

@@ -35,6 +35,7 @@ def describe(config: dict[str, Any]) -> str:
         f"{config.get('preset')} s{config['model']['seq_len']} b{config['mbs']}"
         f"x{config['grad_accum']} {config['recompute']} {config['precision']}"
         + (" foreach" if config.get("foreach") else "")
+        + (" mcore" if config.get("framework") == "megatron" else "")
     )
 
 

@@ -14,10 +14,11 @@ from typing import Any
 from planner.catalog import load_cluster
 from planner.cost.measured import (
     MEASURED_CLUSTERS,
-    MEASURED_FRAMEWORK,
+    flash_attention,
     layout_from_record,
     model_from_record,
     optimizer_kind,
+    record_framework,
     state_layout_name,
 )
 from planner.cost.measured_two_gpu import two_gpu_inputs
@@ -27,8 +28,10 @@ from planner.specs.workload import WorkloadSpec
 
 def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
     """``planner.estimate`` of the run a record measured, on one GPU of ``gpu_id``: its
-    shape, sequence, micro-batch, accumulation, recomputation, precision and optimizer."""
+    framework, shape, sequence, micro-batch, accumulation, recomputation, precision,
+    attention and optimizer."""
     config = record["config"]
+    framework = record_framework(config)
     return estimate(
         model=model_from_record(config),
         cluster=load_cluster(MEASURED_CLUSTERS[gpu_id], gpus=1),
@@ -36,9 +39,11 @@ def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
             seq_len=config["model"]["seq_len"], global_batch=config["mbs"] * config["grad_accum"]
         ),
         layout=layout_from_record(config),
-        framework=MEASURED_FRAMEWORK,
+        framework=framework,
         state_layout_name=state_layout_name(config),
+        flash_attention=flash_attention(config),
         optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
+        layer_spec="local" if framework == "megatron" else "transformer_engine",
     )
 
 

@@ -17,6 +17,7 @@ from planner.cost.compute import Rates
 from planner.cost.frameworks import (
     DEFAULT_RUNTIME,
     Framework,
+    LayerSpec,
     Runtime,
     StateLayout,
     implementation,
@@ -180,6 +181,7 @@ class Prepared:
     flash_attention: bool
     optimizer_impl: OptimizerKind
     runtime: Runtime = DEFAULT_RUNTIME
+    layer_spec: LayerSpec = "transformer_engine"
 
 
 def prepare(
@@ -194,6 +196,7 @@ def prepare(
     optimizer_impl: OptimizerKind | None = None,
     check: bool = True,
     runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Prepared:
     """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
 
@@ -224,6 +227,7 @@ def prepare(
         precision=workload.precision,
         flash_attention=flash_attention,
         runtime=runtime,
+        layer_spec=layer_spec,
     )
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
@@ -263,6 +267,7 @@ def prepare(
         flash_attention=flash_attention,
         optimizer_impl=kind,
         runtime=runtime,
+        layer_spec=layer_spec,
     )
 
 
@@ -293,10 +298,13 @@ def estimate(
     flash_attention: bool = True,
     optimizer_impl: OptimizerKind | None = None,
     runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Estimate:
     """Predict per-stage memory of ``layout`` for ``model`` on ``cluster`` for ``workload``.
 
-    Raises ``SpecError`` naming every rule the layout breaks.
+    ``layer_spec="local"`` (Megatron only, with ``flash_attention=False``): megatron-core's
+    local modules, as Megatron runs without Transformer Engine. Raises ``SpecError``
+    naming every rule the layout breaks.
     """
     prepared = prepare(
         model=model,
@@ -308,6 +316,7 @@ def estimate(
         flash_attention=flash_attention,
         optimizer_impl=optimizer_impl,
         runtime=runtime,
+        layer_spec=layer_spec,
     )
     return assemble(prepared, memory_stages(prepared), time_report(prepared))
 
@@ -331,6 +340,7 @@ def assemble(prepared: Prepared, stages: list[StageMemory], timing: TimeReport) 
         framework=prepared.framework,
         state_layout=prepared.states.name,
         flash_attention=prepared.flash_attention,
+        layer_spec=prepared.layer_spec,
         optimizer_impl=prepared.optimizer_impl,
         runtime=prepared.runtime,
         microbatches=prepared.ctx.microbatches,

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ConfigDict, SerializerFunctionWrapHandler, WithJsonSchema, model_serializer
 
-from planner.cost.frameworks import DEFAULT_RUNTIME, Runtime
+from planner.cost.frameworks import DEFAULT_RUNTIME, LayerSpec, Runtime
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
 
@@ -25,7 +25,7 @@ CONFIG_SCHEMA = WithJsonSchema({"type": "object", "additionalProperties": True, 
 _RUN_FIELDS = (
     "model", "cluster", "gpu", "num_gpus", "nodes", "seq_len", "global_batch",
     "global_batch_tokens", "precision", "framework", "state_layout", "flash_attention",
-    "optimizer_impl", "runtime", "microbatches", "gpus_per_node", "model_spec",
+    "layer_spec", "optimizer_impl", "runtime", "microbatches", "gpus_per_node", "model_spec",
 )  # fmt: skip
 
 
@@ -47,6 +47,9 @@ class ResolvedConfig(ParallelConfig):
     framework: str = "megatron"
     state_layout: str
     flash_attention: bool
+    layer_spec: LayerSpec = "transformer_engine"
+    """Megatron's layer spec: Transformer Engine modules, or megatron-core's ``local`` ones
+    (``cost.frameworks.LayerSpec``)."""
     optimizer_impl: str
     runtime: Runtime = DEFAULT_RUNTIME
     """What the training loop does beyond the framework's defaults (attention kernel, DDP

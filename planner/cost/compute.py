@@ -421,15 +421,37 @@ def _attention_work(
                  bytes=act * (square + rows * v + tokens * a * v / t), kernels=1,
                  shape=GemmShape(rows, v, full_keys), attention_core=True)
         )  # fmt: skip
-        # scale + mask + softmax (+ dropout): read and write the score matrix, fused
-        works.append(Work("memory", bytes=act * square * 2 * (2 if model.attention_dropout else 1),
-                          kernels=2, attention_core=True))  # fmt: skip
+        if impl.eager_fp32_softmax:
+            works += _eager_fp32_softmax_work(model, tokens=tokens, square=square, t=t, act=act)
+        else:
+            # scale + mask + softmax (+ dropout): read and write the score matrix, fused
+            passes = 2 if model.attention_dropout else 1
+            works.append(
+                Work("memory", bytes=act * square * 2 * passes, kernels=2, attention_core=True)
+            )
     # RoPE on q and k (read + write)
     if model.position_embedding == "rope":
         rotated = (a * qk + model.kv_heads * qk) if model.mla is None else a * qk
         rope_kernels = 2 * (EAGER_ROPE_OPS if impl.eager else 1)
         works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
     works.append(gemm(tokens, h, out_in / t, dtype_bytes=act))
+    return works
+
+
+def _eager_fp32_softmax_work(
+    model: ModelSpec, *, tokens: float, square: float, t: int, act: int
+) -> list[Work]:
+    """Megatron-Core's local attention between its two matmuls, op by op (element-wise,
+    each reading and writing the whole score matrix): the cast to fp32 (act + 4 bytes per
+    score), the in-place causal mask (4 + 4), the softmax (4 + 4), the cast back (4 + act);
+    and the K and V repeated to every query head (read kv heads, write a heads). All of it
+    runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
+    fp32 = 4
+    works = [Work("memory", bytes=square * (2 * act + 6 * fp32), kernels=4, attention_core=True)]
+    if model.mla is None and model.kv_heads < model.num_attention_heads:
+        d = model.kv_channels
+        repeat = act * tokens * 2 * (model.kv_heads + model.num_attention_heads) * d / t
+        works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True))
     return works
 
 

@@ -137,6 +137,11 @@ def state_layout(name: str) -> StateLayout:
         raise SpecError(f"state_layout: unknown '{name}'; known: {known}") from None
 
 
+LayerSpec = Literal["transformer_engine", "local"]
+"""Megatron's layer spec: Transformer Engine modules, or megatron-core's local modules
+(``get_gpt_layer_local_spec``), which it falls back to without Transformer Engine."""
+
+
 def implementation(
     *,
     framework: Framework,
@@ -144,6 +149,7 @@ def implementation(
     precision: str,
     flash_attention: bool = True,
     runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Implementation:
     """The kernels' saving behaviour for a framework and state layout.
 
@@ -154,7 +160,10 @@ def implementation(
     weights keeps an fp32 residual stream and casts inputs and weights per Linear.
     fp32 training keeps fp32 activations. ``flash_attention=False`` is an unfused softmax
     (Megatron-LM's ``--attention-backend unfused``, eager attention) that keeps s² scores;
-    so is ``runtime.attention_backend == "unfused"``.
+    so is ``runtime.attention_backend == "unfused"``. Megatron's ``layer_spec="local"``
+    attends with megatron-core's ``DotProductAttention`` only (no fused attention): an
+    unfused softmax in eager fp32 on K and V it repeats to every query head itself (so
+    ``runtime.repeat_kv`` does not apply to it).
     """
     activation_bytes = 4 if precision == "fp32" else 2
     fused = get_profile(framework).fused_kernels
@@ -164,9 +173,17 @@ def implementation(
             f"attention_backend: unknown '{backend}'; known: {', '.join(ATTENTION_BACKENDS)}"
         )
     flash_attention = flash_attention and backend != "unfused"
+    local = layer_spec == "local"
+    if local and framework != "megatron":
+        raise SpecError(f"layer_spec: 'local' is Megatron-Core's layer spec, not {framework}'s")
+    if local and flash_attention:
+        raise SpecError(
+            "layer_spec: Megatron-Core's local spec has no fused attention; "
+            "use it with flash_attention off"
+        )
     extras = {
         "attention_backend": backend if flash_attention else "unfused",
-        "repeat_kv": runtime.repeat_kv,
+        "repeat_kv": runtime.repeat_kv and not local,
         "loss_parallel": runtime.loss == "loss_parallel",
         "saves_gathered_inputs": runtime.sp_saves_gathered,
     }
@@ -189,6 +206,7 @@ def implementation(
         flash_attention=flash_attention,
         fused_gated_mlp=fused,
         fused_cross_entropy=fused or runtime.loss == "vocab_parallel",
+        eager_fp32_softmax=local,
         eager=not fused,
         **extras,
     )

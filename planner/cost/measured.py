@@ -6,6 +6,12 @@ benchmark, the time benchmark and the rate fit all read them through this module
 they agree on what a record means. The prediction of a record's run
 (``planner.measured_runs.estimate_record``) sits above ``planner.predict``, whose rates
 are calibrated on these records.
+
+Records of ``benchmarks/measure/megatron_step.py`` (``megatron_steps.jsonl``) carry
+``"framework": "megatron"``: megatron-core's ``GPTModel`` with its local layer spec,
+whose attention is the unfused ``DotProductAttention`` (no Transformer Engine), its
+fp32 gradient buffer and the distributed optimizer (the ``megatron`` state layout)
+around ``torch.optim.AdamW`` in its default foreach implementation.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from planner.cost.compute import embedding_work, head_work, layer_work
 from planner.cost.fit import Phase
-from planner.cost.frameworks import implementation, state_layout
+from planner.cost.frameworks import Framework, implementation, state_layout
 from planner.cost.stage_work import (
     layer_shape,
     optimizer_step_work,
@@ -26,6 +32,8 @@ from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
 
 MEASURED_FRAMEWORK = "pytorch"
+MEGATRON_FILE = "megatron_steps.jsonl"
+"""Megatron-Core steps (``benchmarks/measure/megatron_step.py``); nothing is fitted to them."""
 MEASURED_CLUSTERS = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}
 """The cluster preset of each GPU we measured on (one of its GPUs is what a record ran on)."""
 
@@ -56,15 +64,31 @@ def layout_from_record(config: dict[str, Any]) -> ParallelConfig:
         recompute=config["recompute"],
         recompute_method="uniform" if full else None,
         recompute_num_layers=1 if full else None,
+        distributed_optimizer=config.get("ddp", {}).get("use_distributed_optimizer", False),
     )
 
 
+def record_framework(config: dict[str, Any]) -> Framework:
+    """The framework a record ran: ``megatron`` for Megatron-Core steps, else plain PyTorch."""
+    return "megatron" if config.get("framework") == "megatron" else MEASURED_FRAMEWORK
+
+
 def state_layout_name(config: dict[str, Any]) -> str:
+    if record_framework(config) == "megatron":
+        return "megatron"  # bf16 weights, fp32 gradient buffer, fp32 main params and moments
     return "autocast" if config["autocast"] else "bf16"
 
 
 def optimizer_kind(config: dict[str, Any]) -> str:
+    if record_framework(config) == "megatron":
+        return "foreach"  # megatron-core's fallback without TE/Apex: torch.optim.AdamW
     return "foreach" if config.get("foreach") else "per_tensor"
+
+
+def flash_attention(config: dict[str, Any]) -> bool:
+    """Megatron's local layer spec attends with the unfused ``DotProductAttention``; the
+    plain PyTorch harness with ``scaled_dot_product_attention`` (flash)."""
+    return record_framework(config) != "megatron"
 
 
 def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:

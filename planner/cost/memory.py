@@ -184,7 +184,11 @@ def static_lower_bound(ctx: MemoryContext) -> float:
         mine = [chunk * layout.pp + rank for chunk in range(vpp)]
         dense, expert = _rank_params(ctx, rank, chunks, view)
         weights, grads_full, optimizer = _states(ctx, dense, expert)
-        extra = (grads_full if ctx.ddp_bucket_copy else 0.0) + ctx.communication_buckets
+        extra = (
+            (grads_full if ctx.ddp_bucket_copy else 0.0)
+            + ctx.communication_buckets
+            + _persistent_buffers(ctx)
+        )
         # the optimizer moment holds every gradient; the forward moment the gathered
         # weights and the persistent gradients
         during = _gathered_weights(ctx, chunks, mine) + (grads_full if persistent else 0.0)
@@ -241,7 +245,11 @@ def _rank_memory(
     grads_accumulate = _grads_before_peak(ctx, rank)
     static_grads = grads_full if grads_accumulate else 0.0
     # buffers alive at every moment of the step, the optimizer's included
-    static_extra = (grads_full if ctx.ddp_bucket_copy else 0.0) + ctx.communication_buckets
+    static_extra = (
+        (grads_full if ctx.ddp_bucket_copy else 0.0)
+        + ctx.communication_buckets
+        + _persistent_buffers(ctx)
+    )
     # alive through the forward and backward passes only: gathered weights (resharded
     # before the optimizer step) and the outputs a pipeline runtime keeps
     is_last = last_virtual in my_chunks
@@ -321,6 +329,12 @@ def _rank_memory(
         peak_moment=name,
         activations_in_flight=in_flight,
     )
+
+
+def _persistent_buffers(ctx: MemoryContext) -> float:
+    """Buffers the implementation keeps for the whole run on one GPU: Megatron's global
+    score buffer of its local attention (``ModelGraph.persistent_bytes_per_sequence``)."""
+    return ctx.layout.mbs * ctx.graph.persistent_bytes_per_sequence / ctx.layout.tp
 
 
 def _stage_nodes(

@@ -155,8 +155,10 @@ def stage_nodes(stage: StageNodesInput) -> tuple[Node, ...]:
     recomputed = _recomputed_groups(layout, len(layers))
     for position, layer in enumerate(layers):
         casts = layer.weight_cast_bytes / layout.tp
-        full = count * _per_token(layout, layer.saved) + casts
-        workspace = count * layer.backward_workspace_per_token / layout.tp
+        full = count * _per_token(layout, layer.saved) + _per_microbatch(layout, layer)
+        workspace = count * _layer_workspace(layout, layer) / layout.tp
+        if layout.recompute == "selective":
+            workspace += layer.score_mask_bytes
         group = recomputed.get(position)
         forward_only = 0.0
         if group is None:
@@ -168,7 +170,7 @@ def stage_nodes(stage: StageNodesInput) -> tuple[Node, ...]:
             saved = stored_input if position == first else 0.0
             group_layers = [layers[first + k] for k in range(size)]
             workspace += sum(
-                count * _per_token(layout, g.saved) + g.weight_cast_bytes / layout.tp
+                count * _per_token(layout, g.saved) + _per_microbatch(layout, g)
                 for g in group_layers
             )
         nodes.append(
@@ -215,6 +217,26 @@ def _per_token(layout: NodeLayout, saved: SavedBytes) -> float:
         selective=layout.recompute == "selective",
         cp=layout.cp,
     )
+
+
+def _per_microbatch(layout: NodeLayout, layer: LayerNode) -> float:
+    """A block's saved bytes per micro-batch that do not scale with its tokens: autocast's
+    weight copies and, unless selective recomputation rebuilds it, the score mask."""
+    mask = 0.0 if layout.recompute == "selective" else layer.score_mask_bytes
+    return layer.weight_cast_bytes / layout.tp + mask
+
+
+def _layer_workspace(layout: NodeLayout, layer: LayerNode) -> float:
+    """Bytes per token of the largest set of temporaries in a block's backward (tp region).
+
+    The MLP's gradient temporaries and the attention core's come one after the other;
+    under selective recomputation the core's saved tensors (``attention_scores``) are
+    recomputed just before its backward and live alongside its temporaries.
+    """
+    attention = layer.attention_workspace_per_token
+    if layout.recompute == "selective":
+        attention += layer.saved.recomputed(cp=layout.cp)
+    return max(layer.backward_workspace_per_token, attention)
 
 
 def _edge(layout: NodeLayout, count: float, node: EdgeNode, *, transient: float = 0.0) -> Node:

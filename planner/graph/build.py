@@ -14,6 +14,20 @@ accounting:
 * RMSNorm and LayerNorm kernels save their input and an fp32 statistic per token.
 * Flash attention (Megatron with Transformer Engine, ``scaled_dot_product_attention``)
   keeps no s² scores, only an fp32 log-sum-exp per head and token.
+* Megatron-Core's local layer spec (no Transformer Engine, no Apex; ``DotProductAttention``
+  in megatron-core 0.16): the softmax runs in eager PyTorch in fp32
+  (``attention_softmax_in_fp32``, the default): the bf16 scores are cast to fp32, masked
+  in place, soft-maxed and cast back. The softmax keeps its fp32 output and the value
+  matmul its bf16 cast: 4 + 2 bytes per score, not 2. Grouped-query K and V are repeated
+  to every query head before the two matmuls, which keep the repeated copies (dropped, like
+  the scores, under selective recomputation, whose checkpoint keeps the unrepeated
+  inputs), and the in-place masking keeps the s x s boolean causal mask it builds per
+  call. In the softmax's backward the fp32 gradients of its output and input live
+  beside its saved fp32 output (8 - 2 bytes per score above the saved set). The scores
+  are written into megatron's global memory buffer, one bf16 b x heads x s x s tensor that
+  persists for the life of the process (``parallel_state.get_global_memory_buffer``).
+  Checked against megatron-core 0.16.1 steps on one H200
+  (``hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core``).
 * No dropout (Llama-style models): no masks.
 * ``torch.autocast`` over fp32 weights: the residual stream is fp32, each Linear casts its
   input separately (three copies for q, k, v; two for a gated MLP) and keeps a bf16 copy
@@ -44,6 +58,7 @@ LOGSUMEXP_BYTES = 4
 LOSS_PARALLEL_TEMPORARY_BYTES = 4
 """One more fp32 temporary per local vocabulary entry in DTensor's sharded log-softmax and
 its backward than in the fused eager kernels (``_output_node``)."""
+FP32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,9 @@ class Implementation:
     casts_weights: bool = False
     fused_cross_entropy: bool = False
     """Megatron's vocab-parallel cross entropy works in place on its fp32 logits."""
+    eager_fp32_softmax: bool = False
+    """Unfused attention whose softmax runs as eager fp32 PyTorch ops on repeated K and V
+    (Megatron-Core's local ``DotProductAttention``; see the module docstring)."""
     eager: bool = False
     """Modules written as eager PyTorch ops (plain PyTorch, torchtitan, HuggingFace models
     under DeepSpeed): separate q/k/v and gate/up projections, RMSNorm and RoPE as chains
@@ -94,7 +112,18 @@ def build_graph(model: ModelSpec, *, seq_len: int, implementation: Implementatio
         output=_output_node(model, impl=implementation),
         seq_len=seq_len,
         tied_embeddings=model.tie_embeddings,
+        persistent_bytes_per_sequence=_score_buffer_per_sequence(
+            model, seq_len=seq_len, impl=implementation
+        ),
     )
+
+
+def _score_buffer_per_sequence(model: ModelSpec, *, seq_len: int, impl: Implementation) -> float:
+    """Megatron's persistent bf16 score buffer (heads x s x s per sequence) of the local
+    ``DotProductAttention``, allocated on the first forward and never freed."""
+    if not impl.eager_fp32_softmax:
+        return 0.0
+    return float(impl.activation_bytes * model.num_attention_heads * seq_len * seq_len)
 
 
 def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementation) -> LayerNode:
@@ -109,6 +138,7 @@ def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementat
     params = ParamSplit(tp=counts.total - replicated - expert, replicated=replicated, expert=expert)
     attention_tp, scores = _attention_saved(model, seq_len=seq_len, impl=impl)
     mlp_tp, mlp_ep, mlp_sp, workspace = _mlp_saved(model, is_moe=is_moe, impl=impl)
+    copies, checkpoint_extra = _local_attention_copies(model, impl=impl)
     sp, linear_inputs = _sp_saved(model, impl=impl)
     gathered = linear_inputs if impl.saves_gathered_inputs else 0.0
     saved = SavedBytes(
@@ -116,6 +146,8 @@ def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementat
         sp=sp + linear_inputs - gathered + mlp_sp,
         ep_tp=mlp_ep,
         attention_scores=scores,
+        core_copies=copies,
+        checkpoint_extra=checkpoint_extra,
         whole=gathered,
     )
     matmul_weights = (
@@ -129,7 +161,9 @@ def _layer_node(model: ModelSpec, index: int, *, seq_len: int, impl: Implementat
         saved=saved,
         input_bytes_per_token=impl.residual_bytes * model.hidden_size,
         backward_workspace_per_token=workspace,
+        attention_workspace_per_token=_attention_workspace(model, seq_len=seq_len, impl=impl),
         weight_cast_bytes=2.0 * matmul_weights if impl.casts_weights else 0.0,
+        score_mask_bytes=float(seq_len * seq_len) if impl.eager_fp32_softmax else 0.0,
     )
 
 
@@ -201,9 +235,35 @@ def _attention_saved(
     if impl.flash_attention:
         return tp_bytes, LOGSUMEXP_BYTES * a
     scores = act * a * seq_len  # softmax output
+    if impl.eager_fp32_softmax:
+        scores += FP32_BYTES * a * seq_len  # the fp32 softmax output beside its bf16 cast
     if model.attention_dropout > 0:
         scores += MASK_BYTES * a * seq_len + act * a * seq_len  # mask and dropped-out probs
     return tp_bytes, scores
+
+
+def _local_attention_copies(model: ModelSpec, *, impl: Implementation) -> tuple[float, float]:
+    """(core copies, checkpoint extra) per token of Megatron's local attention, tp region.
+
+    Without recomputation the two matmuls keep K and V repeated to all ``a`` query heads
+    instead of the projection's ``kv`` heads: 2(a - kv)·d more. Under selective
+    recomputation the checkpoint keeps the rotated Q and K and V, a view of the fused QKV
+    output, which keeps that whole (a + 2kv)·d output alive: (a + kv)·d more than Q, K, V.
+    """
+    if not impl.eager_fp32_softmax or model.mla is not None:
+        return 0.0, 0.0
+    a, kv, d = model.num_attention_heads, model.kv_heads, model.kv_channels
+    act = impl.activation_bytes
+    return float(act * 2 * (a - kv) * d), float(act * (a + kv) * d)
+
+
+def _attention_workspace(model: ModelSpec, *, seq_len: int, impl: Implementation) -> float:
+    """Bytes per token beyond the saved set alive in the attention core's backward (tp
+    region): the eager fp32 softmax's output and input gradients, less the bf16
+    probabilities already released by the value matmul's backward."""
+    if not impl.eager_fp32_softmax:
+        return 0.0
+    return float((2 * FP32_BYTES - impl.activation_bytes) * model.num_attention_heads * seq_len)
 
 
 def _mlp_saved(

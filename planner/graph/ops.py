@@ -35,10 +35,20 @@ class SavedBytes:
     sp: float = 0.0
     ep_tp: float = 0.0
     attention_scores: float = 0.0
+    core_copies: float = 0.0
+    """Other tp-region bytes the attention core keeps that selective recomputation drops
+    (Megatron's local attention: K and V repeated to every query head)."""
+    checkpoint_extra: float = 0.0
+    """tp-region bytes kept only under selective recomputation (Megatron's local spec: the
+    checkpoint keeps V as a view of the fused QKV output, which keeps all of it alive)."""
     whole: float = 0.0
     """Kept whole on every TP rank even with sequence parallelism: DTensor's sequence
     parallel all-gathers a column-parallel linear's input and autograd saves the gathered
     tensor (Megatron saves its sequence shard and gathers again in the backward)."""
+
+    def recomputed(self, *, cp: int = 1) -> float:
+        """tp-region bytes per token that selective recomputation drops and re-creates."""
+        return self.attention_scores / cp + self.core_copies
 
     def sharded(self, *, tp: int, sp_divisor: int, etp: int, selective: bool, cp: int = 1) -> float:
         """Bytes per local token on one GPU (``sp_divisor`` is tp with SP, else 1).
@@ -46,8 +56,8 @@ class SavedBytes:
         Score terms are per key as well as per query: with context parallelism each rank
         scores its queries against one chunk of s / cp keys at a time.
         """
-        scores = 0.0 if selective else self.attention_scores / cp
-        return (self.tp + scores) / tp + self.sp / sp_divisor + self.ep_tp / etp + self.whole
+        core = self.checkpoint_extra if selective else self.recomputed(cp=cp)
+        return (self.tp + core) / tp + self.sp / sp_divisor + self.ep_tp / etp + self.whole
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,15 @@ class LayerNode:
     """The block's input (residual stream): all that full recomputation keeps (sp region)."""
     backward_workspace_per_token: float
     """Largest set of gradient temporaries alive inside the block's backward (tp region)."""
+    attention_workspace_per_token: float = 0.0
+    """Temporaries of the attention core's backward beyond its saved tensors (tp region);
+    under selective recomputation the recomputed core's saved tensors come on top."""
     weight_cast_bytes: float = 0.0
     """Per in-flight micro-batch, not per token: autocast's low-precision weight copies."""
+    score_mask_bytes: float = 0.0
+    """Per in-flight micro-batch, not per token, not split by TP: the s x s boolean causal
+    mask Megatron's local attention builds per call and its in-place masking keeps
+    (recomputed with the core under selective recomputation)."""
 
 
 @dataclass(frozen=True)
@@ -107,4 +124,7 @@ class ModelGraph:
     output: EdgeNode
     seq_len: int
     tied_embeddings: bool = False
+    persistent_bytes_per_sequence: float = 0.0
+    """Buffers the implementation keeps for the whole run, per sequence of a micro-batch
+    (Megatron's global score buffer of its local attention), tp region."""
     notes: tuple[str, ...] = field(default_factory=tuple)
