@@ -14,6 +14,7 @@ from typing import Any
 from planner.catalog import load_cluster
 from planner.cost.measured import (
     MEASURED_CLUSTERS,
+    RecordConfig,
     flash_attention,
     layout_from_record,
     model_from_record,
@@ -30,13 +31,13 @@ def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
     """``planner.estimate`` of the run a record measured, on one GPU of ``gpu_id``: its
     framework, shape, sequence, micro-batch, accumulation, recomputation, precision,
     attention and optimizer."""
-    config = record["config"]
+    config = RecordConfig.of(record["config"])
     framework = record_framework(config)
     return estimate(
         model=model_from_record(config),
         cluster=load_cluster(MEASURED_CLUSTERS[gpu_id], gpus=1),
         workload=WorkloadSpec(
-            seq_len=config["model"]["seq_len"], global_batch=config["mbs"] * config["grad_accum"]
+            seq_len=config.model.seq_len, global_batch=config.mbs * config.grad_accum
         ),
         layout=layout_from_record(config),
         framework=framework,

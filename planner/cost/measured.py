@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from planner.cost.compute import embedding_work, head_work, layer_work
 from planner.cost.fit import Phase
 from planner.cost.frameworks import Framework, implementation, state_layout
@@ -38,60 +40,102 @@ MEASURED_CLUSTERS = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}
 """The cluster preset of each GPU we measured on (one of its GPUs is what a record ran on)."""
 
 
-def model_from_record(config: dict[str, Any]) -> ModelSpec:
+class RecordShape(BaseModel):
+    """The model shape a measured record trained (its ``config.model`` block)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    ffn_hidden_size: int
+    vocab_size: int
+    seq_len: int
+    rope_theta: float
+    norm_eps: float
+    tie_embeddings: bool
+
+
+class RecordConfig(BaseModel):
+    """What a measured record's ``config`` block says about its run (read by attribute)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", protected_namespaces=())
+
+    model: RecordShape
+    preset: str | None = None
+    mbs: int
+    grad_accum: int = 1
+    recompute: str = "none"
+    autocast: bool = False
+    foreach: bool = False
+    framework: str | None = None
+    param_count: float = 0.0
+    ddp: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, config: RecordConfig | dict[str, Any]) -> RecordConfig:
+        return config if isinstance(config, RecordConfig) else cls.model_validate(config)
+
+
+def model_from_record(config: RecordConfig | dict[str, Any]) -> ModelSpec:
     """The ``ModelSpec`` of the Llama-style model a record trained."""
-    shape = config["model"]
+    run = RecordConfig.of(config)
+    shape = run.model
     return ModelSpec(
-        name=config.get("preset") or "measured",
+        name=run.preset or "measured",
         family="llama",
-        num_layers=shape["num_layers"],
-        hidden_size=shape["hidden_size"],
-        num_attention_heads=shape["num_attention_heads"],
-        num_kv_heads=shape["num_kv_heads"],
-        ffn_hidden_size=shape["ffn_hidden_size"],
-        vocab_size=shape["vocab_size"],
-        max_position_embeddings=max(shape["seq_len"], 8192),
-        rope_theta=shape["rope_theta"],
-        norm_epsilon=shape["norm_eps"],
-        tie_embeddings=shape["tie_embeddings"],
+        num_layers=shape.num_layers,
+        hidden_size=shape.hidden_size,
+        num_attention_heads=shape.num_attention_heads,
+        num_kv_heads=shape.num_kv_heads,
+        ffn_hidden_size=shape.ffn_hidden_size,
+        vocab_size=shape.vocab_size,
+        max_position_embeddings=max(shape.seq_len, 8192),
+        rope_theta=shape.rope_theta,
+        norm_epsilon=shape.norm_eps,
+        tie_embeddings=shape.tie_embeddings,
     )
 
 
-def layout_from_record(config: dict[str, Any]) -> ParallelConfig:
-    full = config["recompute"] == "full"
+def layout_from_record(config: RecordConfig | dict[str, Any]) -> ParallelConfig:
+    run = RecordConfig.of(config)
+    full = run.recompute == "full"
     return ParallelConfig(
-        mbs=config["mbs"],
-        recompute=config["recompute"],
+        mbs=run.mbs,
+        recompute=run.recompute,
         recompute_method="uniform" if full else None,
         recompute_num_layers=1 if full else None,
-        distributed_optimizer=config.get("ddp", {}).get("use_distributed_optimizer", False),
+        distributed_optimizer=bool(run.ddp.get("use_distributed_optimizer", False)),
     )
 
 
-def record_framework(config: dict[str, Any]) -> Framework:
+def record_framework(config: RecordConfig | dict[str, Any]) -> Framework:
     """The framework a record ran: ``megatron`` for Megatron-Core steps, else plain PyTorch."""
-    return "megatron" if config.get("framework") == "megatron" else MEASURED_FRAMEWORK
+    return "megatron" if RecordConfig.of(config).framework == "megatron" else MEASURED_FRAMEWORK
 
 
-def state_layout_name(config: dict[str, Any]) -> str:
-    if record_framework(config) == "megatron":
+def state_layout_name(config: RecordConfig | dict[str, Any]) -> str:
+    run = RecordConfig.of(config)
+    if record_framework(run) == "megatron":
         return "megatron"  # bf16 weights, fp32 gradient buffer, fp32 main params and moments
-    return "autocast" if config["autocast"] else "bf16"
+    return "autocast" if run.autocast else "bf16"
 
 
-def optimizer_kind(config: dict[str, Any]) -> str:
-    if record_framework(config) == "megatron":
+def optimizer_kind(config: RecordConfig | dict[str, Any]) -> str:
+    run = RecordConfig.of(config)
+    if record_framework(run) == "megatron":
         return "foreach"  # megatron-core's fallback without TE/Apex: torch.optim.AdamW
-    return "foreach" if config.get("foreach") else "per_tensor"
+    return "foreach" if run.foreach else "per_tensor"
 
 
-def flash_attention(config: dict[str, Any]) -> bool:
+def flash_attention(config: RecordConfig | dict[str, Any]) -> bool:
     """Megatron's local layer spec attends with the unfused ``DotProductAttention``; the
     plain PyTorch harness with ``scaled_dot_product_attention`` (flash)."""
     return record_framework(config) != "megatron"
 
 
-def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
+def single_gpu_step_phases(config: RecordConfig | dict[str, Any]) -> tuple[Phase, ...]:
     """One measured single-GPU step as the streams the time model times one by one.
 
     As ``stage_work.stage_times`` composes a micro-batch: per layer its forward, its
@@ -100,13 +144,13 @@ def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
     accumulated micro-batch; then the optimizer step, which eager PyTorch issues with no
     host synchronisation after the backward pass (``time.OPTIMIZER_AFTER_LEAD``).
     """
-    model = model_from_record(config)
-    layout = layout_from_record(config)
-    states = state_layout(state_layout_name(config))
+    run = RecordConfig.of(config)
+    model = model_from_record(run)
+    layout = layout_from_record(run)
+    states = state_layout(state_layout_name(run))
     impl = implementation(framework=MEASURED_FRAMEWORK, layout=states, precision="bf16")
-    seq_len = config["model"]["seq_len"]
-    shape = layer_shape(layout, seq_len)
-    accumulation = float(config["grad_accum"])
+    shape = layer_shape(layout, run.model.seq_len)
+    accumulation = float(run.grad_accum)
     recomputed = recomputed_positions(layout, model.num_layers)
     phases: list[Phase] = []
     for position in range(model.num_layers):
@@ -122,10 +166,10 @@ def single_gpu_step_phases(config: dict[str, Any]) -> tuple[Phase, ...]:
     ):
         phases += [Phase(edge.forward, accumulation), Phase(edge.backward, accumulation)]
     optimizer = optimizer_step_work(
-        local_params=config["param_count"],
+        local_params=run.param_count,
         param_tensors=9 * model.num_layers + 3,
         states=states,
-        optimizer_kind=optimizer_kind(config),
+        optimizer_kind=optimizer_kind(run),
     )
     phases.append(Phase((optimizer,), after_lead=OPTIMIZER_AFTER_LEAD[MEASURED_FRAMEWORK]))
     return tuple(phases)
