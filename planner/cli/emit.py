@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from planner.cli.files import write_files
 from planner.cli.output import console, print_json
 from planner.emit import emit_files
 from planner.errors import SpecError
@@ -80,11 +81,6 @@ def plan_entry(data: Any) -> Any:
 def write_emitted(data: dict[str, Any], *, format: str, out: Path, quiet: bool = False) -> None:
     """Emit ``data`` (an estimate, a plan entry or a whole plan result) into ``out``."""
     files = emit_files(plan_entry(data), format=format)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        path = out / name
-        path.write_text(text)
-        if name.endswith(".sh"):
-            path.chmod(0o755)
+    write_files(out, files, option="--out")
     if not quiet:
         console().print(f"wrote {', '.join(sorted(files))} to {out}/")

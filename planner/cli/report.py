@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from planner.cli.files import write_text
 from planner.cli.output import console
 from planner.errors import SpecError
 
@@ -33,11 +34,7 @@ def write_report(data: object, out: Path, *, title: str | None = None) -> None:
     """Render ``data`` and write the page to ``out``, OS errors as one-line messages."""
     from planner.report import report_html
 
-    page = report_html(data, title=title)
-    try:
-        out.write_text(page)
-    except OSError as error:
-        raise SpecError(f"--report/--out: cannot write {out}: {error.strerror or error}") from None
+    write_text(out, report_html(data, title=title), option="--report/--out")
 
 
 def report_command(
