@@ -102,7 +102,7 @@ def test_plan_times_each_ep_with_its_placement() -> None:
 
 def test_routing_for_a_dense_model_or_the_wrong_shape_is_refused() -> None:
     stats = synthetic_stats("zipf:1.0", layers=LAYERS, experts=EXPERTS, top_k=2)
-    with pytest.raises(SpecError, match="routing: llama-3.1-8b has no MoE layers"):
+    with pytest.raises(SpecError, match=r"routing: llama-3\.1-8b has no MoE layers"):
         ExpertLoads(model=load_model("llama-3.1-8b"), cluster=CLUSTER, routing=stats)
     wrong = synthetic_stats("zipf:1.0", layers=LAYERS, experts=8, top_k=2)
     with pytest.raises(SpecError, match="routing: 8 experts per layer"):
