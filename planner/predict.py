@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from planner.cost.compute import Rates
+from planner.cost.expert_load import ExpertLoadFactors
 from planner.cost.frameworks import (
     DEFAULT_RUNTIME,
     Framework,
@@ -182,6 +183,8 @@ class Prepared:
     optimizer_impl: OptimizerKind
     runtime: Runtime = DEFAULT_RUNTIME
     layer_spec: LayerSpec = "transformer_engine"
+    expert_load: ExpertLoadFactors | None = None
+    """Routing skew under an expert placement (``cost.expert_load``); None: balanced."""
 
 
 def prepare(
@@ -197,6 +200,7 @@ def prepare(
     check: bool = True,
     runtime: Runtime = DEFAULT_RUNTIME,
     layer_spec: LayerSpec = "transformer_engine",
+    expert_load: ExpertLoadFactors | None = None,
 ) -> Prepared:
     """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
 
@@ -268,6 +272,7 @@ def prepare(
         optimizer_impl=kind,
         runtime=runtime,
         layer_spec=layer_spec,
+        expert_load=expert_load,
     )
 
 
@@ -284,6 +289,7 @@ def time_report(prepared: Prepared) -> TimeReport:
         workload=prepared.workload,
         impl=prepared.impl,
         framework=prepared.framework,
+        expert_load=prepared.expert_load,
     )
 
 
@@ -408,6 +414,7 @@ def _time_report(
     workload: WorkloadSpec,
     impl: Implementation,
     framework: str,
+    expert_load: ExpertLoadFactors | None = None,
 ) -> TimeReport:
     layout = ctx.layout
     rates = time_rates(cluster=cluster, workload=workload, framework=framework)
@@ -430,6 +437,7 @@ def _time_report(
         chunks=chunks,
         local_params_per_rank=per_rank,
         param_tensors_per_rank=[TENSORS_PER_LAYER * n + 3 for n in layers_per_rank],
+        expert_load=expert_load,
     )
     breakdown = step_time(time_ctx)
     step = breakdown.step_s

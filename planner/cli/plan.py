@@ -45,9 +45,11 @@ from planner.cli.refine import (
 from planner.cli.report import write_report
 from planner.emit import emitter_names, load_emitters
 from planner.errors import SpecError
+from planner.experts import RoutingStats, read_routing, synthetic_stats
 from planner.plan import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
+    PlanOutcome,
     PlanRequest,
     PlanResult,
     RefineOptions,
@@ -56,6 +58,7 @@ from planner.plan import (
 from planner.report.inputs import PlanView
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
+from planner.specs import ModelSpec
 from planner.specs import limits as L
 
 
@@ -86,6 +89,27 @@ def check_emit(emit: str | None, out: Path | None) -> Path | None:
     if emit not in emitter_names():
         raise SpecError(f"--emit: unknown format '{emit}'; known: {', '.join(emitter_names())}")
     return ensure_dir(out or Path("run"), option="--out")
+
+
+def plan_routing(
+    routing: Path | None, synthetic: str | None, model: ModelSpec
+) -> RoutingStats | None:
+    """--routing / --synthetic for an MoE model's plan (neither: balanced routing)."""
+    if routing is None and synthetic is None:
+        return None
+    flag = "--routing" if routing is not None else "--synthetic"
+    if routing is not None and synthetic is not None:
+        raise SpecError("--routing: give at most one of --routing STATS and --synthetic SPEC")
+    if model.moe is None:
+        raise SpecError(
+            f"{flag}: {model.name} has no MoE layers; routing statistics apply to MoE models only"
+        )
+    if routing is not None:
+        return read_routing(routing)
+    assert synthetic is not None
+    return synthetic_stats(
+        synthetic, layers=model.num_moe_layers, experts=model.moe.num_experts, top_k=model.moe.top_k
+    )
 
 
 def plan_command(
@@ -161,6 +185,20 @@ def plan_command(
     refine_on_hardware: RefineOnHardwareOption = 0,
     measure_device: MeasureDeviceOption = "cuda",
     measure_steps: MeasureStepsOption = 6,
+    routing: Annotated[
+        Path | None,
+        typer.Option(
+            help="MoE routing statistics ([layers, experts] loads: .json/.npy/.pt, or an "
+            "autopar routing-stats file): each EP degree is timed with its solved expert "
+            "placement. Without it (or --synthetic) routing is assumed balanced."
+        ),
+    ] = None,
+    synthetic: Annotated[
+        str | None,
+        typer.Option(
+            help="Synthetic MoE routing instead of --routing: zipf:S[,seed:K][,tokens:T]."
+        ),
+    ] = None,
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
@@ -176,6 +214,7 @@ def plan_command(
         model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
         global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
     )  # fmt: skip
+    routing_stats = plan_routing(routing, synthetic, model_spec)
     request = PlanRequest(
         model=model_spec,
         cluster=cluster_spec,
@@ -202,6 +241,7 @@ def plan_command(
         )
         if refine_on_hardware
         else None,
+        routing=routing_stats,
     )
     bar = RefineProgress(refine, quiet=as_json)
     with bar, search_progress(not as_json) as progress:
@@ -214,6 +254,7 @@ def plan_command(
         print_json(result.model_dump(mode="json"))
         return
     render_plan(result)
+    render_routing(result)
     if result.refinement is not None:
         render_refinement(result.refinement)
     if result.hardware is not None:
@@ -269,3 +310,20 @@ def render_plan(result: PlanResult) -> None:
         + (f", {split_count} from the split solver" if split_count else "")
         + f"; {info.solver} {verdict} in {info.wall_s:.2f} s."
     )
+
+
+def render_routing(result: PlanOutcome) -> None:
+    """The expert placement each plan was timed with, or that routing was assumed balanced."""
+    out = console()
+    if result.routing_note is not None:
+        out.print(f"Note: {result.routing_note}.")
+    for rank, entry in enumerate(result.plans, start=1):
+        p = entry.expert_placement
+        if p is None:
+            continue
+        out.print(
+            f"Plan {rank}: experts placed on ep {p.ep} by the {p.method} ({p.status}, gap "
+            f"{p.gap:.1%}, {p.solve_s:.2f} s): balancedness {p.balancedness:.3f}, busiest GPU "
+            f"{p.max_imbalance:.3f}x the mean, {p.cross_node_fraction:.1%} of the all-to-all "
+            f"bytes cross nodes (routing: {p.routing_source})."
+        )

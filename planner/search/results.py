@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from planner.experts.load import PlacementSummary
 from planner.predict import Estimate, MemoryReport, TimeReport
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 
@@ -32,12 +33,16 @@ class PlanEntry(BaseModel):
     price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
     of the JSON when there is no budget, so a plan is exactly config, memory, time and
     explanation then."""
+    expert_placement: PlacementSummary | None = None
+    """With MoE routing statistics (``autopar plan --routing``): the expert placement this
+    layout's EP degree was timed with; left out of the JSON otherwise."""
 
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if data.get("training") is None:
-            data.pop("training", None)
+        for optional in ("training", "expert_placement"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planner.experts.stats import RoutingStats
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
@@ -67,3 +68,6 @@ class PlanRequest(BaseModel):
     deadline_hours: float | None = None
     refine: RefineOptions | None = None
     hardware: HardwareRankOptions | None = None
+    routing: RoutingStats | None = None
+    """MoE routing statistics (``autopar plan --routing``): each EP degree's layouts are
+    timed with the expert placement solved for it; None assumes balanced routing."""
