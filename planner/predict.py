@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.cost.compute import Rates
 from planner.cost.expert_load import ExpertLoadFactors
@@ -74,6 +74,32 @@ class StageReport(BaseModel):
     peak_moment: str
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+class SimulatedStagePeak(BaseModel):
+    """One GPU of one pipeline stage replayed through ``planner.memplan``, GiB (2^30 bytes):
+    the tensor lifetimes of its training step through a simulated caching allocator and
+    through autopar's planned placement (``autopar memplan`` prints the same numbers)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: int
+    live_gib: float
+    """Largest sum of live tensors: the analytical allocated peak, a lower bound."""
+    allocator_gib: float
+    """Simulated ``max_memory_reserved`` with the default allocator settings."""
+    allocator_expandable_gib: float
+    """The same with ``expandable_segments:True``."""
+    planned_gib: float
+    """Arena of the planned (offline) placement."""
+    plan_status: str
+    reserved_total_gib: float
+    """``allocator_gib`` plus what is allocated outside PyTorch's allocator (CUDA context,
+    library workspaces, NCCL buffers: the reserve's fixed part)."""
+
+
 class MemoryReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -83,6 +109,12 @@ class MemoryReport(BaseModel):
     headroom_gib: float
     reserve_source: str
     stages: list[StageReport]
+    simulated: list[SimulatedStagePeak] | None = Field(None, exclude_if=_is_none)
+    """With ``--memplan``: the allocator-simulated and planned peaks per stage. Left out
+    of the JSON otherwise, like ``fits_basis``."""
+    fits_basis: str | None = Field(None, exclude_if=_is_none)
+    """With ``--memplan``: which model ``fits`` was decided on (analytical or allocator
+    simulation) and why."""
 
 
 class PipelineSchedule(BaseModel):

@@ -24,6 +24,7 @@ from planner.cli.inputs import (
     GlobalBatchTokensOption,
     GpusOption,
     JsonOption,
+    MemplanOption,
     ModelOption,
     NodesOption,
     PrecisionOption,
@@ -46,6 +47,7 @@ from planner.cli.report import write_report
 from planner.emit import emitter_names, load_emitters
 from planner.errors import SpecError
 from planner.experts import RoutingStats, read_routing, synthetic_stats
+from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, PLAN_TOP, entry_with_simulated
 from planner.plan import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
@@ -175,6 +177,7 @@ def plan_command(
         Path | None,
         typer.Option("--report", help="Also draw the plans as a self-contained HTML file."),
     ] = None,
+    memplan: MemplanOption = False,
     as_json: JsonOption = False,
     # Optuna refinement of the solver's plans (planner/cli/refine.py)
     refine: RefineOption = 0,
@@ -246,6 +249,8 @@ def plan_command(
     bar = RefineProgress(refine, quiet=as_json)
     with bar, search_progress(not as_json) as progress:
         result = plan(request, progress=progress, refine_callbacks=[bar] if refine else ())
+    if memplan:
+        result = _simulated(result, request)
     if emit is not None and out is not None:  # the solver's best, or the refined best
         write_emitted(result.best_entry(), format=emit, out=out, quiet=as_json)
     if report is not None:
@@ -255,10 +260,38 @@ def plan_command(
         return
     render_plan(result)
     render_routing(result)
+    _render_simulated(result)
     if result.refinement is not None:
         render_refinement(result.refinement)
     if result.hardware is not None:
         render_hardware(result.hardware)
+
+
+def _simulated(result: PlanOutcome, request: PlanRequest) -> PlanOutcome:
+    """The best ``PLAN_TOP`` plans with their memory sections simulated (``--memplan``)."""
+    plans = [
+        entry_with_simulated(
+            entry, model=request.model, cluster=request.cluster, workload=request.workload,
+            time_limit_s=MEMPLAN_TIME_LIMIT_S,
+        )
+        if rank < PLAN_TOP
+        else entry
+        for rank, entry in enumerate(result.plans)
+    ]  # fmt: skip
+    return result.model_copy(update={"plans": plans})
+
+
+def _render_simulated(result: PlanResult) -> None:
+    out = console()
+    for rank, entry in enumerate(result.plans, start=1):
+        if entry.memory.simulated is None:
+            continue
+        peaks = "; ".join(
+            f"stage {peak.stage}: allocator {peak.allocator_gib:.2f}, expandable "
+            f"{peak.allocator_expandable_gib:.2f}, planned {peak.planned_gib:.2f}"
+            for peak in entry.memory.simulated
+        )
+        out.print(f"#{rank} simulated (GiB per GPU) {peaks}. {entry.memory.fits_basis}")
 
 
 def render_plan(result: PlanResult) -> None:
