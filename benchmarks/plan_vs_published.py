@@ -12,7 +12,7 @@ sequence parallelism with TP, flash attention), so the comparison is of layouts,
 Sources:
 * Narayanan et al., "Efficient Large-Scale Language Model Training on GPU Clusters Using
   Megatron-LM" (SC'21, arXiv:2104.04473), Table 1: GPT 1.7B to 1T on 32 to 3,072 A100s,
-  full recomputation (records in ../shared/validation/published_runs.json).
+  full recomputation (records in benchmarks/data/published_runs.json).
 * Korthikanti et al., "Reducing Activation Recomputation in Large Transformer Models"
   (arXiv:2205.05198), Table 5: 22B/175B/530B/1T, full recomputation and sequence
   parallelism with selective recomputation (same file).
@@ -46,7 +46,7 @@ from typing import Any
 from planner import Infeasible, WorkloadSpec, load_cluster, load_model
 from planner.search.driver import compare, layout_label, search
 
-VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "validation" / "published_runs.json"
+VALIDATION = Path(__file__).resolve().parent / "data" / "published_runs.json"
 MODEL_BY_SHAPE = {
     (24, 2304): "gpt-1.7b", (30, 3072): "gpt-3.6b", (36, 4096): "gpt-7.5b",
     (40, 6144): "gpt-18.4b", (48, 8192): "gpt-39.1b", (60, 10240): "gpt-76.1b",

@@ -1,6 +1,6 @@
 """Predicted step time and TFLOP/s against the published Megatron-LM runs on A100s.
 
-Sources (records in ../shared/validation/published_runs.json, each citing its table):
+Sources (records in benchmarks/data/published_runs.json, each citing its table):
 * Narayanan et al., SC'21, Table 1 (GPT 1.7B to 1T on 32 to 3,072 A100s): achieved
   TFLOP/s per GPU counted with the paper's formula
   F = 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)) per iteration (full recomputation included);
@@ -33,7 +33,7 @@ from typing import Any
 
 from planner import ParallelConfig, WorkloadSpec, estimate, load_cluster, load_model
 
-VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "validation" / "published_runs.json"
+VALIDATION = Path(__file__).resolve().parent / "data" / "published_runs.json"
 MODEL_FOR_LAYERS = {
     24: "gpt-1.7b", 30: "gpt-3.6b", 36: "gpt-7.5b", 40: "gpt-18.4b", 48: None, 60: "gpt-76.1b",
     80: "gpt-145.6b", 96: None, 105: "gpt-529.6b", 128: "gpt-1t",

@@ -1,6 +1,6 @@
 """Cross-check on H100s: the Megatron-Core weak-scaling table (MFU), with stated assumptions.
 
-Source (records in ../shared/validation/published_runs.json, ids ``mcore-h100-weak-*``):
+Source (records in benchmarks/data/published_runs.json, ids ``mcore-h100-weak-*``):
 NVIDIA Megatron-LM README, "Training Speed and Scalability" (Megatron-Core r0.8.0, DGX
 H100, model_table.png): GPT models of 2B to 462B parameters on 48 to 6,144 H100s with
 their TP, PP, global batch and MFU; vocabulary 131,072, sequence 4,096, and the overlap
@@ -25,7 +25,7 @@ from typing import Any
 
 from planner import ParallelConfig, WorkloadSpec, estimate, load_cluster, load_model
 
-VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "validation" / "published_runs.json"
+VALIDATION = Path(__file__).resolve().parent / "data" / "published_runs.json"
 PREFIX = "mcore-h100-weak"
 SEQ_LEN = 4096
 

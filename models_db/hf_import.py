@@ -4,7 +4,8 @@
 from its HuggingFace config and returns ``{"name", "family", "source": {"url", "note"},
 "architecture": {...}}`` where ``architecture`` holds ``ModelSpec`` field names (nested
 dicts for ``moe`` and ``mla``). ``planner/catalog.py`` validates the record into a spec;
-this module imports nothing from the project (see STYLE.md, dependency rules).
+this module imports nothing from the project (data packages sit below ``planner``: an
+import-linter contract in pyproject.toml).
 
 What the importer assumes, and what it refuses to assume:
 

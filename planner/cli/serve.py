@@ -1,8 +1,9 @@
 """``autopar serve``: run the REST service (FastAPI under uvicorn).
 
 The app is loaded by its import string, ``api.app:create_app`` (a factory), so ``planner``
-never imports ``api`` (DESIGN.md, one-way data flow). Options become the environment the
-app reads (``api.settings``), which uvicorn's worker processes inherit.
+never imports ``api`` (imports only go down the layers of docs/architecture.md; an
+import-linter contract in pyproject.toml checks it). Options become the environment the app
+reads (``api.settings``), which uvicorn's worker processes inherit.
 """
 
 from __future__ import annotations

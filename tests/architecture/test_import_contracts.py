@@ -1,4 +1,4 @@
-"""The one-way data flow of DESIGN.md, enforced with import-linter's contracts in pyproject."""
+"""Imports only go down the layers of docs/architecture.md: pyproject's import-linter contracts."""
 
 from __future__ import annotations
 

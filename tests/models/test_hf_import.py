@@ -1,8 +1,9 @@
 """HuggingFace config.json importer: published configs -> specs with exact parameter counts.
 
 The fixtures under tests/fixtures/hf/ are the published config.json files of the models
-(verbatim keys and values), named by catalogue name. Parameter-count vectors come from
-../shared/reference/frameworks.md section 5.2.
+(verbatim keys and values), named by catalogue name. The expected parameter counts are
+worked out by hand from those same configs (weight-matrix sizes summed layer by layer), and
+each rounds to the size its publisher states.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from planner.specs.model import ModelSpec
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hf"
 FIXTURE_NAMES = sorted(path.stem for path in FIXTURES.glob("*.json"))
 
-# frameworks.md 5.2 (total, active); GPT-NeoX-20B from its model card ("20554567680").
+# Hand counts from config.json (total, active); GPT-NeoX-20B from its model card
+# ("20554567680").
 EXPECTED_PARAMS: dict[str, tuple[int, int | None]] = {
     "llama-3.1-8b": (8_030_261_248, None),
     "llama-3.1-70b": (70_553_706_496, None),

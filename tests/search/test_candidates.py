@@ -156,8 +156,9 @@ def test_long_sequences_search_context_parallel_beyond_eight(tiny_model: ModelSp
 
 
 def test_uneven_splits_with_virtual_stages_divide_every_stage() -> None:
-    """Rule 22: with vpp, the first, the last and every middle stage divide by vpp (126
-    layers on 32 stages = 3 + 30 x 4 + 3 cannot run 3 virtual stages)."""
+    """Megatron-LM's uneven-split check: with vpp, the first, the last and every middle
+    stage divide by vpp (126 layers on 32 stages = 3 + 30 x 4 + 3 cannot run 3 virtual
+    stages)."""
     from planner.catalog import load_model
     from planner.cost.memory import virtual_stages
     from planner.specs.layout import stage_layer_counts

@@ -104,7 +104,7 @@ def rule_violations(
 def _pipeline_rule_violations(
     par: dict[str, object], *, pp: int, local: int, num_layers: int
 ) -> list[str]:
-    """Rule 7: the stage arithmetic of pipeline_parallel.py (_get_pipeline_metadata)."""
+    """torchtitan's pipeline stage arithmetic (pipeline_parallel.py, _get_pipeline_metadata)."""
     micro = _int(par, "pipeline_parallel_microbatch_size")
     first = _int(par, "pipeline_parallel_first_stage_less_layers")
     last = _int(par, "pipeline_parallel_last_stage_less_layers")
