@@ -43,6 +43,7 @@ def _model(record: dict[str, Any]) -> Any:
             "vocab_size": shape["vocab"],
             "max_position_embeddings": SEQ_LEN,
             "position_embedding": "rope",
+            "rope_theta": 10000.0,  # Megatron-LM's --rotary-base default (arguments.py)
             "tie_embeddings": False,
             "hidden_dropout": 0.0,
             "attention_dropout": 0.0,
