@@ -9,10 +9,10 @@ import json
 from typing import Any
 
 import pytest
+from emitter_cases import PLANS
 
 from planner.emit import emit_files
 from planner.emit.base import EmitError, emit_input_from_estimate
-from tests.emit.emitter_cases import PLANS
 
 EXPORT = "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
 CASES = [
