@@ -10,7 +10,12 @@ Steps, in order:
    (``planner.refine``), run here for the requested trials;
 3. with ``request.hardware``: the top plans measured with short real training steps on
    this machine and ranked again (``planner.refine.hardware``; plain PyTorch, so the
-   request's framework must be ``pytorch``).
+   request's framework must be ``pytorch``);
+4. with ``request.lengths``: the best plan's batches of those variable lengths scattered
+   over SP groups of different sizes and compared with the best static degree
+   (``planner.scattering.for_plan``); the best plan carries the answer as ``scattering``.
+   The search itself still prices every layout at the workload's one ``seq_len``, so the
+   plans' own numbers are the same with and without lengths.
 
 ``PlanOutcome`` is what ``autopar plan --json`` prints: the search's ``PlanResult``
 (``plans``, ``search``) plus ``refinement`` and ``hardware`` when those steps ran.
@@ -37,7 +42,9 @@ from planner.refine import (
     seeds_from_plans,
 )
 from planner.refine.hardware import HardwareRanking, measure_candidates
+from planner.scattering.for_plan import check_lengths_option, scatter_for_plan
 from planner.search.driver import Infeasible, search
+from planner.search.objectives import resized
 from planner.search.progress import Progress, ProgressCallback
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
 from planner.settings import database_url
@@ -45,6 +52,7 @@ from planner.specs.limits import check_budget, check_headroom, check_time_limit,
 from planner.specs.request import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
+    LengthsOption,
     PlanRequest,
     RefineOptions,
 )
@@ -53,6 +61,7 @@ __all__ = [
     "DEFAULT_TIME_LIMIT_S",
     "HardwareRankOptions",
     "Infeasible",
+    "LengthsOption",
     "PlanEntry",
     "PlanOutcome",
     "PlanRequest",
@@ -126,6 +135,8 @@ def plan(
         parse_objectives(request.refine.objectives)  # a bad name fails before the search
     if request.hardware is not None:
         _check_hardware(request, request.hardware)
+    if request.lengths is not None:
+        check_lengths_option(request.lengths, gpus=request.cluster.num_gpus)
     result = search(
         request.model,
         request.cluster,
@@ -152,9 +163,23 @@ def plan(
             model=request.model, cluster=request.cluster, workload=request.workload,
             device=options.device, steps=options.steps,
         )  # fmt: skip
-    return PlanOutcome(
-        plans=result.plans, search=result.search, refinement=refinement, hardware=hardware
+    plans = result.plans
+    if request.lengths is not None:
+        plans = [_with_scattering(request, request.lengths, plans[0]), *plans[1:]]
+    return PlanOutcome(plans=plans, search=result.search, refinement=refinement, hardware=hardware)
+
+
+def _with_scattering(request: PlanRequest, lengths: LengthsOption, best: PlanEntry) -> PlanEntry:
+    config = best.config
+    summary = scatter_for_plan(
+        lengths,
+        model=request.model,
+        cluster=resized(request.cluster, config.num_gpus),
+        seq_len=config.seq_len,
+        global_batch=config.global_batch,
+        precision=config.precision,
     )
+    return best.model_copy(update={"scattering": summary})
 
 
 def _check_hardware(request: PlanRequest, options: HardwareRankOptions) -> None:

@@ -48,12 +48,14 @@ from planner.errors import SpecError
 from planner.plan import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
+    LengthsOption,
     PlanRequest,
     PlanResult,
     RefineOptions,
     plan,
 )
 from planner.report.inputs import PlanView
+from planner.scattering import ScatterSummary, read_lengths_file
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
 from planner.specs import limits as L
@@ -73,6 +75,17 @@ def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
             raise SpecError(f"{option}: knob '{name}' is given twice")
         raw[name] = value
     return coerce_knobs(raw, option=option)
+
+
+def lengths_option(length_dist: str | None, seq_lengths: Path | None) -> LengthsOption | None:
+    """--length-dist / --seq-lengths as the request's ``lengths`` (None without either)."""
+    if length_dist is not None and seq_lengths is not None:
+        raise SpecError("--length-dist, --seq-lengths: give one of them, not both")
+    if length_dist is not None:
+        return LengthsOption(distribution=length_dist)
+    if seq_lengths is not None:
+        return LengthsOption(batches=read_lengths_file(seq_lengths), source=f"file {seq_lengths}")
+    return None
 
 
 def check_emit(emit: str | None, out: Path | None) -> Path | None:
@@ -161,6 +174,24 @@ def plan_command(
     refine_on_hardware: RefineOnHardwareOption = 0,
     measure_device: MeasureDeviceOption = "cuda",
     measure_steps: MeasureStepsOption = 6,
+    # variable sequence lengths: scattering on the best plan (planner/scattering/for_plan.py)
+    length_dist: Annotated[
+        str | None,
+        typer.Option(
+            "--length-dist",
+            help="Also scatter batches sampled from a shipped length distribution "
+            "(wikipedia-flexsp, uniform, fixed) over SP groups of different sizes on the best "
+            "plan's cluster, against the best static degree; documents are cut at --seq-len.",
+        ),
+    ] = None,
+    seq_lengths: Annotated[
+        Path | None,
+        typer.Option(
+            "--seq-lengths",
+            help="As --length-dist, with your own lengths: one per line, or JSON (a list of "
+            "lengths or of batches).",
+        ),
+    ] = None,
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
@@ -202,6 +233,7 @@ def plan_command(
         )
         if refine_on_hardware
         else None,
+        lengths=lengths_option(length_dist, seq_lengths),
     )
     bar = RefineProgress(refine, quiet=as_json)
     with bar, search_progress(not as_json) as progress:
@@ -259,6 +291,8 @@ def render_plan(result: PlanResult) -> None:
     out.print(table)
     print_plan_pictures(PlanView.model_validate(result.plans[0].model_dump(mode="json")), out)
     out.print(result.plans[0].explanation)
+    if result.plans[0].scattering is not None:
+        render_scattering(result.plans[0].scattering)
     info = result.search
     verdict = "optimal" if info.optimal else "NOT proven optimal (time limit)"
     sizes = f" over {len(info.gpus_searched)} cluster sizes" if sized else ""
@@ -268,4 +302,17 @@ def render_plan(result: PlanResult) -> None:
         f"{info.layouts_legal} legal, {info.layouts_feasible} fit"
         + (f", {split_count} from the split solver" if split_count else "")
         + f"; {info.solver} {verdict} in {info.wall_s:.2f} s."
+    )
+
+
+def render_scattering(summary: ScatterSummary) -> None:
+    """One paragraph: scattering against the best static degree on the best plan's GPUs."""
+    verdict = "WINS" if summary.wins else "does not win"
+    console().print(
+        f"Scattering ({summary.batches} batch(es) on {summary.gpus} GPUs, documents cut at "
+        f"{summary.max_seq_len} tokens; lengths: {summary.lengths_source}): {verdict}: "
+        f"{summary.step_time_s:.3f} s vs {summary.static_step_time_s:.3f} s for the best static "
+        f"degree ({summary.speedup_over_static:.2f}x; Megatron hybrid CP "
+        f"{summary.megatron_hybrid_cp_step_time_s:.3f} s); {summary.reason}. Step times are the "
+        "scattering cost model's (ZeRO-3 with Ulysses or ring), not the plan's."
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 
 from planner.predict import Estimate, MemoryReport, TimeReport
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
+from planner.scattering.result import ScatterSummary
 
 
 class PlanEntry(BaseModel):
@@ -32,12 +33,16 @@ class PlanEntry(BaseModel):
     price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
     of the JSON when there is no budget, so a plan is exactly config, memory, time and
     explanation then."""
+    scattering: ScatterSummary | None = None
+    """On the best plan, when the plan was asked about variable sequence lengths
+    (``planner.scattering.for_plan``); left out of the JSON otherwise."""
 
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if data.get("training") is None:
-            data.pop("training", None)
+        for block in ("training", "scattering"):
+            if data.get(block) is None:
+                data.pop(block, None)
         return data
 
     @classmethod
