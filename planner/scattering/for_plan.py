@@ -11,8 +11,13 @@ The answer is a ``ScatterSummary`` on the best plan, which the Megatron emitter 
 
 from __future__ import annotations
 
-from planner.errors import SpecError
-from planner.scattering.lengths import load_distribution, parse_batches, sample_batches
+from planner.errors import SpecError, UnknownNameError
+from planner.scattering.lengths import (
+    list_distributions,
+    load_distribution,
+    parse_batches,
+    sample_batches,
+)
 from planner.scattering.result import ScatterResult, ScatterSummary
 from planner.scattering.run import scatter
 from planner.specs.hardware import ClusterSpec
@@ -27,7 +32,11 @@ def check_lengths_option(option: LengthsOption, *, gpus: int) -> None:
     if (option.distribution is None) == (option.batches is None):
         raise SpecError("lengths: give exactly one of --seq-lengths FILE and --length-dist NAME")
     if option.distribution is not None:
-        load_distribution(option.distribution)
+        if option.distribution not in list_distributions():  # only names, never a path
+            raise UnknownNameError(
+                f"length-dist: unknown '{option.distribution}'; known: "
+                + ", ".join(list_distributions())
+            )
     else:
         parse_batches(option.batches)
     if gpus & (gpus - 1):
