@@ -93,11 +93,17 @@ class PlanOutcome(PlanResult):
     def best_entry(self) -> dict[str, Any]:
         """The plan to launch, as JSON: the fastest refined plan when refinement found one
         (of the front, for several objectives), else the solver's best (the whole result,
-        which ``planner.emit`` reads the first plan of)."""
+        which ``planner.emit`` reads the first plan of). A refined plan on the same number
+        of GPUs takes the solver's best plan's ``scattering`` block with it."""
         if self.refinement is not None:
             fastest = min(self.refinement.best, key=lambda p: p.time.step_time_s, default=None)
             if fastest is not None:
-                return fastest.model_dump(mode="json")
+                entry = fastest.model_dump(mode="json")
+                scattering = self.plans[0].scattering if self.plans else None
+                # the comparison depends on the cluster size and workload, not the layout
+                if scattering is not None and entry["config"]["num_gpus"] == scattering.gpus:
+                    entry["scattering"] = scattering.model_dump(mode="json")
+                return entry
         return PlanResult.model_dump(self, mode="json")
 
 

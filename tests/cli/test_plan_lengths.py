@@ -116,3 +116,17 @@ def test_bad_lengths_in_a_file(run_cli: Callable, tmp_path: Path) -> None:
     result = run_cli(*SMALL, "--seq-lengths", str(path))
     assert result.exit_code == 2
     assert "line 2 must be a positive number of tokens" in result.stderr
+
+
+def test_a_refined_best_plan_takes_the_block_to_the_launch(
+    run_cli: Callable, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli(
+        *SMALL, "--length-dist", "fixed", "--refine", "3", "--storage", storage,
+        "--emit", "megatron", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    launch = (out / "launch_megatron.sh").read_text()
+    assert "  # static cp " in launch and "scattering is no faster" in launch
