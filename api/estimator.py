@@ -140,7 +140,8 @@ class EstimateProcess:
             try:
                 await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
             except TimeoutError:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                    process.kill()
                 await process.wait()
         if self._reader is not None:
             self._reader.cancel()

@@ -30,6 +30,7 @@ import optuna
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from planner.errors import SpecError
+from planner.experts.load import ExpertLoads
 from planner.refine import (
     Callback,
     RefineProblem,
@@ -76,16 +77,25 @@ MEASURED_FRAMEWORK = "pytorch"
 """The software the hardware ranking runs (``benchmarks/measure/train_step.py``)."""
 
 
+BALANCED_ROUTING_NOTE = (
+    "MoE routing assumed balanced (every EP rank gets the mean tokens, uniform all-to-all "
+    "destinations); pass --routing STATS to time each EP degree with its expert placement"
+)
+
+
 class PlanOutcome(PlanResult):
     """The search's plans and, when the request asked for them, refinement and measurement."""
 
     refinement: RefineResult | None = None
     hardware: HardwareRanking | None = None
+    routing_note: str | None = None
+    """For an MoE model planned without routing statistics: that routing was assumed
+    balanced."""
 
     @model_serializer(mode="wrap")
     def _without_steps_not_run(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for step in ("refinement", "hardware"):
+        for step in ("refinement", "hardware", "routing_note"):
             if data.get(step) is None:
                 data.pop(step, None)
         return data
@@ -143,6 +153,9 @@ def plan(
         _check_hardware(request, request.hardware)
     if request.lengths is not None:
         check_lengths_option(request.lengths, gpus=request.cluster.num_gpus)
+    loads = None
+    if request.routing is not None:
+        loads = ExpertLoads(model=request.model, cluster=request.cluster, routing=request.routing)
     result = search(
         request.model,
         request.cluster,
@@ -158,6 +171,7 @@ def plan(
         token_budget=request.token_budget,
         deadline_hours=request.deadline_hours,
         progress=progress,
+        expert_load=loads,
     )
     refinement = hardware = None
     if request.refine is not None:
@@ -170,9 +184,18 @@ def plan(
             device=options.device, steps=options.steps,
         )  # fmt: skip
     plans = result.plans
+    if loads is not None:  # the placement each plan was timed with
+        plans = [
+            entry.model_copy(update={"expert_placement": loads.summary(entry.config.ep)})
+            for entry in plans
+        ]
     if request.lengths is not None:
         plans = [_with_scattering(request, request.lengths, plans[0]), *plans[1:]]
-    return PlanOutcome(plans=plans, search=result.search, refinement=refinement, hardware=hardware)
+    balanced = request.model.moe is not None and loads is None
+    return PlanOutcome(
+        plans=plans, search=result.search, refinement=refinement, hardware=hardware,
+        routing_note=BALANCED_ROUTING_NOTE if balanced else None,
+    )  # fmt: skip
 
 
 def _with_scattering(request: PlanRequest, lengths: LengthsOption, best: PlanEntry) -> PlanEntry:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.cost.compute import Rates
+from planner.cost.expert_load import ExpertLoadFactors
 from planner.cost.frameworks import (
     DEFAULT_RUNTIME,
     Framework,
@@ -73,6 +74,32 @@ class StageReport(BaseModel):
     peak_moment: str
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+class SimulatedStagePeak(BaseModel):
+    """One GPU of one pipeline stage replayed through ``planner.memplan``, GiB (2^30 bytes):
+    the tensor lifetimes of its training step through a simulated caching allocator and
+    through autopar's planned placement (``autopar memplan`` prints the same numbers)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: int
+    live_gib: float
+    """Largest sum of live tensors: the analytical allocated peak, a lower bound."""
+    allocator_gib: float
+    """Simulated ``max_memory_reserved`` with the default allocator settings."""
+    allocator_expandable_gib: float
+    """The same with ``expandable_segments:True``."""
+    planned_gib: float
+    """Arena of the planned (offline) placement."""
+    plan_status: str
+    reserved_total_gib: float
+    """``allocator_gib`` plus what is allocated outside PyTorch's allocator (CUDA context,
+    library workspaces, NCCL buffers: the reserve's fixed part)."""
+
+
 class MemoryReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -82,6 +109,12 @@ class MemoryReport(BaseModel):
     headroom_gib: float
     reserve_source: str
     stages: list[StageReport]
+    simulated: list[SimulatedStagePeak] | None = Field(None, exclude_if=_is_none)
+    """With ``--memplan``: the allocator-simulated and planned peaks per stage. Left out
+    of the JSON otherwise, like ``fits_basis``."""
+    fits_basis: str | None = Field(None, exclude_if=_is_none)
+    """With ``--memplan``: which model ``fits`` was decided on (analytical or allocator
+    simulation) and why."""
 
 
 class PipelineSchedule(BaseModel):
@@ -182,6 +215,8 @@ class Prepared:
     optimizer_impl: OptimizerKind
     runtime: Runtime = DEFAULT_RUNTIME
     layer_spec: LayerSpec = "transformer_engine"
+    expert_load: ExpertLoadFactors | None = None
+    """Routing skew under an expert placement (``cost.expert_load``); None: balanced."""
 
 
 def prepare(
@@ -197,6 +232,7 @@ def prepare(
     check: bool = True,
     runtime: Runtime = DEFAULT_RUNTIME,
     layer_spec: LayerSpec = "transformer_engine",
+    expert_load: ExpertLoadFactors | None = None,
 ) -> Prepared:
     """Resolve ``layout`` and build the model graph and memory context (see ``estimate``).
 
@@ -268,6 +304,7 @@ def prepare(
         optimizer_impl=kind,
         runtime=runtime,
         layer_spec=layer_spec,
+        expert_load=expert_load,
     )
 
 
@@ -284,6 +321,7 @@ def time_report(prepared: Prepared) -> TimeReport:
         workload=prepared.workload,
         impl=prepared.impl,
         framework=prepared.framework,
+        expert_load=prepared.expert_load,
     )
 
 
@@ -408,6 +446,7 @@ def _time_report(
     workload: WorkloadSpec,
     impl: Implementation,
     framework: str,
+    expert_load: ExpertLoadFactors | None = None,
 ) -> TimeReport:
     layout = ctx.layout
     rates = time_rates(cluster=cluster, workload=workload, framework=framework)
@@ -430,6 +469,7 @@ def _time_report(
         chunks=chunks,
         local_params_per_rank=per_rank,
         param_tensors_per_rank=[TENSORS_PER_LAYER * n + 3 for n in layers_per_rank],
+        expert_load=expert_load,
     )
     breakdown = step_time(time_ctx)
     step = breakdown.step_s

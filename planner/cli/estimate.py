@@ -14,6 +14,7 @@ from planner.cli.inputs import (
     GlobalBatchTokensOption,
     GpusOption,
     JsonOption,
+    MemplanOption,
     ModelOption,
     NodesOption,
     PrecisionOption,
@@ -43,7 +44,8 @@ from planner.cli.layout_options import (
 from planner.cli.output import console, print_json
 from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, Runtime
 from planner.errors import SpecError
-from planner.predict import Estimate, estimate
+from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
+from planner.predict import Estimate, MemoryReport, assemble, memory_stages, prepare, time_report
 
 
 def estimate_command(
@@ -116,6 +118,7 @@ def estimate_command(
             "[default: flash].",
         ),
     ] = None,
+    memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU."""
@@ -133,7 +136,7 @@ def estimate_command(
         account_for_embedding=account_for_embedding, account_for_loss=account_for_loss,
         pipeline_schedule=pipeline_schedule,
     )  # fmt: skip
-    result = estimate(
+    prepared = prepare(
         model=model_spec,
         cluster=cluster_spec,
         workload=workload,
@@ -143,6 +146,9 @@ def estimate_command(
         flash_attention=flash_attention,
         runtime=Runtime(attention_backend=_attention_backend(attention_backend)),
     )
+    result = assemble(prepared, memory_stages(prepared), time_report(prepared))
+    if memplan:
+        result = with_simulated(result, prepared, time_limit_s=MEMPLAN_TIME_LIMIT_S)
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
@@ -185,6 +191,7 @@ def render_estimate(result: Estimate) -> None:
     out.print(table)
     out.print("GiB per GPU. " + memory.reserve_source)
     _render_time(result, out)
+    render_simulated(memory, out)
     if memory.fits:
         out.print(
             f"Fits: peak {memory.peak_gib:.2f} GiB of {memory.capacity_gib:.2f} GiB "
@@ -195,6 +202,30 @@ def render_estimate(result: Estimate) -> None:
             f"Does NOT fit: peak {memory.peak_gib:.2f} GiB exceeds {memory.capacity_gib:.2f} GiB "
             f"by {-memory.headroom_gib:.2f} GiB."
         )
+
+
+def render_simulated(memory: MemoryReport, out: Any) -> None:
+    """With ``--memplan``: the simulated and planned peaks per stage, and the fits basis."""
+    if memory.simulated is None:
+        return
+    table = Table(title="Allocator simulation (autopar memplan), GiB per GPU")
+    columns = ("stage", "live (bound)", "allocator", "expandable", "planned", "+ outside")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("plan")
+    for peak in memory.simulated:
+        table.add_row(
+            str(peak.stage),
+            f"{peak.live_gib:.2f}",
+            f"{peak.allocator_gib:.2f}",
+            f"{peak.allocator_expandable_gib:.2f}",
+            f"{peak.planned_gib:.2f}",
+            f"{peak.reserved_total_gib:.2f}",
+            peak.plan_status,
+        )
+    out.print(table)
+    if memory.fits_basis:
+        out.print(memory.fits_basis)
 
 
 def _render_time(result: Estimate, out: Any) -> None:

@@ -63,6 +63,15 @@ FrameworkOption = Annotated[
     str, typer.Option(help="megatron | deepspeed | torchtitan | pytorch: sets defaults.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")]
+MemplanOption = Annotated[
+    bool,
+    typer.Option(
+        "--memplan",
+        help="Also replay each stage through the caching-allocator simulation and the planned "
+        "placement (autopar memplan; seconds per stage) and report the peaks; fits is then "
+        "decided on the simulation where allocator snapshots validate it.",
+    ),
+]
 
 
 def parse_tokens(text: str, *, option: str, whole: bool = False) -> float:

@@ -24,6 +24,7 @@ from planner.cli.inputs import (
     GlobalBatchTokensOption,
     GpusOption,
     JsonOption,
+    MemplanOption,
     ModelOption,
     NodesOption,
     PrecisionOption,
@@ -45,10 +46,13 @@ from planner.cli.refine import (
 from planner.cli.report import write_report
 from planner.emit import emitter_names, load_emitters
 from planner.errors import SpecError
+from planner.experts import RoutingStats, read_routing, synthetic_stats
+from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, PLAN_TOP, entry_with_simulated
 from planner.plan import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
     LengthsOption,
+    PlanOutcome,
     PlanRequest,
     PlanResult,
     RefineOptions,
@@ -58,6 +62,7 @@ from planner.report.inputs import PlanView
 from planner.scattering import ScatterSummary, read_lengths_file
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
+from planner.specs import ModelSpec
 from planner.specs import limits as L
 
 
@@ -99,6 +104,27 @@ def check_emit(emit: str | None, out: Path | None) -> Path | None:
     if emit not in emitter_names():
         raise SpecError(f"--emit: unknown format '{emit}'; known: {', '.join(emitter_names())}")
     return ensure_dir(out or Path("run"), option="--out")
+
+
+def plan_routing(
+    routing: Path | None, synthetic: str | None, model: ModelSpec
+) -> RoutingStats | None:
+    """--routing / --synthetic for an MoE model's plan (neither: balanced routing)."""
+    if routing is None and synthetic is None:
+        return None
+    flag = "--routing" if routing is not None else "--synthetic"
+    if routing is not None and synthetic is not None:
+        raise SpecError("--routing: give at most one of --routing STATS and --synthetic SPEC")
+    if model.moe is None:
+        raise SpecError(
+            f"{flag}: {model.name} has no MoE layers; routing statistics apply to MoE models only"
+        )
+    if routing is not None:
+        return read_routing(routing)
+    assert synthetic is not None
+    return synthetic_stats(
+        synthetic, layers=model.num_moe_layers, experts=model.moe.num_experts, top_k=model.moe.top_k
+    )
 
 
 def plan_command(
@@ -164,6 +190,7 @@ def plan_command(
         Path | None,
         typer.Option("--report", help="Also draw the plans as a self-contained HTML file."),
     ] = None,
+    memplan: MemplanOption = False,
     as_json: JsonOption = False,
     # Optuna refinement of the solver's plans (planner/cli/refine.py)
     refine: RefineOption = 0,
@@ -192,6 +219,20 @@ def plan_command(
             "lengths or of batches).",
         ),
     ] = None,
+    routing: Annotated[
+        Path | None,
+        typer.Option(
+            help="MoE routing statistics ([layers, experts] loads: .json/.npy/.pt, or an "
+            "autopar routing-stats file): each EP degree is timed with its solved expert "
+            "placement. Without it (or --synthetic) routing is assumed balanced."
+        ),
+    ] = None,
+    synthetic: Annotated[
+        str | None,
+        typer.Option(
+            help="Synthetic MoE routing instead of --routing: zipf:S[,seed:K][,tokens:T]."
+        ),
+    ] = None,
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
@@ -207,6 +248,7 @@ def plan_command(
         model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
         global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
     )  # fmt: skip
+    routing_stats = plan_routing(routing, synthetic, model_spec)
     request = PlanRequest(
         model=model_spec,
         cluster=cluster_spec,
@@ -234,10 +276,13 @@ def plan_command(
         if refine_on_hardware
         else None,
         lengths=lengths_option(length_dist, seq_lengths),
+        routing=routing_stats,
     )
     bar = RefineProgress(refine, quiet=as_json)
     with bar, search_progress(not as_json) as progress:
         result = plan(request, progress=progress, refine_callbacks=[bar] if refine else ())
+    if memplan:
+        result = _simulated(result, request)
     if emit is not None and out is not None:  # the solver's best, or the refined best
         write_emitted(result.best_entry(), format=emit, out=out, quiet=as_json)
     if report is not None:
@@ -246,10 +291,39 @@ def plan_command(
         print_json(result.model_dump(mode="json"))
         return
     render_plan(result)
+    render_routing(result)
+    _render_simulated(result)
     if result.refinement is not None:
         render_refinement(result.refinement)
     if result.hardware is not None:
         render_hardware(result.hardware)
+
+
+def _simulated(result: PlanOutcome, request: PlanRequest) -> PlanOutcome:
+    """The best ``PLAN_TOP`` plans with their memory sections simulated (``--memplan``)."""
+    plans = [
+        entry_with_simulated(
+            entry, model=request.model, cluster=request.cluster, workload=request.workload,
+            time_limit_s=MEMPLAN_TIME_LIMIT_S,
+        )
+        if rank < PLAN_TOP
+        else entry
+        for rank, entry in enumerate(result.plans)
+    ]  # fmt: skip
+    return result.model_copy(update={"plans": plans})
+
+
+def _render_simulated(result: PlanResult) -> None:
+    out = console()
+    for rank, entry in enumerate(result.plans, start=1):
+        if entry.memory.simulated is None:
+            continue
+        peaks = "; ".join(
+            f"stage {peak.stage}: allocator {peak.allocator_gib:.2f}, expandable "
+            f"{peak.allocator_expandable_gib:.2f}, planned {peak.planned_gib:.2f}"
+            for peak in entry.memory.simulated
+        )
+        out.print(f"#{rank} simulated (GiB per GPU) {peaks}. {entry.memory.fits_basis}")
 
 
 def render_plan(result: PlanResult) -> None:
@@ -316,3 +390,20 @@ def render_scattering(summary: ScatterSummary) -> None:
         f"{summary.megatron_hybrid_cp_step_time_s:.3f} s); {summary.reason}. Step times are the "
         "scattering cost model's (ZeRO-3 with Ulysses or ring), not the plan's."
     )
+
+
+def render_routing(result: PlanOutcome) -> None:
+    """The expert placement each plan was timed with, or that routing was assumed balanced."""
+    out = console()
+    if result.routing_note is not None:
+        out.print(f"Note: {result.routing_note}.")
+    for rank, entry in enumerate(result.plans, start=1):
+        p = entry.expert_placement
+        if p is None:
+            continue
+        out.print(
+            f"Plan {rank}: experts placed on ep {p.ep} by the {p.method} ({p.status}, gap "
+            f"{p.gap:.1%}, {p.solve_s:.2f} s): balancedness {p.balancedness:.3f}, busiest GPU "
+            f"{p.max_imbalance:.3f}x the mean, {p.cross_node_fraction:.1%} of the all-to-all "
+            f"bytes cross nodes (routing: {p.routing_source})."
+        )

@@ -180,12 +180,38 @@ def collective_time(
     return NCCL_BASE_LATENCY_S + intra_phases * intra + inter
 
 
-def _all_to_all_s(size_bytes: float, group: GroupPlacement, cluster: ClusterSpec) -> float:
-    """Each rank sends ``S/n`` to each peer: NVLink and NIC peers concurrently."""
+def all_to_all_time(
+    size_bytes: float,
+    group: GroupPlacement,
+    cluster: ClusterSpec,
+    *,
+    cross_node_fraction: float | None = None,
+) -> float:
+    """An all-to-all of ``size_bytes`` per rank over ``group``; ``cross_node_fraction``
+    (of ``size_bytes``) is the share that leaves the node when routing is not uniform
+    (an expert placement's), None for uniform destinations (``collective_time``'s)."""
+    if cross_node_fraction is None or group.nodes == 1 or group.size == 1 or size_bytes == 0:
+        return collective_time("all_to_all", size_bytes, group, cluster)
+    return NCCL_BASE_LATENCY_S + _all_to_all_s(size_bytes, group, cluster, cross_node_fraction)
+
+
+def _all_to_all_s(
+    size_bytes: float,
+    group: GroupPlacement,
+    cluster: ClusterSpec,
+    cross_node_fraction: float | None = None,
+) -> float:
+    """Each rank sends ``S/n`` to each peer (or, with ``cross_node_fraction`` c, ``c·S``
+    across nodes and the rest of what leaves the GPU, ``((n-1)/n - c)·S``, inside it):
+    NVLink and NIC peers concurrently."""
     n, k = group.size, group.ranks_per_node
     chunk = size_bytes / n
-    intra_s = (k - 1) * chunk / link_bandwidth_bytes_per_s(cluster.intra_node)
-    inter_s = (n - k) * chunk / inter_node_bandwidth_per_gpu_bytes_per_s(cluster)
+    inside, across = (k - 1) * chunk, (n - k) * chunk
+    if cross_node_fraction is not None:
+        across = cross_node_fraction * size_bytes
+        inside = max(0.0, (n - 1) * chunk - across)
+    intra_s = inside / link_bandwidth_bytes_per_s(cluster.intra_node)
+    inter_s = across / inter_node_bandwidth_per_gpu_bytes_per_s(cluster)
     intra_lat_s = (k - 1) * cluster.intra_node.latency_us * US
     inter_lat_s = (n - k) * cluster.inter_node.latency_us * US
     return max(intra_s, inter_s) + intra_lat_s + inter_lat_s

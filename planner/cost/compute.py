@@ -473,23 +473,35 @@ def _mlp_work(
         ]
     moe = model.moe
     assert moe is not None
-    routed_tokens = tokens * moe.top_k * (moe.capacity_factor or 1.0)
+    works = [gemm(tokens, moe.num_experts, h, dtype_bytes=act)]  # router
+    works += routed_expert_work(model, shape=shape, impl=impl)
+    if moe.num_shared_experts:
+        f_s = moe.num_shared_experts * moe.shared_ffn_hidden_size / shape.tp
+        works += [gemm(tokens, up * f_s, h, dtype_bytes=act), gemm(tokens, h, f_s, dtype_bytes=act)]
+    return works
+
+
+def routed_expert_work(model: ModelSpec, *, shape: LayerShape, impl: Implementation) -> list[Work]:
+    """The forward work of an MoE layer that scales with the routed tokens this EP rank
+    receives (the mean rank's share): the grouped expert GEMMs, their activation and the
+    permutation into expert order and back."""
+    moe = model.moe
+    assert moe is not None
+    act, h = impl.activation_bytes, model.hidden_size
+    up = 2 if model.gated_mlp else 1
+    act_passes = (5 if not impl.fused_gated_mlp else 3) if model.gated_mlp else 2
+    routed_tokens = shape.tokens * moe.top_k * (moe.capacity_factor or 1.0)
     local_experts = moe.num_experts / shape.ep
     f_e = moe.expert_ffn_hidden_size / shape.etp
-    works = [gemm(tokens, moe.num_experts, h, dtype_bytes=act)]  # router
     # grouped GEMMs: the routed copies of this rank's share of tokens, over its experts
     per_expert = routed_tokens / local_experts
-    works += [
+    return [
         _grouped(gemm(per_expert, up * f_e, h, dtype_bytes=act), groups=local_experts),
         Work("memory", bytes=act_passes * act * routed_tokens * f_e),
         _grouped(gemm(per_expert, h, f_e, dtype_bytes=act), groups=local_experts),
         # permutation into expert order and back (read + write each routed copy)
         Work("memory", bytes=2 * 2 * act * routed_tokens * h, kernels=2),
     ]  # fmt: skip
-    if moe.num_shared_experts:
-        f_s = moe.num_shared_experts * moe.shared_ffn_hidden_size / shape.tp
-        works += [gemm(tokens, up * f_s, h, dtype_bytes=act), gemm(tokens, h, f_s, dtype_bytes=act)]
-    return works
 
 
 def _grouped(one: Work, *, groups: float) -> Work:

@@ -23,7 +23,9 @@ from planner.cost.compute import (
     kind_work,
     layer_work,
     representative_layer,
+    routed_expert_work,
     total_time,
+    with_backward,
 )
 from planner.cost.frameworks import StateLayout, state_layout
 from planner.cost.keys import Same
@@ -186,6 +188,40 @@ def _stage_times(stage: StageTimesInput) -> StageTimes:
         totals[4] += sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward)
         totals[5] += _launches(edge.forward, rates) + _launches(edge.backward, rates)
     return StageTimes(*totals)
+
+
+class ExpertTimesInput(NamedTuple):
+    """What ``expert_times`` reads: the model and rates (by identity), the implementation
+    and the layer shape (tokens, EP and expert TP degrees)."""
+
+    model: Same[ModelSpec]
+    rates: Same[Rates]
+    impl: Implementation
+    shape: LayerShape
+
+
+def expert_times(
+    model: ModelSpec, *, layout: ParallelConfig, seq_len: int, impl: Implementation, rates: Rates
+) -> tuple[float, float]:
+    """(forward, backward) device seconds of one MoE layer's routed-expert work on the
+    mean EP rank for one micro-batch (``compute.routed_expert_work``): the part a routing
+    imbalance scales on the busiest rank."""
+    return _expert_times(
+        ExpertTimesInput(
+            model=Same(model), rates=Same(rates), impl=impl, shape=layer_shape(layout, seq_len)
+        )
+    )
+
+
+@lru_cache(maxsize=4096)
+def _expert_times(key: ExpertTimesInput) -> tuple[float, float]:
+    model, rates = key.model.value, key.rates.value
+    work = with_backward(routed_expert_work(model, shape=key.shape, impl=key.impl))
+
+    def device(works: tuple[Work, ...]) -> float:  # the launches do not scale with tokens
+        return sum(rates.device_time(w) for w in works if w.bytes > 0 or w.flops > 0)
+
+    return device(work.forward), device(work.backward)
 
 
 def _launches(works: tuple[Work, ...] | list[Work], rates: Rates) -> float:

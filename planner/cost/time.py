@@ -33,11 +33,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.cost.comm import collective_time, p2p_time
+from planner.cost.comm import all_to_all_time, collective_time, p2p_time
 from planner.cost.compute import Rates, Work, total_time
+from planner.cost.expert_load import ExpertLoadFactors
 from planner.cost.frameworks import StateLayout
 from planner.cost.placement import GroupPlacement, place_groups
-from planner.cost.stage_work import optimizer_step_work, stage_times
+from planner.cost.stage_work import (
+    expert_times,
+    optimizer_step_work,
+    recomputed_positions,
+    stage_times,
+)
 from planner.cost.timeline import PipelineTimes, simulate
 from planner.errors import SpecError
 from planner.graph.build import Implementation
@@ -108,6 +114,8 @@ class TimeContext:
     """Layer ids of each virtual stage, in pipeline order (``memory.virtual_stages``)."""
     local_params_per_rank: list[float]
     param_tensors_per_rank: list[int]
+    expert_load: ExpertLoadFactors | None = None
+    """Routing skew under an expert placement (``expert_load``); None: balanced."""
 
 
 @dataclass(frozen=True)
@@ -244,8 +252,14 @@ def _virtual_stage(
     moe_layers = sum(ctx.model.is_moe_layer(i) for i in layer_ids)
     if moe_layers and layout.ep > 1 and ctx.model.moe is not None:
         routed = tokens * ctx.model.moe.top_k * ctx.model.hidden_size * act
-        a2a = 2 * collective_time("all_to_all", routed, groups["ep"], ctx.cluster)
-        ep_fwd, ep_bwd = moe_layers * a2a, moe_layers * a2a
+        if ctx.expert_load is None:
+            a2a = 2 * collective_time("all_to_all", routed, groups["ep"], ctx.cluster)
+            ep_fwd, ep_bwd = moe_layers * a2a, moe_layers * a2a
+        else:
+            forward, backward, ep_fwd = _straggler(
+                ctx, layer_ids, forward, backward, routed, groups
+            )
+            ep_bwd = ep_fwd
     flops = times.flops
     return _StageTimes(
         forward_s=forward + tp_fwd + cp_fwd + ep_fwd,
@@ -254,6 +268,38 @@ def _virtual_stage(
         tp_s=tp_fwd + tp_bwd, cp_s=cp_fwd + cp_bwd, ep_s=ep_fwd + ep_bwd,
         flops=flops, launch_s=times.launch_s,
     )  # fmt: skip
+
+
+def _straggler(
+    ctx: TimeContext,
+    layer_ids: list[int],
+    forward: float,
+    backward: float,
+    routed_bytes: float,
+    groups: dict[str, GroupPlacement],
+) -> tuple[float, float, float]:
+    """(forward, backward, all-to-all per pass) of a stage under ``ctx.expert_load``: the
+    busiest EP rank's routed-expert work (the mean rank's times the layer's imbalance;
+    recomputed layers run it again in the backward), and each MoE layer's dispatch and
+    combine with its placement's cross-node share of the bytes."""
+    factors = ctx.expert_load
+    assert factors is not None
+    expert_fwd, expert_bwd = expert_times(
+        ctx.model, layout=ctx.layout, seq_len=ctx.seq_len, impl=ctx.impl, rates=ctx.rates
+    )
+    recomputed = recomputed_positions(ctx.layout, len(layer_ids))
+    a2a = 0.0
+    for position, layer in enumerate(layer_ids):
+        if not ctx.model.is_moe_layer(layer):
+            continue
+        extra = factors.layer_imbalance(layer) - 1.0
+        forward += extra * expert_fwd
+        backward += extra * (expert_bwd + (expert_fwd if position in recomputed else 0.0))
+        a2a += 2 * all_to_all_time(
+            routed_bytes, groups["ep"], ctx.cluster,
+            cross_node_fraction=factors.layer_cross_node(layer),
+        )  # fmt: skip
+    return forward, backward, a2a
 
 
 def _context_parallel_exposed(

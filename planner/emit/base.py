@@ -71,6 +71,10 @@ class EmitInput:
     scattering: ScatterSummary | None = None
     """The plan entry's ``scattering`` block (``autopar plan --length-dist``): where
     scattering wins, the Megatron emitter asks for hybrid context parallel."""
+    expandable_saving_gib: float | None = None
+    """From a plan simulated with ``--memplan``: how much less the simulated caching
+    allocator reserves per GPU with expandable segments (None: not simulated, or no less);
+    the launch scripts then set ``expandable_segments:True``."""
 
     @property
     def nodes(self) -> int:
@@ -289,6 +293,39 @@ def _number(section: dict[str, Any], key: str, *, where: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _expandable_saving(memory: dict[str, Any]) -> float | None:
+    """GiB the simulated allocator saves at the peak stage with expandable segments, from
+    ``memory.simulated`` (``--memplan``); None without it or without a saving."""
+    simulated = memory.get("simulated")
+    if simulated is None:
+        return None
+    if not isinstance(simulated, list) or not simulated:
+        raise EmitError("plan file: memory.simulated must be a non-empty list of stages")
+    peaks = {"allocator_gib": 0.0, "allocator_expandable_gib": 0.0}
+    for stage in simulated:
+        stage = _json_object(stage, where="memory.simulated[]")
+        for key in peaks:
+            value = _number(stage, key, where="memory.simulated[]")
+            if value is None:
+                raise EmitError(f"plan file: missing field '{key}' in memory.simulated[]")
+            peaks[key] = max(peaks[key], value)
+    saving = peaks["allocator_gib"] - peaks["allocator_expandable_gib"]
+    return saving if saving > 0 else None
+
+
+def allocator_lines(plan: EmitInput, *, note: str = "") -> list[str]:
+    """The launch script's allocator setting: ``expandable_segments:True`` exported with
+    the simulated saving, when the plan's simulation says it reserves less; else nothing."""
+    if plan.expandable_saving_gib is None:
+        return []
+    return [
+        f"# autopar memplan: with expandable segments the simulated caching allocator reserves "
+        f"{plan.expandable_saving_gib:.2f} GiB less per GPU at the peak stage{note}.",
+        "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
+        "",
+    ]
+
+
 def _validated(spec: type[SpecT], value: Any, *, where: str) -> SpecT:
     try:
         return spec.model_validate(value)
@@ -330,6 +367,7 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             scattering=None
             if scattering is None
             else _validated(ScatterSummary, scattering, where="scattering"),
+            expandable_saving_gib=_expandable_saving(memory),
         )
     except KeyError as missing:
         where = "the plan" if missing.args == ("config",) else "'config'"

@@ -42,6 +42,7 @@ from planner.emit.base import (
     EmitError,
     EmitInput,
     EmittedFiles,
+    allocator_lines,
     autopar_version,
     checked_plan,
     prediction_comment_lines,
@@ -364,6 +365,13 @@ def _launcher(plan: EmitInput) -> str:
         master_addr,
         'MASTER_PORT="${MASTER_PORT:-29500}"',
         "",
+        *allocator_lines(
+            plan,
+            note=" (on other nodes the deepspeed launcher sets it only when listed in their "
+            ".deepspeed_env)"
+            if nodes > 1
+            else "",
+        ),
         "exec deepspeed \\",
         '  --hostfile "$HOSTFILE" \\',
         f"  --num_nodes {nodes} \\",

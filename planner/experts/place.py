@@ -98,7 +98,7 @@ def _ep_nodes(cluster: ClusterSpec, ep: int) -> int:
     return max(1, ep // cluster.gpus_per_node)
 
 
-def _check_inputs(
+def check_inputs(
     model: ModelSpec, cluster: ClusterSpec, routing: RoutingStats, ep: int, replicas: int
 ) -> tuple[int, int]:
     """(experts, nodes the EP group spans), or SpecError naming the field."""
@@ -220,7 +220,7 @@ def build_problem(
     precision: str = "bf16",
 ) -> ExpertPlacementProblem:
     """The solver's problem for these inputs, or SpecError naming the field at fault."""
-    experts, nodes = _check_inputs(model, cluster, routing, ep, replicas)
+    experts, nodes = check_inputs(model, cluster, routing, ep, replicas)
     groups = groups or nodes
     if experts % groups:
         raise SpecError(f"groups ({groups}) must divide the {experts} experts")

@@ -13,7 +13,13 @@ from planner.report.page import render_report
 
 
 def report_html(data: object, *, title: str | None = None) -> str:
-    """The HTML report of a parsed plan or estimate JSON (raises ``SpecError`` if malformed)."""
+    """The HTML report of a parsed plan or estimate JSON, or of a scatter, expert-placement
+    or memory-plan result (raises ``SpecError`` if malformed)."""
+    from planner.report.specialist import specialist_page
+
+    page = specialist_page(data, title=title)
+    if page is not None:
+        return page
     return render_report(read_report_input(data), title=title)
 
 

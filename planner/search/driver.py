@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from planner.cost.expert_load import ExpertLoadSource
 from planner.cost.frameworks import Framework
 from planner.errors import Infeasible, SpecError, TimeLimitReached
 from planner.search import partition
@@ -102,10 +103,13 @@ def search(
     deadline_hours: float | None = None,
     split_solver: bool = True,
     progress: ProgressCallback | None = None,
+    expert_load: ExpertLoadSource | None = None,
 ) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
-    ``progress`` is called as the search goes (``planner.search.progress``)."""
+    ``progress`` is called as the search goes (``planner.search.progress``);
+    ``expert_load`` gives the routing factors each EP degree's layouts are timed with
+    (``cost.expert_load``; None: balanced routing)."""
     tracker = Tracker(progress)
     goal = make_objective(
         objective,
@@ -124,6 +128,7 @@ def search(
             model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
             maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
             deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
+            expert_load=expert_load,
         )  # fmt: skip
     except TimeLimitReached as error:
         raise TimeLimitReached(
@@ -183,6 +188,7 @@ def _tabulate_sizes(
     deadline: float,
     split_solver: bool,
     tracker: Tracker,
+    expert_load: ExpertLoadSource | None = None,
 ) -> _Sizes:
     found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
     for gpus in sizes:
@@ -210,7 +216,7 @@ def _tabulate_sizes(
         table = tabulate(
             space.layouts, model=model, cluster=sized, workload=workload, framework=framework,
             headroom_gib=headroom_gib, deadline=deadline, have_feasible=bool(found.admitted),
-            ranking=ranking, tracker=tracker,
+            ranking=ranking, tracker=tracker, expert_load=expert_load,
         )  # fmt: skip
         found.complete = found.complete and table.complete and space.complete
         found.rows.extend(table.rows)
@@ -220,7 +226,7 @@ def _tabulate_sizes(
             variants = partition.split_variants(
                 table.rows, admitted, model=model, cluster=sized, workload=workload,
                 framework=framework, headroom_gib=headroom_gib, fixed=fixed or {},
-                maxima=maxima or {}, leaders=2 * top_k,
+                maxima=maxima or {}, leaders=2 * top_k, expert_load=expert_load,
             )  # fmt: skip
             found.refined += len(variants)
             tracker.add_timed(sum(row.time is not None for row in variants))

@@ -44,6 +44,7 @@ from dataclasses import replace
 from itertools import groupby
 
 from planner.cost.compute import representative_layer
+from planner.cost.expert_load import ExpertLoadSource
 from planner.cost.frameworks import Framework
 from planner.cost.memory import layer_footprint, virtual_stages
 from planner.cost.reserve import usable_capacity_bytes
@@ -84,6 +85,7 @@ def split_variants(
     fixed: dict[str, object],
     maxima: dict[str, int],
     leaders: int,
+    expert_load: ExpertLoadSource | None = None,
 ) -> list[Row]:
     """The solver's split (and recompute blocks) for each leading pipelined layout family,
     costed; variants equal to a tabulated layout are left out."""
@@ -114,7 +116,7 @@ def split_variants(
             break
     table = tabulate(
         layouts, model=model, cluster=cluster, workload=workload, framework=framework,
-        headroom_gib=headroom_gib,
+        headroom_gib=headroom_gib, expert_load=expert_load,
     )  # fmt: skip
     fresh = []
     for row in table.rows:

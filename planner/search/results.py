@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from planner.experts.load import PlacementSummary
 from planner.predict import Estimate, MemoryReport, TimeReport
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.scattering.result import ScatterSummary
@@ -36,13 +37,16 @@ class PlanEntry(BaseModel):
     scattering: ScatterSummary | None = None
     """On the best plan, when the plan was asked about variable sequence lengths
     (``planner.scattering.for_plan``); left out of the JSON otherwise."""
+    expert_placement: PlacementSummary | None = None
+    """With MoE routing statistics (``autopar plan --routing``): the expert placement this
+    layout's EP degree was timed with; left out of the JSON otherwise."""
 
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for block in ("training", "scattering"):
-            if data.get(block) is None:
-                data.pop(block, None)
+        for optional in ("training", "expert_placement", "scattering"):
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     @classmethod

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from planner.cost.expert_load import ExpertLoadFactors, ExpertLoadSource
 from planner.cost.frameworks import Framework
 from planner.cost.memory import StageMemory, gib, static_lower_bound
 from planner.cost.reserve import usable_capacity_bytes
@@ -139,6 +140,7 @@ def tabulate(
     have_feasible: bool = False,
     ranking: Ranking | None = None,
     tracker: Tracker | None = None,
+    expert_load: ExpertLoadSource | None = None,
 ) -> Table:
     """Cost every layout (module docstring). Past ``deadline`` (a ``time.perf_counter``
     value) the rest are skipped and ``complete`` is False, once some layout fits (here, or
@@ -169,7 +171,8 @@ def tabulate(
             break
         row = _memory_row(layout, model=model, cluster=cluster, workload=workload,
                           framework=framework, headroom_gib=headroom_gib,
-                          capacity_gib=capacity_gib)  # fmt: skip
+                          capacity_gib=capacity_gib,
+                          expert_load=expert_load(layout.ep) if expert_load else None)  # fmt: skip
         rows.append(row)
         tracker.costed()
         if row.fits and ranking is None:
@@ -195,10 +198,11 @@ def _memory_row(
     framework: Framework,
     headroom_gib: float,
     capacity_gib: float,
+    expert_load: ExpertLoadFactors | None = None,
 ) -> Row:
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
-        check=False,
+        check=False, expert_load=expert_load,
     )  # fmt: skip
     bound_gib = gib(static_lower_bound(prepared.ctx) * (1 - BOUND_MARGIN))
     stages: list[StageMemory] = []

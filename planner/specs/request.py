@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planner.experts.stats import RoutingStats
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
@@ -89,3 +90,6 @@ class PlanRequest(BaseModel):
     hardware: HardwareRankOptions | None = None
     lengths: LengthsOption | None = None
     """Variable sequence lengths: the best plan then carries a ``scattering`` block."""
+    routing: RoutingStats | None = None
+    """MoE routing statistics (``autopar plan --routing``): each EP degree's layouts are
+    timed with the expert placement solved for it; None assumes balanced routing."""

@@ -61,3 +61,35 @@ def test_bad_inputs_are_one_line_errors(run_cli, tmp_path: Path) -> None:
         assert result.exit_code == 2, (args, result.stdout)
         assert result.stderr.startswith("autopar: error: ") and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+RECIPE = (
+    "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8", "--seq-len", "8192",
+    "--global-batch", "128", "--cp", "2", "--distributed-optimizer",
+)  # fmt: skip
+
+
+def test_estimate_memplan_adds_the_simulated_peaks_and_the_fits_basis(run_cli) -> None:
+    plain = run_cli("estimate", *RECIPE, "--json")
+    assert plain.exit_code == 0, plain.stderr
+    assert "simulated" not in plain.stdout and "fits_basis" not in plain.stdout
+    result = run_cli("estimate", *RECIPE, "--json", "--memplan")
+    assert result.exit_code == 0, result.stderr
+    memory, before = json.loads(result.stdout)["memory"], json.loads(plain.stdout)["memory"]
+    assert {k: v for k, v in memory.items() if k not in ("simulated", "fits_basis")} == before
+    assert [peak["stage"] for peak in memory["simulated"]] == [0]
+    assert memory["fits_basis"].startswith("Fits decided on the analytical model")
+    shown = run_cli("estimate", *RECIPE, "--memplan")
+    assert "Allocator simulation" in shown.stdout and "analytical model" in shown.stdout
+
+
+def test_plan_memplan_simulates_only_the_best_plans(run_cli) -> None:
+    result = run_cli(
+        "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "4096", "--global-batch", "64", "--top-k", "4", "--memplan", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    plans = json.loads(result.stdout)["plans"]
+    assert len(plans) == 4
+    assert all("simulated" in entry["memory"] for entry in plans[:3])
+    assert "simulated" not in plans[3]["memory"] and "fits_basis" not in plans[3]["memory"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from planner.emit.base import EmitInput, EmittedFiles, autopar_version
+from planner.emit.base import EmitInput, EmittedFiles, allocator_lines, autopar_version
 from planner.emit.megatron._arguments import argument_groups
 from planner.emit.megatron._flags import (
     ARGS_FILE,
@@ -95,6 +95,7 @@ def _script(plan: EmitInput, groups: list[tuple[str, str, list[Item]]]) -> str:
             "export CUDA_DEVICE_MAX_CONNECTIONS=1",
             "",
         ]
+    lines += allocator_lines(plan)
     for array, heading, items in groups:
         if array == "MODEL_ARGS":
             source = f" ({plan.model.source})" if plan.model.source else ""

@@ -91,6 +91,15 @@ def _launcher(plan: EmitInput, *, version: Version) -> str:
         'cd "$TORCHTITAN_PATH"',
         *([path_line] if path_line else []),
         "",
+        *(
+            [
+                "# autopar memplan: with expandable segments the simulated caching allocator "
+                f"reserves {plan.expandable_saving_gib:.2f} GiB less per GPU at the peak stage "
+                "(set below, as torchtitan's own run_train.sh does for every run)."
+            ]
+            if plan.expandable_saving_gib is not None
+            else []
+        ),
         'PYTORCH_ALLOC_CONF="expandable_segments:True" exec torchrun \\',
         f'  --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node {gpus} \\',
         '  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \\',

@@ -1,0 +1,82 @@
+"""A plan simulated with ``--memplan``: the launch scripts carry the allocator advice; a
+plan without the simulation (or without a saving) emits exactly what it did before."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from typing import Any
+
+import pytest
+
+from planner.emit import emit_files
+from planner.emit.base import EmitError, emit_input_from_estimate
+from tests.emit.emitter_cases import PLANS
+
+EXPORT = "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+CASES = [
+    ("llama-3.1-70b-64xh100", "megatron", "launch_megatron.sh", True),
+    ("llama-3.1-8b-8xh100-zero2", "deepspeed", "launch_deepspeed.sh", True),
+    ("llama-3.1-8b-8xh100-fsdp", "torchtitan", "run_torchtitan.sh", False),
+]
+
+
+def _plan(stem: str, simulated: list[dict[str, Any]] | None) -> dict[str, Any]:
+    data = json.loads((PLANS / f"{stem}.json").read_text())
+    if simulated is not None:
+        data = copy.deepcopy(data)
+        data["memory"]["simulated"] = simulated
+    return data
+
+
+def _stage(stage: int, default: float, expandable: float) -> dict[str, Any]:
+    return {"stage": stage, "allocator_gib": default, "allocator_expandable_gib": expandable}
+
+
+@pytest.mark.parametrize(("stem", "fmt", "launch", "exports"), CASES)
+def test_saving_goes_into_the_launch_script_and_nothing_else_changes(
+    stem: str, fmt: str, launch: str, exports: bool
+) -> None:
+    plain = emit_files(_plan(stem, None), format=fmt)
+    advised = emit_files(_plan(stem, [_stage(0, 50.25, 49.0), _stage(1, 40.0, 39.5)]), format=fmt)
+    assert plain.keys() == advised.keys()
+    for name in plain:
+        if name != launch:
+            assert advised[name] == plain[name]
+    script = advised[launch]
+    assert "reserves 1.25 GiB less per GPU at the peak stage" in script
+    assert (EXPORT in script) is exports
+    diff = list(difflib.ndiff(plain[launch].splitlines(), script.splitlines()))
+    assert not [line for line in diff if line.startswith("- ")]  # only lines added
+    added = [line[2:] for line in diff if line.startswith("+ ")]
+    assert added and all(
+        line.startswith("# autopar memplan") or line in (EXPORT, "") for line in added
+    )
+    if exports:  # set before the launcher runs
+        assert script.index(EXPORT) < script.index(
+            "exec deepspeed" if fmt == "deepspeed" else "torchrun"
+        )
+
+
+@pytest.mark.parametrize(("stem", "fmt", "launch", "exports"), CASES)
+def test_no_saving_no_advice(stem: str, fmt: str, launch: str, exports: bool) -> None:
+    plain = emit_files(_plan(stem, None), format=fmt)
+    assert emit_files(_plan(stem, [_stage(0, 50.0, 50.0)]), format=fmt) == plain
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in plain[launch]
+
+
+@pytest.mark.parametrize(
+    ("simulated", "message"),
+    [
+        ([], "memory.simulated must be a non-empty list"),
+        ("x", "memory.simulated must be a non-empty list"),
+        ([{"allocator_gib": 1.0}], "missing field 'allocator_expandable_gib'"),
+        ([{"allocator_gib": "a", "allocator_expandable_gib": 1}], "must be a number"),
+    ],
+)
+def test_bad_simulated_section_is_named(simulated: Any, message: str) -> None:
+    data = _plan("llama-3.1-70b-64xh100", None)
+    data["memory"]["simulated"] = simulated
+    with pytest.raises(EmitError, match=message):
+        emit_input_from_estimate(data)
