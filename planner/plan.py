@@ -10,7 +10,12 @@ Steps, in order:
    (``planner.refine``), run here for the requested trials;
 3. with ``request.hardware``: the top plans measured with short real training steps on
    this machine and ranked again (``planner.refine.hardware``; plain PyTorch, so the
-   request's framework must be ``pytorch``).
+   request's framework must be ``pytorch``);
+4. with ``request.lengths``: the best plan's batches of those variable lengths scattered
+   over SP groups of different sizes and compared with the best static degree
+   (``planner.scattering.for_plan``); the best plan carries the answer as ``scattering``.
+   The search itself still prices every layout at the workload's one ``seq_len``, so the
+   plans' own numbers are the same with and without lengths.
 
 ``PlanOutcome`` is what ``autopar plan --json`` prints: the search's ``PlanResult``
 (``plans``, ``search``) plus ``refinement`` and ``hardware`` when those steps ran.
@@ -38,7 +43,9 @@ from planner.refine import (
     seeds_from_plans,
 )
 from planner.refine.hardware import HardwareRanking, measure_candidates
+from planner.scattering.for_plan import check_lengths_option, scatter_for_plan
 from planner.search.driver import Infeasible, search
+from planner.search.objectives import resized
 from planner.search.progress import Progress, ProgressCallback
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
 from planner.settings import database_url
@@ -46,6 +53,7 @@ from planner.specs.limits import check_budget, check_headroom, check_time_limit,
 from planner.specs.request import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
+    LengthsOption,
     PlanRequest,
     RefineOptions,
 )
@@ -54,6 +62,7 @@ __all__ = [
     "DEFAULT_TIME_LIMIT_S",
     "HardwareRankOptions",
     "Infeasible",
+    "LengthsOption",
     "PlanEntry",
     "PlanOutcome",
     "PlanRequest",
@@ -94,11 +103,17 @@ class PlanOutcome(PlanResult):
     def best_entry(self) -> dict[str, Any]:
         """The plan to launch, as JSON: the fastest refined plan when refinement found one
         (of the front, for several objectives), else the solver's best (the whole result,
-        which ``planner.emit`` reads the first plan of)."""
+        which ``planner.emit`` reads the first plan of). A refined plan on the same number
+        of GPUs takes the solver's best plan's ``scattering`` block with it."""
         if self.refinement is not None:
             fastest = min(self.refinement.best, key=lambda p: p.time.step_time_s, default=None)
             if fastest is not None:
-                return fastest.model_dump(mode="json")
+                entry = fastest.model_dump(mode="json")
+                scattering = self.plans[0].scattering if self.plans else None
+                # the comparison depends on the cluster size and workload, not the layout
+                if scattering is not None and entry["config"]["num_gpus"] == scattering.gpus:
+                    entry["scattering"] = scattering.model_dump(mode="json")
+                return entry
         return PlanResult.model_dump(self, mode="json")
 
 
@@ -136,6 +151,8 @@ def plan(
         parse_objectives(request.refine.objectives)  # a bad name fails before the search
     if request.hardware is not None:
         _check_hardware(request, request.hardware)
+    if request.lengths is not None:
+        check_lengths_option(request.lengths, gpus=request.cluster.num_gpus)
     loads = None
     if request.routing is not None:
         loads = ExpertLoads(model=request.model, cluster=request.cluster, routing=request.routing)
@@ -172,11 +189,26 @@ def plan(
             entry.model_copy(update={"expert_placement": loads.summary(entry.config.ep)})
             for entry in plans
         ]
+    if request.lengths is not None:
+        plans = [_with_scattering(request, request.lengths, plans[0]), *plans[1:]]
     balanced = request.model.moe is not None and loads is None
     return PlanOutcome(
         plans=plans, search=result.search, refinement=refinement, hardware=hardware,
         routing_note=BALANCED_ROUTING_NOTE if balanced else None,
     )  # fmt: skip
+
+
+def _with_scattering(request: PlanRequest, lengths: LengthsOption, best: PlanEntry) -> PlanEntry:
+    config = best.config
+    summary = scatter_for_plan(
+        lengths,
+        model=request.model,
+        cluster=resized(request.cluster, config.num_gpus),
+        seq_len=config.seq_len,
+        global_batch=config.global_batch,
+        precision=config.precision,
+    )
+    return best.model_copy(update={"scattering": summary})
 
 
 def _check_hardware(request: PlanRequest, options: HardwareRankOptions) -> None:

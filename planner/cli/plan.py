@@ -51,6 +51,7 @@ from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, PLAN_TOP, entry_with_simu
 from planner.plan import (
     DEFAULT_TIME_LIMIT_S,
     HardwareRankOptions,
+    LengthsOption,
     PlanOutcome,
     PlanRequest,
     PlanResult,
@@ -58,6 +59,7 @@ from planner.plan import (
     plan,
 )
 from planner.report.inputs import PlanView
+from planner.scattering import ScatterSummary, read_lengths_file
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
 from planner.specs import ModelSpec
@@ -78,6 +80,17 @@ def parse_knobs(text: str | None, *, option: str) -> dict[str, Any]:
             raise SpecError(f"{option}: knob '{name}' is given twice")
         raw[name] = value
     return coerce_knobs(raw, option=option)
+
+
+def lengths_option(length_dist: str | None, seq_lengths: Path | None) -> LengthsOption | None:
+    """--length-dist / --seq-lengths as the request's ``lengths`` (None without either)."""
+    if length_dist is not None and seq_lengths is not None:
+        raise SpecError("--length-dist, --seq-lengths: give one of them, not both")
+    if length_dist is not None:
+        return LengthsOption(distribution=length_dist)
+    if seq_lengths is not None:
+        return LengthsOption(batches=read_lengths_file(seq_lengths), source=f"file {seq_lengths}")
+    return None
 
 
 def check_emit(emit: str | None, out: Path | None) -> Path | None:
@@ -188,6 +201,24 @@ def plan_command(
     refine_on_hardware: RefineOnHardwareOption = 0,
     measure_device: MeasureDeviceOption = "cuda",
     measure_steps: MeasureStepsOption = 6,
+    # variable sequence lengths: scattering on the best plan (planner/scattering/for_plan.py)
+    length_dist: Annotated[
+        str | None,
+        typer.Option(
+            "--length-dist",
+            help="Also scatter batches sampled from a shipped length distribution "
+            "(wikipedia-flexsp, uniform, fixed) over SP groups of different sizes on the best "
+            "plan's cluster, against the best static degree; documents are cut at --seq-len.",
+        ),
+    ] = None,
+    seq_lengths: Annotated[
+        Path | None,
+        typer.Option(
+            "--seq-lengths",
+            help="As --length-dist, with your own lengths: one per line, or JSON (a list of "
+            "lengths or of batches).",
+        ),
+    ] = None,
     routing: Annotated[
         Path | None,
         typer.Option(
@@ -244,6 +275,7 @@ def plan_command(
         )
         if refine_on_hardware
         else None,
+        lengths=lengths_option(length_dist, seq_lengths),
         routing=routing_stats,
     )
     bar = RefineProgress(refine, quiet=as_json)
@@ -333,6 +365,8 @@ def render_plan(result: PlanResult) -> None:
     out.print(table)
     print_plan_pictures(PlanView.model_validate(result.plans[0].model_dump(mode="json")), out)
     out.print(result.plans[0].explanation)
+    if result.plans[0].scattering is not None:
+        render_scattering(result.plans[0].scattering)
     info = result.search
     verdict = "optimal" if info.optimal else "NOT proven optimal (time limit)"
     sizes = f" over {len(info.gpus_searched)} cluster sizes" if sized else ""
@@ -342,6 +376,19 @@ def render_plan(result: PlanResult) -> None:
         f"{info.layouts_legal} legal, {info.layouts_feasible} fit"
         + (f", {split_count} from the split solver" if split_count else "")
         + f"; {info.solver} {verdict} in {info.wall_s:.2f} s."
+    )
+
+
+def render_scattering(summary: ScatterSummary) -> None:
+    """One paragraph: scattering against the best static degree on the best plan's GPUs."""
+    verdict = "WINS" if summary.wins else "does not win"
+    console().print(
+        f"Scattering ({summary.batches} batch(es) on {summary.gpus} GPUs, documents cut at "
+        f"{summary.max_seq_len} tokens; lengths: {summary.lengths_source}): {verdict}: "
+        f"{summary.step_time_s:.3f} s vs {summary.static_step_time_s:.3f} s for the best static "
+        f"degree ({summary.speedup_over_static:.2f}x; Megatron hybrid CP "
+        f"{summary.megatron_hybrid_cp_step_time_s:.3f} s); {summary.reason}. Step times are the "
+        "scattering cost model's (ZeRO-3 with Ulysses or ring), not the plan's."
     )
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from planner.errors import SpecError
 from planner.frameworks import FrameworkProfile, get_profile
+from planner.scattering.result import ScatterSummary
 from planner.specs._base import describe_validation_error, spec_error
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import (
@@ -67,6 +68,9 @@ class EmitInput:
     framework: str
     predictions: dict[str, float]
     """step_time_s, tokens_per_s, mfu, peak_gib: recorded in the files' header comments."""
+    scattering: ScatterSummary | None = None
+    """The plan entry's ``scattering`` block (``autopar plan --length-dist``): where
+    scattering wins, the Megatron emitter asks for hybrid context parallel."""
     expandable_saving_gib: float | None = None
     """From a plan simulated with ``--memplan``: how much less the simulated caching
     allocator reserves per GPU with expandable segments (None: not simulated, or no less);
@@ -349,6 +353,7 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             "mfu": _number(timing, "mfu", where="time"),
             "peak_gib": _number(memory, "peak_gib", where="memory"),
         }
+        scattering = data.get("scattering")
         return EmitInput(
             model=model,
             num_gpus=_whole(block, "num_gpus"),
@@ -359,6 +364,9 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             layout=layout,
             framework=str(block.get("framework", "megatron")),
             predictions={key: value for key, value in predictions.items() if value is not None},
+            scattering=None
+            if scattering is None
+            else _validated(ScatterSummary, scattering, where="scattering"),
             expandable_saving_gib=_expandable_saving(memory),
         )
     except KeyError as missing:

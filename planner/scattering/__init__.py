@@ -21,6 +21,7 @@ from planner.scattering.result import (
     CostInfo,
     MicroBatch,
     ScatterResult,
+    ScatterSummary,
     SPGroup,
     Summary,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "MicroBatch",
     "SPGroup",
     "ScatterResult",
+    "ScatterSummary",
     "SequenceCost",
     "Summary",
     "list_distributions",

@@ -97,3 +97,31 @@ class ScatterResult(_Frozen):
     cost: CostInfo
     batches: list[BatchResult]
     summary: Summary
+
+
+class ScatterSummary(_Frozen):
+    """What ``autopar plan --length-dist``/``--seq-lengths`` attaches to the best plan: its
+    cluster's batches of the given lengths scattered over SP groups of different sizes,
+    against the best single static degree, both priced on the same per-sequence cost
+    model (``planner.scattering.cost``: ZeRO-3 with Ulysses or ring exchange, so these
+    step times are that model's, not the plan's own ``time`` block)."""
+
+    lengths_source: str
+    batches: int
+    gpus: int
+    max_seq_len: int
+    """Documents longer than this (the plan's sequence length) are cut into pieces."""
+    step_time_s: float
+    """Scattering: every batch's step, summed over the batches."""
+    static_step_time_s: float
+    """The best static degree per batch, summed the same way."""
+    megatron_hybrid_cp_step_time_s: float
+    speedup_over_static: float
+    static_degrees: list[int]
+    """The best static SP/CP degree of each batch."""
+    sp_sizes: list[int]
+    """SP group sizes the scattering uses (batches that kept a baseline excluded)."""
+    wins: bool
+    """Scattering's predicted step is shorter than the best static degree's."""
+    reason: str
+    solve_s: float

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 from planner.experts.load import PlacementSummary
 from planner.predict import Estimate, MemoryReport, TimeReport
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
+from planner.scattering.result import ScatterSummary
 
 
 class PlanEntry(BaseModel):
@@ -33,6 +34,9 @@ class PlanEntry(BaseModel):
     price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
     of the JSON when there is no budget, so a plan is exactly config, memory, time and
     explanation then."""
+    scattering: ScatterSummary | None = None
+    """On the best plan, when the plan was asked about variable sequence lengths
+    (``planner.scattering.for_plan``); left out of the JSON otherwise."""
     expert_placement: PlacementSummary | None = None
     """With MoE routing statistics (``autopar plan --routing``): the expert placement this
     layout's EP degree was timed with; left out of the JSON otherwise."""
@@ -40,7 +44,7 @@ class PlanEntry(BaseModel):
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for optional in ("training", "expert_placement"):
+        for optional in ("training", "expert_placement", "scattering"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data

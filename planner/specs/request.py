@@ -46,6 +46,26 @@ class HardwareRankOptions(BaseModel):
     steps: int = Field(default=6, ge=3)
 
 
+class LengthsOption(BaseModel):
+    """Variable sequence lengths to scatter the best plan's batches on
+    (``planner.scattering.for_plan``): a shipped distribution, sampled, or the user's own
+    batches; exactly one of the two."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    distribution: str | None = None
+    """A shipped distribution (``autopar scatter --length-dist``'s names)."""
+    batches: list[list[int]] | None = None
+    """Batches of sequence lengths (``--seq-lengths FILE``, read by the CLI)."""
+    source: str | None = None
+    """Where ``batches`` came from, for the report (e.g. the file's name)."""
+    samples: int = Field(default=2, ge=1, le=64)
+    """Batches sampled from ``distribution``."""
+    seed: int = Field(default=0, ge=0)
+    time_limit_s: float = Field(default=1.0, gt=0, le=60)
+    """The scattering solver's seconds per batch."""
+
+
 class PlanRequest(BaseModel):
     """The specs, the framework, the objective, pinned and bounded knobs, the limits."""
 
@@ -68,6 +88,8 @@ class PlanRequest(BaseModel):
     deadline_hours: float | None = None
     refine: RefineOptions | None = None
     hardware: HardwareRankOptions | None = None
+    lengths: LengthsOption | None = None
+    """Variable sequence lengths: the best plan then carries a ``scattering`` block."""
     routing: RoutingStats | None = None
     """MoE routing statistics (``autopar plan --routing``): each EP degree's layouts are
     timed with the expert placement solved for it; None assumes balanced routing."""

@@ -32,6 +32,11 @@ attention, parallel residuals, shared or extra norms, bias patterns other than "
 "none" or "QKV only", ``a2a+p2p`` context parallelism (needs group sizes the plan does not
 choose) and optimizer offload without the distributed optimizer.
 
+A plan entry with a ``scattering`` block (``autopar plan --length-dist``) where scattering
+wins and the layout allows it gets Megatron-Core's hybrid context parallel
+(``--hybrid-context-parallel --max-seqlen-per-dp-cp-rank N --calculate-per-token-loss``);
+otherwise its static CP, with a comment saying why (``_hybrid_cp``).
+
 Modules: ``_flags`` (the flag table, placeholders, script groups), ``_refusals`` (what
 cannot be expressed), ``_arguments`` (the argument builder), ``_parser`` (the reader, its
 inverse), ``_script`` (the launch script, the arguments file and the emitter). The writer
@@ -47,7 +52,11 @@ from planner.emit.megatron._flags import (
     PLACEHOLDERS,
     MegatronFlag,
 )
-from planner.emit.megatron._parser import megatron_flag_values, parse_megatron_arguments
+from planner.emit.megatron._parser import (
+    megatron_flag_values,
+    megatron_hybrid_cp,
+    parse_megatron_arguments,
+)
 from planner.emit.megatron._script import MegatronEmitter
 
 register(MegatronEmitter())
@@ -61,5 +70,6 @@ __all__ = [
     "MegatronFlag",
     "megatron_arguments",
     "megatron_flag_values",
+    "megatron_hybrid_cp",
     "parse_megatron_arguments",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from planner.emit.base import EmitInput
 from planner.emit.megatron._flags import GROUPS, VOCAB_DIVISOR, Item
+from planner.emit.megatron._hybrid_cp import hybrid_cp_items, static_cp_note
 from planner.emit.megatron._refusals import checked
 from planner.specs.layout import stage_layer_counts
 from planner.specs.model import ModelSpec
@@ -141,10 +142,11 @@ def _parallel_items(plan: EmitInput) -> list[Item]:
     items: list[Item] = [
         ("--tensor-model-parallel-size", (str(layout.tp),), note),
         ("--pipeline-model-parallel-size", (str(layout.pp),), ""),
-        ("--context-parallel-size", (str(layout.cp),), ""),
+        ("--context-parallel-size", (str(layout.cp),), static_cp_note(plan)),
     ]
     if layout.cp > 1:
         items.append(("--cp-comm-type", (layout.cp_comm_type,), ""))
+    items += hybrid_cp_items(plan)
     if is_moe:
         items.append(("--expert-model-parallel-size", (str(layout.ep),), ""))
         items.append(("--expert-tensor-parallel-size", (str(layout.expert_tp),), ""))

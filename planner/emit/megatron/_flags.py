@@ -61,6 +61,11 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
              "num-virtual-stages-per-pipeline-rank decoder-first-pipeline-num-layers "
              "decoder-last-pipeline-num-layers"),
     **_flags("str", _PARALLEL + _CP_SPELLING, "cp-comm-type", ("p2p", "all_gather", "a2a")),
+    # ModelParallelConfig.hybrid_context_parallel and .max_seqlen_per_dp_cp_rank: Megatron-
+    # Core's hybrid context parallel (a CP size per packed sub-sample); per-token loss with it
+    **_flags("switch", _PARALLEL, "hybrid-context-parallel"),
+    **_flags("int", _PARALLEL, "max-seqlen-per-dp-cp-rank"),
+    **_flags("switch", _ARGS + "_add_training_args", "calculate-per-token-loss"),
     **_flags("switch", _PARALLEL, "sequence-parallel use-distributed-optimizer "
              "overlap-grad-reduce overlap-param-gather tp-comm-overlap "
              "account-for-embedding-in-pipeline-split account-for-loss-in-pipeline-split"),

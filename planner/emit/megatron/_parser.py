@@ -7,6 +7,7 @@ from typing import Any
 
 from planner.emit.base import EmitError
 from planner.emit.megatron._flags import MEGATRON_FLAGS
+from planner.emit.megatron._hybrid_cp import read_hybrid_cp
 from planner.specs.layout import ParallelConfig, resolve_data_parallel
 
 
@@ -192,7 +193,15 @@ def parse_megatron_arguments(
     as many experts of ``--moe-ffn-hidden-size`` as divide it (else one of that width).
     """
     given = megatron_flag_values(args)
+    read_hybrid_cp(given)  # its flags are checked for one another
     layout = _layout(given)
     if num_gpus is not None:
         layout = resolve_data_parallel(layout, num_gpus=num_gpus)
     return _model_fields(given), layout
+
+
+def megatron_hybrid_cp(args: list[str]) -> int | None:
+    """``--max-seqlen-per-dp-cp-rank`` of an argument list that asks for Megatron-Core's
+    hybrid context parallel (None when it does not); ``EmitError`` if a flag it needs is
+    missing or the pipeline is split."""
+    return read_hybrid_cp(megatron_flag_values(args))
