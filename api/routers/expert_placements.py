@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from api import limits as L
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
-from api.inputs import inputs_hash, resolve_cluster, resolve_model
+from api.inputs import resolve_cluster, resolve_model
+from api.job_submit import find_or_queue
 from api.openapi import errors
 from api.problems import ApiProblem, Problem
-from api.routers.plans import _queue_full, _submit_lock
 from api.schemas import Body, ClusterInput, JobStatus, _either
 from api.spec_inputs import ModelInput
 from api.store import JobRow, JobStore
@@ -223,27 +223,12 @@ def submit_expert_placement(
 ) -> ExpertPlacementJob:
     """Start an expert-placement job, or return the stored one for these inputs."""
     inputs = placement_inputs(body, models, max_time_limit_s=settings.max_time_limit_s)
-    key = inputs_hash(inputs)
-    with _submit_lock:
-        existing = jobs.find_reusable(key)
-        if existing is None:
-            queued = jobs.count_queued()
-            if queued >= settings.max_queued_jobs:
-                raise _queue_full(queued, jobs, settings.job_workers)
-            row = jobs.create(
-                inputs_hash=key,
-                request=body.model_dump(mode="json", exclude_none=True),
-                inputs=inputs,
-                time_limit_s=inputs["time_limit_s"],
-                layouts=0,
-            )
-    response.headers["Location"] = f"/v1/expert-placements/{(existing or row).id}"
-    if existing is not None:
-        if existing.status in ("done", "failed"):
-            response.status_code = 200
-        return _view(existing, reused=True)
-    runner.notify()
-    return _view(row)
+    submitted = find_or_queue(
+        jobs=jobs, settings=settings, runner=runner, response=response,
+        request=body.model_dump(mode="json", exclude_none=True), inputs=inputs,
+        time_limit_s=inputs["time_limit_s"], location="/v1/expert-placements",
+    )  # fmt: skip
+    return _view(submitted.row, reused=submitted.reused)
 
 
 @router.get(

@@ -10,7 +10,6 @@ and worker processes as plans (:mod:`api.memory_jobs`). A full queue is a 503 wi
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from datetime import datetime
@@ -21,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
-from api.inputs import inputs_hash
+from api.job_submit import find_or_queue
 from api.memory_jobs import KIND, MemoryPlanRequest, memory_plan_inputs
 from api.openapi import errors
 from api.problems import ApiProblem, Problem
@@ -124,35 +123,12 @@ def submit_memory_plan(
 ) -> MemoryPlanJob:
     """Start a memory-plan job (``autopar memplan``), or return the stored one."""
     inputs, stages = memory_plan_inputs(body, models, max_time_limit_s=settings.max_time_limit_s)
-    key = inputs_hash(inputs)
-    with _submit_lock:
-        existing = jobs.find_reusable(key)
-        if existing is None:
-            queued = jobs.count_queued()
-            if queued >= settings.max_queued_jobs:
-                mean = jobs.mean_duration_s() or DEFAULT_JOB_S
-                wait = min(3600, max(1, math.ceil(queued * mean / max(1, settings.job_workers))))
-                raise ApiProblem(
-                    503, "queue-full",
-                    f"{queued} jobs are queued, this server's bound (AUTOPAR_MAX_QUEUED_JOBS); "
-                    f"retry after {wait} s",
-                    headers={"Retry-After": str(wait)},
-                )  # fmt: skip
-            row = jobs.create(
-                inputs_hash=key,
-                request=body.model_dump(mode="json", exclude_none=True),
-                inputs=inputs,
-                time_limit_s=inputs["time_limit_s"],
-                layouts=stages,
-            )
-    found = existing or row
-    response.headers["Location"] = f"/v1/memory-plans/{found.id}"
-    if existing is not None:
-        if existing.status in ("done", "failed"):
-            response.status_code = 200
-        return _view(existing, jobs, reused=True)
-    runner.notify()
-    return _view(row, jobs)
+    submitted = find_or_queue(
+        jobs=jobs, settings=settings, runner=runner, response=response,
+        request=body.model_dump(mode="json", exclude_none=True), inputs=inputs,
+        time_limit_s=inputs["time_limit_s"], location="/v1/memory-plans", layouts=stages,
+    )  # fmt: skip
+    return _view(submitted.row, jobs, reused=submitted.reused)
 
 
 @router.get("/memory-plans/{job_id}", response_model=MemoryPlanJob, responses=errors(404, 422))

@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api import limits as L
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
-from api.inputs import inputs_hash, resolve_cluster, resolve_model
+from api.inputs import resolve_cluster, resolve_model
+from api.job_submit import find_or_queue
 from api.openapi import errors
 from api.problems import ApiProblem, Problem
-from api.routers.plans import _queue_full, _submit_lock
 from api.scatter_jobs import KIND, WORKER_OVERHEAD_S, is_scatter
 from api.schemas import Body, ClusterInput, JobStatus, _either
 from api.spec_inputs import ModelInput
@@ -180,28 +180,13 @@ def submit_scatter(
 ) -> ScatterJob:
     """Start a scatter job (``autopar scatter``), or return the stored one for these inputs."""
     inputs = scatter_inputs(body, models)
-    key = inputs_hash(inputs)
-    limit = inputs["time_limit_s"] * len(inputs["batches"]) + WORKER_OVERHEAD_S
-    with _submit_lock:
-        existing = jobs.find_reusable(key)
-        if existing is None:
-            queued = jobs.count_queued()
-            if queued >= settings.max_queued_jobs:
-                raise _queue_full(queued, jobs, settings.job_workers)
-            row = jobs.create(
-                inputs_hash=key,
-                request=body.model_dump(mode="json", exclude_none=True),
-                inputs=inputs,
-                time_limit_s=limit,
-                layouts=0,
-            )
-    response.headers["Location"] = f"/v1/scatter/{(existing or row).id}"
-    if existing is not None:
-        if existing.status in ("done", "failed"):
-            response.status_code = 200
-        return _view(existing, reused=True)
-    runner.notify()
-    return _view(row)
+    submitted = find_or_queue(
+        jobs=jobs, settings=settings, runner=runner, response=response,
+        request=body.model_dump(mode="json", exclude_none=True), inputs=inputs,
+        time_limit_s=inputs["time_limit_s"] * len(inputs["batches"]) + WORKER_OVERHEAD_S,
+        location="/v1/scatter",
+    )  # fmt: skip
+    return _view(submitted.row, reused=submitted.reused)
 
 
 @router.get("/scatter/{job_id}", response_model=ScatterJob, responses=errors(404, 422))
