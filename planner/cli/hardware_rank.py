@@ -10,12 +10,14 @@ from rich.table import Table
 from planner.cli.output import console
 from planner.refine.hardware import HardwareRanking
 from planner.search.driver import layout_label
+from planner.specs.limits import MAX_MEASURE_STEPS, MAX_TOP_K
 
 RefineOnHardwareOption = Annotated[
     int,
     typer.Option(
         "--refine-on-hardware",
         min=0,
+        max=MAX_TOP_K,
         help="Measure the top K plans with short real training steps on this machine's "
         "GPUs (plain PyTorch, benchmarks/measure) and rank them by measured step time.",
     ),
@@ -24,7 +26,13 @@ MeasureDeviceOption = Annotated[
     str, typer.Option("--measure-device", help="cuda (default) or cpu (tiny models, tests).")
 ]
 MeasureStepsOption = Annotated[
-    int, typer.Option("--measure-steps", min=3, help="Optimizer steps per measurement (2 untimed).")
+    int,
+    typer.Option(
+        "--measure-steps",
+        min=3,
+        max=MAX_MEASURE_STEPS,
+        help="Optimizer steps per measurement (2 untimed).",
+    ),
 ]
 
 

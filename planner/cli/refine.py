@@ -34,11 +34,15 @@ from planner.refine import (
 )
 from planner.search.driver import layout_label
 from planner.settings import database_url
+from planner.specs.limits import MAX_REFINE_TRIALS
 
 RefineOption = Annotated[
     int,
     typer.Option(
-        "--refine", min=0, help="Refine the plans with N Optuna trials of the full cost model."
+        "--refine",
+        min=0,
+        max=MAX_REFINE_TRIALS,
+        help="Refine the plans with N Optuna trials of the full cost model.",
     ),
 ]
 

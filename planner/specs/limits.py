@@ -88,6 +88,12 @@ MAX_PIPELINE_OPS = 1 << 18
 MAX_DEGREE = 1024
 MAX_MBS = 1024
 MAX_TOP_K = 50
+MAX_REFINE_TRIALS = 10_000
+"""Optuna trials of one refinement (``--refine``): each trial is one full estimate, and a
+study of this many keeps a plan's refinement within minutes to an hour; a policy bound,
+like the others here, so that no request can ask for an unbounded study."""
+MAX_MEASURE_STEPS = 1_000
+"""Training steps measured per layout by ``--refine-on-hardware`` (a policy bound)."""
 MIN_TIME_LIMIT_S = 0.1
 MAX_TIME_LIMIT_S = 3600.0
 """No plan may search longer than an hour (the REST service allows less, see above)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from planner.experts.stats import RoutingStats
 from planner.specs.hardware import ClusterSpec
+from planner.specs.limits import MAX_MEASURE_STEPS, MAX_REFINE_TRIALS, MAX_TOP_K
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
@@ -27,7 +28,7 @@ class RefineOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    trials: int = Field(ge=1)
+    trials: int = Field(ge=1, le=MAX_REFINE_TRIALS)
     objectives: str = "throughput"
     """Comma-separated: ``throughput``, or ``throughput,headroom`` for a Pareto front."""
     study_name: str | None = None
@@ -41,9 +42,9 @@ class HardwareRankOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    top: int = Field(ge=1)
+    top: int = Field(ge=1, le=MAX_TOP_K)
     device: str = "cuda"
-    steps: int = Field(default=6, ge=3)
+    steps: int = Field(default=6, ge=3, le=MAX_MEASURE_STEPS)
 
 
 class LengthsOption(BaseModel):

@@ -230,3 +230,18 @@ def test_a_precision_the_gpu_lacks_is_one_line(run_cli, command: str) -> None:
     args = ("--model", "llama-3.1-8b", "--cluster", "dgx-a100", "--seq-len", "1024")
     result = run_cli(command, *args, "--gpus", "2", "--global-batch", "8", "--precision", "fp8")
     _refused(result, "precision", "fp8", "a100")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "bound"),
+    [("--refine", "99999", "10000"), ("--refine-on-hardware", "99", "50"),
+     ("--measure-steps", "5000", "1000")],
+)  # fmt: skip
+def test_refinement_and_measurement_counts_are_bounded(
+    run_cli, option: str, value: str, bound: str
+) -> None:
+    result = _timed(
+        run_cli, "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "4096", "--global-batch", "64", option, value,
+    )  # fmt: skip
+    _refused(result, option, bound)
