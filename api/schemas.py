@@ -250,6 +250,11 @@ class ModelEntry(BaseModel):
     params_active: int
     flops_per_token: float
     flops_seq_len: int
+    not_modelled: list[str] = Field(
+        default_factory=list,
+        description="config.json keys the importer does not model (e.g. rope_scaling), with "
+        "their values: the estimates ignore them",
+    )
 
 
 class ClusterEntry(BaseModel):

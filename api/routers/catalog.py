@@ -19,6 +19,7 @@ from api.openapi import errors
 from api.problems import ApiProblem
 from api.schemas import ClusterEntry, ModelEntry
 from api.spec_inputs import ModelInput
+from models_db import hf_import
 from planner import catalog
 from planner.cli.catalog import model_summary
 from planner.errors import UnknownNameError
@@ -101,7 +102,8 @@ def import_model(
     else:
         models.add(spec.name, spec.model_dump(mode="json"), source=spec.source)
     response.headers["Location"] = f"/v1/models/{spec.name}"
-    return _entry(spec, origin="imported")
+    entry = _entry(spec, origin="imported")
+    return entry.model_copy(update={"not_modelled": hf_import.unmodelled(config)})
 
 
 def _catalogue_names() -> set[str]:

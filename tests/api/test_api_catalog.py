@@ -51,7 +51,8 @@ def test_import_a_config_then_use_it_by_name(client) -> None:
 
     again = client.post("/v1/models/import?name=my-llama", json=config)
     assert again.status_code == 200 and again.json() == imported
-    assert client.get("/v1/models/my-llama").json() == imported
+    # the stored model is the spec; what the importer left out is said at import time only
+    assert client.get("/v1/models/my-llama").json() == {**imported, "not_modelled": []}
     assert "my-llama" in [entry["name"] for entry in client.get("/v1/models").json()]
 
     by_name = client.post("/v1/estimate", json={**SMALL_ESTIMATE, "model": "my-llama"})
@@ -75,3 +76,12 @@ def test_import_conflicts_and_bad_configs(client) -> None:
     body = assert_problem(client.post("/v1/models/import?name=y", json=huge), 422, "invalid-spec")
     assert "num_layers" in body["detail"]
     assert_problem(client.post("/v1/models/import", json=[1, 2]), 422, "invalid-request")
+
+
+def test_import_reports_the_keys_it_does_not_model(client) -> None:
+    config = json.loads((HF / "llama-3.1-8b.json").read_text())
+    assert config["rope_scaling"]["rope_type"] == "llama3"
+    imported = client.post("/v1/models/import?name=scaled-rope", json=config)
+    assert imported.status_code == 201, imported.text
+    (note,) = imported.json()["not_modelled"]
+    assert note.startswith("rope_scaling") and "llama3" in note
