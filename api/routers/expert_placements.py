@@ -24,6 +24,7 @@ from api.problems import ApiProblem, Problem
 from api.schemas import Body, ClusterInput, JobStatus, _either
 from api.spec_inputs import ModelInput
 from api.store import JobRow, JobStore
+from api.stored import stored_result
 from planner.emit.base import autopar_version
 from planner.errors import SpecError
 from planner.experts import (
@@ -181,17 +182,12 @@ def run_expert_placement(inputs: dict[str, Any], progress: object = None) -> dic
 
 
 def _view(row: JobRow, *, reused: bool = False) -> ExpertPlacementJob:
-    result = None
-    if row.result is not None:
-        try:
-            result = ExpertPlacementResult.model_validate(row.result)
-        except ValidationError:
-            result = None
+    result, error = stored_result(row, ExpertPlacementResult)
     return ExpertPlacementJob(
         id=row.id, status=row.status, created_at=row.created_at,  # type: ignore[arg-type]
         started_at=row.started_at, finished_at=row.finished_at, inputs_hash=row.inputs_hash,
         time_limit_s=row.time_limit_s, request=row.request, result=result,
-        error=Problem.model_validate(row.error) if row.error is not None else None,
+        error=error,
         reused=reused,
     )  # fmt: skip
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
 from api.job_submit import find_or_queue
@@ -26,6 +26,7 @@ from api.openapi import errors
 from api.problems import ApiProblem, Problem
 from api.schemas import JobStatus
 from api.store import JobRow, JobStore, utcnow
+from api.stored import stored_result
 from planner.memplan import MemoryPlan
 
 router = APIRouter(tags=["memory-plans"])
@@ -83,17 +84,7 @@ def _view(row: JobRow, store: JobStore, *, reused: bool = False) -> MemoryPlanJo
 
 
 def _stored(row: JobRow) -> tuple[MemoryPlan | None, Problem | None]:
-    error = Problem.model_validate(row.error) if row.error is not None else None
-    if row.result is None:
-        return None, error
-    try:
-        return MemoryPlan.model_validate(row.result), error
-    except ValidationError:
-        stale = ApiProblem(
-            409, "conflict", "the stored result is in a shape this version does not read; "
-            "submit the request again",
-        )  # fmt: skip
-        return None, stale.problem()
+    return stored_result(row, MemoryPlan)
 
 
 def _job(jobs: JobStore, job_id: str) -> JobRow:

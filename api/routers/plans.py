@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import ValidationError
 
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
 from api.inputs import inputs_hash, plan_inputs
@@ -25,6 +24,7 @@ from api.openapi import errors
 from api.problems import ApiProblem, Problem
 from api.schemas import Job, JobProgress, JobSummary, LaunchFiles, PlanRequest
 from api.store import JobRow, JobStore, utcnow
+from api.stored import stored_result
 from planner.emit import emit_files
 from planner.errors import SpecError
 from planner.plan import PlanResult
@@ -82,23 +82,7 @@ def job_view(row: JobRow, store: JobStore, *, reused: bool = False) -> Job:
 
 
 def _stored_result(row: JobRow) -> tuple[PlanResult | None, Problem | None]:
-    """The stored result and error; a result an older autopar wrote in another shape is
-    reported, not served (its inputs hash includes the version, so resubmitting solves
-    again)."""
-    error = Problem.model_validate(row.error) if row.error is not None else None
-    if row.result is None:
-        return None, error
-    try:
-        return PlanResult.model_validate(row.result), error
-    except ValidationError:
-        version = row.inputs.get("autopar", "another version")
-        stale = ApiProblem(
-            409,
-            "conflict",
-            f"the stored result was written by autopar {version} in a shape this version "
-            "does not read; submit the request again",
-        )
-        return None, stale.problem()
+    return stored_result(row, PlanResult)
 
 
 def _location(job_id: str) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from api import limits as L
 from api.deps import JobsDep, ModelsDep, RunnerDep, SettingsDep
@@ -25,6 +25,7 @@ from api.scatter_jobs import KIND, WORKER_OVERHEAD_S, is_scatter
 from api.schemas import Body, ClusterInput, JobStatus, _either
 from api.spec_inputs import ModelInput
 from api.store import JobRow, JobStore
+from api.stored import stored_result
 from planner.emit.base import autopar_version
 from planner.errors import SpecError
 from planner.scattering import ScatterResult, load_distribution, sample_batches, sequence_cost
@@ -135,16 +136,7 @@ def scatter_inputs(body: ScatterRequest, models: Any) -> dict[str, Any]:
 
 
 def _view(row: JobRow, *, reused: bool = False) -> ScatterJob:
-    error = Problem.model_validate(row.error) if row.error is not None else None
-    result = None
-    if row.result is not None:
-        try:
-            result = ScatterResult.model_validate(row.result)
-        except ValidationError:
-            error = ApiProblem(
-                409, "conflict", "the stored result was written in a shape this version "
-                "does not read; submit the request again",
-            ).problem()  # fmt: skip
+    result, error = stored_result(row, ScatterResult)
     return ScatterJob(
         id=row.id, status=row.status,  # type: ignore[arg-type]
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
