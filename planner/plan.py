@@ -11,11 +11,14 @@ Steps, in order:
 3. with ``request.hardware``: the top plans measured with short real training steps on
    this machine and ranked again (``planner.refine.hardware``; plain PyTorch, so the
    request's framework must be ``pytorch``);
-4. with ``request.lengths``: the best plan's batches of those variable lengths scattered
-   over SP groups of different sizes and compared with the best static degree
-   (``planner.scattering.for_plan``); the best plan carries the answer as ``scattering``.
-   The search itself still prices every layout at the workload's one ``seq_len``, so the
-   plans' own numbers are the same with and without lengths.
+4. with ``request.lengths``: the search prices every layout over those variable lengths
+   (``planner.search.length_pricing``: documents packed into samples of ``seq_len``
+   tokens, attention priced per document, and Megatron-Core's hybrid context parallel
+   where the framework and layout run it), so each plan's ``time`` is its expected step
+   and its ``length_pricing`` says how; then the best plan's batches are scattered over
+   SP groups of different sizes and compared with the best static degree
+   (``planner.scattering.for_plan``), and the best plan carries that as ``scattering``,
+   with the search's verdict on its layout deciding ``wins``.
 
 ``PlanOutcome`` is what ``autopar plan --json`` prints: the search's ``PlanResult``
 (``plans``, ``search``) plus ``refinement`` and ``hardware`` when those steps ran.
@@ -43,8 +46,14 @@ from planner.refine import (
     seeds_from_plans,
 )
 from planner.refine.hardware import HardwareRanking, measure_candidates
-from planner.scattering.for_plan import check_lengths_option, scatter_for_plan
+from planner.scattering.for_plan import (
+    check_lengths_option,
+    plan_batches,
+    scatter_for_plan,
+    with_search_verdict,
+)
 from planner.search.driver import Infeasible, search
+from planner.search.length_pricing import FIXED_LENGTH, DistributionTimer, Timer, length_mix
 from planner.search.objectives import resized
 from planner.search.progress import Progress, ProgressCallback
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
@@ -156,6 +165,7 @@ def plan(
     loads = None
     if request.routing is not None:
         loads = ExpertLoads(model=request.model, cluster=request.cluster, routing=request.routing)
+    timer = FIXED_LENGTH if request.lengths is None else _length_timer(request, request.lengths)
     result = search(
         request.model,
         request.cluster,
@@ -172,6 +182,7 @@ def plan(
         deadline_hours=request.deadline_hours,
         progress=progress,
         expert_load=loads,
+        timer=timer,
     )
     refinement = hardware = None
     if request.refine is not None:
@@ -208,7 +219,27 @@ def _with_scattering(request: PlanRequest, lengths: LengthsOption, best: PlanEnt
         global_batch=config.global_batch,
         precision=config.precision,
     )
+    pricing = best.length_pricing
+    if pricing is not None:
+        summary = with_search_verdict(
+            summary,
+            hybrid=pricing.method == "hybrid_cp",
+            static_step_s=pricing.static_step_time_s,
+            hybrid_step_s=pricing.hybrid_step_time_s,
+            cp_sizes=sorted({b.cp for b in pricing.buckets if b.cp is not None}),
+            reason=pricing.reason,
+        )
     return best.model_copy(update={"scattering": summary})
+
+
+def _length_timer(request: PlanRequest, lengths: LengthsOption) -> Timer:
+    """The search's pricing over the request's lengths (``planner.search.length_pricing``)."""
+    workload = request.workload
+    batches, source = plan_batches(
+        lengths, seq_len=workload.seq_len, global_batch=workload.sequences_per_step
+    )
+    pieces = [n for batch in batches for n in batch]
+    return DistributionTimer(length_mix(pieces, max_len=workload.seq_len, source=source))
 
 
 def _check_hardware(request: PlanRequest, options: HardwareRankOptions) -> None:

@@ -380,15 +380,29 @@ def render_plan(result: PlanResult) -> None:
 
 
 def render_scattering(summary: ScatterSummary) -> None:
-    """One paragraph: scattering against the best static degree on the best plan's GPUs."""
+    """One paragraph: the verdict on the best plan's layout over the lengths (the search's,
+    when it priced them), and the per-batch scattering solver against the best static
+    degree on the best plan's GPUs."""
     verdict = "WINS" if summary.wins else "does not win"
-    console().print(
-        f"Scattering ({summary.batches} batch(es) on {summary.gpus} GPUs, documents cut at "
-        f"{summary.max_seq_len} tokens; lengths: {summary.lengths_source}): {verdict}: "
+    solver = (
         f"{summary.step_time_s:.3f} s vs {summary.static_step_time_s:.3f} s for the best static "
-        f"degree ({summary.speedup_over_static:.2f}x; Megatron hybrid CP "
-        f"{summary.megatron_hybrid_cp_step_time_s:.3f} s); {summary.reason}. Step times are the "
-        "scattering cost model's (ZeRO-3 with Ulysses or ring), not the plan's."
+        f"degree (Megatron hybrid CP {summary.megatron_hybrid_cp_step_time_s:.3f} s)"
+    )
+    lengths = (
+        f"{summary.batches} batch(es) on {summary.gpus} GPUs, documents cut at "
+        f"{summary.max_seq_len} tokens; lengths: {summary.lengths_source}"
+    )
+    if summary.decided_by == "search":
+        console().print(
+            f"Lengths ({lengths}): every layout was priced over them; hybrid context parallel "
+            f"{verdict}: {summary.reason} ({solver}, on the solver's own cost model: ZeRO-3 "
+            "with Ulysses or ring, not the plan's)."
+        )
+        return
+    console().print(
+        f"Scattering ({lengths}): {verdict}: {solver} ({summary.speedup_over_static:.2f}x); "
+        f"{summary.reason}. Step times are the scattering cost model's (ZeRO-3 with Ulysses "
+        "or ring), not the plan's."
     )
 
 

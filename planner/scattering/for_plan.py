@@ -1,18 +1,21 @@
 """Scattering for ``autopar plan --length-dist NAME | --seq-lengths FILE``.
 
-The search prices layouts on the workload's one fixed sequence length (``--seq-len``,
-required: it is also where documents are cut, as a pretraining pipeline cuts them). With
-a length distribution the plan then asks, for the best plan's cluster: would scattering
-each batch's sequences over SP groups of different sizes (``planner.scattering.scatter``)
-beat the best single static degree? Batches are sampled from the distribution with the
-plan's tokens per step (global batch x sequence length), or are the user's own.
-The answer is a ``ScatterSummary`` on the best plan, which the Megatron emitter reads.
+``plan_batches`` gives the lengths a plan is priced on: batches sampled from the
+distribution with the plan's tokens per step (global batch x ``--seq-len``), or the
+user's own, documents cut at ``--seq-len`` (the longest sample a layout holds, as a
+pretraining pipeline cuts them). The search prices every layout over them
+(``planner.search.length_pricing``). Then, for the best plan's cluster, the per-batch
+scattering solver (``planner.scattering.scatter``) places each batch's sequences on SP
+groups of different sizes and compares that with the best single static degree; the
+answer is a ``ScatterSummary`` on the best plan, with the search's verdict on the plan's
+own layout (``with_search_verdict``), which the emitters read.
 """
 
 from __future__ import annotations
 
 from planner.errors import SpecError, UnknownNameError
 from planner.scattering.lengths import (
+    cut,
     list_distributions,
     load_distribution,
     parse_batches,
@@ -46,16 +49,13 @@ def check_lengths_option(option: LengthsOption, *, gpus: int) -> None:
         )
 
 
-def scatter_for_plan(
-    option: LengthsOption,
-    *,
-    model: ModelSpec,
-    cluster: ClusterSpec,
-    seq_len: int,
-    global_batch: int,
-    precision: str,
-) -> ScatterSummary:
-    """The best plan's cluster, scattering against the best static degree (module docstring)."""
+def plan_batches(
+    option: LengthsOption, *, seq_len: int, global_batch: int
+) -> tuple[list[list[int]], str]:
+    """The batches of lengths a plan is priced and scattered on, and where they came from:
+    ``option.samples`` batches of the plan's tokens per step (global batch x sequence
+    length) sampled from the distribution with ``option.seed``, or the user's batches.
+    Documents longer than ``seq_len`` are cut into pieces of at most that many tokens."""
     if option.distribution is not None:
         dist = load_distribution(option.distribution)
         tokens = seq_len * global_batch
@@ -67,14 +67,54 @@ def scatter_for_plan(
             f"{dist.name} ({dist.source}), {option.samples} batch(es) of {tokens} tokens, "
             f"seed {option.seed}"
         )
-    else:
-        batches = parse_batches(option.batches)
-        source = option.source or "given lengths"
+        return batches, source
+    batches = [cut(batch, seq_len) for batch in parse_batches(option.batches)]
+    return batches, option.source or "given lengths"
+
+
+def scatter_for_plan(
+    option: LengthsOption,
+    *,
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    seq_len: int,
+    global_batch: int,
+    precision: str,
+) -> ScatterSummary:
+    """The best plan's cluster, scattering against the best static degree (module docstring)."""
+    batches, source = plan_batches(option, seq_len=seq_len, global_batch=global_batch)
     result = scatter(
         model=model, cluster=cluster, batches=batches, max_seq_len=seq_len,
         precision=precision, time_limit_s=option.time_limit_s, lengths_source=source,
     )  # fmt: skip
     return summarize(result, max_seq_len=seq_len)
+
+
+def with_search_verdict(
+    summary: ScatterSummary,
+    *,
+    hybrid: bool,
+    static_step_s: float,
+    hybrid_step_s: float | None,
+    cp_sizes: list[int],
+    reason: str,
+) -> ScatterSummary:
+    """``summary`` with the search's verdict on the plan's own layout (its length pricing,
+    on the plan's full cost model) as ``wins``, ``reason``, ``speedup_over_static`` and,
+    where hybrid context parallel wins, its CP sizes as ``sp_sizes``: that verdict, not the
+    per-batch solver's, decides what the launch files run. The solver's figures stay in
+    the other fields and in ``reason``."""
+    update: dict[str, object] = {
+        "wins": hybrid,
+        "reason": f"{reason}; per-batch scattering solver: {summary.reason}",
+        "decided_by": "search",
+        "search_static_step_time_s": static_step_s,
+        "search_hybrid_step_time_s": hybrid_step_s,
+    }
+    if hybrid and hybrid_step_s:
+        update["speedup_over_static"] = static_step_s / hybrid_step_s
+        update["sp_sizes"] = cp_sizes
+    return summary.model_copy(update=update)
 
 
 def _static_degree(detail: str) -> int:

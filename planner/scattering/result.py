@@ -122,6 +122,16 @@ class ScatterSummary(_Frozen):
     sp_sizes: list[int]
     """SP group sizes the scattering uses (batches that kept a baseline excluded)."""
     wins: bool
-    """Scattering's predicted step is shorter than the best static degree's."""
+    """Scattering's predicted step is shorter than the best static degree's (with
+    ``decided_by`` search: hybrid context parallel is, for the plan's own layout)."""
     reason: str
     solve_s: float
+    decided_by: Literal["scatter solver", "search"] = "scatter solver"
+    """Whose verdict ``wins``, ``reason``, ``speedup_over_static`` and ``sp_sizes`` are:
+    the per-batch solver's, or the search's pricing of the plan's layout over the
+    lengths (``planner.search.length_pricing``: the plan's full cost model), which then
+    decides what the launch files run."""
+    search_static_step_time_s: float | None = None
+    """The search's expected step of the plan's layout with its static CP."""
+    search_hybrid_step_time_s: float | None = None
+    """... and with hybrid context parallel (None where the framework or layout has none)."""

@@ -47,6 +47,7 @@ from planner.search.explain import (
     no_layout_message,
 )
 from planner.search.formulation import formulate
+from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
 from planner.search.progress import ProgressCallback, Tracker
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
@@ -104,12 +105,15 @@ def search(
     split_solver: bool = True,
     progress: ProgressCallback | None = None,
     expert_load: ExpertLoadSource | None = None,
+    timer: Timer = FIXED_LENGTH,
 ) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
     ``progress`` is called as the search goes (``planner.search.progress``);
     ``expert_load`` gives the routing factors each EP degree's layouts are timed with
-    (``cost.expert_load``; None: balanced routing)."""
+    (``cost.expert_load``; None: balanced routing); ``timer`` prices a layout's step
+    (``planner.search.length_pricing``: at the workload's sequence length, or over a
+    distribution of lengths, when each plan carries ``length_pricing``)."""
     tracker = Tracker(progress)
     goal = make_objective(
         objective,
@@ -128,7 +132,7 @@ def search(
             model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
             maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
             deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
-            expert_load=expert_load,
+            expert_load=expert_load, timer=timer,
         )  # fmt: skip
     except TimeLimitReached as error:
         raise TimeLimitReached(
@@ -151,6 +155,7 @@ def search(
             estimate,
             explanation=explain(rank, rows, estimates, goal),
             training=_training(goal, row),
+            length_pricing=timer.record(row.layout),
         )
         for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))
     ]
@@ -189,6 +194,7 @@ def _tabulate_sizes(
     split_solver: bool,
     tracker: Tracker,
     expert_load: ExpertLoadSource | None = None,
+    timer: Timer = FIXED_LENGTH,
 ) -> _Sizes:
     found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
     for gpus in sizes:
@@ -216,7 +222,7 @@ def _tabulate_sizes(
         table = tabulate(
             space.layouts, model=model, cluster=sized, workload=workload, framework=framework,
             headroom_gib=headroom_gib, deadline=deadline, have_feasible=bool(found.admitted),
-            ranking=ranking, tracker=tracker, expert_load=expert_load,
+            ranking=ranking, tracker=tracker, expert_load=expert_load, timer=timer,
         )  # fmt: skip
         found.complete = found.complete and table.complete and space.complete
         found.rows.extend(table.rows)
@@ -226,7 +232,7 @@ def _tabulate_sizes(
             variants = partition.split_variants(
                 table.rows, admitted, model=model, cluster=sized, workload=workload,
                 framework=framework, headroom_gib=headroom_gib, fixed=fixed or {},
-                maxima=maxima or {}, leaders=2 * top_k, expert_load=expert_load,
+                maxima=maxima or {}, leaders=2 * top_k, expert_load=expert_load, timer=timer,
             )  # fmt: skip
             found.refined += len(variants)
             tracker.add_timed(sum(row.time is not None for row in variants))

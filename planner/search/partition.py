@@ -52,6 +52,7 @@ from planner.cost.schedule import peak_in_flight
 from planner.cost.stage_work import stage_times
 from planner.predict import time_rates
 from planner.search.formulation import axis_values
+from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.tabulate import Row, tabulate
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations
@@ -86,6 +87,7 @@ def split_variants(
     maxima: dict[str, int],
     leaders: int,
     expert_load: ExpertLoadSource | None = None,
+    timer: Timer = FIXED_LENGTH,
 ) -> list[Row]:
     """The solver's split (and recompute blocks) for each leading pipelined layout family,
     costed; variants equal to a tabulated layout are left out."""
@@ -116,7 +118,7 @@ def split_variants(
             break
     table = tabulate(
         layouts, model=model, cluster=cluster, workload=workload, framework=framework,
-        headroom_gib=headroom_gib, expert_load=expert_load,
+        headroom_gib=headroom_gib, expert_load=expert_load, timer=timer,
     )  # fmt: skip
     fresh = []
     for row in table.rows:

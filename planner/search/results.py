@@ -17,6 +17,7 @@ from planner.experts.load import PlacementSummary
 from planner.predict import Estimate, MemoryReport, TimeReport
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.scattering.result import ScatterSummary
+from planner.search.length_pricing import LengthPricing
 
 
 class PlanEntry(BaseModel):
@@ -37,6 +38,9 @@ class PlanEntry(BaseModel):
     scattering: ScatterSummary | None = None
     """On the best plan, when the plan was asked about variable sequence lengths
     (``planner.scattering.for_plan``); left out of the JSON otherwise."""
+    length_pricing: LengthPricing | None = None
+    """With a length distribution (``autopar plan --length-dist``): how this layout's step
+    was priced over it (``planner.search.length_pricing``); left out of the JSON otherwise."""
     expert_placement: PlacementSummary | None = None
     """With MoE routing statistics (``autopar plan --routing``): the expert placement this
     layout's EP degree was timed with; left out of the JSON otherwise."""
@@ -44,14 +48,19 @@ class PlanEntry(BaseModel):
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for optional in ("training", "expert_placement", "scattering"):
+        for optional in ("training", "expert_placement", "scattering", "length_pricing"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data
 
     @classmethod
     def of(
-        cls, estimate: Estimate, *, explanation: str, training: dict[str, float] | None = None
+        cls,
+        estimate: Estimate,
+        *,
+        explanation: str,
+        training: dict[str, float] | None = None,
+        length_pricing: LengthPricing | None = None,
     ) -> PlanEntry:
         return cls(
             config=estimate.config,
@@ -59,6 +68,7 @@ class PlanEntry(BaseModel):
             time=estimate.time,
             explanation=explanation,
             training=training,
+            length_pricing=length_pricing,
         )
 
     @property

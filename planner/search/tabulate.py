@@ -35,9 +35,9 @@ from planner.predict import (
     assemble,
     memory_stages,
     prepare,
-    step_lower_bound,
 )
 from planner.predict import time_report as predict_time
+from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.progress import Tracker
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
@@ -141,6 +141,7 @@ def tabulate(
     ranking: Ranking | None = None,
     tracker: Tracker | None = None,
     expert_load: ExpertLoadSource | None = None,
+    timer: Timer = FIXED_LENGTH,
 ) -> Table:
     """Cost every layout (module docstring). Past ``deadline`` (a ``time.perf_counter``
     value) the rest are skipped and ``complete`` is False, once some layout fits (here, or
@@ -155,6 +156,8 @@ def tabulate(
     is timed.
 
     ``tracker`` (``planner.search.progress``) counts each layout costed and timed.
+    ``timer`` times a layout and bounds its time (``planner.search.length_pricing``: the
+    fixed sequence length, or a distribution of lengths).
     """
     tracker = tracker or Tracker(None)
     capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
@@ -176,15 +179,16 @@ def tabulate(
         rows.append(row)
         tracker.costed()
         if row.fits and ranking is None:
-            row.time = predict_time(row.prepared)
+            row.time = timer.time(row.prepared)
             tracker.timed_one()
             have_feasible = True
     if ranking is None:
         return Table(rows=rows, complete=not cut)
     tracker.enter("time")
     table = _time_contenders(
-        rows, ranking, deadline=deadline, have_feasible=have_feasible, tracker=tracker
-    )
+        rows, ranking, deadline=deadline, have_feasible=have_feasible, tracker=tracker,
+        timer=timer,
+    )  # fmt: skip
     table.complete = table.complete and not cut
     return table
 
@@ -228,6 +232,7 @@ def _time_contenders(
     deadline: float | None,
     have_feasible: bool,
     tracker: Tracker,
+    timer: Timer = FIXED_LENGTH,
 ) -> Table:
     """Time the fitting rows best bound first until the rest cannot make the cut."""
     fitting = [row for row in rows if row.fits]
@@ -235,7 +240,7 @@ def _time_contenders(
         # the step is rounded to 1e-6 s in the report and the bound's sums run in
         # another order: both margins keep the bound below the reported step
         row.step_bound_s = max(
-            0.0, step_lower_bound(row.prepared) * (1 - BOUND_MARGIN) - STEP_ROUNDING_S
+            0.0, timer.bound(row.prepared) * (1 - BOUND_MARGIN) - STEP_ROUNDING_S
         )
     order = sorted(fitting, key=lambda row: ranking.key(row, row.step_bound_s or 0.0))
     best = sorted(ranking.incumbents)[: ranking.keep]
@@ -246,7 +251,7 @@ def _time_contenders(
         bound = ranking.key(row, row.step_bound_s or 0.0)
         if prune and len(best) == ranking.keep and bound > best[-1]:
             break
-        row.time = predict_time(row.prepared)
+        row.time = timer.time(row.prepared)
         tracker.timed_one()
         have_feasible = True
         if row.step_bound_s is not None and row.step_s < row.step_bound_s:

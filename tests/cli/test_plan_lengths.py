@@ -1,6 +1,6 @@
-"""``autopar plan --length-dist | --seq-lengths``: the best plan's ``scattering`` block in
-the JSON and the table, the Megatron launch it leads to, one-line errors (exit 2), and
-plans left as they are."""
+"""``autopar plan --length-dist | --seq-lengths``: every plan priced over the lengths
+(``length_pricing``), the best plan's ``scattering`` block with the search's verdict in the
+JSON and the table, the Megatron launch it leads to, one-line errors (exit 2)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ SMALL = (
 SUMMARY_KEYS = {
     "lengths_source", "batches", "gpus", "max_seq_len", "step_time_s", "static_step_time_s",
     "megatron_hybrid_cp_step_time_s", "speedup_over_static", "static_degrees", "sp_sizes",
-    "wins", "reason", "solve_s",
+    "wins", "reason", "solve_s", "decided_by", "search_static_step_time_s",
+    "search_hybrid_step_time_s",
 }  # fmt: skip
 
 
@@ -27,7 +28,7 @@ def _lengths(tmp_path: Path, lengths: list[int]) -> str:
     return str(path)
 
 
-def test_length_dist_adds_the_block_and_leaves_the_plans_as_they_are(run_cli: Callable) -> None:
+def test_length_dist_prices_every_plan_and_adds_the_block(run_cli: Callable) -> None:
     plain = run_cli(*SMALL, "--json")
     scattered = run_cli(*SMALL, "--json", "--length-dist", "wikipedia-flexsp")
     assert plain.exit_code == 0 and scattered.exit_code == 0, scattered.stderr
@@ -36,15 +37,19 @@ def test_length_dist_adds_the_block_and_leaves_the_plans_as_they_are(run_cli: Ca
     summary = best.pop("scattering")
     assert set(summary) == SUMMARY_KEYS
     assert "scattering" not in runner_up
-    assert [best, runner_up] == without["plans"]
     assert "scattering" not in without["plans"][0]
+    assert "length_pricing" not in without["plans"][0]
+    for entry in (best, runner_up):
+        pricing = entry["length_pricing"]
+        assert pricing["max_seq_len"] == 8192
+        assert sum(b["token_share"] for b in pricing["buckets"]) == pytest.approx(1, abs=1e-5)
+        # packed documents attend within themselves: cheaper than every sample at 8K
+        assert entry["time"]["step_time_s"] < pricing["fixed_length_step_time_s"]
     assert summary["gpus"] == 8 and summary["max_seq_len"] == 8192 and summary["batches"] == 2
     assert summary["lengths_source"].startswith("wikipedia-flexsp")
     assert summary["step_time_s"] <= summary["static_step_time_s"]
-    assert summary["speedup_over_static"] == pytest.approx(
-        summary["static_step_time_s"] / summary["step_time_s"]
-    )
-    assert summary["wins"] == (summary["step_time_s"] < summary["static_step_time_s"])
+    assert summary["decided_by"] == "search"
+    assert summary["wins"] == (best["length_pricing"]["method"] == "hybrid_cp")
     assert all(size & (size - 1) == 0 for size in summary["sp_sizes"] + summary["static_degrees"])
 
 
@@ -52,13 +57,14 @@ def test_table_says_whether_scattering_wins(run_cli: Callable) -> None:
     result = run_cli(*SMALL, "--length-dist", "uniform")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())
-    assert "Scattering (2 batch(es) on 8 GPUs, documents cut at 8192 tokens" in text
+    assert "Lengths (2 batch(es) on 8 GPUs, documents cut at 8192 tokens" in text
+    assert "every layout was priced over them; hybrid context parallel" in text
     assert "for the best static degree" in text
 
 
 def test_winning_lengths_become_hybrid_context_parallel(run_cli: Callable, tmp_path: Path) -> None:
-    """Two 32K documents and forty of 2K on 16 GPUs: scattering wins (the cost model's
-    prediction), the best plan has pp = 1, so the launch asks for hybrid CP."""
+    """Two 32K documents and forty of 2K on 16 GPUs: the search prices hybrid context
+    parallel faster for the best layout (pp = 1, cp > 1), so the launch asks for it."""
     lengths = _lengths(tmp_path, [32768, 32768] + [2048] * 40)
     out = tmp_path / "run"
     result = run_cli(
@@ -69,6 +75,7 @@ def test_winning_lengths_become_hybrid_context_parallel(run_cli: Callable, tmp_p
     assert result.exit_code == 0, result.stderr
     (best,) = json.loads(result.stdout)["plans"]
     assert best["scattering"]["wins"] is True, best["scattering"]
+    assert best["length_pricing"]["method"] == "hybrid_cp"
     assert best["config"]["pp"] == 1
     args = (out / "megatron_args.txt").read_text().splitlines()
     cp = best["config"]["cp"]
@@ -85,7 +92,10 @@ def test_a_split_pipeline_keeps_static_cp_and_says_why(run_cli: Callable, tmp_pa
         "--fix", "pp=2", "--emit", "megatron", "--out", str(out), "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["plans"][0]["scattering"]["wins"] is True
+    best = json.loads(result.stdout)["plans"][0]
+    assert best["length_pricing"]["method"] == "static"
+    assert best["length_pricing"]["hybrid_step_time_s"] is None
+    assert best["scattering"]["wins"] is False
     launch = (out / "launch_megatron.sh").read_text()
     assert "--hybrid-context-parallel" not in launch
     assert "  # static cp " in launch
@@ -129,4 +139,5 @@ def test_a_refined_best_plan_takes_the_block_to_the_launch(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     launch = (out / "launch_megatron.sh").read_text()
-    assert "  # static cp " in launch and "scattering is no faster" in launch
+    assert "  # static cp " in launch
+    assert "per-batch scattering solver: no faster than the best static degree" in launch

@@ -1,6 +1,6 @@
 """``planner.scattering.for_plan`` through ``plan(PlanRequest(lengths=...))``: the best plan
-carries the summary, which agrees with ``scatter()`` on the same lengths; bad options are
-one-line errors naming them before any search."""
+carries the summary, which agrees with ``scatter()`` on the same lengths, with the search's
+verdict on its layout; bad options are one-line errors naming them before any search."""
 
 from __future__ import annotations
 
@@ -47,12 +47,23 @@ def test_the_best_plan_carries_what_scatter_says() -> None:
     assert got.static_degrees == expected.static_degrees
     assert got.batches == 2 and got.gpus == 8 and got.lengths_source == "test"
     assert got.step_time_s <= got.static_step_time_s
-    assert got.wins == (got.step_time_s < got.static_step_time_s)
-    without = plan(request(None))
-    assert [p.model_dump() for p in without.plans] == [
-        best.model_copy(update={"scattering": None}).model_dump(),
-        runner_up.model_dump(),
-    ]
+    # the search priced the layouts over these lengths, and its verdict on the best
+    # plan's layout decides whether the launch runs hybrid context parallel
+    pricing = best.length_pricing
+    assert pricing is not None and runner_up.length_pricing is not None
+    assert got.decided_by == "search"
+    assert got.wins == (pricing.method == "hybrid_cp")
+    assert got.search_static_step_time_s == pricing.static_step_time_s
+    assert best.time.step_time_s == min(
+        pricing.static_step_time_s, pricing.hybrid_step_time_s or float("inf")
+    )
+    assert pricing.reason in got.reason and "per-batch scattering solver" in got.reason
+    without = plan(request(None)).plans[0]
+    assert without.length_pricing is None and without.scattering is None
+    assert (
+        pricing.fixed_length_step_time_s == pytest.approx(without.time.step_time_s)
+        or without.config != best.config
+    )
 
 
 def test_summary_of_one_degree_everywhere_does_not_win() -> None:

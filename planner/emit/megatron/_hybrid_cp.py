@@ -48,6 +48,8 @@ def static_cp_note(plan: EmitInput) -> str:
     summary = plan.scattering
     if summary is None or uses_hybrid_cp(plan):
         return ""
+    if summary.decided_by == "search" and not summary.wins:  # its reason names static cp
+        return summary.reason
     if not summary.wins:
         return f"static cp {plan.layout.cp}: scattering is {summary.reason}"
     return (
