@@ -31,7 +31,9 @@ from planner import catalog
 from planner.cli.inputs import build_spec
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
+from planner.plan import LengthsOption
 from planner.predict import Estimate, check_precision, estimate
+from planner.scattering.for_plan import check_lengths_option
 from planner.search.candidates import coerce_knobs, enumerate_space
 from planner.specs import limits as L
 from planner.specs._base import spec_error
@@ -267,7 +269,29 @@ def plan_inputs(
     for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
         if getattr(body, knob) is not None:  # absent unless given: older hashes stay valid
             inputs[knob] = getattr(body, knob)
+    lengths = plan_lengths(body, gpus=cluster.num_gpus)
+    if lengths is not None:  # absent unless given, as above
+        inputs["lengths"] = lengths.model_dump(mode="json", exclude_none=True)
     return json.loads(json.dumps(inputs)), len(space.layouts)
+
+
+def plan_lengths(body: PlanRequest, *, gpus: int) -> LengthsOption | None:
+    """``length_dist`` or ``seq_lengths`` as the planner's ``LengthsOption``, checked now
+    (a bad name, both or a GPU count that is not a power of two: 404/422 before queueing)."""
+    if body.length_dist is None and body.seq_lengths is None:
+        return None
+    if body.length_dist is not None and body.seq_lengths is not None:
+        raise SpecError("length_dist, seq_lengths: give one of them, not both")
+    if body.length_dist is not None:
+        option = LengthsOption(
+            distribution=body.length_dist, samples=body.length_samples, seed=body.length_seed
+        )
+    else:
+        raw = body.seq_lengths or []
+        batches = raw if raw and isinstance(raw[0], list) else [raw]
+        option = LengthsOption(batches=[list(b) for b in batches], source="request seq_lengths")
+    check_lengths_option(option, gpus=gpus)
+    return option
 
 
 def inputs_hash(inputs: dict[str, Any]) -> str:

@@ -116,6 +116,16 @@ class EstimateRequest(WorkloadRequest):
     flash_attention: bool = True
 
 
+MAX_LENGTH_BATCHES = 16
+"""Batches of lengths a plan request may give (``seq_lengths``) or sample (``length_samples``)."""
+MAX_SEQUENCES_PER_BATCH = 20_000
+MAX_DOCUMENT_TOKENS = 1 << 24
+"""Tokens of one document accepted in a request (documents are cut at ``seq_len``)."""
+DocumentLength = Annotated[int, Field(ge=1, le=MAX_DOCUMENT_TOKENS)]
+LengthBatch = Annotated[
+    list[DocumentLength], Field(min_length=1, max_length=MAX_SEQUENCES_PER_BATCH)
+]
+
 KnobName = Literal[tuple(ParallelConfig.model_fields)]  # type: ignore[valid-type]
 IntKnobName = Literal[
     "tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mbs",
@@ -165,6 +175,24 @@ class PlanRequest(WorkloadRequest):
             "with 422, not cut)"
         ),
     )
+    length_dist: str | None = Field(
+        default=None,
+        pattern=L.NAME_PATTERN,
+        description="price the layouts over a shipped length distribution (--length-dist)",
+    )
+    seq_lengths: (
+        Annotated[list[LengthBatch], Field(min_length=1, max_length=MAX_LENGTH_BATCHES)]
+        | LengthBatch
+        | None
+    ) = Field(
+        default=None,
+        description="price the layouts over these document lengths (--seq-lengths): one batch "
+        "(a list of token counts) or a list of batches",
+    )
+    length_samples: int = Field(
+        default=2, ge=1, le=MAX_LENGTH_BATCHES, description="batches sampled from length_dist"
+    )
+    length_seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of that sampling")
 
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]

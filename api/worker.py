@@ -43,7 +43,7 @@ from api.scatter_jobs import run_scatter
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
-from planner.plan import PlanRequest, Progress, plan
+from planner.plan import LengthsOption, PlanRequest, Progress, plan
 from planner.search.progress import ProgressCallback
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
@@ -78,6 +78,7 @@ def plan_request(inputs: dict[str, Any]) -> PlanRequest:
         headroom_gib=inputs["headroom_gib"],
         top_k=inputs["top_k"],
         time_limit_s=inputs["time_limit_s"],
+        lengths=LengthsOption.model_validate(inputs["lengths"]) if "lengths" in inputs else None,
         **{
             knob: inputs[knob]
             for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours")
