@@ -38,6 +38,7 @@ from planner.cost.reserve import (
     DEEPSPEED_PREFETCH_BUCKET_ELEMENTS,
     DEEPSPEED_REDUCE_BUCKET_ELEMENTS,
 )
+from planner.emit._lengths_note import comment_lines, lengths_note
 from planner.emit.base import (
     EmitError,
     EmitInput,
@@ -69,6 +70,12 @@ FP16_BLOCK = {
 }
 GRADIENT_CLIPPING = 1.0  # docs default
 STEPS_PER_PRINT = 10  # our choice: a log line every 10 steps (0.19.8 defaults to none)
+NO_HYBRID_CP = "DeepSpeed has no hybrid context parallel (one Ulysses degree for every sequence)"
+DOCUMENT_MASKING = (
+    "the training script must restart attention at every document boundary of a packed "
+    "sample (e.g. flash-attention's varlen kernels with cu_seqlens, or per-document "
+    "position_ids with a HuggingFace model on flash_attention_2)"
+)
 
 PROFILE = get_profile("deepspeed")
 _TP_REASON = (
@@ -348,6 +355,7 @@ def _launcher(plan: EmitInput) -> str:
         f"# Layout: {_summary(plan)}.",
         "# Predicted by autopar (estimates, not measurements):",
         *predictions,
+        *comment_lines(_lengths_note(plan)),
         "#",
         "# Environment:",
         "#   TRAIN_SCRIPT  your training script (required): it calls deepspeed.initialize() and",
@@ -385,9 +393,16 @@ def _launcher(plan: EmitInput) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _lengths_note(plan: EmitInput) -> str | None:
+    return lengths_note(plan, why=NO_HYBRID_CP, masking=DOCUMENT_MASKING)
+
+
 def _notes(plan: EmitInput) -> list[str]:
     """What the user's model code must do, and what the config could not say."""
     layout, notes = plan.layout, []
+    lengths = _lengths_note(plan)
+    if lengths is not None:
+        notes.append(lengths)
     if layout.recompute == "full":
         which = (
             f"{layout.recompute_num_layers} layer(s) per checkpoint ({layout.recompute_method})"

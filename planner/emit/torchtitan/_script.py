@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planner.emit._lengths_note import comment_lines, lengths_note
 from planner.emit.base import (
     EmitInput,
     EmittedFiles,
@@ -25,6 +26,19 @@ from planner.emit.torchtitan._recipe import recipe_function_name, render_recipe,
 from planner.emit.torchtitan._rules import check
 from planner.emit.torchtitan._settings import torchtitan_settings
 from planner.emit.torchtitan._toml import render_toml
+
+NO_PER_SEQUENCE_CP = (
+    "torchtitan has no per-sequence context-parallel size (one CP degree for every sequence)"
+)
+DOCUMENT_MASKING = (
+    "use a model flavor with attn_mask_type 'block_causal' (torchtitan v0.2.2 ships them for "
+    "Llama 3 8B as '8B_flex', FlexAttention, which runs with context parallel, and "
+    "'8B_varlen', varlen attention, which torchtitan refuses with context parallel)"
+)
+
+
+def _lengths_comment(plan: EmitInput) -> list[str]:
+    return comment_lines(lengths_note(plan, why=NO_PER_SEQUENCE_CP, masking=DOCUMENT_MASKING))
 
 
 def _launcher(plan: EmitInput, *, version: Version) -> str:
@@ -58,6 +72,7 @@ def _launcher(plan: EmitInput, *, version: Version) -> str:
             if plan.framework != "torchtitan"
             else []
         ),
+        *_lengths_comment(plan),
         "#",
         "# Environment:",
         "#   TORCHTITAN_PATH  torchtitan checkout to run in (default: the current directory);",
@@ -115,7 +130,9 @@ def _toml_header(plan: EmitInput) -> str:
         f"written by autopar {autopar_version()}.\n"
         f"# Layout: {summary(plan)}.\n"
         "# Optimizer and learning-rate schedule are torchtitan's defaults: copy them from the\n"
-        "# model's train_configs/*.toml. Launch with run_torchtitan.sh.\n\n"
+        "# model's train_configs/*.toml. Launch with run_torchtitan.sh.\n"
+        + "".join(line + "\n" for line in _lengths_comment(plan))
+        + "\n"
     )
 
 
