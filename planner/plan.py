@@ -48,7 +48,7 @@ from planner.refine import (
 from planner.refine.hardware import HardwareRanking, measure_candidates
 from planner.scattering.for_plan import (
     check_lengths_option,
-    plan_batches,
+    pricing_lengths,
     scatter_for_plan,
     with_search_verdict,
 )
@@ -234,12 +234,9 @@ def _with_scattering(request: PlanRequest, lengths: LengthsOption, best: PlanEnt
 
 def _length_timer(request: PlanRequest, lengths: LengthsOption) -> Timer:
     """The search's pricing over the request's lengths (``planner.search.length_pricing``)."""
-    workload = request.workload
-    batches, source = plan_batches(
-        lengths, seq_len=workload.seq_len, global_batch=workload.sequences_per_step
-    )
-    pieces = [n for batch in batches for n in batch]
-    return DistributionTimer(length_mix(pieces, max_len=workload.seq_len, source=source))
+    seq_len = request.workload.seq_len
+    pieces, source = pricing_lengths(lengths, seq_len=seq_len)
+    return DistributionTimer(length_mix(pieces, max_len=seq_len, source=source))
 
 
 def _check_hardware(request: PlanRequest, options: HardwareRankOptions) -> None:

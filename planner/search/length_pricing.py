@@ -7,9 +7,10 @@ a lower bound on it; ``FIXED_LENGTH`` is the plain cost model, :class:`Distribut
 the formulation below.
 
 Data
-    The documents of K sampled batches (or the user's batches), each cut into pieces of
-    at most S = ``--seq-len`` tokens (S is the layout's sample length: the longest
-    sequence any rank holds). Tokens per step are the workload's, G x S.
+    Document lengths: a million drawn from the named distribution with the seed, or all
+    of the user's (``planner.scattering.for_plan.pricing_lengths``), each cut into
+    pieces of at most S = ``--seq-len`` tokens (S is the layout's sample length: the
+    longest sequence any rank holds). Tokens per step are the workload's, G x S.
 
 Static layout (every framework)
     Documents are packed into samples of S tokens with document masking (cu_seqlens /
@@ -69,6 +70,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from planner.predict import Prepared, TimeReport, prepare, step_lower_bound
@@ -143,31 +145,32 @@ def grid(max_len: int, min_len: int = MIN_BUCKET_TOKENS) -> tuple[int, ...]:
 def length_mix(pieces: Sequence[int], *, max_len: int, source: str) -> LengthMix:
     """Token shares of the grid points for ``pieces`` (documents already cut at
     ``max_len``), by the mean-preserving split of the module docstring."""
-    if not pieces:
+    lengths = np.asarray(pieces, dtype=np.int64)
+    if lengths.size == 0:
         raise ValueError("length_mix: no sequence lengths")
+    outside = lengths[(lengths < 1) | (lengths > max_len)]
+    if outside.size:
+        raise ValueError(f"length_mix: length {int(outside[0])} is outside 1..{max_len}")
     points = grid(max_len)
-    weight = [0.0] * len(points)
-    below = 0
-    for s in pieces:
-        if s > max_len or s < 1:
-            raise ValueError(f"length_mix: length {s} is outside 1..{max_len}")
-        if s <= points[-1]:
-            weight[-1] += s
-            below += s if s < points[-1] else 0
-            continue
-        k = next(i for i in range(len(points) - 1) if points[i + 1] < s <= points[i])
-        upper = (s - points[k + 1]) / (points[k] - points[k + 1])
-        weight[k] += s * upper
-        weight[k + 1] += s * (1 - upper)
-    tokens = sum(pieces)
+    ascending = np.array(points[::-1], dtype=np.float64)
+    s = lengths.astype(np.float64)
+    weight = np.zeros(len(points))
+    low = s <= ascending[0]  # at or below the shortest point: all there
+    weight[0] = s[low].sum()
+    mid = s[~low]
+    hi = np.searchsorted(ascending, mid, side="left")  # ascending[hi - 1] < s <= ascending[hi]
+    upper = (mid - ascending[hi - 1]) / (ascending[hi] - ascending[hi - 1])
+    weight += np.bincount(hi, weights=mid * upper, minlength=len(points))
+    weight += np.bincount(hi - 1, weights=mid * (1 - upper), minlength=len(points))
+    tokens = float(s.sum())
     return LengthMix(
         max_len=max_len,
         lengths=points,
-        shares=tuple(w / tokens for w in weight),
-        documents=len(pieces),
-        mean_len=tokens / len(pieces),
-        token_mean_len=sum(s * s for s in pieces) / tokens,
-        below_grid_share=below / tokens,
+        shares=tuple(float(w) / tokens for w in weight[::-1]),
+        documents=int(lengths.size),
+        mean_len=tokens / lengths.size,
+        token_mean_len=float((s * s).sum()) / tokens,
+        below_grid_share=float(s[s < ascending[0]].sum()) / tokens,
         source=source,
     )
 
