@@ -162,6 +162,7 @@ def plan(
         _check_hardware(request, request.hardware)
     if request.lengths is not None:
         check_lengths_option(request.lengths, gpus=request.cluster.num_gpus)
+        check_refine_with_lengths(request)
     loads = None
     if request.routing is not None:
         loads = ExpertLoads(model=request.model, cluster=request.cluster, routing=request.routing)
@@ -207,6 +208,16 @@ def plan(
         plans=plans, search=result.search, refinement=refinement, hardware=hardware,
         routing_note=BALANCED_ROUTING_NOTE if balanced else None,
     )  # fmt: skip
+
+
+def check_refine_with_lengths(request: PlanRequest) -> None:
+    """Refinement scores trials at the one ``seq_len``; a plan priced over lengths cannot
+    mix with it (two different prices), so the pair is refused."""
+    if request.refine is not None and request.lengths is not None:
+        raise SpecError(
+            "--refine: refinement scores layouts at the one --seq-len, while "
+            "--length-dist/--seq-lengths prices them over the lengths; give one of them"
+        )
 
 
 def _with_scattering(request: PlanRequest, lengths: LengthsOption, best: PlanEntry) -> PlanEntry:

@@ -56,6 +56,7 @@ from planner.plan import (
     PlanRequest,
     PlanResult,
     RefineOptions,
+    check_refine_with_lengths,
     plan,
 )
 from planner.report.inputs import PlanView
@@ -278,6 +279,7 @@ def plan_command(
         lengths=lengths_option(length_dist, seq_lengths),
         routing=routing_stats,
     )
+    check_refine_with_lengths(request)  # before the progress bars start
     bar = RefineProgress(refine, quiet=as_json)
     with bar, search_progress(not as_json) as progress:
         result = plan(request, progress=progress, refine_callbacks=[bar] if refine else ())

@@ -128,16 +128,11 @@ def test_bad_lengths_in_a_file(run_cli: Callable, tmp_path: Path) -> None:
     assert "line 2 must be a positive number of tokens" in result.stderr
 
 
-def test_a_refined_best_plan_takes_the_block_to_the_launch(
-    run_cli: Callable, tmp_path: Path
-) -> None:
-    out = tmp_path / "run"
+def test_refinement_with_lengths_is_refused(run_cli: Callable, tmp_path: Path) -> None:
+    """Refinement scores trials at the one --seq-len: mixing it with a plan priced over
+    the lengths would compare two different prices, so the pair is a one-line error."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    result = run_cli(
-        *SMALL, "--length-dist", "fixed", "--refine", "3", "--storage", storage,
-        "--emit", "megatron", "--out", str(out),
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    launch = (out / "launch_megatron.sh").read_text()
-    assert "  # static cp " in launch
-    assert "per-batch scattering solver: no faster than the best static degree" in launch
+    result = run_cli(*SMALL, "--length-dist", "fixed", "--refine", "3", "--storage", storage)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "--refine: refinement scores layouts at the one --seq-len" in result.stderr
