@@ -23,11 +23,17 @@ snapshots). Fitted to: 15 steps on one H200 (2026-12-03; Llama-3.2-1B/3B shapes 
 2048-8192 tokens and the small dense and MoE snapshot models, recompute none, selective
 and full), whose shares spread from 0.4% to 21.6% with median 7.6%, against 8.6% for
 the plain-PyTorch steps of the H100. The contiguous buffers themselves are exact
-segments, but the loss region is not: its fp32 logits-sized temporaries leave one to four
-logits blocks of the allocator's segments unusable (the allocator simulation, which
-reproduces every snapshot's reserved peak exactly, shows the new segments opening
-there), so the share stays a share of the whole allocated peak, with the logits-block
-floor of ``planner.cost.memory``. The plain-PyTorch share and CUDA context still apply
+segments; the unusable memory comes from the large transients that recur every
+micro-batch: in the snapshots every segment opened after the first step is one of the
+unfused attention's score blocks (batch x heads x s² in bf16, and in fp32 for the
+softmax: 1 and 2 GiB for the Llama-3.2-1B shape at 4096 tokens) or a logits-sized
+block, asked for when the free space such a block used before has been split by
+smaller tensors (the Adam states of the first step among them). No simple share of a
+part of the peak fits better (a share of the non-persistent memory only spreads from
+0.7% to 89%), so the share stays a share of the whole allocated peak, with the
+logits-block floor of ``planner.cost.memory``. These steps use the local layer spec's
+unfused attention; with fused attention (Transformer Engine, flash) the score blocks do
+not exist, which is not measured. The plain-PyTorch share and CUDA context still apply
 where no Megatron-Core step of any GPU is stored.
 
 NCCL buffers are derived from NCCL's documented defaults, not measured (no multi-GPU run

@@ -25,10 +25,11 @@ model holds for Megatron's buffers. But the verdict for a layout can only simula
 autopar's own trace of the step, and on those fourteen runs that misses the measured
 reserved peak by -1.6% to -20.8% (``benchmarks/memplan.py``, ``snapshot_runs``): its
 live peak is 5-11% under the measured allocated peak of the local layer spec's steps,
-and it has one block per node's saved activations and none of the loss region's
-logits-sized temporaries, which is where Megatron's unusable segments open (the 21.6%
-of the llama-1b full-recompute step). The analytical model's fragmentation share for
-Megatron is measured on Megatron-Core steps (``planner.cost.reserve``).
+and it has one block per node's saved activations and none of the recurring large
+transients (the unfused attention's score blocks, the logits) whose new segments make
+Megatron's unusable memory (the 21.6% of the llama-1b full-recompute step). The
+analytical model's fragmentation share for Megatron is measured on Megatron-Core steps
+(``planner.cost.reserve``).
 ``MemoryReport.fits_basis`` says which was used.
 """
 
