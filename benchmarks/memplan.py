@@ -1,10 +1,15 @@
 """Memory planning on real allocator snapshots and on autopar's own stage traces.
 
 Snapshots (``hardware_db/profiles/h200-sxm/2026-12-03-h200-allocator-snapshots``: eight
-measured H200 runs, dense and MoE, with and without activation checkpointing and
-expandable segments): the measured ``max_memory_reserved``, the caching-allocator
-simulation in the run's own mode (and its error against the measurement), the live-bytes
-lower bound, our planned placement (and its distance to the bound) and its solve time.
+measured H200 runs of plain PyTorch, dense and MoE, with and without activation
+checkpointing and expandable segments; ``2026-12-03-h200-megatron-allocator-snapshots``:
+fourteen Megatron-Core 0.16.1 runs, dense and MoE, recompute none/selective/full, with
+and without expandable segments): the measured ``max_memory_reserved``, the
+caching-allocator simulation of the recorded sequence in the run's own mode (and its
+error against the measurement), the live-bytes lower bound, our planned placement (and
+its distance to the bound) and its solve time. For the Megatron runs also the simulation
+of autopar's own trace of the same step (``planner.memplan.snapshot_runs``), which is
+what the fits verdict would have for a layout nobody ran.
 
 Model layouts (``planner.memplan.memplan``): per stage, the live-bytes bound (equal to
 the memory model's allocated peak), the simulated allocator with and without expandable
@@ -31,11 +36,13 @@ from planner.memplan import memplan
 from planner.memplan.allocator import simulate
 from planner.memplan.analysis import analyse
 from planner.memplan.snapshot import read_snapshot
-
-SNAPSHOTS = (
-    Path(__file__).resolve().parents[1]
-    / "hardware_db/profiles/h200-sxm/2026-12-03-h200-allocator-snapshots"
+from planner.memplan.snapshot_runs import (
+    MEGATRON_SNAPSHOTS,
+    PYTORCH_SNAPSHOTS,
+    own_trace_peak,
+    snapshot_runs,
 )
+
 MIB = 2**20
 LAYOUTS: dict[str, dict[str, Any]] = {
     "8b tp2 pp2": {
@@ -71,31 +78,37 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 
 
 def snapshot_rows(time_limit_s: float) -> list[dict[str, Any]]:
-    measured = {
-        run["run"]: run for run in json.loads((SNAPSHOTS / "results.json").read_text())["runs"]
-    }
     rows = []
-    for path in sorted(SNAPSHOTS.glob("*.pickle.gz")):
-        name = path.name.removesuffix(".pickle.gz")
-        snapshot = read_snapshot(path)
-        own = simulate(snapshot.events, expandable_segments=snapshot.expandable_segments)
-        analysis = analyse(snapshot.events, time_limit_s=time_limit_s)
-        reserved = measured[name]["max_memory_reserved"]
-        rows.append({
-            "case": name,
-            "measured_reserved_mib": reserved / MIB,
-            "simulated_reserved_mib": own.peak_reserved / MIB,
-            "simulation_error": own.peak_reserved / reserved - 1,
-            "measured_allocated_mib": measured[name]["max_memory_allocated"] / MIB,
-            "simulated_allocated_mib": own.peak_allocated / MIB,
-            "live_bound_mib": analysis.live_peak / MIB,
-            "planned_mib": analysis.planned_peak / MIB,
-            "plan_over_bound": analysis.planned_peak / analysis.live_peak - 1,
-            "plan_status": analysis.plan_status,
-            "solve_s": analysis.solve_s,
-            "tensors": analysis.tensors,
-        })  # fmt: skip
+    for where, framework in ((PYTORCH_SNAPSHOTS, "pytorch"), (MEGATRON_SNAPSHOTS, "megatron")):
+        for run in snapshot_runs(where):
+            snapshot = read_snapshot(run.path)
+            own = simulate(snapshot.events, expandable_segments=snapshot.expandable_segments)
+            analysis = analyse(snapshot.events, time_limit_s=time_limit_s)
+            trace = own_trace_peak(run) if framework == "megatron" else None
+            rows.append({
+                "case": run.name,
+                "framework": framework,
+                **_snapshot_row(run.measured_reserved, run.measured_allocated, own, analysis),
+                "own_trace_reserved_mib": None if trace is None else trace.simulated_reserved / MIB,
+                "own_trace_error": None if trace is None else trace.error,
+            })  # fmt: skip
     return rows
+
+
+def _snapshot_row(reserved: int, allocated: int, own: Any, analysis: Any) -> dict[str, Any]:
+    return {
+        "measured_reserved_mib": reserved / MIB,
+        "simulated_reserved_mib": own.peak_reserved / MIB,
+        "simulation_error": own.peak_reserved / reserved - 1,
+        "measured_allocated_mib": allocated / MIB,
+        "simulated_allocated_mib": own.peak_allocated / MIB,
+        "live_bound_mib": analysis.live_peak / MIB,
+        "planned_mib": analysis.planned_peak / MIB,
+        "plan_over_bound": analysis.planned_peak / analysis.live_peak - 1,
+        "plan_status": analysis.plan_status,
+        "solve_s": analysis.solve_s,
+        "tensors": analysis.tensors,
+    }
 
 
 def layout_rows(time_limit_s: float) -> list[dict[str, Any]]:
@@ -138,16 +151,21 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     snapshots = snapshot_rows(args.time_limit)
-    print("Allocator snapshots (one H200, torch 2.11), MiB")
+    print("Allocator snapshots (one H200, torch 2.11; megatron-core 0.16.1), MiB")
     print(
-        f"{'run':<22}{'measured':>9}{'sim.':>9}{'error':>8}{'live':>9}{'planned':>9}"
-        f"{'plan/live':>10}{'solve s':>8}{'tensors':>8}"
+        f"{'run':<38}{'measured':>9}{'sim.':>9}{'error':>8}{'live':>9}{'planned':>9}"
+        f"{'plan/live':>10}{'solve s':>8}{'tensors':>8}{'own trace':>10}{'error':>8}"
     )
     for r in snapshots:
+        trace = (
+            ""
+            if r["own_trace_error"] is None
+            else f"{r['own_trace_reserved_mib']:>10.0f}{r['own_trace_error']:>+8.2%}"
+        )
         print(
-            f"{r['case']:<22}{r['measured_reserved_mib']:>9.0f}{r['simulated_reserved_mib']:>9.0f}"
+            f"{r['case']:<38}{r['measured_reserved_mib']:>9.0f}{r['simulated_reserved_mib']:>9.0f}"
             f"{r['simulation_error']:>+8.2%}{r['live_bound_mib']:>9.0f}{r['planned_mib']:>9.0f}"
-            f"{r['plan_over_bound']:>+10.2%}{r['solve_s']:>8.2f}{r['tensors']:>8}"
+            f"{r['plan_over_bound']:>+10.2%}{r['solve_s']:>8.2f}{r['tensors']:>8}{trace}"
         )
     layouts = layout_rows(args.time_limit)
     print("\nautopar stage traces (stage 0), GiB")
@@ -168,8 +186,18 @@ def main() -> None:
             f"{r['allocator_expandable_gib']:>8.2f}{r['planned_gib']:>8.2f}"
             f"{r['plan_over_bound']:>+10.2%}{r['placement_s']:>8.2f}{r['wall_s']:>8.2f}  {note}"
         )
-    worst = max(abs(r["simulation_error"]) for r in snapshots)
-    print(f"\nlargest simulation error on the snapshots: {worst:.2%} (target 3%)")
+    for framework in ("pytorch", "megatron"):
+        mine = [r for r in snapshots if r["framework"] == framework]
+        worst = max(abs(r["simulation_error"]) for r in mine)
+        print(
+            f"\n{framework} snapshots: largest simulation error of the recorded sequences "
+            f"{worst:.2%} (target 3%)",
+            end="",
+        )
+        traced = [abs(r["own_trace_error"]) for r in mine if r["own_trace_error"] is not None]
+        if traced:
+            print(f"; of autopar's own trace {max(traced):.2%}", end="")
+    print()
     if args.json_out is not None:
         args.json_out.write_text(json.dumps({"snapshots": snapshots, "layouts": layouts}, indent=2))
 

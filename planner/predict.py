@@ -268,7 +268,7 @@ def prepare(
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
-    reserve = memory_reserve(cluster.gpu, layout=resolved)
+    reserve = memory_reserve(cluster.gpu, layout=resolved, framework=framework)
     plain_ddp = (
         profile.allocator_pattern == "ddp-buckets" and resolved.dp > 1 and resolved.zero_stage == 0
     )

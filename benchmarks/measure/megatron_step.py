@@ -30,6 +30,10 @@ model when Transformer Engine and Apex are not installed:
   cross entropy on its fp32 logits; per-token loss averaged, divided by the micro-batch
   count), ``finalize_model_grads``, ``optimizer.step()`` (gradient-norm clipping at 1.0,
   Adam, copy back to the bf16 parameters).
+- MoE (``MegatronRun.moe``, used by ``allocator_snapshots.py --suite megatron``): the
+  local spec's ``get_gpt_layer_local_spec(num_experts=E, moe_grouped_gemm=False)``, i.e.
+  a top-k router and ``SequentialMLP`` experts (one SwiGLU MLP after another) behind
+  megatron's default ``allgather`` token dispatcher, expert parallel 1.
 - Recompute: ``none``; ``selective`` (``recompute_granularity="selective"``, megatron's
   default module list ``["core_attn"]``: the attention core is recomputed); ``full``
   (``recompute_granularity="full"``, ``recompute_method="uniform"``,
@@ -65,6 +69,7 @@ from typing import Any
 import torch
 
 import record
+from llama import LlamaConfig
 from options import PRESETS
 
 MEGATRON_SWEEP: tuple[tuple[str, int, int, int, str], ...] = tuple(
@@ -84,6 +89,15 @@ LR, WEIGHT_DECAY, CLIP_GRAD = 1e-4, 0.1, 1.0
 
 
 @dataclass(frozen=True)
+class MoeShape:
+    """Routed experts of every layer: ``experts`` SwiGLU MLPs of width ``ffn``, top ``top_k``."""
+
+    experts: int
+    top_k: int
+    ffn: int
+
+
+@dataclass(frozen=True)
 class MegatronRun:
     preset: str
     seq_len: int
@@ -94,10 +108,17 @@ class MegatronRun:
     warmup: int = 2
     seed: int = 0
     device: str = "cuda"
+    shape: LlamaConfig | None = None
+    """The model shape; None: the preset's (with ``seq_len`` replaced)."""
+    moe: MoeShape | None = None
 
     @property
     def timed_steps(self) -> int:
         return self.steps - self.warmup
+
+    @property
+    def model_shape(self) -> LlamaConfig:
+        return dataclasses.replace(self.shape or PRESETS[self.preset], seq_len=self.seq_len)
 
 
 @dataclass
@@ -135,7 +156,7 @@ def init_distributed(device: torch.device) -> None:
 def transformer_config(run: MegatronRun) -> Any:
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    shape = PRESETS[run.preset]
+    shape = run.model_shape
     recompute: dict[str, Any] = {}
     if run.recompute == "selective":
         recompute = {"recompute_granularity": "selective"}
@@ -144,6 +165,15 @@ def transformer_config(run: MegatronRun) -> Any:
             "recompute_granularity": "full",
             "recompute_method": "uniform",
             "recompute_num_layers": 1,
+        }
+    moe: dict[str, Any] = {}
+    if run.moe is not None:
+        moe = {
+            "num_moe_experts": run.moe.experts,
+            "moe_router_topk": run.moe.top_k,
+            "moe_ffn_hidden_size": run.moe.ffn,
+            "moe_grouped_gemm": False,
+            "moe_token_dispatcher_type": "allgather",
         }
     return TransformerConfig(
         num_layers=shape.num_layers,
@@ -166,7 +196,19 @@ def transformer_config(run: MegatronRun) -> Any:
         init_method_std=0.02,
         use_cpu_initialization=run.device == "cpu",
         **recompute,
+        **moe,
     )
+
+
+def _without_transformer_engine() -> None:
+    """megatron-core 0.16.1's MoE router asks ``te_general_gemm is not None`` but imports
+    that name only when Transformer Engine is installed (``moe/moe_utils.py``), so without
+    TE the router's forward raises NameError. Define it as None: the torch matmul path
+    the test means."""
+    from megatron.core.transformer.moe import moe_utils
+
+    if not hasattr(moe_utils, "te_general_gemm"):
+        moe_utils.te_general_gemm = None
 
 
 def build(run: MegatronRun) -> tuple[Any, Any, Any]:
@@ -179,14 +221,20 @@ def build(run: MegatronRun) -> tuple[Any, Any, Any]:
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
     from megatron.core.transformer.module import Float16Module
 
-    shape = PRESETS[run.preset]
+    shape = run.model_shape
+    if run.moe is not None:
+        _without_transformer_engine()
     torch.manual_seed(run.seed)
     if run.device == "cuda":
         model_parallel_cuda_manual_seed(run.seed)
     config = transformer_config(run)
     gpt = GPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
+        transformer_layer_spec=get_gpt_layer_local_spec(
+            num_experts=run.moe.experts if run.moe else None,
+            moe_grouped_gemm=False,
+            normalization="RMSNorm",
+        ),
         vocab_size=shape.vocab_size,
         max_sequence_length=run.seq_len,
         position_embedding_type="rope",
@@ -228,7 +276,7 @@ def build(run: MegatronRun) -> tuple[Any, Any, Any]:
 
 def make_batches(run: MegatronRun, device: torch.device) -> list[dict[str, torch.Tensor]]:
     """``grad_accum`` micro-batches of uniform random tokens (seeded), made once."""
-    vocab = PRESETS[run.preset].vocab_size
+    vocab = run.model_shape.vocab_size
     gen = torch.Generator().manual_seed(run.seed)
     positions = torch.arange(run.seq_len).unsqueeze(0).expand(run.mbs, -1)
     batches = []
@@ -373,8 +421,7 @@ def _installed(name: str) -> bool:
 
 
 def build_record(run: MegatronRun, dev: torch.device, progress: Progress, oom: str | None) -> dict:
-    shape = PRESETS[run.preset]
-    model = dataclasses.asdict(dataclasses.replace(shape, seq_len=run.seq_len))
+    model = dataclasses.asdict(run.model_shape)
     config = {
         "framework": "megatron",
         "preset": run.preset,
@@ -405,6 +452,9 @@ def build_record(run: MegatronRun, dev: torch.device, progress: Progress, oom: s
         "residual_dtype": "bfloat16",
         "autocast": False,
         "layer_spec": "get_gpt_layer_local_spec(normalization='RMSNorm')",
+        "moe": None if run.moe is None else {
+            **dataclasses.asdict(run.moe), "experts_impl": "SequentialMLP",
+            "token_dispatcher": "allgather", "router_load_balancing": "aux_loss (coeff 0)"},
         "attention": "megatron DotProductAttention (unfused, softmax in fp32, no fused kernel)",
         "ddp": {"grad_reduce_in_fp32": True, "overlap_grad_reduce": False,
                 "use_distributed_optimizer": True, "contiguous_grad_buffer": True},

@@ -12,6 +12,30 @@ under ``hardware_db/profiles/<gpu>/<profile>/train_steps.jsonl``:
 A GPU without its own measurement uses the measurement of another GPU (the record says
 which), since both numbers are properties of the software stack more than of the chip.
 
+Megatron-LM's allocator pattern (``contiguous-grad-buffer``: the bf16 parameter buffer
+and the fp32 gradient buffer are one allocation each, the distributed optimizer's fp32
+main parameters and Adam moments are allocated once in the first step and never freed)
+gets its fragmentation share from Megatron-Core's own steps instead: the median of
+(timed peak reserved - timed peak allocated) / timed peak allocated over the completed
+Megatron-Core 0.16.1 steps of the GPU with the default allocator settings
+(``megatron_steps.jsonl``, and the ``results.json`` runs of the Megatron allocator
+snapshots). Fitted to: 15 steps on one H200 (2026-12-03; Llama-3.2-1B/3B shapes at
+2048-8192 tokens and the small dense and MoE snapshot models, recompute none, selective
+and full), whose shares spread from 0.4% to 21.6% with median 7.6%, against 8.6% for
+the plain-PyTorch steps of the H100. The contiguous buffers themselves are exact
+segments; the unusable memory comes from the large transients that recur every
+micro-batch: in the snapshots every segment opened after the first step is one of the
+unfused attention's score blocks (batch x heads x s² in bf16, and in fp32 for the
+softmax: 1 and 2 GiB for the Llama-3.2-1B shape at 4096 tokens) or a logits-sized
+block, asked for when the free space such a block used before has been split by
+smaller tensors (the Adam states of the first step among them). No simple share of a
+part of the peak fits better (a share of the non-persistent memory only spreads from
+0.7% to 89%), so the share stays a share of the whole allocated peak, with the
+logits-block floor of ``planner.cost.memory``. These steps use the local layer spec's
+unfused attention; with fused attention (Transformer Engine, flash) the score blocks do
+not exist, which is not measured. The plain-PyTorch share and CUDA context still apply
+where no Megatron-Core step of any GPU is stored.
+
 NCCL buffers are derived from NCCL's documented defaults, not measured (no multi-GPU run
 is stored yet): per communicator of more than one rank, NCCL allocates for each channel and
 each ring neighbour a SIMPLE buffer of ``NCCL_BUFFSIZE`` (4 MiB default, NCCL environment
@@ -35,6 +59,10 @@ from planner.specs.layout import ParallelConfig
 NCCL_BYTES_PER_COMMUNICATOR = 2 * 16 * 2 * 4 * 2**20
 MEASUREMENTS_FILE = "train_steps.jsonl"
 VALIDATION_FILE = "validation_steps.jsonl"
+MEGATRON_STEPS_FILE = "megatron_steps.jsonl"
+"""Megatron-Core steps (``benchmarks/measure/megatron_step.py``)."""
+SNAPSHOT_RESULTS_FILE = "results.json"
+"""Allocator-snapshot runs (``benchmarks/measure/allocator_snapshots.py``): ``{"runs": [...]}``."""
 
 DEEPSPEED_REDUCE_BUCKET_ELEMENTS = 500_000_000
 """``zero_optimization.reduce_bucket_size`` default (deepspeed/runtime/zero/config.py)."""
@@ -91,6 +119,34 @@ def measured_runs(gpu_id: str) -> tuple[dict, ...]:
     )
 
 
+@cache
+def megatron_steps(gpu_id: str) -> tuple[dict, ...]:
+    """Completed Megatron-Core steps of ``gpu_id`` run with the default allocator settings:
+    the ``megatron_steps.jsonl`` records and the Megatron runs of allocator-snapshot
+    profiles (both carry ``timed_peak_reserved`` and ``timed_peak_allocated``)."""
+    records = list(measured_records(gpu_id, MEGATRON_STEPS_FILE))
+    for profile in hardware_db.list_profiles(gpu_id):
+        path = hardware_db.profiles_dir() / gpu_id / profile / SNAPSHOT_RESULTS_FILE
+        if path.is_file():
+            records.extend(json.loads(path.read_text()).get("runs", []))
+    return tuple(
+        record
+        for record in records
+        if not record.get("oom")
+        and "error" not in record
+        and (record.get("config") or {}).get("framework") == "megatron"
+        and not record.get("alloc_conf")
+        and (record.get("memory") or {}).get("timed_peak_allocated")
+    )
+
+
+def _fragmentation(runs: tuple[dict, ...]) -> float:
+    """Median of (timed peak reserved / timed peak allocated - 1) over ``runs``."""
+    return statistics.median(
+        r["memory"]["timed_peak_reserved"] / r["memory"]["timed_peak_allocated"] - 1 for r in runs
+    )
+
+
 def measured_gpu_for(gpu: GPUSpec) -> str | None:
     """``gpu`` itself when it has measured steps, else the first GPU that has (or None)."""
     if measured_runs(gpu.id):
@@ -118,8 +174,18 @@ def usable_capacity_bytes(gpu: GPUSpec) -> tuple[float, str]:
     return float(gpu.memory_bytes), "datasheet"
 
 
-def memory_reserve(gpu: GPUSpec, *, layout: ParallelConfig) -> MemoryReserve:
-    """Fragmentation and fixed reserve for ``gpu`` running ``layout``."""
+def _megatron_gpu_for(gpu: GPUSpec) -> str | None:
+    """``gpu`` itself when it has Megatron-Core steps, else the first GPU that has."""
+    if megatron_steps(gpu.id):
+        return gpu.id
+    return next((other for other in hardware_db.list_gpus() if megatron_steps(other)), None)
+
+
+def memory_reserve(
+    gpu: GPUSpec, *, layout: ParallelConfig, framework: str = "pytorch"
+) -> MemoryReserve:
+    """Fragmentation and fixed reserve for ``gpu`` running ``layout`` under ``framework``
+    (its allocator pattern picks the measurements the fragmentation share comes from)."""
     communicators = sum(
         degree > 1 for degree in (layout.tp, layout.cp, layout.dp or 1, layout.pp, layout.ep)
     )
@@ -132,19 +198,33 @@ def memory_reserve(gpu: GPUSpec, *, layout: ParallelConfig) -> MemoryReserve:
             source="No measured profile: fragmentation and CUDA context not included.",
         )
     runs = measured_runs(source_gpu)
-    fragmentation = statistics.median(
-        r["memory"]["timed_peak_reserved"] / r["memory"]["timed_peak_allocated"] - 1 for r in runs
-    )
+    fragmentation = _fragmentation(runs)
     non_allocator = statistics.median(
         [r["memory"]["non_allocator_bytes"] for r in runs if "non_allocator_bytes" in r["memory"]]
         or [0.0]
     )
+    measured = (
+        f"fragmentation {fragmentation:.1%} and CUDA context {non_allocator / 2**30:.2f} GiB "
+        f"measured on {source_gpu} ({len(runs)} runs)"
+    )
+    megatron_gpu = (
+        _megatron_gpu_for(gpu)
+        if get_profile(framework).allocator_pattern == "contiguous-grad-buffer"
+        else None
+    )
+    if megatron_gpu is not None:
+        steps = megatron_steps(megatron_gpu)
+        fragmentation = _fragmentation(steps)
+        measured = (
+            f"fragmentation {fragmentation:.1%} measured on Megatron-Core steps on "
+            f"{megatron_gpu} ({len(steps)} runs), CUDA context {non_allocator / 2**30:.2f} GiB "
+            f"on {source_gpu} ({len(runs)} runs)"
+        )
     return MemoryReserve(
         fragmentation=fragmentation,
         non_allocator_bytes=non_allocator + nccl,
         source=(
-            f"Reserve: fragmentation {fragmentation:.1%} and CUDA context "
-            f"{non_allocator / 2**30:.2f} GiB measured on {source_gpu} ({len(runs)} runs)"
+            f"Reserve: {measured}"
             + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")
             + "."
         ),

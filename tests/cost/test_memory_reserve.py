@@ -48,3 +48,31 @@ def test_short_sequences_keep_the_fragmentation_share() -> None:
     fragmentation = memory_reserve(load_gpu("h100-sxm"), layout=ParallelConfig(pp=2)).fragmentation
     assert block < fragmentation * allocated[-1]
     assert over == pytest.approx([fragmentation * a for a in allocated], rel=1e-3)
+
+
+def test_megatron_takes_its_fragmentation_from_megatron_core_steps() -> None:
+    import statistics
+
+    from planner.cost.reserve import megatron_steps
+
+    steps = megatron_steps("h200-sxm")
+    # megatron_steps.jsonl's 8 completed steps and the 7 default-allocator snapshot runs;
+    # the expandable-segments runs, the out-of-memory one and plain PyTorch's are not in
+    assert len(steps) == 15
+    assert all(s["config"]["framework"] == "megatron" and not s.get("alloc_conf") for s in steps)
+    shares = [s["memory"]["timed_peak_reserved"] / s["memory"]["timed_peak_allocated"] - 1
+              for s in steps]  # fmt: skip
+    layout = ParallelConfig(tp=2)
+    for gpu in ("h100-sxm", "h200-sxm"):  # the H100 has no Megatron-Core step: the H200's
+        megatron = memory_reserve(load_gpu(gpu), layout=layout, framework="megatron")
+        plain = memory_reserve(load_gpu(gpu), layout=layout, framework="pytorch")
+        assert megatron.fragmentation == pytest.approx(statistics.median(shares))
+        assert megatron.fragmentation != plain.fragmentation
+        assert megatron.non_allocator_bytes == plain.non_allocator_bytes
+        assert "Megatron-Core steps on h200-sxm (15 runs)" in megatron.source
+    # other frameworks keep the plain-PyTorch share
+    torchtitan = memory_reserve(load_gpu("h100-sxm"), layout=layout, framework="torchtitan")
+    assert (
+        torchtitan.fragmentation
+        == memory_reserve(load_gpu("h100-sxm"), layout=layout).fragmentation
+    )

@@ -11,10 +11,10 @@ from planner.memplan.allocator import CachingAllocator, allocation_size, round_s
 from planner.memplan.trace import TraceEvent
 
 MiB = 1 << 20
-SNAPSHOTS = (
-    Path(__file__).resolve().parents[2]
-    / "hardware_db/profiles/h200-sxm/2026-12-03-h200-allocator-snapshots"
-)
+PROFILES = Path(__file__).resolve().parents[2] / "hardware_db/profiles/h200-sxm"
+SNAPSHOTS = PROFILES / "2026-12-03-h200-allocator-snapshots"
+MEGATRON_SNAPSHOTS = PROFILES / "2026-12-03-h200-megatron-allocator-snapshots"
+"""Plain-PyTorch and Megatron-Core 0.16.1 training steps (one H200 each)."""
 
 
 def test_rounding_and_segment_sizes() -> None:
@@ -65,19 +65,40 @@ def test_expandable_segments_map_twenty_mib_pages() -> None:
     assert result.peak_reserved == 140 * MiB  # as the H200 trace's first segment_map shows
 
 
-def _measured() -> dict[str, dict]:
-    runs = json.loads((SNAPSHOTS / "results.json").read_text())["runs"]
+def _measured(folder: Path) -> dict[str, dict]:
+    runs = json.loads((folder / "results.json").read_text())["runs"]
     return {run["run"]: run for run in runs}
 
 
-@pytest.mark.parametrize("path", sorted(SNAPSHOTS.glob("*.pickle.gz")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted(SNAPSHOTS.glob("*.pickle.gz")) + sorted(MEGATRON_SNAPSHOTS.glob("*.pickle.gz")),
+    ids=lambda p: p.name,
+)
 def test_simulation_matches_the_measured_reserved_peak(path: Path) -> None:
     from planner.memplan.snapshot import read_snapshot
 
     snapshot = read_snapshot(path)
-    measured = _measured()[path.name.removesuffix(".pickle.gz")]
+    measured = _measured(path.parent)[path.name.removesuffix(".pickle.gz")]
     assert snapshot.expandable_segments == measured["expandable_segments"]
     assert snapshot.trace_reserved_peak == measured["max_memory_reserved"]
     result = simulate(snapshot.events, expandable_segments=snapshot.expandable_segments)
     assert result.peak_reserved == pytest.approx(measured["max_memory_reserved"], rel=0.03)
     assert result.peak_allocated == pytest.approx(measured["max_memory_allocated"], rel=0.01)
+
+
+def test_megatron_snapshots_are_reproduced_exactly() -> None:
+    # Megatron's buffers are single large requests (exact 2 MiB-rounded segments): the
+    # simulation of all fourteen recorded sequences lands on the measured peak to the byte
+    from planner.memplan.snapshot import read_snapshot
+
+    measured = _measured(MEGATRON_SNAPSHOTS)
+    paths = sorted(MEGATRON_SNAPSHOTS.glob("*.pickle.gz"))
+    assert len(paths) == 14
+    for path in paths:
+        snapshot = read_snapshot(path)
+        result = simulate(snapshot.events, expandable_segments=snapshot.expandable_segments)
+        assert (
+            result.peak_reserved
+            == measured[path.name.removesuffix(".pickle.gz")]["max_memory_reserved"]
+        )

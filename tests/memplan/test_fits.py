@@ -6,6 +6,7 @@ from functools import cache
 
 from planner import ParallelConfig, WorkloadSpec, load_cluster, load_model
 from planner.memplan.fits import VALIDATED_PATTERNS, with_simulated
+from planner.memplan.snapshot_runs import MEGATRON_SNAPSHOTS, own_trace_peak, snapshot_runs
 from planner.predict import Estimate, Prepared, assemble, estimate, memory_stages, prepare
 from planner.predict import time_report as timing
 
@@ -62,5 +63,21 @@ def test_megatron_keeps_the_analytical_verdict_and_says_so() -> None:
     assert memory.fits_basis is not None
     assert memory.fits_basis.startswith("Fits decided on the analytical model")
     assert "contiguous-grad-buffer" in memory.fits_basis
+    assert "autopar's trace of the same steps misses their reserved peak" in memory.fits_basis
     data = memory.model_dump(mode="json")
     assert data["simulated"][0]["stage"] == 0 and data["fits_basis"] == memory.fits_basis
+
+
+def test_megatron_stays_off_the_simulation_because_its_own_trace_misses() -> None:
+    # The verdict for a layout can only simulate autopar's own trace of its step. On the
+    # fourteen measured Megatron-Core steps that trace's simulated reserved peak is off by
+    # more than the 3% the simulation is trusted at (the recorded sequences themselves
+    # are reproduced exactly: test_allocator), so megatron is not a validated pattern.
+    # If the trace improves to within 3% on every run, this test fails: then validate it.
+    runs = snapshot_runs(MEGATRON_SNAPSHOTS)
+    assert len(runs) == 14
+    errors = {run.name: own_trace_peak(run).error for run in runs}
+    assert max(abs(e) for e in errors.values()) > 0.03
+    assert "contiguous-grad-buffer" not in VALIDATED_PATTERNS
+    # the trace is optimistic on every run: its live peak is under the measured one
+    assert all(e < 0 for e in errors.values())

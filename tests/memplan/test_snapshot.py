@@ -12,10 +12,9 @@ from planner.errors import SpecError
 from planner.memplan.snapshot import read_snapshot
 from planner.memplan.trace import lifetimes, live_curve
 
-SNAPSHOTS = (
-    Path(__file__).resolve().parents[2]
-    / "hardware_db/profiles/h200-sxm/2026-12-03-h200-allocator-snapshots"
-)
+PROFILES = Path(__file__).resolve().parents[2] / "hardware_db/profiles/h200-sxm"
+SNAPSHOTS = PROFILES / "2026-12-03-h200-allocator-snapshots"
+MEGATRON_SNAPSHOTS = PROFILES / "2026-12-03-h200-megatron-allocator-snapshots"
 
 
 def test_reads_committed_snapshots() -> None:
@@ -33,6 +32,23 @@ def test_reads_committed_snapshots() -> None:
         spans = lifetimes(snapshot.events)
         assert len(spans) == allocs and all(t.start < t.end for t in spans)
         assert live_curve(snapshot.events).min() >= 0
+
+
+def test_reads_committed_megatron_snapshots() -> None:
+    # fourteen Megatron-Core runs, every one recorded from before the model was built
+    paths = sorted(MEGATRON_SNAPSHOTS.glob("*.pickle.gz"))
+    assert len(paths) == 14
+    assert sum(p.stat().st_size for p in paths) < 4 * 2**20  # a few MiB in all
+    for path in paths:
+        snapshot = read_snapshot(path)
+        assert snapshot.untracked_frees == 0
+        assert snapshot.expandable_segments == ("expandable" in path.name)
+        assert snapshot.actions["alloc"] == sum(e.op == "alloc" for e in snapshot.events)
+        assert live_curve(snapshot.events).min() >= 0
+    # the MoE runs ask for more, smaller blocks (per-expert token gathers) than the dense ones
+    dense = read_snapshot(MEGATRON_SNAPSHOTS / "megatron-dense-none-default.pickle.gz")
+    moe = read_snapshot(MEGATRON_SNAPSHOTS / "megatron-moe-none-default.pickle.gz")
+    assert moe.actions["alloc"] > 2 * dense.actions["alloc"]
 
 
 def test_plain_and_gzip_pickles_are_read(tmp_path: Path) -> None:
