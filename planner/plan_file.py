@@ -34,6 +34,9 @@ from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 
+SHOWN_PROBLEMS = 3
+"""Schema problems of a plan entry named in the error line; the rest are counted."""
+
 
 class PlannedEntry(BaseModel):
     """The blocks of one plan entry that a re-estimate compares: config, memory, time.
@@ -94,7 +97,15 @@ def read_plan_entry(path: Path, rank: int = 1, *, option: str = "--plan") -> Pla
     try:
         entry = PlannedEntry.model_validate(raw)
     except ValidationError as error:
-        raise spec_error(error, what=f"{option} {path} plan {rank}") from None
+        message = str(spec_error(error, what=f"{option} {path} plan {rank}"))
+        head, _, problems = message.partition(": ")
+        shown = problems.split("; ")
+        more = f" (and {len(shown) - SHOWN_PROBLEMS} more)" if len(shown) > SHOWN_PROBLEMS else ""
+        raise SpecError(
+            f"{head}: not a plan entry of this autopar version: "
+            + "; ".join(shown[:SHOWN_PROBLEMS])
+            + more
+        ) from None
     return PlanFileEntry(path=path, rank=rank, count=len(entries), entry=entry)
 
 
