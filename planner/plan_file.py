@@ -1,9 +1,10 @@
 """Reading a plan back: one entry of a plan file, and the estimate that reproduces it.
 
-A plan file is what ``autopar plan --json`` prints (``{"plans": [...], "search": ...}``,
-also ``GET /v1/plans/{id}``), or one estimate or plan entry (``autopar estimate --json``,
-``{"config", "memory", "time", ...}``). Each entry's ``config`` block
-(``planner.resolved.ResolvedConfig``) records every knob the prediction was made with:
+A plan file is what ``autopar plan --json`` prints (``{"plans": [...], "search": ...}``;
+a job of ``GET /v1/plans/{id}`` is read through its ``result``), or one estimate or plan
+entry (``autopar estimate --json``, ``{"config", "memory", "time", ...}``). Each entry's
+``config`` block (``planner.resolved.ResolvedConfig``) records every knob the prediction
+was made with:
 the model's full spec, the cluster preset and GPU count, the workload, the framework and
 what it resolved to (state layout, optimizer implementation, layer spec, runtime), and
 the whole layout (uneven stage layers, vpp, recompute, overlaps, CP algorithm, schedule).
@@ -110,7 +111,15 @@ def read_plan_entry(path: Path, rank: int = 1, *, option: str = "--plan") -> Pla
 
 
 def _entries(data: Any, *, path: Path, option: str) -> list[Any]:
-    """The plan entries of a plan file: its ``plans`` list, or the file as one entry."""
+    """The plan entries of a plan file: its ``plans`` list (a REST job's ``result``'s),
+    or the file as one entry."""
+    if isinstance(data, dict) and "status" in data and "result" in data:  # GET /v1/plans/{id}
+        if not isinstance(data["result"], dict):
+            raise SpecError(
+                f"{option}: {path} is a planning job with status '{data['status']}' and no "
+                "result yet"
+            )
+        data = data["result"]
     if isinstance(data, dict) and "plans" in data:
         plans = data["plans"]
         if not isinstance(plans, list) or not plans:

@@ -222,6 +222,18 @@ def test_bad_plan_files_are_one_line_errors(
     _refused(run_cli("estimate", "--plan", str(path)), *needles)
 
 
+def test_a_rest_job_is_read_through_its_result(run_cli, tmp_path: Path) -> None:
+    path = _plan_file(run_cli, tmp_path, BLOOM)
+    result = json.loads(path.read_text())
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"id": "j1", "status": "done", "result": result}))
+    again = run_cli("estimate", "--plan", str(job), "--rank", "3", "--json")
+    assert again.exit_code == 0 and again.stderr == "", again.stderr
+    assert json.loads(again.stdout)["time"] == result["plans"][2]["time"]
+    job.write_text(json.dumps({"id": "j1", "status": "running", "result": None}))
+    _refused(run_cli("estimate", "--plan", str(job)), "status 'running'", "no result yet")
+
+
 def test_rank_without_a_plan_and_no_model_are_one_line_errors(run_cli) -> None:
     base = ("estimate", "--cluster", "dgx-h100", "--seq-len", "4096")
     _refused(run_cli(*base), "--model", "required", "--plan")
