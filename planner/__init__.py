@@ -8,6 +8,7 @@ Public Python API (the CLI and the REST service are thin layers over these)::
     estimate(model=spec, cluster=load_cluster("dgx-h100", nodes=8),
              workload=WorkloadSpec(seq_len=8192, global_batch=512),
              layout=ParallelConfig(tp=8, pp=4)).memory.fits
+    estimate_entry(plan(request).plans[0])  # a plan entry again, with every knob it chose
     memplan(model=spec, cluster=..., workload=..., layout=..., budget_gib=60)  # memory reuse
 """
 
@@ -30,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("PlanOutcome", "PlanRequest", "PlanResult", "plan"), "planner.plan"),
     **dict.fromkeys(("MemoryPlan", "memplan", "memplan_snapshot"), "planner.memplan"),
     **dict.fromkeys(("Estimate", "estimate"), "planner.predict"),
+    **dict.fromkeys(("estimate_entry", "read_plan_entry"), "planner.plan_file"),
     **dict.fromkeys(("ScatterResult", "scatter"), "planner.scattering"),
     **dict.fromkeys(
         ("ExpertPlacementResult", "RoutingStats", "place_experts"), "planner.experts"
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
     from planner.graph.params import ParamCounts, count_params, training_flops_per_token
     from planner.memplan import MemoryPlan, memplan, memplan_snapshot
     from planner.plan import PlanOutcome, PlanRequest, PlanResult, plan
+    from planner.plan_file import estimate_entry, read_plan_entry
     from planner.predict import Estimate, estimate
     from planner.scattering import ScatterResult, scatter
     from planner.specs import (
@@ -124,6 +127,7 @@ __all__ = [
     "catalog_model",
     "count_params",
     "estimate",
+    "estimate_entry",
     "import_hf_config",
     "list_catalog_models",
     "load_cluster",
@@ -134,6 +138,7 @@ __all__ = [
     "memplan_snapshot",
     "place_experts",
     "plan",
+    "read_plan_entry",
     "scatter",
     "training_flops_per_token",
 ]

@@ -1,61 +1,174 @@
-"""``autopar estimate``: predict one layout's memory per pipeline stage (and later, time)."""
+"""``autopar estimate``: predict one layout's memory per pipeline stage, step time and MFU.
+
+The layout comes from the flags, or from a plan file (``--plan PLAN.json [--rank K]``:
+entry K of ``autopar plan --json``, or an ``autopar estimate --json``), estimated with
+every knob the plan chose, so that it reproduces the plan's prediction exactly. Flags
+given alongside ``--plan`` override the plan's value for that knob, as command-line
+arguments override a configuration file in Megatron-LM, each with a note on stderr; the
+model and the framework cannot be overridden (a plan's layout is resolved for them).
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from planner import catalog
 from planner.cli.inputs import (
-    ClusterOption,
     FrameworkOption,
     GlobalBatchOption,
     GlobalBatchTokensOption,
     GpusOption,
     JsonOption,
     MemplanOption,
-    ModelOption,
     NodesOption,
     PrecisionOption,
-    SeqLenOption,
+    build_spec,
     check_framework,
     load_inputs,
+    parse_tokens,
 )
 from planner.cli.layout_options import (
+    CpCommTypeOption,
     CpOption,
+    DdpBucketViewOption,
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
     FlashAttentionOption,
     MbsOption,
     OffloadOptimizerOption,
+    OverlapGradReduceOption,
+    OverlapParamGatherOption,
     PpOption,
     RecomputeLayersOption,
     RecomputeMethodOption,
     RecomputeOption,
     SequenceParallelOption,
     StateLayoutOption,
+    TpCommOverlapOption,
     TpOption,
     VppOption,
     ZeroOption,
+    default_cp_comm_type,
+    framework_knob_refusals,
     layout_from_options,
 )
 from planner.cli.output import console, print_json
-from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, Runtime
+from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, LayerSpec, Runtime
 from planner.errors import SpecError
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
+from planner.plan_file import (
+    PlanFileEntry,
+    PlannedEntry,
+    check_reproducible,
+    plan_inputs,
+    read_plan_entry,
+)
 from planner.predict import Estimate, MemoryReport, assemble, memory_stages, prepare, time_report
+from planner.resolved import ResolvedConfig
+from planner.specs.hardware import ClusterSpec
+from planner.specs.layout import ParallelConfig
+from planner.specs.model import ModelSpec
+from planner.specs.workload import WorkloadSpec
+
+PlanOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--plan",
+        help="A plan file (autopar plan --json, or an estimate --json): estimate its layout "
+        "with every knob the plan chose (model, cluster, workload, framework, layout, "
+        "overlaps, runtime), reproducing its prediction. Flags given with it override the "
+        "plan's value, with a note on stderr.",
+        show_default=False,
+    ),
+]
+RankOption = Annotated[
+    int | None,
+    typer.Option(
+        "--rank",
+        min=1,
+        help="Which plan of --plan's file: 1 = the best. [default: 1]",
+        show_default=False,
+    ),
+]
+OptionalModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Catalogue name, model file or HF config.json (required without --plan)."
+    ),
+]
+OptionalClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster", help="Cluster preset (dgx-h100) or cluster file (required without --plan)."
+    ),
+]
+OptionalSeqLenOption = Annotated[
+    int | None,
+    typer.Option("--seq-len", min=1, help="Tokens per sequence (required without --plan)."),
+]
+FirstStageLayersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--first-stage-layers",
+        "--decoder-first-pipeline-num-layers",
+        min=1,
+        help="Transformer layers on the first pipeline stage (uneven split; the middle "
+        "stages share the rest evenly).",
+    ),
+]
+LastStageLayersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--last-stage-layers",
+        "--decoder-last-pipeline-num-layers",
+        min=1,
+        help="Transformer layers on the last pipeline stage (uneven split).",
+    ),
+]
+AccountForEmbeddingOption = Annotated[
+    bool,
+    typer.Option(
+        "--account-for-embedding-in-pipeline-split",
+        help="Count the embedding as one layer when splitting layers over stages.",
+    ),
+]
+AccountForLossOption = Annotated[
+    bool,
+    typer.Option(
+        "--account-for-loss-in-pipeline-split",
+        help="Count the output layer and loss as one layer when splitting.",
+    ),
+]
+PipelineScheduleOption = Annotated[
+    str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
+]
+AttentionBackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--attention-backend",
+        help="flash | cudnn | efficient | unfused: the attention kernel timed [default: flash].",
+    ),
+]
 
 
 def estimate_command(
-    model: ModelOption,
-    cluster: ClusterOption,
-    seq_len: SeqLenOption,
+    ctx: typer.Context,
+    model: OptionalModelOption = None,
+    cluster: OptionalClusterOption = None,
+    seq_len: OptionalSeqLenOption = None,
     nodes: NodesOption = None,
     gpus: GpusOption = None,
     global_batch: GlobalBatchOption = None,
     global_batch_tokens: GlobalBatchTokensOption = None,
+    plan: PlanOption = None,
+    rank: RankOption = None,
     tp: TpOption = 1,
     pp: PpOption = 1,
     cp: CpOption = 1,
@@ -67,95 +180,323 @@ def estimate_command(
     distributed_optimizer: DistributedOptimizerOption = False,
     sequence_parallel: SequenceParallelOption = False,
     offload_optimizer: OffloadOptimizerOption = 0.0,
-    first_stage_layers: Annotated[
-        int | None,
-        typer.Option(
-            "--first-stage-layers",
-            "--decoder-first-pipeline-num-layers",
-            min=1,
-            help="Transformer layers on the first pipeline stage (uneven split; the middle "
-            "stages share the rest evenly).",
-        ),
-    ] = None,
-    last_stage_layers: Annotated[
-        int | None,
-        typer.Option(
-            "--last-stage-layers",
-            "--decoder-last-pipeline-num-layers",
-            min=1,
-            help="Transformer layers on the last pipeline stage (uneven split).",
-        ),
-    ] = None,
-    account_for_embedding: Annotated[
-        bool,
-        typer.Option(
-            "--account-for-embedding-in-pipeline-split",
-            help="Count the embedding as one layer when splitting layers over stages.",
-        ),
-    ] = False,
-    account_for_loss: Annotated[
-        bool,
-        typer.Option(
-            "--account-for-loss-in-pipeline-split",
-            help="Count the output layer and loss as one layer when splitting.",
-        ),
-    ] = False,
-    pipeline_schedule: Annotated[
-        str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
-    ] = "1f1b",
+    first_stage_layers: FirstStageLayersOption = None,
+    last_stage_layers: LastStageLayersOption = None,
+    account_for_embedding: AccountForEmbeddingOption = False,
+    account_for_loss: AccountForLossOption = False,
+    pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
     recompute_layers: RecomputeLayersOption = None,
+    tp_comm_overlap: TpCommOverlapOption = None,
+    overlap_grad_reduce: OverlapGradReduceOption = None,
+    overlap_param_gather: OverlapParamGatherOption = None,
+    cp_comm_type: CpCommTypeOption = None,
     precision: PrecisionOption = "bf16",
     framework: FrameworkOption = "megatron",
     state_layout: StateLayoutOption = None,
     flash_attention: FlashAttentionOption = True,
-    attention_backend: Annotated[
-        str | None,
-        typer.Option(
-            "--attention-backend",
-            help="flash | cudnn | efficient | unfused: the attention kernel timed "
-            "[default: flash].",
-        ),
-    ] = None,
+    attention_backend: AttentionBackendOption = None,
+    ddp_bucket_view: DdpBucketViewOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU."""
+    values = dict(locals())
+    del values["ctx"]
+    if plan is None:
+        if rank is not None:
+            raise SpecError("--rank: only with --plan PLAN.json (which plan of the file)")
+        setup = setup_from_flags(values)
+        planned = None
+    else:
+        planned = read_plan_entry(plan, rank or 1)
+        setup = setup_from_plan(planned, values, given=given_flags(ctx, values))
+        for note in setup.notes:
+            print(f"autopar: note: {note}", file=sys.stderr)
+    reasons = framework_knob_refusals(
+        setup.layout, framework=setup.framework, ddp_bucket_view=setup.runtime.ddp_bucket_view
+    )
+    if reasons:
+        raise SpecError("; ".join(reasons))
+    prepared = prepare(
+        model=setup.model,
+        cluster=setup.cluster,
+        workload=setup.workload,
+        layout=setup.layout,
+        framework=setup.framework,
+        state_layout_name=setup.state_layout,
+        flash_attention=setup.flash_attention,
+        optimizer_impl=setup.optimizer_impl,  # type: ignore[arg-type]
+        runtime=setup.runtime,
+        layer_spec=setup.layer_spec,
+    )
+    result = assemble(prepared, memory_stages(prepared), time_report(prepared))
+    if memplan:
+        result = with_simulated(result, prepared, time_limit_s=MEMPLAN_TIME_LIMIT_S)
+    differs = None
+    if planned is not None and not setup.notes:
+        differs = plan_difference(result, planned.entry)
+        if differs:
+            print(f"autopar: note: {differs}", file=sys.stderr)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+        return
+    render_estimate(result)
+    if planned is not None:
+        render_against_plan(result, planned, overridden=bool(setup.notes), differs=differs)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything ``prepare`` is called with, and the notes of flags that overrode a plan."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    workload: WorkloadSpec
+    layout: ParallelConfig
+    framework: str
+    state_layout: str | None
+    flash_attention: bool
+    runtime: Runtime
+    optimizer_impl: str | None = None
+    layer_spec: LayerSpec = "transformer_engine"
+    notes: tuple[str, ...] = ()
+
+
+def setup_from_flags(values: dict[str, Any]) -> Setup:
+    """The run the flags alone describe (no ``--plan``)."""
+    for name in ("model", "cluster", "seq_len"):
+        if values[name] is None:
+            flag = "--" + name.replace("_", "-")
+            raise SpecError(f"{flag}: required (or give --plan PLAN.json)")
+    framework = values["framework"]
     check_framework(framework)
     model_spec, cluster_spec, workload = load_inputs(
-        model=model, cluster=cluster, nodes=nodes, gpus=gpus, seq_len=seq_len,
-        global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
+        model=values["model"], cluster=values["cluster"], nodes=values["nodes"],
+        gpus=values["gpus"], seq_len=values["seq_len"], global_batch=values["global_batch"],
+        global_batch_tokens=values["global_batch_tokens"], precision=values["precision"],
     )  # fmt: skip
+    cp_comm_type = values["cp_comm_type"]
+    if cp_comm_type is None and values["cp"] > 1:
+        cp_comm_type = default_cp_comm_type(framework)
     layout = layout_from_options(
-        tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vpp=vpp, mbs=mbs, zero=zero,
-        distributed_optimizer=distributed_optimizer, sequence_parallel=sequence_parallel,
-        offload_optimizer=offload_optimizer, recompute=recompute,
-        recompute_method=recompute_method, recompute_layers=recompute_layers,
-        first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers,
-        account_for_embedding=account_for_embedding, account_for_loss=account_for_loss,
-        pipeline_schedule=pipeline_schedule,
-    )  # fmt: skip
-    prepared = prepare(
+        **{name: values[name] for name in _LAYOUT_ARGUMENTS}, cp_comm_type=cp_comm_type
+    )
+    return Setup(
         model=model_spec,
         cluster=cluster_spec,
         workload=workload,
         layout=layout,
         framework=framework,
-        state_layout_name=state_layout,  # type: ignore[arg-type]
-        flash_attention=flash_attention,
-        runtime=Runtime(attention_backend=_attention_backend(attention_backend)),
+        state_layout=values["state_layout"],
+        flash_attention=values["flash_attention"],
+        runtime=Runtime(
+            attention_backend=_attention_backend(values["attention_backend"]),
+            ddp_bucket_view=bool(values["ddp_bucket_view"]),
+        ),
     )
-    result = assemble(prepared, memory_stages(prepared), time_report(prepared))
-    if memplan:
-        result = with_simulated(result, prepared, time_limit_s=MEMPLAN_TIME_LIMIT_S)
-    if as_json:
-        print_json(result.model_dump(mode="json"))
+
+
+_LAYOUT_ARGUMENTS = (
+    "tp", "pp", "cp", "ep", "etp", "vpp", "mbs", "zero", "distributed_optimizer",
+    "sequence_parallel", "offload_optimizer", "recompute", "recompute_method",
+    "recompute_layers", "first_stage_layers", "last_stage_layers", "account_for_embedding",
+    "account_for_loss", "pipeline_schedule", "tp_comm_overlap", "overlap_grad_reduce",
+    "overlap_param_gather",
+)  # fmt: skip
+"""The command's parameters that ``layout_from_options`` takes by the same name."""
+
+LAYOUT_FIELDS: dict[str, str] = {
+    **{name: name for name in _LAYOUT_ARGUMENTS},
+    "zero": "zero_stage",
+    "offload_optimizer": "offload_optimizer_fraction",
+    "recompute_layers": "recompute_num_layers",
+    "account_for_embedding": "account_for_embedding_in_pipeline_split",
+    "account_for_loss": "account_for_loss_in_pipeline_split",
+    "cp_comm_type": "cp_comm_type",
+}
+"""Each layout flag's parameter and the ``ParallelConfig`` field it sets."""
+
+_NOT_OVERRIDES = frozenset({"plan", "rank", "memplan", "as_json"})
+_DEPENDENTS = {
+    "recompute": ("recompute_method", "recompute_num_layers"),
+    "pp": ("first_stage_layers", "last_stage_layers"),
+}
+"""Fields reset when the field they depend on is overridden and they are not given."""
+
+
+def given_flags(ctx: typer.Context, values: dict[str, Any]) -> set[str]:
+    """The command's parameters given on the command line (not left at their default)."""
+    given = set()
+    for name in values:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given.add(name)
+    return given - _NOT_OVERRIDES
+
+
+def _flag(name: str, value: Any) -> str:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"{flag} {value}"
+
+
+class Overrides:
+    """The flags given alongside ``--plan``: each one's value in place of the plan's, and
+    a note for each that differs from it."""
+
+    def __init__(self, values: dict[str, Any], given: set[str], label: str) -> None:
+        self.values, self.given, self.label = values, given, label
+        self.notes: list[str] = []
+
+    def take(self, name: str, plan_value: Any, *, shown: Any = None) -> Any:
+        """The flag's value if given (noting it when it differs), else the plan's."""
+        if name not in self.given or self.values[name] == plan_value:
+            return plan_value
+        was = plan_value if shown is None else shown
+        self.note(f"{_flag(name, self.values[name])} overrides {self.label}'s {name} {was}")
+        return self.values[name]
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: set[str]) -> Setup:
+    """The run of plan entry ``planned`` with every knob it chose, then the ``given``
+    flags' values in place of the plan's (one note each); the model and framework must
+    be the plan's."""
+    entry, label = planned.entry, f"plan {planned.rank}"
+    config = entry.config
+    check_reproducible(entry)
+    if "model" in given and catalog.load_model(values["model"]) != config.model_spec:
+        raise SpecError(
+            f"--model: {label} of {planned.path} is for {config.model}; a plan's layout is "
+            "resolved for its model (omit --model, or estimate without --plan)"
+        )
+    if "framework" in given and values["framework"] != config.framework:
+        raise SpecError(
+            f"--framework: {label} of {planned.path} is for {config.framework}; a plan's "
+            "layout is resolved for its framework (omit --framework, or estimate without --plan)"
+        )
+    overrides = Overrides(values, given, label)
+    model_spec, cluster_spec, workload = _plan_run(config, overrides)
+    fields = config.layout.model_dump()
+    for name, field in LAYOUT_FIELDS.items():
+        fields[field] = overrides.take(name, fields[field])
+    given_fields = {LAYOUT_FIELDS.get(name, name) for name in given}
+    for name, dependents in _DEPENDENTS.items():
+        if fields[LAYOUT_FIELDS[name]] != getattr(config, LAYOUT_FIELDS[name]):
+            for dependent in (d for d in dependents if d not in given_fields):
+                if fields[dependent] is not None:
+                    overrides.note(f"{dependent} reset with {name} (was {fields[dependent]})")
+                    fields[dependent] = None
+    fields["dp"] = None  # resolved from the GPU count, as without --plan (the same dp)
+    layout: ParallelConfig = build_spec(ParallelConfig, "layout", **fields)
+    backend = overrides.take(
+        "attention_backend",
+        config.runtime.attention_backend,
+        shown=config.runtime.attention_backend or "default",
+    )
+    runtime = replace(
+        config.runtime,
+        attention_backend=_attention_backend(backend),
+        ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
+    )
+    return Setup(
+        model=model_spec,
+        cluster=cluster_spec,
+        workload=workload,
+        layout=layout,
+        framework=config.framework,
+        state_layout=overrides.take("state_layout", config.state_layout),
+        flash_attention=overrides.take("flash_attention", config.flash_attention),
+        runtime=runtime,
+        optimizer_impl=config.optimizer_impl,
+        layer_spec=config.layer_spec,
+        notes=tuple(overrides.notes),
+    )
+
+
+def _plan_run(
+    config: ResolvedConfig, overrides: Overrides
+) -> tuple[ModelSpec, ClusterSpec, WorkloadSpec]:
+    """The plan's model, cluster and workload, with the given run flags in their place."""
+    values, given = overrides.values, overrides.given
+    cluster_spec = None
+    if given & {"cluster", "nodes", "gpus"}:
+        name = overrides.take("cluster", config.cluster)
+        sized = bool(given & {"nodes", "gpus"})
+        gpus = values["gpus"] if "gpus" in given else (None if sized else config.num_gpus)
+        nodes = values["nodes"] if "nodes" in given else None
+        cluster_spec = catalog.load_cluster(name, nodes=nodes, gpus=gpus)
+        if cluster_spec.num_gpus != config.num_gpus:
+            flag = f"--nodes {nodes}" if nodes is not None else f"--gpus {gpus}"
+            overrides.note(
+                f"{flag} overrides {overrides.label}'s {config.num_gpus} GPUs with "
+                f"{cluster_spec.num_gpus}"
+            )
+    model_spec, cluster_spec, workload = plan_inputs(config, cluster=cluster_spec)
+    run: dict[str, Any] = {
+        "seq_len": overrides.take("seq_len", config.seq_len),
+        "precision": overrides.take("precision", config.precision),
+        "global_batch": overrides.take("global_batch", config.global_batch),
+    }
+    if "global_batch_tokens" in given:
+        tokens = parse_tokens(
+            values["global_batch_tokens"], option="--global-batch-tokens", whole=True
+        )
+        if tokens != config.global_batch_tokens:
+            overrides.note(
+                f"--global-batch-tokens {values['global_batch_tokens']} overrides "
+                f"{overrides.label}'s global_batch_tokens {config.global_batch_tokens}"
+            )
+        run["global_batch_tokens"] = tokens
+        if "global_batch" not in given:
+            run["global_batch"] = None
+    if run != {"seq_len": config.seq_len, "precision": config.precision,
+               "global_batch": config.global_batch}:  # fmt: skip
+        workload = build_spec(WorkloadSpec, "workload", **run)
+    return model_spec, cluster_spec, workload
+
+
+def plan_difference(result: Estimate, entry: PlannedEntry) -> str | None:
+    """How ``result`` differs from the plan entry it re-estimates (None: it does not).
+
+    The memory blocks are compared without the allocator simulation, which only
+    ``--memplan`` adds."""
+    bare = {"simulated": None, "fits_basis": None}
+    same_memory = result.memory.model_copy(update=bare) == entry.memory.model_copy(update=bare)
+    if result.config == entry.config and result.time == entry.time and same_memory:
+        return None
+    return (
+        f"the estimate differs from the plan's own prediction (step "
+        f"{result.time.step_time_s:.6f} s vs {entry.time.step_time_s:.6f} s, peak "
+        f"{result.memory.peak_gib:.3f} vs {entry.memory.peak_gib:.3f} GiB): the plan was "
+        "written by another version of autopar, or its catalogue entries changed"
+    )
+
+
+def render_against_plan(
+    result: Estimate, planned: PlanFileEntry, *, overridden: bool, differs: str | None
+) -> None:
+    """One line: the estimate against the plan entry it came from."""
+    plan_time, timing = planned.entry.time, result.time
+    where = f"Plan {planned.rank} of {planned.count} in {planned.path}"
+    if not overridden and differs is None:
+        console().print(f"{where}: reproduced exactly.")
         return
-    render_estimate(result)
+    console().print(
+        f"{where} predicted step {plan_time.step_time_s:.3f} s, MFU {plan_time.mfu:.1%}, peak "
+        f"{planned.entry.memory.peak_gib:.2f} GiB; this estimate: step {timing.step_time_s:.3f} "
+        f"s, MFU {timing.mfu:.1%}, peak {result.memory.peak_gib:.2f} GiB"
+        + (" (with the overrides noted)." if overridden else ".")
+    )
 
 
 def _attention_backend(name: str | None) -> AttentionBackend | None:
+    """The backend name, checked (None: the framework's default)."""
     if name is not None and name not in ATTENTION_BACKENDS:
         raise SpecError(
             f"--attention-backend: unknown '{name}'; known: {', '.join(ATTENTION_BACKENDS)}"

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from planner.cli.inputs import build_spec
+from planner.frameworks import get_profile
 from planner.specs.layout import ParallelConfig
 
 TpOption = Annotated[int, typer.Option(min=1, help="Tensor parallel size.")]
@@ -23,12 +24,18 @@ VppOption = Annotated[int | None, typer.Option(min=1, help="Virtual stages per p
 MbsOption = Annotated[int, typer.Option(min=1, help="Micro-batch size (sequences).")]
 ZeroOption = Annotated[int | None, typer.Option(min=0, max=3, help="ZeRO stage 0-3.")]
 DistributedOptimizerOption = Annotated[
-    bool, typer.Option("--distributed-optimizer", help="Megatron's sharded optimizer.")
+    bool,
+    typer.Option(
+        "--distributed-optimizer/--no-distributed-optimizer",
+        help="Megatron's sharded optimizer.",
+        show_default=False,
+    ),
 ]
 SequenceParallelOption = Annotated[
     bool,
     typer.Option(
-        "--sequence-parallel",
+        "--sequence-parallel/--no-sequence-parallel",
+        show_default=False,
         help="Megatron sequence parallelism: norms and dropout split along the sequence "
         "over the tp ranks (needs tp > 1).",
     ),
@@ -52,7 +59,59 @@ RecomputeLayersOption = Annotated[
 ]
 StateLayoutOption = Annotated[
     str | None,
-    typer.Option(help="megatron | zero | fsdp | autocast | bf16 [default: per framework]."),
+    typer.Option(
+        help="megatron | zero | fsdp | autocast | bf16 | master [default: per framework]; "
+        "megatron, zero and fsdp keep the gradients in a buffer across steps, the others "
+        "allocate them in the backward and free them after the step."
+    ),
+]
+TpCommOverlapOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--tp-comm-overlap/--no-tp-comm-overlap",
+        help="Megatron --tp-comm-overlap (Transformer Engine userbuffers; torchtitan async "
+        "TP): tensor-parallel collectives hidden behind the adjacent GEMMs; needs "
+        "--sequence-parallel and tp > 1. [default: off]",
+        show_default=False,
+    ),
+]
+OverlapGradReduceOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--overlap-grad-reduce/--no-overlap-grad-reduce",
+        help="Megatron --overlap-grad-reduce (DeepSpeed overlap_comm): the data-parallel "
+        "gradient reduction runs bucket by bucket during the backward. [default: off]",
+        show_default=False,
+    ),
+]
+OverlapParamGatherOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--overlap-param-gather/--no-overlap-param-gather",
+        help="Megatron --overlap-param-gather: the distributed optimizer's parameter "
+        "all-gather runs during the next forward; needs a sharded optimizer and "
+        "--overlap-grad-reduce. [default: off]",
+        show_default=False,
+    ),
+]
+CpCommTypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cp-comm-type",
+        help="Context-parallel algorithm (Megatron --cp-comm-type): p2p (ring) | "
+        "all_gather | a2a (Ulysses) | a2a+p2p. [default: the framework's: p2p, DeepSpeed a2a]",
+        show_default=False,
+    ),
+]
+DdpBucketViewOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--ddp-bucket-view/--no-ddp-bucket-view",
+        help="Plain PyTorch DDP gradient_as_bucket_view=True: gradients are views of DDP's "
+        "buckets, kept across steps (no second copy), instead of allocated in the backward "
+        "and freed by zero_grad. [default: off]",
+        show_default=False,
+    ),
 ]
 FlashAttentionOption = Annotated[
     bool,
@@ -84,8 +143,13 @@ def layout_from_options(
     account_for_embedding: bool = False,
     account_for_loss: bool = False,
     pipeline_schedule: str = "1f1b",
+    tp_comm_overlap: bool | None = None,
+    overlap_grad_reduce: bool | None = None,
+    overlap_param_gather: bool | None = None,
+    cp_comm_type: str | None = None,
 ) -> ParallelConfig:
-    """The layout the flags describe (ZeRO left unset keeps the framework's default)."""
+    """The layout the flags describe (ZeRO, the overlaps and the CP algorithm left unset
+    keep the layout's defaults: off, p2p)."""
     fields: dict[str, Any] = {
         "tp": tp,
         "pp": pp,
@@ -108,5 +172,55 @@ def layout_from_options(
     }
     if zero is not None:
         fields["zero_stage"] = zero
+    optional = {
+        "tp_comm_overlap": tp_comm_overlap,
+        "overlap_grad_reduce": overlap_grad_reduce,
+        "overlap_param_gather": overlap_param_gather,
+        "cp_comm_type": cp_comm_type,
+    }
+    fields.update({key: value for key, value in optional.items() if value is not None})
     layout: ParallelConfig = build_spec(ParallelConfig, "layout", **fields)
     return layout
+
+
+_OVERLAP_FLAGS = {
+    "tp_comm": ("tp_comm_overlap", "--tp-comm-overlap", "TP communication overlap"),
+    "grad_reduce": ("overlap_grad_reduce", "--overlap-grad-reduce", "gradient-reduce switch"),
+    "param_gather": ("overlap_param_gather", "--overlap-param-gather", "param-gather switch"),
+}
+
+
+def framework_knob_refusals(
+    layout: ParallelConfig, *, framework: str, ddp_bucket_view: bool = False
+) -> list[str]:
+    """The knobs of ``layout`` (and DDP's bucket view) that ``framework`` does not run.
+
+    Each is a one-line reason naming the flag: an overlap the framework has no switch for
+    (its profile's ``overlaps``: DeepSpeed has no TP overlap nor parameter-gather switch
+    below ZeRO-3's prefetch; torchtitan's FSDP2 always overlaps its collectives), a
+    context-parallel algorithm it does not implement (``cp_algorithms``), and
+    ``gradient_as_bucket_view``, which only plain PyTorch DDP has (Megatron's gradients
+    are always views of its contiguous buffer, DeepSpeed and FSDP2 keep their own).
+    """
+    profile = get_profile(framework)
+    reasons = [
+        f"{flag}: {framework} has no {words}"
+        for overlap, (field, flag, words) in _OVERLAP_FLAGS.items()
+        if getattr(layout, field) and overlap not in profile.overlaps
+    ]
+    if layout.cp > 1 and layout.cp_comm_type not in profile.cp_algorithms:
+        reasons.append(
+            f"--cp-comm-type {layout.cp_comm_type}: {framework} runs "
+            + ", ".join(profile.cp_algorithms)
+        )
+    if ddp_bucket_view and profile.allocator_pattern != "ddp-buckets":
+        reasons.append(
+            f"--ddp-bucket-view: {framework} does not run PyTorch DDP's buckets (only "
+            "--framework pytorch does)"
+        )
+    return reasons
+
+
+def default_cp_comm_type(framework: str) -> str:
+    """The context-parallel algorithm ``framework`` runs unless told otherwise."""
+    return get_profile(framework).cp_algorithms[0]

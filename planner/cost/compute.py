@@ -287,6 +287,10 @@ class LayerShape:
     etp: int
     ep: int
     cp: int
+    cp_comm_type: str = "p2p"
+    """How context parallelism splits attention (``ParallelConfig.cp_comm_type``): a2a
+    (Ulysses) gives each rank whole sequences for its share of the heads; the others
+    keep each rank's sequence chunks and bring it the keys and values."""
 
 
 def layer_work(
@@ -380,27 +384,21 @@ def _attention_work(
     score_flops = 2.0 * tokens * a * (qk + v) * keys / t
     if impl.flash_attention:
         io = act * tokens * (2 * a * qk + 2 * a * v) / t
-        local_len = shape.seq_len / shape.cp
         grouped = a if model.mla is not None or impl.repeat_kv else model.kv_heads
-        kernel = AttentionShape(
-            batch=tokens / local_len,
-            heads=a / t,
-            kv_heads=max(1.0, grouped / t),
-            seq_len=local_len,
-            head_dim=int(qk),
-            causal=True,
-            backward=False,
-            backend=impl.attention_backend,
-        )
+        kernels = _context_parallel_kernels(
+            shape, tokens=tokens, heads=a / t, kv_heads=max(1.0, grouped / t),
+            head_dim=int(qk), backend=impl.attention_backend,
+        )  # fmt: skip
         if impl.repeat_kv and model.mla is None and model.kv_heads < a:
             # repeat_interleave of K and V to every head: read kv heads, write a heads
             # (its backward sums the copies back: the same traffic)
             repeated = act * tokens * 2 * (model.kv_heads + a) * qk / t
             works.append(Work("memory", bytes=repeated, kernels=2))
-        works.append(
-            Work("attention", flops=score_flops, bytes=io, kernels=1, shape=kernel,
-                 attention_core=True)
-        )  # fmt: skip
+        works += [
+            Work("attention", flops=score_flops * share, bytes=io * share, kernels=launches,
+                 shape=kernel, attention_core=True)
+            for kernel, share, launches in kernels
+        ]  # fmt: skip
         if impl.eager:
             # the (batch, heads, seq, dim) output transposed back and made contiguous
             works.append(Work("memory", bytes=2 * act * tokens * a * v / t, kernels=1))
@@ -436,6 +434,55 @@ def _attention_work(
         works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
     works.append(gemm(tokens, h, out_in / t, dtype_bytes=act))
     return works
+
+
+def _context_parallel_kernels(
+    shape: LayerShape,
+    *,
+    tokens: float,
+    heads: float,
+    kv_heads: float,
+    head_dim: int,
+    backend: str,
+) -> list[tuple[AttentionShape, float, int]]:
+    """The fused attention kernels of one layer on one GPU: (shape, share of the score
+    FLOPs, kernel launches) each; the rate of each is looked up by its shape.
+
+    Without context parallelism: one causal kernel over the local sequences. Under
+    Ulysses (``a2a``) the all-to-all hands each rank whole sequences for ``1/cp`` of the
+    heads: one causal kernel at the full length. Under ring (``p2p``, ``a2a+p2p``) and
+    all-gather context parallelism each rank keeps two of the ``2·cp`` sequence chunks
+    (chunks ``i`` and ``2cp-1-i``, Megatron-LM's load balancing) and attends them to every
+    earlier chunk: ``2cp-1`` key blocks are wholly unmasked and two are the causal
+    diagonal, so ``1/(2cp)`` of the rank's score FLOPs run in causally masked tiles and the
+    rest in full tiles, which a flash kernel runs at its non-causal rate (no masked tiles
+    to skip, no triangular tail). Both parts are timed at the local sequence length.
+    """
+    cp = shape.cp
+    local_len = shape.seq_len / cp
+    kernel = AttentionShape(
+        batch=tokens / local_len,
+        heads=heads,
+        kv_heads=kv_heads,
+        seq_len=local_len,
+        head_dim=head_dim,
+        causal=True,
+        backward=False,
+        backend=backend,
+    )
+    if cp == 1:
+        return [(kernel, 1.0, 1)]
+    if shape.cp_comm_type == "a2a":
+        whole = replace(
+            kernel,
+            batch=tokens / shape.seq_len * cp,
+            heads=heads / cp,
+            kv_heads=max(1.0, kv_heads / cp),
+            seq_len=shape.seq_len,
+        )
+        return [(whole, 1.0, 1)]
+    diagonal = 1.0 / (2 * cp)
+    return [(replace(kernel, causal=False), 1.0 - diagonal, 1), (kernel, diagonal, 0)]
 
 
 def _eager_fp32_softmax_work(

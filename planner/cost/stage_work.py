@@ -71,6 +71,7 @@ def stage_work(
         etp=layout.expert_tp,
         ep=layout.ep,
         cp=layout.cp,
+        cp_comm_type=layout.cp_comm_type,
     )
     forward: list[Work] = []
     backward: list[Work] = []
@@ -97,6 +98,7 @@ def layer_shape(layout: ParallelConfig, seq_len: int) -> LayerShape:
         etp=layout.expert_tp,
         ep=layout.ep,
         cp=layout.cp,
+        cp_comm_type=layout.cp_comm_type,
     )
 
 
