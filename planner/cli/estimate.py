@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.table import Table
 
 from planner.cli.inputs import (
@@ -23,13 +22,19 @@ from planner.cli.inputs import (
     load_inputs,
 )
 from planner.cli.layout_options import (
+    AccountForEmbeddingOption,
+    AccountForLossOption,
+    AttentionBackendOption,
     CpOption,
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
+    FirstStageLayersOption,
     FlashAttentionOption,
+    LastStageLayersOption,
     MbsOption,
     OffloadOptimizerOption,
+    PipelineScheduleOption,
     PpOption,
     RecomputeLayersOption,
     RecomputeMethodOption,
@@ -41,9 +46,9 @@ from planner.cli.layout_options import (
     ZeroOption,
     layout_from_options,
 )
+from planner.cli.layout_options import attention_backend as attention_backend_name
 from planner.cli.output import console, print_json
-from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, Runtime
-from planner.errors import SpecError
+from planner.cost.frameworks import Runtime
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.predict import Estimate, MemoryReport, assemble, memory_stages, prepare, time_report
 
@@ -67,42 +72,11 @@ def estimate_command(
     distributed_optimizer: DistributedOptimizerOption = False,
     sequence_parallel: SequenceParallelOption = False,
     offload_optimizer: OffloadOptimizerOption = 0.0,
-    first_stage_layers: Annotated[
-        int | None,
-        typer.Option(
-            "--first-stage-layers",
-            "--decoder-first-pipeline-num-layers",
-            min=1,
-            help="Transformer layers on the first pipeline stage (uneven split; the middle "
-            "stages share the rest evenly).",
-        ),
-    ] = None,
-    last_stage_layers: Annotated[
-        int | None,
-        typer.Option(
-            "--last-stage-layers",
-            "--decoder-last-pipeline-num-layers",
-            min=1,
-            help="Transformer layers on the last pipeline stage (uneven split).",
-        ),
-    ] = None,
-    account_for_embedding: Annotated[
-        bool,
-        typer.Option(
-            "--account-for-embedding-in-pipeline-split",
-            help="Count the embedding as one layer when splitting layers over stages.",
-        ),
-    ] = False,
-    account_for_loss: Annotated[
-        bool,
-        typer.Option(
-            "--account-for-loss-in-pipeline-split",
-            help="Count the output layer and loss as one layer when splitting.",
-        ),
-    ] = False,
-    pipeline_schedule: Annotated[
-        str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
-    ] = "1f1b",
+    first_stage_layers: FirstStageLayersOption = None,
+    last_stage_layers: LastStageLayersOption = None,
+    account_for_embedding: AccountForEmbeddingOption = False,
+    account_for_loss: AccountForLossOption = False,
+    pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
     recompute_layers: RecomputeLayersOption = None,
@@ -110,14 +84,7 @@ def estimate_command(
     framework: FrameworkOption = "megatron",
     state_layout: StateLayoutOption = None,
     flash_attention: FlashAttentionOption = True,
-    attention_backend: Annotated[
-        str | None,
-        typer.Option(
-            "--attention-backend",
-            help="flash | cudnn | efficient | unfused: the attention kernel timed "
-            "[default: flash].",
-        ),
-    ] = None,
+    attention_backend: AttentionBackendOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -144,7 +111,7 @@ def estimate_command(
         framework=framework,
         state_layout_name=state_layout,  # type: ignore[arg-type]
         flash_attention=flash_attention,
-        runtime=Runtime(attention_backend=_attention_backend(attention_backend)),
+        runtime=Runtime(attention_backend=attention_backend_name(attention_backend)),
     )
     result = assemble(prepared, memory_stages(prepared), time_report(prepared))
     if memplan:
@@ -153,14 +120,6 @@ def estimate_command(
         print_json(result.model_dump(mode="json"))
         return
     render_estimate(result)
-
-
-def _attention_backend(name: str | None) -> AttentionBackend | None:
-    if name is not None and name not in ATTENTION_BACKENDS:
-        raise SpecError(
-            f"--attention-backend: unknown '{name}'; known: {', '.join(ATTENTION_BACKENDS)}"
-        )
-    return name  # type: ignore[return-value]
 
 
 def render_estimate(result: Estimate) -> None:

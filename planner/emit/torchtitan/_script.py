@@ -5,6 +5,7 @@ from __future__ import annotations
 from planner.emit.base import (
     EmitInput,
     EmittedFiles,
+    activation_lines,
     autopar_version,
     checked_plan,
     prediction_comment_lines,
@@ -58,6 +59,7 @@ def _launcher(plan: EmitInput, *, version: Version) -> str:
             if plan.framework != "torchtitan"
             else []
         ),
+        *(line for line in activation_lines(plan) if line),
         "#",
         "# Environment:",
         "#   TORCHTITAN_PATH  torchtitan checkout to run in (default: the current directory);",
