@@ -193,7 +193,9 @@ def framework_setting(
             priced.append((peak <= budget_mib * MIB + 0.5, added, order, peak, candidate))
     fitting = [p for p in priced if p[0]]
     fits, added, _, peak, best = (
-        min(fitting, key=lambda p: (p[1], p[2])) if fitting else min(priced, key=lambda p: p[3])
+        min(fitting, key=lambda p: (p[1], p[2]))
+        if fitting
+        else min(priced, key=lambda p: (p[3], p[1], p[2]))
     )
     chosen_same = all(
         best.assign(rank_chunks(model, layout, rank)) == _solver_assignment(choice)
