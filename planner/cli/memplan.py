@@ -133,6 +133,8 @@ def memplan_command(
         autopar memplan --model llama-3.1-70b --cluster dgx-h100 --nodes 8 --seq-len 8192
             --global-batch 512 --tp 8 --pp 4 --budget-gib 70 --emit megatron --out run/
     """
+    written: list[str] = []
+    directory: Path | None = None
     if snapshot is not None:
         given = [f for f, v in (("--model", model), ("--cluster", cluster)) if v is not None]
         for flag, value in (("--budget-gib", budget_gib), ("--emit", emit), ("--out", out)):
@@ -179,13 +181,13 @@ def memplan_command(
         result = memplan(**inputs, stage=stage, budget_gib=budget_gib, time_limit_s=time_limit)
         if emit is not None and directory is not None:
             files = launch_files(result, emitter=emit, **inputs)
-            write_files(directory, files, option="--out")
-            if not as_json:
-                console().print(f"wrote {', '.join(sorted(files))} to {directory}/")
+            written = [path.name for path in write_files(directory, files, option="--out")]
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
     render_memplan(result)
+    if written:
+        console().print(f"wrote {', '.join(sorted(written))} to {directory}/")
 
 
 def render_memplan(result: MemoryPlan) -> None:
