@@ -171,6 +171,12 @@ def memplan_command(
         directory = check_emit(emit, out)
         if emit is not None:
             check_launch_layout(layout, budget_gib=budget_gib)
+            target = emit.split("-")[0]
+            if target != framework:
+                raise SpecError(
+                    f"--emit {emit}: the memory plan is made for --framework {framework}; "
+                    f"plan with --framework {target} (memory and time are per framework)"
+                )
             if stage is not None:
                 raise SpecError("--emit: the setting holds for every stage: drop --stage")
         inputs = {

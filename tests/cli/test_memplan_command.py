@@ -158,6 +158,8 @@ def test_emit_errors_come_before_any_solving(run_cli, tmp_path: Path) -> None:
         ((*EIGHT_B, "--budget-gib", "38", "--emit", "nemo"), "--emit: unknown format 'nemo'"),
         (("memplan", "--snapshot", SNAPSHOT, "--emit", "megatron"), "drop --emit"),
         ((*EIGHT_B, "--attention-backend", "nope"), "--attention-backend: unknown 'nope'"),
+        ((*EIGHT_B, "--budget-gib", "38", "--emit", "torchtitan-toml"),
+         "plan with --framework torchtitan"),
     ]  # fmt: skip
     for args, message in cases:
         result = run_cli(*args)
