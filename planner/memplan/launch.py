@@ -57,7 +57,10 @@ def launch_files(
         raise SpecError("--emit: the setting holds for every stage: drop --stage")
     setting = result.framework_settings.get(emitter)
     if setting is None:
-        raise SpecError(f"--emit {emitter}: no stage fits {budget_gib:g} GiB with any choice")
+        raise SpecError(
+            f"--emit {emitter}: not every stage fits {budget_gib:g} GiB with any choice "
+            "(the stages' budget lines say where)"
+        )
     if not setting.fits:
         raise SpecError(
             f"--emit {emitter}: no {emitter} setting fits {budget_gib:g} GiB (the most "

@@ -42,7 +42,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from planner.cost.memory import gib, virtual_stages
-from planner.memplan.budget import MIB, BudgetChoice
+from planner.memplan.budget import BudgetChoice
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
 from solvers import Choice
@@ -173,11 +173,10 @@ def framework_setting(
 ) -> FrameworkSetting | None:
     """The fitting setting of ``emitter`` with the least added time over the priced stages
     ``choices`` (rank, the budget's choice); the most memory-saving one, ``fits`` False,
-    where none fits; None where no stage was solved."""
+    where none fits; None where some stage has no choice that fits at all."""
     solved = [(rank, c) for rank, c in choices if c.problem is not None]
-    if not solved:
+    if not solved or len(solved) < len(choices):
         return None
-    budget_mib = budget_bytes / MIB
     priced = []
     for order, candidate in enumerate(candidates(emitter, model=model, layout=layout)):
         costs = []
@@ -190,7 +189,7 @@ def framework_setting(
         else:
             peak = max(p for p, _ in costs)
             added = max(a for _, a in costs)
-            priced.append((peak <= budget_mib * MIB + 0.5, added, order, peak, candidate))
+            priced.append((peak <= budget_bytes, added, order, peak, candidate))
     fitting = [p for p in priced if p[0]]
     fits, added, _, peak, best = (
         min(fitting, key=lambda p: (p[1], p[2]))

@@ -182,3 +182,11 @@ def test_memplan_takes_estimates_layout_flags(run_cli) -> None:
     even = json.loads(run_cli(*EIGHT_B, "--stage", "1", "--json").stdout)
     uneven_peak = json.loads(result.stdout)["stages"][0]["peaks"]["live_gib"]
     assert uneven_peak > even["stages"][0]["peaks"]["live_gib"]  # 20 layers, not 16
+
+
+def test_emit_refuses_a_budget_some_stage_cannot_fit(run_cli, tmp_path: Path) -> None:
+    # 30 GiB: even with every layer recomputed or offloaded both stages need about 35
+    result = run_cli(*EIGHT_B, "--budget-gib", "30", "--emit", "megatron", "--out", str(tmp_path))
+    assert result.exit_code == 2, result.stdout
+    assert "not every stage fits 30 GiB with any choice" in result.stderr
+    assert not list(tmp_path.iterdir())

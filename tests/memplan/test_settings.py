@@ -168,3 +168,12 @@ def test_memplan_budget_gives_a_fitting_setting_per_framework() -> None:
     assert megatron.offload_layers == 0  # pp 2: megatron-core has no activation offload
     assert megatron.recompute == "full" and megatron.recompute_method == "block"
     assert plan.model_dump(mode="json")["framework_settings"]["megatron"]["fits"] is True
+
+
+def test_no_setting_where_a_stage_has_no_fitting_choice() -> None:
+    unsolved = BudgetChoice("infeasible", None, None, (), (), "budget", "test", 0.0)
+    both = [(0, _choice(FOUR, recompute=(0, 1))), (1, unsolved)]
+    setting = framework_setting(
+        "megatron", model=MODEL, layout=LAYOUT, choices=both, budget_bytes=25 * 2**30
+    )
+    assert setting is None
