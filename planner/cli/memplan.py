@@ -130,6 +130,7 @@ def memplan_command(
     none; torchtitan 0.2.2: full, or every k-th block). --emit FORMAT --out DIR writes the
     launch files with it, e.g.
 
+    \b
         autopar memplan --model llama-3.1-70b --cluster dgx-h100 --nodes 8 --seq-len 8192
             --global-batch 512 --tp 8 --pp 4 --budget-gib 70 --emit megatron --out run/
     """
