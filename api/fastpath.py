@@ -15,6 +15,7 @@ request itself only when nothing about it is unusual:
   ``max_body_bytes``;
 * the right ``Authorization: Bearer`` token, where the server has one;
 * a body that is JSON and validates as an :class:`~api.schemas.EstimateRequest`;
+* no ``memplan`` (its simulation takes seconds: the route runs it in a thread);
 * a model from the catalogue (an imported one is read from the database, in a thread) and
   a schedule small enough to run on the event loop (``INLINE_PIPELINE_OPS``);
 * no error while resolving and estimating.
@@ -110,7 +111,7 @@ class EstimateFastPath:
             request = EstimateRequest.model_validate(json.loads(body))
         except (ValueError, ValidationError, RecursionError):  # JSONDecodeError, Unicode...
             return None
-        if needs_store(request):
+        if needs_store(request) or request.memplan:  # memplan: seconds, in a thread
             return None
         state = scope["app"].state
         try:

@@ -31,8 +31,17 @@ from planner import catalog
 from planner.cli.inputs import build_spec
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
+from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.plan import LengthsOption
-from planner.predict import Estimate, check_precision, estimate
+from planner.predict import (
+    Estimate,
+    assemble,
+    check_precision,
+    estimate,
+    memory_stages,
+    prepare,
+    time_report,
+)
 from planner.scattering.for_plan import check_lengths_option
 from planner.search.candidates import coerce_knobs, enumerate_space
 from planner.specs import limits as L
@@ -147,16 +156,22 @@ class EstimateCall:
     """Micro-batches x pp x vpp: what the time model simulates (its cost grows with it)."""
 
     def run(self) -> Estimate:
-        """``planner.estimate`` on the resolved inputs."""
-        return estimate(
-            model=self.model,
-            cluster=self.cluster,
-            workload=self.workload,
-            layout=self.layout,
-            framework=self.body.framework,
-            state_layout_name=self.body.state_layout,
-            flash_attention=self.body.flash_attention,
-        )
+        """``planner.estimate`` on the resolved inputs; with ``memplan``, its memory
+        section simulated as ``autopar estimate --memplan`` does."""
+        inputs: dict[str, Any] = {
+            "model": self.model,
+            "cluster": self.cluster,
+            "workload": self.workload,
+            "layout": self.layout,
+            "framework": self.body.framework,
+            "state_layout_name": self.body.state_layout,
+            "flash_attention": self.body.flash_attention,
+        }
+        if not self.body.memplan:
+            return estimate(**inputs)
+        prepared = prepare(**inputs)
+        result = assemble(prepared, memory_stages(prepared), time_report(prepared))
+        return with_simulated(result, prepared, time_limit_s=MEMPLAN_TIME_LIMIT_S)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for another process (:meth:`from_json` gives an equal call back;
@@ -266,6 +281,8 @@ def plan_inputs(
         "top_k": body.top_k,
         "time_limit_s": body.time_limit,
     }
+    if body.memplan:  # absent unless asked: older hashes stay valid
+        inputs["memplan"] = True
     for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
         if getattr(body, knob) is not None:  # absent unless given: older hashes stay valid
             inputs[knob] = getattr(body, knob)

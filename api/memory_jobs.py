@@ -10,7 +10,7 @@ one placement per stage and, under a budget, one recompute/offload choice per st
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -47,6 +47,9 @@ class MemoryPlanRequest(EstimateRequest):
         le=L.MAX_TIME_LIMIT_CEILING_S,
         description="seconds for the whole job, shared by its solver calls; capped at the "
         "server's AUTOPAR_MAX_TIME_LIMIT_S",
+    )
+    memplan: Literal[False] = Field(
+        default=False, description="an estimate's option: a memory plan is that simulation"
     )
 
 

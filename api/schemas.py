@@ -114,6 +114,14 @@ class EstimateRequest(WorkloadRequest):
     recompute_layers: int | None = Field(default=None, ge=1, le=L.MAX_LAYERS)
     state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
     flash_attention: bool = True
+    memplan: bool = Field(
+        default=False,
+        description=(
+            "also replay each stage's tensor lifetimes through the simulated caching allocator "
+            "and autopar's planned placement (autopar estimate --memplan; seconds per stage): "
+            "memory.simulated (planned and simulated peaks per stage) and memory.fits_basis"
+        ),
+    )
 
 
 MAX_LENGTH_BATCHES = 16
@@ -132,6 +140,12 @@ IntKnobName = Literal[
     "recompute_num_layers", "first_stage_layers", "last_stage_layers",
 ]  # fmt: skip
 KnobValue = int | float | bool | str | None
+
+
+MEMPLAN_SEARCH_SHARE = 0.6
+"""With ``memplan``, the share of a plan job's ``time_limit`` its search gets; the
+simulation of the best plans has the rest, so the job stays within the time limit its
+hard deadline is counted from (``api.jobs.hard_deadline_s``)."""
 
 
 class PlanRequest(WorkloadRequest):
@@ -164,6 +178,14 @@ class PlanRequest(WorkloadRequest):
         description="objective min-gpus: hours for the budget",
     )
     top_k: int = Field(default=5, ge=1, le=L.MAX_TOP_K)
+    memplan: bool = Field(
+        default=False,
+        description=(
+            "simulate the memory of the best plans as autopar plan --memplan does "
+            "(memory.simulated and memory.fits_basis in their entries); the search then has "
+            f"{MEMPLAN_SEARCH_SHARE:.0%} of time_limit and the simulation the rest"
+        ),
+    )
     time_limit: float = Field(
         default=DEFAULT_TIME_LIMIT_S,
         ge=L.MIN_TIME_LIMIT_S,

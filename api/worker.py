@@ -40,9 +40,11 @@ from api.routers.expert_placements import KIND as EXPERT_PLACEMENT
 from api.routers.expert_placements import run_expert_placement
 from api.scatter_jobs import KIND as SCATTER
 from api.scatter_jobs import run_scatter
+from api.schemas import MEMPLAN_SEARCH_SHARE
 from planner.catalog import load_gpu
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
+from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, PLAN_TOP, entry_with_simulated
 from planner.plan import LengthsOption, PlanRequest, Progress, plan
 from planner.search.progress import ProgressCallback
 from planner.specs.hardware import ClusterSpec
@@ -63,6 +65,11 @@ def warm_up() -> None:
             rates_for(load_gpu(gpu_id), "bf16")
         except AutoparError:
             continue  # a GPU without measurements to borrow: its requests say so themselves
+
+
+MIN_STAGE_S = 0.2
+"""The least placement time a stage's simulation gets, however little of the time limit
+the search left (CP-SAT's first-fit warm start is found within it)."""
 
 
 def plan_request(inputs: dict[str, Any]) -> PlanRequest:
@@ -88,8 +95,30 @@ def plan_request(inputs: dict[str, Any]) -> PlanRequest:
 
 
 def run_plan(inputs: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """``planner.plan`` on a job's canonical inputs, passed whole as a ``PlanRequest``."""
-    return plan(plan_request(inputs), progress=progress).model_dump(mode="json")
+    """``planner.plan`` on a job's canonical inputs, passed whole as a ``PlanRequest``;
+    with ``memplan``, the search has ``MEMPLAN_SEARCH_SHARE`` of the time limit and the
+    best ``PLAN_TOP`` plans are simulated in the rest (``autopar plan --memplan``)."""
+    request = plan_request(inputs)
+    if not inputs.get("memplan"):
+        return plan(request, progress=progress).model_dump(mode="json")
+    started = time.monotonic()
+    search = request.model_copy(
+        update={"time_limit_s": request.time_limit_s * MEMPLAN_SEARCH_SHARE}
+    )
+    result = plan(search, progress=progress)
+    top = result.plans[:PLAN_TOP]
+    left = request.time_limit_s - (time.monotonic() - started)
+    stages = sum(entry.config.pp for entry in top) or 1
+    per_stage = max(MIN_STAGE_S, min(MEMPLAN_TIME_LIMIT_S, left / stages))
+    simulated = [
+        entry_with_simulated(
+            entry, model=request.model, cluster=request.cluster, workload=request.workload,
+            time_limit_s=per_stage,
+        )
+        for entry in top
+    ]  # fmt: skip
+    plans = simulated + list(result.plans[PLAN_TOP:])
+    return result.model_copy(update={"plans": plans}).model_dump(mode="json")
 
 
 JOB_KINDS: dict[str, Callable[[dict[str, Any], ProgressCallback | None], dict[str, Any]]] = {

@@ -17,6 +17,9 @@ and 8,192 micro-batches, 262,144 ops, 64 ms). Where it runs:
   stop for tens of milliseconds. Where the server has none
   (``AUTOPAR_ESTIMATE_PROCESSES=0``) they run in a worker thread, at most
   ``ESTIMATE_THREADS`` at a time.
+* With ``memplan`` (seconds per stage: the allocator simulation and the placement solve),
+  in a worker thread, at most ``ESTIMATE_THREADS`` at a time, so that neither the loop
+  nor the estimate process waits for it.
 * A request naming an imported model (one outside the catalogue) is resolved in a worker
   thread, since that reads the database.
 
@@ -71,7 +74,9 @@ async def post_estimate(body: EstimateRequest, request: Request) -> Response:
     else:
         call = prepare_estimate(body, models)
     pool: EstimateProcess | None = state.estimator
-    if call.pipeline_ops <= INLINE_PIPELINE_OPS:
+    if body.memplan:  # seconds of allocator simulation and placement: never on the loop
+        text = await anyio.to_thread.run_sync(estimate_json, call, limiter=_limiter(state))
+    elif call.pipeline_ops <= INLINE_PIPELINE_OPS:
         inline: InlineEstimates = state.inline
         text = await inline.run(estimate_json, call)
     elif pool is not None:

@@ -34,17 +34,23 @@ from planner.cli.inputs import (
     parse_tokens,
 )
 from planner.cli.layout_options import (
+    AccountForEmbeddingOption,
+    AccountForLossOption,
+    AttentionBackendOption,
     CpCommTypeOption,
     CpOption,
     DdpBucketViewOption,
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
+    FirstStageLayersOption,
     FlashAttentionOption,
+    LastStageLayersOption,
     MbsOption,
     OffloadOptimizerOption,
     OverlapGradReduceOption,
     OverlapParamGatherOption,
+    PipelineScheduleOption,
     PpOption,
     RecomputeLayersOption,
     RecomputeMethodOption,
@@ -59,8 +65,9 @@ from planner.cli.layout_options import (
     framework_knob_refusals,
     layout_from_options,
 )
+from planner.cli.layout_options import attention_backend as attention_backend_name
 from planner.cli.output import console, print_json
-from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend, LayerSpec, Runtime
+from planner.cost.frameworks import LayerSpec, Runtime
 from planner.errors import SpecError
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.plan_file import (
@@ -112,49 +119,6 @@ OptionalClusterOption = Annotated[
 OptionalSeqLenOption = Annotated[
     int | None,
     typer.Option("--seq-len", min=1, help="Tokens per sequence (required without --plan)."),
-]
-FirstStageLayersOption = Annotated[
-    int | None,
-    typer.Option(
-        "--first-stage-layers",
-        "--decoder-first-pipeline-num-layers",
-        min=1,
-        help="Transformer layers on the first pipeline stage (uneven split; the middle "
-        "stages share the rest evenly).",
-    ),
-]
-LastStageLayersOption = Annotated[
-    int | None,
-    typer.Option(
-        "--last-stage-layers",
-        "--decoder-last-pipeline-num-layers",
-        min=1,
-        help="Transformer layers on the last pipeline stage (uneven split).",
-    ),
-]
-AccountForEmbeddingOption = Annotated[
-    bool,
-    typer.Option(
-        "--account-for-embedding-in-pipeline-split",
-        help="Count the embedding as one layer when splitting layers over stages.",
-    ),
-]
-AccountForLossOption = Annotated[
-    bool,
-    typer.Option(
-        "--account-for-loss-in-pipeline-split",
-        help="Count the output layer and loss as one layer when splitting.",
-    ),
-]
-PipelineScheduleOption = Annotated[
-    str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
-]
-AttentionBackendOption = Annotated[
-    str | None,
-    typer.Option(
-        "--attention-backend",
-        help="flash | cudnn | efficient | unfused: the attention kernel timed [default: flash].",
-    ),
 ]
 
 
@@ -292,7 +256,7 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         state_layout=values["state_layout"],
         flash_attention=values["flash_attention"],
         runtime=Runtime(
-            attention_backend=_attention_backend(values["attention_backend"]),
+            attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
         ),
     )
@@ -401,7 +365,7 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
     )
     runtime = replace(
         config.runtime,
-        attention_backend=_attention_backend(backend),
+        attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
     )
     return Setup(
@@ -493,15 +457,6 @@ def render_against_plan(
         f"s, MFU {timing.mfu:.1%}, peak {result.memory.peak_gib:.2f} GiB"
         + (" (with the overrides noted)." if overridden else ".")
     )
-
-
-def _attention_backend(name: str | None) -> AttentionBackend | None:
-    """The backend name, checked (None: the framework's default)."""
-    if name is not None and name not in ATTENTION_BACKENDS:
-        raise SpecError(
-            f"--attention-backend: unknown '{name}'; known: {', '.join(ATTENTION_BACKENDS)}"
-        )
-    return name  # type: ignore[return-value]
 
 
 def render_estimate(result: Estimate) -> None:

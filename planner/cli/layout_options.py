@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from planner.cli.inputs import build_spec
+from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend
+from planner.errors import SpecError
 from planner.frameworks import get_profile
 from planner.specs.layout import ParallelConfig
 
@@ -120,6 +122,60 @@ FlashAttentionOption = Annotated[
         help="Fused attention (no s x s scores kept) or an unfused softmax.",
     ),
 ]
+
+
+FirstStageLayersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--first-stage-layers",
+        "--decoder-first-pipeline-num-layers",
+        min=1,
+        help="Transformer layers on the first pipeline stage (uneven split; the middle "
+        "stages share the rest evenly).",
+    ),
+]
+LastStageLayersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--last-stage-layers",
+        "--decoder-last-pipeline-num-layers",
+        min=1,
+        help="Transformer layers on the last pipeline stage (uneven split).",
+    ),
+]
+AccountForEmbeddingOption = Annotated[
+    bool,
+    typer.Option(
+        "--account-for-embedding-in-pipeline-split",
+        help="Count the embedding as one layer when splitting layers over stages.",
+    ),
+]
+AccountForLossOption = Annotated[
+    bool,
+    typer.Option(
+        "--account-for-loss-in-pipeline-split",
+        help="Count the output layer and loss as one layer when splitting.",
+    ),
+]
+PipelineScheduleOption = Annotated[
+    str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
+]
+AttentionBackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--attention-backend",
+        help="flash | cudnn | efficient | unfused: the attention kernel timed [default: flash].",
+    ),
+]
+
+
+def attention_backend(name: str | None) -> AttentionBackend | None:
+    """``--attention-backend``'s value, checked (None: the default kernel)."""
+    if name is not None and name not in ATTENTION_BACKENDS:
+        raise SpecError(
+            f"--attention-backend: unknown '{name}'; known: {', '.join(ATTENTION_BACKENDS)}"
+        )
+    return name  # type: ignore[return-value]
 
 
 def layout_from_options(

@@ -1,6 +1,8 @@
 """``autopar memplan``: peak memory of a stage four ways (live bytes, the caching allocator
 with and without expandable segments, our planned placement), what to recompute or
-offload under ``--budget-gib``; or the same analysis of a real allocator snapshot."""
+offload under ``--budget-gib`` (and, with ``--emit``, the launch files that carry it); or
+the same analysis of a real allocator snapshot. Its layout flags are ``autopar
+estimate``'s (``planner.cli.layout_options``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from planner.cli.files import write_files
 from planner.cli.inputs import (
     FrameworkOption,
     GlobalBatchOption,
@@ -22,13 +25,19 @@ from planner.cli.inputs import (
     load_inputs,
 )
 from planner.cli.layout_options import (
+    AccountForEmbeddingOption,
+    AccountForLossOption,
+    AttentionBackendOption,
     CpOption,
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
+    FirstStageLayersOption,
     FlashAttentionOption,
+    LastStageLayersOption,
     MbsOption,
     OffloadOptimizerOption,
+    PipelineScheduleOption,
     PpOption,
     RecomputeLayersOption,
     RecomputeMethodOption,
@@ -38,11 +47,14 @@ from planner.cli.layout_options import (
     TpOption,
     VppOption,
     ZeroOption,
+    attention_backend,
     layout_from_options,
 )
 from planner.cli.output import console, print_json
+from planner.cli.plan import check_emit
 from planner.errors import SpecError
 from planner.memplan import MemoryPlan, memplan, memplan_snapshot
+from planner.memplan.launch import check_launch_layout, launch_files
 
 
 def memplan_command(
@@ -72,6 +84,11 @@ def memplan_command(
     distributed_optimizer: DistributedOptimizerOption = False,
     sequence_parallel: SequenceParallelOption = False,
     offload_optimizer: OffloadOptimizerOption = 0.0,
+    first_stage_layers: FirstStageLayersOption = None,
+    last_stage_layers: LastStageLayersOption = None,
+    account_for_embedding: AccountForEmbeddingOption = False,
+    account_for_loss: AccountForLossOption = False,
+    pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
     recompute_layers: RecomputeLayersOption = None,
@@ -79,6 +96,7 @@ def memplan_command(
     framework: FrameworkOption = "megatron",
     state_layout: StateLayoutOption = None,
     flash_attention: FlashAttentionOption = True,
+    attention_backend_name: AttentionBackendOption = None,
     stage: Annotated[
         int | None, typer.Option(min=0, help="One pipeline stage [default: every stage].")
     ] = None,
@@ -89,13 +107,40 @@ def memplan_command(
     time_limit: Annotated[
         float, typer.Option("--time-limit", min=0.1, help="Seconds per solver call.")
     ] = 10.0,
+    emit: Annotated[
+        str | None,
+        typer.Option(
+            help="With --budget-gib: write launch files whose recompute/offload setting fits "
+            "the budget: megatron | deepspeed | torchtitan | torchtitan-toml (the plan's "
+            "--framework)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for --emit's files. [default: run]")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Plan where tensors live: live-bytes bound, simulated allocator, planned placement."""
+    """Plan where tensors live: live-bytes bound, simulated allocator, planned placement.
+
+    Under --budget-gib B it also picks, per layer, what to keep, recompute or offload to
+    the host at least added time, and prints that choice as each framework's own setting,
+    mapped to the nearest one the framework can express that still fits (Megatron:
+    the first N layers of every stage, --recompute-method block, or
+    --cpu-offloading-num-layers without pipeline parallelism; DeepSpeed: every layer or
+    none; torchtitan 0.2.2: full, or every k-th block). --emit FORMAT --out DIR writes the
+    launch files with it, e.g.
+
+    \b
+        autopar memplan --model llama-3.1-70b --cluster dgx-h100 --nodes 8 --seq-len 8192
+            --global-batch 512 --tp 8 --pp 4 --budget-gib 70 --emit megatron --out run/
+    """
+    written: list[str] = []
+    directory: Path | None = None
     if snapshot is not None:
         given = [f for f, v in (("--model", model), ("--cluster", cluster)) if v is not None]
-        if budget_gib is not None:
-            given.append("--budget-gib")
+        for flag, value in (("--budget-gib", budget_gib), ("--emit", emit), ("--out", out)):
+            if value is not None:
+                given.append(flag)
         if given:
             raise SpecError(f"--snapshot: analyses a recorded file alone; drop {', '.join(given)}")
         result = memplan_snapshot(snapshot, time_limit_s=time_limit)
@@ -119,17 +164,37 @@ def memplan_command(
             distributed_optimizer=distributed_optimizer, sequence_parallel=sequence_parallel,
             offload_optimizer=offload_optimizer, recompute=recompute,
             recompute_method=recompute_method, recompute_layers=recompute_layers,
+            first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers,
+            account_for_embedding=account_for_embedding, account_for_loss=account_for_loss,
+            pipeline_schedule=pipeline_schedule,
         )  # fmt: skip
-        result = memplan(
-            model=model_spec, cluster=cluster_spec, workload=workload, layout=layout,
-            framework=framework,  # type: ignore[arg-type]
-            state_layout_name=state_layout, flash_attention=flash_attention, stage=stage,
-            budget_gib=budget_gib, time_limit_s=time_limit,
-        )  # fmt: skip
+        backend = attention_backend(attention_backend_name)
+        directory = check_emit(emit, out)
+        if emit is not None:
+            check_launch_layout(layout, budget_gib=budget_gib)
+            target = emit.split("-")[0]
+            if target != framework:
+                raise SpecError(
+                    f"--emit {emit}: the memory plan is made for --framework {framework}; "
+                    f"plan with --framework {target} (memory and time are per framework)"
+                )
+            if stage is not None:
+                raise SpecError("--emit: the setting holds for every stage: drop --stage")
+        inputs = {
+            "model": model_spec, "cluster": cluster_spec, "workload": workload,
+            "layout": layout, "framework": framework, "state_layout_name": state_layout,
+            "flash_attention": flash_attention, "attention_backend": backend,
+        }  # fmt: skip
+        result = memplan(**inputs, stage=stage, budget_gib=budget_gib, time_limit_s=time_limit)
+        if emit is not None and directory is not None:
+            files = launch_files(result, emitter=emit, **inputs)
+            written = [path.name for path in write_files(directory, files, option="--out")]
     if as_json:
         print_json(result.model_dump(mode="json"))
         return
     render_memplan(result)
+    if written:
+        console().print(f"wrote {', '.join(sorted(written))} to {directory}/")
 
 
 def render_memplan(result: MemoryPlan) -> None:
@@ -183,5 +248,12 @@ def render_memplan(result: MemoryPlan) -> None:
             f"{budget.offload_layers or 'none'}; adds {budget.added_time_s:.3f} s per step "
             f"({budget.status}, gap {budget.gap:.1%}; {budget.host_link})."
         )
-        for framework, setting in budget.framework_settings.items():
-            out.print(f"  {framework}: {setting}")
+    for emitter, setting in result.framework_settings.items():
+        verdict = "" if setting.fits else "; does NOT fit"
+        out.print(
+            f"  {emitter}: {setting.flags} (peak {setting.peak_gib:.2f} GiB, adds "
+            f"{setting.added_time_s:.3f} s{verdict})",
+            markup=False,
+        )
+        if setting.mapped is not None:
+            out.print(f"    mapped: {setting.mapped}", markup=False)

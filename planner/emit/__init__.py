@@ -5,10 +5,12 @@
 plan it is given (``checked_plan``) before writing anything.
 """
 
+import dataclasses
 import importlib
 from typing import Any
 
 from planner.emit.base import (
+    ActivationMemory,
     EmitError,
     EmitInput,
     EmittedFiles,
@@ -28,14 +30,23 @@ def load_emitters() -> None:
         importlib.import_module(f"planner.emit.{module}")
 
 
-def emit_files(plan_json: dict[str, Any], *, format: str) -> dict[str, str]:
-    """File name -> contents for ``format``, from ``autopar estimate --json`` output."""
+def emit_files(
+    plan_json: dict[str, Any],
+    *,
+    format: str,
+    activation_memory: ActivationMemory | None = None,
+) -> dict[str, str]:
+    """File name -> contents for ``format``, from ``autopar estimate --json`` output (and,
+    from ``autopar memplan --budget-gib``, the recompute/offload setting that fits)."""
     load_emitters()
     plan = emit_input_from_estimate(plan_json)
+    if activation_memory is not None:
+        plan = dataclasses.replace(plan, activation_memory=activation_memory)
     return emit(plan, format=format).as_dict()
 
 
 __all__ = [
+    "ActivationMemory",
     "EmitError",
     "EmitInput",
     "EmittedFiles",

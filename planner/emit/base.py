@@ -55,6 +55,26 @@ def autopar_version() -> str:
 
 
 @dataclass(frozen=True)
+class ActivationMemory:
+    """From ``autopar memplan --budget-gib``: the recompute/offload setting chosen to fit
+    the budget, beyond what the layout's recompute fields say (``planner.memplan.settings``).
+    """
+
+    budget_gib: float
+    peak_gib: float
+    """The largest planned peak over the stages under this setting."""
+    added_time_s: float
+    """The largest time the setting adds to a stage's step."""
+    offload_layers: int = 0
+    """Megatron-Core's activation offload of the model's first N layers
+    (``--cpu-offloading-num-layers``)."""
+    every_nth_layer: int | None = None
+    """torchtitan 0.2.2's layer-wise selective checkpointing: every k-th block."""
+    mapped: str | None = None
+    """How the setting differs from the per-layer choice, and why."""
+
+
+@dataclass(frozen=True)
 class EmitInput:
     """Everything an emitter reads: model, cluster size, workload, resolved layout, predictions."""
 
@@ -75,6 +95,9 @@ class EmitInput:
     """From a plan simulated with ``--memplan``: how much less the simulated caching
     allocator reserves per GPU with expandable segments (None: not simulated, or no less);
     the launch scripts then set ``expandable_segments:True``."""
+    activation_memory: ActivationMemory | None = None
+    """From ``autopar memplan --budget-gib ... --emit``: the recompute/offload setting that
+    fits the budget (the layout's recompute fields carry its recomputation)."""
 
     @property
     def nodes(self) -> int:
@@ -324,6 +347,34 @@ def allocator_lines(plan: EmitInput, *, note: str = "") -> list[str]:
         "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
         "",
     ]
+
+
+def activation_lines(plan: EmitInput) -> list[str]:
+    """Comment lines saying which memory budget chose the recompute/offload setting, and
+    what was mapped to the framework's nearest setting; none without one."""
+    memory = plan.activation_memory
+    if memory is None:
+        return []
+    text = (
+        f"autopar memplan --budget-gib {memory.budget_gib:g}: this recompute/offload setting "
+        f"plans a peak of {memory.peak_gib:.2f} GiB per GPU and adds "
+        f"{memory.added_time_s:.3f} s per step (largest over the stages)."
+    )
+    lines = _comment(text)
+    if memory.mapped is not None:
+        lines += _comment(f"Mapped: {memory.mapped}.")
+    return [*lines, ""]
+
+
+def _comment(text: str, *, width: int = 92) -> list[str]:
+    """``text`` as shell comment lines of at most ``width`` characters (words kept whole)."""
+    lines, line = [], "#"
+    for word in text.split():
+        if len(line) + 1 + len(word) > width and line.strip("# "):
+            lines.append(line)
+            line = "#  "
+        line += " " + word
+    return [*lines, line]
 
 
 def _validated(spec: type[SpecT], value: Any, *, where: str) -> SpecT:

@@ -43,6 +43,7 @@ from planner.emit.base import (
     EmitError,
     EmitInput,
     EmittedFiles,
+    activation_lines,
     allocator_lines,
     autopar_version,
     checked_plan,
@@ -123,6 +124,12 @@ def _refusals(plan: EmitInput) -> list[str]:
             f"offload_optimizer_fraction {layout.offload_optimizer_fraction:g}: partial "
             f"offload (ratio < 1) is only supported with ZeRO stage 3, not "
             f"{layout.zero_stage} (deepspeed/runtime/zero/config.py offload_ratio_check)"
+        )
+    memory = plan.activation_memory
+    if memory is not None and (memory.offload_layers or memory.every_nth_layer is not None):
+        problems.append(
+            "activation offload or every k-th layer recomputed: DeepSpeed checkpoints every "
+            "layer or none (its cpu_checkpointing moves only the checkpointed layer inputs)"
         )
     problems.extend(_size_refusals(plan))
     return problems
@@ -373,6 +380,7 @@ def _launcher(plan: EmitInput) -> str:
         master_addr,
         'MASTER_PORT="${MASTER_PORT:-29500}"',
         "",
+        *activation_lines(plan),
         *allocator_lines(
             plan,
             note=" (on other nodes the deepspeed launcher sets it only when listed in their "

@@ -16,7 +16,10 @@ in the trace is scaled to all m micro-batches of the step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
 
 import hardware_db
 from planner.cost.profile_rates import find_profile
@@ -60,6 +63,58 @@ class BudgetChoice:
     solve_s: float
     gap: float = 0.0
     """(added time - its proven lower bound) / added time."""
+    problem: RecomputeOffloadProblem | None = field(default=None, repr=False, compare=False)
+    """The solved problem, to price other choices the same way (:meth:`evaluate`)."""
+    group_layers: tuple[int, ...] = ()
+    """The model layer of each of ``problem``'s groups."""
+    scale: float = 1.0
+    """All micro-batches of the step over those in the trace."""
+
+    def evaluate(self, choice_of: Callable[[int], Choice]) -> tuple[float, float] | None:
+        """(peak bytes, added seconds per step) of the stage when layer k gets
+        ``choice_of(k)``, priced like the solver's own choice (``problem.memory`` and
+        ``problem.added_us``, in O(groups + events)); None where a group cannot take its
+        choice (offload without a host profile) or nothing was solved."""
+        if self.problem is None:
+            return None
+        choices = [choice_of(layer) for layer in self.group_layers]
+        groups = self.problem.groups
+        if not all(g.allows(c) for g, c in zip(groups, choices, strict=True)):
+            return None
+        return self._peak_mib(choices) * MIB, self._added_us(choices) * self.scale / 1e6
+
+    def _peak_mib(self, choices: list[Choice]) -> int:
+        """``max(problem.memory(choices))`` through a difference array over the events."""
+        assert self.problem is not None
+        base = np.array(self.problem.base, dtype=np.int64)
+        diff = np.zeros(len(base) + 1, dtype=np.int64)
+        for g, choice in zip(self.problem.groups, choices, strict=True):
+            p, u, size = g.produced, g.used, g.size
+            base[p] += size
+            base[u] += size
+            if choice == "keep":
+                diff[p + 1] += size
+                diff[u] -= size
+            elif choice == "offload":
+                for event in {p + 1, u - 1} - {p, u}:
+                    base[event] += size
+        return int((base + np.cumsum(diff)[:-1]).max(initial=0))
+
+    def _added_us(self, choices: list[Choice]) -> int:
+        """``problem.added_us(choices)``, its window sums from prefix sums."""
+        assert self.problem is not None
+        prefix = np.concatenate(([0], np.cumsum(self.problem.compute_us, dtype=np.int64)))
+        total, link = 0, 0
+        for group, choice in zip(self.problem.groups, choices, strict=True):
+            if choice == "recompute":
+                total += group.recompute_us or 0
+            elif choice == "offload":
+                window = int(prefix[group.used] - prefix[group.produced + 1])
+                transfer = group.transfer_us or 0
+                exposed = max(0, 2 * transfer - window)
+                total += exposed
+                link += 2 * transfer - exposed
+        return total + max(0, link - int(prefix[-1]))
 
 
 def host_link(gpu_id: str) -> HostLink | None:
@@ -162,6 +217,9 @@ def choose(
         solve_s=solution.wall_s,
         gap=0.0 if not solution.added_us else
         (solution.added_us - (solution.lower_bound_us or 0)) / solution.added_us,
+        problem=problem,
+        group_layers=tuple(layers),
+        scale=scale,
     )  # fmt: skip
 
 

@@ -8,12 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from planner.cost.frameworks import Framework
+from planner.cost.frameworks import AttentionBackend, Framework, Runtime
 from planner.cost.memory import gib
 from planner.errors import SpecError
 from planner.memplan.analysis import TraceAnalysis, allocator_advice, analyse, fragmentation
 from planner.memplan.budget import BudgetChoice, choose
 from planner.memplan.lifetimes import stage_trace
+from planner.memplan.settings import EMITTERS, FrameworkSetting, framework_setting
 from planner.memplan.snapshot import read_snapshot
 from planner.predict import memory_stages, prepare
 from planner.specs.hardware import ClusterSpec
@@ -66,7 +67,6 @@ class BudgetReport(BaseModel):
     solve_s: float
     gap: float
     """(added time - its proven lower bound) / added time."""
-    framework_settings: dict[str, str]
 
 
 class StagePlan(BaseModel):
@@ -83,6 +83,9 @@ class MemoryPlan(BaseModel):
     source: Literal["model", "snapshot"]
     config: dict[str, Any]
     stages: list[StagePlan]
+    framework_settings: dict[str, FrameworkSetting] = {}
+    """Under a budget: the choice as each emitter's own setting, priced on the stages
+    planned (``planner.memplan.settings``); empty without a budget."""
 
 
 def _peaks(analysis: TraceAnalysis, events: int, **extra: float | None) -> PeakReport:
@@ -116,6 +119,7 @@ def memplan(
     framework: Framework = "megatron",
     state_layout_name: str | None = None,
     flash_attention: bool = True,
+    attention_backend: AttentionBackend | None = None,
     stage: int | None = None,
     budget_gib: float | None = None,
     time_limit_s: float = 10.0,
@@ -128,6 +132,7 @@ def memplan(
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
         state_layout_name=state_layout_name, flash_attention=flash_attention,
+        runtime=Runtime(attention_backend=attention_backend),
     )  # fmt: skip
     pp = prepared.layout.pp
     if stage is not None and not 0 <= stage < pp:
@@ -135,7 +140,7 @@ def memplan(
     if budget_gib is not None and budget_gib <= 0:
         raise SpecError(f"--budget-gib: must be positive, got {budget_gib}")
     analytical = memory_stages(prepared)
-    stages = []
+    stages, choices = [], []
     for rank in range(pp) if stage is None else [stage]:
         trace = stage_trace(prepared, stage=rank)
         analysis = analyse(
@@ -147,10 +152,20 @@ def memplan(
                 prepared, trace, budget_bytes=budget_gib * 2**30, time_limit_s=time_limit_s
             )
             budget = _budget_report(budget_gib, choice)
+            choices.append((rank, choice))
         peaks = _peaks(
             analysis, len(trace.events), analytical_allocated_gib=gib(analytical[rank].allocated)
         )
         stages.append(StagePlan(stage=rank, peaks=peaks, budget=budget))
+    settings = {}
+    if budget_gib is not None:
+        for emitter in EMITTERS:
+            setting = framework_setting(
+                emitter, model=prepared.model, layout=prepared.layout, choices=choices,
+                budget_bytes=budget_gib * 2**30,
+            )  # fmt: skip
+            if setting is not None:
+                settings[emitter] = setting
     config = {
         "model": model.name,
         "cluster": cluster.name,
@@ -161,7 +176,7 @@ def memplan(
         "seq_len": workload.seq_len,
         **prepared.layout.model_dump(mode="json"),
     }
-    return MemoryPlan(source="model", config=config, stages=stages)
+    return MemoryPlan(source="model", config=config, stages=stages, framework_settings=settings)
 
 
 def memplan_snapshot(path: Path, *, time_limit_s: float = 10.0) -> MemoryPlan:
@@ -182,20 +197,6 @@ def memplan_snapshot(path: Path, *, time_limit_s: float = 10.0) -> MemoryPlan:
 
 
 def _budget_report(budget_gib: float, choice: BudgetChoice) -> BudgetReport:
-    settings: dict[str, str] = {}
-    if choice.recompute_layers:
-        count = len(choice.recompute_layers)
-        settings["megatron"] = (
-            f"--recompute-granularity full --recompute-method block --recompute-num-layers "
-            f"{count} (block recomputes the first {count} layers of the stage; chosen: "
-            f"layers {_ranges(choice.recompute_layers)})"
-        )
-    if choice.offload_layers:
-        settings["megatron-core"] = (
-            "TransformerConfig(cpu_offloading=True, cpu_offloading_activations=True, "
-            f"cpu_offloading_num_layers={len(choice.offload_layers)}) (chosen: layers "
-            f"{_ranges(choice.offload_layers)})"
-        )
     return BudgetReport(
         budget_gib=budget_gib,
         status=choice.status,
@@ -207,15 +208,4 @@ def _budget_report(budget_gib: float, choice: BudgetChoice) -> BudgetReport:
         host_link=choice.host_link,
         solve_s=round(choice.solve_s, 3),
         gap=round(choice.gap, 4),
-        framework_settings=settings,
     )
-
-
-def _ranges(values: tuple[int, ...]) -> str:
-    """(0, 1, 2, 5) -> '0-2, 5'."""
-    parts, start = [], values[0]
-    for previous, current in zip(values, (*values[1:], None), strict=True):
-        if current != previous + 1 if current is not None else True:
-            parts.append(str(start) if start == previous else f"{start}-{previous}")
-            start = current if current is not None else start
-    return ", ".join(parts)

@@ -17,7 +17,7 @@ from emitter_cases import (
 )
 
 from planner.catalog import catalog_model
-from planner.emit.base import EmitInput
+from planner.emit.base import ActivationMemory, EmitInput
 from planner.emit.megatron import ARGS_FILE, parse_megatron_arguments
 from planner.specs.layout import ParallelConfig
 from planner.specs.model import ModelSpec
@@ -72,6 +72,23 @@ MEGATRON_CASES: dict[str, Build] = {
     "fp32-cp2-a2a": lambda: make_plan(
         "llama-3.1-8b", num_gpus=8, precision="fp32", cp=2, cp_comm_type="a2a"
     ),
+    # autopar memplan --budget-gib --emit: activation offload of the first 10 layers (pp 1,
+    # no recomputation: megatron-core's conditions), and block recomputation of 13 layers
+    "llama-3.1-8b-memplan-offload": lambda: dataclasses.replace(
+        make_plan("llama-3.1-8b", num_gpus=8, tp=8, sequence_parallel=True),
+        activation_memory=ActivationMemory(
+            budget_gib=40, peak_gib=39.5, added_time_s=0.2, offload_layers=10
+        ),
+    ),
+    "llama-3.1-8b-memplan-block": lambda: dataclasses.replace(
+        make_plan("llama-3.1-8b", num_gpus=8, tp=2, pp=2, sequence_parallel=True,
+                  recompute="full", recompute_method="block", recompute_num_layers=13),
+        activation_memory=ActivationMemory(
+            budget_gib=40, peak_gib=39.5, added_time_s=1.6,
+            mapped="chosen per layer (stage 0: recompute 0-4, offload 5-12); megatron sets one "
+            "block count for every stage and chunk",
+        ),
+    ),
 }  # fmt: skip
 LLAMA = "llama-3.1-8b"
 
@@ -114,6 +131,27 @@ MEGATRON_REFUSALS: dict[str, tuple[Build, tuple[str, ...]]] = {
                        ("Megatron-LM has no ZeRO-2/3: use --framework deepspeed",)),
     "fsdp fixture": (lambda: load_plan("llama-3.1-8b-8xh100-fsdp"),
                      ("Megatron-LM has no ZeRO-2/3: use --framework deepspeed",)),
+    "activation offload with pp": (
+        lambda: dataclasses.replace(
+            make_plan(LLAMA, num_gpus=8, pp=2),
+            activation_memory=ActivationMemory(40, 39.0, 0.1, offload_layers=4),
+        ),
+        ("activation offload with pp > 1",),
+    ),
+    "activation offload with recompute": (
+        lambda: dataclasses.replace(
+            make_plan(LLAMA, num_gpus=8, recompute="selective"),
+            activation_memory=ActivationMemory(40, 39.0, 0.1, offload_layers=4),
+        ),
+        ("activation offload with recomputation",),
+    ),
+    "every k-th layer": (
+        lambda: dataclasses.replace(
+            make_plan(LLAMA, num_gpus=8, recompute="full"),
+            activation_memory=ActivationMemory(40, 39.0, 0.1, every_nth_layer=3),
+        ),
+        ("Megatron recomputes the first N",),
+    ),
     "plan for another framework": (
         lambda: load_plan("llama-3.1-8b-8xh100-zero2", zero_stage=1),
         ("estimated for framework 'deepspeed'",),
@@ -174,6 +212,8 @@ CONTRACT = Contract(
         "mixtral-8x7b-16xh100",
         "llama-3.1-8b-dist-opt-full",
         "deepseek-v3-256xh100",
+        "llama-3.1-8b-memplan-offload",
+        "llama-3.1-8b-memplan-block",
     ),
     plans=MEGATRON_CASES,
     read_back=_megatron_read_back,

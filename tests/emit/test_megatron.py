@@ -481,8 +481,12 @@ def megatron_core_configs(plan: EmitInput) -> dict[str, Any]:
         if flag in NOT_TRANSFORMER_CONFIG:
             continue
         kind = MEGATRON_FLAGS[flag].kind
-        value = {"switch": lambda _: True, "int": int, "float": float, "str": str}[kind](
-            values[0] if values else None
+        value = (
+            list(values)
+            if kind == "list"
+            else {"switch": lambda _: True, "int": int, "float": float, "str": str}[kind](
+                values[0] if values else None
+            )
         )
         kwargs[RENAMED.get(flag, flag[2:].replace("-", "_"))] = value
     if "--swiglu" in given:

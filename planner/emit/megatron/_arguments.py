@@ -228,10 +228,18 @@ def _optimizer_items(plan: EmitInput) -> list[Item]:
 
 
 def _recompute_items(plan: EmitInput) -> list[Item]:
-    layout = plan.layout
-    if layout.recompute == "none":
-        return []
-    items: list[Item] = [("--recompute-granularity", (layout.recompute,), "")]
+    layout, memory = plan.layout, plan.activation_memory
+    items: list[Item] = []
+    if layout.recompute != "none":
+        items.append(("--recompute-granularity", (layout.recompute,), ""))
+    if layout.recompute == "selective":
+        items.append(
+            (
+                "--recompute-modules",
+                ("core_attn",),
+                "the attention core: autopar's selective recomputation (megatron-core's default)",
+            )
+        )
     if layout.recompute == "full":
         method = layout.recompute_method or "uniform"
         note = (
@@ -239,8 +247,19 @@ def _recompute_items(plan: EmitInput) -> list[Item]:
             if layout.recompute_method and layout.recompute_num_layers
             else "Megatron needs both; where the plan left them open: uniform, 1 (every layer)"
         )
+        if layout.recompute_method == "block" and memory is not None:
+            note = "the first N layers of each model chunk of every stage (autopar memplan)"
         items.append(("--recompute-method", (method,), note))
         items.append(("--recompute-num-layers", (str(layout.recompute_num_layers or 1),), ""))
+    if memory is not None and memory.offload_layers:
+        items.append(
+            (
+                "--cpu-offloading-num-layers",
+                (str(memory.offload_layers),),
+                "activations of the first N layers to the host (Transformer Engine's CPU "
+                "offload; autopar memplan)",
+            )
+        )
     return items
 
 

@@ -25,7 +25,8 @@ PLACEHOLDERS = {  # environment variable -> (meaning, default or None when requi
 }
 
 
-FlagKind = Literal["switch", "int", "float", "str"]
+FlagKind = Literal["switch", "int", "float", "str", "list"]
+"""``list``: one or more values (``nargs="+"``), each one of ``choices``."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
     **_flags("str", _MEMORY, "recompute-granularity", ("full", "selective")),
     **_flags("str", _MEMORY, "recompute-method", ("uniform", "block")),
     **_flags("int", _MEMORY, "recompute-num-layers"),
+    # TransformerConfig.recompute_modules (a list field: nargs "+"), the modules core_v0.16.1's
+    # __post_init__ allows; ModelParallelConfig.cpu_offloading_num_layers (validate_args then
+    # sets cpu_offloading)
+    **_flags("list", _MEMORY, "recompute-modules", ("core_attn", "moe_act", "layernorm",
+             "mla_up_proj", "mlp", "moe", "shared_experts")),
+    **_flags("int", _MEMORY, "cpu-offloading-num-layers"),
     **_flags("switch", _MEMORY, "optimizer-cpu-offload use-precision-aware-optimizer"),
     **_flags("float", _MEMORY, "optimizer-offload-fraction"),
     **_flags("int", _BATCH, "micro-batch-size global-batch-size seq-length "

@@ -28,7 +28,8 @@ def megatron_flag_values(args: list[str]) -> dict[str, tuple[str, ...]]:
             current.append(token)
     for flag, given in values.items():
         spec = MEGATRON_FLAGS[flag]
-        if len(given) != (0 if spec.kind == "switch" else 1):
+        wrong = not given if spec.kind == "list" else len(given) != (spec.kind != "switch")
+        if wrong:
             raise EmitError(f"Megatron arguments: {flag} takes {spec.kind}, got {given}")
         for value in given:
             if value.startswith("$"):

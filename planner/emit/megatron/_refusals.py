@@ -35,12 +35,39 @@ def plan_refusals(plan: EmitInput) -> list[str]:
             "offload_optimizer_fraction: --optimizer-cpu-offload needs "
             "--use-precision-aware-optimizer, which needs --use-distributed-optimizer"
         )
+    reasons.extend(_activation_refusals(plan))
     if plan.nproc_per_node * plan.nodes != plan.num_gpus:
         reasons.append(
             f"{plan.num_gpus} GPUs do not fill {plan.nodes} nodes of {plan.gpus_per_node}: "
             "torchrun starts the same number of processes on every node"
         )
     return reasons + _model_refusals(plan.model)
+
+
+def _activation_refusals(plan: EmitInput) -> list[str]:
+    """megatron-core 0.16.1's TransformerConfig.__post_init__ on activation offload."""
+    memory, layout = plan.activation_memory, plan.layout
+    if memory is None:
+        return []
+    reasons = []
+    if memory.offload_layers:
+        if layout.pp > 1:
+            reasons.append(
+                "activation offload with pp > 1: megatron-core has no CPU offloading with "
+                "pipeline parallelism"
+            )
+        if layout.recompute != "none":
+            reasons.append(
+                "activation offload with recomputation: megatron-core runs one or the other"
+            )
+        if memory.offload_layers >= plan.model.num_layers:
+            reasons.append(
+                f"activation offload of {memory.offload_layers} layers: megatron-core offloads "
+                f"fewer than num_layers ({plan.model.num_layers})"
+            )
+    if memory.every_nth_layer is not None:
+        reasons.append("every k-th layer recomputed: Megatron recomputes the first N (block)")
+    return reasons
 
 
 def _model_refusals(model: ModelSpec) -> list[str]:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import re
 import shlex
 
-from planner.emit.base import EmitInput, EmittedFiles, allocator_lines, autopar_version
+from planner.emit.base import (
+    EmitInput,
+    EmittedFiles,
+    activation_lines,
+    allocator_lines,
+    autopar_version,
+)
 from planner.emit.megatron._arguments import argument_groups
 from planner.emit.megatron._flags import (
     ARGS_FILE,
@@ -96,6 +102,7 @@ def _script(plan: EmitInput, groups: list[tuple[str, str, list[Item]]]) -> str:
             "",
         ]
     lines += allocator_lines(plan)
+    lines += activation_lines(plan)
     for array, heading, items in groups:
         if array == "MODEL_ARGS":
             source = f" ({plan.model.source})" if plan.model.source else ""

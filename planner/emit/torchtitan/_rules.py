@@ -44,6 +44,12 @@ def version_problems(settings: Settings, *, version: Version) -> list[str]:
                 "or --torchtitan-version current"
             )
         return problems
+    option = settings.get("activation_checkpoint", {}).get("selective_ac_option")
+    if option is not None and option != "op":
+        problems.append(
+            f"every {option}th block recomputed: torchtitan {CURRENT_VERSION}'s SelectiveAC is "
+            "op-level only: use --torchtitan-version 0.2 (selective_ac_option) or full"
+        )
     if par.get("context_parallel_rotate_method") == "alltoall":
         problems.append(
             f"cp_comm_type p2p: torchtitan {CURRENT_VERSION} context parallelism all-gathers "

@@ -6,6 +6,7 @@ from planner.emit._lengths_note import comment_lines, lengths_note
 from planner.emit.base import (
     EmitInput,
     EmittedFiles,
+    activation_lines,
     autopar_version,
     checked_plan,
     prediction_comment_lines,
@@ -73,6 +74,7 @@ def _launcher(plan: EmitInput, *, version: Version) -> str:
             else []
         ),
         *_lengths_comment(plan),
+        *(line for line in activation_lines(plan) if line),
         "#",
         "# Environment:",
         "#   TORCHTITAN_PATH  torchtitan checkout to run in (default: the current directory);",

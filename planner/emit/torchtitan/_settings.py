@@ -86,8 +86,19 @@ def _refusals(plan: EmitInput) -> list[str]:
                 f"recompute block with {layout.recompute_num_layers} of {per_chunk} layers per "
                 "stage: torchtitan recomputes every block or none (no first-N-layers setting)"
             )
+    if plan.activation_memory is not None and plan.activation_memory.offload_layers:
+        problems.append("activation offload: torchtitan has no activation offload setting")
     problems.extend(_stage_split_problems(plan))
     return problems
+
+
+def _activation_checkpoint(plan: EmitInput) -> dict[str, object]:
+    """``[activation_checkpoint]``: the layout's recompute mode; every k-th block (layer-wise
+    selective, ``selective_ac_option = "k"``) where ``autopar memplan --budget-gib`` chose it."""
+    memory, recompute = plan.activation_memory, plan.layout.recompute
+    if memory is not None and memory.every_nth_layer is not None:
+        return {"mode": "selective", "selective_ac_option": str(memory.every_nth_layer)}
+    return {"mode": recompute} | ({"selective_ac_option": "op"} if recompute == "selective" else {})
 
 
 def _stage_split_problems(plan: EmitInput) -> list[str]:
@@ -145,8 +156,7 @@ def torchtitan_settings(plan: EmitInput) -> Settings:
         "model": model,
         "training": training,
         "parallelism": _parallelism(plan),
-        "activation_checkpoint": {"mode": layout.recompute}
-        | ({"selective_ac_option": "op"} if layout.recompute == "selective" else {}),
+        "activation_checkpoint": _activation_checkpoint(plan),
         "compile": {"enable": fp8 or layout.tp_comm_overlap}
         | ({"components": list(COMPILE_COMPONENTS)} if fp8 or layout.tp_comm_overlap else {}),
     }

@@ -99,6 +99,8 @@ OPTIMIZER_ARGS=(
 # recompute
 RECOMPUTE_ARGS=(
   --recompute-granularity selective
+  # the attention core: autopar's selective recomputation (megatron-core's default)
+  --recompute-modules core_attn
 )
 
 # data, tokenizer, schedule, checkpoints, logging: yours to set
