@@ -63,13 +63,13 @@ def test_table_says_whether_scattering_wins(run_cli: Callable) -> None:
 
 
 def test_winning_lengths_become_hybrid_context_parallel(run_cli: Callable, tmp_path: Path) -> None:
-    """Two 32K documents and forty of 2K on 16 GPUs: the search prices hybrid context
+    """Two 64K documents and sixty-four of 2K on 16 GPUs: the search prices hybrid context
     parallel faster for the best layout (pp = 1, cp > 1), so the launch asks for it."""
-    lengths = _lengths(tmp_path, [32768, 32768] + [2048] * 40)
+    lengths = _lengths(tmp_path, [65536, 65536] + [2048] * 64)
     out = tmp_path / "run"
     result = run_cli(
         "plan", "--model", "llama-3.1-8b", "--cluster", "hgx-h200", "--gpus", "16",
-        "--seq-len", "32768", "--global-batch", "16", "--top-k", "1", "--seq-lengths", lengths,
+        "--seq-len", "65536", "--global-batch", "16", "--top-k", "1", "--seq-lengths", lengths,
         "--emit", "megatron", "--out", str(out), "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -79,7 +79,7 @@ def test_winning_lengths_become_hybrid_context_parallel(run_cli: Callable, tmp_p
     assert best["config"]["pp"] == 1
     args = (out / "megatron_args.txt").read_text().splitlines()
     cp = best["config"]["cp"]
-    assert f"--max-seqlen-per-dp-cp-rank {32768 // cp}" in args
+    assert f"--max-seqlen-per-dp-cp-rank {65536 // cp}" in args
     assert {"--hybrid-context-parallel", "--calculate-per-token-loss"} <= set(args)
 
 
