@@ -161,6 +161,7 @@ def plan(
         request.cluster,
         request.workload,
         framework=request.framework,
+        framework_version=request.framework_version,
         objective=request.objective,
         fixed=request.fixed,
         maxima=request.maxima,

@@ -33,7 +33,7 @@ MEGATRON = register(
         # --cp-comm-type; a2a+p2p also needs --hierarchical-context-parallel-sizes, which a
         # plan does not choose
         cp_algorithms=("p2p", "all_gather", "a2a"),
-        cp_algorithms_searched=("p2p", "a2a"),
+        cp_algorithms_searched=("p2p", "all_gather", "a2a"),
         sharding_stages=frozenset({0, 1}),  # the distributed optimizer is its ZeRO-1
         overlaps=frozenset({"tp_comm", "grad_reduce", "param_gather"}),
         offload="distributed-optimizer",
