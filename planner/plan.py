@@ -236,6 +236,7 @@ def _refine(
         cluster=request.cluster,
         workload=request.workload,
         framework=request.framework,
+        framework_version=request.framework_version,
         headroom_gib=request.headroom_gib,
         objectives=parse_objectives(options.objectives),
         seeds=seeds_from_plans(plans[: max(1, options.trials)]),

@@ -117,8 +117,7 @@ TORCHTITAN = register(
         sharding={"zero_stage": 3},
         # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
         layout_defaults={"zero_stage": 3},
-        # the CP algorithm is not refined: which one runs depends on the version emitted
-        refined_knobs=frozenset({"mbs", "vpp", "stage_split", "recompute", "tp_comm_overlap"}),
+        refined_knobs=frozenset({"mbs", "vpp", "stage_split", "recompute"}),
         refusal_words={
             "sharding": "ZeRO-{stage} (or Megatron's distributed optimizer) has no torchtitan "
             "setting: it shards everything with FSDP or nothing; use FSDP (zero 3), or zero 0 "
@@ -151,6 +150,6 @@ PYTORCH = register(
         recompute_methods=(),
         sharding={"zero_stage": 0},
         # the measuring script runs neither virtual nor uneven pipeline stages
-        refined_knobs=frozenset({"mbs", "recompute", "overlap_grad_reduce"}),
+        refined_knobs=frozenset({"mbs", "recompute"}),
     )
 )

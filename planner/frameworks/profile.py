@@ -59,20 +59,17 @@ buffers (counted with the gathered weights); PyTorch DDP's bucket copy of the gr
 OptimizerImpl = Literal["fused", "foreach", "per_tensor"]
 REFINABLE = frozenset(
     {
-        "cp_comm_type",
         "mbs",
         "vpp",
         "stage_split",
         "recompute",
         "recompute_method",
         "recompute_num_layers",
-        "tp_comm_overlap",
-        "overlap_grad_reduce",
-        "overlap_param_gather",
         "offload_optimizer_fraction",
     }
 )
-"""Every knob the refinement space knows (``planner.refine.space``)."""
+"""Every knob the refinement space knows (``planner.refine.space``); the CP algorithm and
+the overlaps are the exact search's (``planner.search.candidates``)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ class FrameworkProfile:
     cp_algorithms: tuple[CpCommType, ...]
     """The context-parallel algorithms it runs at its target version, its default first."""
     cp_algorithms_searched: tuple[CpCommType, ...]
-    """The subset the solver's search tabulates (the refinement tries all of them)."""
+    """The subset the solver's search tabulates where no release says otherwise."""
     sharding_stages: frozenset[int]
     """ZeRO stages it runs (Megatron's distributed optimizer counts as stage 1)."""
     overlaps: frozenset[Overlap]

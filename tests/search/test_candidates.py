@@ -20,14 +20,15 @@ def _key(layout: ParallelConfig) -> tuple:
 
 def test_tiny_model_on_two_gpus_counted_by_hand(tiny_model: ModelSpec) -> None:
     # 2 GPUs: (tp, cp, pp, dp) in (1,1,1,2), (1,1,2,1), (1,2,1,1), (2,1,1,1) (tp | 8 and
-    # kv_heads 2; cp 2 needs seq 64 % 4 == 0), cp 2 with Megatron's p2p or a2a (8 heads
-    # scatter over 2). mbs 1 or 2 always divides 4 / dp. pp 2 adds vpp 2 (4 layers / 2 / 2)
-    # but not vpp 3 or 4 (2 layers per rank):
-    # 2 x 4 + 2 x 1 x 4 = 16 built, the 4 with vpp 3 or 4 dropped, 12 legal.
+    # kv_heads 2; cp 2 needs seq 64 % 4 == 0), cp 2 with Megatron's p2p, all_gather or a2a
+    # (8 heads scatter over 2). mbs 1 or 2 always divides 4 / dp. pp 2 adds vpp 2
+    # (4 layers / 2 / 2) but not vpp 3 or 4 (2 layers per rank):
+    # 2 x 3 (dp 2, tp 2) + 2 x 3 (cp 2) + 2 x 1 x 3 (pp 2) = 18 built, the 4 with vpp 3 or 4
+    # dropped, 14 legal.
     cluster = load_cluster("dgx-h100", gpus=2)
     space = enumerate_space(tiny_model, cluster, WORKLOAD, fixed={"recompute": "none"}, max_mbs=2)
-    assert space.considered == 16
-    assert len(space.layouts) == 12
+    assert space.considered == 18
+    assert len(space.layouts) == 14
     assert sum(space.dropped.values()) == 4
     assert space.dropped == {Rule.LAYERS_PER_RANK_DIVISIBLE_BY_VPP: 4}
     assert "must be divisible by vpp" in space.examples[Rule.LAYERS_PER_RANK_DIVISIBLE_BY_VPP]
@@ -134,7 +135,7 @@ def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
     assert priced == CP_COMM_PRICED, "flip planner.search.candidates.CP_COMM_PRICED"
     layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 1, "pp": 1})
     comms = {layout.cp_comm_type for layout in layouts if layout.cp > 1}
-    assert comms == ({"p2p", "a2a"} if CP_COMM_PRICED else {"p2p"})
+    assert comms == ({"p2p", "all_gather", "a2a"} if CP_COMM_PRICED else {"p2p"})
     deepspeed = enumerate_layouts(
         model, cluster, workload, framework="deepspeed", fixed={"tp": 1, "pp": 1}
     )
@@ -143,6 +144,13 @@ def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
         model, cluster, workload, fixed={"tp": 1, "pp": 1, "cp_comm_type": "all_gather"}
     )
     assert pinned and {layout.cp_comm_type for layout in pinned} == {"all_gather"}
+    # torchtitan: the release planned for decides (0.3.0 all-gathers K/V; 0.2.2 also rings)
+    for version, expected in (("current", {"all_gather"}), ("0.2", {"p2p", "all_gather"})):
+        titan = enumerate_layouts(
+            model, cluster, workload, framework="torchtitan", framework_version=version,
+            fixed={"tp": 1, "pp": 1},
+        )  # fmt: skip
+        assert {layout.cp_comm_type for layout in titan if layout.cp > 1} == expected
 
 
 def test_long_sequences_search_context_parallel_beyond_eight(tiny_model: ModelSpec) -> None:
