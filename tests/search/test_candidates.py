@@ -180,3 +180,34 @@ def test_uneven_splits_with_virtual_stages_divide_every_stage() -> None:
         counts = stage_layer_counts(model, layout)
         assert all(count % (layout.vpp or 1) == 0 for count in counts)
         assert sum(len(chunk) for chunk in virtual_stages(model, layout)) == model.num_layers
+
+
+def test_the_cp_algorithm_changes_no_memory_so_the_search_shares_it() -> None:
+    """``planner.search.tabulate`` computes the memory of layouts that differ only in the
+    CP algorithm once: that holds while the cost model has no memory per algorithm."""
+    from planner.catalog import load_model
+    from planner.predict import estimate
+    from planner.search.tabulate import tabulate
+
+    model = load_model("llama-3.1-8b")
+    cluster = load_cluster("dgx-h100", gpus=16)
+    workload = WorkloadSpec(seq_len=32768, global_batch=16)
+    memories = {
+        comm: estimate(
+            model=model, cluster=cluster, workload=workload,
+            layout=ParallelConfig(tp=2, cp=8, cp_comm_type=comm, recompute="selective"),
+        ).memory
+        for comm in ("p2p", "all_gather", "a2a", "a2a+p2p")
+    }  # fmt: skip
+    assert len({memory.model_dump_json() for memory in memories.values()}) == 1
+    layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 2, "pp": 1})
+    table = tabulate(
+        layouts, model=model, cluster=cluster, workload=workload, framework="megatron",
+        headroom_gib=0.0,
+    )  # fmt: skip
+    for row in table.rows:
+        alone = tabulate(
+            [row.layout], model=model, cluster=cluster, workload=workload,
+            framework="megatron", headroom_gib=0.0,
+        ).rows[0]  # fmt: skip
+        assert (row.peak_gib, row.stages) == (alone.peak_gib, alone.stages)
