@@ -51,6 +51,13 @@ with layouts that cannot win; each only where the profile lists the overlap
   overlap_param_gather  on with a sharded optimizer: the gather hides behind the next
                         forward (one layer's share exposed)
 
+Beyond the balanced split and uniform recomputation: the uneven end stages and the
+per-stage recompute blocks of Megatron-LM are chosen for the leading pipelines by the
+stage-partition solver (``planner.search.partition``) and costed exactly like these
+candidates; the refinement (``planner.refine``) samples what neither enumerates
+(micro-batch sizes other than powers of two, deeper virtual pipelines, other splits,
+recompute groups, optimizer offload).
+
 Every candidate that passes the layout rules is also checked against what the
 framework's launch files can express at the release planned for
 (``planner.frameworks.refusals.layout_refusals``, the refusals the emitters apply, e.g.
