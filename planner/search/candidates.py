@@ -323,8 +323,7 @@ def enumerate_space(
             if recompute == "full":
                 fields.update(recompute_method="uniform", recompute_num_layers=1)
             fields.update(extra)
-            if fields.get("overlap_param_gather") and not _shards(fields):
-                fields["overlap_param_gather"] = False
+            _follow_pins(fields, extra)
             if maxima and any(
                 isinstance(fields.get(k), int) and fields[k] > bound for k, bound in maxima.items()
             ):
@@ -394,9 +393,14 @@ def _check(
         result.examples.setdefault(problem.rule, problem.message)
 
 
-def _shards(fields: dict[str, Any]) -> bool:
-    """Whether the candidate's optimizer is sharded (the parameter gather needs it)."""
-    return bool(fields.get("distributed_optimizer")) or fields.get("zero_stage", 0) >= 1
+def _follow_pins(fields: dict[str, Any], pinned: dict[str, Any]) -> None:
+    """Turn off an overlap set by rule whose condition a pinned knob removed (sequence
+    parallelism, gradient-reduce overlap, optimizer sharding), unless it is pinned too."""
+    if not fields.get("sequence_parallel") and "tp_comm_overlap" not in pinned:
+        fields["tp_comm_overlap"] = False
+    shards = bool(fields.get("distributed_optimizer")) or fields.get("zero_stage", 0) >= 1
+    if "overlap_param_gather" not in pinned and not (shards and fields.get("overlap_grad_reduce")):
+        fields["overlap_param_gather"] = False
 
 
 def _own_violations(error: ValidationError) -> list[LayoutViolation]:

@@ -178,3 +178,21 @@ def test_plan_for_torchtitan_0_2_emits_the_toml_job_file(run_cli, tmp_path: Path
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert (out / "torchtitan.toml").exists()
+
+
+@pytest.mark.parametrize(
+    "pinned",
+    [{"sequence_parallel": False}, {"overlap_grad_reduce": False}, {"zero_stage": 0,
+     "distributed_optimizer": False}],
+)  # fmt: skip
+def test_a_pinned_knob_turns_off_the_overlap_that_needs_it(pinned: dict[str, object]) -> None:
+    """Pinning away sequence parallelism, the gradient overlap or the sharding keeps the
+    layouts (the overlap that needs it is off), instead of breaking every one of them."""
+    model, cluster = load_model(EIGHT_B), load_cluster("dgx-h100", gpus=8)
+    layouts = enumerate_layouts(model, cluster, WORKLOAD, fixed={"tp": 2, **pinned})
+    assert layouts
+    for layout in layouts:
+        assert layout.tp_comm_overlap == layout.sequence_parallel
+        assert layout.overlap_param_gather == (
+            layout.shards_optimizer and layout.overlap_grad_reduce
+        )
