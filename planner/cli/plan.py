@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from planner.cli.emit import write_emitted
+from planner.cli.emit import TORCHTITAN_FORMATS, write_emitted
 from planner.cli.files import ensure_dir
 from planner.cli.hardware_rank import (
     MeasureDeviceOption,
@@ -92,6 +92,17 @@ def lengths_option(length_dist: str | None, seq_lengths: Path | None) -> Lengths
     if seq_lengths is not None:
         return LengthsOption(batches=read_lengths_file(seq_lengths), source=f"file {seq_lengths}")
     return None
+
+
+def check_torchtitan_version(version: str | None, *, framework: str) -> None:
+    """--torchtitan-version: a known version, and only with --framework torchtitan."""
+    if version is None:
+        return
+    if version not in TORCHTITAN_FORMATS:
+        known = ", ".join(TORCHTITAN_FORMATS)
+        raise SpecError(f"--torchtitan-version: unknown '{version}'; known: {known}")
+    if framework != "torchtitan":
+        raise SpecError(f"--torchtitan-version: only with --framework torchtitan (not {framework})")
 
 
 def check_emit(emit: str | None, out: Path | None) -> Path | None:
@@ -191,6 +202,15 @@ def plan_command(
         Path | None,
         typer.Option("--report", help="Also draw the plans as a self-contained HTML file."),
     ] = None,
+    torchtitan_version: Annotated[
+        str | None,
+        typer.Option(
+            "--torchtitan-version",
+            help="With --framework torchtitan: current (0.3.0 recipe) or 0.2 (TOML job file, "
+            "up to v0.2.2); the search keeps to what that release runs (its CP algorithms, "
+            "expert TP) and --emit torchtitan writes its format. [default: current]",
+        ),
+    ] = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
     # Optuna refinement of the solver's plans (planner/cli/refine.py)
@@ -237,6 +257,7 @@ def plan_command(
 ) -> None:
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
+    check_torchtitan_version(torchtitan_version, framework=framework)
     out = check_emit(emit, out)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
@@ -255,6 +276,7 @@ def plan_command(
         cluster=cluster_spec,
         workload=workload,
         framework=framework,
+        framework_version=torchtitan_version,
         objective=objective,
         fixed=fixed,
         maxima=maxima,
@@ -286,6 +308,8 @@ def plan_command(
     if memplan:
         result = _simulated(result, request)
     if emit is not None and out is not None:  # the solver's best, or the refined best
+        if emit == "torchtitan":
+            emit = TORCHTITAN_FORMATS[torchtitan_version or "current"]
         write_emitted(result.best_entry(), format=emit, out=out, quiet=as_json)
     if report is not None:
         write_report(result.model_dump(mode="json"), report)

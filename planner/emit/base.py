@@ -14,9 +14,12 @@ rule of :func:`planner.specs.layout.layout_violations`. An inconsistent plan is 
 with one line naming the field.
 
 An emitter is named after its framework, ``<framework>`` or ``<framework>-<variant>``
-(``torchtitan-toml``): besides its own, specific refusals, :func:`emit` refuses whatever
-the framework's profile (``planner.frameworks``) says it cannot run, the declaration the
-search reads too.
+(``torchtitan-toml``). What a framework cannot express for a layout is said once, in
+``planner.frameworks.refusals``, which the search reads too (so that every plan it returns
+for a framework is one the emitter writes): the built-in emitters call it
+(:func:`profile_refusals`) beside their own refusals of what no layout changes (a model
+the framework does not define, a GPU count that does not fill whole nodes), and
+:func:`emit` applies it again for an emitter that does not.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from planner.errors import SpecError
 from planner.frameworks import FrameworkProfile, get_profile
+from planner.frameworks.refusals import LayoutQuery, layout_refusals
 from planner.scattering.result import ScatterSummary
 from planner.specs._base import describe_validation_error, spec_error
 from planner.specs.hardware import ClusterSpec
@@ -37,7 +41,6 @@ from planner.specs.layout import (
     ParallelConfig,
     layout_violations,
     resolve_data_parallel,
-    stage_layer_counts_or_even,
 )
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
@@ -236,54 +239,23 @@ def emit(plan: EmitInput, *, format: str) -> EmittedFiles:
     return files
 
 
-_AXIS_WORDS = {
-    "tp": "tensor parallelism",
-    "cp": "context parallelism",
-    "pp": "pipeline parallelism",
-    "ep": "expert parallelism",
-}
+def layout_query(plan: EmitInput, *, release: str | None = None) -> LayoutQuery:
+    """What the framework refusals (``planner.frameworks.refusals``) read of ``plan``."""
+    return LayoutQuery(
+        model=plan.model,
+        layout=plan.layout,
+        seq_len=plan.seq_len,
+        precision=plan.precision,
+        release=release,
+    )
 
 
-def profile_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
-    """What ``plan`` needs that the framework's profile does not run (empty: nothing)."""
-    layout, name = plan.layout, profile.name
-    reasons = [
-        f"{axis} = {getattr(layout, axis)}: {name} runs no {words}"
-        for axis, words in _AXIS_WORDS.items()
-        if getattr(layout, axis) > 1 and not profile.runs(axis)  # type: ignore[arg-type]
-    ]
-    if layout.sequence_parallel and not profile.runs("sequence_parallel"):
-        reasons.append(f"sequence_parallel: {name} runs no sequence parallelism")
-    if layout.interleaved and not profile.interleaved:
-        reasons.append(f"vpp = {layout.vpp}: {name} runs no interleaved (virtual) stages")
-    reasons.extend(_uneven_refusals(profile, plan))
-    if layout.cp > 1 and layout.cp_comm_type not in profile.cp_algorithms:
-        reasons.append(
-            f"cp_comm_type {layout.cp_comm_type}: {name} runs " + ", ".join(profile.cp_algorithms)
-        )
-    stage = 1 if layout.distributed_optimizer else layout.zero_stage
-    if stage not in profile.sharding_stages:
-        stages = ", ".join(str(s) for s in sorted(profile.sharding_stages))
-        reasons.append(f"ZeRO stage {stage}: {name} runs stages {stages}")
-    if layout.offload_optimizer_fraction > 0 and profile.offload == "none":
-        reasons.append(f"offload_optimizer_fraction: {name} does not offload the optimizer")
-    return reasons
-
-
-def _uneven_refusals(profile: FrameworkProfile, plan: EmitInput) -> list[str]:
-    layout = plan.layout
-    if layout.first_stage_layers is None and layout.last_stage_layers is None:
-        return []
-    if profile.uneven_stages == "none":
-        return [f"first/last stage layers: {profile.name} splits the layers evenly"]
-    if profile.uneven_stages == "ends-at-most-middle":
-        counts = stage_layer_counts_or_even(plan.model, layout)
-        if layout.interleaved or len(counts) < 3 or max(counts[0], counts[-1]) > counts[1]:
-            return [
-                f"stage layers {counts}: {profile.name} gives the first and last stages at "
-                "most as many layers as the others, and only without vpp"
-            ]
-    return []
+def profile_refusals(
+    profile: FrameworkProfile, plan: EmitInput, *, release: str | None = None
+) -> list[str]:
+    """What ``plan``'s layout needs that the framework cannot run (empty: nothing): the
+    refusals the search applies too (:func:`planner.frameworks.refusals.layout_refusals`)."""
+    return layout_refusals(profile, layout_query(plan, release=release))
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)

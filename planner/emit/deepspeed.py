@@ -17,8 +17,8 @@ What DeepSpeed's config JSON carries (read in the DeepSpeed 0.19.6 source, under
                       (``sequence_parallel/ulysses_sp.py``)
   pp                  ``pipeline`` (the model must be a ``PipelineModule`` with pp stages)
 
-What it cannot carry is refused with ``EmitError`` naming each reason; the axes, schedules,
-CP algorithms and stage splits come from DeepSpeed's profile (``planner.frameworks``), the
+What it cannot carry is refused with ``EmitError`` naming each reason; the layout's
+refusals are DeepSpeed's profile and rules (``planner.frameworks.refusals``), the
 declaration the search reads: tensor and expert parallelism (model-code libraries),
 Megatron's distributed optimizer, interleaved pipeline stages, pipeline with ZeRO-2/3,
 ring-attention context parallelism, fp8, and uneven pipeline stages. Megatron-only
@@ -48,6 +48,7 @@ from planner.emit.base import (
     autopar_version,
     checked_plan,
     prediction_comment_lines,
+    profile_refusals,
     register,
 )
 from planner.frameworks import get_profile
@@ -79,107 +80,24 @@ DOCUMENT_MASKING = (
 )
 
 PROFILE = get_profile("deepspeed")
-_TP_REASON = (
-    "DeepSpeed's config has no tensor parallelism; it needs Megatron-DeepSpeed or another "
-    "model-parallel library: plan with --framework deepspeed, or emit megatron"
-)
 
 
 def _refusals(plan: EmitInput) -> list[str]:
-    """Every reason the layout cannot be written as a DeepSpeed config (empty: it can)."""
-    layout, problems = plan.layout, []
-    if plan.precision == "fp8":
-        problems.append(
-            "precision fp8: DeepSpeed config has no fp8 training switch — use Transformer "
-            "Engine/Megatron"
-        )
-    if layout.tp > 1 and not PROFILE.runs("tp"):
-        problems.append(f"tp = {layout.tp}: {_TP_REASON}")
-    if layout.ep > 1 and not PROFILE.runs("ep"):
-        problems.append(
-            f"ep = {layout.ep}: expert parallelism is set in the model code "
-            "(deepspeed.moe.layer.MoE(ep_size=...)), not in the ZeRO config; emit megatron"
-        )
-    if layout.distributed_optimizer:
-        problems.append(
-            "distributed_optimizer is Megatron-only: use zero_stage 1 for the same "
-            "optimizer-state sharding in DeepSpeed"
-        )
-    if layout.interleaved and not PROFILE.interleaved:
-        problems.append(
-            f"vpp = {layout.vpp}: DeepSpeed's pipeline engine has no interleaved (virtual) "
-            "stages; plan without vpp or emit megatron"
-        )
-    if layout.pp > 1:
-        problems.extend(_pipeline_refusals(plan))
-    if layout.cp > 1:
-        problems.extend(_ulysses_refusals(plan))
-    if layout.offload_optimizer_fraction > 0 and layout.zero_stage == 0:
-        problems.append(
-            "offload_optimizer needs ZeRO stage 1, 2 or 3 (DeepSpeed offloads the optimizer states "
-            "ZeRO partitions); zero_stage is 0"
-        )
-    if 0 < layout.offload_optimizer_fraction < 1 and layout.zero_stage != 3:
-        problems.append(
-            f"offload_optimizer_fraction {layout.offload_optimizer_fraction:g}: partial "
-            f"offload (ratio < 1) is only supported with ZeRO stage 3, not "
-            f"{layout.zero_stage} (deepspeed/runtime/zero/config.py offload_ratio_check)"
-        )
+    """Every reason the plan cannot be written as a DeepSpeed config (empty: it can): the
+    layout's, said once for the search and the emitters (``planner.frameworks.refusals``),
+    and the launcher's."""
+    return profile_refusals(PROFILE, plan) + _activation_refusals(plan) + _size_refusals(plan)
+
+
+def _activation_refusals(plan: EmitInput) -> list[str]:
+    """What ``autopar memplan --budget-gib`` chose that DeepSpeed cannot write."""
     memory = plan.activation_memory
     if memory is not None and (memory.offload_layers or memory.every_nth_layer is not None):
-        problems.append(
+        return [
             "activation offload or every k-th layer recomputed: DeepSpeed checkpoints every "
             "layer or none (its cpu_checkpointing moves only the checkpointed layer inputs)"
-        )
-    problems.extend(_size_refusals(plan))
-    return problems
-
-
-def _pipeline_refusals(plan: EmitInput) -> list[str]:
-    layout, problems = plan.layout, []
-    if layout.zero_stage >= 2:
-        problems.append(
-            f"pp = {layout.pp} with zero_stage {layout.zero_stage}: DeepSpeed's pipeline "
-            "engine asserts ZeRO stage < 2 (ZeRO-2 and ZeRO-3 are incompatible with pipeline "
-            "parallelism); use zero_stage 0 or 1, or pp = 1"
-        )
-    if (layout.first_stage_layers or layout.last_stage_layers) and PROFILE.uneven_stages == "none":
-        problems.append(
-            "first_stage_layers/last_stage_layers: DeepSpeed's PipelineModule partitions "
-            "layers uniformly, by parameters or by type; an explicit per-stage layer count "
-            "cannot be expressed"
-        )
-    if layout.recompute == "full" and layout.recompute_method == "block":
-        problems.append(
-            "recompute_method block with pp > 1: DeepSpeed's pipeline checkpoints every "
-            "activation_checkpoint_interval layers, never only the first N of a stage"
-        )
-    if layout.cp > 1:
-        problems.append(
-            f"cp = {layout.cp} with pp = {layout.pp}: DeepSpeed's pipeline topology has "
-            "pipe and data axes only; Ulysses sequence parallelism cannot join it"
-        )
-    return problems
-
-
-def _ulysses_refusals(plan: EmitInput) -> list[str]:
-    """Ulysses (``sequence_parallel/ulysses_sp.py``): heads and KV heads split over cp ranks."""
-    layout, model = plan.layout, plan.model
-    cp, heads, kv = layout.cp, model.num_attention_heads, model.kv_heads
-    if layout.cp_comm_type not in PROFILE.cp_algorithms:
-        return [
-            f"cp = {cp} with cp_comm_type {layout.cp_comm_type}: DeepSpeed's only context "
-            "parallelism is Ulysses (all-to-all, cp_comm_type a2a); ring attention needs "
-            "Megatron or torchtitan"
         ]
-    problems = []
-    if heads % cp != 0:
-        problems.append(f"Ulysses: attention heads ({heads}) must be divisible by cp ({cp})")
-    if kv % cp != 0 and cp % kv != 0:
-        problems.append(f"Ulysses: KV heads ({kv}) and cp ({cp}) must divide one another")
-    if plan.seq_len % cp != 0:
-        problems.append(f"Ulysses: seq_len ({plan.seq_len}) must be divisible by cp ({cp})")
-    return problems
+    return []
 
 
 def _size_refusals(plan: EmitInput) -> list[str]:

@@ -11,6 +11,13 @@ it has no emitter, and the search gives it every axis.
 from __future__ import annotations
 
 from planner.frameworks.profile import FrameworkProfile, register
+from planner.frameworks.refusals import (
+    TORCHTITAN_CURRENT_RELEASE,
+    TORCHTITAN_TOML_RELEASE,
+    deepspeed_rules,
+    megatron_rules,
+    torchtitan_rules,
+)
 
 MEGATRON = register(
     FrameworkProfile(
@@ -26,7 +33,7 @@ MEGATRON = register(
         # --cp-comm-type; a2a+p2p also needs --hierarchical-context-parallel-sizes, which a
         # plan does not choose
         cp_algorithms=("p2p", "all_gather", "a2a"),
-        cp_algorithms_searched=("p2p", "a2a"),
+        cp_algorithms_searched=("p2p", "all_gather", "a2a"),
         sharding_stages=frozenset({0, 1}),  # the distributed optimizer is its ZeRO-1
         overlaps=frozenset({"tp_comm", "grad_reduce", "param_gather"}),
         offload="distributed-optimizer",
@@ -37,6 +44,10 @@ MEGATRON = register(
             "overlap_grad_reduce": True,
             "overlap_param_gather": True,
         },
+        refusal_words={
+            "sharding": "Megatron-LM has no ZeRO-2/3: use --framework deepspeed or torchtitan",
+        },
+        layout_rules=megatron_rules,
     )
 )
 
@@ -60,6 +71,19 @@ DEEPSPEED = register(
         offload="zero",
         recompute_methods=("uniform",),  # activation_checkpoint_interval: every N layers
         sharding={"zero_stage": 1, "overlap_grad_reduce": True},
+        refusal_words={
+            "tp": "DeepSpeed's config has no tensor parallelism; it needs Megatron-DeepSpeed or "
+            "another model-parallel library: plan with --framework deepspeed, or emit megatron",
+            "ep": "expert parallelism is set in the model code "
+            "(deepspeed.moe.layer.MoE(ep_size=...)), not in the ZeRO config; emit megatron",
+            "vpp": "DeepSpeed's pipeline engine has no interleaved (virtual) stages; plan "
+            "without vpp or emit megatron",
+            "uneven": "DeepSpeed's PipelineModule partitions layers uniformly, by parameters "
+            "or by type; an explicit per-stage layer count cannot be expressed",
+            "cp_comm_type": "DeepSpeed's only context parallelism is Ulysses (all-to-all, "
+            "cp_comm_type a2a); ring attention needs Megatron or torchtitan",
+        },
+        layout_rules=deepspeed_rules,
     )
 )
 
@@ -79,9 +103,13 @@ TORCHTITAN = register(
         cp_algorithms_by_version={
             # 0.2.2: context_parallel_rotate_method alltoall (the ring) or allgather;
             # 0.3.0 context parallelism all-gathers K/V only
-            "0.2.2": ("p2p", "all_gather"),
-            "0.3.0": ("all_gather",),
+            TORCHTITAN_TOML_RELEASE: ("p2p", "all_gather"),
+            TORCHTITAN_CURRENT_RELEASE: ("all_gather",),
         },
+        # the emitters: a 0.3.0 recipe (current, the default) or a 0.2.x TOML job file
+        versions={"current": TORCHTITAN_CURRENT_RELEASE, "0.2": TORCHTITAN_TOML_RELEASE},
+        # 0.3.0 ParallelDims: expert parallelism with etp 1 only; 0.2.2: etp 1 or tp
+        expert_tp_under_ep={TORCHTITAN_CURRENT_RELEASE: False, TORCHTITAN_TOML_RELEASE: True},
         sharding_stages=frozenset({0, 3}),  # DDP (replicate) or FSDP2 (fully_shard)
         overlaps=frozenset({"tp_comm"}),  # async TP; FSDP2 always prefetches
         offload="none",  # enable_cpu_offload moves every state, never the optimizer alone
@@ -89,8 +117,17 @@ TORCHTITAN = register(
         sharding={"zero_stage": 3},
         # torchtitan shards with FSDP2 (fully_shard) over the data-parallel ranks by default
         layout_defaults={"zero_stage": 3},
-        # the CP algorithm is not refined: which one runs depends on the version emitted
-        refined_knobs=frozenset({"mbs", "vpp", "stage_split", "recompute", "tp_comm_overlap"}),
+        refined_knobs=frozenset({"mbs", "vpp", "stage_split", "recompute"}),
+        refusal_words={
+            "sharding": "ZeRO-{stage} (or Megatron's distributed optimizer) has no torchtitan "
+            "setting: it shards everything with FSDP or nothing; use FSDP (zero 3), or zero 0 "
+            "for DDP",
+            "offload": "torchtitan offloads parameters, gradients and optimizer states "
+            "together (training.enable_cpu_offload), never the optimizer alone or a fraction",
+            "cp_comm_type": "torchtitan's context parallelism exchanges K/V (ring or "
+            "all-gather); it has no Ulysses all-to-all: use p2p or all_gather",
+        },
+        layout_rules=torchtitan_rules,
     )
 )
 
@@ -113,6 +150,6 @@ PYTORCH = register(
         recompute_methods=(),
         sharding={"zero_stage": 0},
         # the measuring script runs neither virtual nor uneven pipeline stages
-        refined_knobs=frozenset({"mbs", "recompute", "overlap_grad_reduce"}),
+        refined_knobs=frozenset({"mbs", "recompute"}),
     )
 )

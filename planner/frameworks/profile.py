@@ -10,8 +10,14 @@ A profile is the single declaration the rest of the planner reads about a framew
                (``planner.predict``, ``planner.cost``)
   refinement   the knobs the Optuna space tunes (``planner.refine.space``): those in
                ``refined_knobs`` that its capabilities allow
-  emitters     the generic refusals of ``planner.emit`` (an axis, schedule, CP algorithm,
-               sharding stage, uneven split or offload it cannot run)
+  refusals     what its launch files cannot express for a layout
+               (``planner.frameworks.refusals``): the generic refusals (an axis, schedule,
+               CP algorithm, sharding stage, uneven split or offload it cannot run) and the
+               framework's own ``layout_rules``; the search drops a candidate they refuse
+               and the emitters refuse a plan with the same words, so a plan the search
+               returns for a framework is one its emitter writes
+  versions     the releases its emitter targets (default first) where they differ: the CP
+               algorithms each runs, whether expert parallelism keeps expert TP
 
 Profiles are registered by name like emitters (``planner.emit.base``): registering a name
 twice raises, and an unknown name lists the known ones. Glossary of the axes in
@@ -20,12 +26,18 @@ twice raises, and an unknown name lists the known ones. Glossary of the axes in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from planner.errors import SpecError
 from planner.specs.layout import CpCommType
+
+if TYPE_CHECKING:
+    from planner.frameworks.refusals import LayoutQuery
+
+LayoutRules = Callable[["FrameworkProfile", "LayoutQuery"], list[str]]
+"""A framework's own refusals of one layout (``planner.frameworks.refusals``)."""
 
 Axis = Literal["tp", "cp", "pp", "ep", "sequence_parallel"]
 Schedule = Literal["1f1b", "interleaved-1f1b"]
@@ -47,20 +59,17 @@ buffers (counted with the gathered weights); PyTorch DDP's bucket copy of the gr
 OptimizerImpl = Literal["fused", "foreach", "per_tensor"]
 REFINABLE = frozenset(
     {
-        "cp_comm_type",
         "mbs",
         "vpp",
         "stage_split",
         "recompute",
         "recompute_method",
         "recompute_num_layers",
-        "tp_comm_overlap",
-        "overlap_grad_reduce",
-        "overlap_param_gather",
         "offload_optimizer_fraction",
     }
 )
-"""Every knob the refinement space knows (``planner.refine.space``)."""
+"""Every knob the refinement space knows (``planner.refine.space``); the CP algorithm and
+the overlaps are the exact search's (``planner.search.candidates``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class FrameworkProfile:
     cp_algorithms: tuple[CpCommType, ...]
     """The context-parallel algorithms it runs at its target version, its default first."""
     cp_algorithms_searched: tuple[CpCommType, ...]
-    """The subset the solver's search tabulates (the refinement tries all of them)."""
+    """The subset the solver's search tabulates where no release says otherwise."""
     sharding_stages: frozenset[int]
     """ZeRO stages it runs (Megatron's distributed optimizer counts as stage 1)."""
     overlaps: frozenset[Overlap]
@@ -97,7 +106,20 @@ class FrameworkProfile:
     refined_knobs: frozenset[str] = REFINABLE
     """Knobs the refinement tunes, further limited by the capabilities above."""
     cp_algorithms_by_version: Mapping[str, tuple[CpCommType, ...]] = field(default_factory=dict)
-    """Where versions differ: version -> the CP algorithms that version runs."""
+    """Where versions differ: version -> the CP algorithms that version runs (all of them
+    searched: the cost model prices each)."""
+    versions: Mapping[str, str] = field(default_factory=dict)
+    """Version names a user may give (``--torchtitan-version``) -> the release; the first
+    is the default. Empty: one version, the one in ``description``."""
+    expert_tp_under_ep: Mapping[str, bool] = field(default_factory=dict)
+    """Release -> whether it shards experts over the TP ranks when ep > 1 (etp = tp);
+    where it does not, the search sets etp 1 (missing: it does)."""
+    refusal_words: Mapping[str, str] = field(default_factory=dict)
+    """Why it cannot run a declared capability, in the words its refusal shows (keys: an
+    axis, ``vpp``, ``uneven``, ``cp_comm_type``, ``sharding``, ``offload``; ``{stage}``
+    stands for the ZeRO stage); missing: generic words."""
+    layout_rules: LayoutRules | None = None
+    """The framework's own refusals beyond the generic ones (``planner.frameworks.refusals``)."""
 
     def __post_init__(self) -> None:
         if not self.cp_algorithms_searched or not set(self.cp_algorithms_searched) <= set(
@@ -110,6 +132,40 @@ class FrameworkProfile:
 
     def runs(self, axis: Axis) -> bool:
         return axis in self.axes
+
+    def release(self, version: str | None) -> str | None:
+        """The release ``version`` names (None: the default one; None without versions);
+        an unknown name lists the known ones."""
+        if not self.versions:
+            if version is not None:
+                raise SpecError(f"version: {self.name} has no versions to choose from")
+            return None
+        if version is None:
+            return next(iter(self.versions.values()))
+        if version in self.versions.values():
+            return version
+        if version not in self.versions:
+            known = ", ".join(self.versions)
+            raise SpecError(f"version: unknown {self.name} version '{version}'; known: {known}")
+        return self.versions[version]
+
+    def cp_algorithms_at(self, release: str | None) -> tuple[CpCommType, ...]:
+        """The CP algorithms ``release`` runs (None: any release's, ``cp_algorithms``)."""
+        if release is None:
+            return self.cp_algorithms
+        return self.cp_algorithms_by_version.get(release, self.cp_algorithms)
+
+    def searched_cp_algorithms(self, release: str | None) -> tuple[CpCommType, ...]:
+        """The CP algorithms the search tabulates for ``release``."""
+        if release is not None and release in self.cp_algorithms_by_version:
+            return self.cp_algorithms_by_version[release]
+        return self.cp_algorithms_searched
+
+    def runs_expert_tp_under_ep(self, release: str | None) -> bool:
+        """Whether ``release`` shards experts over TP when ep > 1 (None: some release does)."""
+        if release is None:
+            return not self.expert_tp_under_ep or any(self.expert_tp_under_ep.values())
+        return self.expert_tp_under_ep.get(release, True)
 
     @property
     def interleaved(self) -> bool:

@@ -12,7 +12,9 @@ disappears from the result:
               the sampler (TPE and NSGA-II read constraints) and the result that it does not
               count; excess = peak + headroom - capacity, in GiB
   illegal     a framework rule is broken (``ParallelConfig`` validation or
-              ``layout_violations``: e.g. the interleaved schedule's micro-batch count):
+              ``layout_violations``: e.g. the interleaved schedule's micro-batch count), or
+              the framework's launch files cannot express the layout at the release planned
+              for (``planner.frameworks.refusals``, as in the search and the emitters):
               nothing to predict, so the trial is pruned (state PRUNED) with the rules named
 
 Estimates are cached per layout within a process: the sampler often proposes a layout
@@ -32,6 +34,8 @@ import optuna
 from pydantic import ValidationError
 
 from planner.errors import SpecError
+from planner.frameworks import get_profile
+from planner.frameworks.refusals import LayoutQuery, layout_refusals
 from planner.predict import Estimate, estimate
 from planner.refine.problem import RefineProblem
 from planner.refine.space import Choice, Space
@@ -51,6 +55,20 @@ class Outcome:
     excess_gib: float | None
 
 
+def framework_refusals(problem: RefineProblem, config: ParallelConfig) -> str:
+    """What the framework's launch files cannot express of ``config`` (empty: nothing),
+    the refusals the search and the emitters apply (``planner.frameworks.refusals``)."""
+    profile = get_profile(problem.framework)
+    query = LayoutQuery(
+        model=problem.model,
+        layout=config,
+        seq_len=problem.workload.seq_len,
+        precision=problem.workload.precision,
+        release=profile.release(problem.framework_version),
+    )
+    return "; ".join(layout_refusals(profile, query))
+
+
 def evaluate(problem: RefineProblem, layout: dict[str, Any]) -> Outcome:
     """Check ``layout`` (ParallelConfig fields) and predict it; see the module docstring."""
     try:
@@ -58,6 +76,9 @@ def evaluate(problem: RefineProblem, layout: dict[str, Any]) -> Outcome:
     except ValidationError as error:
         rules = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
         return Outcome("illegal", rules, None, None)
+    refused = framework_refusals(problem, config)
+    if refused:
+        return Outcome("illegal", refused, None, None)
     try:
         result = estimate(
             model=problem.model,

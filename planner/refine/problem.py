@@ -73,6 +73,9 @@ class RefineProblem(BaseModel):
     cluster: ClusterSpec
     workload: WorkloadSpec
     framework: Framework = "megatron"
+    framework_version: str | None = None
+    """The framework release the plans are for (``FrameworkProfile.versions``; None: the
+    default): trials the release cannot run are illegal."""
     headroom_gib: float = Field(default=0.0, ge=0.0)
     """GiB each GPU must keep free for a trial to count as fitting (as ``plan``'s option)."""
     objectives: tuple[Objective, ...] = ("throughput",)
@@ -102,7 +105,10 @@ class RefineProblem(BaseModel):
                 f"attributes missing: {', '.join(missing)})"
             )
         try:
-            return cls(**{key: attrs[key] for key in USER_ATTRS[:-2]})
+            return cls(
+                **{key: attrs[key] for key in USER_ATTRS[:-2]},
+                framework_version=attrs.get("framework_version"),
+            )
         except ValidationError as error:
             raise SpecError(
                 f"--study: study '{study}' holds a problem this autopar cannot read "
@@ -116,7 +122,10 @@ class RefineProblem(BaseModel):
     def fingerprint(self) -> str:
         """SHA-256 of the problem's canonical JSON (specs, framework, headroom, objectives,
         seeds): equal problems, equal fingerprints."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # without a version, the JSON (and the fingerprint) of studies stored before it
+        unset = {"framework_version"} if self.framework_version is None else None
+        data = self.model_dump(mode="json", exclude=unset)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property

@@ -6,25 +6,21 @@ sampler may share what it learns between trials of the same shape):
 
   base                     which solver plan's degrees and sharding to keep (tp, cp, pp,
                            dp, ep, etp, ZeRO stage / distributed optimizer, sequence
-                           parallel); plans that share them are one base
+                           parallel, CP algorithm, overlaps); plans that share them are
+                           one base
   mbs.dp{D}                micro-batch size: divisors of global batch / D up to
                            max(8, 4 x the largest seed micro-batch) (the solver: powers of
                            two up to 8)
   vpp.pp{P}                virtual stages per pipeline rank, 1 = plain 1F1B (the solver:
-                           none, 2, 4): every v with at least one legal stage split
+                           none, 2, 3, 4): every v with at least one legal stage split
   split.pp{P}.vpp{V}       layers of the first and last pipeline stages, "F-L", or "even":
                            F and L within [per / 2, 3 per / 2] (per = layers / P), multiples
                            of V, the middle stages sharing the rest evenly in multiples of V
                            (the solver: even, or its one balanced uneven split)
-  cp_comm_type             p2p | all_gather | a2a, where cp > 1 (Megatron only; the
-                           solver: p2p or a2a)
   recompute                none | selective | full
-  recompute_method         uniform | block (full only; the solver: uniform)
+  recompute_method         uniform | block (full only; the solver: uniform, and block
+                           from its stage-partition model for Megatron's leading pipelines)
   recompute_num_layers     1 .. layers per virtual stage (full only; the solver: 1)
-  tp_comm_overlap          off | on, where tp > 1 with sequence parallelism (the solver: off)
-  overlap_grad_reduce      off | on, where the DP x CP group has more than one rank and
-                           the states are not fully sharded
-  overlap_param_gather     off | on, with a sharded optimizer and overlap_grad_reduce
   offload_optimizer_fraction.{any,whole}
                            share of the optimizer step on the host: 0, 1/4, 1/2, 3/4, 1
                            (Megatron with the distributed optimizer; DeepSpeed ZeRO-3),
@@ -35,13 +31,16 @@ A parameter is suggested only where it applies (define-by-run), and only where t
 framework can run it: :func:`framework_knobs` reads the framework's profile
 (``planner.frameworks``), the same declaration the search and ``planner.emit`` read:
 DeepSpeed has no interleaved or uneven pipeline stages and checkpoints every N layers;
-torchtitan checkpoints each block (no recompute groups or first-N), has async TP but no
-overlap switches (FSDP2 always prefetches), and splits unevenly only without vpp and with
-the end stages no larger than the middle ones; plain PyTorch DDP has only the gradient
-overlap. Knobs not listed keep the base plan's value.
+torchtitan checkpoints each block (no recompute groups or first-N) and splits unevenly
+only without vpp and with the end stages no larger than the middle ones. A trial the
+framework's launch files cannot express is illegal (``planner.refine.objective``). Knobs
+not listed keep the base plan's value.
 
-Not refined, and why (``NOT_REFINED``): knobs the cost model does not price, where a
-search would only echo the model's blind spot.
+Not refined, and why (``NOT_REFINED``): knobs the exact search already settles over their
+whole domain, where trials could only repeat it, and knobs the cost model does not price,
+where a search would only echo the model's blind spot. The refinement covers what the
+exact search does not enumerate: micro-batch sizes that are not powers of two, deeper
+virtual pipelines, every stage split, recompute groups and blocks, optimizer offload.
 """
 
 from __future__ import annotations
@@ -55,6 +54,14 @@ from planner.frameworks import FrameworkProfile, get_profile
 from planner.refine.problem import RefineProblem
 
 NOT_REFINED: dict[str, str] = {
+    "cp_comm_type": (
+        "the exact search tabulates every CP algorithm the framework runs at the release "
+        "planned for (planner.search.candidates)"
+    ),
+    "tp_comm_overlap, overlap_grad_reduce, overlap_param_gather": (
+        "set on by the exact search wherever the framework runs them: each is never slower "
+        "in the cost model and holds no memory of its own (planner.search.candidates)"
+    ),
     "gradient bucket size": (
         "not a ParallelConfig field and not in the cost model (an overlapped gradient "
         "reduce is exposed as one layer's worth)"
@@ -65,16 +72,12 @@ NOT_REFINED: dict[str, str] = {
 }
 
 KNOBS = (
-    "cp_comm_type",
     "mbs",
     "vpp",
     "stage_split",
     "recompute",
     "recompute_method",
     "recompute_num_layers",
-    "tp_comm_overlap",
-    "overlap_grad_reduce",
-    "overlap_param_gather",
     "offload_optimizer_fraction",
 )
 
@@ -82,23 +85,18 @@ KNOBS = (
 def framework_knobs(profile: FrameworkProfile) -> frozenset[str]:
     """The knobs refined under ``profile``: its ``refined_knobs`` that its capabilities allow."""
     allowed = {
-        "cp_comm_type": profile.runs("cp") and len(profile.cp_algorithms) > 1,
         "mbs": True,
         "vpp": profile.runs("pp") and profile.interleaved,
         "stage_split": profile.runs("pp") and profile.uneven_stages != "none",
         "recompute": True,
         "recompute_method": len(profile.recompute_methods) > 1,
         "recompute_num_layers": bool(profile.recompute_methods),
-        "tp_comm_overlap": profile.runs("tp") and "tp_comm" in profile.overlaps,
-        "overlap_grad_reduce": "grad_reduce" in profile.overlaps,
-        "overlap_param_gather": "param_gather" in profile.overlaps,
         "offload_optimizer_fraction": profile.offload != "none",
     }
     return frozenset(knob for knob in KNOBS if knob in profile.refined_knobs and allowed[knob])
 
 
 SEARCHED_FIELDS = (
-    "cp_comm_type",
     "mbs",
     "vpp",
     "first_stage_layers",
@@ -106,9 +104,6 @@ SEARCHED_FIELDS = (
     "recompute",
     "recompute_method",
     "recompute_num_layers",
-    "tp_comm_overlap",
-    "overlap_grad_reduce",
-    "overlap_param_gather",
     "offload_optimizer_fraction",
 )
 """``ParallelConfig`` fields a trial may set; every other field comes from its base."""
@@ -165,12 +160,7 @@ class Space:
         layout = dict(self.bases[base])
         fields: dict[str, Any] = {}
         knobs, layers = self.knobs, self.problem.model.num_layers
-        pp, tp, dp, cp = layout["pp"], layout["tp"], layout["dp"], layout["cp"]
-        if "cp_comm_type" in knobs and cp > 1:
-            fields["cp_comm_type"] = pick(
-                Choice("cp_comm_type", self.profile.cp_algorithms),
-                layout.get("cp_comm_type", "p2p"),
-            )
+        pp, dp = layout["pp"], layout["dp"]
         if "mbs" in knobs:
             fields["mbs"] = pick(Choice(f"mbs.dp{dp}", self._mbs[dp]), layout["mbs"])
         vpp = layout["vpp"] or 1
@@ -203,22 +193,6 @@ class Space:
                         Choice("recompute_num_layers", low=1, high=max(1, per_chunk)),
                         layout["recompute_num_layers"] or 1,
                     )
-        if "tp_comm_overlap" in knobs and tp > 1 and layout["sequence_parallel"]:
-            fields["tp_comm_overlap"] = pick(
-                Choice("tp_comm_overlap", (False, True)), layout["tp_comm_overlap"]
-            )
-        sharded_states = layout["zero_stage"] >= 3 or self.profile.fully_shards_states
-        if "overlap_grad_reduce" in knobs and dp * cp > 1 and not sharded_states:
-            overlap = pick(
-                Choice("overlap_grad_reduce", (False, True)), layout["overlap_grad_reduce"]
-            )
-            fields["overlap_grad_reduce"] = overlap
-            shards = layout["distributed_optimizer"] or layout["zero_stage"] >= 1
-            fields["overlap_param_gather"] = False
-            if "overlap_param_gather" in knobs and overlap and shards:
-                fields["overlap_param_gather"] = pick(
-                    Choice("overlap_param_gather", (False, True)), layout["overlap_param_gather"]
-                )
         offload = self._offload_choices(layout)
         if offload:
             name = "offload_optimizer_fraction." + ("any" if len(offload) > 2 else "whole")

@@ -8,10 +8,12 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
   cp         powers of two up to 8, and beyond for long sequences while every CP rank keeps
              at least 8,192 tokens (Llama 3 405B's 128K-token stage ran CP 16, 16 x 8K:
              Dubey et al. 2024, arXiv:2407.21783, Table 4)
-  cp_comm    the CP algorithms the framework's profile lists as searched
-             (``planner.frameworks``): Megatron-LM p2p (ring) or a2a (Ulysses head scatter;
-             ``--cp-comm-type``); DeepSpeed's sequence parallelism is Ulysses (a2a);
-             torchtitan's context parallelism is a ring (p2p)
+  cp_comm    the CP algorithms the framework's profile searches at the release planned for
+             (``FrameworkProfile.searched_cp_algorithms``): Megatron-LM p2p (ring),
+             all_gather or a2a (Ulysses head scatter; ``--cp-comm-type``); DeepSpeed's
+             sequence parallelism is Ulysses (a2a); torchtitan 0.3.0 all-gathers K/V,
+             0.2.2 also runs the ring (p2p). a2a+p2p is not searched: Megatron-LM needs
+             ``--hierarchical-context-parallel-sizes`` with it, which a layout does not hold
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
@@ -29,10 +31,39 @@ vpp is searched only where the profile runs the interleaved schedule, and uneven
 splits only where it runs them.
 
 Derived, not searched: ``sequence_parallel = tp > 1`` (where the profile runs it); the
-optimizer sharding of the profile (megatron: distributed optimizer with overlapped
-gradient reduce and parameter gather; deepspeed: ZeRO-1 with overlapped reduce;
-torchtitan: FSDP2, i.e. ZeRO-3; pytorch: plain DDP). Refusals of ``planner.emit`` beyond
-the profile's declarations (e.g. DeepSpeed's pipeline with Ulysses) are not checked.
+optimizer sharding of the profile (megatron: distributed optimizer; deepspeed: ZeRO-1;
+torchtitan: FSDP2, i.e. ZeRO-3; pytorch: plain DDP); ``etp = 1`` with ep > 1 where the
+release shards no experts over TP under expert parallelism (torchtitan 0.3.0).
+
+Set by rule, not searched, because each dominates in the cost model (never slower, no
+memory of its own in ``planner.cost``), so enumerating "off" would only double the space
+with layouts that cannot win; each only where the profile lists the overlap
+(``FrameworkProfile.overlaps``):
+
+  tp_comm_overlap       on wherever sequence parallelism is (it requires it): the TP
+                        collectives of a layer hide behind its GEMMs (``planner.cost.time``
+                        (1): exposed = max(0, collective - GEMM time)). Megatron-LM
+                        ``--tp-comm-overlap``, torchtitan async TP. Searching it off instead
+                        charged every TP layout its whole TP traffic and leant the search
+                        toward low TP and high CP.
+  overlap_grad_reduce   on: the reduce hides behind the backward (cost (3): at most the
+                        reduce, at least one layer's share)
+  overlap_param_gather  on with a sharded optimizer: the gather hides behind the next
+                        forward (one layer's share exposed)
+
+Beyond the balanced split and uniform recomputation: the uneven end stages and the
+per-stage recompute blocks of Megatron-LM are chosen for the leading pipelines by the
+stage-partition solver (``planner.search.partition``) and costed exactly like these
+candidates; the refinement (``planner.refine``) samples what neither enumerates
+(micro-batch sizes other than powers of two, deeper virtual pipelines, other splits,
+recompute groups, optimizer offload).
+
+Every candidate that passes the layout rules is also checked against what the
+framework's launch files can express at the release planned for
+(``planner.frameworks.refusals.layout_refusals``, the refusals the emitters apply, e.g.
+DeepSpeed's pipeline without Ulysses, torchtitan's uneven-stage and expert-TP limits);
+a refused one is dropped and counted under ``Rule.FRAMEWORK_CANNOT_EXPRESS``, so every plan
+returned for a framework is one its emitter writes.
 
 ``fixed`` pins any ``ParallelConfig`` field (a searched knob is restricted to that value,
 any other field is set on every candidate); ``maxima`` bounds any integer knob. Every
@@ -54,6 +85,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from planner.errors import SpecError
 from planner.frameworks import FrameworkProfile, get_profile
+from planner.frameworks.refusals import LayoutQuery, layout_refusals
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations
 from planner.specs.model import ModelSpec
@@ -136,11 +168,12 @@ def _domains(
     *,
     max_mbs: int,
     profile: FrameworkProfile,
+    release: str | None,
 ) -> dict[str, tuple[list[Any], str]]:
     """Each searched knob's domain before pinning, with the reason a value may be missing."""
     world, per_node = cluster.num_gpus, cluster.gpus_per_node
     cp_bound = max_cp(workload.seq_len)
-    searched = profile.cp_algorithms_searched
+    searched = profile.searched_cp_algorithms(release)
     domains: dict[str, tuple[list[Any], str]] = {
         "tp": (
             [d for d in divisors(per_node) if world % d == 0],
@@ -153,7 +186,8 @@ def _domains(
         ),
         "cp_comm_type": (
             list(searched if CP_COMM_PRICED else searched[:1]),
-            f"cp_comm_type is one of {searched} under {profile.name}",
+            f"cp_comm_type is one of {searched} under {profile.name}"
+            + (f" {release}" if release else ""),
         ),
         "pp": (
             [d for d in divisors(world) if d <= min(MAX_PP, model.num_layers)],
@@ -209,12 +243,16 @@ def enumerate_space(
     maxima: dict[str, int] | None = None,
     max_mbs: int = 8,
     deadline: float | None = None,
+    framework_version: str | None = None,
 ) -> Enumeration:
     """The legal candidates, with the per-rule drop counts (see the module docstring).
 
+    ``framework_version`` names the release the plan is for (``FrameworkProfile.versions``,
+    e.g. torchtitan ``current`` or ``0.2``; None: the profile's default).
     Past ``deadline`` (a ``time.perf_counter`` value) the enumeration stops, keeping the
     candidates found so far, and ``complete`` is False."""
     profile = get_profile(framework)
+    release = profile.release(framework_version)
     fixed = coerce_knobs(dict(fixed or {}), option="fixed")
     maxima = dict(maxima or {})
     for knob, bound in maxima.items():
@@ -228,11 +266,19 @@ def enumerate_space(
     mbs_bound = min(max_mbs, maxima.get("mbs", max_mbs))
     if "mbs" in fixed:
         mbs_bound = max(mbs_bound, fixed["mbs"])
-    domains = _domains(model, cluster, workload, max_mbs=mbs_bound, profile=profile)
+    domains = _domains(
+        model, cluster, workload, max_mbs=mbs_bound, profile=profile, release=release
+    )
     domain = _restrict(domains, fixed, maxima)
     extra = {k: v for k, v in fixed.items() if k not in SEARCHED}
     world = cluster.num_gpus
     result = Enumeration(layouts=[], considered=0)
+    ruled = {
+        "overlap_grad_reduce": "grad_reduce" in profile.overlaps,
+        "overlap_param_gather": "param_gather" in profile.overlaps,
+    }
+    overlaps_tp = "tp_comm" in profile.overlaps
+    expert_tp = profile.runs_expert_tp_under_ep(release)
     for tp, cp, pp in itertools.product(domain["tp"], domain["cp"], domain["pp"]):
         if world % (tp * cp * pp) != 0:
             continue
@@ -264,21 +310,27 @@ def enumerate_space(
                 "ep": ep,
                 "vpp": vpp,
                 "mbs": mbs,
-                "sequence_parallel": tp > 1 and profile.runs("sequence_parallel"),
                 "recompute": recompute,
                 "cp_comm_type": comm,
                 **split,
+                **ruled,
                 **profile.sharding,
             }
+            if tp > 1 and profile.runs("sequence_parallel"):
+                fields.update(sequence_parallel=True, tp_comm_overlap=overlaps_tp)
+            if ep > 1 and tp > 1 and not expert_tp:
+                fields["etp"] = 1
             if recompute == "full":
                 fields.update(recompute_method="uniform", recompute_num_layers=1)
             fields.update(extra)
+            _follow_pins(fields, extra)
             if maxima and any(
                 isinstance(fields.get(k), int) and fields[k] > bound for k, bound in maxima.items()
             ):
                 continue
             result.considered += 1
-            _check(result, fields, model=model, cluster=cluster, workload=workload)
+            _check(result, fields, model=model, cluster=cluster, workload=workload,
+                   profile=profile, release=release)  # fmt: skip
             if (
                 deadline is not None
                 and result.considered % DEADLINE_CHECK_EVERY == 0
@@ -311,6 +363,8 @@ def _check(
     model: ModelSpec,
     cluster: ClusterSpec,
     workload: WorkloadSpec,
+    profile: FrameworkProfile,
+    release: str | None,
 ) -> None:
     problems: list[LayoutViolation]
     try:
@@ -320,11 +374,33 @@ def _check(
     else:
         problems = layout_violations(model=model, cluster=cluster, workload=workload, layout=layout)
         if not problems:
-            result.layouts.append(layout)
-            return
+            query = LayoutQuery(
+                model=model, layout=layout, seq_len=workload.seq_len,
+                precision=workload.precision, release=release,
+            )  # fmt: skip
+            refusals = layout_refusals(profile, query)
+            if not refusals:
+                result.layouts.append(layout)
+                return
+            at = f" {release}" if release else ""
+            problems = [
+                LayoutViolation(
+                    Rule.FRAMEWORK_CANNOT_EXPRESS, f"{profile.name}{at}: " + "; ".join(refusals)
+                )
+            ]
     for problem in problems:
         result.dropped[problem.rule] += 1
         result.examples.setdefault(problem.rule, problem.message)
+
+
+def _follow_pins(fields: dict[str, Any], pinned: dict[str, Any]) -> None:
+    """Turn off an overlap set by rule whose condition a pinned knob removed (sequence
+    parallelism, gradient-reduce overlap, optimizer sharding), unless it is pinned too."""
+    if not fields.get("sequence_parallel") and "tp_comm_overlap" not in pinned:
+        fields["tp_comm_overlap"] = False
+    shards = bool(fields.get("distributed_optimizer")) or fields.get("zero_stage", 0) >= 1
+    if "overlap_param_gather" not in pinned and not (shards and fields.get("overlap_grad_reduce")):
+        fields["overlap_param_gather"] = False
 
 
 def _own_violations(error: ValidationError) -> list[LayoutViolation]:
@@ -351,6 +427,7 @@ def enumerate_layouts(
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
     max_mbs: int = 8,
+    framework_version: str | None = None,
 ) -> list[ParallelConfig]:
     """Every candidate layout that passes the rules, in a deterministic order."""
     return enumerate_space(
@@ -361,4 +438,5 @@ def enumerate_layouts(
         fixed=fixed,
         maxima=maxima,
         max_mbs=max_mbs,
+        framework_version=framework_version,
     ).layouts

@@ -36,6 +36,7 @@ from typing import Any
 from planner.cost.expert_load import ExpertLoadSource
 from planner.cost.frameworks import Framework
 from planner.errors import Infeasible, SpecError, TimeLimitReached
+from planner.frameworks import get_profile
 from planner.search import partition
 from planner.search.candidates import Enumeration, enumerate_space
 from planner.search.explain import (
@@ -92,6 +93,7 @@ def search(
     workload: WorkloadSpec,
     *,
     framework: Framework = "megatron",
+    framework_version: str | None = None,
     objective: str = "throughput",
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
@@ -121,6 +123,7 @@ def search(
         token_budget=token_budget,
         deadline_hours=deadline_hours,
     )
+    get_profile(framework).release(framework_version)  # an unknown version fails first
     if top_k < 1:
         raise SpecError(f"top_k: {top_k} must be at least 1")
     if headroom_gib < 0:
@@ -132,7 +135,7 @@ def search(
             model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
             maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
             deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
-            expert_load=expert_load, timer=timer,
+            expert_load=expert_load, timer=timer, framework_version=framework_version,
         )  # fmt: skip
     except TimeLimitReached as error:
         raise TimeLimitReached(
@@ -195,6 +198,7 @@ def _tabulate_sizes(
     tracker: Tracker,
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
+    framework_version: str | None = None,
 ) -> _Sizes:
     found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
     for gpus in sizes:
@@ -205,7 +209,7 @@ def _tabulate_sizes(
         try:
             space = enumerate_space(
                 model, sized, workload, framework=framework, fixed=fixed, maxima=maxima,
-                max_mbs=max_mbs, deadline=deadline,
+                max_mbs=max_mbs, deadline=deadline, framework_version=framework_version,
             )  # fmt: skip
         except SpecError:
             if len(sizes) == 1:

@@ -162,6 +162,7 @@ def tabulate(
     tracker = tracker or Tracker(None)
     capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
     rows: list[Row] = []
+    shared: dict[ParallelConfig, tuple[float, list[StageMemory]]] = {}
     cut = False
     for layout in layouts:
         if deadline is not None and time.perf_counter() > deadline:
@@ -174,7 +175,7 @@ def tabulate(
             break
         row = _memory_row(layout, model=model, cluster=cluster, workload=workload,
                           framework=framework, headroom_gib=headroom_gib,
-                          capacity_gib=capacity_gib,
+                          capacity_gib=capacity_gib, shared=shared,
                           expert_load=expert_load(layout.ep) if expert_load else None)  # fmt: skip
         rows.append(row)
         tracker.costed()
@@ -203,26 +204,41 @@ def _memory_row(
     headroom_gib: float,
     capacity_gib: float,
     expert_load: ExpertLoadFactors | None = None,
+    shared: dict[ParallelConfig, tuple[float, list[StageMemory]]] | None = None,
 ) -> Row:
+    """The layout's memory row. Layouts that differ only in the CP algorithm share their
+    memory (``planner.cost`` holds no memory per algorithm), computed once in ``shared``."""
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
         check=False, expert_load=expert_load,
     )  # fmt: skip
-    bound_gib = gib(static_lower_bound(prepared.ctx) * (1 - BOUND_MARGIN))
-    stages: list[StageMemory] = []
-    peak_gib = bound_gib
-    if bound_gib + headroom_gib <= capacity_gib:
-        stages = memory_stages(prepared)
-        peak_gib = gib(max(stage.total for stage in stages))
+    key = layout.model_copy(update={"cp_comm_type": "p2p"}) if layout.cp > 1 else layout
+    if shared is not None and key in shared:
+        peak_gib, stages = shared[key]
+    else:
+        peak_gib, stages = _memory(prepared, headroom_gib=headroom_gib, capacity_gib=capacity_gib)
+        if shared is not None:
+            shared[key] = (peak_gib, stages)
     return Row(
         layout=prepared.layout,
         cluster=cluster,
         prepared=prepared,
-        stages=stages,
+        stages=list(stages),
         peak_gib=peak_gib,
         capacity_gib=capacity_gib,
         excess_gib=peak_gib + headroom_gib - capacity_gib,
     )
+
+
+def _memory(
+    prepared: Prepared, *, headroom_gib: float, capacity_gib: float
+) -> tuple[float, list[StageMemory]]:
+    """(peak GiB, stages): the stages only when the states' lower bound leaves room."""
+    bound_gib = gib(static_lower_bound(prepared.ctx) * (1 - BOUND_MARGIN))
+    if bound_gib + headroom_gib > capacity_gib:
+        return bound_gib, []
+    stages = memory_stages(prepared)
+    return gib(max(stage.total for stage in stages)), stages
 
 
 def _time_contenders(

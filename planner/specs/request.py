@@ -76,6 +76,9 @@ class PlanRequest(BaseModel):
     cluster: ClusterSpec
     workload: WorkloadSpec
     framework: str = "megatron"
+    framework_version: str | None = None
+    """The framework release planned for (``FrameworkProfile.versions``, e.g. torchtitan
+    ``current`` or ``0.2``); None: the profile's default."""
     objective: str = "throughput"
     fixed: dict[str, Any] = Field(default_factory=dict)
     """Knobs pinned to one value (``--fix tp=8``)."""

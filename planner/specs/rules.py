@@ -189,6 +189,13 @@ class Rule(Enum):
         "seq_len within the learned position table",
         _megatron(_ARGUMENTS, "validate_args"),
     )
+    FRAMEWORK_CANNOT_EXPRESS = RuleInfo(
+        "a layout the framework's launch files can express",
+        None,
+        origin="autopar: what the framework's emitter refuses "
+        "(planner.frameworks.refusals, each refusal citing its framework source) is no plan "
+        "for that framework",
+    )
 
     @property
     def text(self) -> str:

@@ -79,7 +79,7 @@ TORCHTITAN_REFUSALS: dict[str, tuple[str, dict[str, Any], tuple[str, ...], tuple
         EIGHT_B, dict(num_layers=40), ("current", "v0.2"),
         ("has 40 layers of width 4096 but torchtitan's llama3 8B",),
     ),
-    "cp-ring": (EIGHT_B, dict(cp=2, dp=4), ("current",), ("all-gathers", "0.2")),
+    "cp-ring": (EIGHT_B, dict(cp=2, dp=4), ("current",), ("runs all_gather only", "version 0.2")),
     "expert-tp": (EIGHT_B, dict(model="qwen3-30b-a3b", tp=2, dp=4, ep=4, sequence_parallel=True),
                   ("current",), ("etp > 1",)),
     "tp-without-sp": (EIGHT_B, dict(tp=2, dp=4), ("v0.2",), ("sequence parallelism",)),

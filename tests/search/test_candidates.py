@@ -20,14 +20,15 @@ def _key(layout: ParallelConfig) -> tuple:
 
 def test_tiny_model_on_two_gpus_counted_by_hand(tiny_model: ModelSpec) -> None:
     # 2 GPUs: (tp, cp, pp, dp) in (1,1,1,2), (1,1,2,1), (1,2,1,1), (2,1,1,1) (tp | 8 and
-    # kv_heads 2; cp 2 needs seq 64 % 4 == 0), cp 2 with Megatron's p2p or a2a (8 heads
-    # scatter over 2). mbs 1 or 2 always divides 4 / dp. pp 2 adds vpp 2 (4 layers / 2 / 2)
-    # but not vpp 3 or 4 (2 layers per rank):
-    # 2 x 4 + 2 x 1 x 4 = 16 built, the 4 with vpp 3 or 4 dropped, 12 legal.
+    # kv_heads 2; cp 2 needs seq 64 % 4 == 0), cp 2 with Megatron's p2p, all_gather or a2a
+    # (8 heads scatter over 2). mbs 1 or 2 always divides 4 / dp. pp 2 adds vpp 2
+    # (4 layers / 2 / 2) but not vpp 3 or 4 (2 layers per rank):
+    # 2 x 3 (dp 2, tp 2) + 2 x 3 (cp 2) + 2 x 1 x 3 (pp 2) = 18 built, the 4 with vpp 3 or 4
+    # dropped, 14 legal.
     cluster = load_cluster("dgx-h100", gpus=2)
     space = enumerate_space(tiny_model, cluster, WORKLOAD, fixed={"recompute": "none"}, max_mbs=2)
-    assert space.considered == 16
-    assert len(space.layouts) == 12
+    assert space.considered == 18
+    assert len(space.layouts) == 14
     assert sum(space.dropped.values()) == 4
     assert space.dropped == {Rule.LAYERS_PER_RANK_DIVISIBLE_BY_VPP: 4}
     assert "must be divisible by vpp" in space.examples[Rule.LAYERS_PER_RANK_DIVISIBLE_BY_VPP]
@@ -134,7 +135,7 @@ def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
     assert priced == CP_COMM_PRICED, "flip planner.search.candidates.CP_COMM_PRICED"
     layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 1, "pp": 1})
     comms = {layout.cp_comm_type for layout in layouts if layout.cp > 1}
-    assert comms == ({"p2p", "a2a"} if CP_COMM_PRICED else {"p2p"})
+    assert comms == ({"p2p", "all_gather", "a2a"} if CP_COMM_PRICED else {"p2p"})
     deepspeed = enumerate_layouts(
         model, cluster, workload, framework="deepspeed", fixed={"tp": 1, "pp": 1}
     )
@@ -143,6 +144,13 @@ def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
         model, cluster, workload, fixed={"tp": 1, "pp": 1, "cp_comm_type": "all_gather"}
     )
     assert pinned and {layout.cp_comm_type for layout in pinned} == {"all_gather"}
+    # torchtitan: the release planned for decides (0.3.0 all-gathers K/V; 0.2.2 also rings)
+    for version, expected in (("current", {"all_gather"}), ("0.2", {"p2p", "all_gather"})):
+        titan = enumerate_layouts(
+            model, cluster, workload, framework="torchtitan", framework_version=version,
+            fixed={"tp": 1, "pp": 1},
+        )  # fmt: skip
+        assert {layout.cp_comm_type for layout in titan if layout.cp > 1} == expected
 
 
 def test_long_sequences_search_context_parallel_beyond_eight(tiny_model: ModelSpec) -> None:
@@ -172,3 +180,34 @@ def test_uneven_splits_with_virtual_stages_divide_every_stage() -> None:
         counts = stage_layer_counts(model, layout)
         assert all(count % (layout.vpp or 1) == 0 for count in counts)
         assert sum(len(chunk) for chunk in virtual_stages(model, layout)) == model.num_layers
+
+
+def test_the_cp_algorithm_changes_no_memory_so_the_search_shares_it() -> None:
+    """``planner.search.tabulate`` computes the memory of layouts that differ only in the
+    CP algorithm once: that holds while the cost model has no memory per algorithm."""
+    from planner.catalog import load_model
+    from planner.predict import estimate
+    from planner.search.tabulate import tabulate
+
+    model = load_model("llama-3.1-8b")
+    cluster = load_cluster("dgx-h100", gpus=16)
+    workload = WorkloadSpec(seq_len=32768, global_batch=16)
+    memories = {
+        comm: estimate(
+            model=model, cluster=cluster, workload=workload,
+            layout=ParallelConfig(tp=2, cp=8, cp_comm_type=comm, recompute="selective"),
+        ).memory
+        for comm in ("p2p", "all_gather", "a2a", "a2a+p2p")
+    }  # fmt: skip
+    assert len({memory.model_dump_json() for memory in memories.values()}) == 1
+    layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 2, "pp": 1})
+    table = tabulate(
+        layouts, model=model, cluster=cluster, workload=workload, framework="megatron",
+        headroom_gib=0.0,
+    )  # fmt: skip
+    for row in table.rows:
+        alone = tabulate(
+            [row.layout], model=model, cluster=cluster, workload=workload,
+            framework="megatron", headroom_gib=0.0,
+        ).rows[0]  # fmt: skip
+        assert (row.peak_gib, row.stages) == (alone.peak_gib, alone.stages)

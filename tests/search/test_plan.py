@@ -47,11 +47,15 @@ def _random_instance(seed: int) -> tuple[ModelSpec, int, WorkloadSpec, bool]:
     return model, gpus, workload, rng.random() < 0.5
 
 
-def _brute_force(model, cluster, workload) -> list[tuple[float, float, float]]:
+def _brute_force(
+    model, cluster, workload, *, framework: str = "megatron"
+) -> list[tuple[float, float, float]]:
     """(step time, peak, capacity) of every candidate, by estimate() alone."""
     rows = []
-    for layout in enumerate_layouts(model, cluster, workload, max_mbs=2):
-        result = estimate(model=model, cluster=cluster, workload=workload, layout=layout)
+    for layout in enumerate_layouts(model, cluster, workload, max_mbs=2, framework=framework):
+        result = estimate(
+            model=model, cluster=cluster, workload=workload, layout=layout, framework=framework
+        )
         rows.append((result.time.step_time_s, result.memory.peak_gib, result.memory.capacity_gib))
     return rows
 
@@ -81,6 +85,25 @@ def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
         assert (
             layout_violations(model=model, cluster=cluster, workload=workload, layout=layout) == []
         )
+
+
+FRAMEWORKS = ("deepspeed", "torchtitan", "pytorch")
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_best_equals_brute_force_under_every_framework(seed: int) -> None:
+    """The same twin under the other profiles: their axes, CP algorithms, refusals and
+    the overlaps set by rule change the candidates, never the exactness."""
+    framework = FRAMEWORKS[seed % len(FRAMEWORKS)]
+    model, gpus, workload, _ = _random_instance(1000 + seed)
+    cluster = load_cluster("dgx-h100", gpus=gpus)
+    rows = _brute_force(model, cluster, workload, framework=framework)
+    fitting = sorted(t for t, peak, cap in rows if peak <= cap)
+    result = search(
+        model, cluster, workload, framework=framework, top_k=3, max_mbs=2, split_solver=False
+    )
+    assert result.search.optimal is True
+    assert [p.estimate.time.step_time_s for p in result.plans] == fitting[:3]
 
 
 def test_top_k_ordering_and_plan_result_shape(tiny_model: ModelSpec) -> None:

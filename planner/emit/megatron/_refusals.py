@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-from planner.emit.base import EmitError, EmitInput, checked_plan
+from planner.emit.base import EmitError, EmitInput, checked_plan, profile_refusals
+from planner.frameworks import get_profile
 from planner.specs.model import ModelSpec
+
+PROFILE = get_profile("megatron")
 
 
 def plan_refusals(plan: EmitInput) -> list[str]:
-    """Every reason a consistent plan (see ``checked_plan``) cannot be written for Megatron."""
+    """Every reason a consistent plan (see ``checked_plan``) cannot be written for Megatron:
+    the layout's (``planner.frameworks.refusals``, which the search applies too), then what
+    no layout changes: the framework it was estimated for, the node count, the model."""
     layout = plan.layout
-    reasons: list[str] = []
-    if layout.zero_stage >= 2:
-        reasons.append(
-            f"zero_stage {layout.zero_stage}: Megatron-LM has no ZeRO-2/3: use --framework "
-            "deepspeed or torchtitan"
-        )
-    elif plan.framework != "megatron":
+    reasons = profile_refusals(PROFILE, plan)
+    if plan.framework != "megatron" and layout.zero_stage < 2:
         reasons.append(
             f"the plan was estimated for framework '{plan.framework}': re-estimate it with "
             "--framework megatron, or emit --format " + plan.framework
-        )
-    if layout.cp > 1 and layout.cp_comm_type == "a2a+p2p":
-        reasons.append(
-            "cp_comm_type a2a+p2p: Megatron-LM requires --hierarchical-context-parallel-sizes "
-            "with it (the a2a and p2p group sizes), which the plan does not choose"
-        )
-    if layout.pipeline_schedule == "gpipe":
-        reasons.append(
-            "pipeline_schedule gpipe: Megatron-LM runs only the 1F1B schedule (interleaved "
-            "when vpp > 1); re-estimate with --pipeline-schedule 1f1b"
-        )
-    if layout.offload_optimizer_fraction > 0 and not layout.shards_optimizer:
-        reasons.append(
-            "offload_optimizer_fraction: --optimizer-cpu-offload needs "
-            "--use-precision-aware-optimizer, which needs --use-distributed-optimizer"
         )
     reasons.extend(_activation_refusals(plan))
     if plan.nproc_per_node * plan.nodes != plan.num_gpus:

@@ -68,7 +68,7 @@ from planner.emit.torchtitan._fields import (
     current_home,
 )
 from planner.emit.torchtitan._recipe import recipe_function_name, render_recipe
-from planner.emit.torchtitan._rules import rule_violations, version_problems
+from planner.emit.torchtitan._rules import rule_violations
 from planner.emit.torchtitan._script import TorchtitanEmitter, TorchtitanTomlEmitter
 from planner.emit.torchtitan._settings import torchtitan_settings
 from planner.emit.torchtitan._toml import parse_toml, render_toml
@@ -98,5 +98,4 @@ __all__ = [
     "render_toml",
     "rule_violations",
     "torchtitan_settings",
-    "version_problems",
 ]

@@ -1,13 +1,11 @@
-"""torchtitan's own checks on the settings, restated, and the gaps of each version."""
+"""torchtitan's own checks on the settings, restated; the gaps of each version are layout
+refusals (``planner.frameworks.refusals``), which the search applies too."""
 
 from __future__ import annotations
 
 import math
 
-from planner.emit.base import (
-    EmitError,
-    EmitInput,
-)
+from planner.emit.base import EmitError, EmitInput, profile_refusals
 from planner.emit.torchtitan._fields import (
     CURRENT_VERSION,
     SINGLE_STAGE_SCHEDULES,
@@ -15,6 +13,12 @@ from planner.emit.torchtitan._fields import (
     Settings,
     Version,
 )
+from planner.frameworks import get_profile
+from planner.frameworks.refusals import torchtitan_seq_len_divisor
+
+PROFILE = get_profile("torchtitan")
+RELEASES: dict[Version, str] = {"current": CURRENT_VERSION, "0.2": TOML_VERSION}
+"""The emitter's version names -> the releases of torchtitan's profile."""
 
 
 def _int(section: dict[str, object], key: str, default: int = 1) -> int:
@@ -22,45 +26,6 @@ def _int(section: dict[str, object], key: str, default: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise EmitError(f"torchtitan setting {key}: expected an integer, got {value!r}")
     return value
-
-
-def version_problems(settings: Settings, *, version: Version) -> list[str]:
-    """Settings that one torchtitan version has no field or value for."""
-    par = settings.get("parallelism", {})
-    problems = []
-    if version == "0.2":
-        if "enable_sequence_parallel" in par:
-            problems.append(
-                f"tp without sequence parallelism: torchtitan {TOML_VERSION} always shards "
-                "norms and activations over TP (no switch); use --torchtitan-version current"
-            )
-        others = ("tensor", "context", "pipeline", "expert")
-        if _int(par, "data_parallel_replicate_degree") > 1 and any(
-            _int(par, f"{axis}_parallel_degree") > 1 for axis in others
-        ):
-            problems.append(
-                f"DDP (zero 0) with another parallelism: torchtitan {TOML_VERSION} applies DDP "
-                "only on its own ('DDP has not supported > 1D parallelism'); use FSDP (zero 3) "
-                "or --torchtitan-version current"
-            )
-        return problems
-    option = settings.get("activation_checkpoint", {}).get("selective_ac_option")
-    if option is not None and option != "op":
-        problems.append(
-            f"every {option}th block recomputed: torchtitan {CURRENT_VERSION}'s SelectiveAC is "
-            "op-level only: use --torchtitan-version 0.2 (selective_ac_option) or full"
-        )
-    if par.get("context_parallel_rotate_method") == "alltoall":
-        problems.append(
-            f"cp_comm_type p2p: torchtitan {CURRENT_VERSION} context parallelism all-gathers "
-            "K/V (no ring): use all_gather, or --torchtitan-version 0.2 for the ring"
-        )
-    if _int(par, "expert_tensor_parallel_degree") > 1:
-        problems.append(
-            f"etp > 1 with ep > 1: torchtitan {CURRENT_VERSION} does not shard experts over TP "
-            "under expert parallelism (etp 1): set etp 1, or use --torchtitan-version 0.2"
-        )
-    return problems
 
 
 def rule_violations(
@@ -83,11 +48,12 @@ def rule_violations(
             f"dp_replicate x dp_shard x cp x tp x pp = {rep} x {shard} x {cp} x {tp} x {pp} "
             f"!= world size {world_size}"
         )
-    if version == "0.2":  # ParallelDims.seq_len_divisor = tp x 2cp
-        divisor = tp * 2 * cp
-    else:  # 0.3.0 Trainer.__init__: (tp if sequence parallel) x (2cp if cp > 1)
-        sequence_parallel = par.get("enable_sequence_parallel", True)
-        divisor = (tp if sequence_parallel else 1) * (2 * cp if cp > 1 else 1)
+    divisor = torchtitan_seq_len_divisor(
+        RELEASES[version],
+        tp=tp,
+        cp=cp,
+        sequence_parallel=bool(par.get("enable_sequence_parallel", True)),
+    )
     if seq % divisor:
         problems.append(f"seq_len {seq} must be divisible by {divisor} (tp and 2 x cp)")
     if total % (local * rep * shard):  # Trainer.__init__: whole accumulation steps
@@ -136,9 +102,20 @@ def _pipeline_rule_violations(
 
 
 def check(plan: EmitInput, settings: Settings, *, version: Version) -> None:
-    problems = version_problems(settings, version=version) + rule_violations(
-        settings, version=version, world_size=plan.num_gpus, num_layers=plan.model.num_layers
-    )
+    """``EmitError`` naming what this version cannot run: the layout's refusals for the
+    release (``planner.frameworks.refusals``, which the search applies too), else
+    torchtitan's own checks on the settings written (a check of the translation)."""
+    label = CURRENT_VERSION if version == "current" else TOML_VERSION
+    problems = profile_refusals(PROFILE, plan, release=RELEASES[version])
+    option = settings.get("activation_checkpoint", {}).get("selective_ac_option")
+    if version == "current" and option not in (None, "op"):
+        problems.append(
+            f"every {option}th block recomputed: torchtitan {CURRENT_VERSION}'s SelectiveAC is "
+            "op-level only: use --torchtitan-version 0.2 (selective_ac_option) or full"
+        )
+    if not problems:
+        problems = rule_violations(
+            settings, version=version, world_size=plan.num_gpus, num_layers=plan.model.num_layers
+        )
     if problems:
-        label = CURRENT_VERSION if version == "current" else TOML_VERSION
         raise EmitError(f"torchtitan {label} cannot express this plan: " + "; ".join(problems))

@@ -6,6 +6,7 @@ from planner.emit.base import (
     EmitError,
     EmitInput,
     checked_plan,
+    profile_refusals,
 )
 from planner.emit.torchtitan._fields import (
     COMPILE_COMPONENTS,
@@ -15,7 +16,8 @@ from planner.emit.torchtitan._fields import (
     Settings,
     TorchtitanModel,
 )
-from planner.specs.layout import stage_layer_counts_or_even
+from planner.frameworks import get_profile
+from planner.frameworks.refusals import torchtitan_less_layers
 from planner.specs.model import ModelSpec
 
 
@@ -38,58 +40,17 @@ def _model_entry(model: ModelSpec) -> tuple[TorchtitanModel | None, str | None]:
     return entry, None
 
 
+PROFILE = get_profile("torchtitan")
+
+
 def _refusals(plan: EmitInput) -> list[str]:
-    """Every reason the plan cannot be written for any torchtitan version (empty: it can)."""
-    layout, problems = plan.layout, []
-    problems.extend(problem for problem in [_model_entry(plan.model)[1]] if problem)
-    if layout.distributed_optimizer:
-        problems.append(
-            "distributed_optimizer is Megatron's; torchtitan shards optimizer states with "
-            "FSDP: use FSDP (zero 3)"
-        )
-    elif layout.zero_stage in (1, 2):
-        problems.append(
-            f"ZeRO-{layout.zero_stage} has no torchtitan setting (it shards everything with "
-            "FSDP or nothing): use FSDP (zero 3), or zero 0 for DDP"
-        )
-    if plan.precision == "fp16":
-        problems.append("precision fp16: torchtitan trains in bf16 or fp32 (mixed_precision_param)")
-    if layout.offload_optimizer_fraction > 0:
-        problems.append(
-            "optimizer offload: torchtitan offloads parameters, gradients and optimizer states "
-            "together (training.enable_cpu_offload), never the optimizer alone or a fraction"
-        )
-    if layout.cp > 1 and layout.cp_comm_type not in ("p2p", "all_gather"):
-        problems.append(
-            f"cp_comm_type {layout.cp_comm_type}: torchtitan's context parallelism exchanges "
-            "K/V (ring or all-gather); it has no Ulysses all-to-all: use p2p or all_gather"
-        )
-    if layout.cp > 1 and layout.zero_stage == 0:
-        problems.append(
-            "zero 0 with cp > 1: torchtitan always shards parameters over the CP ranks "
-            "(FSDP over dp_shard x cp): use FSDP (zero 3)"
-        )
-    if plan.model.moe is not None and layout.ep == 1 and layout.expert_tp != layout.tp:
-        problems.append(
-            f"etp {layout.expert_tp} with ep 1: without expert parallelism torchtitan shards "
-            f"the experts over the TP ranks (etp = tp = {layout.tp})"
-        )
-    if layout.recompute == "full" and layout.recompute_num_layers is not None:
-        per_chunk = max(stage_layer_counts_or_even(plan.model, layout)) // (layout.vpp or 1)
-        if layout.recompute_method == "uniform" and layout.recompute_num_layers > 1:
-            problems.append(
-                f"recompute uniform with {layout.recompute_num_layers} layers per checkpoint: "
-                "torchtitan checkpoints each transformer block on its own"
-            )
-        if layout.recompute_method == "block" and layout.recompute_num_layers < per_chunk:
-            problems.append(
-                f"recompute block with {layout.recompute_num_layers} of {per_chunk} layers per "
-                "stage: torchtitan recomputes every block or none (no first-N-layers setting)"
-            )
+    """Every reason the plan cannot be written for any torchtitan version (empty: it can):
+    a model torchtitan does not define, and the layout's refusals
+    (``planner.frameworks.refusals``, which the search applies too)."""
+    problems = [problem for problem in [_model_entry(plan.model)[1]] if problem]
     if plan.activation_memory is not None and plan.activation_memory.offload_layers:
         problems.append("activation offload: torchtitan has no activation offload setting")
-    problems.extend(_stage_split_problems(plan))
-    return problems
+    return problems + profile_refusals(PROFILE, plan)
 
 
 def _activation_checkpoint(plan: EmitInput) -> dict[str, object]:
@@ -99,31 +60,6 @@ def _activation_checkpoint(plan: EmitInput) -> dict[str, object]:
     if memory is not None and memory.every_nth_layer is not None:
         return {"mode": "selective", "selective_ac_option": str(memory.every_nth_layer)}
     return {"mode": recompute} | ({"selective_ac_option": "op"} if recompute == "selective" else {})
-
-
-def _stage_split_problems(plan: EmitInput) -> list[str]:
-    layout = plan.layout
-    if layout.first_stage_layers is None and layout.last_stage_layers is None:
-        return []
-    if layout.interleaved:
-        return ["uneven first/last stage layers with vpp > 1: not emitted for torchtitan"]
-    less = _less_layers(plan)
-    if less is None:
-        return [
-            f"stage layers {stage_layer_counts_or_even(plan.model, layout)}: torchtitan's split "
-            "(pipeline_parallel_first/last_stage_less_layers) gives the first and last stages "
-            "at most as many layers as the others; write module_fqns_per_model_part by hand"
-        ]
-    return []
-
-
-def _less_layers(plan: EmitInput) -> tuple[int, int, int] | None:
-    """(layers_per_stage, first_less, last_less) reproducing the plan's split, or None."""
-    counts = stage_layer_counts_or_even(plan.model, plan.layout)
-    per_stage = max(counts[1:-1]) if len(counts) > 2 else max(counts)
-    if any(count != per_stage for count in counts[1:-1]) or max(counts) > per_stage:
-        return None
-    return per_stage, per_stage - counts[0], per_stage - counts[-1]
 
 
 def torchtitan_settings(plan: EmitInput) -> Settings:
@@ -195,7 +131,7 @@ def _parallelism(plan: EmitInput) -> dict[str, object]:
     if layout.ep > 1:
         section["expert_tensor_parallel_degree"] = layout.expert_tp
     if layout.pp > 1:
-        less = _less_layers(plan)
+        less = torchtitan_less_layers(plan.model, layout)
         assert less is not None
         per_stage, first_less, last_less = less
         section |= {
