@@ -170,6 +170,14 @@ def _log2(value: float) -> float:
     return math.log2(value)
 
 
+def _mean(values: list[float]) -> float:
+    """``float(np.mean(values))``, without numpy's per-call overhead for the common single
+    measurement (whose mean is the value itself, as numpy computes it: v / 1 = v)."""
+    if len(values) == 1:
+        return float(values[0])
+    return float(np.mean(values))
+
+
 class _Grid:
     """Values on a rectilinear grid in log space (NaN where not measured)."""
 
@@ -182,9 +190,9 @@ class _Grid:
         self.values = np.full([len(axis) for axis in self.axes], np.nan)
         for point, group in sums.items():
             index = tuple(int(np.searchsorted(self.axes[d], point[d])) for d in range(dims))
-            self.values[index] = float(np.mean(group))
+            self.values[index] = _mean(group)
         self.points = np.array(list(sums))
-        self.point_values = np.array([float(np.mean(g)) for g in sums.values()])
+        self.point_values = np.array([_mean(g) for g in sums.values()])
 
     def __call__(self, query: Sequence[float]) -> tuple[float, bool]:
         """Interpolated value at ``query`` and whether any coordinate was clamped."""
@@ -229,7 +237,7 @@ def _lines(rows: Iterable[GemmRow]) -> dict[tuple, tuple[np.ndarray, np.ndarray]
     lines = {}
     for key, points in raw.items():
         xs = np.array(sorted(points))
-        lines[key] = (xs, np.array([float(np.mean(points[x])) for x in xs]))
+        lines[key] = (xs, np.array([_mean(points[x]) for x in xs]))
     return lines
 
 
@@ -431,7 +439,7 @@ class ProfileRates:
         for row in rows:
             grouped[key(row)][_log2(row.bytes)].append(math.log(y(row)))
         return {
-            name: (np.array(sorted(p)), np.array([float(np.mean(p[x])) for x in sorted(p)]))
+            name: (np.array(sorted(p)), np.array([_mean(p[x]) for x in sorted(p)]))
             for name, p in grouped.items()
         }
 
