@@ -98,6 +98,8 @@ def split_variants(
     if framework != "megatron" or any(knob in fixed for knob in PINNED):
         return []
     deferred = [row for row in rows if row.deferred]
+    if admitted:  # the walk below skips the others: never time them for it
+        deferred = [row for row in deferred if _splittable(row.layout)]
     if not admitted and deferred:
         for row in deferred:
             row.time_deferred()
@@ -113,7 +115,7 @@ def split_variants(
     layouts: list[ParallelConfig] = []
     for row in pool:
         layout = row.layout
-        if layout.pp < 2 or layout.vpp is not None or layout.recompute == "selective":
+        if not _splittable(layout):
             continue
         family = (layout.tp, layout.cp, layout.pp, layout.dp, layout.ep, layout.mbs,
                   layout.cp_comm_type)  # fmt: skip
@@ -139,6 +141,12 @@ def split_variants(
             seen.add(key)
             fresh.append(row)
     return fresh
+
+
+def _splittable(layout: ParallelConfig) -> bool:
+    """Whether the split solver refines this layout's family (1F1B pipelines without
+    selective recomputation)."""
+    return layout.pp >= 2 and layout.vpp is None and layout.recompute != "selective"
 
 
 def by_step(
