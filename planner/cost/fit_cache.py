@@ -1,4 +1,5 @@
-"""Step calibrations (``cost.fit``) kept on disk between processes, keyed by their inputs.
+"""Step calibrations (``cost.fit``) and parsed kernel profiles kept on disk between
+processes, keyed by their inputs.
 
 Fitting a GPU's launch overheads and device-time ratio to its measured training steps
 (``rates.step_calibration``) times every measured step on a grid of values: about a
@@ -14,6 +15,11 @@ committed data and the code that reads it, so its result is stored once and read
 * **Value**: the ``StepCalibration``'s fields as JSON. Floats are written with ``repr``,
   which reads back to the same double, so a cached calibration equals a fresh one bit
   for bit (``tests/cost/test_fit_cache.py``).
+* **Kernel profiles** (``profile_rates.find_profile``): reading and validating a GPU's
+  profile files and building its interpolation tables takes about a sixth of a second;
+  the built ``ProfileRates`` is pickled under the same key (``cached_object``). The cache
+  folder is the user's own, written only by autopar; a file that does not unpickle is
+  read again from the data.
 * **Where**: ``AUTOPAR_CACHE_DIR``, else ``$XDG_CACHE_HOME/autopar``, else
   ``~/.cache/autopar``; one file per key under ``calibrations/``. ``AUTOPAR_CACHE_DIR``
   set to ``off`` (or ``0``, ``none``) turns the cache off. A cache that cannot be read
@@ -26,11 +32,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from typing import TypeVar
 
 from planner.cost.fit import StepCalibration
 
@@ -40,6 +48,7 @@ KEYED_PACKAGES = ("hardware_db", "models_db", "planner")
 """The packages whose files the key hashes (data and code the fit depends on)."""
 FORMAT = 1
 """Bumped when the stored layout changes."""
+T = TypeVar("T")
 
 
 def cache_dir() -> Path | None:
@@ -93,6 +102,32 @@ def cached_calibration(
     if calibration is not None:
         _write(path, gpu_id=gpu_id, digest=digest, calibration=calibration)
     return calibration
+
+
+def cached_object(name: str, build: Callable[[], T]) -> T:
+    """``build()``, pickled under ``name`` and the inputs' digest (module docstring)."""
+    folder, digest = cache_dir(), inputs_digest()
+    if folder is None or digest is None:
+        return build()
+    path = folder / "objects" / f"{name}-{digest[:32]}.pickle"
+    try:
+        with path.open("rb") as handle:
+            stored = pickle.load(handle)
+        if isinstance(stored, dict) and stored.get("digest") == digest:
+            return stored["value"]
+    except Exception:  # absent, truncated or of another layout: build it again
+        pass
+    value = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "wb", dir=path.parent, prefix=".tmp-", suffix=".pickle", delete=False
+        ) as handle:
+            pickle.dump({"digest": digest, "value": value}, handle)
+        os.replace(handle.name, path)
+    except (OSError, pickle.PicklingError):
+        pass  # a read-only home or a full disk: the value is simply not kept
+    return value
 
 
 def _read(path: Path, *, gpu_id: str, digest: str) -> StepCalibration | None:

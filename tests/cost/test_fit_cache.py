@@ -122,3 +122,24 @@ def test_an_unwritable_cache_still_fits(tmp_path: Path, monkeypatch: pytest.Monk
     calls, fit = _counting(CALIBRATION)
     assert fit_cache.cached_calibration("h100-sxm", fit) is CALIBRATION  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+def test_a_profile_read_back_answers_as_the_one_built(cache_dir: Path) -> None:
+    from planner.cost.profile_rates import read_profiles
+
+    built = read_profiles("h100-sxm")
+    assert built is not None
+    fit_cache.cached_object("profile-h100-sxm", lambda: built)
+    read = fit_cache.cached_object("profile-h100-sxm", lambda: pytest.fail("not read back"))
+    assert read is not built
+    for m, n, k in [(4096, 8192, 8192), (1000, 3000, 7000), (16384, 28672, 8192)]:
+        assert read.gemm(m, n, k, "bf16") == built.gemm(m, n, k, "bf16")
+    assert read.sources == built.sources
+    assert read.gemm_grid_error("bf16") == built.gemm_grid_error("bf16")
+
+
+def test_a_truncated_object_is_built_again(cache_dir: Path) -> None:
+    fit_cache.cached_object("thing", lambda: {"a": 1})
+    (path,) = (cache_dir / "objects").glob("thing-*.pickle")
+    path.write_bytes(path.read_bytes()[:5])
+    assert fit_cache.cached_object("thing", lambda: {"a": 2}) == {"a": 2}
