@@ -9,9 +9,9 @@ committed data and the code that reads it, so its result is stored once and read
 * **Key**: a SHA-256 of every file of the packages the fit reads or runs, with their
   paths: ``hardware_db`` (GPU entries, kernel profiles, measured steps), ``models_db``
   (the models the measured steps ran) and ``planner`` (the code: the graph, the work
-  model, the fit itself), plus the GPU id. Any change to a measurement, a data file or
-  the code gives another key, so a stale fit is never read; the hash of all three
-  (about 8 MB) takes some 20 ms.
+  model, the fit itself), with the versions of Python, numpy and pydantic, and the GPU
+  id. Any change to a measurement, a data file, the code or those libraries gives
+  another key, so a stale fit is never read; the hash (about 8 MB) takes some 20-30 ms.
 * **Value**: the ``StepCalibration``'s fields as JSON. Floats are written with ``repr``,
   which reads back to the same double, so a cached calibration equals a fresh one bit
   for bit (``tests/cost/test_fit_cache.py``).
@@ -21,9 +21,9 @@ committed data and the code that reads it, so its result is stored once and read
   folder is the user's own, written only by autopar; a file that does not unpickle is
   read again from the data.
 * **Where**: ``AUTOPAR_CACHE_DIR``, else ``$XDG_CACHE_HOME/autopar``, else
-  ``~/.cache/autopar``; one file per key under ``calibrations/``. ``AUTOPAR_CACHE_DIR``
-  set to ``off`` (or ``0``, ``none``) turns the cache off. A cache that cannot be read
-  or written is ignored: the fit runs as without it.
+  ``~/.cache/autopar``; one file per key under ``calibrations/`` and ``objects/``.
+  ``AUTOPAR_CACHE_DIR`` set to ``off`` (or ``0``, ``none``) turns the cache off. A cache
+  that cannot be read or written is ignored: the fit runs as without it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -67,7 +68,7 @@ def cache_dir() -> Path | None:
 def inputs_digest(packages: tuple[str, ...] = KEYED_PACKAGES) -> str | None:
     """SHA-256 of every file (path and bytes) of ``packages``; None when a package is not
     a folder on disk (then nothing is cached). Computed once per process."""
-    digest = hashlib.sha256(f"format {FORMAT}".encode())
+    digest = hashlib.sha256(f"format {FORMAT}; {_versions()}".encode())
     for package in packages:
         root = Path(str(files(package)))
         if not root.is_dir():
@@ -76,6 +77,15 @@ def inputs_digest(packages: tuple[str, ...] = KEYED_PACKAGES) -> str | None:
             digest.update(f"\0{package}/{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def _versions() -> str:
+    """The interpreter and the numerical libraries the fit runs on (their float results
+    may change between releases)."""
+    import numpy
+    import pydantic
+
+    return f"python {sys.version}; numpy {numpy.__version__}; pydantic {pydantic.VERSION}"
 
 
 def _data_files(root: Path) -> list[Path]:
