@@ -58,7 +58,7 @@ def compare_command(
     """
     second = plan_a if plan_b is None else plan_b
     rank_b = rank_b if rank_b is not None else (2 if plan_b is None else 1)
-    if second == plan_a and rank_b == rank_a:
+    if second.resolve() == plan_a.resolve() and rank_b == rank_a:
         raise SpecError(
             f"--rank-b: plan {rank_b} of {plan_a} is the same plan as --rank-a; "
             "give another rank or a second file"

@@ -81,6 +81,13 @@ def test_bad_ranks_are_one_line(run_cli, plans_file: Path, args: list[str], mess
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_the_same_plan_twice_is_refused(run_cli, plans_file: Path) -> None:
+    other_spelling = plans_file.parent / "." / plans_file.name
+    result = run_cli("compare", str(plans_file), str(other_spelling))
+    assert result.exit_code == 2
+    assert "--rank-b: plan 1 of" in result.stderr
+
+
 def test_an_estimate_file_alone_has_no_runner_up(run_cli, estimate_file: Path) -> None:
     result = run_cli("compare", str(estimate_file))
     assert result.exit_code == 2
