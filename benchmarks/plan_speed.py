@@ -15,12 +15,26 @@ are fitted; the machine may be shared, so run it twice when a number is close.
 
 Run: ``python benchmarks/plan_speed.py [--cases 8b-8,70b-64] [--no-brute-force]
 [--time-limit S] [--json out.json]``.
+
+``--process`` measures what a user waits for instead: the whole ``autopar plan`` process
+(interpreter start, imports, reading the catalogue and the fitted rates, the search, the
+printed table), launched with ``subprocess`` ``--repeats`` times (default 5) per case
+after one untimed warm-up run (which fills the operating system's file cache and the
+step-calibration cache, ``planner.cost.fit_cache``, as any earlier run does), for the
+issue's cases (``PROCESS_CASES``) and ``autopar --help``. It prints the median and the
+fastest wall time, the median CPU time of the process (user + system: less sensitive to
+other work on a shared machine than the wall time) and whether the plan is proven
+optimal over the whole space (``search.optimal``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +57,88 @@ CASES: dict[str, dict[str, Any]] = {
         "model": "deepseek-v3", "gpus": 2048, "seq_len": 4096, "global_batch": 4096,
     },
 }  # fmt: skip
+
+
+PROCESS_CASES: dict[str, dict[str, Any]] = {
+    "70b-64": {"model": "llama-3.1-70b", "gpus": 64, "seq_len": 8192, "global_batch": 512,
+               "target_s": 2.0},
+    "405b-16384": {"model": "llama-3.1-405b", "gpus": 16384, "seq_len": 8192,
+                   "global_batch": 2048, "target_s": 10.0},
+    "deepseek-v3-2048": {"model": "deepseek-v3", "gpus": 2048, "seq_len": 4096,
+                         "global_batch": 4096, "target_s": 10.0},
+}  # fmt: skip
+"""The planner issue's whole-process cases (all on dgx-h100) and their targets."""
+HELP_TARGET_S = 0.5
+
+
+def _plan_argv(case: dict[str, Any]) -> list[str]:
+    return [
+        "plan", "--model", case["model"], "--cluster", "dgx-h100", "--gpus", str(case["gpus"]),
+        "--seq-len", str(case["seq_len"]), "--global-batch", str(case["global_batch"]),
+    ]  # fmt: skip
+
+
+def _timed_process(args: list[str]) -> tuple[float, float, str]:
+    """(wall s, CPU s of the child, its stdout) of ``python -m planner ARGS``."""
+    before = os.times()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "planner", *args], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - started
+    after = os.times()
+    if done.returncode != 0:
+        raise SystemExit(f"autopar {' '.join(args)} failed: {done.stderr.strip()[:300]}")
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu, done.stdout
+
+
+def run_process_case(name: str, args: list[str], *, repeats: int, target_s: float) -> dict:
+    """Median and fastest of ``repeats`` timed runs after one warm-up (module docstring)."""
+    _, _, out = _timed_process(args)
+    optimal = None
+    if args[0] == "plan":
+        result = json.loads(out)
+        optimal = result["search"]["optimal"]
+    runs = [_timed_process([a for a in args if a != "--json"]) for _ in range(repeats)]
+    walls = [wall for wall, _, _ in runs]
+    median = statistics.median(walls)
+    return {
+        "case": name,
+        "command": "autopar " + " ".join(a for a in args if a != "--json"),
+        "median_wall_s": round(median, 3),
+        "min_wall_s": round(min(walls), 3),
+        "median_cpu_s": round(statistics.median(cpu for _, cpu, _ in runs), 3),
+        "repeats": repeats,
+        "target_s": target_s,
+        "meets_target": median < target_s,
+        "optimal": optimal,
+    }
+
+
+def process_main(names: list[str], *, repeats: int, json_path: str | None) -> None:
+    """``--process``: the whole ``autopar`` process per case (module docstring)."""
+    rows = [run_process_case("--help", ["--help"], repeats=repeats, target_s=HELP_TARGET_S)]
+    for name in names:
+        case = PROCESS_CASES[name]
+        rows.append(run_process_case(
+            name, [*_plan_argv(case), "--json"], repeats=repeats, target_s=case["target_s"]
+        ))  # fmt: skip
+    print(f"whole process, median of {repeats} after one warm-up ({os.cpu_count()} CPUs)")
+    print(f"{'case':<18}{'median s':>9}{'min s':>8}{'CPU s':>8}{'target':>8}  ok   optimal")
+    for row in rows:
+        optimal = "" if row["optimal"] is None else str(row["optimal"])
+        print(
+            f"{row['case']:<18}{row['median_wall_s']:>9.2f}{row['min_wall_s']:>8.2f}"
+            f"{row['median_cpu_s']:>8.2f}{'< ' + format(row['target_s'], 'g'):>8}"
+            f"  {'yes' if row['meets_target'] else 'NO':<4} {optimal}"
+        )
+    for row in rows:
+        print(f"  {row['case']}: {row['command']}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2))
 
 
 def _inputs(name: str) -> dict[str, Any]:
@@ -99,7 +195,24 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=600.0)
     parser.add_argument("--no-brute-force", action="store_true", help="skip the reference")
     parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument(
+        "--process",
+        action="store_true",
+        help="time whole `autopar plan` processes (the issue's cases; --cases picks among "
+        f"{', '.join(PROCESS_CASES)})",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (--process)")
     args = parser.parse_args()
+    if args.process:
+        chosen = args.cases if args.cases != ",".join(CASES) else ",".join(PROCESS_CASES)
+        names = [name.strip() for name in chosen.split(",") if name.strip()]
+        unknown = [name for name in names if name not in PROCESS_CASES]
+        if unknown:
+            parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(PROCESS_CASES)}")
+        if args.repeats < 1:
+            parser.error("--repeats: at least 1")
+        process_main(names, repeats=args.repeats, json_path=args.json)
+        return
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in names if name not in CASES]
     if unknown:

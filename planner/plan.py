@@ -27,25 +27,15 @@ Steps, in order:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from pydantic import SerializerFunctionWrapHandler, model_serializer
 
 from planner.errors import SpecError
 from planner.experts.load import ExpertLoads
-from planner.refine import (
-    Callback,
-    RefineProblem,
-    RefineResult,
-    collect,
-    create_study,
-    masked,
-    parse_objectives,
-    run_trials,
-    seeds_from_plans,
-)
+from planner.refine import RefineProblem, parse_objectives, seeds_from_plans
 from planner.refine.hardware import HardwareRanking, measure_candidates
+from planner.refine.result import RefineResult
 from planner.scattering.for_plan import (
     check_lengths_option,
     pricing_lengths,
@@ -66,6 +56,9 @@ from planner.specs.request import (
     PlanRequest,
     RefineOptions,
 )
+
+if TYPE_CHECKING:
+    from planner.refine.study import Callback
 
 __all__ = [
     "DEFAULT_TIME_LIMIT_S",
@@ -280,6 +273,13 @@ def _refine(
         objectives=parse_objectives(options.objectives),
         seeds=seeds_from_plans(plans[: max(1, options.trials)]),
     )
+    # Optuna and the study storage load here, not with every plan (a quarter of a second)
+    import optuna
+
+    from planner.refine.result import collect
+    from planner.refine.storage import masked
+    from planner.refine.study import create_study, run_trials
+
     url = options.storage or database_url()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create_study(problem, storage=url, study_name=options.study_name, seed=0)

@@ -29,7 +29,7 @@ from planner.cost.memory import (
     OptimizerKind,
     StageMemory,
     gib,
-    rank_parameters,
+    parameters_per_rank,
     stage_memory,
     virtual_stages,
 )
@@ -451,7 +451,7 @@ def _time_report(
     layout = ctx.layout
     rates = time_rates(cluster=cluster, workload=workload, framework=framework)
     chunks = virtual_stages(ctx.model, layout)
-    per_rank = [rank_parameters(ctx, rank) for rank in range(layout.pp)]
+    per_rank = parameters_per_rank(ctx)
     layers_per_rank = [
         sum(len(chunks[c * layout.pp + rank]) for c in range(layout.vpp or 1))
         for rank in range(layout.pp)

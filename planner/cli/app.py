@@ -73,6 +73,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "planner.cli.report:report_command",
         "Draw a plan as one HTML file that needs no network (memory, timeline, step time).",
     ),
+    "compare": LazyCommand(
+        "planner.cli.compare:compare_command",
+        "Show two plans side by side: memory per stage, time breakdown, what is inside the error.",
+    ),
     "profile": LazyCommand(
         "planner.cli.profile:profile_command",
         "Measure GEMM, attention, memory-bandwidth, optimizer-step and collective rates.",

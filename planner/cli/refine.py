@@ -13,28 +13,23 @@ the gain over the solver's best plan.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import optuna
 import typer
-from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from planner.cli.output import console, print_json
-from planner.refine import (
-    RefineProblem,
-    RefineResult,
-    collect,
-    join_study,
-    masked,
-    parse_objectives,
-    run_trials,
-)
+from planner.refine.problem import RefineProblem, parse_objectives
+from planner.refine.result import RefineResult
 from planner.search.driver import layout_label
 from planner.settings import database_url
 from planner.specs.limits import MAX_REFINE_TRIALS
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 RefineOption = Annotated[
     int,
@@ -97,6 +92,8 @@ class RefineProgress:
         self.bar.__exit__(None, None, None)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        from optuna.trial import TrialState  # loaded by the study that calls this
+
         if trial.state == TrialState.COMPLETE and trial.user_attrs.get("status") == "feasible":
             self.feasible += 1
             if self.best is None or _tokens(trial) > _tokens(self.best):
@@ -128,6 +125,12 @@ def refine_worker_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON and nothing else.")] = False,
 ) -> None:
     """Join a stored refinement study and run trials of it in this process."""
+    import optuna  # here, not at start-up: Optuna and its storage load slowly
+
+    from planner.refine.result import collect
+    from planner.refine.storage import masked
+    from planner.refine.study import join_study
+
     url = storage or database_url()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     joined, problem = join_study(study, storage=url, seed=None)
@@ -140,6 +143,8 @@ def refine_worker_command(
 
 
 def _run(study: optuna.Study, problem: RefineProblem, *, trials: int, quiet: bool) -> None:
+    from planner.refine.study import run_trials
+
     with RefineProgress(trials, quiet=quiet) as progress:
         run_trials(study, problem, trials=trials, callbacks=[progress])
 

@@ -163,6 +163,13 @@ def rank_parameters(ctx: MemoryContext, rank: int) -> float:
     return dense + expert
 
 
+def parameters_per_rank(ctx: MemoryContext) -> list[float]:
+    """``rank_parameters`` of every pipeline rank, first first (the stages split once)."""
+    chunks, view = virtual_stages(ctx.model, ctx.layout), graph_view(ctx.graph)
+    held = (_rank_params(ctx, rank, chunks, view) for rank in range(ctx.layout.pp))
+    return [dense + expert for dense, expert in held]
+
+
 def static_lower_bound(ctx: MemoryContext) -> float:
     """A lower bound on the largest ``StageMemory.total`` of ``stage_memory(ctx)``, bytes.
 

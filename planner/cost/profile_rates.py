@@ -170,6 +170,14 @@ def _log2(value: float) -> float:
     return math.log2(value)
 
 
+def _mean(values: list[float]) -> float:
+    """``float(np.mean(values))``, without numpy's per-call overhead for the common single
+    measurement (whose mean is the value itself, as numpy computes it: v / 1 = v)."""
+    if len(values) == 1:
+        return float(values[0])
+    return float(np.mean(values))
+
+
 class _Grid:
     """Values on a rectilinear grid in log space (NaN where not measured)."""
 
@@ -182,9 +190,9 @@ class _Grid:
         self.values = np.full([len(axis) for axis in self.axes], np.nan)
         for point, group in sums.items():
             index = tuple(int(np.searchsorted(self.axes[d], point[d])) for d in range(dims))
-            self.values[index] = float(np.mean(group))
+            self.values[index] = _mean(group)
         self.points = np.array(list(sums))
-        self.point_values = np.array([float(np.mean(g)) for g in sums.values()])
+        self.point_values = np.array([_mean(g) for g in sums.values()])
 
     def __call__(self, query: Sequence[float]) -> tuple[float, bool]:
         """Interpolated value at ``query`` and whether any coordinate was clamped."""
@@ -229,7 +237,7 @@ def _lines(rows: Iterable[GemmRow]) -> dict[tuple, tuple[np.ndarray, np.ndarray]
     lines = {}
     for key, points in raw.items():
         xs = np.array(sorted(points))
-        lines[key] = (xs, np.array([float(np.mean(points[x])) for x in xs]))
+        lines[key] = (xs, np.array([_mean(points[x]) for x in xs]))
     return lines
 
 
@@ -267,10 +275,7 @@ class ProfileRates:
         self._memory = self._curves(
             self._rows("memory"), key=lambda r: (r.op, r.dtype), y=lambda r: r.bytes_per_s
         )
-        # the time model asks for the same shapes over and over: memoise per instance
-        memo = functools.lru_cache(maxsize=LOOKUP_CACHE)
-        self.gemm = memo(self.gemm)  # type: ignore[method-assign]
-        self.attention = memo(self.attention)  # type: ignore[method-assign]
+        self._memoise()
         self._optimizer = {
             key: OptimizerRates.of(
                 [r for r in self._rows("optimizer") if (r.implementation, r.dtype) == key]
@@ -286,6 +291,23 @@ class ProfileRates:
             key=lambda r: (r.op, r.group_size, r.scope),
             y=lambda r: r.time.median_s,
         )
+
+    def _memoise(self) -> None:
+        # the time model asks for the same shapes over and over: memoise per instance
+        memo = functools.lru_cache(maxsize=LOOKUP_CACHE)
+        self.gemm = memo(self.gemm)  # type: ignore[method-assign]
+        self.attention = memo(self.attention)  # type: ignore[method-assign]
+
+    def __getstate__(self) -> dict:
+        """What is pickled (``cost.fit_cache``): the tables, not the per-instance memos."""
+        state = dict(self.__dict__)
+        state.pop("gemm", None)
+        state.pop("attention", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._memoise()
 
     @classmethod
     def of(cls, profile: KernelProfile, *, source: str = "profile") -> ProfileRates:
@@ -431,7 +453,7 @@ class ProfileRates:
         for row in rows:
             grouped[key(row)][_log2(row.bytes)].append(math.log(y(row)))
         return {
-            name: (np.array(sorted(p)), np.array([float(np.mean(p[x])) for x in sorted(p)]))
+            name: (np.array(sorted(p)), np.array([_mean(p[x]) for x in sorted(p)]))
             for name, p in grouped.items()
         }
 
@@ -515,7 +537,17 @@ def profiles_in(folder: Path | Traversable, gpu_id: str) -> list[tuple[str, Kern
 
 @functools.cache
 def find_profile(gpu_id: str) -> ProfileRates | None:
-    """The committed kernel profiles of ``gpu_id`` (a ``hardware_db`` id), merged; or None."""
+    """The committed kernel profiles of ``gpu_id`` (a ``hardware_db`` id), merged; or None.
+
+    Parsed once and kept on disk between processes, keyed by a hash of the data and the
+    code (``cost.fit_cache``)."""
+    from planner.cost.fit_cache import cached_object  # it imports the fit, which imports us
+
     hardware_db.read_gpu(gpu_id)  # an unknown id is an error, not "no profile"
+    return cached_object(f"profile-{gpu_id}", lambda: read_profiles(gpu_id))
+
+
+def read_profiles(gpu_id: str) -> ProfileRates | None:
+    """``find_profile`` read from the files (no cache)."""
     found = profiles_in(hardware_db.profiles_dir(), gpu_id)
     return ProfileRates.merged(found) if found else None

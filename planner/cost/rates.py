@@ -18,7 +18,8 @@ else:
 * what a kernel profile cannot give, the host's time per kernel launch (inside and
   outside autograd) and the ratio of in-step to profiled device time, is calibrated on
   the measured training steps (``planner.cost.fit.calibrate_steps``: even runs fit, odd
-  runs held out). Launch overheads belong to the host and the eager dispatch, so a GPU
+  runs held out; the result is kept on disk between processes, ``planner.cost.fit_cache``).
+  Launch overheads belong to the host and the eager dispatch, so a GPU
   without measured steps uses those of a GPU that has them; the device-time ratio is
   applied to eager PyTorch only (``EAGER_FRAMEWORKS``), the software it was fitted to.
 """
@@ -33,6 +34,7 @@ from planner.catalog import load_gpu
 from planner.cost.attention_backends import BackendSpeedups, backend_speedups
 from planner.cost.compute import AttentionShape, GemmShape, OptimizerShape, Rates
 from planner.cost.fit import Sample, StepCalibration, calibrate_steps
+from planner.cost.fit_cache import cached_calibration
 from planner.cost.measured import single_gpu_step_phases
 from planner.cost.profile_rates import ProfileRates, find_profile
 from planner.cost.reserve import measured_gpu_for, measured_runs
@@ -203,7 +205,13 @@ class RateData:
 
 @cache
 def step_calibration(gpu_id: str) -> StepCalibration | None:
-    """Launch overhead and device-time ratio fitted to ``gpu_id``'s steps over its profile."""
+    """Launch overhead and device-time ratio fitted to ``gpu_id``'s steps over its profile
+    (kept on disk between processes, keyed by the data and code: ``cost.fit_cache``)."""
+    return cached_calibration(gpu_id, lambda: fit_step_calibration(gpu_id))
+
+
+def fit_step_calibration(gpu_id: str) -> StepCalibration | None:
+    """``step_calibration`` fitted afresh (no cache)."""
     runs = measured_runs(gpu_id)
     found = profiled_gpu_for(load_gpu(gpu_id), FIT_DTYPE)
     if not runs or found is None:

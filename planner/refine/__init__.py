@@ -20,25 +20,51 @@ then ``run_trials(...)`` (``autopar refine-worker --study NAME --storage URL``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from planner.refine.objective import MEMORY_CONSTRAINT, Objective, evaluate
 from planner.refine.problem import OBJECTIVES, RefineProblem, Seed, parse_objectives
-from planner.refine.result import (
-    RefinedPlan,
-    RefineResult,
-    TrialCounts,
-    TrialRecord,
-    collect,
-    pareto_front,
-)
-from planner.refine.sampler import NeighbourhoodSampler, make_sampler, neighbours
-from planner.refine.space import NOT_REFINED, Space, framework_knobs
-from planner.refine.storage import masked, open_storage
-from planner.refine.study import Callback, create_study, join_study, run_trials
 from planner.resolved import ResolvedConfig
 from planner.settings import database_url
+
+if TYPE_CHECKING:
+    from planner.refine.objective import MEMORY_CONSTRAINT, Objective, evaluate
+    from planner.refine.result import (
+        RefinedPlan,
+        RefineResult,
+        TrialCounts,
+        TrialRecord,
+        collect,
+        pareto_front,
+    )
+    from planner.refine.sampler import NeighbourhoodSampler, make_sampler, neighbours
+    from planner.refine.space import NOT_REFINED, Space, framework_knobs
+    from planner.refine.storage import masked, open_storage
+    from planner.refine.study import Callback, create_study, join_study, run_trials
+
+_EXPORTS = {
+    "planner.refine.objective": ("MEMORY_CONSTRAINT", "Objective", "evaluate"),
+    "planner.refine.result": (
+        "RefinedPlan", "RefineResult", "TrialCounts", "TrialRecord", "collect", "pareto_front",
+    ),
+    "planner.refine.sampler": ("NeighbourhoodSampler", "make_sampler", "neighbours"),
+    "planner.refine.space": ("NOT_REFINED", "Space", "framework_knobs"),
+    "planner.refine.storage": ("masked", "open_storage"),
+    "planner.refine.study": ("Callback", "create_study", "join_study", "run_trials"),
+}  # fmt: skip
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported from their module on first use: Optuna and SQLAlchemy
+    (about a quarter of a second) load only when refinement runs, not with every plan."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 class _PlanLike(Protocol):
@@ -75,6 +101,10 @@ def refine(
     callbacks: Sequence[Callback] = (),
 ) -> RefineResult:
     """Create (or resume) the study, run ``trials`` trials here, and collect the study."""
+    from planner.refine.result import collect
+    from planner.refine.storage import masked
+    from planner.refine.study import create_study, run_trials
+
     url = storage or database_url()
     study = create_study(problem, storage=url, study_name=study_name, seed=seed)
     run_trials(study, problem, trials=trials, callbacks=callbacks)
@@ -101,6 +131,7 @@ __all__ = [
     "framework_knobs",
     "join_study",
     "make_sampler",
+    "masked",
     "neighbours",
     "open_storage",
     "pareto_front",

@@ -28,9 +28,8 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from pydantic import ValidationError
 
 from planner.errors import SpecError
@@ -40,6 +39,9 @@ from planner.predict import Estimate, estimate
 from planner.refine.problem import RefineProblem
 from planner.refine.space import Choice, Space
 from planner.specs.layout import ParallelConfig
+
+if TYPE_CHECKING:
+    import optuna
 
 MEMORY_CONSTRAINT = "memory_excess_gib"
 
@@ -160,7 +162,9 @@ class Objective:
         if outcome.reason:
             trial.set_user_attr("reason", outcome.reason)
         if outcome.estimate is None:
-            raise optuna.TrialPruned(f"illegal layout: {outcome.reason}")
+            from optuna import TrialPruned  # with refinement only: Optuna loads slowly
+
+            raise TrialPruned(f"illegal layout: {outcome.reason}")
         result = outcome.estimate
         trial.set_user_attr("prediction", prediction(result))
         assert outcome.excess_gib is not None

@@ -22,10 +22,8 @@ in seconds and as a percentage of the former; 0 when refinement found nothing fa
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
 from planner.predict import MemoryReport, TimeReport
@@ -33,6 +31,10 @@ from planner.refine.objective import evaluate
 from planner.refine.problem import RefineProblem
 from planner.refine.space import NOT_REFINED, Space
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 STATUSES = ("feasible", "infeasible", "illegal", "failed", "running", "waiting")
 
@@ -214,6 +216,8 @@ def _refined(record: TrialRecord, problem: RefineProblem) -> RefinedPlan:
 
 
 def _record(trial: FrozenTrial) -> TrialRecord:
+    from optuna.trial import TrialState  # with refinement only: Optuna loads slowly
+
     attrs = trial.user_attrs
     state = trial.state
     status = attrs.get("status")

@@ -233,13 +233,15 @@ def _tabulate_sizes(
         admitted = [row for row in table.feasible if goal.admits(row)]
         if split_solver and table.complete and time.perf_counter() <= deadline:
             tracker.enter("split")
+            deferred = [row for row in table.rows if row.deferred]
             variants = partition.split_variants(
                 table.rows, admitted, model=model, cluster=sized, workload=workload,
                 framework=framework, headroom_gib=headroom_gib, fixed=fixed or {},
                 maxima=maxima or {}, leaders=2 * top_k, expert_load=expert_load, timer=timer,
+                admits=goal.admits,
             )  # fmt: skip
             found.refined += len(variants)
-            tracker.add_timed(sum(row.time is not None for row in variants))
+            tracker.add_timed(sum(row.time is not None for row in [*variants, *deferred]))
             found.rows.extend(variants)
             admitted.extend(row for row in variants if row.fits and goal.admits(row))
         found.admitted.extend(admitted)

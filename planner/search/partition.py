@@ -39,7 +39,9 @@ recomputes whole blocks).
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from itertools import groupby
 
@@ -88,20 +90,34 @@ def split_variants(
     leaders: int,
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
+    admits: Callable[[Row], bool] = lambda row: True,
 ) -> list[Row]:
     """The solver's split (and recompute blocks) for each leading pipelined layout family,
-    costed; variants equal to a tabulated layout are left out."""
+    costed; variants equal to a tabulated layout are left out. The leading layouts are
+    the ``admitted`` ones (timed, fitting, what the objective ``admits``) fastest first,
+    with the rows tabulation deferred (``Row.deferred``) timed when the walk reaches
+    them; without any, those closest to fitting."""
     if framework != "megatron" or any(knob in fixed for knob in PINNED):
         return []
-    pool = sorted(admitted, key=lambda row: row.step_s) or sorted(
-        rows, key=lambda row: row.excess_gib
+    deferred = [row for row in rows if row.deferred]
+    if admitted:  # the walk below skips the others: never time them for it
+        deferred = [row for row in deferred if _splittable(row.layout)]
+    if not admitted and deferred:
+        for row in deferred:
+            row.time_deferred()
+        admitted = [row for row in deferred if admits(row)]
+        deferred = []
+    pool: Iterable[Row] = (
+        by_step(rows, admitted, deferred, admits)
+        if admitted
+        else sorted(rows, key=lambda row: row.excess_gib)
     )
     seen = {axis_values(row) for row in rows}
     families: set[tuple] = set()
     layouts: list[ParallelConfig] = []
     for row in pool:
         layout = row.layout
-        if layout.pp < 2 or layout.vpp is not None or layout.recompute == "selective":
+        if not _splittable(layout):
             continue
         family = (layout.tp, layout.cp, layout.pp, layout.dp, layout.ep, layout.mbs,
                   layout.cp_comm_type)  # fmt: skip
@@ -127,6 +143,33 @@ def split_variants(
             seen.add(key)
             fresh.append(row)
     return fresh
+
+
+def _splittable(layout: ParallelConfig) -> bool:
+    """Whether the split solver refines this layout's family (1F1B pipelines without
+    selective recomputation)."""
+    return layout.pp >= 2 and layout.vpp is None and layout.recompute != "selective"
+
+
+def by_step(
+    rows: list[Row], admitted: list[Row], deferred: list[Row], admits: Callable[[Row], bool]
+) -> Iterator[Row]:
+    """``admitted`` and the admitted ``deferred`` rows fastest first, ties in table order:
+    ``sorted(admitted + deferred, key=step)`` had every deferred row been timed, timing
+    each deferred row only when every row yielded so far is faster than its bound (its
+    pipeline bound is at most its step, so nothing faster can come after it)."""
+    where = {id(row): index for index, row in enumerate(rows)}
+    heap = [(row.step_s, where[id(row)], row) for row in admitted]
+    heap += [(row.pipeline_bound_s or 0.0, where[id(row)], row) for row in deferred]
+    heapq.heapify(heap)
+    while heap:
+        _, index, row = heapq.heappop(heap)
+        if row.deferred:
+            row.time_deferred()
+            if admits(row):
+                heapq.heappush(heap, (row.step_s, index, row))
+            continue
+        yield row
 
 
 def _solve(

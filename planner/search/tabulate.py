@@ -37,6 +37,7 @@ from planner.predict import (
     prepare,
 )
 from planner.predict import time_report as predict_time
+from planner.search.bounds import pipeline_lower_bound
 from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.progress import Tracker
 from planner.specs.hardware import ClusterSpec
@@ -68,6 +69,19 @@ class Row:
     """Only for layouts that fit and could be among the best (see ``tabulate``)."""
     step_bound_s: float | None = None
     """A lower bound on the reported step time (layouts that fit, when ranked)."""
+    pipeline_bound_s: float | None = None
+    """The tighter bound that counts the pipeline's fill and drain (``search.bounds``),
+    where it was needed to defer the row."""
+    deferred: bool = False
+    """Among the contenders the compute bound let through, but proven out of the best
+    by ``pipeline_bound_s``: not timed (``time`` None) unless something needs its step
+    (``time_deferred``; the split solver's choice of leading layouts)."""
+
+    def time_deferred(self) -> None:
+        """Time a deferred row (its step is then known like any timed row's)."""
+        if self.time is None:
+            self.time = predict_time(self.prepared)
+        self.deferred = False
 
     @property
     def bounded(self) -> bool:
@@ -151,9 +165,13 @@ def tabulate(
     With a ``ranking``, the layouts that fit are timed in the order of a lower bound on
     their objective (``predict.step_lower_bound``), and timing stops when the bound of
     the next exceeds the ``keep``-th best objective found: none of the rest can be among
-    the best (they stay in the table with ``time`` None and ``step_bound_s`` set). A
-    timed layout faster than its bound would mean the bound is broken; then every layout
-    is timed.
+    the best (they stay in the table with ``time`` None and ``step_bound_s`` set). Before
+    that, a layout whose pipeline bound (``search.bounds``: fill and drain counted)
+    already exceeds the ``keep``-th best is deferred instead of timed (``Row.deferred``);
+    which layouts are timed or deferred, and where timing stops, is decided by the
+    compute bound alone, as without the deferral. A timed layout faster than either
+    bound would mean a bound is broken; then every layout is timed, the deferred ones
+    included.
 
     ``tracker`` (``planner.search.progress``) counts each layout costed and timed.
     ``timer`` times a layout and bounds its time (``planner.search.length_pricing``: the
@@ -255,23 +273,42 @@ def _time_contenders(
     for row in fitting:
         # the step is rounded to 1e-6 s in the report and the bound's sums run in
         # another order: both margins keep the bound below the reported step
-        row.step_bound_s = max(
-            0.0, timer.bound(row.prepared) * (1 - BOUND_MARGIN) - STEP_ROUNDING_S
-        )
+        row.step_bound_s = _margined(timer.bound(row.prepared))
     order = sorted(fitting, key=lambda row: ranking.key(row, row.step_bound_s or 0.0))
     best = sorted(ranking.incumbents)[: ranking.keep]
     prune = True
+    deferred: list[Row] = []
     for row in order:
         if deadline is not None and have_feasible and time.perf_counter() > deadline:
             return Table(rows=rows, complete=False)
         bound = ranking.key(row, row.step_bound_s or 0.0)
         if prune and len(best) == ranking.keep and bound > best[-1]:
             break
+        if prune and timer is FIXED_LENGTH and len(best) == ranking.keep:
+            # the pipeline bound is the fixed length's; a length mix can be faster
+            row.pipeline_bound_s = _margined(pipeline_lower_bound(row.prepared))
+            if ranking.key(row, row.pipeline_bound_s) > best[-1]:
+                row.deferred = True  # cannot be among the best; best[-1] is unchanged
+                deferred.append(row)
+                continue
         row.time = timer.time(row.prepared)
         tracker.timed_one()
         have_feasible = True
-        if row.step_bound_s is not None and row.step_s < row.step_bound_s:
-            prune = False  # the bound does not hold for this cost model: time them all
+        if any(bound is not None and row.step_s < bound
+               for bound in (row.step_bound_s, row.pipeline_bound_s)):  # fmt: skip
+            prune = False  # a bound does not hold for this cost model: time them all
+            for late in deferred:
+                late.time_deferred()
+                tracker.timed_one()
+                if ranking.admits(late):
+                    best = sorted([*best, ranking.key(late, late.step_s)])[: ranking.keep]
+            deferred = []
         if ranking.admits(row):
             best = sorted([*best, ranking.key(row, row.step_s)])[: ranking.keep]
     return Table(rows=rows, complete=True)
+
+
+def _margined(bound_s: float) -> float:
+    """A bound lowered by the margins that keep it below the reported step: the step is
+    rounded to ``STEP_ROUNDING_S`` and the bound's sums run in another order."""
+    return max(0.0, bound_s * (1 - BOUND_MARGIN) - STEP_ROUNDING_S)

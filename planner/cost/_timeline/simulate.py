@@ -100,10 +100,12 @@ def finish_times(times: PipelineTimes) -> list[float]:
     ops = sum(len(ids) for ids in compiled.ids)
     run = None
     if times.pp >= sweep.MIN_SWEEP_RANKS and (times.p2p_s > 0.0 or shape is None):
-        run = Run(times, compiled)
         plan = sweep.sweep_plan(times.pp, times.vpp, times.microbatches)
-        if plan is not None and sweep.sweep(run, plan):
-            return run.finish()
+        if plan is not None:
+            run = Run(times, compiled)
+            if sweep.sweep(run, plan):
+                return run.finish()
+        # no sweep: the walk has not started, so the one-pass walk may still take it
     if run is None and one_pass_is_cheaper(compiled, shape, ops):
         return one_pass.flat_finish(times)
     steady = cycles.steady_for(times)
