@@ -5,20 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from planner import ParallelConfig, WorkloadSpec, estimate, load_cluster, load_model
-
-
-def estimate_json(
-    model: str, *, gpus: int, seq_len: int, global_batch: int, **layout: Any
-) -> dict[str, Any]:
-    result = estimate(
-        model=load_model(model),
-        cluster=load_cluster("dgx-h100", gpus=gpus),
-        workload=WorkloadSpec(seq_len=seq_len, global_batch=global_batch),
-        layout=ParallelConfig(**layout),
-    )
-    return result.model_dump(mode="json")
+from report_estimates import estimate_json
 
 
 @pytest.fixture(scope="session")

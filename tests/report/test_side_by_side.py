@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import estimate_json
+from report_estimates import estimate_json
 
 from planner.accuracy import HOST_BOUND_TIME_BAND, MEMORY_BAND, TIME_BAND
 from planner.report.inputs import PlanView
