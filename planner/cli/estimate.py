@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from planner.accuracy import default_headroom
 from planner.cli.inputs import (
     ClusterOption,
     FrameworkOption,
@@ -195,13 +196,27 @@ def render_estimate(result: Estimate) -> None:
     if memory.fits:
         out.print(
             f"Fits: peak {memory.peak_gib:.2f} GiB of {memory.capacity_gib:.2f} GiB "
-            f"({memory.headroom_gib:.2f} GiB headroom)."
+            f"({memory.headroom_gib:.2f} GiB headroom). {margin_verdict(result)}"
         )
     else:
         out.print(
             f"Does NOT fit: peak {memory.peak_gib:.2f} GiB exceeds {memory.capacity_gib:.2f} GiB "
             f"by {-memory.headroom_gib:.2f} GiB."
         )
+
+
+def margin_verdict(result: Estimate) -> str:
+    """Whether the layout also keeps the default margin ``autopar plan`` keeps."""
+    memory, config = result.memory, result.config
+    kept = default_headroom(
+        framework=config.framework, capacity_gib=memory.capacity_gib, layer_spec=config.layer_spec
+    )
+    if memory.headroom_gib >= kept.gib:
+        return f"It fits with the default margin too ({kept.words})."
+    return (
+        f"It does NOT fit with the default margin that `autopar plan` keeps ({kept.words}): "
+        f"{kept.gib - memory.headroom_gib:.2f} GiB short."
+    )
 
 
 def render_simulated(memory: MemoryReport, out: Any) -> None:

@@ -11,7 +11,15 @@ Steps, for each cluster size the objective searches (one for ``throughput``):
    and recompute blocks chosen by the stage-partition solver (``solvers.stage_partition``),
    tabulated the same way and added as candidates.
 4. ``formulation.formulate``: the factorised CP-SAT model (``solvers.degrees``) over the
-   layouts that fit and that the objective admits; the solver returns the top-k.
+   layouts that fit and that the objective admits; the solver returns the top-k (with
+   ``risk="averse"``, ``robust.pool_size`` of them).
+5. ``robust.order``: with ``risk="averse"``, the plans whose objective is inside the best
+   one's error band are reordered by robustness (``planner.search.robust``); the first
+   top_k are returned.
+
+Headroom: ``headroom_gib=None`` keeps the framework's default margin
+(``planner.accuracy.default_headroom``: its worst validated peak-memory error of the
+capacity); ``search.headroom_gib`` and ``search.headroom_basis`` say what was kept.
 
 The optimum is exact under the cost model: every candidate's objective is tabulated from
 the cost model itself or proven out of the top_k by a bound, and the solver is proven
@@ -33,10 +41,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from planner.accuracy import resolve_headroom
 from planner.cost.expert_load import ExpertLoadSource
 from planner.cost.frameworks import Framework
+from planner.cost.reserve import usable_capacity_bytes
 from planner.errors import Infeasible, SpecError, TimeLimitReached
-from planner.search import partition
+from planner.search import partition, robust
 from planner.search.candidates import Enumeration, enumerate_space
 from planner.search.explain import (
     compare,
@@ -94,7 +104,7 @@ def search(
     objective: str = "throughput",
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
-    headroom_gib: float = 0.0,
+    headroom_gib: float | None = None,
     top_k: int = 5,
     time_limit_s: float = 60.0,
     max_mbs: int = 8,
@@ -104,12 +114,15 @@ def search(
     split_solver: bool = True,
     progress: ProgressCallback | None = None,
     expert_load: ExpertLoadSource | None = None,
+    risk: str = "averse",
 ) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
     ``progress`` is called as the search goes (``planner.search.progress``);
     ``expert_load`` gives the routing factors each EP degree's layouts are timed with
-    (``cost.expert_load``; None: balanced routing)."""
+    (``cost.expert_load``; None: balanced routing). ``headroom_gib`` None keeps the
+    framework's default margin; ``risk`` is ``averse`` (robust order inside the error
+    band) or ``neutral`` (the objective's order)."""
     tracker = Tracker(progress)
     goal = make_objective(
         objective,
@@ -119,14 +132,23 @@ def search(
     )
     if top_k < 1:
         raise SpecError(f"top_k: {top_k} must be at least 1")
-    if headroom_gib < 0:
+    if headroom_gib is not None and headroom_gib < 0:
         raise SpecError(f"headroom_gib: {headroom_gib} must not be negative")
+    if risk not in robust.RISKS:
+        raise SpecError(f"risk: unknown '{risk}'; known: {', '.join(robust.RISKS)}")
+    kept = resolve_headroom(
+        headroom_gib,
+        framework=framework,
+        capacity_gib=round(usable_capacity_bytes(cluster.gpu)[0] / 2**30, 2),
+    )
+    headroom_gib = kept.gib
+    pool = robust.pool_size(top_k, risk)
     started = time.perf_counter()
     sizes = cluster_sizes(cluster) if goal.sizes_searched else [cluster.num_gpus]
     try:
         found = _tabulate_sizes(
             model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
-            maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
+            maxima=maxima, headroom_gib=headroom_gib, top_k=pool, max_mbs=max_mbs,
             deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
             expert_load=expert_load,
         )  # fmt: skip
@@ -139,17 +161,23 @@ def search(
     if not found.admitted:
         raise Infeasible(_infeasible_message(found, goal, cluster, workload, headroom_gib, fixed))
     tracker.enter("solve")
-    formulation = formulate(found.admitted, objective=goal, top_k=top_k)
+    formulation = formulate(found.admitted, objective=goal, top_k=pool)
     left_s = max(SOLVER_MIN_TIME_S, time_limit_s - (time.perf_counter() - started))
     solution = solve_degrees(formulation.problem, SolveOptions(time_limit_s=left_s))
     if not solution.assignments:
         raise SpecError(f"the solver found no plan within {left_s:.1f} s; raise the time limit")
     rows = [formulation.decode(a) for a in solution.assignments]
     estimates = [row.estimate() for row in rows]
+    values = [goal.key(row, row.step_s) for row in rows]
+    shown = robust.order(estimates, values, risk=risk, same_gpus=goal.stops_at_first_fit)
+    shown = shown[:top_k]
+    best = (estimates[0], values[0])
+    rows, estimates = [rows[i] for i in shown], [estimates[i] for i in shown]
+    fitting = sum(row.fits for row in found.rows)
     plans = [
         PlanEntry.of(
             estimate,
-            explanation=explain(rank, rows, estimates, goal),
+            explanation=explain(rank, rows, estimates, goal, fitting=fitting, best=best),
             training=_training(goal, row),
         )
         for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))
@@ -161,12 +189,17 @@ def search(
         wall_s=round(time.perf_counter() - started, 3),
         solver_wall_s=round(solution.total_wall_s, 3),
         gpus_searched=[c.num_gpus for c, _ in found.spaces],
-        layouts_considered=sum(space.considered for _, space in found.spaces),
-        layouts_legal=sum(len(space.layouts) for _, space in found.spaces),
+        # the split solver's layouts are counted as considered and legal too, so that
+        # considered >= legal >= fit always holds
+        layouts_considered=sum(space.considered for _, space in found.spaces) + found.refined,
+        layouts_legal=sum(len(space.layouts) for _, space in found.spaces) + found.refined,
         layouts_evaluated=len(found.rows),
-        layouts_feasible=sum(row.fits for row in found.rows),
+        layouts_feasible=fitting,
         layouts_timed=sum(row.time is not None for row in found.rows),
         layouts_split_solver=found.refined,
+        headroom_gib=kept.gib,
+        headroom_basis=kept.basis,
+        risk=risk,
     )
     tracker.enter("done")
     return PlanResult(plans=plans, search=info)

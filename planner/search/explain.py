@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.predict import Estimate
+from planner.search import robust
 from planner.search.candidates import Enumeration
 from planner.search.objectives import Objective
 from planner.search.tabulate import Row
@@ -56,6 +57,39 @@ def layout_label(layout: ParallelConfig) -> str:
     return " ".join(parts)
 
 
+def knob_words(knob: str, value: Any) -> str:
+    """One knob's value in words: 'vpp 4' reads 'interleaved with 4 virtual stages',
+    unset values say what unset means."""
+    if knob == "vpp":
+        return (
+            f"interleaved with {value} virtual stages"
+            if value and value > 1
+            else ("not interleaved")
+        )
+    if knob in ("first_stage_layers", "last_stage_layers") and value is None:
+        return f"{KNOB_LABELS[knob]} as the even split"
+    if knob == "recompute_num_layers" and value is None:
+        return "recompute layers none"
+    if knob == "cp_comm_type" and value is None:
+        return "cp comm default"
+    if isinstance(value, bool):
+        return f"{KNOB_LABELS[knob]} {'on' if value else 'off'}"
+    return f"{KNOB_LABELS[knob]} {value}"
+
+
+def _instead(knob: str, mine: Any, theirs: Any) -> str:
+    """'tp 2 instead of 4'; knobs whose words carry the value name it once per side."""
+    mine_words, theirs_words = knob_words(knob, mine), knob_words(knob, theirs)
+    label = f"{KNOB_LABELS[knob]} "
+    if mine_words.startswith(label) and theirs_words.startswith(label):
+        theirs_words = theirs_words[len(label) :]
+    return f"{mine_words} instead of {theirs_words}"
+
+
+MEMORY_SHOWN_GIB = 0.05
+"""Peak-memory differences below this (0.0 when printed to one decimal) are not shown."""
+
+
 def compare(better: Estimate, other: Estimate) -> str:
     """Which knobs differ and the biggest breakdown and memory differences, better vs other."""
     mine = {k: getattr(better.config, k) for k in KNOB_LABELS}
@@ -67,7 +101,7 @@ def compare(better: Estimate, other: Estimate) -> str:
         else set()
     )
     knobs = [
-        f"{KNOB_LABELS[k]} {mine[k]} instead of {theirs[k]}"
+        _instead(k, mine[k], theirs[k])
         for k in KNOB_LABELS
         if mine[k] != theirs[k] and k not in derived
     ]
@@ -81,35 +115,85 @@ def compare(better: Estimate, other: Estimate) -> str:
     activations = max(s.activations_gib for s in better.memory.stages) - max(
         s.activations_gib for s in other.memory.stages
     )
-    memory = f"peak memory {abs(peak):.1f} GiB {'lower' if peak < 0 else 'higher'}"
-    if abs(activations) >= 0.05:
+    memory = (
+        f"peak memory {abs(peak):.1f} GiB {'lower' if peak < 0 else 'higher'}"
+        if abs(peak) >= MEMORY_SHOWN_GIB
+        else "same peak memory"
+    )
+    if abs(activations) >= MEMORY_SHOWN_GIB:
         memory += f" (activations {activations:+.1f} GiB)"
     return f"{', '.join(knobs) or 'same knobs'}: {'; '.join(timing) or 'same time'}; {memory}"
 
 
-def explain(rank: int, rows: list[Row], estimates: list[Estimate], goal: Objective) -> str:
-    """Why plan ``rank`` is where it is: the best against the runner-up, others against it."""
+def explain(
+    rank: int,
+    rows: list[Row],
+    estimates: list[Estimate],
+    goal: Objective,
+    *,
+    fitting: int,
+    best: tuple[Estimate, float] | None = None,
+) -> str:
+    """Why plan ``rank`` is where it is: the best against the runner-up, others against it.
+
+    ``fitting``: how many layouts fit (the search's count); ``best``: the objective's own
+    best plan and its objective value, when the robust order put another plan first."""
     result, step = estimates[rank], estimates[rank].time.step_time_s
     what = goal.describe(rows[rank])
     if rank == 0:
+        robust_note = ""
+        if best is not None and best[0].config != result.config:
+            value = goal.key(rows[0], rows[0].step_s)
+            robust_note = " " + robust.chosen_note(
+                result,
+                best[0],
+                values=(value, best[1]),
+                objective_word=BEST_WORD[goal.name].lower(),
+            )
+        word = "Chosen for robustness (--risk averse)" if robust_note else BEST_WORD[goal.name]
         if len(estimates) == 1:
-            return f"The only layout that fits: {layout_label(result.config)}, {what}."
-        runner = estimates[1]
-        lead = _lead(goal, rows[0], rows[1], step, runner.time.step_time_s)
-        best = BEST_WORD[goal.name]
-        if lead is None:
+            if fitting <= 1:
+                return f"The only layout that fits: {layout_label(result.config)}, {what}."
             return (
-                f"{best}: {what}, tied with the runner-up ({layout_label(runner.config)}) and "
-                f"chosen for its lower peak memory. {compare(result, runner)}."
+                f"{word} of {fitting} layouts that fit: {layout_label(result.config)}, "
+                f"{what}.{robust_note}"
+            )
+        runner = estimates[1]
+        if robust_note:
+            return (
+                f"{word}: {what}.{robust_note} Against the runner-up "
+                f"({layout_label(runner.config)}): {compare(result, runner)}."
+            )
+        lead = _lead(goal, rows[0], rows[1], step, runner.time.step_time_s)
+        if lead is None:
+            peak = result.memory.peak_gib - runner.memory.peak_gib
+            tie = (
+                "chosen for its lower peak memory"
+                if peak <= -MEMORY_SHOWN_GIB
+                else "with the same peak memory (the solver's order breaks the tie)"
+            )
+            return (
+                f"{word}: {what}, tied with the runner-up ({layout_label(runner.config)}) "
+                f"{tie}. {compare(result, runner)}.{robust_note}"
             )
         return (
-            f"{best}: {what}, {lead} the runner-up ({layout_label(runner.config)}). "
+            f"{word}: {what}, {lead} the runner-up ({layout_label(runner.config)}). "
             f"{compare(result, runner)}."
         )
     lead = _lead(goal, rows[0], rows[rank], estimates[0].time.step_time_s, step)
     versus = compare(estimates[0], result)
-    behind = f"The best is {lead} this" if lead else "Tied with the best"
+    if lead:
+        behind = f"The best is {lead} this"
+    elif _value(goal, rows[rank]) < _value(goal, rows[0]):
+        better = "Cheaper" if goal.name == "cost" else "Faster"
+        behind = f"{better} by prediction than the chosen plan, which is more robust"
+    else:
+        behind = "Tied with the best"
     return f"{behind} ({what}). Best vs this: {versus}."
+
+
+def _value(goal: Objective, row: Row) -> float:
+    return goal.key(row, row.step_s)
 
 
 def _lead(

@@ -88,7 +88,20 @@ class SearchInfo(BaseModel):
     """Layouts that fit whose step time was simulated: the others have a lower bound on
     their objective above the top_k-th best (``planner.search.tabulate``)."""
     layouts_split_solver: int = 0
-    """Layouts proposed by the stage-partition solver (layer split, recompute blocks)."""
+    """Layouts proposed by the stage-partition solver (layer split, recompute blocks);
+    counted in ``layouts_considered`` and ``layouts_legal`` too."""
+    headroom_gib: float = 0.0
+    """GiB every plan keeps free on every GPU (the fits test: peak + this <= capacity)."""
+    headroom_basis: str = ""
+    """Why that much: the framework's default margin and the error it covers, or as asked."""
+    risk: str = "neutral"
+    """averse: plans inside the best one's error band ordered by robustness
+    (``planner.search.robust``); neutral: by the objective alone."""
+
+    @property
+    def headroom_words(self) -> str:
+        """'headroom kept: 2.70 GiB (why)', as every plan shows it."""
+        return f"headroom kept: {self.headroom_gib:.2f} GiB ({self.headroom_basis})"
 
 
 class PlanResult(BaseModel):
