@@ -67,7 +67,8 @@ def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
     headroom = round(capacity - statistics.median(r[1] for r in rows), 3) if squeeze else 0.0
     reference = min(t for t, peak, cap in rows if peak + headroom <= cap)
     result = search(
-        model, cluster, workload, headroom_gib=headroom, top_k=3, max_mbs=2, split_solver=False
+        model, cluster, workload, headroom_gib=headroom, top_k=3, max_mbs=2, split_solver=False,
+        risk="neutral",  # the solver's throughput order, which the brute force checks
     )
     assert result.search.optimal is True
     assert result.plans[0].estimate.time.step_time_s == reference
@@ -185,8 +186,8 @@ def test_time_limit_stops_a_search_where_nothing_fits() -> None:
 def test_split_solver_never_slower_and_its_plans_are_exact(seed: int) -> None:
     model, gpus, workload, _ = _random_instance(seed)
     cluster = load_cluster("dgx-h100", gpus=gpus)
-    plain = search(model, cluster, workload, top_k=3, max_mbs=2, split_solver=False)
-    split = search(model, cluster, workload, top_k=3, max_mbs=2)
+    plain = search(model, cluster, workload, top_k=3, max_mbs=2, split_solver=False, risk="neutral")
+    split = search(model, cluster, workload, top_k=3, max_mbs=2, risk="neutral")
     assert split.plans[0].estimate.time.step_time_s <= plain.plans[0].estimate.time.step_time_s
     for entry in split.plans:
         config = entry.estimate.config
@@ -205,6 +206,7 @@ def test_the_split_solver_unevens_a_heavy_last_stage() -> None:
         WorkloadSpec(seq_len=4096, global_batch=64),
         fixed={"pp": 2, "tp": 1, "cp": 1, "vpp": None},
         top_k=3,
+        risk="neutral",
     )
     assert result.search.layouts_split_solver >= 1
     best = result.plans[0].estimate.config
