@@ -38,6 +38,7 @@ got: there is neither a plan nor a proof that none fits.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ from planner.search.explain import (
     no_layout_message,
 )
 from planner.search.formulation import formulate
+from planner.search.grow import Grown, smallest_fitting
 from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
 from planner.search.progress import ProgressCallback, Tracker
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
@@ -159,7 +161,16 @@ def search(
             "bounding knobs"
         ) from None
     if not found.admitted:
-        raise Infeasible(_infeasible_message(found, goal, cluster, workload, headroom_gib, fixed))
+
+        def grown(largest: ClusterSpec) -> Grown:
+            return smallest_fitting(
+                model, largest, workload, framework=framework, headroom_gib=headroom_gib,
+                fixed=fixed, maxima=maxima, max_mbs=max_mbs,
+            )  # fmt: skip
+
+        raise Infeasible(
+            _infeasible_message(found, goal, cluster, workload, headroom_gib, fixed, grown)
+        )
     tracker.enter("solve")
     formulation = formulate(found.admitted, objective=goal, top_k=pool)
     left_s = max(SOLVER_MIN_TIME_S, time_limit_s - (time.perf_counter() - started))
@@ -306,6 +317,15 @@ def _closest_miss(misses: list[Row], headroom_gib: float) -> Row:
     return best
 
 
+def _states_overflow(row: Row, headroom_gib: float) -> bool:
+    """Whether the layout's memory less its activations and transients already exceeds
+    the capacity less the headroom (a bounded row: its bound is the model states)."""
+    if row.bounded:
+        return True
+    static = max(stage.total - stage.activations - stage.transient for stage in row.stages)
+    return static / 2**30 + headroom_gib > row.capacity_gib
+
+
 def _infeasible_message(
     found: _Sizes,
     goal: Objective,
@@ -313,6 +333,7 @@ def _infeasible_message(
     workload: WorkloadSpec,
     headroom_gib: float,
     fixed: dict[str, Any] | None,
+    grown: Callable[[ClusterSpec], Grown],
 ) -> str:
     if not found.spaces:
         return f"no cluster size up to {cluster.num_gpus} GPUs can take the fixed knobs {fixed}"
@@ -328,6 +349,9 @@ def _infeasible_message(
         return deadline_message(goal, fastest, [c.num_gpus for c, _ in found.spaces])
     largest = max(c.num_gpus for c, _ in found.spaces)
     misses = [row for row in found.rows if row.cluster.num_gpus == largest] or found.rows
+    # the model states alone (no activations) overflow every layout: a shorter sequence,
+    # recomputation or a smaller micro-batch cannot help
+    states_alone = all(_states_overflow(row, headroom_gib) for row in misses)
     closest = _closest_miss(misses, headroom_gib)
     space = next(s for c, s in found.spaces if c.num_gpus == closest.cluster.num_gpus)
     return memory_message(
@@ -340,4 +364,6 @@ def _infeasible_message(
         headroom_gib=headroom_gib,
         fixed=fixed or {},
         moe=closest.prepared.model.moe is not None,
+        more_gpus=grown(closest.cluster).words(closest.cluster.num_gpus),
+        states_alone=states_alone,
     )

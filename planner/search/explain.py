@@ -236,19 +236,27 @@ def memory_message(
     headroom_gib: float,
     fixed: dict[str, Any],
     moe: bool,
+    more_gpus: str,
+    states_alone: bool = False,
 ) -> str:
-    """Nothing fits in memory: where the closest layout overflows and what would change it."""
+    """Nothing fits in memory: where the closest layout overflows and what would change it.
+
+    ``more_gpus``: the "more GPUs" suggestion with the smallest size that fits
+    (``planner.search.grow``); ``states_alone``: the weights, gradients and optimizer
+    states overflow every layout by themselves, so what shrinks activations (recompute,
+    a shorter sequence, a smaller micro-batch) is not suggested."""
     layout = closest.layout
-    suggestions = [f"more GPUs (e.g. {2 * cluster.num_gpus})"]
-    if layout.recompute != "full":
-        suggestions.append(
-            "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
-        )
-    suggestions.append(f"a shorter sequence than {workload.seq_len}")
-    if layout.mbs > 1:
-        suggestions.append(f"a smaller micro-batch than {layout.mbs}")
-    if headroom_gib > 0:
-        suggestions.append(f"less headroom than {headroom_gib:g} GiB")
+    suggestions = [more_gpus]
+    if not states_alone:
+        if layout.recompute != "full":
+            suggestions.append(
+                "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
+            )
+        suggestions.append(f"a shorter sequence than {workload.seq_len}")
+        if layout.mbs > 1:
+            suggestions.append(f"a smaller micro-batch than {layout.mbs}")
+    if 0 < closest.excess_gib <= headroom_gib:  # it fits without the margin
+        suggestions.append(f"less headroom than {headroom_gib:g} GiB (--headroom-gib)")
     suggestions.append("optimizer offload")
     if moe and "ep" not in fixed:
         suggestions.append(
@@ -261,7 +269,13 @@ def memory_message(
         + f" and none fits in {closest.capacity_gib:.2f} GiB per GPU"
         + (f" less {headroom_gib:g} GiB headroom" if headroom_gib else "")
         + f". Closest: {layout_label(layout)} needs {closest.peak_gib:.2f} GiB on "
-        f"stage {closest.worst_stage}, {closest.excess_gib:.2f} GiB over. Would change it: "
+        f"stage {closest.worst_stage}, {closest.excess_gib:.2f} GiB over"
+        + (
+            " (the model states alone, before any activation, overflow every layout)"
+            if states_alone
+            else ""
+        )
+        + ". Would change it: "
         + ", ".join(suggestions)
         + "."
     )
