@@ -178,17 +178,35 @@ def search(
     if not solution.assignments:
         raise SpecError(f"the solver found no plan within {left_s:.1f} s; raise the time limit")
     rows = [formulation.decode(a) for a in solution.assignments]
+    if risk == "averse":  # the conventional plans join the re-ranking (robust.py)
+        rows = robust.with_conventional(
+            rows, found.rows, key=goal.key, admits=goal.admits, same_gpus=goal.stops_at_first_fit
+        )
     estimates = [row.estimate() for row in rows]
     values = [goal.key(row, row.step_s) for row in rows]
     shown = robust.order(estimates, values, risk=risk, same_gpus=goal.stops_at_first_fit)
     shown = shown[:top_k]
-    best = (estimates[0], values[0])
+    best = conventional = None
+    if risk == "averse":
+        best = (estimates[0], values[0])
+        conventional = next(
+            ((e, v) for e, v in zip(estimates, values, strict=True) if robust.conventional(e)),
+            None,
+        )
     rows, estimates = [rows[i] for i in shown], [estimates[i] for i in shown]
     fitting = sum(row.fits for row in found.rows)
     plans = [
         PlanEntry.of(
             estimate,
-            explanation=explain(rank, rows, estimates, goal, fitting=fitting, best=best),
+            explanation=explain(
+                rank,
+                rows,
+                estimates,
+                goal,
+                fitting=fitting,
+                best=best,
+                conventional=conventional,
+            ),
             training=_training(goal, row),
         )
         for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))

@@ -133,11 +133,14 @@ def explain(
     *,
     fitting: int,
     best: tuple[Estimate, float] | None = None,
+    conventional: tuple[Estimate, float] | None = None,
 ) -> str:
     """Why plan ``rank`` is where it is: the best against the runner-up, others against it.
 
-    ``fitting``: how many layouts fit (the search's count); ``best``: the objective's own
-    best plan and its objective value, when the robust order put another plan first."""
+    ``fitting``: how many layouts fit (the search's count). With ``--risk averse``:
+    ``best``, the objective's own best plan and its objective value (the robust order may
+    have put another plan first), and ``conventional``, the best layout that breaks no
+    convention (None when none fits)."""
     result, step = estimates[rank], estimates[rank].time.step_time_s
     what = goal.describe(rows[rank])
     if rank == 0:
@@ -150,7 +153,12 @@ def explain(
                 values=(value, best[1]),
                 objective_word=BEST_WORD[goal.name].lower(),
             )
-        word = "Chosen for robustness (--risk averse)" if robust_note else BEST_WORD[goal.name]
+        elif best is not None and robust.robustness(result).broken:
+            robust_note = " " + robust.kept_note(
+                result, conventional, value=best[1], objective_word=BEST_WORD[goal.name].lower()
+            )
+        chosen = best is not None and best[0].config != result.config
+        word = "Chosen for robustness (--risk averse)" if chosen else BEST_WORD[goal.name]
         if len(estimates) == 1:
             if fitting <= 1:
                 return f"The only layout that fits: {layout_label(result.config)}, {what}."
@@ -159,7 +167,7 @@ def explain(
                 f"{what}.{robust_note}"
             )
         runner = estimates[1]
-        if robust_note:
+        if chosen:
             return (
                 f"{word}: {what}.{robust_note} Against the runner-up "
                 f"({layout_label(runner.config)}): {compare(result, runner)}."
@@ -178,7 +186,7 @@ def explain(
             )
         return (
             f"{word}: {what}, {lead} the runner-up ({layout_label(runner.config)}). "
-            f"{compare(result, runner)}."
+            f"{compare(result, runner)}.{robust_note}"
         )
     lead = _lead(goal, rows[0], rows[rank], estimates[0].time.step_time_s, step)
     versus = compare(estimates[0], result)

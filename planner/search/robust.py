@@ -21,25 +21,34 @@ robustness, and the rest follow in objective order:
 4. the objective itself (the predicted step time or cost), best first.
 
 The CP-SAT search still proves the throughput (or cost) optimum; this module only
-reorders the top ``pool_size`` plans it returns (K larger than the plans shown, so that
-the conventional plans inside the band are among them). ``risk="neutral"`` keeps the
-solver's order: with ``--objective throughput`` that is pure throughput.
+reorders the plans it returns: the solver's top ``pool_size`` (K larger than the plans
+shown) and the ``CONVENTIONAL_KEPT`` best conventional layouts (no convention broken),
+found by :func:`best_conventional` over every layout that fits with the same lower-bound
+pruning the search uses, so that the top K being variants of one exotic family (a
+layer split, a CP algorithm) cannot hide the conventional plan inside the band.
+``risk="neutral"`` keeps the solver's order: with ``--objective throughput`` that is
+pure throughput.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.accuracy import MEMORY_BAND, Band, regime, time_band
 from planner.predict import Estimate
+from planner.predict import time_report as predict_time
+from planner.search.tabulate import Row
 
 RISKS = ("averse", "neutral")
 CP_PAYS_FROM_TOKENS = 16_384
 """Context parallelism is conventional from this sequence length (16K tokens) up; below,
 a layout with CP breaks a convention (module docstring)."""
-POOL_SIZE = 24
+POOL_SIZE = 12
 """Plans the solver returns for the robust re-ranking, at least (module docstring)."""
+CONVENTIONAL_KEPT = 3
+"""Best conventional layouts added to the solver's plans for the re-ranking."""
 
 
 def pool_size(top_k: int, risk: str) -> int:
@@ -63,19 +72,96 @@ class Robustness:
         return (len(self.broken), self.axes, -self.headroom_steps)
 
 
+def broken_conventions(
+    *, tp: int, cp: int, ep: int, seq_len: int, gpus_per_node: int
+) -> tuple[str, ...]:
+    """The conventions a layout breaks, in words (module docstring, criterion 1)."""
+    broken = []
+    if cp > 1 and seq_len < CP_PAYS_FROM_TOKENS:
+        broken.append(
+            f"cp {cp} at {seq_len} tokens ({seq_len // cp} per rank; CP is run from "
+            f"{CP_PAYS_FROM_TOKENS} tokens)"
+        )
+    if tp > gpus_per_node:
+        broken.append(f"tp {tp} across nodes of {gpus_per_node} GPUs")
+    if ep > 1 and ep * tp > gpus_per_node:
+        broken.append(f"ep {ep} x tp {tp} across nodes of {gpus_per_node} GPUs")
+    return tuple(broken)
+
+
+def row_is_conventional(row: Row) -> bool:
+    """Whether a tabulated layout breaks no convention."""
+    layout = row.layout
+    return not broken_conventions(
+        tp=layout.tp, cp=layout.cp, ep=layout.ep, seq_len=row.prepared.workload.seq_len,
+        gpus_per_node=row.cluster.gpus_per_node,
+    )  # fmt: skip
+
+
+def best_conventional(
+    rows: list[Row],
+    *,
+    key: Callable[[Row, float], float],
+    admits: Callable[[Row], bool],
+    keep: int = CONVENTIONAL_KEPT,
+) -> list[Row]:
+    """The ``keep`` best conventional layouts that fit, best first: rows are timed (when
+    tabulation did not) in the order of their objective's lower bound, until the next
+    bound exceeds the ``keep``-th best found, so the answer is exact under the cost model."""
+    fitting = [row for row in rows if row.fits and row_is_conventional(row)]
+
+    def bound(row: Row) -> float:
+        return key(row, row.step_s if row.time is not None else (row.step_bound_s or 0.0))
+
+    best: list[tuple[float, int, Row]] = []
+    for position, row in enumerate(sorted(fitting, key=bound)):
+        if len(best) >= keep and bound(row) > best[-1][0]:
+            break
+        if row.time is None:
+            row.time = predict_time(row.prepared)
+        if admits(row):
+            best = sorted([*best, (key(row, row.step_s), position, row)])[:keep]
+    return [row for _, _, row in best]
+
+
+def with_conventional(
+    solved: list[Row],
+    rows: list[Row],
+    *,
+    key: Callable[[Row, float], float],
+    admits: Callable[[Row], bool],
+    same_gpus: bool = False,
+) -> list[Row]:
+    """The solver's plans and the best conventional layouts not among them, in objective
+    order (stable: the solver's tie order kept). ``same_gpus``: only layouts on the best
+    plan's GPU count (the min-gpus objective's answer is the count)."""
+    if not solved:
+        return solved
+    gpus = solved[0].cluster.num_gpus
+    pool = [row for row in rows if not same_gpus or row.cluster.num_gpus == gpus]
+    seen = {(row.cluster.num_gpus, row.layout) for row in solved}
+    extra = [
+        row
+        for row in best_conventional(pool, key=key, admits=admits)
+        if (row.cluster.num_gpus, row.layout) not in seen
+    ]
+    merged = [*solved, *extra]
+    return sorted(merged, key=lambda row: key(row, row.step_s))
+
+
+def conventional(estimate: Estimate) -> bool:
+    """Whether a plan breaks no convention."""
+    return not robustness(estimate).broken
+
+
 def robustness(estimate: Estimate) -> Robustness:
     """The robustness of one plan (module docstring: the criteria)."""
     c = estimate.config
-    broken = []
-    if c.cp > 1 and c.seq_len < CP_PAYS_FROM_TOKENS:
-        broken.append(
-            f"cp {c.cp} at {c.seq_len} tokens ({c.seq_len // c.cp} per rank; CP is run from "
-            f"{CP_PAYS_FROM_TOKENS} tokens)"
+    broken = list(
+        broken_conventions(
+            tp=c.tp, cp=c.cp, ep=c.ep, seq_len=c.seq_len, gpus_per_node=c.gpus_per_node
         )
-    if c.tp > c.gpus_per_node:
-        broken.append(f"tp {c.tp} across nodes of {c.gpus_per_node} GPUs")
-    if c.ep > 1 and c.ep * c.tp > c.gpus_per_node:
-        broken.append(f"ep {c.ep} x tp {c.tp} across nodes of {c.gpus_per_node} GPUs")
+    )
     axes = sum(getattr(c, axis) > 1 for axis in ("tp", "cp", "pp", "ep", "dp"))
     free = estimate.memory.headroom_gib
     step = MEMORY_BAND * estimate.memory.capacity_gib
@@ -138,12 +224,43 @@ def chosen_note(
         reasons.append(f"{mine.axes} parallel axes instead of {theirs.axes}")
     if mine.headroom_steps > theirs.headroom_steps:
         reasons.append(f"{mine.headroom_gib:.2f} GiB free instead of {theirs.headroom_gib:.2f} GiB")
-    from planner.search.explain import layout_label  # explain imports this module
-
     return (
         f"The {objective_word} plan "
-        f"({layout_label(fastest.config)}, {fastest.time.step_time_s:.3f} s per step) is "
+        f"({layout_label_of(fastest)}, {fastest.time.step_time_s:.3f} s per step) is "
         f"predicted {gain:.1%} {better}, inside the model's step-time band {band.basis} for a "
         f"{name} step, so the safer layout leads: {', '.join(reasons) or 'more robust'} "
         "(--risk neutral ranks by the prediction alone)."
     )
+
+
+def kept_note(
+    best: Estimate,
+    conventional: tuple[Estimate, float] | None,
+    *,
+    value: float,
+    objective_word: str,
+) -> str:
+    """Why the objective's best plan stays first although it breaks a convention: the
+    best conventional layout is behind by more than the band, or none fits."""
+    broken = "; ".join(robustness(best).broken)
+    if conventional is None:
+        return (
+            f"It breaks a convention ({broken}), but no layout that keeps them fits, so it "
+            "stays first."
+        )
+    band, name = best_band(best)
+    other, other_value = conventional
+    gap = (other_value - value) / value if value > 0 else 0.0
+    worse = "dearer" if objective_word == "cheapest" else "slower"
+    return (
+        f"It breaks a convention ({broken}); the best conventional layout "
+        f"({layout_label_of(other)}, {other.time.step_time_s:.3f} s per step) is predicted "
+        f"{gap:.1%} {worse}, beyond the model's step-time band {band.basis} for a {name} "
+        "step, so the gain is kept."
+    )
+
+
+def layout_label_of(estimate: Estimate) -> str:
+    from planner.search.explain import layout_label  # explain imports this module
+
+    return layout_label(estimate.config)
