@@ -208,6 +208,7 @@ def search(
                 conventional=conventional,
             ),
             training=_training(goal, row),
+            uncertainty=robust.uncertainty(estimate),
         )
         for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))
     ]
@@ -229,6 +230,7 @@ def search(
         headroom_gib=kept.gib,
         headroom_basis=kept.basis,
         risk=risk,
+        robust=None if best is None else robust.choice(best, conventional),
     )
     tracker.enter("done")
     return PlanResult(plans=plans, search=info)

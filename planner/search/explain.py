@@ -67,7 +67,7 @@ def knob_words(knob: str, value: Any) -> str:
             else ("not interleaved")
         )
     if knob in ("first_stage_layers", "last_stage_layers") and value is None:
-        return f"{KNOB_LABELS[knob]} as the even split"
+        return f"{KNOB_LABELS[knob]} even"
     if knob == "recompute_num_layers" and value is None:
         return "recompute layers none"
     if knob == "cp_comm_type" and value is None:

@@ -19,6 +19,38 @@ from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.scattering.result import ScatterSummary
 
 
+class Uncertainty(BaseModel):
+    # a prediction's band (planner.accuracy.time_band); no docstring: REST schema
+
+    model_config = ConfigDict(frozen=True)
+
+    regime: str
+    """compute-bound, communication-bound or host-bound (``planner.accuracy.regime``)."""
+    step_time_band: float
+    """Relative: the step may be this much shorter or longer than predicted."""
+    step_time_range_s: tuple[float, float]
+    basis: str
+
+
+class RobustChoice(BaseModel):
+    # with --risk averse: the objective's own best and the best conventional layout
+
+    model_config = ConfigDict(frozen=True)
+
+    best_layout: str
+    best_step_s: float
+    best_value: float
+    """The objective's value of ``best_layout`` (step seconds, or the budget's cost)."""
+    conventional_layout: str | None
+    """The best layout that breaks no convention (``planner.search.robust``); None when
+    none fits."""
+    conventional_step_s: float | None
+    conventional_value: float | None
+    band: float
+    """The step-time band of the best plan's prediction."""
+    regime: str
+
+
 class PlanEntry(BaseModel):
     # one ranked layout: its estimate's blocks, why it ranks there, what training costs
     # (no docstring: it would become the REST schema's description)
@@ -29,6 +61,8 @@ class PlanEntry(BaseModel):
     memory: MemoryReport
     time: TimeReport
     explanation: str
+    uncertainty: Uncertainty | None = None
+    """How far the step time may be off: the band for this framework and regime."""
     training: dict[str, float] | None = None
     """With a token budget: token_budget, steps, hours, gpu_hours, and with a price
     price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
@@ -44,14 +78,19 @@ class PlanEntry(BaseModel):
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for optional in ("training", "expert_placement", "scattering"):
+        for optional in ("training", "expert_placement", "scattering", "uncertainty"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data
 
     @classmethod
     def of(
-        cls, estimate: Estimate, *, explanation: str, training: dict[str, float] | None = None
+        cls,
+        estimate: Estimate,
+        *,
+        explanation: str,
+        training: dict[str, float] | None = None,
+        uncertainty: Uncertainty | None = None,
     ) -> PlanEntry:
         return cls(
             config=estimate.config,
@@ -59,6 +98,7 @@ class PlanEntry(BaseModel):
             time=estimate.time,
             explanation=explanation,
             training=training,
+            uncertainty=uncertainty,
         )
 
     @property
@@ -97,6 +137,8 @@ class SearchInfo(BaseModel):
     risk: str = "neutral"
     """averse: plans inside the best one's error band ordered by robustness
     (``planner.search.robust``); neutral: by the objective alone."""
+    robust: RobustChoice | None = None
+    """With ``risk`` averse: the objective's own best and the best conventional layout."""
 
     @property
     def headroom_words(self) -> str:

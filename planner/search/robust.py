@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from planner.accuracy import MEMORY_BAND, Band, regime, time_band
 from planner.predict import Estimate
 from planner.predict import time_report as predict_time
+from planner.search.results import RobustChoice, Uncertainty
 from planner.search.tabulate import Row
 
 RISKS = ("averse", "neutral")
@@ -264,3 +265,32 @@ def layout_label_of(estimate: Estimate) -> str:
     from planner.search.explain import layout_label  # explain imports this module
 
     return layout_label(estimate.config)
+
+
+def uncertainty(estimate: Estimate) -> Uncertainty:
+    """The plan's step-time band, for its JSON (``PlanEntry.uncertainty``)."""
+    band, name = best_band(estimate)
+    low, high = band.step_range_s(estimate.time.step_time_s)
+    return Uncertainty(
+        regime=name,
+        step_time_band=band.time,
+        step_time_range_s=(round(low, 6), round(high, 6)),
+        basis=band.basis,
+    )
+
+
+def choice(
+    best: tuple[Estimate, float], conventional: tuple[Estimate, float] | None
+) -> RobustChoice:
+    """The search's record of the robust choice (``SearchInfo.robust``)."""
+    band, name = best_band(best[0])
+    return RobustChoice(
+        best_layout=layout_label_of(best[0]),
+        best_step_s=best[0].time.step_time_s,
+        best_value=best[1],
+        conventional_layout=None if conventional is None else layout_label_of(conventional[0]),
+        conventional_step_s=None if conventional is None else conventional[0].time.step_time_s,
+        conventional_value=None if conventional is None else conventional[1],
+        band=band.time,
+        regime=name,
+    )

@@ -20,7 +20,7 @@ def test_json_has_plans_and_search(run_cli) -> None:
     assert set(data) == {"plans", "search"}
     assert len(data["plans"]) == 3
     best = data["plans"][0]
-    assert set(best) == {"config", "memory", "time", "explanation"}
+    assert set(best) == {"config", "memory", "time", "explanation", "uncertainty"}
     assert best["config"]["num_gpus"] == 8 and best["memory"]["fits"] is True
     assert data["search"]["solver"] == "cp-sat" and data["search"]["optimal"] is True
     assert data["search"]["risk"] == "neutral"
@@ -111,4 +111,10 @@ def test_cost_objective_prints_hours_and_cost(run_cli) -> None:
 def test_json_plan_has_no_training_block_without_a_budget(run_cli) -> None:
     result = run_cli(*EIGHT_B, "--json", "--top-k", "1")
     assert result.exit_code == 0, result.stderr
-    assert set(json.loads(result.stdout)["plans"][0]) == {"config", "memory", "time", "explanation"}
+    assert set(json.loads(result.stdout)["plans"][0]) == {
+        "config",
+        "memory",
+        "time",
+        "explanation",
+        "uncertainty",
+    }
