@@ -128,7 +128,7 @@ def run_job(name: str, job: Job, *, check: bool = False) -> dict[str, Any]:
             ep=config.ep,
             seq_len=config.seq_len,
             gpus_per_node=config.gpus_per_node,
-        ),  # fmt: skip
+        ),
         "wall_s": round(wall, 2),
     }
     if check:

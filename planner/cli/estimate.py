@@ -211,10 +211,11 @@ def margin_verdict(result: Estimate) -> str:
     kept = default_headroom(
         framework=config.framework, capacity_gib=memory.capacity_gib, layer_spec=config.layer_spec
     )
+    margin = f"{kept.gib:.2f} GiB, {kept.basis.removeprefix('default: ')}"
     if memory.headroom_gib >= kept.gib:
-        return f"It fits with the default margin too ({kept.words})."
+        return f"It keeps the default margin of `autopar plan` too ({margin})."
     return (
-        f"It does NOT fit with the default margin that `autopar plan` keeps ({kept.words}): "
+        f"It does NOT keep the default margin of `autopar plan` ({margin}): "
         f"{kept.gib - memory.headroom_gib:.2f} GiB short."
     )
 
