@@ -23,9 +23,17 @@ robustness, and the rest follow in objective order:
 The CP-SAT search still proves the throughput (or cost) optimum; this module only
 reorders the plans it returns: the solver's top ``pool_size`` (K larger than the plans
 shown) and the ``CONVENTIONAL_KEPT`` best conventional layouts (no convention broken),
-found by :func:`best_conventional` over every layout that fits with the same lower-bound
-pruning the search uses, so that the top K being variants of one exotic family (a
-layer split, a CP algorithm) cannot hide the conventional plan inside the band.
+found by :func:`best_conventional` over every layout the search tabulated that fits
+(the enumerated layouts and the stage-partition solver's splits of the search's leading
+layouts), with the lower-bound pruning the search uses, so that the top K being
+variants of one exotic family (a layer split, a CP algorithm) cannot hide the
+conventional plan inside the band. The split solver refines the search's leaders only,
+so a conventional layout's own best split may be missing: the conventional step is then
+an upper bound (``benchmarks/plan_robustness.py --check`` compares it with a search
+restricted to conventional layouts).
+
+A gain is measured as ``order`` measures it: the other plan's objective over the best's,
+less one (a plan 10% slower than the best is at the edge of a 10% band).
 ``risk="neutral"`` keeps the solver's order: with ``--objective throughput`` that is
 pure throughput.
 """
@@ -216,7 +224,7 @@ def chosen_note(
     band, name = best_band(fastest)
     mine, theirs = robustness(chosen), robustness(fastest)
     mine_value, best = values
-    gain = (mine_value - best) / mine_value if mine_value > 0 else 0.0
+    gain = (mine_value - best) / best if best > 0 else 0.0  # as ``order`` measures it
     better = "cheaper" if objective_word == "cheapest" else "faster"
     reasons = []
     if len(mine.broken) < len(theirs.broken):
@@ -251,7 +259,7 @@ def kept_note(
         )
     band, name = best_band(best)
     other, other_value = conventional
-    gap = (other_value - value) / value if value > 0 else 0.0
+    gap = (other_value - value) / value if value > 0 else 0.0  # as ``order`` measures it
     worse = "dearer" if objective_word == "cheapest" else "slower"
     return (
         f"It breaks a convention ({broken}); the best conventional layout "
