@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from planner.accuracy import default_headroom
+from planner.accuracy import default_headroom, memory_error
 from planner.cli.inputs import (
     ClusterOption,
     FrameworkOption,
@@ -211,7 +211,8 @@ def margin_verdict(result: Estimate) -> str:
     kept = default_headroom(
         framework=config.framework, capacity_gib=memory.capacity_gib, layer_spec=config.layer_spec
     )
-    margin = f"{kept.gib:.2f} GiB, {kept.basis.removeprefix('default: ')}"
+    error = memory_error(config.framework, layer_spec=config.layer_spec).fraction
+    margin = f"{kept.gib:.2f} GiB: {error:.2%} of capacity, the worst validated memory error"
     if memory.headroom_gib >= kept.gib:
         return f"It keeps the default margin of `autopar plan` too ({margin})."
     return (
