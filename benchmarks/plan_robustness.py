@@ -15,8 +15,9 @@ memory margin, ``--risk averse``) and, for each, from the same search
   unconventional layout lead.
 
 ``--check`` also runs each job's conventional search on its own (``--max tp=<GPUs per
-node>[,cp=1]``, ``--risk neutral``) and reports whether its best equals the
-conventional layout the robust ranking found (the re-ranking's exactness).
+node>[,cp=1]``, ``--risk neutral``): the conventional layout the robust ranking found
+must be at least as fast (``same``), or faster where the stage-partition solver split
+more conventional families than the standalone search's leaders (``split``).
 
 Run: ``python benchmarks/plan_robustness.py [--jobs 8b-8,70b-64] [--check] [--json out.json]``
 (about 2-4 minutes for the 20 jobs on a shared 2-core machine; not run in CI).
@@ -135,7 +136,11 @@ def run_job(name: str, job: Job, *, check: bool = False) -> dict[str, Any]:
     if check:
         alone = plan(request(job, maxima=conventional_maxima(job), risk="neutral"))
         row["check_conventional_step_s"] = alone.plans[0].time.step_time_s
-        row["check_agrees"] = alone.plans[0].time.step_time_s == robust.conventional_step_s
+        alone_s, found_s = alone.plans[0].time.step_time_s, robust.conventional_step_s
+        row["check_agrees"] = found_s is not None and found_s <= alone_s
+        row["check"] = (
+            "same" if found_s == alone_s else ("split" if row["check_agrees"] else "WORSE")
+        )
     return row
 
 
@@ -168,13 +173,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             + (
                 ""
                 if "check_agrees" not in row
-                else "  check "
-                + (
-                    "ok"
-                    if row["check_agrees"]
-                    else f"alone {row['check_conventional_step_s']:.3f} s vs "
-                    f"{row['conventional_step_s']:.3f} s"
-                )
+                else f"  check {row['check']}: alone {row['check_conventional_step_s']:.3f} s, "
+                f"robust {row['conventional_step_s']:.3f} s"
             )
         )
     conventional = sum(row["top_is_conventional"] for row in rows)

@@ -179,9 +179,22 @@ def search(
         raise SpecError(f"the solver found no plan within {left_s:.1f} s; raise the time limit")
     rows = [formulation.decode(a) for a in solution.assignments]
     if risk == "averse":  # the conventional plans join the re-ranking (robust.py)
+
+        def split(leaders: list[Row]) -> list[Row]:
+            """The stage-partition solver's splits of these layouts (one cluster size)."""
+            if not split_solver:
+                return []
+            return partition.split_variants(
+                found.rows, leaders, model=model, cluster=leaders[0].cluster,
+                workload=workload, framework=framework, headroom_gib=headroom_gib,
+                fixed=fixed or {}, maxima=maxima or {}, leaders=len(leaders),
+                expert_load=expert_load,
+            )  # fmt: skip
+
         rows = robust.with_conventional(
-            rows, found.rows, key=goal.key, admits=goal.admits, same_gpus=goal.stops_at_first_fit
-        )
+            rows, found.rows, key=goal.key, admits=goal.admits,
+            same_gpus=goal.stops_at_first_fit, split=split,
+        )  # fmt: skip
     estimates = [row.estimate() for row in rows]
     values = [goal.key(row, row.step_s) for row in rows]
     shown = robust.order(estimates, values, risk=risk, same_gpus=goal.stops_at_first_fit)

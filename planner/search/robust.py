@@ -27,10 +27,10 @@ found by :func:`best_conventional` over every layout the search tabulated that f
 (the enumerated layouts and the stage-partition solver's splits of the search's leading
 layouts), with the lower-bound pruning the search uses, so that the top K being
 variants of one exotic family (a layer split, a CP algorithm) cannot hide the
-conventional plan inside the band. The split solver refines the search's leaders only,
-so a conventional layout's own best split may be missing: the conventional step is then
-an upper bound (``benchmarks/plan_robustness.py --check`` compares it with a search
-restricted to conventional layouts).
+conventional plan inside the band. The split solver refines the search's leaders and,
+here, the best conventional layouts (``with_conventional``'s ``split``), one split per
+layout family as in the search (``benchmarks/plan_robustness.py --check`` compares the
+conventional step with a search restricted to conventional layouts).
 
 A gain is measured as ``order`` measures it: the other plan's objective over the best's,
 less one (a plan 10% slower than the best is at the edge of a 10% band).
@@ -143,20 +143,27 @@ def with_conventional(
     key: Callable[[Row, float], float],
     admits: Callable[[Row], bool],
     same_gpus: bool = False,
+    split: Callable[[list[Row]], list[Row]] | None = None,
 ) -> list[Row]:
     """The solver's plans and the best conventional layouts not among them, in objective
     order (stable: the solver's tie order kept). ``same_gpus``: only layouts on the best
-    plan's GPU count (the min-gpus objective's answer is the count)."""
+    plan's GPU count (the min-gpus objective's answer is the count). ``split``: the
+    stage-partition solver's variants of some layouts of one cluster size; the best
+    conventional layouts are refined with it as the search refines its leaders, so that
+    they compete with the leaders' splits on equal terms."""
     if not solved:
         return solved
     gpus = solved[0].cluster.num_gpus
     pool = [row for row in rows if not same_gpus or row.cluster.num_gpus == gpus]
+    conventional = best_conventional(pool, key=key, admits=admits)
+    if split is not None:
+        variants: list[Row] = []
+        for size in sorted({row.cluster.num_gpus for row in conventional}):
+            variants += split([row for row in conventional if row.cluster.num_gpus == size])
+        if variants:
+            conventional = best_conventional([*conventional, *variants], key=key, admits=admits)
     seen = {(row.cluster.num_gpus, row.layout) for row in solved}
-    extra = [
-        row
-        for row in best_conventional(pool, key=key, admits=admits)
-        if (row.cluster.num_gpus, row.layout) not in seen
-    ]
+    extra = [row for row in conventional if (row.cluster.num_gpus, row.layout) not in seen]
     merged = [*solved, *extra]
     return sorted(merged, key=lambda row: key(row, row.step_s))
 
