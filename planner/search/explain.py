@@ -62,9 +62,7 @@ def knob_words(knob: str, value: Any) -> str:
     unset values say what unset means."""
     if knob == "vpp":
         return (
-            f"interleaved with {value} virtual stages"
-            if value and value > 1
-            else ("not interleaved")
+            f"interleaved with {value} virtual stages" if value and value > 1 else "not interleaved"
         )
     if knob in ("first_stage_layers", "last_stage_layers") and value is None:
         return f"{KNOB_LABELS[knob]} even"
@@ -163,7 +161,7 @@ def explain(
             if fitting <= 1:
                 return f"The only layout that fits: {layout_label(result.config)}, {what}."
             return (
-                f"{word} of {fitting} layouts that fit: {layout_label(result.config)}, "
+                f"{word} ({fitting} layouts fit): {layout_label(result.config)}, "
                 f"{what}.{robust_note}"
             )
         runner = estimates[1]
@@ -178,7 +176,7 @@ def explain(
             tie = (
                 "chosen for its lower peak memory"
                 if peak <= -MEMORY_SHOWN_GIB
-                else "with the same peak memory (the solver's order breaks the tie)"
+                else "(the order among ties is the solver's)"
             )
             return (
                 f"{word}: {what}, tied with the runner-up ({layout_label(runner.config)}) "

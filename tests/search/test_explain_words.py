@@ -20,7 +20,7 @@ def test_one_plan_shown_says_how_many_fit() -> None:
     fit = result.search.layouts_feasible
     assert fit > 1
     assert "The only layout that fits" not in result.plans[0].explanation
-    assert f"of {fit} layouts that fit" in result.plans[0].explanation
+    assert f"({fit} layouts fit): " in result.plans[0].explanation
 
 
 def test_counts_are_consistent_with_the_split_solver() -> None:
