@@ -278,6 +278,7 @@ def plan_inputs(
         "fix": fixed,
         "max": maxima,
         "headroom_gib": body.headroom_gib,
+        "risk": body.risk,
         "top_k": body.top_k,
         "time_limit_s": body.time_limit,
     }

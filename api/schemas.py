@@ -158,7 +158,18 @@ class PlanRequest(WorkloadRequest):
     max: dict[IntKnobName, Annotated[int, Field(ge=1, le=65536)]] | None = Field(
         default=None, description='bound knobs, e.g. {"tp": 8, "pp": 4}'
     )
-    headroom_gib: float = Field(default=0.0, ge=0.0, le=L.MAX_HEADROOM_GIB)
+    headroom_gib: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=L.MAX_HEADROOM_GIB,
+        description="GiB kept free on every GPU; absent: the framework's default margin "
+        "(its worst validated peak-memory error of the capacity); 0 keeps none",
+    )
+    risk: Literal["averse", "neutral"] = Field(
+        default="averse",
+        description="averse: plans inside the best one's step-time band ordered by "
+        "robustness; neutral: by the prediction alone",
+    )
     price_per_gpu_hour: float | None = Field(
         default=None,
         ge=0.0,

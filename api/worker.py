@@ -83,6 +83,7 @@ def plan_request(inputs: dict[str, Any]) -> PlanRequest:
         fixed=inputs["fix"],
         maxima=inputs["max"],
         headroom_gib=inputs["headroom_gib"],
+        risk=inputs.get("risk", "neutral"),  # jobs stored before risk existed ranked neutral
         top_k=inputs["top_k"],
         time_limit_s=inputs["time_limit_s"],
         lengths=LengthsOption.model_validate(inputs["lengths"]) if "lengths" in inputs else None,

@@ -20,6 +20,7 @@ rates borrowed from another GPU's profile are unvalidated on the GPU they are us
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 TIME_BAND = 0.10
@@ -77,3 +78,198 @@ def prediction_band(*, rates_source: str) -> Band:
             f"by the host vary by up to {HOST_BOUND_TIME_BAND:.0%}"
         ),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The memory margin a plan keeps by default, per framework
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryError:
+    """The worst relative peak-memory error validated for one framework's memory paths."""
+
+    fraction: float
+    basis: str
+
+
+TWO_GPU_MEMORY_WORST = 0.0341
+"""Worst per-rank peak-memory error over the 132 two-H200 steps of DDP, FSDP2 (with and
+without resharding), DTensor and Megatron-style tensor parallelism, GPipe and 1F1B
+(``python benchmarks/accuracy_two_gpu.py``, 2026-12-03: worst 3.41%, a 1F1B rank with full
+recompute): the pipeline, sharding and recompute paths every framework's plan uses."""
+
+PUBLISHED_MEMORY_WORST = 0.0240
+"""Worst error against Megatron-LM's published activation memory (Korthikanti et al. 2022,
+Tables 2 and 4; ``python benchmarks/memory_published.py``)."""
+
+MEGATRON_LOCAL_MEMORY_WORST = 0.1238
+"""Worst error on Megatron-Core's own steps (``python benchmarks/accuracy_measured.py``,
+role megatron, 2026-12-03; profile ``h200-sxm/2026-12-03-h200-megatron-core``): the local
+layer spec's unfused attention at 8,192 tokens, predicted 12.38% below the measured peak
+(its fp32 softmax scores in the backward). The same runs at 2,048 tokens were within
+0.2%, so the error is the unfused attention's, a path only the local layer spec takes."""
+
+MEMORY_ERRORS: dict[str, MemoryError] = {
+    "megatron": MemoryError(
+        TWO_GPU_MEMORY_WORST,
+        "worst peak-memory error validated for Megatron with Transformer Engine layers: "
+        f"{PUBLISHED_MEMORY_WORST:.2%} on published Megatron-LM runs, "
+        f"{TWO_GPU_MEMORY_WORST:.2%} on measured two-GPU 1F1B, TP and data-parallel steps",
+    ),
+    "torchtitan": MemoryError(
+        TWO_GPU_MEMORY_WORST,
+        "worst peak-memory error on measured two-GPU FSDP2, DTensor TP and pipeline steps "
+        f"({TWO_GPU_MEMORY_WORST:.2%})",
+    ),
+    "pytorch": MemoryError(
+        TWO_GPU_MEMORY_WORST,
+        "worst peak-memory error on measured PyTorch steps on one and two GPUs "
+        f"({TWO_GPU_MEMORY_WORST:.2%})",
+    ),
+    "deepspeed": MemoryError(
+        MEGATRON_LOCAL_MEMORY_WORST,
+        "no DeepSpeed step was measured: the worst peak-memory error of any framework's own "
+        f"measured steps ({MEGATRON_LOCAL_MEMORY_WORST:.2%}, Megatron-Core)",
+    ),
+}
+"""The memory error each framework's default margin is sized by (the constants above)."""
+
+MEGATRON_LOCAL_ERROR = MemoryError(
+    MEGATRON_LOCAL_MEMORY_WORST,
+    "worst peak-memory error on Megatron-Core's local layer spec (unfused attention) "
+    f"measured steps ({MEGATRON_LOCAL_MEMORY_WORST:.2%})",
+)
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """GiB kept free on every GPU and why (``autopar plan`` shows both)."""
+
+    gib: float
+    basis: str
+    default: bool
+
+    @property
+    def words(self) -> str:
+        """'headroom kept: 2.70 GiB (3.41% of 79.21 GiB: ...)'."""
+        return f"headroom kept: {self.gib:.2f} GiB ({self.basis})"
+
+
+def memory_error(framework: str, *, layer_spec: str = "transformer_engine") -> MemoryError:
+    """The validated worst peak-memory error of ``framework``'s memory paths."""
+    if layer_spec == "local":
+        return MEGATRON_LOCAL_ERROR
+    return MEMORY_ERRORS.get(framework, MEMORY_ERRORS["deepspeed"])
+
+
+def default_headroom(
+    *, framework: str, capacity_gib: float, layer_spec: str = "transformer_engine"
+) -> Headroom:
+    """The margin a plan keeps unless told otherwise: the framework's worst validated
+    peak-memory error applied to the usable capacity. A layout at the edge has a peak
+    near the capacity, so a prediction that low by the worst error still fits when this
+    much is kept free."""
+    error = memory_error(framework, layer_spec=layer_spec)
+    gib = math.ceil(error.fraction * capacity_gib * 100) / 100
+    return Headroom(
+        gib=gib,
+        basis=f"default: {error.fraction:.2%} of {capacity_gib:.2f} GiB, the {error.basis}",
+        default=True,
+    )
+
+
+def resolve_headroom(
+    headroom_gib: float | None, *, framework: str, capacity_gib: float
+) -> Headroom:
+    """The headroom asked for, or the framework's default margin when none was given."""
+    if headroom_gib is None:
+        return default_headroom(framework=framework, capacity_gib=capacity_gib)
+    basis = "as asked (--headroom-gib)" if headroom_gib else "none, as asked (--headroom-gib 0)"
+    return Headroom(gib=headroom_gib, basis=basis, default=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Step-time bands per framework and regime
+# ---------------------------------------------------------------------------------------
+
+REGIMES = ("compute-bound", "communication-bound", "host-bound")
+
+HOST_BOUND_STEP_S = 0.2
+"""A step shorter than this is host-bound: every measured configuration whose repeated
+measurements spread by more than 10% ran steps under 0.18 s (``accuracy_measured.py``:
+0.06 to 0.17 s, spreads 11-20%), and so did the two-GPU harness's launch-bound
+micro-batches (69 to 158 ms, spreads 11-46%, ``accuracy_two_gpu.py``); at that size the
+host's kernel launches, not the GPU, set the pace.
+
+"""
+
+COMM_BOUND_SHARE = 0.2
+"""A step is communication-bound when exposed communication (TP, CP, EP, DP and pipeline
+transfers) is at least this share of it: the collective model (datasheet bandwidths and
+measured collectives on at most two GPUs) then moves the step as much as the kernel rates."""
+
+COMM_TIME_BAND = 0.12
+"""Step-time band of communication-bound steps: the worst GPU-bound error of the
+two-H200 steps, 11.79% on FSDP2 (its gathers and reduce-scatters are on the critical
+path; ``benchmarks/accuracy_two_gpu.py``), rounded up."""
+
+FRAMEWORK_COMPUTE_BAND = {
+    "megatron": TIME_BAND,
+    "pytorch": COMM_TIME_BAND,
+    "torchtitan": COMM_TIME_BAND,
+    "deepspeed": HOST_BOUND_TIME_BAND,
+}
+"""Compute-bound step-time band per framework: Megatron-LM's published runs (worst 9.37%)
+and device-bound measured steps (worst 9.08%) for megatron; the two-GPU PyTorch harness
+(DDP, FSDP2, TP, pipelines: worst 11.79%) for pytorch and torchtitan; DeepSpeed's steps
+were never measured, so its band is the widest validated one."""
+
+
+def regime(breakdown_s: dict[str, float]) -> str:
+    """'compute-bound', 'communication-bound' or 'host-bound', from a time breakdown:
+    host-bound below ``HOST_BOUND_STEP_S``, communication-bound when exposed
+    communication is at least ``COMM_BOUND_SHARE`` of the step, compute-bound otherwise."""
+    step = sum(breakdown_s.values())
+    if step < HOST_BOUND_STEP_S:
+        return "host-bound"
+    comm = sum(breakdown_s.get(k, 0.0) for k in COMM_PARTS)
+    return (
+        "communication-bound" if step > 0 and comm >= COMM_BOUND_SHARE * step else "compute-bound"
+    )
+
+
+COMM_PARTS = ("tp_comm", "cp_comm", "ep_comm", "dp_comm", "pipeline_p2p")
+
+
+def time_band(*, framework: str, regime_name: str, rates_source: str) -> Band:
+    """The step-time band of a prediction by ``framework`` in ``regime_name``."""
+    if rates_are_borrowed(rates_source) or regime_name == "host-bound":
+        time, why = (
+            HOST_BOUND_TIME_BAND,
+            (
+                "rates borrowed from another GPU's profile"
+                if rates_are_borrowed(rates_source)
+                else "host-bound: measured run-to-run spread"
+            ),
+        )
+    elif regime_name == "communication-bound":
+        time = max(COMM_TIME_BAND, FRAMEWORK_COMPUTE_BAND.get(framework, HOST_BOUND_TIME_BAND))
+        why = "communication-bound"
+    else:
+        time = FRAMEWORK_COMPUTE_BAND.get(framework, HOST_BOUND_TIME_BAND)
+        why = "compute-bound"
+    return Band(time=time, memory=MEMORY_BAND, basis=f"+/-{time:.0%} ({framework}, {why})")
+
+
+def borrowed_rates_note(rates_source: str) -> str | None:
+    """'rates scaled from h100-sxm, unvalidated on b200' for borrowed rates, else None."""
+    if not rates_are_borrowed(rates_source):
+        return None
+    head = rates_source.split("(no profile of this GPU)")[0]
+    words = head.replace("'s datasheet peaks", "").split()
+    try:
+        source, target = words[words.index("of") + 1], words[words.index("to") + 1]
+    except (ValueError, IndexError):
+        return "rates scaled from another GPU's profile, unvalidated on this GPU"
+    return f"rates scaled from {source}, unvalidated on {target}"

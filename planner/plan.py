@@ -143,7 +143,8 @@ def plan(
     """
     check_time_limit(request.time_limit_s)
     check_top_k(request.top_k)
-    check_headroom(request.headroom_gib)
+    if request.headroom_gib is not None:
+        check_headroom(request.headroom_gib)
     check_budget(
         token_budget=request.token_budget,
         price_per_gpu_hour=request.price_per_gpu_hour,
@@ -170,6 +171,7 @@ def plan(
         fixed=request.fixed,
         maxima=request.maxima,
         headroom_gib=request.headroom_gib,
+        risk=request.risk,
         top_k=request.top_k,
         time_limit_s=request.time_limit_s,
         price_per_gpu_hour=request.price_per_gpu_hour,
@@ -181,7 +183,10 @@ def plan(
     )
     refinement = hardware = None
     if request.refine is not None:
-        refinement = _refine(request, request.refine, result.plans, refine_callbacks)
+        refinement = _refine(
+            request, request.refine, result.plans, refine_callbacks,
+            headroom_gib=result.search.headroom_gib,
+        )  # fmt: skip
     if request.hardware is not None:
         options = request.hardware
         hardware = measure_candidates(
@@ -259,8 +264,11 @@ def _refine(
     options: RefineOptions,
     plans: list[PlanEntry],
     callbacks: Sequence[Callback],
+    *,
+    headroom_gib: float,
 ) -> RefineResult:
-    """An Optuna study seeded with ``plans`` (best first), ``options.trials`` trials run."""
+    """An Optuna study seeded with ``plans`` (best first), ``options.trials`` trials run,
+    keeping the headroom the search kept."""
     if not plans:
         raise SpecError("--refine: the solver returned no plan to refine")
     problem = RefineProblem(
@@ -269,7 +277,7 @@ def _refine(
         workload=request.workload,
         framework=request.framework,
         framework_version=request.framework_version,
-        headroom_gib=request.headroom_gib,
+        headroom_gib=headroom_gib,
         objectives=parse_objectives(options.objectives),
         seeds=seeds_from_plans(plans[: max(1, options.trials)]),
     )

@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from planner import catalog
+from planner.accuracy import default_headroom, memory_error
 from planner.cli.inputs import (
     FrameworkOption,
     GlobalBatchOption,
@@ -491,13 +492,29 @@ def render_estimate(result: Estimate) -> None:
     if memory.fits:
         out.print(
             f"Fits: peak {memory.peak_gib:.2f} GiB of {memory.capacity_gib:.2f} GiB "
-            f"({memory.headroom_gib:.2f} GiB headroom)."
+            f"({memory.headroom_gib:.2f} GiB headroom). {margin_verdict(result)}"
         )
     else:
         out.print(
             f"Does NOT fit: peak {memory.peak_gib:.2f} GiB exceeds {memory.capacity_gib:.2f} GiB "
             f"by {-memory.headroom_gib:.2f} GiB."
         )
+
+
+def margin_verdict(result: Estimate) -> str:
+    """Whether the layout also keeps the default margin ``autopar plan`` keeps."""
+    memory, config = result.memory, result.config
+    kept = default_headroom(
+        framework=config.framework, capacity_gib=memory.capacity_gib, layer_spec=config.layer_spec
+    )
+    error = memory_error(config.framework, layer_spec=config.layer_spec).fraction
+    margin = f"{kept.gib:.2f} GiB: {error:.2%} of capacity, the worst validated memory error"
+    if memory.headroom_gib >= kept.gib:
+        return f"It keeps the default margin of `autopar plan` too ({margin})."
+    return (
+        f"It does NOT keep the default margin of `autopar plan` ({margin}): "
+        f"{kept.gib - memory.headroom_gib:.2f} GiB short."
+    )
 
 
 def render_simulated(memory: MemoryReport, out: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from planner.accuracy import HOST_BOUND_TIME_BAND, borrowed_rates_note
 from planner.cli.emit import TORCHTITAN_FORMATS, write_emitted
 from planner.cli.files import ensure_dir
 from planner.cli.hardware_rank import (
@@ -63,6 +64,7 @@ from planner.report.inputs import PlanView
 from planner.scattering import ScatterSummary, read_lengths_file
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
+from planner.search.robust import RISKS
 from planner.specs import ModelSpec
 from planner.specs import limits as L
 
@@ -177,8 +179,22 @@ def plan_command(
         str | None, typer.Option("--max", help="Bound knobs, e.g. tp=8,pp=4.")
     ] = None,
     headroom_gib: Annotated[
-        float, typer.Option("--headroom-gib", min=0.0, help="GiB to leave free on every GPU.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            "--headroom-gib",
+            min=0.0,
+            help="GiB to leave free on every GPU; 0 keeps none. [default: the framework's "
+            "worst validated peak-memory error of the capacity, e.g. 3.41% for megatron]",
+        ),
+    ] = None,
+    risk: Annotated[
+        str,
+        typer.Option(
+            help="averse: among plans whose predicted gain is inside the model's error band, "
+            "prefer the robust layout (conventions kept, fewer axes, more headroom); "
+            "neutral: rank by the prediction alone."
+        ),
+    ] = "averse",
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Plans to show.")] = 5,
     time_limit: Annotated[
         float,
@@ -261,6 +277,8 @@ def plan_command(
     out = check_emit(emit, out)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
+    if risk not in RISKS:
+        raise SpecError(f"--risk: unknown '{risk}'; known: {', '.join(RISKS)}")
     fixed = parse_knobs(fix, option="--fix")
     maxima = parse_knobs(maximum, option="--max")
     for name, bound in maxima.items():
@@ -271,6 +289,9 @@ def plan_command(
         global_batch=global_batch, global_batch_tokens=global_batch_tokens, precision=precision,
     )  # fmt: skip
     routing_stats = plan_routing(routing, synthetic, model_spec)
+    if nodes is None and gpus is None:
+        note = one_node_note(cluster_spec.num_gpus)
+        typer.echo(note, err=True) if as_json else console().print(note)
     request = PlanRequest(
         model=model_spec,
         cluster=cluster_spec,
@@ -281,6 +302,7 @@ def plan_command(
         fixed=fixed,
         maxima=maxima,
         headroom_gib=headroom_gib,
+        risk=risk,
         top_k=top_k,
         time_limit_s=time_limit,
         price_per_gpu_hour=price_per_gpu_hour,
@@ -323,6 +345,14 @@ def plan_command(
         render_refinement(result.refinement)
     if result.hardware is not None:
         render_hardware(result.hardware)
+
+
+def one_node_note(gpus: int) -> str:
+    """What a plan without --nodes or --gpus is for."""
+    return (
+        f"Note: neither --nodes nor --gpus given: planning for one node ({gpus} GPUs); "
+        "pass --nodes N or --gpus N for more."
+    )
 
 
 def _simulated(result: PlanOutcome, request: PlanRequest) -> PlanOutcome:
@@ -389,18 +419,23 @@ def render_plan(result: PlanResult) -> None:
         table.add_row(*cells, f"{name.replace('_', ' ')} {seconds:.3f} s")
     out = console()
     out.print(table)
+    info = result.search
+    out.print(f"Memory: {info.headroom_words}.")
+    borrowed = borrowed_rates_note(result.plans[0].time.rates_source)
+    if borrowed is not None:
+        out.print(f"Note: {borrowed}: the step-time band is wider (+/-{HOST_BOUND_TIME_BAND:.0%}).")
     print_plan_pictures(PlanView.model_validate(result.plans[0].model_dump(mode="json")), out)
     out.print(result.plans[0].explanation)
     if result.plans[0].scattering is not None:
         render_scattering(result.plans[0].scattering)
-    info = result.search
     verdict = "optimal" if info.optimal else "NOT proven optimal (time limit)"
     sizes = f" over {len(info.gpus_searched)} cluster sizes" if sized else ""
     split_count = info.layouts_split_solver
     out.print(
         f"Search: {info.objective}{sizes}, {info.layouts_considered} layouts considered, "
-        f"{info.layouts_legal} legal, {info.layouts_feasible} fit"
-        + (f", {split_count} from the split solver" if split_count else "")
+        f"{info.layouts_legal} legal"
+        + (f" ({split_count} from the split solver)" if split_count else "")
+        + f", {info.layouts_feasible} fit"
         + f"; {info.solver} {verdict} in {info.wall_s:.2f} s."
     )
 

@@ -11,7 +11,15 @@ Steps, for each cluster size the objective searches (one for ``throughput``):
    and recompute blocks chosen by the stage-partition solver (``solvers.stage_partition``),
    tabulated the same way and added as candidates.
 4. ``formulation.formulate``: the factorised CP-SAT model (``solvers.degrees``) over the
-   layouts that fit and that the objective admits; the solver returns the top-k.
+   layouts that fit and that the objective admits; the solver returns the top-k (with
+   ``risk="averse"``, ``robust.pool_size`` of them).
+5. ``robust.order``: with ``risk="averse"``, the plans whose objective is inside the best
+   one's error band are reordered by robustness (``planner.search.robust``); the first
+   top_k are returned.
+
+Headroom: ``headroom_gib=None`` keeps the framework's default margin
+(``planner.accuracy.default_headroom``: its worst validated peak-memory error of the
+capacity); ``search.headroom_gib`` and ``search.headroom_basis`` say what was kept.
 
 The optimum is exact under the cost model: every candidate's objective is tabulated from
 the cost model itself or proven out of the top_k by a bound, and the solver is proven
@@ -30,14 +38,17 @@ got: there is neither a plan nor a proof that none fits.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from planner.accuracy import resolve_headroom
 from planner.cost.expert_load import ExpertLoadSource
 from planner.cost.frameworks import Framework
+from planner.cost.reserve import usable_capacity_bytes
 from planner.errors import Infeasible, SpecError, TimeLimitReached
 from planner.frameworks import get_profile
-from planner.search import partition
+from planner.search import partition, robust
 from planner.search.candidates import Enumeration, enumerate_space
 from planner.search.explain import (
     compare,
@@ -48,6 +59,7 @@ from planner.search.explain import (
     no_layout_message,
 )
 from planner.search.formulation import formulate
+from planner.search.grow import Grown, smallest_fitting
 from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
 from planner.search.progress import ProgressCallback, Tracker
@@ -97,7 +109,7 @@ def search(
     objective: str = "throughput",
     fixed: dict[str, Any] | None = None,
     maxima: dict[str, int] | None = None,
-    headroom_gib: float = 0.0,
+    headroom_gib: float | None = None,
     top_k: int = 5,
     time_limit_s: float = 60.0,
     max_mbs: int = 8,
@@ -108,6 +120,7 @@ def search(
     progress: ProgressCallback | None = None,
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
+    risk: str = "averse",
 ) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
@@ -115,7 +128,9 @@ def search(
     ``expert_load`` gives the routing factors each EP degree's layouts are timed with
     (``cost.expert_load``; None: balanced routing); ``timer`` prices a layout's step
     (``planner.search.length_pricing``: at the workload's sequence length, or over a
-    distribution of lengths, when each plan carries ``length_pricing``)."""
+    distribution of lengths, when each plan carries ``length_pricing``). ``headroom_gib``
+    None keeps the framework's default margin; ``risk`` is ``averse`` (robust order inside
+    the error band) or ``neutral`` (the objective's order)."""
     tracker = Tracker(progress)
     goal = make_objective(
         objective,
@@ -126,14 +141,23 @@ def search(
     get_profile(framework).release(framework_version)  # an unknown version fails first
     if top_k < 1:
         raise SpecError(f"top_k: {top_k} must be at least 1")
-    if headroom_gib < 0:
+    if headroom_gib is not None and headroom_gib < 0:
         raise SpecError(f"headroom_gib: {headroom_gib} must not be negative")
+    if risk not in robust.RISKS:
+        raise SpecError(f"risk: unknown '{risk}'; known: {', '.join(robust.RISKS)}")
+    kept = resolve_headroom(
+        headroom_gib,
+        framework=framework,
+        capacity_gib=round(usable_capacity_bytes(cluster.gpu)[0] / 2**30, 2),
+    )
+    headroom_gib = kept.gib
+    pool = robust.pool_size(top_k, risk)
     started = time.perf_counter()
     sizes = cluster_sizes(cluster) if goal.sizes_searched else [cluster.num_gpus]
     try:
         found = _tabulate_sizes(
             model, cluster, workload, sizes=sizes, goal=goal, framework=framework, fixed=fixed,
-            maxima=maxima, headroom_gib=headroom_gib, top_k=top_k, max_mbs=max_mbs,
+            maxima=maxima, headroom_gib=headroom_gib, top_k=pool, max_mbs=max_mbs,
             deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
             expert_load=expert_load, timer=timer, framework_version=framework_version,
         )  # fmt: skip
@@ -144,21 +168,68 @@ def search(
             "bounding knobs"
         ) from None
     if not found.admitted:
-        raise Infeasible(_infeasible_message(found, goal, cluster, workload, headroom_gib, fixed))
+
+        def grown(largest: ClusterSpec) -> Grown:
+            return smallest_fitting(
+                model, largest, workload, framework=framework, headroom_gib=headroom_gib,
+                fixed=fixed, maxima=maxima, max_mbs=max_mbs,
+            )  # fmt: skip
+
+        raise Infeasible(
+            _infeasible_message(found, goal, cluster, workload, headroom_gib, fixed, grown)
+        )
     tracker.enter("solve")
-    formulation = formulate(found.admitted, objective=goal, top_k=top_k)
+    formulation = formulate(found.admitted, objective=goal, top_k=pool)
     left_s = max(SOLVER_MIN_TIME_S, time_limit_s - (time.perf_counter() - started))
     solution = solve_degrees(formulation.problem, SolveOptions(time_limit_s=left_s))
     if not solution.assignments:
         raise SpecError(f"the solver found no plan within {left_s:.1f} s; raise the time limit")
     rows = [formulation.decode(a) for a in solution.assignments]
+    if risk == "averse":  # the conventional plans join the re-ranking (robust.py)
+
+        def split(leaders: list[Row]) -> list[Row]:
+            """The stage-partition solver's splits of these layouts (one cluster size)."""
+            if not split_solver:
+                return []
+            return partition.split_variants(
+                found.rows, leaders, model=model, cluster=leaders[0].cluster,
+                workload=workload, framework=framework, headroom_gib=headroom_gib,
+                fixed=fixed or {}, maxima=maxima or {}, leaders=len(leaders),
+                expert_load=expert_load, timer=timer,
+            )  # fmt: skip
+
+        rows = robust.with_conventional(
+            rows, found.rows, key=goal.key, admits=goal.admits,
+            same_gpus=goal.stops_at_first_fit, split=split, timer=timer,
+        )  # fmt: skip
     estimates = [row.estimate() for row in rows]
+    values = [goal.key(row, row.step_s) for row in rows]
+    shown = robust.order(estimates, values, risk=risk, same_gpus=goal.stops_at_first_fit)
+    shown = shown[:top_k]
+    best = conventional = None
+    if risk == "averse":
+        best = (estimates[0], values[0])
+        conventional = next(
+            ((e, v) for e, v in zip(estimates, values, strict=True) if robust.conventional(e)),
+            None,
+        )
+    rows, estimates = [rows[i] for i in shown], [estimates[i] for i in shown]
+    fitting = sum(row.fits for row in found.rows)
     plans = [
         PlanEntry.of(
             estimate,
-            explanation=explain(rank, rows, estimates, goal),
+            explanation=explain(
+                rank,
+                rows,
+                estimates,
+                goal,
+                fitting=fitting,
+                best=best,
+                conventional=conventional,
+            ),
             training=_training(goal, row),
             length_pricing=timer.record(row.layout),
+            uncertainty=robust.uncertainty(estimate),
         )
         for rank, (row, estimate) in enumerate(zip(rows, estimates, strict=True))
     ]
@@ -169,12 +240,18 @@ def search(
         wall_s=round(time.perf_counter() - started, 3),
         solver_wall_s=round(solution.total_wall_s, 3),
         gpus_searched=[c.num_gpus for c, _ in found.spaces],
-        layouts_considered=sum(space.considered for _, space in found.spaces),
-        layouts_legal=sum(len(space.layouts) for _, space in found.spaces),
+        # the split solver's layouts are counted as considered and legal too, so that
+        # considered >= legal >= fit always holds
+        layouts_considered=sum(space.considered for _, space in found.spaces) + found.refined,
+        layouts_legal=sum(len(space.layouts) for _, space in found.spaces) + found.refined,
         layouts_evaluated=len(found.rows),
-        layouts_feasible=sum(row.fits for row in found.rows),
+        layouts_feasible=fitting,
         layouts_timed=sum(row.time is not None for row in found.rows),
         layouts_split_solver=found.refined,
+        headroom_gib=kept.gib,
+        headroom_basis=kept.basis,
+        risk=risk,
+        robust=None if best is None else robust.choice(best, conventional),
     )
     tracker.enter("done")
     return PlanResult(plans=plans, search=info)
@@ -285,6 +362,15 @@ def _closest_miss(misses: list[Row], headroom_gib: float) -> Row:
     return best
 
 
+def _states_overflow(row: Row, headroom_gib: float) -> bool:
+    """Whether the layout's memory less its activations and transients already exceeds
+    the capacity less the headroom (a bounded row: its bound is the model states)."""
+    if row.bounded:
+        return True
+    static = max(stage.total - stage.activations - stage.transient for stage in row.stages)
+    return static / 2**30 + headroom_gib > row.capacity_gib
+
+
 def _infeasible_message(
     found: _Sizes,
     goal: Objective,
@@ -292,6 +378,7 @@ def _infeasible_message(
     workload: WorkloadSpec,
     headroom_gib: float,
     fixed: dict[str, Any] | None,
+    grown: Callable[[ClusterSpec], Grown],
 ) -> str:
     if not found.spaces:
         return f"no cluster size up to {cluster.num_gpus} GPUs can take the fixed knobs {fixed}"
@@ -307,6 +394,9 @@ def _infeasible_message(
         return deadline_message(goal, fastest, [c.num_gpus for c, _ in found.spaces])
     largest = max(c.num_gpus for c, _ in found.spaces)
     misses = [row for row in found.rows if row.cluster.num_gpus == largest] or found.rows
+    # the model states alone (no activations) overflow every layout: a shorter sequence,
+    # recomputation or a smaller micro-batch cannot help
+    states_alone = all(_states_overflow(row, headroom_gib) for row in misses)
     closest = _closest_miss(misses, headroom_gib)
     space = next(s for c, s in found.spaces if c.num_gpus == closest.cluster.num_gpus)
     return memory_message(
@@ -319,4 +409,6 @@ def _infeasible_message(
         headroom_gib=headroom_gib,
         fixed=fixed or {},
         moe=closest.prepared.model.moe is not None,
+        more_gpus=grown(closest.cluster).words(closest.cluster.num_gpus),
+        states_alone=states_alone,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.predict import Estimate
+from planner.search import robust
 from planner.search.candidates import Enumeration
 from planner.search.objectives import Objective
 from planner.search.tabulate import Row
@@ -56,6 +57,37 @@ def layout_label(layout: ParallelConfig) -> str:
     return " ".join(parts)
 
 
+def knob_words(knob: str, value: Any) -> str:
+    """One knob's value in words: 'vpp 4' reads 'interleaved with 4 virtual stages',
+    unset values say what unset means."""
+    if knob == "vpp":
+        return (
+            f"interleaved with {value} virtual stages" if value and value > 1 else "not interleaved"
+        )
+    if knob in ("first_stage_layers", "last_stage_layers") and value is None:
+        return f"{KNOB_LABELS[knob]} even"
+    if knob == "recompute_num_layers" and value is None:
+        return "recompute layers none"
+    if knob == "cp_comm_type" and value is None:
+        return "cp comm default"
+    if isinstance(value, bool):
+        return f"{KNOB_LABELS[knob]} {'on' if value else 'off'}"
+    return f"{KNOB_LABELS[knob]} {value}"
+
+
+def _instead(knob: str, mine: Any, theirs: Any) -> str:
+    """'tp 2 instead of 4'; knobs whose words carry the value name it once per side."""
+    mine_words, theirs_words = knob_words(knob, mine), knob_words(knob, theirs)
+    label = f"{KNOB_LABELS[knob]} "
+    if mine_words.startswith(label) and theirs_words.startswith(label):
+        theirs_words = theirs_words[len(label) :]
+    return f"{mine_words} instead of {theirs_words}"
+
+
+MEMORY_SHOWN_GIB = 0.05
+"""Peak-memory differences below this (0.0 when printed to one decimal) are not shown."""
+
+
 def compare(better: Estimate, other: Estimate) -> str:
     """Which knobs differ and the biggest breakdown and memory differences, better vs other."""
     mine = {k: getattr(better.config, k) for k in KNOB_LABELS}
@@ -67,7 +99,7 @@ def compare(better: Estimate, other: Estimate) -> str:
         else set()
     )
     knobs = [
-        f"{KNOB_LABELS[k]} {mine[k]} instead of {theirs[k]}"
+        _instead(k, mine[k], theirs[k])
         for k in KNOB_LABELS
         if mine[k] != theirs[k] and k not in derived
     ]
@@ -81,35 +113,93 @@ def compare(better: Estimate, other: Estimate) -> str:
     activations = max(s.activations_gib for s in better.memory.stages) - max(
         s.activations_gib for s in other.memory.stages
     )
-    memory = f"peak memory {abs(peak):.1f} GiB {'lower' if peak < 0 else 'higher'}"
-    if abs(activations) >= 0.05:
+    memory = (
+        f"peak memory {abs(peak):.1f} GiB {'lower' if peak < 0 else 'higher'}"
+        if abs(peak) >= MEMORY_SHOWN_GIB
+        else "same peak memory"
+    )
+    if abs(activations) >= MEMORY_SHOWN_GIB:
         memory += f" (activations {activations:+.1f} GiB)"
     return f"{', '.join(knobs) or 'same knobs'}: {'; '.join(timing) or 'same time'}; {memory}"
 
 
-def explain(rank: int, rows: list[Row], estimates: list[Estimate], goal: Objective) -> str:
-    """Why plan ``rank`` is where it is: the best against the runner-up, others against it."""
+def explain(
+    rank: int,
+    rows: list[Row],
+    estimates: list[Estimate],
+    goal: Objective,
+    *,
+    fitting: int,
+    best: tuple[Estimate, float] | None = None,
+    conventional: tuple[Estimate, float] | None = None,
+) -> str:
+    """Why plan ``rank`` is where it is: the best against the runner-up, others against it.
+
+    ``fitting``: how many layouts fit (the search's count). With ``--risk averse``:
+    ``best``, the objective's own best plan and its objective value (the robust order may
+    have put another plan first), and ``conventional``, the best layout that breaks no
+    convention (None when none fits)."""
     result, step = estimates[rank], estimates[rank].time.step_time_s
     what = goal.describe(rows[rank])
     if rank == 0:
+        robust_note = ""
+        if best is not None and best[0].config != result.config:
+            value = goal.key(rows[0], rows[0].step_s)
+            robust_note = " " + robust.chosen_note(
+                result,
+                best[0],
+                values=(value, best[1]),
+                objective_word=BEST_WORD[goal.name].lower(),
+            )
+        elif best is not None and robust.robustness(result).broken:
+            robust_note = " " + robust.kept_note(
+                result, conventional, value=best[1], objective_word=BEST_WORD[goal.name].lower()
+            )
+        chosen = best is not None and best[0].config != result.config
+        word = "Chosen for robustness (--risk averse)" if chosen else BEST_WORD[goal.name]
         if len(estimates) == 1:
-            return f"The only layout that fits: {layout_label(result.config)}, {what}."
-        runner = estimates[1]
-        lead = _lead(goal, rows[0], rows[1], step, runner.time.step_time_s)
-        best = BEST_WORD[goal.name]
-        if lead is None:
+            if fitting <= 1:
+                return f"The only layout that fits: {layout_label(result.config)}, {what}."
             return (
-                f"{best}: {what}, tied with the runner-up ({layout_label(runner.config)}) and "
-                f"chosen for its lower peak memory. {compare(result, runner)}."
+                f"{word} ({fitting} layouts fit): {layout_label(result.config)}, "
+                f"{what}.{robust_note}"
+            )
+        runner = estimates[1]
+        if chosen:
+            return (
+                f"{word}: {what}.{robust_note} Against the runner-up "
+                f"({layout_label(runner.config)}): {compare(result, runner)}."
+            )
+        lead = _lead(goal, rows[0], rows[1], step, runner.time.step_time_s)
+        if lead is None:
+            peak = result.memory.peak_gib - runner.memory.peak_gib
+            tie = (
+                "chosen for its lower peak memory"
+                if peak <= -MEMORY_SHOWN_GIB
+                else "(the order among ties is the solver's)"
+            )
+            return (
+                f"{word}: {what}, tied with the runner-up ({layout_label(runner.config)}) "
+                f"{tie}. {compare(result, runner)}.{robust_note}"
             )
         return (
-            f"{best}: {what}, {lead} the runner-up ({layout_label(runner.config)}). "
-            f"{compare(result, runner)}."
+            f"{word}: {what}, {lead} the runner-up ({layout_label(runner.config)}). "
+            f"{compare(result, runner)}.{robust_note}"
         )
     lead = _lead(goal, rows[0], rows[rank], estimates[0].time.step_time_s, step)
     versus = compare(estimates[0], result)
-    behind = f"The best is {lead} this" if lead else "Tied with the best"
+    if lead:
+        behind = f"The best is {lead} this"
+    elif _value(goal, rows[rank]) < _value(goal, rows[0]):
+        better = "Cheaper" if goal.name == "cost" else "Faster"
+        behind = f"{better} by prediction than the chosen plan, which is more robust"
+    else:
+        behind = "Tied with the best"
     return f"{behind} ({what}). Best vs this: {versus}."
+
+
+def _value(goal: Objective, row: Row) -> float:
+    return goal.key(row, row.step_s)
 
 
 def _lead(
@@ -152,19 +242,27 @@ def memory_message(
     headroom_gib: float,
     fixed: dict[str, Any],
     moe: bool,
+    more_gpus: str,
+    states_alone: bool = False,
 ) -> str:
-    """Nothing fits in memory: where the closest layout overflows and what would change it."""
+    """Nothing fits in memory: where the closest layout overflows and what would change it.
+
+    ``more_gpus``: the "more GPUs" suggestion with the smallest size that fits
+    (``planner.search.grow``); ``states_alone``: the weights, gradients and optimizer
+    states overflow every layout by themselves, so what shrinks activations (recompute,
+    a shorter sequence, a smaller micro-batch) is not suggested."""
     layout = closest.layout
-    suggestions = [f"more GPUs (e.g. {2 * cluster.num_gpus})"]
-    if layout.recompute != "full":
-        suggestions.append(
-            "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
-        )
-    suggestions.append(f"a shorter sequence than {workload.seq_len}")
-    if layout.mbs > 1:
-        suggestions.append(f"a smaller micro-batch than {layout.mbs}")
-    if headroom_gib > 0:
-        suggestions.append(f"less headroom than {headroom_gib:g} GiB")
+    suggestions = [more_gpus]
+    if not states_alone:
+        if layout.recompute != "full":
+            suggestions.append(
+                "full recomputation" + (" (recompute is fixed)" if "recompute" in fixed else "")
+            )
+        suggestions.append(f"a shorter sequence than {workload.seq_len}")
+        if layout.mbs > 1:
+            suggestions.append(f"a smaller micro-batch than {layout.mbs}")
+    if 0 < closest.excess_gib <= headroom_gib:  # it fits without the margin
+        suggestions.append(f"less headroom than {headroom_gib:g} GiB (--headroom-gib)")
     suggestions.append("optimizer offload")
     if moe and "ep" not in fixed:
         suggestions.append(
@@ -177,7 +275,13 @@ def memory_message(
         + f" and none fits in {closest.capacity_gib:.2f} GiB per GPU"
         + (f" less {headroom_gib:g} GiB headroom" if headroom_gib else "")
         + f". Closest: {layout_label(layout)} needs {closest.peak_gib:.2f} GiB on "
-        f"stage {closest.worst_stage}, {closest.excess_gib:.2f} GiB over. Would change it: "
+        f"stage {closest.worst_stage}, {closest.excess_gib:.2f} GiB over"
+        + (
+            " (the model states alone, before any activation, overflow every layout)"
+            if states_alone
+            else ""
+        )
+        + ". Would change it: "
         + ", ".join(suggestions)
         + "."
     )

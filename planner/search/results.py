@@ -20,6 +20,38 @@ from planner.scattering.result import ScatterSummary
 from planner.search.length_pricing import LengthPricing
 
 
+class Uncertainty(BaseModel):
+    # a prediction's band (planner.accuracy.time_band); no docstring: REST schema
+
+    model_config = ConfigDict(frozen=True)
+
+    regime: str
+    """compute-bound, communication-bound or host-bound (``planner.accuracy.regime``)."""
+    step_time_band: float
+    """Relative: the step may be this much shorter or longer than predicted."""
+    step_time_range_s: tuple[float, float]
+    basis: str
+
+
+class RobustChoice(BaseModel):
+    # with --risk averse: the objective's own best and the best conventional layout
+
+    model_config = ConfigDict(frozen=True)
+
+    best_layout: str
+    best_step_s: float
+    best_value: float
+    """The objective's value of ``best_layout`` (step seconds, or the budget's cost)."""
+    conventional_layout: str | None
+    """The best layout that breaks no convention (``planner.search.robust``); None when
+    none fits."""
+    conventional_step_s: float | None
+    conventional_value: float | None
+    band: float
+    """The step-time band of the best plan's prediction."""
+    regime: str
+
+
 class PlanEntry(BaseModel):
     # one ranked layout: its estimate's blocks, why it ranks there, what training costs
     # (no docstring: it would become the REST schema's description)
@@ -30,6 +62,8 @@ class PlanEntry(BaseModel):
     memory: MemoryReport
     time: TimeReport
     explanation: str
+    uncertainty: Uncertainty | None = None
+    """How far the step time may be off: the band for this framework and regime."""
     training: dict[str, float] | None = None
     """With a token budget: token_budget, steps, hours, gpu_hours, and with a price
     price_per_gpu_hour and cost (steps x step time x GPUs x price per GPU-hour). Left out
@@ -48,7 +82,13 @@ class PlanEntry(BaseModel):
     @model_serializer(mode="wrap")
     def _without_empty_training(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for optional in ("training", "expert_placement", "scattering", "length_pricing"):
+        for optional in (
+            "training",
+            "expert_placement",
+            "scattering",
+            "length_pricing",
+            "uncertainty",
+        ):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data
@@ -61,6 +101,7 @@ class PlanEntry(BaseModel):
         explanation: str,
         training: dict[str, float] | None = None,
         length_pricing: LengthPricing | None = None,
+        uncertainty: Uncertainty | None = None,
     ) -> PlanEntry:
         return cls(
             config=estimate.config,
@@ -69,6 +110,7 @@ class PlanEntry(BaseModel):
             explanation=explanation,
             training=training,
             length_pricing=length_pricing,
+            uncertainty=uncertainty,
         )
 
     @property
@@ -98,7 +140,22 @@ class SearchInfo(BaseModel):
     """Layouts that fit whose step time was simulated: the others have a lower bound on
     their objective above the top_k-th best (``planner.search.tabulate``)."""
     layouts_split_solver: int = 0
-    """Layouts proposed by the stage-partition solver (layer split, recompute blocks)."""
+    """Layouts proposed by the stage-partition solver (layer split, recompute blocks);
+    counted in ``layouts_considered`` and ``layouts_legal`` too."""
+    headroom_gib: float = 0.0
+    """GiB every plan keeps free on every GPU (the fits test: peak + this <= capacity)."""
+    headroom_basis: str = ""
+    """Why that much: the framework's default margin and the error it covers, or as asked."""
+    risk: str = "neutral"
+    """averse: plans inside the best one's error band ordered by robustness
+    (``planner.search.robust``); neutral: by the objective alone."""
+    robust: RobustChoice | None = None
+    """With ``risk`` averse: the objective's own best and the best conventional layout."""
+
+    @property
+    def headroom_words(self) -> str:
+        """'headroom kept: 2.70 GiB (why)', as every plan shows it."""
+        return f"headroom kept: {self.headroom_gib:.2f} GiB ({self.headroom_basis})"
 
 
 class PlanResult(BaseModel):

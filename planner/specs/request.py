@@ -84,7 +84,12 @@ class PlanRequest(BaseModel):
     """Knobs pinned to one value (``--fix tp=8``)."""
     maxima: dict[str, Any] = Field(default_factory=dict)
     """Upper bounds on integer knobs (``--max pp=4``)."""
-    headroom_gib: float = 0.0
+    headroom_gib: float | None = None
+    """GiB kept free on every GPU; None keeps the framework's default margin
+    (``planner.accuracy.default_headroom``)."""
+    risk: str = "averse"
+    """averse: plans inside the best one's error band ordered by robustness; neutral: by
+    the objective alone (``planner.search.robust``)."""
     top_k: int = 5
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     price_per_gpu_hour: float | None = None

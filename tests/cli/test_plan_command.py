@@ -13,21 +13,26 @@ EIGHT_B = (
 
 
 def test_json_has_plans_and_search(run_cli) -> None:
-    result = run_cli(*EIGHT_B, "--json", "--top-k", "3")
+    # neutral risk: the prediction's own order (averse reorders inside the error band)
+    result = run_cli(*EIGHT_B, "--json", "--top-k", "3", "--risk", "neutral")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert set(data) == {"plans", "search"}
     assert len(data["plans"]) == 3
     best = data["plans"][0]
-    assert set(best) == {"config", "memory", "time", "explanation"}
+    assert set(best) == {"config", "memory", "time", "explanation", "uncertainty"}
     assert best["config"]["num_gpus"] == 8 and best["memory"]["fits"] is True
     assert data["search"]["solver"] == "cp-sat" and data["search"]["optimal"] is True
+    assert data["search"]["risk"] == "neutral"
+    assert data["search"]["headroom_gib"] > 0 and "default" in data["search"]["headroom_basis"]
     times = [p["time"]["step_time_s"] for p in data["plans"]]
     assert times == sorted(times)
 
 
 def test_table_fix_and_max(run_cli) -> None:
-    result = run_cli(*EIGHT_B, "--fix", "tp=2,recompute=selective", "--max", "pp=2")
+    result = run_cli(
+        *EIGHT_B, "--fix", "tp=2,recompute=selective", "--max", "pp=2", "--risk", "neutral"
+    )
     assert result.exit_code == 0, result.stderr
     assert "tp 2" in result.stdout and "dominant cost" in result.stdout
     assert "Fastest" in result.stdout and "Search:" in result.stdout
@@ -97,6 +102,7 @@ def test_cost_objective_prints_hours_and_cost(run_cli) -> None:
         "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
         "--seq-len", "4096", "--global-batch", "64", "--objective", "cost",
         "--price-per-gpu-hour", "2.5", "--token-budget", "2B", "--top-k", "2",
+        "--risk", "neutral",
     )  # fmt: skip
     assert table.exit_code == 0, table.stderr
     assert "Cheapest" in table.stdout and "cost" in table.stdout and "GPUs" in table.stdout
@@ -105,4 +111,10 @@ def test_cost_objective_prints_hours_and_cost(run_cli) -> None:
 def test_json_plan_has_no_training_block_without_a_budget(run_cli) -> None:
     result = run_cli(*EIGHT_B, "--json", "--top-k", "1")
     assert result.exit_code == 0, result.stderr
-    assert set(json.loads(result.stdout)["plans"][0]) == {"config", "memory", "time", "explanation"}
+    assert set(json.loads(result.stdout)["plans"][0]) == {
+        "config",
+        "memory",
+        "time",
+        "explanation",
+        "uncertainty",
+    }

@@ -52,6 +52,8 @@ def solver_result() -> PlanResult:
             fixed={"tp": 2, "pp": 2},
             headroom_gib=HEADROOM_GIB,
             top_k=3,
+            # the solver's fastest first: its seed is the edge the outcome tests push over
+            risk="neutral",
         )
     )
 

@@ -71,7 +71,14 @@ def test_best_equals_brute_force_and_plans_are_legal(seed: int) -> None:
     headroom = round(capacity - statistics.median(r[1] for r in rows), 3) if squeeze else 0.0
     reference = min(t for t, peak, cap in rows if peak + headroom <= cap)
     result = search(
-        model, cluster, workload, headroom_gib=headroom, top_k=3, max_mbs=2, split_solver=False
+        model,
+        cluster,
+        workload,
+        headroom_gib=headroom,
+        top_k=3,
+        max_mbs=2,
+        split_solver=False,
+        risk="neutral",  # the solver's throughput order, which the brute force checks
     )
     assert result.search.optimal is True
     assert result.plans[0].estimate.time.step_time_s == reference
@@ -109,14 +116,16 @@ def test_best_equals_brute_force_under_every_framework(seed: int) -> None:
 def test_top_k_ordering_and_plan_result_shape(tiny_model: ModelSpec) -> None:
     cluster = load_cluster("dgx-h100", gpus=4)
     workload = WorkloadSpec(seq_len=128, global_batch=8)
-    result = plan(PlanRequest(model=tiny_model, cluster=cluster, workload=workload, top_k=4))
+    result = plan(
+        PlanRequest(model=tiny_model, cluster=cluster, workload=workload, top_k=4, risk="neutral")
+    )
     assert isinstance(result, PlanResult)
     times = [entry.time.step_time_s for entry in result.plans]
     assert len(times) == 4 and times == sorted(times)
     assert len({e.config.model_dump_json() for e in result.plans}) == 4
     data = result.model_dump(mode="json")
     assert set(data) == {"plans", "search"}
-    assert set(data["plans"][0]) == {"config", "memory", "time", "explanation"}
+    assert set(data["plans"][0]) == {"config", "memory", "time", "explanation", "uncertainty"}
     assert data["search"]["solver"] == "cp-sat"
     assert data["search"]["layouts_feasible"] <= data["search"]["layouts_considered"]
     # the blocks are exactly what estimate() gives for that layout
@@ -124,7 +133,9 @@ def test_top_k_ordering_and_plan_result_shape(tiny_model: ModelSpec) -> None:
     layout = best.config.layout
     again = estimate(model=tiny_model, cluster=cluster, workload=workload, layout=layout)
     assert again.model_dump() == {
-        k: data_k for k, data_k in best.model_dump().items() if k != "explanation"
+        k: data_k
+        for k, data_k in best.model_dump().items()
+        if k not in ("explanation", "uncertainty")
     }
     assert "runner-up" in best.explanation
 
@@ -208,8 +219,8 @@ def test_time_limit_stops_a_search_where_nothing_fits() -> None:
 def test_split_solver_never_slower_and_its_plans_are_exact(seed: int) -> None:
     model, gpus, workload, _ = _random_instance(seed)
     cluster = load_cluster("dgx-h100", gpus=gpus)
-    plain = search(model, cluster, workload, top_k=3, max_mbs=2, split_solver=False)
-    split = search(model, cluster, workload, top_k=3, max_mbs=2)
+    plain = search(model, cluster, workload, top_k=3, max_mbs=2, split_solver=False, risk="neutral")
+    split = search(model, cluster, workload, top_k=3, max_mbs=2, risk="neutral")
     assert split.plans[0].estimate.time.step_time_s <= plain.plans[0].estimate.time.step_time_s
     for entry in split.plans:
         config = entry.estimate.config
@@ -228,6 +239,7 @@ def test_the_split_solver_unevens_a_heavy_last_stage() -> None:
         WorkloadSpec(seq_len=4096, global_batch=64),
         fixed={"pp": 2, "tp": 1, "cp": 1, "vpp": None},
         top_k=3,
+        risk="neutral",
     )
     assert result.search.layouts_split_solver >= 1
     best = result.plans[0].estimate.config
