@@ -17,7 +17,11 @@ robustness, and the rest follow in objective order:
 2. parallel axes in use (tp, cp, pp, ep, dp above 1), fewest first: each axis is another
    communication pattern the cost model may misjudge and another thing to debug;
 3. headroom, most first, counted in steps of the memory band (3% of capacity), so that
-   differences the memory model cannot resolve do not decide;
+   differences the memory model cannot resolve do not decide, and only up to
+   ``COMFORTABLE_HEADROOM`` of capacity: the worst peak-memory error any validated path
+   showed (``planner.accuracy.MEGATRON_LOCAL_MEMORY_WORST``); free memory beyond it guards
+   against no error the model has been seen to make, so 30 GiB free does not beat 20 GiB
+   free at the price of speed;
 4. the objective itself (the predicted step time or cost), best first.
 
 The CP-SAT search still proves the throughput (or cost) optimum; this module only
@@ -44,7 +48,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from planner.accuracy import MEMORY_BAND, Band, regime, time_band
+from planner.accuracy import MEGATRON_LOCAL_MEMORY_WORST, MEMORY_BAND, Band, regime, time_band
 from planner.predict import Estimate
 from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.results import RobustChoice, Uncertainty
@@ -69,6 +73,14 @@ def pool_size(top_k: int, risk: str) -> int:
     return top_k if risk == "neutral" else max(top_k, POOL_SIZE)
 
 
+COMFORTABLE_HEADROOM = MEGATRON_LOCAL_MEMORY_WORST
+"""Share of capacity beyond which more free memory does not make a plan safer (module
+docstring, criterion 3)."""
+
+COMFORTABLE_STEPS = math.ceil(COMFORTABLE_HEADROOM / MEMORY_BAND)
+"""``COMFORTABLE_HEADROOM`` in whole steps of the memory band, rounded up."""
+
+
 @dataclass(frozen=True)
 class Robustness:
     """What makes a plan safer to launch, for ordering and for the explanation."""
@@ -78,7 +90,8 @@ class Robustness:
     axes: int
     headroom_gib: float
     headroom_steps: int
-    """Headroom in whole steps of the memory band (ties below the model's resolution)."""
+    """Headroom in whole steps of the memory band (ties below the model's resolution),
+    at most ``COMFORTABLE_STEPS``."""
 
     def key(self) -> tuple[int, int, int]:
         return (len(self.broken), self.axes, -self.headroom_steps)
@@ -191,7 +204,7 @@ def robustness(estimate: Estimate) -> Robustness:
         broken=tuple(broken),
         axes=axes,
         headroom_gib=free,
-        headroom_steps=math.floor(free / step) if step > 0 else 0,
+        headroom_steps=min(COMFORTABLE_STEPS, math.floor(free / step)) if step > 0 else 0,
     )
 
 
