@@ -253,6 +253,9 @@ def search(
         risk=risk,
         robust=None if best is None else robust.choice(best, conventional),
     )
+    # layouts timed after tabulation (the robust pass's conventional layouts, deferred
+    # rows the split solver's walk reached) count in the final progress too
+    tracker.add_timed(info.layouts_timed - tracker.timed)
     tracker.enter("done")
     return PlanResult(plans=plans, search=info)
 
