@@ -127,15 +127,18 @@ BLOOM = ("bloom-176b", "dgx-a100", 96, 2048, 192, "megatron")
 
 def test_a_flag_given_with_the_plan_overrides_it_with_a_note(run_cli, tmp_path: Path) -> None:
     path = _plan_file(run_cli, tmp_path, BLOOM)
-    entry = json.loads(path.read_text())["plans"][0]
+    plans = json.loads(path.read_text())["plans"]
+    # a plan with data parallelism, whose gradient reduction the overlap hides
+    rank, entry = next((i, p) for i, p in enumerate(plans, 1) if p["config"]["dp"] > 1)
     assert entry["config"]["overlap_grad_reduce"] is True
-    result = run_cli("estimate", "--plan", str(path), "--no-overlap-grad-reduce",
-                     "--no-overlap-param-gather", "--json")  # fmt: skip
+    result = run_cli("estimate", "--plan", str(path), "--rank", str(rank),
+                     "--no-overlap-grad-reduce", "--no-overlap-param-gather", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     notes = result.stderr.strip().splitlines()
     assert notes == [
-        "autopar: note: --no-overlap-grad-reduce overrides plan 1's overlap_grad_reduce True",
-        "autopar: note: --no-overlap-param-gather overrides plan 1's overlap_param_gather True",
+        f"autopar: note: --no-overlap-grad-reduce overrides plan {rank}'s overlap_grad_reduce True",
+        f"autopar: note: --no-overlap-param-gather overrides plan {rank}'s overlap_param_gather "
+        "True",
     ]
     again = json.loads(result.stdout)
     assert again["config"]["overlap_grad_reduce"] is False

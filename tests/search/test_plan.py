@@ -107,8 +107,9 @@ def test_best_equals_brute_force_under_every_framework(seed: int) -> None:
     rows = _brute_force(model, cluster, workload, framework=framework)
     fitting = sorted(t for t, peak, cap in rows if peak <= cap)
     result = search(
-        model, cluster, workload, framework=framework, top_k=3, max_mbs=2, split_solver=False
-    )
+        model, cluster, workload, framework=framework, top_k=3, max_mbs=2, split_solver=False,
+        headroom_gib=0.0, risk="neutral",
+    )  # fmt: skip
     assert result.search.optimal is True
     assert [p.estimate.time.step_time_s for p in result.plans] == fitting[:3]
 
