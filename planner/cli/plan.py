@@ -121,7 +121,7 @@ def check_emit(emit: str | None, out: Path | None, *, framework: str | None = No
     if framework is not None and emitted_framework != framework:
         raise SpecError(
             f"--emit: format '{emit}' is {emitted_framework}'s, but --framework is {framework}; "
-            f"plan with --framework {emitted_framework} or emit --emit {framework}"
+            f"plan with --framework {emitted_framework} or --emit {framework}"
         )
     return ensure_dir(out or Path("run"), option="--out")
 
