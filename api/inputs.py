@@ -31,6 +31,7 @@ from planner import catalog
 from planner.cli.inputs import build_spec
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
+from planner.frameworks.profile import get_profile
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.plan import LengthsOption
 from planner.predict import (
@@ -258,11 +259,13 @@ def plan_inputs(
     cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
     workload = resolve_workload(body)
     check_precision(cluster, workload)
+    version = framework_version(body)
     fixed = coerce_knobs(dict(body.fix or {}), option="fix", strict=True)
     maxima = dict(body.max or {})
     space = enumerate_space(
-        model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima
-    )
+        model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima,
+        framework_version=version,
+    )  # fmt: skip
     if len(space.layouts) > max_layouts:
         raise SpecError(
             f"max: the search space holds {len(space.layouts)} candidate layouts, more than "
@@ -281,6 +284,8 @@ def plan_inputs(
         "top_k": body.top_k,
         "time_limit_s": body.time_limit,
     }
+    if version is not None:  # absent unless given: older hashes stay valid
+        inputs["framework_version"] = version
     if body.memplan:  # absent unless asked: older hashes stay valid
         inputs["memplan"] = True
     for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
@@ -290,6 +295,25 @@ def plan_inputs(
     if lengths is not None:  # absent unless given, as above
         inputs["lengths"] = lengths.model_dump(mode="json", exclude_none=True)
     return json.loads(json.dumps(inputs)), len(space.layouts)
+
+
+def framework_version(body: PlanRequest) -> str | None:
+    """``framework_version`` checked against the framework's releases (the CLI's
+    ``--torchtitan-version``): None when not given or when it names the default release,
+    so that a request naming the default is the same job as one that does not."""
+    if body.framework_version is None:
+        return None
+    versions = get_profile(body.framework).versions
+    if not versions:
+        raise SpecError(f"framework_version: {body.framework} has no versions to choose from")
+    if body.framework_version not in versions:
+        known = ", ".join(versions)
+        raise SpecError(
+            f"framework_version: unknown {body.framework} version "
+            f"'{body.framework_version}'; known: {known}"
+        )
+    default = next(iter(versions))
+    return None if body.framework_version == default else body.framework_version
 
 
 def plan_lengths(body: PlanRequest, *, gpus: int) -> LengthsOption | None:

@@ -151,6 +151,12 @@ hard deadline is counted from (``api.jobs.hard_deadline_s``)."""
 class PlanRequest(WorkloadRequest):
     """``autopar plan``: the fastest layouts that fit, ranked."""
 
+    framework_version: str | None = Field(
+        default=None,
+        pattern=L.NAME_PATTERN,
+        description="the framework release planned for (autopar plan --torchtitan-version): "
+        "torchtitan current or 0.2; only for a framework with versions. Default: the newest",
+    )
     objective: Literal["throughput", "cost", "min-gpus"] = "throughput"
     fix: dict[KnobName, KnobValue] | None = Field(  # type: ignore[valid-type]
         default=None, description='pin knobs, e.g. {"tp": 8, "cp": 2}'
