@@ -29,6 +29,7 @@ from api.spec_inputs import plain
 from api.store import ModelStore
 from planner import catalog
 from planner.cli.inputs import build_spec
+from planner.cost.frameworks import Runtime
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
 from planner.frameworks.profile import get_profile
@@ -167,6 +168,7 @@ class EstimateCall:
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
             "flash_attention": self.body.flash_attention,
+            "runtime": Runtime(attention_backend=self.body.attention_backend),
         }
         if not self.body.memplan:
             return estimate(**inputs)
@@ -225,9 +227,40 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
     }
     if body.zero is not None:
         fields["zero_stage"] = body.zero
+    split = {  # set only when given: a memory plan's stored layout (and hash) stays as it was
+        "first_stage_layers": body.first_stage_layers,
+        "last_stage_layers": body.last_stage_layers,
+        "account_for_embedding_in_pipeline_split": body.account_for_embedding_in_pipeline_split
+        or None,
+        "account_for_loss_in_pipeline_split": body.account_for_loss_in_pipeline_split or None,
+        "pipeline_schedule": None if body.pipeline_schedule == "1f1b" else body.pipeline_schedule,
+    }
+    fields.update({key: value for key, value in split.items() if value is not None})
     layout = build_spec(ParallelConfig, "layout", **fields)
+    _check_stage_layers(layout, model)
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
+
+
+def _check_stage_layers(layout: ParallelConfig, model: ModelSpec) -> None:
+    """first/last_stage_layers within the model's layers, named by field (the planner's
+    split rules, checked when the estimate runs, say the rest)."""
+    given = [
+        (name, value)
+        for name, value in (
+            ("first_stage_layers", layout.first_stage_layers),
+            ("last_stage_layers", layout.last_stage_layers),
+        )
+        if value is not None
+    ]
+    for name, value in given:
+        if value > model.num_layers:
+            raise SpecError(f"{name}: {value} is more than the model's {model.num_layers} layers")
+    if len(given) == 2 and given[0][1] + given[1][1] > model.num_layers:
+        raise SpecError(
+            f"first_stage_layers, last_stage_layers: {given[0][1]} + {given[1][1]} is more "
+            f"than the model's {model.num_layers} layers"
+        )
 
 
 def run_estimate(body: EstimateRequest, models: ModelStore) -> Estimate:
