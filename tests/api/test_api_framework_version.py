@@ -6,11 +6,14 @@ one given with a framework that has no versions, is a 422 naming the field.
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from api_support import SMALL_PLAN, assert_problem
+from api_support import SMALL_PLAN, assert_problem, wait_for
 
 from api.worker import plan_request
 from planner import WorkloadSpec, load_cluster, load_model
+from planner.emit import emit_files
 
 TORCHTITAN = {**SMALL_PLAN, "framework": "torchtitan"}
 
@@ -67,3 +70,27 @@ def _request(knobs: dict):
         "time_limit_s": 30.0, **knobs,
     }  # fmt: skip
     return plan_request(inputs)
+
+
+def test_a_0_2_job_is_the_cli_plan_and_launches_as_0_2(make_client, sqlite_url, run_cli) -> None:
+    """The job gives ``autopar plan --torchtitan-version 0.2``'s plans, and its torchtitan
+    launch files are the 0.2 TOML job file unless another version is asked for."""
+    client = make_client(sqlite_url, job_workers=1)
+    job = client.post("/v1/plans", json={**TORCHTITAN, "framework_version": "0.2"}).json()
+    done = wait_for(client, job["id"], states=("done", "failed"))
+    assert done["status"] == "done", done["error"]
+    cli = run_cli(
+        "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "4096", "--global-batch", "64", "--time-limit", "30",
+        "--framework", "torchtitan", "--torchtitan-version", "0.2", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    assert done["result"]["plans"] == json.loads(cli.stdout)["plans"]
+    launch = client.get(f"/v1/plans/{job['id']}/launch/torchtitan").json()
+    assert launch["format"] == "torchtitan-toml"
+    assert launch["files"] == emit_files(done["result"]["plans"][0], format="torchtitan-toml")
+    current = client.get(f"/v1/plans/{job['id']}/launch/torchtitan?torchtitan_version=current")
+    if current.status_code == 200:
+        assert current.json()["format"] == "torchtitan"
+    else:  # the 0.2 plan uses what the current release dropped (p2p context parallelism)
+        assert "runs with version 0.2" in assert_problem(current, 422, "invalid-spec")["detail"]
