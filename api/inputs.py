@@ -29,8 +29,10 @@ from api.spec_inputs import plain
 from api.store import ModelStore
 from planner import catalog
 from planner.cli.inputs import build_spec
+from planner.cost.frameworks import Runtime
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
+from planner.frameworks.profile import get_profile
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.plan import LengthsOption
 from planner.predict import (
@@ -166,6 +168,7 @@ class EstimateCall:
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
             "flash_attention": self.body.flash_attention,
+            "runtime": Runtime(attention_backend=self.body.attention_backend),
         }
         if not self.body.memplan:
             return estimate(**inputs)
@@ -224,9 +227,40 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
     }
     if body.zero is not None:
         fields["zero_stage"] = body.zero
+    split = {  # set only when given: a memory plan's stored layout (and hash) stays as it was
+        "first_stage_layers": body.first_stage_layers,
+        "last_stage_layers": body.last_stage_layers,
+        "account_for_embedding_in_pipeline_split": body.account_for_embedding_in_pipeline_split
+        or None,
+        "account_for_loss_in_pipeline_split": body.account_for_loss_in_pipeline_split or None,
+        "pipeline_schedule": None if body.pipeline_schedule == "1f1b" else body.pipeline_schedule,
+    }
+    fields.update({key: value for key, value in split.items() if value is not None})
     layout = build_spec(ParallelConfig, "layout", **fields)
+    _check_stage_layers(layout, model)
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
+
+
+def _check_stage_layers(layout: ParallelConfig, model: ModelSpec) -> None:
+    """first/last_stage_layers within the model's layers, named by field (the planner's
+    split rules, checked when the estimate runs, say the rest)."""
+    given = [
+        (name, value)
+        for name, value in (
+            ("first_stage_layers", layout.first_stage_layers),
+            ("last_stage_layers", layout.last_stage_layers),
+        )
+        if value is not None
+    ]
+    for name, value in given:
+        if value > model.num_layers:
+            raise SpecError(f"{name}: {value} is more than the model's {model.num_layers} layers")
+    if len(given) == 2 and given[0][1] + given[1][1] > model.num_layers:
+        raise SpecError(
+            f"first_stage_layers, last_stage_layers: {given[0][1]} + {given[1][1]} is more "
+            f"than the model's {model.num_layers} layers"
+        )
 
 
 def run_estimate(body: EstimateRequest, models: ModelStore) -> Estimate:
@@ -258,11 +292,13 @@ def plan_inputs(
     cluster = resolve_cluster(body.cluster, gpus=body.gpus, nodes=body.nodes)
     workload = resolve_workload(body)
     check_precision(cluster, workload)
+    version = framework_version(body)
     fixed = coerce_knobs(dict(body.fix or {}), option="fix", strict=True)
     maxima = dict(body.max or {})
     space = enumerate_space(
-        model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima
-    )
+        model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima,
+        framework_version=version,
+    )  # fmt: skip
     if len(space.layouts) > max_layouts:
         raise SpecError(
             f"max: the search space holds {len(space.layouts)} candidate layouts, more than "
@@ -282,6 +318,8 @@ def plan_inputs(
         "top_k": body.top_k,
         "time_limit_s": body.time_limit,
     }
+    if version is not None:  # absent unless given: older hashes stay valid
+        inputs["framework_version"] = version
     if body.memplan:  # absent unless asked: older hashes stay valid
         inputs["memplan"] = True
     for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
@@ -291,6 +329,25 @@ def plan_inputs(
     if lengths is not None:  # absent unless given, as above
         inputs["lengths"] = lengths.model_dump(mode="json", exclude_none=True)
     return json.loads(json.dumps(inputs)), len(space.layouts)
+
+
+def framework_version(body: PlanRequest) -> str | None:
+    """``framework_version`` checked against the framework's releases (the CLI's
+    ``--torchtitan-version``): None when not given or when it names the default release,
+    so that a request naming the default is the same job as one that does not."""
+    if body.framework_version is None:
+        return None
+    versions = get_profile(body.framework).versions
+    if not versions:
+        raise SpecError(f"framework_version: {body.framework} has no versions to choose from")
+    if body.framework_version not in versions:
+        known = ", ".join(versions)
+        raise SpecError(
+            f"framework_version: unknown {body.framework} version "
+            f"'{body.framework_version}'; known: {known}"
+        )
+    default = next(iter(versions))
+    return None if body.framework_version == default else body.framework_version
 
 
 def plan_lengths(body: PlanRequest, *, gpus: int) -> LengthsOption | None:

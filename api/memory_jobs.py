@@ -81,6 +81,8 @@ def memory_plan_inputs(
         "budget_gib": body.budget_gib,
         "time_limit_s": min(body.time_limit, max_time_limit_s),
     }
+    if body.attention_backend is not None:  # absent unless given: older hashes stay valid
+        inputs["attention_backend"] = body.attention_backend
     stages = 1 if body.stage is not None else layout.pp
     return json.loads(json.dumps(inputs)), stages
 
@@ -98,6 +100,7 @@ def run_memory_plan(inputs: dict[str, Any]) -> dict[str, Any]:
         framework=inputs["framework"],
         state_layout_name=inputs["state_layout"],
         flash_attention=inputs["flash_attention"],
+        attention_backend=inputs.get("attention_backend"),
         stage=inputs["stage"],
         budget_gib=inputs["budget_gib"],
         time_limit_s=max(0.1, 0.8 * inputs["time_limit_s"] / calls),

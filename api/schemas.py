@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from api.problems import Problem
 from api.spec_inputs import GPUInput, LinkInput, ModelInput
-from planner.cost.frameworks import BuiltinFramework, StateLayoutName
+from planner.cost.frameworks import AttentionBackend, BuiltinFramework, StateLayoutName
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
 from planner.specs import limits as L
 from planner.specs.hardware import GPUSpec, LinkSpec
-from planner.specs.layout import ParallelConfig, Recompute, RecomputeMethod
+from planner.specs.layout import ParallelConfig, PipelineSchedule, Recompute, RecomputeMethod
 from planner.specs.model import ModelSpec
 from planner.specs.workload import Precision
 
@@ -112,6 +112,27 @@ class EstimateRequest(WorkloadRequest):
     recompute: Recompute = "none"
     recompute_method: RecomputeMethod | None = None
     recompute_layers: int | None = Field(default=None, ge=1, le=L.MAX_LAYERS)
+    first_stage_layers: int | None = Field(
+        default=None, ge=1, le=L.MAX_LAYERS,
+        description="transformer layers on the first pipeline stage (uneven split; the "
+        "middle stages share the rest evenly); needs pp > 1",
+    )  # fmt: skip
+    last_stage_layers: int | None = Field(
+        default=None, ge=1, le=L.MAX_LAYERS,
+        description="transformer layers on the last pipeline stage (uneven split); needs pp > 1",
+    )  # fmt: skip
+    account_for_embedding_in_pipeline_split: bool = Field(
+        default=False, description="count the embedding as one layer when splitting over stages"
+    )
+    account_for_loss_in_pipeline_split: bool = Field(
+        default=False, description="count the output layer and loss as one layer when splitting"
+    )
+    pipeline_schedule: PipelineSchedule = Field(
+        default="1f1b", description="1f1b (interleaved with vpp) or gpipe"
+    )
+    attention_backend: AttentionBackend | None = Field(
+        default=None, description="the attention kernel timed; default: flash"
+    )
     state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
     flash_attention: bool = True
     memplan: bool = Field(
@@ -151,6 +172,12 @@ hard deadline is counted from (``api.jobs.hard_deadline_s``)."""
 class PlanRequest(WorkloadRequest):
     """``autopar plan``: the fastest layouts that fit, ranked."""
 
+    framework_version: str | None = Field(
+        default=None,
+        pattern=L.NAME_PATTERN,
+        description="the framework release planned for (autopar plan --torchtitan-version): "
+        "torchtitan current or 0.2; only for a framework with versions. Default: the newest",
+    )
     objective: Literal["throughput", "cost", "min-gpus"] = "throughput"
     fix: dict[KnobName, KnobValue] | None = Field(  # type: ignore[valid-type]
         default=None, description='pin knobs, e.g. {"tp": 8, "cp": 2}'

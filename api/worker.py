@@ -79,6 +79,7 @@ def plan_request(inputs: dict[str, Any]) -> PlanRequest:
         cluster=ClusterSpec.model_validate(inputs["cluster"]),
         workload=WorkloadSpec.model_validate(inputs["workload"]),
         framework=inputs["framework"],
+        framework_version=inputs.get("framework_version"),
         objective=inputs["objective"],
         fixed=inputs["fix"],
         maxima=inputs["max"],

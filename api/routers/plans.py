@@ -259,9 +259,12 @@ def get_launch_files(
     jobs: JobsDep,
     rank: Annotated[int, Query(ge=1, le=L.MAX_TOP_K, description="1 = the best plan")] = 1,
     torchtitan_version: Annotated[
-        Literal["current", "0.2"],
-        Query(description="torchtitan: current (Python recipe) or 0.2 (TOML, up to v0.2.2)"),
-    ] = "current",
+        Literal["current", "0.2"] | None,
+        Query(
+            description="torchtitan: current (Python recipe) or 0.2 (TOML, up to v0.2.2); "
+            "default: the job's framework_version, else current"
+        ),
+    ] = None,
 ) -> LaunchFiles:
     """The launch files of one plan of a finished job (``autopar plan --emit FORMAT``)."""
     row = _job(jobs, job_id)
@@ -273,6 +276,7 @@ def get_launch_files(
         raise ApiProblem(
             404, "not-found", f"rank: the job has {len(plans)} plans, there is no plan {rank}"
         )
-    emitter = TORCHTITAN_FORMATS[torchtitan_version] if format == "torchtitan" else format
+    version = torchtitan_version or row.inputs.get("framework_version") or "current"
+    emitter = TORCHTITAN_FORMATS[version] if format == "torchtitan" else format
     files = emit_files(plans[rank - 1], format=emitter)
     return LaunchFiles(job_id=row.id, format=emitter, plan_rank=rank, files=files)

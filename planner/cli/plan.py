@@ -107,9 +107,11 @@ def check_torchtitan_version(version: str | None, *, framework: str) -> None:
         raise SpecError(f"--torchtitan-version: only with --framework torchtitan (not {framework})")
 
 
-def check_emit(emit: str | None, out: Path | None) -> Path | None:
+def check_emit(emit: str | None, out: Path | None, *, framework: str | None = None) -> Path | None:
     """--emit and --out, checked before any search: the directory for the launch files
-    (created now, so that an unwritable one is reported at once), or None without --emit."""
+    (created now, so that an unwritable one is reported at once), or None without --emit.
+    With ``framework``, the format must be that framework's (torchtitan-toml is torchtitan's):
+    a plan searched for one framework's knobs and memory does not launch on another."""
     if emit is None:
         if out is not None:
             raise SpecError("--out: only with --emit (the directory for the launch files)")
@@ -117,6 +119,12 @@ def check_emit(emit: str | None, out: Path | None) -> Path | None:
     load_emitters()
     if emit not in emitter_names():
         raise SpecError(f"--emit: unknown format '{emit}'; known: {', '.join(emitter_names())}")
+    emitted_framework = "torchtitan" if emit.startswith("torchtitan") else emit
+    if framework is not None and emitted_framework != framework:
+        raise SpecError(
+            f"--emit: format '{emit}' is {emitted_framework}'s, but --framework is {framework}; "
+            f"plan with --framework {emitted_framework} or --emit {framework}"
+        )
     return ensure_dir(out or Path("run"), option="--out")
 
 
@@ -274,7 +282,7 @@ def plan_command(
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
     check_torchtitan_version(torchtitan_version, framework=framework)
-    out = check_emit(emit, out)
+    out = check_emit(emit, out, framework=framework)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
     if risk not in RISKS:

@@ -108,6 +108,24 @@ def test_an_unknown_emit_format_is_refused_before_the_search_naming_emit(run_cli
     assert "--format" not in line
 
 
+@pytest.mark.parametrize(
+    ("framework", "emit"),
+    [("deepspeed", "megatron"), ("megatron", "torchtitan-toml"), ("torchtitan", "deepspeed")],
+)
+def test_an_emit_format_of_another_framework_is_refused_before_the_search(
+    run_cli, tmp_path: Path, framework: str, emit: str
+) -> None:
+    """A plan searched for one framework's knobs and memory does not launch on another:
+    refused before the search, naming both flags, and no launch directory is made."""
+    out = tmp_path / "run"
+    result = _timed(
+        run_cli, *PLAN, "--gpus", "8", "--global-batch", "64", "--framework", framework,
+        "--emit", emit, "--out", str(out),
+    )  # fmt: skip
+    _refused(result, "--emit", "--framework", emit, framework)
+    assert not out.exists()
+
+
 def test_out_without_emit_is_refused(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli(*PLAN, "--gpus", "8", "--global-batch", "64", "--out", str(out))
