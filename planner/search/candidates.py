@@ -18,7 +18,14 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
              the rest shared by the first and last stages, which also carry the embedding
-             and the output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
+             and the output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7);
+             under Megatron-LM also, as an alternative, each account-for split
+             (``--account-for-embedding/loss-in-pipeline-split``: the embedding and/or the
+             output layer count as a layer) whose layer slots divide evenly by pp, with
+             the vpp that divide the slots per rank (Llama 3 405B: 126 + 2 = 16 x 8, the
+             layout Meta and NVIDIA run). Megatron-LM refuses stage sizes with these flags,
+             so account-for flags pinned with ``fixed`` are the split: no stage sizes are
+             added to them
   dp         GPUs / (tp x cp x pp), derived
   ep         MoE: divisors of num_experts that divide dp x cp x tp with ep x tp GPUs in one
              node (expert groups inside a node unless ep is pinned); dense models: 1
