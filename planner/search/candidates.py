@@ -18,7 +18,14 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
              the rest shared by the first and last stages, which also carry the embedding
-             and the output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7)
+             and the output layer (Llama 3 405B: 126 layers on 16 stages = 7 + 14 x 8 + 7);
+             under Megatron-LM also, as an alternative, each account-for split
+             (``--account-for-embedding/loss-in-pipeline-split``: the embedding and/or the
+             output layer count as a layer) whose layer slots divide evenly by pp, with
+             the vpp that divide the slots per rank (Llama 3 405B: 126 + 2 = 16 x 8, the
+             layout Meta and NVIDIA run). Megatron-LM refuses stage sizes with these flags,
+             so account-for flags pinned with ``fixed`` are the split: no stage sizes are
+             added to them
   dp         GPUs / (tp x cp x pp), derived
   ep         MoE: divisors of num_experts that divide dp x cp x tp with ep x tp GPUs in one
              node (expert groups inside a node unless ep is pinned); dense models: 1
@@ -97,6 +104,14 @@ LONG_SEQUENCE_TOKENS_PER_CP_RANK = 8192
 MAX_PP = 64
 VPP_CHOICES = (2, 3, 4)
 RECOMPUTE_CHOICES = ("none", "selective", "full")
+ACCOUNT_FOR_FLAGS = (
+    "account_for_embedding_in_pipeline_split",
+    "account_for_loss_in_pipeline_split",
+)
+SPLIT_KNOBS = ("first_stage_layers", "last_stage_layers", *ACCOUNT_FOR_FLAGS)
+"""The knobs that choose how layers split over stages; pinning any leaves none searched."""
+ACCOUNTS_FOR = ("megatron",)
+"""Profiles whose launch files take the account-for flags (they are Megatron-LM's)."""
 DEADLINE_CHECK_EVERY = 32
 """Candidates checked between two looks at the clock (each takes tens of microseconds)."""
 
@@ -285,8 +300,8 @@ def enumerate_space(
         dp = world // (tp * cp * pp)
         if dp not in domain["dp"]:
             continue
-        split = stage_split(model.num_layers, pp)
-        if split is None or (split and profile.uneven_stages == "none"):
+        splits = stage_splits(model.num_layers, pp, profile=profile, fixed=fixed)
+        if not splits:
             continue
         # expert groups stay inside a node (expert grid order etp-ep-edp-pp, etp = tp by
         # default), as the issue's default requires, unless ep is pinned with --fix
@@ -295,50 +310,93 @@ def enumerate_space(
             for e in domain["ep"]
             if (dp * cp * tp) % e == 0 and ("ep" in fixed or e * tp <= cluster.gpus_in_node)
         ]
-        plain = pp == 1 or (split and profile.uneven_stages == "ends-at-most-middle")
-        vpps = [v for v in domain["vpp"] if v is None] if plain else domain["vpp"]
-        # the CP algorithm only means something with cp > 1: the default otherwise
-        comms = domain["cp_comm_type"] if cp > 1 or "cp_comm_type" in fixed else ["p2p"]
-        for ep, vpp, mbs, recompute, comm in itertools.product(
-            eps, vpps, domain["mbs"], domain["recompute"], comms
-        ):
-            fields: dict[str, Any] = {
-                "tp": tp,
-                "cp": cp,
-                "pp": pp,
-                "dp": dp,
-                "ep": ep,
-                "vpp": vpp,
-                "mbs": mbs,
-                "recompute": recompute,
-                "cp_comm_type": comm,
-                **split,
-                **ruled,
-                **profile.sharding,
-            }
-            if tp > 1 and profile.runs("sequence_parallel"):
-                fields.update(sequence_parallel=True, tp_comm_overlap=overlaps_tp)
-            if ep > 1 and tp > 1 and not expert_tp:
-                fields["etp"] = 1
-            if recompute == "full":
-                fields.update(recompute_method="uniform", recompute_num_layers=1)
-            fields.update(extra)
-            _follow_pins(fields, extra)
-            if maxima and any(
-                isinstance(fields.get(k), int) and fields[k] > bound for k, bound in maxima.items()
+        for split in splits:
+            accounted = any(split.get(flag) for flag in ACCOUNT_FOR_FLAGS)
+            plain = pp == 1 or (
+                bool(split) and not accounted and profile.uneven_stages == "ends-at-most-middle"
+            )
+            vpps = [v for v in domain["vpp"] if v is None] if plain else domain["vpp"]
+            if accounted:  # searched, not pinned: only the vpp the slots per rank divide by
+                slots = (model.num_layers + sum(split.values())) // pp
+                vpps = [v for v in vpps if v is None or slots % v == 0]
+            # the CP algorithm only means something with cp > 1: the default otherwise
+            comms = domain["cp_comm_type"] if cp > 1 or "cp_comm_type" in fixed else ["p2p"]
+            for ep, vpp, mbs, recompute, comm in itertools.product(
+                eps, vpps, domain["mbs"], domain["recompute"], comms
             ):
-                continue
-            result.considered += 1
-            _check(result, fields, model=model, cluster=cluster, workload=workload,
-                   profile=profile, release=release)  # fmt: skip
-            if (
-                deadline is not None
-                and result.considered % DEADLINE_CHECK_EVERY == 0
-                and time.perf_counter() > deadline
-            ):
-                result.complete = False
-                return result
+                fields: dict[str, Any] = {
+                    "tp": tp,
+                    "cp": cp,
+                    "pp": pp,
+                    "dp": dp,
+                    "ep": ep,
+                    "vpp": vpp,
+                    "mbs": mbs,
+                    "recompute": recompute,
+                    "cp_comm_type": comm,
+                    **split,
+                    **ruled,
+                    **profile.sharding,
+                }
+                if tp > 1 and profile.runs("sequence_parallel"):
+                    fields.update(sequence_parallel=True, tp_comm_overlap=overlaps_tp)
+                if ep > 1 and tp > 1 and not expert_tp:
+                    fields["etp"] = 1
+                if recompute == "full":
+                    fields.update(recompute_method="uniform", recompute_num_layers=1)
+                fields.update(extra)
+                _follow_pins(fields, extra)
+                if maxima and any(
+                    isinstance(fields.get(k), int) and fields[k] > bound
+                    for k, bound in maxima.items()
+                ):
+                    continue
+                result.considered += 1
+                _check(result, fields, model=model, cluster=cluster, workload=workload,
+                       profile=profile, release=release)  # fmt: skip
+                if (
+                    deadline is not None
+                    and result.considered % DEADLINE_CHECK_EVERY == 0
+                    and time.perf_counter() > deadline
+                ):
+                    result.complete = False
+                    return result
     return result
+
+
+def stage_splits(
+    num_layers: int, pp: int, *, profile: FrameworkProfile, fixed: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The layer splits searched on ``pp`` stages, each as the fields that set it ({}: the
+    even split, or the account-for split the user pinned); [] when none is legal.
+
+    Megatron-LM takes one way of splitting unevenly (``validate_args`` refuses first/last
+    stage sizes with the account-for flags), so pinned account-for flags are the split:
+    no first/last sizes are added, and the rules drop the pp their layer slots do not
+    divide. Unpinned, where the layers do not divide by pp, the balanced first/last split
+    and each account-for split whose slots divide evenly are alternatives."""
+    if any(fixed.get(flag) for flag in ACCOUNT_FOR_FLAGS) or num_layers % pp == 0:
+        return [{}]
+    splits = []
+    ends = stage_split(num_layers, pp)
+    if ends is not None and profile.uneven_stages != "none":
+        splits.append(ends)
+    if profile.name in ACCOUNTS_FOR and not any(knob in fixed for knob in SPLIT_KNOBS):
+        splits.extend(accounted_splits(num_layers, pp))
+    return splits
+
+
+def accounted_splits(num_layers: int, pp: int) -> list[dict[str, bool]]:
+    """The account-for flag settings under which ``num_layers`` plus the accounted
+    embedding and/or output layer divide evenly over ``pp`` stages, every stage keeping at
+    least one transformer layer (Llama 3 405B on 16 stages: 126 + 2 = 16 x 8 slots, 7
+    layers on the first and last stage, 8 on the others)."""
+    splits = []
+    for embedding, loss in ((True, True), (True, False), (False, True)):
+        slots = num_layers + embedding + loss
+        if pp >= 2 and slots % pp == 0 and slots // pp >= 2:
+            splits.append(dict(zip(ACCOUNT_FOR_FLAGS, (embedding, loss), strict=True)))
+    return splits
 
 
 def stage_split(num_layers: int, pp: int) -> dict[str, int] | None:

@@ -13,6 +13,8 @@ Axes (one integer variable each, with the values the rows take):
   cp_comm     the context-parallel algorithm: 0 p2p ring, 1 all_gather, 2 a2a (Ulysses),
               3 a2a+p2p
   first, last layers on the first and last pipeline stage (0: the even split)
+  accounted   Megatron-LM's account-for split: 1 the embedding, 2 the output layer, 3
+              both counted as a layer when splitting (0: neither)
 
 Constraints:
   (1) tp·cp·pp·dp = gpus (``ProductConstraint``; gpus is a constant or the gpus axis).
@@ -58,6 +60,7 @@ AXES = (
     "cp_comm",
     "first",
     "last",
+    "accounted",
 )
 
 
@@ -80,6 +83,8 @@ def axis_values(row: Row) -> tuple[int, ...]:
         CP_COMM.index(layout.cp_comm_type),
         layout.first_stage_layers or 0,
         layout.last_stage_layers or 0,
+        int(layout.account_for_embedding_in_pipeline_split)
+        + 2 * int(layout.account_for_loss_in_pipeline_split),
     )
 
 

@@ -74,6 +74,8 @@ MICROSECONDS = 1_000_000
 SOLVE_OPTIONS = SolveOptions(time_limit_s=2.0, workers=1)
 PINNED = ("first_stage_layers", "last_stage_layers")
 """Knobs that, when the user fixes them, leave no split to choose."""
+ACCOUNT_FOR = ("account_for_embedding_in_pipeline_split", "account_for_loss_in_pipeline_split")
+"""Megatron-LM's account-for flags: pinned on, they are the split (no stage sizes with them)."""
 
 
 def split_variants(
@@ -97,7 +99,11 @@ def split_variants(
     the ``admitted`` ones (timed, fitting, what the objective ``admits``) fastest first,
     with the rows tabulation deferred (``Row.deferred``) timed when the walk reaches
     them; without any, those closest to fitting."""
-    if framework != "megatron" or any(knob in fixed for knob in PINNED):
+    if (
+        framework != "megatron"
+        or any(knob in fixed for knob in PINNED)
+        or any(fixed.get(flag) for flag in ACCOUNT_FOR)
+    ):
         return []
     deferred = [row for row in rows if row.deferred]
     if admitted:  # the walk below skips the others: never time them for it
@@ -192,9 +198,13 @@ def _solve(
         return None
     sizes = solution.layers_per_stage
     layout = row.layout
-    update: dict[str, object] = {"first_stage_layers": None, "last_stage_layers": None}
+    update: dict[str, object] = {  # the solver's sizes replace an account-for split
+        "first_stage_layers": None,
+        "last_stage_layers": None,
+        **dict.fromkeys(ACCOUNT_FOR, False),
+    }
     if len(set(sizes)) > 1:  # an even split is written as none (one key per layout)
-        update = {"first_stage_layers": sizes[0], "last_stage_layers": sizes[-1]}
+        update |= {"first_stage_layers": sizes[0], "last_stage_layers": sizes[-1]}
     if blocks:
         block = solution.block_layers or 0
         if block == 0:

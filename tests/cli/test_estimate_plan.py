@@ -272,7 +272,9 @@ def _flags_of(config: dict[str, object]) -> list[str]:
         if config[knob] is not None:
             flags += [flag, str(config[knob])]
     for knob in ("sequence_parallel", "distributed_optimizer", "tp_comm_overlap",
-                 "overlap_grad_reduce", "overlap_param_gather"):  # fmt: skip
+                 "overlap_grad_reduce", "overlap_param_gather",
+                 "account_for_embedding_in_pipeline_split",
+                 "account_for_loss_in_pipeline_split"):  # fmt: skip
         if config[knob]:
             flags.append("--" + knob.replace("_", "-"))
     return flags
@@ -284,7 +286,8 @@ def test_the_plans_knobs_typed_as_flags_give_the_plans_prediction(run_cli, tmp_p
     path = _plan_file(run_cli, tmp_path, BLOOM)
     for entry in json.loads(path.read_text())["plans"][:2]:
         config = entry["config"]
-        assert config["first_stage_layers"] and config["overlap_param_gather"]
+        uneven = config["first_stage_layers"] or config["account_for_embedding_in_pipeline_split"]
+        assert uneven and config["overlap_param_gather"]
         result = run_cli("estimate", *_flags_of(config), "--json")
         assert result.exit_code == 0, result.stderr
         again = json.loads(result.stdout)

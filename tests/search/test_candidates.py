@@ -166,7 +166,8 @@ def test_long_sequences_search_context_parallel_beyond_eight(tiny_model: ModelSp
 def test_uneven_splits_with_virtual_stages_divide_every_stage() -> None:
     """Megatron-LM's uneven-split check: with vpp, the first, the last and every middle
     stage divide by vpp (126 layers on 32 stages = 3 + 30 x 4 + 3 cannot run 3 virtual
-    stages)."""
+    stages); under the account-for split the layer slots per rank (layers plus the
+    accounted embedding and output layer) divide by vpp (``get_num_layers_to_build``)."""
     from planner.catalog import load_model
     from planner.cost.memory import virtual_stages
     from planner.specs.layout import stage_layer_counts
@@ -178,6 +179,8 @@ def test_uneven_splits_with_virtual_stages_divide_every_stage() -> None:
     assert layouts
     for layout in layouts:
         counts = stage_layer_counts(model, layout)
+        counts[0] += int(layout.account_for_embedding_in_pipeline_split)
+        counts[-1] += int(layout.account_for_loss_in_pipeline_split)
         assert all(count % (layout.vpp or 1) == 0 for count in counts)
         assert sum(len(chunk) for chunk in virtual_stages(model, layout)) == model.num_layers
 
