@@ -109,7 +109,7 @@ def test_the_search_finds_the_brute_force_best_expected_step() -> None:
     timer = DistributionTimer(mix)
     found = search(
         MODEL, cluster, workload, top_k=1, time_limit_s=120, fixed=fixed, maxima=maxima,
-        timer=timer, split_solver=False,
+        timer=timer, split_solver=False, headroom_gib=0.0, risk="neutral",
     )  # fmt: skip
     space = enumerate_space(MODEL, cluster, workload, fixed=fixed, maxima=maxima)
     assert len(space.layouts) >= 10
