@@ -39,7 +39,7 @@ from planner.cost.reserve import (
     memory_reserve,
     usable_capacity_bytes,
 )
-from planner.cost.stage_work import stage_times
+from planner.cost.stage_work import StageTimes, stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.cost.timeline import PipelineTimes
 from planner.errors import SpecError
@@ -405,6 +405,25 @@ def time_rates(*, cluster: ClusterSpec, workload: WorkloadSpec, framework: str) 
     return rates_for(cluster.gpu, workload.precision, framework=framework)
 
 
+def chunk_compute_times(prepared: Prepared) -> list[StageTimes]:
+    """Each model chunk's forward and backward compute per micro-batch, in virtual-stage
+    order (``stage_work.stage_times``, the calls ``planner.cost.time`` makes, without the
+    exposed communication): what the step-time lower bounds are built from."""
+    ctx, layout = prepared.ctx, prepared.layout
+    rates = time_rates(
+        cluster=prepared.cluster, workload=prepared.workload, framework=prepared.framework
+    )
+    chunks = virtual_stages(ctx.model, layout)
+    last = len(chunks) - 1
+    return [
+        stage_times(
+            ctx.model, chunk, first=k == 0, last=k == last, layout=layout,
+            seq_len=prepared.workload.seq_len, impl=prepared.impl, rates=rates,
+        )
+        for k, chunk in enumerate(chunks)
+    ]  # fmt: skip
+
+
 def step_lower_bound(prepared: Prepared) -> float:
     """A lower bound on the unrounded step time of ``time_report(prepared)``, seconds.
 
@@ -416,18 +435,7 @@ def step_lower_bound(prepared: Prepared) -> float:
     compare with a margin; ``tests/search`` checks the bound on many layouts.
     """
     ctx, layout = prepared.ctx, prepared.layout
-    rates = time_rates(
-        cluster=prepared.cluster, workload=prepared.workload, framework=prepared.framework
-    )
-    chunks = virtual_stages(ctx.model, layout)
-    last = len(chunks) - 1
-    compute = [
-        stage_times(
-            ctx.model, chunk, first=k == 0, last=k == last, layout=layout,
-            seq_len=prepared.workload.seq_len, impl=prepared.impl, rates=rates,
-        )
-        for k, chunk in enumerate(chunks)
-    ]  # fmt: skip
+    compute = chunk_compute_times(prepared)
     vpp = layout.vpp or 1
     busiest = max(
         sum(

@@ -27,9 +27,7 @@ stage's; the bound then falls back to ``step_lower_bound``.
 
 from __future__ import annotations
 
-from planner.cost.memory import virtual_stages
-from planner.cost.stage_work import stage_times
-from planner.predict import Prepared, step_lower_bound, time_rates
+from planner.predict import Prepared, chunk_compute_times, step_lower_bound
 
 
 def pipeline_lower_bound(prepared: Prepared) -> float:
@@ -39,18 +37,7 @@ def pipeline_lower_bound(prepared: Prepared) -> float:
     if layout.pp == 1 or prepared.expert_load is not None:
         return step_lower_bound(prepared)
     ctx = prepared.ctx
-    rates = time_rates(
-        cluster=prepared.cluster, workload=prepared.workload, framework=prepared.framework
-    )
-    chunks = virtual_stages(ctx.model, layout)
-    last = len(chunks) - 1
-    compute = [
-        stage_times(
-            ctx.model, chunk, first=k == 0, last=k == last, layout=layout,
-            seq_len=prepared.workload.seq_len, impl=prepared.impl, rates=rates,
-        )
-        for k, chunk in enumerate(chunks)
-    ]  # fmt: skip
+    compute = chunk_compute_times(prepared)
     vpp = layout.vpp or 1
     head = tail = best = 0.0
     for rank in range(layout.pp):
