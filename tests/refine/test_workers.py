@@ -50,4 +50,7 @@ def test_two_worker_processes_share_one_study(
     # every worker reports the whole study, the other worker's trials included
     finished_last = max(outputs, key=lambda out: out["counts"]["total"])
     assert finished_last["counts"]["total"] == sum(WORKER_TRIALS)
-    assert {t["worker"] for t in finished_last["trials"]} == set(ids)
+    # a trial the other worker had just asked for may be running, its worker not yet
+    # recorded: the finished trials carry both workers
+    finished = [t for t in finished_last["trials"] if t["state"] not in ("running", "waiting")]
+    assert {t["worker"] for t in finished} == set(ids)
