@@ -21,12 +21,13 @@ from typing import Any
 
 import hardware_db
 from planner.catalog import load_cluster
+from planner.cost.frameworks import Runtime
 from planner.cost.measured import MEASURED_CLUSTERS, RecordConfig, layout_from_record
 from planner.cost.measured import model_from_record as shape_from_record
 from planner.memplan.allocator import simulate
 from planner.memplan.lifetimes import stage_trace
 from planner.memplan.trace import live_curve
-from planner.predict import prepare
+from planner.predict import Prepared, prepare
 from planner.specs.model import ModelSpec, MoESpec
 from planner.specs.workload import WorkloadSpec
 
@@ -55,8 +56,11 @@ class OwnTracePeak:
 
     live: int
     simulated_reserved: int
+    simulated_allocated: int
     error: float
     """simulated_reserved / measured reserved - 1."""
+    allocated_error: float
+    """simulated_allocated / measured allocated - 1."""
 
 
 def profile_dir(where: tuple[str, str]) -> Path:
@@ -97,30 +101,59 @@ def megatron_model(config: dict[str, Any]) -> ModelSpec:
     return model.model_copy(update={"moe": experts})
 
 
-def own_trace_peak(run: SnapshotRun) -> OwnTracePeak:
-    """The simulated reserved peak of autopar's trace of a Megatron-Core run's step, in the
-    run's own allocator mode."""
+def pytorch_config(record: dict[str, Any]) -> dict[str, Any]:
+    """A plain-PyTorch snapshot record (``allocator_snapshots.py``'s ``child``) as a
+    measured record's ``config`` block: its shape, batch and recompute, fp32 weights under
+    bf16 autocast, foreach AdamW, and for an MoE run its routed experts."""
+    config: dict[str, Any] = {
+        "model": record["config"],
+        "mbs": int(record["batch"]),
+        "recompute": "full" if record["recompute"] else "none",
+        "autocast": True,
+        "foreach": True,
+    }
+    if record.get("moe"):
+        config["moe"] = record["moe"]
+    return config
+
+
+def own_trace_prepared(run: SnapshotRun) -> Prepared:
+    """autopar's prepared estimate of a run's step, as its harness ran it (module
+    docstring)."""
     config = run.record["config"]
-    if config.get("framework") != "megatron":
-        raise ValueError(f"{run.name}: not a Megatron-Core record")
+    if config.get("framework") == "megatron":
+        options: dict[str, Any] = {
+            "framework": "megatron", "state_layout_name": "megatron",
+            "flash_attention": False, "optimizer_impl": "foreach", "layer_spec": "local",
+        }  # fmt: skip
+    else:
+        config = pytorch_config(run.record)
+        # the harness holds the logits through the backward (``del logits`` after it)
+        options = {
+            "framework": "pytorch", "state_layout_name": "autocast", "flash_attention": True,
+            "optimizer_impl": "foreach", "runtime": Runtime(loop_keeps_logits=True),
+        }  # fmt: skip
     shape = RecordConfig.of(config)
-    prepared = prepare(
+    return prepare(
         model=megatron_model(config),
         cluster=load_cluster(MEASURED_CLUSTERS[run.gpu_id], gpus=1),
         workload=WorkloadSpec(
             seq_len=shape.model.seq_len, global_batch=shape.mbs * shape.grad_accum
         ),
         layout=layout_from_record(shape),
-        framework="megatron",
-        state_layout_name="megatron",
-        flash_attention=False,
-        optimizer_impl="foreach",
-        layer_spec="local",
+        **options,
     )
-    events = stage_trace(prepared, stage=0).events
-    simulated = simulate(events, expandable_segments=run.expandable_segments).peak_reserved
+
+
+def own_trace_peak(run: SnapshotRun) -> OwnTracePeak:
+    """The simulated reserved peak of autopar's trace of a run's step (Megatron-Core or
+    plain PyTorch), in the run's own allocator mode."""
+    events = stage_trace(own_trace_prepared(run), stage=0).events
+    simulated = simulate(events, expandable_segments=run.expandable_segments)
     return OwnTracePeak(
         live=int(live_curve(events).max()),
-        simulated_reserved=simulated,
-        error=simulated / run.measured_reserved - 1,
+        simulated_reserved=simulated.peak_reserved,
+        simulated_allocated=simulated.peak_allocated,
+        error=simulated.peak_reserved / run.measured_reserved - 1,
+        allocated_error=simulated.peak_allocated / run.measured_allocated - 1,
     )
