@@ -1,4 +1,4 @@
-"""The committed allocator-snapshot runs, and autopar's own trace of the Megatron ones.
+"""The committed allocator-snapshot runs, and autopar's own trace of each run's step.
 
 A snapshot profile (``hardware_db/profiles/<gpu>/<id>/``) holds ``<run>.pickle.gz`` files
 and ``results.json`` with one record per run: ``max_memory_reserved`` and
@@ -6,10 +6,19 @@ and ``results.json`` with one record per run: ``max_memory_reserved`` and
 The simulation of a snapshot's own allocation sequence is checked against those; the
 fits verdict needs more, the simulation of *autopar's* trace of the same step
 (``planner.memplan.lifetimes.stage_trace``), since that is all it has for a layout nobody
-ran. ``own_trace_peak`` builds that trace for a Megatron-Core run from its record
-(megatron_step's ``config`` block: the shape, micro-batch, accumulation, recompute, the
-routed experts of an MoE run) as ``planner.measured_runs`` predicts Megatron-Core steps:
-the ``megatron`` state layout, the local layer spec's unfused attention, foreach AdamW.
+ran. ``own_trace_peak`` builds that trace from a run's record as the run's harness ran it:
+
+* Megatron-Core (megatron_step's ``config`` block: the shape, micro-batch, accumulation,
+  recompute, the routed experts of an MoE run) as ``planner.measured_runs`` predicts
+  Megatron-Core steps: the ``megatron`` state layout, the local layer spec's unfused
+  attention, foreach AdamW;
+* plain PyTorch (``benchmarks/measure/allocator_snapshots.py``: ``llama.Llama`` or its MoE
+  variant, the record's shape and batch, one step per micro-batch, per-block
+  checkpointing when ``recompute``) as the ``pytorch`` framework with fp32 weights under
+  bf16 autocast (the ``autocast`` state layout), foreach AdamW (``torch.optim.AdamW``'s
+  default), flash attention (``scaled_dot_product_attention`` on bf16 inputs), full
+  recompute of every layer for checkpointing, and the training loop holding the logits
+  through the backward (``loss.backward()`` before ``del logits``).
 """
 
 from __future__ import annotations
@@ -89,8 +98,8 @@ def snapshot_runs(where: tuple[str, str]) -> tuple[SnapshotRun, ...]:
     return tuple(runs)
 
 
-def megatron_model(config: dict[str, Any]) -> ModelSpec:
-    """The ``ModelSpec`` of a Megatron-Core record: its shape and, for an MoE run, its
+def record_model(config: dict[str, Any]) -> ModelSpec:
+    """The ``ModelSpec`` of a run's ``config`` block: its shape and, for an MoE run, its
     routed experts in every layer."""
     model = shape_from_record(config)
     moe = config.get("moe")
@@ -135,7 +144,7 @@ def own_trace_prepared(run: SnapshotRun) -> Prepared:
         }  # fmt: skip
     shape = RecordConfig.of(config)
     return prepare(
-        model=megatron_model(config),
+        model=record_model(config),
         cluster=load_cluster(MEASURED_CLUSTERS[run.gpu_id], gpus=1),
         workload=WorkloadSpec(
             seq_len=shape.model.seq_len, global_batch=shape.mbs * shape.grad_accum
