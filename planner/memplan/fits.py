@@ -24,8 +24,10 @@ reported beside it (``benchmarks/memplan.py`` prints both errors per run):
   Its allocated peak is 1.5-1.9% low on the dense and the checkpointed MoE steps (the
   two 32 MiB cuBLAS workspaces, one per thread that runs matmuls, sit in the allocator
   and no model counts them) and 5.7-6.2% low on the MoE steps without checkpointing
-  (the harness's expert loop gathers each expert's tokens in fp32 and autocast casts
-  them once per expert matmul); the reserved peak misses more because the trace has one
+  (the harness's expert loop saves a second bf16 cast of every routed token, autocast
+  casting it once per expert matmul, and each expert's output for its gate-weight
+  product, where autopar's MoE layer counts one dispatched copy per routed token, and it
+  holds fp32 per-expert temporaries); the reserved peak misses more because the trace has one
   block per node's saved activations where the step allocates dozens of tensors per
   layer, so the segments the simulated allocator opens and splits are not the step's
   (too many with the default settings on the dense step without checkpointing, too few
