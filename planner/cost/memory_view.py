@@ -11,6 +11,7 @@ from planner.cost.memory import (
     MemoryContext,
     _gathered_weights,
     _optimizer_temporaries,
+    _persistent_buffers,
     _rank_params,
     _stage_nodes,
     _states,
@@ -42,11 +43,18 @@ class RankStates:
     """All of the rank's gradients (held across the step when they accumulate)."""
     optimizer: float
     extra: float
-    """Gathered ZeRO-3 weights, the DDP bucket copy, communication buckets."""
+    """Gathered ZeRO-3 weights, the DDP bucket copy, communication buckets, the
+    implementation's persistent buffers (Megatron's global score buffer)."""
     grads_accumulate: bool
     optimizer_temporaries: float
     head_forward_transient: float
     """The fp32 logits of the output layer's forward (0 off the last stage)."""
+    kept_logits: float = 0.0
+    """One micro-batch's logits held past its loss (0 off the last stage): by the training
+    loop through that micro-batch's backward, or by a pipeline runtime until the step
+    returns (``kept_until_step_end``). Part of ``head_forward_transient`` while the head's
+    forward runs."""
+    kept_until_step_end: bool = False
 
 
 def chunk_node_bytes(ctx: MemoryContext, rank: int) -> list[tuple[int, tuple[NodeBytes, ...]]]:
@@ -72,8 +80,10 @@ def rank_states(ctx: MemoryContext, rank: int) -> RankStates:
         _gathered_weights(ctx, chunks, mine)
         + (grads_full if ctx.ddp_bucket_copy else 0.0)
         + ctx.communication_buckets
+        + _persistent_buffers(ctx)
     )
     last = len(chunks) - 1 in mine
+    per_logit = max(ctx.kept_output_bytes, ctx.loop_logits_bytes)
     return RankStates(
         weights=weights,
         gradients=grads_full,
@@ -86,4 +96,6 @@ def rank_states(ctx: MemoryContext, rank: int) -> RankStates:
             if last
             else 0.0
         ),
+        kept_logits=per_logit * _tokens(ctx) * ctx.model.vocab_size / layout.tp if last else 0.0,
+        kept_until_step_end=layout.pp > 1 and ctx.kept_output_bytes > 0,
     )

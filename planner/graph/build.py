@@ -23,7 +23,11 @@ accounting:
   the scores, under selective recomputation, whose checkpoint keeps the unrepeated
   inputs), and the in-place masking keeps the s x s boolean causal mask it builds per
   call. In the softmax's backward the fp32 gradients of its output and input live
-  beside its saved fp32 output (8 - 2 bytes per score above the saved set). The scores
+  beside its saved fp32 output, and so does the temporary PyTorch's CUDA softmax backward
+  allocates for ``grad * output`` (``structured_softmax_backward_cuda_out``), of the same
+  size and dtype (12 - 2 bytes per score above the saved set: four fp32 score tensors at
+  the peak, as the peak census of Megatron-Core steps on one H200 lists them,
+  ``2026-12-03-h200-megatron-allocator-snapshots/peak_census.json``). The scores
   are written into megatron's global memory buffer, one bf16 b x heads x s x s tensor that
   persists for the life of the process (``parallel_state.get_global_memory_buffer``).
   Checked against megatron-core 0.16.1 steps on one H200
@@ -59,6 +63,10 @@ LOSS_PARALLEL_TEMPORARY_BYTES = 4
 """One more fp32 temporary per local vocabulary entry in DTensor's sharded log-softmax and
 its backward than in the fused eager kernels (``_output_node``)."""
 FP32_BYTES = 4
+SOFTMAX_BACKWARD_FP32_TENSORS = 3
+"""fp32 score-sized tensors the eager softmax's backward adds to its saved output: the
+output gradient, the input gradient and the CUDA kernel's ``grad * output`` temporary
+(peak census of Megatron-Core 0.16.1 steps, torch 2.11, one H200: the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -259,11 +267,13 @@ def _local_attention_copies(model: ModelSpec, *, impl: Implementation) -> tuple[
 
 def _attention_workspace(model: ModelSpec, *, seq_len: int, impl: Implementation) -> float:
     """Bytes per token beyond the saved set alive in the attention core's backward (tp
-    region): the eager fp32 softmax's output and input gradients, less the bf16
+    region): the eager fp32 softmax's output and input gradients and the CUDA softmax
+    backward's ``grad * output`` temporary (module docstring), less the bf16
     probabilities already released by the value matmul's backward."""
     if not impl.eager_fp32_softmax:
         return 0.0
-    return float((2 * FP32_BYTES - impl.activation_bytes) * model.num_attention_heads * seq_len)
+    per_score = SOFTMAX_BACKWARD_FP32_TENSORS * FP32_BYTES - impl.activation_bytes
+    return float(per_score * model.num_attention_heads * seq_len)
 
 
 def _mlp_saved(

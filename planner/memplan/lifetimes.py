@@ -7,11 +7,15 @@ the memory model uses (``planner.cost.memory_view``), so the live-bytes peak of 
 is the memory model's allocated peak:
 
 * at the start: weights, optimizer states, the extra buffers (gathered ZeRO-3 weights,
-  bucket copies) and, when gradients accumulate, all gradients; never freed;
+  bucket copies, Megatron's global score buffer) and, when gradients accumulate, all
+  gradients; never freed;
 * forward of a chunk for a micro-batch, node by node: each node's saved activations
   (freed by its backward), its forward-only tensors (autocast weight casts of recomputed
   layers: freed when the chunk's forward ends); on the last stage the fp32 logits,
-  allocated and freed around the output layer;
+  allocated and freed around the output layer, and the logits held past the loss where
+  the runtime holds them (``Runtime.loop_keeps_logits``: the training loop, freed after
+  that micro-batch's backward; ``pipeline_keeps_outputs``: every micro-batch's, freed
+  before the optimizer step);
 * backward, node by node from the last: the node's gradient workspace (allocated, then
   freed), its weight gradients when they do not accumulate (kept until the optimizer
   step), then its saved activations freed;
@@ -21,7 +25,8 @@ is the memory model's allocated peak:
 Micro-batches beyond the first 2p repeat the steady state (``planner.cost.schedule``:
 its pattern repeats, so the peak and every distinct moment occur within the first
 period), so the trace holds min(m, 2p) of the m micro-batches; ``microbatches_total``
-keeps m for the time the recompute/offload choice adds.
+keeps m for the time the recompute/offload choice adds. The logits a pipeline runtime
+keeps of the other micro-batches do not repeat but accumulate: one block from the start.
 
 Also recorded, for the placement and the recompute/offload choice: the saved tensors of
 one chunk's forward for one micro-batch form a chain (a stack, first node lowest), and
@@ -104,6 +109,12 @@ def stage_trace(prepared: Prepared, *, stage: int) -> StageTrace:
         ("gradients", states.gradients if states.grads_accumulate else 0.0),
     ):
         build.alloc(size, name)
+    kept_rest = None
+    if states.kept_until_step_end:
+        # the logits the pipeline runtime keeps of the micro-batches the trace does not
+        # simulate accumulate before its last period: held from the start (the late
+        # moments, the peak among them, then hold every micro-batch's)
+        kept_rest = build.alloc((ctx.microbatches - simulated) * states.kept_logits, "kept logits")
     grad_scale = 0.0
     if not states.grads_accumulate:
         params = sum(n.grads_params for nodes in chunks.values() for n in nodes)
@@ -112,6 +123,7 @@ def stage_trace(prepared: Prepared, *, stage: int) -> StageTrace:
     chains: list[tuple[int, ...]] = []
     chain_span: list[tuple[int, int, int]] = []  # (virtual, start, end) per chain
     late_grads: list[int | None] = []
+    kept: dict[int, int | None] = {}  # micro-batch -> its logits held past the loss
     forward_at: dict[int, tuple[int, int]] = {}
     backward_at: dict[int, tuple[int, int]] = {}
     last_virtual = len(_all_virtual(prepared)) - 1
@@ -132,7 +144,11 @@ def stage_trace(prepared: Prepared, *, stage: int) -> StageTrace:
                     chain.append(key)
                 casts.append(build.alloc(node.forward_only, "weight casts"))
                 if virtual == last_virtual and i == len(nodes) - 1:
-                    build.free(build.alloc(states.head_forward_transient, "logits"))
+                    kept[op.microbatch] = build.alloc(
+                        states.kept_logits, f"kept logits mb{op.microbatch}"
+                    )
+                    transient = states.head_forward_transient - states.kept_logits
+                    build.free(build.alloc(max(transient, 0.0), "logits"))
             for key in casts:
                 build.free(key)
             if chain:
@@ -148,6 +164,10 @@ def stage_trace(prepared: Prepared, *, stage: int) -> StageTrace:
             if record is not None:
                 build.free(record.key)
                 saved[op.microbatch, virtual, i] = _freed(record, len(build.events) - 1)
+        if virtual == last_virtual and not states.kept_until_step_end:
+            build.free(kept.pop(op.microbatch, None))
+    for key in (*kept.values(), kept_rest):
+        build.free(key)
     build.free(build.alloc(states.optimizer_temporaries, "optimizer temporaries"))
     for key in late_grads:
         build.free(key)

@@ -75,8 +75,9 @@ def test_megatron_peak_memory(completed: list) -> None:
     for record, result in completed:
         measured = record["memory"]["timed_peak_allocated"] / 2**30
         error = result.memory.stages[0].allocated_gib / measured - 1
-        bound = 0.06 if record["config"]["model"]["seq_len"] <= 4096 else 0.13
-        assert -bound <= error <= 0.0, (record["config"]["preset"], error)
+        # with the CUDA softmax backward's grad * output temporary (peak census) every
+        # run is within 0.6% (0.1-12.4% optimistic without it)
+        assert abs(error) <= 0.01, (record["config"]["preset"], error)
 
 
 def test_megatron_out_of_memory_run_is_predicted_not_to_fit(records: tuple[dict, ...]) -> None:

@@ -68,7 +68,7 @@ def test_local_attention_saved_bytes_per_token() -> None:
 
 def test_local_attention_workspace_and_score_buffer() -> None:
     local, fused = _graphs()
-    assert local.layers[0].attention_workspace_per_token == (2 * 4 - 2) * A * S
+    assert local.layers[0].attention_workspace_per_token == (3 * 4 - 2) * A * S
     assert fused.layers[0].attention_workspace_per_token == 0.0
     assert local.persistent_bytes_per_sequence == 2 * A * S * S
     assert fused.persistent_bytes_per_sequence == 0.0
@@ -117,11 +117,11 @@ def test_score_buffer_is_held_at_every_moment(recompute: str) -> None:
 def test_selective_recompute_holds_the_recomputed_core_in_its_backward() -> None:
     """Under selective recomputation a layer's backward re-creates the core's saved set
     (scores, repeated K and V, the causal mask) and then needs the softmax's fp32
-    gradients: the peak's temporaries are exactly those for one layer (besides the
-    persistent score buffer)."""
+    gradients and the CUDA kernel's grad * output temporary: the peak's temporaries are
+    exactly those for one layer (besides the persistent score buffer)."""
     stage = _estimate("selective", "local", mbs=1).memory.stages[0]
     recomputed = S * ((4 + 2) * A * S + 2 * (A - KV) * D * 2)
-    workspace = S * (2 * 4 - 2) * A * S
+    workspace = S * (3 * 4 - 2) * A * S  # output and input gradients, grad * output
     buffer = 2 * A * S * S
     held = stage.weights_gib + stage.gradients_gib + stage.optimizer_gib + stage.activations_gib
     transient_gib = stage.allocated_gib - held - buffer / 2**30

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from planner import ParallelConfig, WorkloadSpec, load_cluster, load_model
+from planner.cost.frameworks import Runtime
 from planner.errors import SpecError
 from planner.memplan import memplan, memplan_snapshot
 from planner.memplan.lifetimes import stage_trace
@@ -27,20 +29,33 @@ LAYOUTS = [
 ]
 
 
-def _prepared(name: str, nodes: int, layout: dict, batch: int):
+RUNTIMES = [  # logits held past the loss; Megatron's local spec with its score buffer
+    ("llama-3.1-8b", {"tp": 2, "pp": 2}, 64, {"runtime": Runtime(loop_keeps_logits=True)}),
+    ("llama-3.1-8b", {"tp": 2, "pp": 2}, 64, {"runtime": Runtime(pipeline_keeps_outputs=True)}),
+    ("llama-3.1-8b", {"tp": 8}, 1, {"runtime": Runtime(loop_keeps_logits=True)}),
+    ("llama-3.1-8b", {"tp": 2, "pp": 2}, 64, {"framework": "megatron", "layer_spec": "local",
+                                                "flash_attention": False}),
+]  # fmt: skip
+
+
+def _prepared(name: str, nodes: int, layout: dict, batch: int, **options: Any):
     return prepare(
         model=load_model(name),
         cluster=load_cluster("dgx-h100", nodes=nodes),
         workload=WorkloadSpec(seq_len=4096, global_batch=batch),
         layout=ParallelConfig(**layout),
+        **options,
     )
 
 
-@pytest.mark.parametrize(("name", "nodes", "layout", "batch"), LAYOUTS)
+@pytest.mark.parametrize(
+    ("name", "nodes", "layout", "batch", "options"),
+    [(*case, {}) for case in LAYOUTS] + [(n, 1, lay, b, opt) for n, lay, b, opt in RUNTIMES],
+)
 def test_live_peak_equals_the_memory_models_allocated_peak(
-    name: str, nodes: int, layout: dict, batch: int
+    name: str, nodes: int, layout: dict, batch: int, options: dict[str, Any]
 ) -> None:
-    prepared = _prepared(name, nodes, layout, batch)
+    prepared = _prepared(name, nodes, layout, batch, **options)
     stages = memory_stages(prepared)
     for rank in range(prepared.layout.pp):
         trace = stage_trace(prepared, stage=rank)
