@@ -18,9 +18,10 @@ robustness, and the rest follow in objective order:
    communication pattern the cost model may misjudge and another thing to debug;
 3. headroom, most first, counted in steps of the memory band (3% of capacity), so that
    differences the memory model cannot resolve do not decide, and only up to
-   ``COMFORTABLE_HEADROOM`` of capacity: the worst peak-memory error any validated path
-   showed (``planner.accuracy.MEGATRON_LOCAL_MEMORY_WORST``); free memory beyond it guards
-   against no error the model has been seen to make, so 30 GiB free does not beat 20 GiB
+   ``COMFORTABLE_HEADROOM`` of capacity: the worst peak-memory error the model has shown
+   on an implementation at its first measurement
+   (``planner.accuracy.UNMEASURED_IMPLEMENTATION_MEMORY_WORST``); free memory beyond it
+   guards against no error the model has been seen to make, so 30 GiB free does not beat 20 GiB
    free at the price of speed;
 4. the objective itself (the predicted step time or cost), best first.
 
@@ -48,7 +49,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from planner.accuracy import MEGATRON_LOCAL_MEMORY_WORST, MEMORY_BAND, Band, regime, time_band
+from planner.accuracy import (
+    MEMORY_BAND,
+    UNMEASURED_IMPLEMENTATION_MEMORY_WORST,
+    Band,
+    regime,
+    time_band,
+)
 from planner.predict import Estimate
 from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.results import RobustChoice, Uncertainty
@@ -73,7 +80,7 @@ def pool_size(top_k: int, risk: str) -> int:
     return top_k if risk == "neutral" else max(top_k, POOL_SIZE)
 
 
-COMFORTABLE_HEADROOM = MEGATRON_LOCAL_MEMORY_WORST
+COMFORTABLE_HEADROOM = UNMEASURED_IMPLEMENTATION_MEMORY_WORST
 """Share of capacity beyond which more free memory does not make a plan safer (module
 docstring, criterion 3)."""
 
