@@ -209,12 +209,17 @@ def measure(repos: list[tuple[str, Path]], tokenizer: Any) -> dict[str, Any]:
 
 
 def toml_text(stats: dict[str, Any], tokenizer_sha: str) -> str:
-    repos = ", ".join(f"{r['repository']}@{r['commit'][:12]}" for r in stats["repositories"])
+    repos = "\n".join(f'  "{r["repository"]}@{r["commit"]}",' for r in stats["repositories"])
     over4k = stats["shares_over"]["4096"]
     description = (
         f"source files of {len(stats['repositories'])} public repositories (code), long-tailed: "
         f"{over4k['documents_pct']:.1f}% of files over 4K tokens hold "
         f"{over4k['tokens_pct']:.0f}% of the tokens"
+    )
+    source = (
+        f"measured by autopar (benchmarks/code_lengths.py): every source file of "
+        f"{len(stats['repositories'])} public repositories at pinned commits "
+        f"(repositories below), Llama 3 tokenizer"
     )
     rows = "\n".join(f"  [{p:g}, {t}]," for p, t in stats["percentiles"])
     return f"""# Written by benchmarks/code_lengths.py (provenance in
@@ -226,7 +231,11 @@ def toml_text(stats: dict[str, Any], tokenizer_sha: str) -> str:
 name = "code-files"
 kind = "percentiles"
 description = "{description}"
-source = "measured by autopar (benchmarks/code_lengths.py) on {repos}, Llama 3 tokenizer"
+source = "{source}"
+# The repositories and the commits read (HEAD of each snapshot).
+repositories = [
+{repos}
+]
 samples = {stats["samples"]}
 mean = {round(stats["mean"])}
 std = {round(stats["std"])}

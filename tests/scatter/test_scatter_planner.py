@@ -4,6 +4,7 @@ within memory on exactly the cluster's GPUs, never slower than the best static d
 from __future__ import annotations
 
 import json
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -55,12 +56,13 @@ def test_wikipedia_samples_keep_the_published_percentiles() -> None:
 def test_code_distribution_is_the_committed_measurement() -> None:
     code = load_distribution("code-files")
     assert code.kind == "percentiles" and "benchmarks/code_lengths.py" in code.source
-    provenance = json.loads(
-        (Path(__file__).parents[2] / "benchmarks/data/code_lengths.json").read_text()
-    )
+    root = Path(__file__).parents[2]
+    provenance = json.loads((root / "benchmarks/data/code_lengths.json").read_text())
+    raw = tomllib.loads((root / "planner/scattering/data/code-files.toml").read_text())
     assert code.percentiles == tuple((float(p), int(t)) for p, t in provenance["percentiles"])
-    for repo in provenance["repositories"]:
-        assert f"{repo['repository']}@{repo['commit'][:12]}" in code.source
+    assert raw["repositories"] == [
+        f"{repo['repository']}@{repo['commit']}" for repo in provenance["repositories"]
+    ]
     assert provenance["document"].startswith("one source file")
     assert sum(c for _, c in provenance["histogram"]) == provenance["samples"]
 
