@@ -73,7 +73,6 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from planner.cost.keys import Same
 from planner.predict import Prepared, TimeReport, prepare, step_lower_bound
 from planner.predict import time_report as predict_time
 from planner.specs.layout import ParallelConfig
@@ -227,24 +226,14 @@ class DistributionTimer:
 
     mix: LengthMix
     _priced: dict[str, _Priced] = field(default_factory=dict)
-    _bounds: dict[tuple, float] = field(default_factory=dict)
-    """``step_lower_bound`` of a grid point, by everything ``_prepared`` reads: layouts
-    of one search share grid points (a hybrid point of cp 4 is one of cp 2 with half the
-    micro-batch; static and hybrid share length S), so each is bounded once."""
 
     def _mixture(self, prepared: Prepared, hybrid: bool) -> list[tuple[float, Prepared]]:
-        """(token share, the layout prepared at that grid point), shortest first."""
-        return [
-            (w, self._prepared(prepared, g, at_g)) for w, g, at_g in self._points(prepared, hybrid)
-        ]
-
-    def _points(self, prepared: Prepared, hybrid: bool) -> list[tuple[float, int, ParallelConfig]]:
-        """(token share, grid length, the layout at that length), shortest first; a grid
+        """(token share, the layout prepared at that grid point), shortest first; a grid
         point the layout cannot run (or that holds no tokens) is folded into the next
         longer one."""
         layout = prepared.layout
         assert layout.dp is not None
-        out: list[tuple[float, int, ParallelConfig]] = []
+        out: list[tuple[float, Prepared]] = []
         carry = 0.0
         for k in reversed(range(len(self.mix.lengths))):
             g = self.mix.lengths[k]
@@ -258,22 +247,8 @@ class DistributionTimer:
             at_g = layout.model_copy(
                 update={"cp": cp, "dp": layout.dp * layout.cp // cp, "mbs": layout.mbs * scale}
             )
-            out.append((share, g, at_g))
+            out.append((share, self._prepared(prepared, g, at_g)))
         return out
-
-    def _point_bound(self, prepared: Prepared, g: int, layout: ParallelConfig) -> float:
-        """``step_lower_bound`` of ``prepared`` at grid length ``g`` with ``layout``,
-        computed once per distinct input (``_bounds``)."""
-        key = (
-            Same(prepared.model), Same(prepared.cluster), Same(prepared.workload),
-            prepared.framework, Same(prepared.runtime), prepared.layer_spec,
-            Same(prepared.expert_load), prepared.flash_attention, prepared.optimizer_impl,
-            g, layout, frozenset(layout.model_fields_set),
-        )  # fmt: skip
-        bound = self._bounds.get(key)
-        if bound is None:
-            bound = self._bounds[key] = step_lower_bound(self._prepared(prepared, g, layout))
-        return bound
 
     def _prepared(self, prepared: Prepared, g: int, layout: ParallelConfig) -> Prepared:
         """``prepared``'s model and cluster at grid length ``g``: the same tokens per step."""
@@ -333,16 +308,10 @@ class DistributionTimer:
         )
 
     def bound(self, prepared: Prepared) -> float:
-        static = sum(
-            w * self._point_bound(prepared, g, at_g)
-            for w, g, at_g in self._points(prepared, hybrid=False)
-        )
+        static = sum(w * step_lower_bound(p) for w, p in self._mixture(prepared, hybrid=False))
         if self.hybrid_blocker(prepared) is not None:
             return static
-        hybrid = sum(
-            w * self._point_bound(prepared, g, at_g)
-            for w, g, at_g in self._points(prepared, hybrid=True)
-        )
+        hybrid = sum(w * step_lower_bound(p) for w, p in self._mixture(prepared, hybrid=True))
         return min(static, hybrid)
 
     def record(self, layout: ParallelConfig) -> LengthPricing | None:
