@@ -1,15 +1,16 @@
 """Sequence scattering against its baselines: predicted step time and solve time.
 
-For each shipped length distribution (``planner/scattering/data``: the FlexSP Wikipedia
-sample, and two synthetic controls, uniform and fixed; no code corpus is shipped because
-no public source of its percentiles was found) and each cluster size, ``--batches``
-batches of ``--tokens-per-gpu`` x GPUs tokens are sampled (seed 0, cut at
-``--max-seq-len``) and ``planner.scattering`` places them with the solver's time limit per
-batch scaled with the cluster (``--time-limit-64`` at 64 GPUs and below, ``--time-limit-
-1024`` above). The table: predicted step time of ours and of (a) the best static degree,
-(b) Megatron-Core's hybrid-CP scheduler, (c) best-fit-decreasing, our speed-up over each,
-the solve time per batch (greedy + CP-SAT + rebalancing, wall clock on this machine),
-how many batches fell back to a baseline and how many the solver proved optimal.
+For each shipped length distribution (``planner/scattering/data``: web text from the FlexSP
+Wikipedia sample, code from our measurement of source files in public repositories
+(``benchmarks/code_lengths.py``), and two synthetic controls, uniform and fixed) and each
+cluster size, ``--batches`` batches of ``--tokens-per-gpu`` x GPUs tokens are sampled
+(seed 0, cut at ``--max-seq-len``) and ``planner.scattering`` places them with the
+solver's time limit per batch scaled with the cluster (``--time-limit-64`` at 64 GPUs and
+below, ``--time-limit-1024`` above). The table: predicted step time of ours and of (a)
+the best static degree, (b) Megatron-Core's hybrid-CP scheduler, (c) best-fit-decreasing,
+our speed-up over each, the solve time per batch (greedy + CP-SAT + rebalancing, wall
+clock on this machine), how many batches fell back to a baseline and how many the solver
+proved optimal.
 
 Targets (issue 16): never slower than the best static degree; solve under 1 s per batch
 at 64 GPUs and under 10 s at 1,024. Everything is the cost model's prediction (autopar's
@@ -30,7 +31,7 @@ from planner import load_cluster, load_model
 from planner.scattering import sample_batches
 from planner.scattering import scatter as run_scatter
 
-DISTRIBUTIONS = ("wikipedia-flexsp", "uniform", "fixed")
+DISTRIBUTIONS = ("wikipedia-flexsp", "code-files", "uniform", "fixed")
 
 
 def run_case(args: argparse.Namespace, dist: str, gpus: int) -> dict[str, Any]:

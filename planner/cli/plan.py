@@ -252,8 +252,9 @@ def plan_command(
         typer.Option(
             "--length-dist",
             help="Also scatter batches sampled from a shipped length distribution "
-            "(wikipedia-flexsp, uniform, fixed) over SP groups of different sizes on the best "
-            "plan's cluster, against the best static degree; documents are cut at --seq-len.",
+            "(wikipedia-flexsp, code-files, uniform, fixed) over SP groups of different sizes "
+            "on the best plan's cluster, against the best static degree; documents are cut at "
+            "--seq-len.",
         ),
     ] = None,
     seq_lengths: Annotated[

@@ -42,7 +42,8 @@ def scatter_command(
     length_dist: Annotated[
         str | None,
         typer.Option(
-            "--length-dist", help="Shipped distribution (wikipedia-flexsp, uniform, fixed)."
+            "--length-dist",
+            help="Shipped distribution (wikipedia-flexsp, code-files, uniform, fixed).",
         ),
     ] = None,
     max_seq_len: Annotated[

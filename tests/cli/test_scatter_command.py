@@ -45,6 +45,17 @@ def test_table_from_a_distribution(run_cli: Callable) -> None:
     assert "speed-up over static" in result.stdout
 
 
+def test_json_from_the_code_distribution(run_cli: Callable) -> None:
+    result = run_cli(
+        *ARGS, "--gpus", "8", "--length-dist", "code-files",
+        "--global-batch-tokens", "64K", "--max-seq-len", "16384", "--seed", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (batch,) = json.loads(result.stdout)["batches"]
+    placed = [i for m in batch["micro_batches"] for g in m["groups"] for i in g["sequences"]]
+    assert sorted(placed) == list(range(len(placed))) and len(placed) > 1
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

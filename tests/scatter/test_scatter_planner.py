@@ -4,6 +4,7 @@ within memory on exactly the cluster's GPUs, never slower than the best static d
 from __future__ import annotations
 
 import json
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +30,7 @@ CLUSTER = load_cluster("hgx-h200", gpus=16)
 
 
 def test_shipped_distributions_cite_their_source() -> None:
-    assert {"wikipedia-flexsp", "uniform", "fixed"} <= set(list_distributions())
+    assert {"wikipedia-flexsp", "code-files", "uniform", "fixed"} <= set(list_distributions())
     wiki = load_distribution("wikipedia-flexsp")
     assert "ASPLOS 2025" in wiki.source and "Hetu-Galvatron" in wiki.source
     assert (50.0, 347) in wiki.percentiles and (99.9, 37353) in wiki.percentiles
@@ -50,6 +51,32 @@ def test_wikipedia_samples_keep_the_published_percentiles() -> None:
         assert abs(np.percentile(lengths, percentile) / tokens - 1) < 0.08
     over_4k = lengths > 4096
     assert abs(over_4k.mean() - 0.0439) < 0.01
+
+
+def test_code_distribution_is_the_committed_measurement() -> None:
+    code = load_distribution("code-files")
+    assert code.kind == "percentiles" and "benchmarks/code_lengths.py" in code.source
+    root = Path(__file__).parents[2]
+    provenance = json.loads((root / "benchmarks/data/code_lengths.json").read_text())
+    raw = tomllib.loads((root / "planner/scattering/data/code-files.toml").read_text())
+    assert code.percentiles == tuple((float(p), int(t)) for p, t in provenance["percentiles"])
+    assert raw["repositories"] == [
+        f"{repo['repository']}@{repo['commit']}" for repo in provenance["repositories"]
+    ]
+    assert provenance["document"].startswith("one source file")
+    assert sum(c for _, c in provenance["histogram"]) == provenance["samples"]
+
+
+def test_code_samples_keep_the_measured_percentiles() -> None:
+    code = load_distribution("code-files")
+    lengths = np.array(
+        sample_lengths(code, 20_000, max_seq_len=1 << 30, rng=np.random.default_rng(5))
+    )
+    table = dict(code.percentiles)
+    for percentile in (25.0, 50.0, 90.0, 99.0):
+        assert abs(np.percentile(lengths, percentile) / table[percentile] - 1) < 0.08
+    share_4k = next(p for p, t in code.percentiles if t == 4096) / 100
+    assert abs((lengths <= 4096).mean() - share_4k) < 0.01
 
 
 def test_sampling_is_seeded_and_batches_reach_the_tokens() -> None:
