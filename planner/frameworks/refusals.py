@@ -92,6 +92,12 @@ def generic_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]
 def _cp_refusal(profile: FrameworkProfile, algorithm: str, release: str | None) -> str:
     """The CP algorithm refused: the profile's words where no release runs it, else the
     release's algorithms and the versions that do run it."""
+    if algorithm == "a2a+p2p" and algorithm not in profile.cp_algorithms:
+        return (
+            "cp_comm_type a2a+p2p: hierarchical context parallelism (all-to-all inside a "
+            "group, ring across groups) is Megatron-LM's with Transformer Engine; "
+            f"{profile.name} does not run it"
+        )
     if algorithm not in profile.cp_algorithms and "cp_comm_type" in profile.refusal_words:
         return f"cp_comm_type {algorithm}: {profile.refusal_words['cp_comm_type']}"
     at = f" {release}" if release else ""
@@ -127,11 +133,6 @@ def _uneven_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]
 def megatron_rules(profile: FrameworkProfile, query: LayoutQuery) -> list[str]:
     """Megatron-LM ``core_v0.16.1`` (``megatron/training/arguments.py``) beyond the profile."""
     layout, reasons = query.layout, []
-    if layout.cp > 1 and layout.cp_comm_type == "a2a+p2p":
-        reasons.append(
-            "cp_comm_type a2a+p2p: Megatron-LM requires --hierarchical-context-parallel-sizes "
-            "with it (the a2a and p2p group sizes), which the plan does not choose"
-        )
     if layout.pipeline_schedule == "gpipe":
         reasons.append(
             "pipeline_schedule gpipe: Megatron-LM runs only the 1F1B schedule (interleaved "

@@ -135,7 +135,7 @@ def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
     assert priced == CP_COMM_PRICED, "flip planner.search.candidates.CP_COMM_PRICED"
     layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 1, "pp": 1})
     comms = {layout.cp_comm_type for layout in layouts if layout.cp > 1}
-    assert comms == ({"p2p", "all_gather", "a2a"} if CP_COMM_PRICED else {"p2p"})
+    assert comms == ({"p2p", "all_gather", "a2a", "a2a+p2p"} if CP_COMM_PRICED else {"p2p"})
     deepspeed = enumerate_layouts(
         model, cluster, workload, framework="deepspeed", fixed={"tp": 1, "pp": 1}
     )
@@ -198,7 +198,10 @@ def test_the_cp_algorithm_changes_no_memory_so_the_search_shares_it() -> None:
     memories = {
         comm: estimate(
             model=model, cluster=cluster, workload=workload,
-            layout=ParallelConfig(tp=2, cp=8, cp_comm_type=comm, recompute="selective"),
+            layout=ParallelConfig(
+                tp=2, cp=8, cp_comm_type=comm, recompute="selective",
+                hierarchical_cp_sizes=(2, 4) if comm == "a2a+p2p" else None,
+            ),
         ).memory
         for comm in ("p2p", "all_gather", "a2a", "a2a+p2p")
     }  # fmt: skip
