@@ -132,7 +132,22 @@ def _uneven_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]
 
 def megatron_rules(profile: FrameworkProfile, query: LayoutQuery) -> list[str]:
     """Megatron-LM ``core_v0.16.1`` (``megatron/training/arguments.py``) beyond the profile."""
-    layout, reasons = query.layout, []
+    layout, model, reasons = query.layout, query.model, []
+    kv_per_rank = model.kv_heads // layout.tp
+    if (
+        layout.cp_comm_type == "a2a"
+        and layout.cp > 1
+        and model.mla is None
+        and kv_per_rank % layout.cp != 0
+    ):
+        # Transformer Engine AttnFuncWithCPAndQKVOA2A asserts num_heads % cp_size == 0 for
+        # Q, K and V (dot_product_attention/context_parallel.py); a2a+p2p's own form of it
+        # is a layout rule (Rule.A2A_HEADS_DIVISIBLE_BY_CP)
+        reasons.append(
+            "cp_comm_type a2a: Transformer Engine's all-to-all splits the KV heads too: KV "
+            f"heads per TP rank ({kv_per_rank}) must be divisible by cp ({layout.cp}); "
+            "a2a+p2p with a smaller a2a group may fit"
+        )
     if layout.pipeline_schedule == "gpipe":
         reasons.append(
             "pipeline_schedule gpipe: Megatron-LM runs only the 1F1B schedule (interleaved "
