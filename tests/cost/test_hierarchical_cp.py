@@ -71,7 +71,7 @@ def test_the_a2a_group_must_divide_the_heads_and_kv_heads_per_tp_rank(
                 cluster=TWO_NODES.model_copy(update={"num_gpus": 64}),
                 workload=WorkloadSpec(seq_len=256, global_batch=64),
                 layout=layout,
-            )  # fmt: skip
+            )
             if v.rule is Rule.A2A_HEADS_DIVISIBLE_BY_CP
         ]
 
