@@ -155,7 +155,8 @@ def divisors(n: int) -> list[int]:
 
 def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -> dict[str, Any]:
     """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none'
-    from command-line text; ``strict``, for JSON: no text or bool taken as a number)."""
+    from command-line text, '2x4' for a pair of group sizes; ``strict``, for JSON: no text
+    or bool taken as a number)."""
     fields = ParallelConfig.model_fields
     coerced: dict[str, Any] = {}
     for name, value in values.items():
@@ -164,8 +165,9 @@ def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -
                 f"{option}: unknown knob '{name}'; knobs are {', '.join(sorted(fields))}"
             )
         adapter = TypeAdapter(fields[name].annotation)
-        if not strict and isinstance(value, str) and "," in value:  # '2,4' for a pair
-            value = [part.strip() for part in value.split(",")]
+        pair = name == "hierarchical_cp_sizes" and isinstance(value, str)
+        if pair and not strict and value.lower() not in ("none", "null"):
+            value = value.replace("x", ",").split(",")  # '2,4' or '2x4' (inside --fix)
         try:
             coerced[name] = adapter.validate_python(value, strict=strict)
         except ValidationError:
