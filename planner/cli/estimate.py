@@ -39,7 +39,6 @@ from planner.cli.layout_options import (
     AccountForLossOption,
     AttentionBackendOption,
     CpCommTypeOption,
-    HierarchicalCpSizesOption,
     CpOption,
     DdpBucketViewOption,
     DistributedOptimizerOption,
@@ -47,6 +46,7 @@ from planner.cli.layout_options import (
     EtpOption,
     FirstStageLayersOption,
     FlashAttentionOption,
+    HierarchicalCpSizesOption,
     LastStageLayersOption,
     MbsOption,
     OffloadOptimizerOption,
@@ -64,11 +64,13 @@ from planner.cli.layout_options import (
     VppOption,
     ZeroOption,
     default_cp_comm_type,
-    hierarchical_cp_sizes as parse_cp_sizes,
     framework_knob_refusals,
     layout_from_options,
 )
 from planner.cli.layout_options import attention_backend as attention_backend_name
+from planner.cli.layout_options import (
+    hierarchical_cp_sizes as parse_cp_sizes,
+)
 from planner.cli.output import console, print_json
 from planner.cost.frameworks import LayerSpec, Runtime
 from planner.errors import SpecError
