@@ -104,6 +104,8 @@ def compare(better: Estimate, other: Estimate) -> str:
         if mine["recompute"] != theirs["recompute"]
         else set()
     )
+    if mine["cp_comm_type"] != theirs["cp_comm_type"]:  # the groups follow the algorithm
+        derived.add("hierarchical_cp_sizes")
     knobs = [
         _instead(k, mine[k], theirs[k])
         for k in KNOB_LABELS
