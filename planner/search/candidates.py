@@ -165,9 +165,8 @@ def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -
                 f"{option}: unknown knob '{name}'; knobs are {', '.join(sorted(fields))}"
             )
         adapter = TypeAdapter(fields[name].annotation)
-        pair = name == "hierarchical_cp_sizes" and isinstance(value, str)
-        if pair and not strict and value.lower() not in ("none", "null"):
-            value = value.replace("x", ",").split(",")  # '2,4' or '2x4' (inside --fix)
+        if name == "hierarchical_cp_sizes":
+            value = _group_sizes(value)
         try:
             coerced[name] = adapter.validate_python(value, strict=strict)
         except ValidationError:
@@ -179,6 +178,18 @@ def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -
                     pass
             raise SpecError(f"{option}: {name}={value!r} is not a valid value for {name}") from None
     return coerced
+
+
+def _group_sizes(value: Any) -> Any:
+    """a2a+p2p's group sizes as a pair where written as a list (JSON: [2, 4]) or as text
+    ('2x4', or '2,4' outside --fix); anything else is left for validation to refuse."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, str):
+        parts = value.replace("x", ",").split(",")
+        if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
+            return tuple(int(part) for part in parts)
+    return value
 
 
 def max_cp(seq_len: int) -> int:

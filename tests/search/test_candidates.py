@@ -244,3 +244,17 @@ def test_hierarchical_cp_is_searched_with_each_proper_split() -> None:
     }
     deepspeed = enumerate_layouts(model, cluster, workload, framework="deepspeed", fixed=base)
     assert all(x.hierarchical_cp_sizes is None for x in deepspeed)
+
+
+@pytest.mark.parametrize(
+    ("value", "strict", "pinned"),
+    [("2x4", False, (2, 4)), ("2,4", False, (2, 4)), ("2x4", True, (2, 4)),
+     ([2, 4], True, (2, 4)), ("none", False, None)],
+)  # fmt: skip
+def test_group_sizes_are_pinned_as_text_or_a_list(value: object, strict: bool, pinned) -> None:
+    from planner.search.candidates import coerce_knobs
+
+    fixed = coerce_knobs({"hierarchical_cp_sizes": value}, option="--fix", strict=strict)
+    assert fixed == {"hierarchical_cp_sizes": pinned}
+    with pytest.raises(SpecError, match="not a valid value for hierarchical_cp_sizes"):
+        coerce_knobs({"hierarchical_cp_sizes": "2x"}, option="--fix")
