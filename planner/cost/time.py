@@ -11,6 +11,8 @@ One step is simulated as Megatron-LM runs it:
      forward; exposed unless ``tp_comm_overlap`` hides them behind the adjacent GEMMs;
    * context parallel: the ring exchange of K and V (forward once, backward twice: the
      Megatron CP guide), hidden behind the attention kernel when the kernel is longer;
+     the head-scattering all-to-alls of Ulysses (a2a) and of a2a+p2p's inner groups,
+     exposed;
    * expert parallel: the dispatch and combine all-to-alls, forward and backward, exposed.
 2. The pipeline schedule is simulated (``planner.cost.timeline``) from those per-stage
    times and the point-to-point transfer of a micro-batch's activations, which gives the
