@@ -29,6 +29,7 @@ from api.spec_inputs import plain
 from api.store import ModelStore
 from planner import catalog
 from planner.cli.inputs import build_spec
+from planner.cli.layout_options import default_cp_comm_type, framework_knob_refusals
 from planner.cost.frameworks import Runtime
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
@@ -236,10 +237,32 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
         "pipeline_schedule": None if body.pipeline_schedule == "1f1b" else body.pipeline_schedule,
     }
     fields.update({key: value for key, value in split.items() if value is not None})
+    fields.update(_context_parallel(body))
     layout = build_spec(ParallelConfig, "layout", **fields)
+    refused = framework_knob_refusals(layout, framework=body.framework)
+    if refused:
+        raise SpecError("; ".join(refused))
     _check_stage_layers(layout, model)
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
+
+
+def _context_parallel(body: EstimateRequest) -> dict[str, Any]:
+    """The CP algorithm as ``autopar estimate`` resolves it: the one given, a2a+p2p where
+    only its group sizes are given, else the framework's own when cp > 1 (p2p; DeepSpeed
+    a2a). Set only where it is not the layout's default, so a memory plan's stored layout
+    (and hash) stays as it was."""
+    comm = body.cp_comm_type
+    if comm is None and body.hierarchical_cp_sizes is not None:
+        comm = "a2a+p2p"
+    if comm is None and body.cp > 1:
+        comm = default_cp_comm_type(body.framework)
+    fields: dict[str, Any] = {}
+    if body.cp_comm_type is not None or (comm is not None and comm != "p2p"):
+        fields["cp_comm_type"] = comm
+    if body.hierarchical_cp_sizes is not None:
+        fields["hierarchical_cp_sizes"] = tuple(body.hierarchical_cp_sizes)
+    return fields
 
 
 def _check_stage_layers(layout: ParallelConfig, model: ModelSpec) -> None:

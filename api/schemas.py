@@ -22,7 +22,13 @@ from planner.cost.frameworks import AttentionBackend, BuiltinFramework, StateLay
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
 from planner.specs import limits as L
 from planner.specs.hardware import GPUSpec, LinkSpec
-from planner.specs.layout import ParallelConfig, PipelineSchedule, Recompute, RecomputeMethod
+from planner.specs.layout import (
+    CpCommType,
+    ParallelConfig,
+    PipelineSchedule,
+    Recompute,
+    RecomputeMethod,
+)
 from planner.specs.model import ModelSpec
 from planner.specs.workload import Precision
 
@@ -129,6 +135,17 @@ class EstimateRequest(WorkloadRequest):
     )
     pipeline_schedule: PipelineSchedule = Field(
         default="1f1b", description="1f1b (interleaved with vpp) or gpipe"
+    )
+    cp_comm_type: CpCommType | None = Field(
+        default=None,
+        description="the context-parallel algorithm (--cp-comm-type); default: the "
+        "framework's own (p2p; DeepSpeed a2a), or a2a+p2p when hierarchical_cp_sizes is given",
+    )
+    hierarchical_cp_sizes: list[Annotated[int, Field(ge=1, le=L.MAX_DEGREE)]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="a2a+p2p's [a2a group, p2p group] sizes, product cp (--hierarchical-cp-sizes)",
     )
     attention_backend: AttentionBackend | None = Field(
         default=None, description="the attention kernel timed; default: flash"

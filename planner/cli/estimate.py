@@ -46,6 +46,7 @@ from planner.cli.layout_options import (
     EtpOption,
     FirstStageLayersOption,
     FlashAttentionOption,
+    HierarchicalCpSizesOption,
     LastStageLayersOption,
     MbsOption,
     OffloadOptimizerOption,
@@ -67,6 +68,9 @@ from planner.cli.layout_options import (
     layout_from_options,
 )
 from planner.cli.layout_options import attention_backend as attention_backend_name
+from planner.cli.layout_options import (
+    hierarchical_cp_sizes as parse_cp_sizes,
+)
 from planner.cli.output import console, print_json
 from planner.cost.frameworks import LayerSpec, Runtime
 from planner.errors import SpecError
@@ -157,6 +161,7 @@ def estimate_command(
     overlap_grad_reduce: OverlapGradReduceOption = None,
     overlap_param_gather: OverlapParamGatherOption = None,
     cp_comm_type: CpCommTypeOption = None,
+    hierarchical_cp_sizes: HierarchicalCpSizesOption = None,
     precision: PrecisionOption = "bf16",
     framework: FrameworkOption = "megatron",
     state_layout: StateLayoutOption = None,
@@ -169,6 +174,7 @@ def estimate_command(
     """Predict one layout: per-GPU memory of every stage (does it fit?), step time, MFU."""
     values = dict(locals())
     del values["ctx"]
+    values["hierarchical_cp_sizes"] = parse_cp_sizes(hierarchical_cp_sizes)
     if plan is None:
         if rank is not None:
             raise SpecError("--rank: only with --plan PLAN.json (which plan of the file)")
@@ -243,6 +249,8 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         global_batch_tokens=values["global_batch_tokens"], precision=values["precision"],
     )  # fmt: skip
     cp_comm_type = values["cp_comm_type"]
+    if cp_comm_type is None and values["hierarchical_cp_sizes"] is not None:
+        cp_comm_type = "a2a+p2p"
     if cp_comm_type is None and values["cp"] > 1:
         cp_comm_type = default_cp_comm_type(framework)
     layout = layout_from_options(
@@ -268,7 +276,7 @@ _LAYOUT_ARGUMENTS = (
     "sequence_parallel", "offload_optimizer", "recompute", "recompute_method",
     "recompute_layers", "first_stage_layers", "last_stage_layers", "account_for_embedding",
     "account_for_loss", "pipeline_schedule", "tp_comm_overlap", "overlap_grad_reduce",
-    "overlap_param_gather",
+    "overlap_param_gather", "hierarchical_cp_sizes",
 )  # fmt: skip
 """The command's parameters that ``layout_from_options`` takes by the same name."""
 
@@ -287,6 +295,8 @@ _NOT_OVERRIDES = frozenset({"plan", "rank", "memplan", "as_json"})
 _DEPENDENTS = {
     "recompute": ("recompute_method", "recompute_num_layers"),
     "pp": ("first_stage_layers", "last_stage_layers"),
+    "cp": ("hierarchical_cp_sizes",),
+    "cp_comm_type": ("hierarchical_cp_sizes",),
 }
 """Fields reset when the field they depend on is overridden and they are not given."""
 
@@ -305,6 +315,8 @@ def _flag(name: str, value: Any) -> str:
     flag = "--" + name.replace("_", "-")
     if isinstance(value, bool):
         return flag if value else flag.replace("--", "--no-", 1)
+    if isinstance(value, tuple):
+        return f"{flag} {','.join(map(str, value))}"
     return f"{flag} {value}"
 
 

@@ -105,6 +105,17 @@ CpCommTypeOption = Annotated[
         show_default=False,
     ),
 ]
+HierarchicalCpSizesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hierarchical-cp-sizes",
+        "--hierarchical-context-parallel-sizes",
+        help="A,B for --cp-comm-type a2a+p2p (Megatron --hierarchical-context-parallel-sizes "
+        "A B): all-to-all over A adjacent CP ranks, ring across the B groups; A x B = cp. "
+        "Given alone, it sets --cp-comm-type a2a+p2p.",
+        show_default=False,
+    ),
+]
 DdpBucketViewOption = Annotated[
     bool | None,
     typer.Option(
@@ -178,6 +189,19 @@ def attention_backend(name: str | None) -> AttentionBackend | None:
     return name  # type: ignore[return-value]
 
 
+def hierarchical_cp_sizes(text: str | None) -> tuple[int, int] | None:
+    """``--hierarchical-cp-sizes``'s value 'A,B' (or 'A B') as a pair of whole numbers."""
+    if text is None:
+        return None
+    parts = text.replace(",", " ").split()
+    if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise SpecError(
+            f"--hierarchical-cp-sizes: {text!r} is not two positive whole numbers 'A,B' "
+            "(the a2a group size, then the p2p group size)"
+        )
+    return int(parts[0]), int(parts[1])
+
+
 def layout_from_options(
     *,
     tp: int,
@@ -203,9 +227,12 @@ def layout_from_options(
     overlap_grad_reduce: bool | None = None,
     overlap_param_gather: bool | None = None,
     cp_comm_type: str | None = None,
+    hierarchical_cp_sizes: tuple[int, int] | None = None,
 ) -> ParallelConfig:
     """The layout the flags describe (ZeRO, the overlaps and the CP algorithm left unset
-    keep the layout's defaults: off, p2p)."""
+    keep the layout's defaults: off, p2p; a2a+p2p where only its group sizes are given)."""
+    if hierarchical_cp_sizes is not None and cp_comm_type is None:
+        cp_comm_type = "a2a+p2p"
     fields: dict[str, Any] = {
         "tp": tp,
         "pp": pp,
@@ -233,6 +260,7 @@ def layout_from_options(
         "overlap_grad_reduce": overlap_grad_reduce,
         "overlap_param_gather": overlap_param_gather,
         "cp_comm_type": cp_comm_type,
+        "hierarchical_cp_sizes": hierarchical_cp_sizes,
     }
     fields.update({key: value for key, value in optional.items() if value is not None})
     layout: ParallelConfig = build_spec(ParallelConfig, "layout", **fields)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from planner.accuracy import HOST_BOUND_TIME_BAND, borrowed_rates_note
+from planner.cli.compare import render as render_side_by_side
 from planner.cli.emit import TORCHTITAN_FORMATS, write_emitted
 from planner.cli.files import ensure_dir
 from planner.cli.hardware_rank import (
@@ -61,6 +62,7 @@ from planner.plan import (
     plan,
 )
 from planner.report.inputs import PlanView
+from planner.report.side_by_side import side_by_side
 from planner.scattering import ScatterSummary, read_lengths_file
 from planner.search.candidates import coerce_knobs
 from planner.search.driver import OBJECTIVES, layout_label
@@ -204,6 +206,15 @@ def plan_command(
         ),
     ] = "averse",
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Plans to show.")] = 5,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="After the table, set the best plan side by side with each next one "
+            "(autopar compare's tables): the knobs that differ, memory per stage, the time "
+            "breakdown, and which differences are inside the model's error.",
+        ),
+    ] = False,
     time_limit: Annotated[
         float,
         typer.Option(
@@ -288,6 +299,11 @@ def plan_command(
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
     if risk not in RISKS:
         raise SpecError(f"--risk: unknown '{risk}'; known: {', '.join(RISKS)}")
+    if compare and as_json:
+        raise SpecError(
+            "--compare: the side-by-side tables are for the terminal; with --json, give the "
+            "file to autopar compare (autopar compare plans.json --rank-b 3)"
+        )
     fixed = parse_knobs(fix, option="--fix")
     maxima = parse_knobs(maximum, option="--max")
     for name, bound in maxima.items():
@@ -348,12 +364,26 @@ def plan_command(
         print_json(result.model_dump(mode="json"))
         return
     render_plan(result)
+    if compare:
+        render_comparisons(result)
     render_routing(result)
     _render_simulated(result)
     if result.refinement is not None:
         render_refinement(result.refinement)
     if result.hardware is not None:
         render_hardware(result.hardware)
+
+
+def render_comparisons(result: PlanResult) -> None:
+    """``--compare``: plan 1 beside each later plan, in ``autopar compare``'s tables."""
+    views = [PlanView.model_validate(entry.model_dump(mode="json")) for entry in result.plans]
+    out = console()
+    if len(views) < 2:
+        out.print("Compare: only one plan, nothing to set beside it (--top-k 2 or more).")
+        return
+    for rank, view in enumerate(views[1:], start=2):
+        out.print(f"\nPlan 1 beside plan {rank}:")
+        render_side_by_side(side_by_side(views[0], view, a_label="plan 1", b_label=f"plan {rank}"))
 
 
 def one_node_note(gpus: int) -> str:

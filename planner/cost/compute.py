@@ -291,6 +291,10 @@ class LayerShape:
     """How context parallelism splits attention (``ParallelConfig.cp_comm_type``): a2a
     (Ulysses) gives each rank whole sequences for its share of the heads; the others
     keep each rank's sequence chunks and bring it the keys and values."""
+    cp_a2a: int = 1
+    """CP ranks the head-scattering all-to-all spans (``ParallelConfig.cp_a2a_size``):
+    under a2a+p2p the a2a group, whose all-to-all leaves each rank ``cp_a2a`` times the
+    sequence for ``1/cp_a2a`` of the heads before the ring runs over the rest."""
 
 
 def layer_work(
@@ -450,15 +454,32 @@ def _context_parallel_kernels(
 
     Without context parallelism: one causal kernel over the local sequences. Under
     Ulysses (``a2a``) the all-to-all hands each rank whole sequences for ``1/cp`` of the
-    heads: one causal kernel at the full length. Under ring (``p2p``, ``a2a+p2p``) and
-    all-gather context parallelism each rank keeps two of the ``2·cp`` sequence chunks
-    (chunks ``i`` and ``2cp-1-i``, Megatron-LM's load balancing) and attends them to every
-    earlier chunk: ``2cp-1`` key blocks are wholly unmasked and two are the causal
-    diagonal, so ``1/(2cp)`` of the rank's score FLOPs run in causally masked tiles and the
-    rest in full tiles, which a flash kernel runs at its non-causal rate (no masked tiles
-    to skip, no triangular tail). Both parts are timed at the local sequence length.
+    heads: one causal kernel at the full length. Under ring (``p2p``) and all-gather
+    context parallelism each rank keeps two of the ``2·cp`` sequence chunks (chunks ``i``
+    and ``2cp-1-i``, Megatron-LM's load balancing) and attends them to every earlier
+    chunk: ``2cp-1`` key blocks are wholly unmasked and two are the causal diagonal, so
+    ``1/(2cp)`` of the rank's score FLOPs run in causally masked tiles and the rest in
+    full tiles, which a flash kernel runs at its non-causal rate (no masked tiles to skip,
+    no triangular tail). Both parts are timed at the local sequence length. Under
+    ``a2a+p2p`` with an a2a group of ``A`` ranks, the all-to-all first gathers the group's
+    chunks (reordered into two chunks of a ``2·cp/A``-chunk layout: Transformer Engine's
+    ``flash_attn_a2a_communicate``) for ``1/A`` of the heads; the ring then runs over the
+    ``R = cp/A`` groups as above with ``R`` in place of cp: local length ``s/R``, ``1/(2R)``
+    of the FLOPs causal.
     """
     cp = shape.cp
+    if shape.cp_comm_type == "a2a+p2p" and shape.cp_a2a > 1:
+        ring = cp // shape.cp_a2a
+        if ring > 1:
+            return _context_parallel_kernels(
+                replace(shape, cp=ring, cp_comm_type="p2p", cp_a2a=1),
+                tokens=tokens * shape.cp_a2a,
+                heads=heads / shape.cp_a2a,
+                kv_heads=max(1.0, kv_heads / shape.cp_a2a),
+                head_dim=head_dim,
+                backend=backend,
+            )
+        shape = replace(shape, cp_comm_type="a2a")
     local_len = shape.seq_len / cp
     kernel = AttentionShape(
         batch=tokens / local_len,

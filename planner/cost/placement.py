@@ -10,6 +10,9 @@ for ``i < size``:
   ====== ========== ============================ ==========================================
   tp     tp         1                            tensor-parallel all-reduce / AG+RS (SP)
   cp     cp         tp                           context-parallel KV exchange
+  cp_a2a A          tp                           a2a+p2p: the all-to-all over A adjacent
+                                                 CP ranks (1 for the other algorithms)
+  cp_p2p cp/A       tp·A                         a2a+p2p: the ring across the a2a groups
   dp     dp         tp·cp                        data-parallel replicas
   pp     pp         tp·cp·dp                     pipeline send/recv
   dp_cp  dp·cp      tp                           dense gradient reduce and dist-opt (cp
@@ -19,6 +22,10 @@ for ``i < size``:
   edp    world/     etp·ep                       expert gradient reduce
          (etp·ep·pp)
   ====== ========== ============================ ==========================================
+
+The a2a+p2p groups split each CP group as Megatron-LM's ``create_hierarchical_groups``
+does (``parallel_state.py``): level 0, the a2a group, is ``A`` consecutive members of the
+CP group; level 1, the p2p ring, takes every ``A``-th member.
 
 The expert grid is numbered ``etp-ep-edp-pp`` (the same order string with tp -> etp and
 no cp), so EP is carved out of the dense DP×CP×TP ranks and does not
@@ -114,6 +121,8 @@ def place_groups(layout: ParallelConfig, cluster: ClusterSpec) -> dict[str, Grou
     groups = (
         ("tp", tp, 1),
         ("cp", cp, tp),
+        ("cp_a2a", layout.cp_a2a_size, tp),
+        ("cp_p2p", layout.cp_ring_size, tp * layout.cp_a2a_size),
         ("dp", dp, tp * cp),
         ("pp", pp, tp * cp * dp),
         ("dp_cp", dp * cp, tp),

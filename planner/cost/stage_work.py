@@ -72,6 +72,7 @@ def stage_work(
         ep=layout.ep,
         cp=layout.cp,
         cp_comm_type=layout.cp_comm_type,
+        cp_a2a=layout.cp_a2a_size,
     )
     forward: list[Work] = []
     backward: list[Work] = []
@@ -99,6 +100,7 @@ def layer_shape(layout: ParallelConfig, seq_len: int) -> LayerShape:
         ep=layout.ep,
         cp=layout.cp,
         cp_comm_type=layout.cp_comm_type,
+        cp_a2a=layout.cp_a2a_size,
     )
 
 

@@ -11,6 +11,8 @@ One step is simulated as Megatron-LM runs it:
      forward; exposed unless ``tp_comm_overlap`` hides them behind the adjacent GEMMs;
    * context parallel: the ring exchange of K and V (forward once, backward twice: the
      Megatron CP guide), hidden behind the attention kernel when the kernel is longer;
+     the head-scattering all-to-alls of Ulysses (a2a) and of a2a+p2p's inner groups,
+     exposed;
    * expert parallel: the dispatch and combine all-to-alls, forward and backward, exposed.
 2. The pipeline schedule is simulated (``planner.cost.timeline``) from those per-stage
    times and the point-to-point transfer of a micro-batch's activations, which gives the
@@ -245,7 +247,7 @@ def _virtual_stage(
     cp_fwd = cp_bwd = 0.0
     if layout.cp > 1:
         per_layer_fwd, per_layer_bwd = _context_parallel_exposed(
-            ctx, tokens, times.forward_attention_s / max(layers, 1), groups["cp"]
+            ctx, tokens, times.forward_attention_s / max(layers, 1), groups
         )
         cp_fwd, cp_bwd = layers * per_layer_fwd, layers * per_layer_bwd
     ep_fwd = ep_bwd = 0.0
@@ -303,7 +305,7 @@ def _straggler(
 
 
 def _context_parallel_exposed(
-    ctx: TimeContext, tokens: float, attention_s: float, group: GroupPlacement
+    ctx: TimeContext, tokens: float, attention_s: float, groups: dict[str, GroupPlacement]
 ) -> tuple[float, float]:
     """Exposed context-parallel communication of one layer, forward and backward.
 
@@ -316,22 +318,32 @@ def _context_parallel_exposed(
     * ``a2a`` (DeepSpeed-Ulysses): all-to-alls turn sequence-sharded Q, K, V into
       head-sharded ones before attention and the output back after it, each on the
       critical path; the backward runs the same four on the gradients.
-    * ``a2a+p2p`` (hierarchical): priced as ``p2p`` (not modelled separately).
+    * ``a2a+p2p`` (hierarchical, Transformer Engine's ``AttnFuncWithCPAndKVP2P`` given an
+      a2a and a p2p group): the four all-to-alls of ``a2a`` over the a2a group only (``A``
+      adjacent CP ranks, ``cp_a2a``: NVLink while the group stays in a node), then the
+      ring of ``p2p`` over the ``cp/A`` groups (``cp_p2p``, every ``A``-th rank: the
+      cross-node hops when cp spans nodes). After the all-to-all a rank holds ``A`` times
+      the tokens for ``1/A`` of the heads, so its K/V chunk has the bytes it had before and
+      the ring moves ``cp/A`` chunks instead of cp; it hides behind the same attention.
     """
     model, layout, act = ctx.model, ctx.layout, ctx.impl.activation_bytes
     head_dim = model.kv_channels
     kv = 2 * tokens * model.kv_heads * head_dim * act / layout.tp
-    if layout.cp_comm_type == "a2a":
+    scatter = 0.0
+    if layout.cp_a2a_size > 1:
         q_and_out = 2 * tokens * model.num_attention_heads * head_dim * act / layout.tp
-        moves = sum(
-            collective_time("all_to_all", size, group, ctx.cluster)
+        scatter = sum(
+            collective_time("all_to_all", size, groups["cp_a2a"], ctx.cluster)
             for size in (q_and_out / 2, kv / 2, kv / 2, q_and_out / 2)
         )
-        return moves, moves
-    gathered = collective_time("all_gather", kv * layout.cp, group, ctx.cluster)
+    if layout.cp_ring_size == 1:
+        return scatter, scatter
+    ring = groups["cp_p2p"]
+    gathered = collective_time("all_gather", kv * layout.cp_ring_size, ring, ctx.cluster)
     if layout.cp_comm_type == "all_gather":
         return gathered, gathered
-    return max(0.0, gathered - attention_s), max(0.0, 2 * gathered - 2.5 * attention_s)
+    forward = scatter + max(0.0, gathered - attention_s)
+    return forward, scatter + max(0.0, 2 * gathered - 2.5 * attention_s)
 
 
 def _offload_time(ctx: TimeContext, params: float) -> float:

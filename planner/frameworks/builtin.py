@@ -30,10 +30,10 @@ MEGATRON = register(
         axes=frozenset({"tp", "cp", "pp", "ep", "sequence_parallel"}),
         schedules=("1f1b", "interleaved-1f1b"),
         uneven_stages="any",
-        # --cp-comm-type; a2a+p2p also needs --hierarchical-context-parallel-sizes, which a
-        # plan does not choose
-        cp_algorithms=("p2p", "all_gather", "a2a"),
-        cp_algorithms_searched=("p2p", "all_gather", "a2a"),
+        # --cp-comm-type; a2a+p2p with --hierarchical-context-parallel-sizes (the layout's
+        # hierarchical_cp_sizes, searched per cp by planner.search.candidates)
+        cp_algorithms=("p2p", "all_gather", "a2a", "a2a+p2p"),
+        cp_algorithms_searched=("p2p", "all_gather", "a2a", "a2a+p2p"),
         sharding_stages=frozenset({0, 1}),  # the distributed optimizer is its ZeRO-1
         overlaps=frozenset({"tp_comm", "grad_reduce", "param_gather"}),
         offload="distributed-optimizer",

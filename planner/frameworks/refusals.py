@@ -92,6 +92,12 @@ def generic_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]
 def _cp_refusal(profile: FrameworkProfile, algorithm: str, release: str | None) -> str:
     """The CP algorithm refused: the profile's words where no release runs it, else the
     release's algorithms and the versions that do run it."""
+    if algorithm == "a2a+p2p" and algorithm not in profile.cp_algorithms:
+        return (
+            "cp_comm_type a2a+p2p: hierarchical context parallelism (all-to-all inside a "
+            "group, ring across groups) is Megatron-LM's with Transformer Engine; "
+            f"{profile.name} does not run it"
+        )
     if algorithm not in profile.cp_algorithms and "cp_comm_type" in profile.refusal_words:
         return f"cp_comm_type {algorithm}: {profile.refusal_words['cp_comm_type']}"
     at = f" {release}" if release else ""
@@ -126,11 +132,21 @@ def _uneven_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]
 
 def megatron_rules(profile: FrameworkProfile, query: LayoutQuery) -> list[str]:
     """Megatron-LM ``core_v0.16.1`` (``megatron/training/arguments.py``) beyond the profile."""
-    layout, reasons = query.layout, []
-    if layout.cp > 1 and layout.cp_comm_type == "a2a+p2p":
+    layout, model, reasons = query.layout, query.model, []
+    kv_per_rank = model.kv_heads // layout.tp
+    if (
+        layout.cp_comm_type == "a2a"
+        and layout.cp > 1
+        and model.mla is None
+        and kv_per_rank % layout.cp != 0
+    ):
+        # Transformer Engine AttnFuncWithCPAndQKVOA2A asserts num_heads % cp_size == 0 for
+        # Q, K and V (dot_product_attention/context_parallel.py); a2a+p2p's own form of it
+        # is a layout rule (Rule.A2A_HEADS_DIVISIBLE_BY_CP)
         reasons.append(
-            "cp_comm_type a2a+p2p: Megatron-LM requires --hierarchical-context-parallel-sizes "
-            "with it (the a2a and p2p group sizes), which the plan does not choose"
+            "cp_comm_type a2a: Transformer Engine's all-to-all splits the KV heads too: KV "
+            f"heads per TP rank ({kv_per_rank}) must be divisible by cp ({layout.cp}); "
+            "a2a+p2p with a smaller a2a group may fit"
         )
     if layout.pipeline_schedule == "gpipe":
         reasons.append(

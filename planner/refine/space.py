@@ -56,7 +56,7 @@ from planner.refine.problem import RefineProblem
 NOT_REFINED: dict[str, str] = {
     "cp_comm_type": (
         "the exact search tabulates every CP algorithm the framework runs at the release "
-        "planned for (planner.search.candidates)"
+        "planned for, a2a+p2p with each split of its group sizes (planner.search.candidates)"
     ),
     "tp_comm_overlap, overlap_grad_reduce, overlap_param_gather": (
         "set on by the exact search wherever the framework runs them: each is never slower "

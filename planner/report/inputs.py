@@ -44,6 +44,7 @@ class JobView(BaseModel):
     sequence_parallel: bool = False
     recompute: str = "none"
     cp_comm_type: str | None = None
+    hierarchical_cp_sizes: tuple[int, int] | None = None
     tp_comm_overlap: bool = False
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
@@ -52,6 +53,10 @@ class JobView(BaseModel):
     def layout_label(self) -> str:
         """The layout in the words the CLI's plan table uses."""
         parts = [f"tp {self.tp}", f"pp {self.pp}", f"dp {self.dp}", f"cp {self.cp}"]
+        if self.cp > 1 and self.hierarchical_cp_sizes is not None:
+            parts.append("(a2a {} x p2p {})".format(*self.hierarchical_cp_sizes))
+        elif self.cp > 1 and self.cp_comm_type not in (None, "p2p"):
+            parts.append(f"({self.cp_comm_type})")
         if self.ep > 1:
             parts.append(f"ep {self.ep}")
         if self.vpp and self.vpp > 1:
@@ -76,6 +81,7 @@ class JobView(BaseModel):
             "sequence_parallel",
             "recompute",
             "cp_comm_type",
+            "hierarchical_cp_sizes",
             "tp_comm_overlap",
             "overlap_grad_reduce",
             "overlap_param_gather",

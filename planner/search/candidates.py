@@ -12,8 +12,11 @@ is the decision space. It is the Cartesian product of these knob domains (glossa
              (``FrameworkProfile.searched_cp_algorithms``): Megatron-LM p2p (ring),
              all_gather or a2a (Ulysses head scatter; ``--cp-comm-type``); DeepSpeed's
              sequence parallelism is Ulysses (a2a); torchtitan 0.3.0 all-gathers K/V,
-             0.2.2 also runs the ring (p2p). a2a+p2p is not searched: Megatron-LM needs
-             ``--hierarchical-context-parallel-sizes`` with it, which a layout does not hold
+             0.2.2 also runs the ring (p2p). Megatron-LM's a2a+p2p (all-to-all inside
+             groups of A adjacent CP ranks, ring across the cp/A groups) is searched with
+             each split A x cp/A = cp, 1 < A < cp (``hierarchical_cp_sizes``,
+             ``--hierarchical-context-parallel-sizes``); A = 1 and A = cp are p2p and a2a
+             already, and join only when a2a+p2p is pinned
   pp         divisors of GPUs / (tp x cp) up to min(64, num_layers); an even layer split,
              or, when the layers do not divide by pp, the balanced uneven split Megatron
              allows (first/last stage sizes): ceil(L / pp) layers on every middle stage and
@@ -115,7 +118,10 @@ ACCOUNTS_FOR = ("megatron",)
 DEADLINE_CHECK_EVERY = 32
 """Candidates checked between two looks at the clock (each takes tens of microseconds)."""
 
-SEARCHED = ("tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type")
+SEARCHED = (
+    "tp", "cp", "pp", "dp", "ep", "vpp", "mbs", "recompute", "cp_comm_type",
+    "hierarchical_cp_sizes",
+)  # fmt: skip
 """Knobs with a searched domain; every other ``ParallelConfig`` field is derived or fixed."""
 
 CP_COMM_PRICED = True
@@ -149,7 +155,8 @@ def divisors(n: int) -> list[int]:
 
 def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -> dict[str, Any]:
     """Validate knob names and values against ``ParallelConfig``'s fields ('8' -> 8, 'none'
-    from command-line text; ``strict``, for JSON: no text or bool taken as a number)."""
+    from command-line text, '2x4' for a pair of group sizes; ``strict``, for JSON: no text
+    or bool taken as a number)."""
     fields = ParallelConfig.model_fields
     coerced: dict[str, Any] = {}
     for name, value in values.items():
@@ -158,6 +165,8 @@ def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -
                 f"{option}: unknown knob '{name}'; knobs are {', '.join(sorted(fields))}"
             )
         adapter = TypeAdapter(fields[name].annotation)
+        if name == "hierarchical_cp_sizes":
+            value = _group_sizes(value)
         try:
             coerced[name] = adapter.validate_python(value, strict=strict)
         except ValidationError:
@@ -169,6 +178,18 @@ def coerce_knobs(values: dict[str, Any], *, option: str, strict: bool = False) -
                     pass
             raise SpecError(f"{option}: {name}={value!r} is not a valid value for {name}") from None
     return coerced
+
+
+def _group_sizes(value: Any) -> Any:
+    """a2a+p2p's group sizes as a pair where written as a list (JSON: [2, 4]) or as text
+    ('2x4', or '2,4' outside --fix); anything else is left for validation to refuse."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, str):
+        parts = value.replace("x", ",").split(",")
+        if len(parts) == 2 and all(part.strip().isdigit() for part in parts):
+            return tuple(int(part) for part in parts)
+    return value
 
 
 def max_cp(seq_len: int) -> int:
@@ -269,6 +290,10 @@ def enumerate_space(
     profile = get_profile(framework)
     release = profile.release(framework_version)
     fixed = coerce_knobs(dict(fixed or {}), option="fixed")
+    sizes = fixed.get("hierarchical_cp_sizes")
+    if sizes is not None:  # pinned group sizes are a2a+p2p at their product
+        fixed.setdefault("cp_comm_type", "a2a+p2p")
+        fixed.setdefault("cp", sizes[0] * sizes[1])
     maxima = dict(maxima or {})
     for knob, bound in maxima.items():
         if knob not in ParallelConfig.model_fields:
@@ -321,8 +346,11 @@ def enumerate_space(
                 vpps = [v for v in vpps if v is None or slots % v == 0]
             # the CP algorithm only means something with cp > 1: the default otherwise
             comms = domain["cp_comm_type"] if cp > 1 or "cp_comm_type" in fixed else ["p2p"]
-            for ep, vpp, mbs, recompute, comm in itertools.product(
-                eps, vpps, domain["mbs"], domain["recompute"], comms
+            hierarchies = [
+                (comm, sizes) for comm in comms for sizes in cp_hierarchies(cp, comm, fixed=fixed)
+            ]
+            for ep, vpp, mbs, recompute, (comm, sizes) in itertools.product(
+                eps, vpps, domain["mbs"], domain["recompute"], hierarchies
             ):
                 fields: dict[str, Any] = {
                     "tp": tp,
@@ -334,6 +362,7 @@ def enumerate_space(
                     "mbs": mbs,
                     "recompute": recompute,
                     "cp_comm_type": comm,
+                    "hierarchical_cp_sizes": sizes,
                     **split,
                     **ruled,
                     **profile.sharding,
@@ -362,6 +391,18 @@ def enumerate_space(
                     result.complete = False
                     return result
     return result
+
+
+def cp_hierarchies(cp: int, comm: str, *, fixed: dict[str, Any]) -> list[tuple[int, int] | None]:
+    """The (a2a, p2p) group sizes searched for ``comm`` at ``cp`` ([None] for the flat
+    algorithms): the pinned sizes, or each split A x cp/A with 1 < A < cp; the splits
+    with A = 1 or A = cp (p2p and a2a under another name) too where a2a+p2p is pinned."""
+    if comm != "a2a+p2p":
+        return [None]
+    if "hierarchical_cp_sizes" in fixed:
+        return [fixed["hierarchical_cp_sizes"]]
+    pinned = fixed.get("cp_comm_type") == "a2a+p2p"
+    return [(a2a, cp // a2a) for a2a in divisors(cp) if pinned or 1 < a2a < cp]
 
 
 def stage_splits(

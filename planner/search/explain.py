@@ -29,6 +29,7 @@ KNOB_LABELS = {
     "zero_stage": "ZeRO stage",
     "sequence_parallel": "sequence parallel",
     "cp_comm_type": "cp comm",
+    "hierarchical_cp_sizes": "cp groups",
     "num_gpus": "GPUs",
 }
 
@@ -42,7 +43,10 @@ def layout_label(layout: ParallelConfig) -> str:
     ``ResolvedConfig``."""
     c = layout
     parts = [f"tp {c.tp}", f"pp {c.pp}", f"dp {c.dp}", f"cp {c.cp}"]
-    if c.cp > 1 and c.cp_comm_type != "p2p":
+    if c.cp > 1 and c.cp_comm_type == "a2a+p2p" and c.hierarchical_cp_sizes is not None:
+        a2a, ring = c.hierarchical_cp_sizes
+        parts.append(f"(a2a {a2a} x p2p {ring})")
+    elif c.cp > 1 and c.cp_comm_type != "p2p":
         parts.append(f"({c.cp_comm_type})")
     if c.ep > 1:
         parts.append(f"ep {c.ep}")
@@ -70,6 +74,8 @@ def knob_words(knob: str, value: Any) -> str:
         return "recompute layers none"
     if knob == "cp_comm_type" and value is None:
         return "cp comm default"
+    if knob == "hierarchical_cp_sizes":
+        return "cp groups none" if value is None else f"cp groups a2a {value[0]} x p2p {value[1]}"
     if isinstance(value, bool):
         return f"{KNOB_LABELS[knob]} {'on' if value else 'off'}"
     return f"{KNOB_LABELS[knob]} {value}"
@@ -98,6 +104,8 @@ def compare(better: Estimate, other: Estimate) -> str:
         if mine["recompute"] != theirs["recompute"]
         else set()
     )
+    if mine["cp_comm_type"] != theirs["cp_comm_type"]:  # the groups follow the algorithm
+        derived.add("hierarchical_cp_sizes")
     knobs = [
         _instead(k, mine[k], theirs[k])
         for k in KNOB_LABELS

@@ -12,6 +12,8 @@ Axes (one integer variable each, with the values the rows take):
   recompute_block    0 uniform groups, 1 the first layers of each stage (Megatron "block")
   cp_comm     the context-parallel algorithm: 0 p2p ring, 1 all_gather, 2 a2a (Ulysses),
               3 a2a+p2p
+  cp_a2a      CP ranks each all-to-all spans (``ParallelConfig.cp_a2a_size``): cp under
+              a2a, the a2a group size under a2a+p2p, 1 otherwise
   first, last layers on the first and last pipeline stage (0: the even split)
   accounted   Megatron-LM's account-for split: 1 the embedding, 2 the output layer, 3
               both counted as a layer when splitting (0: neither)
@@ -58,6 +60,7 @@ AXES = (
     "recompute_layers",
     "recompute_block",
     "cp_comm",
+    "cp_a2a",
     "first",
     "last",
     "accounted",
@@ -81,6 +84,7 @@ def axis_values(row: Row) -> tuple[int, ...]:
         layout.recompute_num_layers or 0,
         int(layout.recompute_method == "block"),
         CP_COMM.index(layout.cp_comm_type),
+        layout.cp_a2a_size,
         layout.first_stage_layers or 0,
         layout.last_stage_layers or 0,
         int(layout.account_for_embedding_in_pipeline_split)

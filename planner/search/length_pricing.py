@@ -280,6 +280,11 @@ class DistributionTimer:
             return f"cp {layout.cp} is not a power of two (hybrid CP sizes are)"
         if layout.pp > 1:
             return "pp > 1: Megatron-Core's hybrid context parallel needs pp = 1"
+        if layout.cp_comm_type == "a2a+p2p":
+            return (
+                "cp_comm_type a2a+p2p: Megatron-Core's hybrid context parallel makes CP "
+                "groups of each size itself, not the two fixed hierarchical levels"
+            )
         if prepared.model.mla is not None:
             return (
                 "MLA: Megatron-Core's hybrid context parallel does not run multi-latent attention"

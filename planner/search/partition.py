@@ -126,7 +126,7 @@ def split_variants(
         if not _splittable(layout):
             continue
         family = (layout.tp, layout.cp, layout.pp, layout.dp, layout.ep, layout.mbs,
-                  layout.cp_comm_type)  # fmt: skip
+                  layout.cp_comm_type, layout.hierarchical_cp_sizes)  # fmt: skip
         if family in families:
             continue
         families.add(family)

@@ -230,7 +230,8 @@ def _memory_row(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
         check=False, expert_load=expert_load,
     )  # fmt: skip
-    key = layout.model_copy(update={"cp_comm_type": "p2p"}) if layout.cp > 1 else layout
+    flat = {"cp_comm_type": "p2p", "hierarchical_cp_sizes": None}
+    key = layout.model_copy(update=flat) if layout.cp > 1 else layout
     if shared is not None and key in shared:
         peak_gib, stages = shared[key]
     else:

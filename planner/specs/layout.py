@@ -58,6 +58,12 @@ class ParallelConfig(Spec):
     recompute_num_layers: PositiveInt | None = None
     offload_optimizer_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     cp_comm_type: CpCommType = "p2p"
+    hierarchical_cp_sizes: tuple[PositiveInt, PositiveInt] | None = Field(
+        default=None,
+        description="cp_comm_type a2a+p2p only: (a2a group, p2p group), product cp; the "
+        "all-to-all runs over adjacent CP ranks, the ring across those groups (Megatron-LM "
+        "--hierarchical-context-parallel-sizes)",
+    )
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
     tp_comm_overlap: bool = False
@@ -103,6 +109,22 @@ class ParallelConfig(Spec):
         return self.tp * self.cp * self.pp
 
     @property
+    def cp_a2a_size(self) -> int:
+        """CP ranks each all-to-all (head scatter) spans: cp under a2a, the first
+        hierarchical size under a2a+p2p, 1 under the ring and all-gather algorithms."""
+        if self.cp_comm_type == "a2a":
+            return self.cp
+        if self.cp_comm_type == "a2a+p2p" and self.hierarchical_cp_sizes is not None:
+            return self.hierarchical_cp_sizes[0]
+        return 1
+
+    @property
+    def cp_ring_size(self) -> int:
+        """CP ranks the K/V exchange (ring or all-gather) spans: cp divided by the
+        all-to-all's ranks (1 under a2a)."""
+        return self.cp // self.cp_a2a_size
+
+    @property
     def interleaved(self) -> bool:
         return self.vpp is not None and self.vpp > 1
 
@@ -138,6 +160,7 @@ def own_rule_violations(layout: ParallelConfig) -> list[LayoutViolation]:
             "overlap_param_gather requires a sharded optimizer (distributed_optimizer or "
             "zero_stage >= 1) and overlap_grad_reduce",
         )
+    problems.extend(_hierarchical_cp_violations(layout))
     if layout.recompute != "full" and (
         layout.recompute_method is not None or layout.recompute_num_layers is not None
     ):
@@ -164,6 +187,32 @@ def own_rule_violations(layout: ParallelConfig) -> list[LayoutViolation]:
             "first_stage_layers/last_stage_layers (Megatron-LM takes one way of splitting)",
         )
     return problems
+
+
+def _hierarchical_cp_violations(layout: ParallelConfig) -> list[LayoutViolation]:
+    """a2a+p2p needs its two group sizes, their product the CP degree (Megatron-LM
+    ``validate_args``); the sizes mean nothing to the other algorithms."""
+    sizes = layout.hierarchical_cp_sizes
+    if layout.cp_comm_type != "a2a+p2p":
+        if sizes is None:
+            return []
+        message = (
+            f"hierarchical_cp_sizes {list(sizes)} apply only to cp_comm_type a2a+p2p "
+            f"(not {layout.cp_comm_type})"
+        )
+    elif sizes is None:
+        message = (
+            "cp_comm_type a2a+p2p needs hierarchical_cp_sizes: the a2a and p2p group sizes, "
+            f"their product cp ({layout.cp}), e.g. [2, {max(1, layout.cp // 2)}]"
+        )
+    elif sizes[0] * sizes[1] != layout.cp:
+        message = (
+            f"hierarchical_cp_sizes {list(sizes)}: a2a x p2p = {sizes[0]} x {sizes[1]} = "
+            f"{sizes[0] * sizes[1]} must equal cp ({layout.cp})"
+        )
+    else:
+        return []
+    return [LayoutViolation(Rule.HIERARCHICAL_CP_SIZES, message)]
 
 
 def resolve_data_parallel(layout: ParallelConfig, *, num_gpus: int) -> ParallelConfig:
@@ -336,11 +385,24 @@ def layout_violations(
             Rule.SEQUENCE_DIVISIBLE_BY_2CP,
             f"seq_len ({workload.seq_len}) must be divisible by 2 x cp = {2 * c}",
         )
-    if c > 1 and layout.cp_comm_type in ("a2a", "a2a+p2p") and (heads // t) % c != 0:
+    a2a = layout.cp_a2a_size
+    if a2a > 1 and (heads // t) % a2a != 0:
+        over = "cp" if layout.cp_comm_type == "a2a" else "the a2a group"
         broken(
             Rule.A2A_HEADS_DIVISIBLE_BY_CP,
             f"cp_comm_type {layout.cp_comm_type} scatters heads: heads per TP rank "
-            f"({heads // t}) must be divisible by cp ({c})",
+            f"({heads // t}) must be divisible by {over} ({a2a})",
+        )
+    if (
+        layout.cp_comm_type == "a2a+p2p"
+        and a2a > 1
+        and model.mla is None
+        and (groups // t) % a2a != 0
+    ):
+        broken(
+            Rule.A2A_HEADS_DIVISIBLE_BY_CP,
+            f"cp_comm_type a2a+p2p scatters the KV heads too: KV heads per TP rank "
+            f"({max(groups // t, 1)}) must be divisible by the a2a group ({a2a})",
         )
     problems.extend(_split_violations(model, layout))
     if layout.interleaved:

@@ -85,7 +85,8 @@ class Rule(Enum):
         _megatron(_ARGUMENTS, "validate_args"),
     )
     A2A_HEADS_DIVISIBLE_BY_CP = RuleInfo(
-        "heads per TP rank divisible by cp for all-to-all context parallelism",
+        "heads per TP rank divisible by the all-to-all's CP ranks (cp under a2a, the a2a "
+        "group under a2a+p2p, which scatters the KV heads too)",
         Source(
             "TransformerEngine",
             "as called by Megatron-LM core_v0.16.1",
@@ -93,6 +94,11 @@ class Rule(Enum):
             "flash_attn_a2a_communicate",
         ),
         origin="implied, not asserted: the all-to-all reshapes the heads into cp groups",
+    )
+    HIERARCHICAL_CP_SIZES = RuleInfo(
+        "a2a+p2p with its a2a and p2p group sizes, their product cp (and the sizes only "
+        "with a2a+p2p)",
+        _megatron(_ARGUMENTS, "validate_args"),
     )
     SEQUENCE_PARALLEL_NEEDS_TP = RuleInfo(
         "sequence parallelism only with tp > 1",

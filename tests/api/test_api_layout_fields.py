@@ -142,3 +142,46 @@ def _untimed(result: dict) -> dict:
     for stage in result["stages"]:
         stage["peaks"].pop("solve_s")
     return result
+
+
+CP = {**SMALL_ESTIMATE, "tp": 1, "cp": 8, "seq_len": 16384, "global_batch": 8}
+CP_CLI = (
+    "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8", "--seq-len", "16384",
+    "--global-batch", "8", "--cp", "8",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "flags", "algorithm"),
+    [
+        ({}, (), "p2p"),  # Megatron's default ring
+        ({"framework": "deepspeed", "zero": 1}, ("--framework", "deepspeed", "--zero", "1"),
+         "a2a"),  # DeepSpeed's only CP is Ulysses
+        ({"hierarchical_cp_sizes": [2, 4]}, ("--hierarchical-cp-sizes", "2,4"), "a2a+p2p"),
+        ({"cp_comm_type": "all_gather"}, ("--cp-comm-type", "all_gather"), "all_gather"),
+    ],
+)  # fmt: skip
+def test_the_cp_algorithm_defaults_per_framework_as_the_cli(
+    client, run_cli, fields: dict, flags: tuple, algorithm: str
+) -> None:
+    response = client.post("/v1/estimate", json={**CP, **fields})
+    assert response.status_code == 200, response.text
+    assert response.json()["config"]["cp_comm_type"] == algorithm
+    cli = run_cli("estimate", *CP_CLI, *flags, "--json")
+    assert cli.exit_code == 0, cli.stderr
+    assert response.json() == json.loads(cli.stdout)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"framework": "deepspeed", "zero": 1, "cp_comm_type": "p2p"}, "deepspeed runs a2a"),
+        ({"hierarchical_cp_sizes": [2, 2]}, "must equal cp (8)"),
+        ({"cp_comm_type": "a2a+p2p"}, "needs hierarchical_cp_sizes"),
+    ],
+)
+def test_a_cp_algorithm_the_framework_or_rule_refuses_is_a_problem(
+    client, fields: dict, field: str
+) -> None:
+    body = assert_problem(client.post("/v1/estimate", json={**CP, **fields}), 422, "invalid-spec")
+    assert field in body["detail"]

@@ -107,3 +107,37 @@ def test_bad_files_are_one_line(run_cli, tmp_path: Path, plans_file: Path) -> No
     assert invalid.exit_code == 2 and "plan file: plans[0].config" in invalid.stderr
     for result in (missing, bad, invalid):
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+PLAN = (
+    "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+    "--seq-len", "4096", "--global-batch", "64", "--fix", "tp=2,pp=1,cp=1",
+)  # fmt: skip
+
+
+def test_plan_compare_sets_the_best_beside_each_next_plan(run_cli) -> None:
+    result = run_cli(*PLAN, "--top-k", "3", "--compare")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    table = out.index("Search:")  # the plan table and its summary come first
+    for rank in (2, 3):
+        start = out.index(f"Plan 1 beside plan {rank}:")
+        assert start > table
+        section = out[start:]
+        assert "A: plan 1: tp 2 pp 1" in section and f"B: plan {rank}: tp 2 pp 1" in section
+        for title in ("Knobs that differ", "Peak memory per GPU of each pipeline stage",
+                      "Step time breakdown", "Error bands:"):  # fmt: skip
+            assert title in section
+        assert f"Verdict (A is plan 1, B is plan {rank}):" in section
+    assert "Plan 1 beside plan 4" not in out
+    assert "inside error" in out or "outside error" in out
+
+
+def test_plan_compare_with_two_plans_one_plan_or_json(run_cli) -> None:
+    two = run_cli(*PLAN, "--top-k", "2", "--compare")
+    assert two.exit_code == 0 and two.stdout.count("Plan 1 beside plan") == 1
+    one = run_cli(*PLAN, "--top-k", "1", "--compare")
+    assert one.exit_code == 0 and "Compare: only one plan" in one.stdout
+    refused = run_cli(*PLAN, "--compare", "--json")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "autopar compare" in refused.stderr

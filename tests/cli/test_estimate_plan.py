@@ -268,8 +268,11 @@ def _flags_of(config: dict[str, object]) -> list[str]:
         ("last_stage_layers", "--decoder-last-pipeline-num-layers"),
         ("recompute_method", "--recompute-method"),
         ("recompute_num_layers", "--recompute-layers"),
+        ("hierarchical_cp_sizes", "--hierarchical-context-parallel-sizes"),
     ):
-        if config[knob] is not None:
+        if isinstance(config.get(knob), list):
+            flags += [flag, ",".join(map(str, config[knob]))]
+        elif config.get(knob) is not None:
             flags += [flag, str(config[knob])]
     for knob in ("sequence_parallel", "distributed_optimizer", "tp_comm_overlap",
                  "overlap_grad_reduce", "overlap_param_gather",
@@ -292,3 +295,28 @@ def test_the_plans_knobs_typed_as_flags_give_the_plans_prediction(run_cli, tmp_p
         assert result.exit_code == 0, result.stderr
         again = json.loads(result.stdout)
         assert (again["memory"], again["time"]) == (entry["memory"], entry["time"])
+
+
+def test_a_hierarchical_cp_plan_is_reproduced_from_its_file_and_its_flags(
+    run_cli, tmp_path: Path
+) -> None:
+    """a2a+p2p's group sizes travel in the plan file and as Megatron's flag."""
+    result = run_cli(
+        "plan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "16",
+        "--seq-len", "131072", "--global-batch", "16", "--top-k", "2", "--risk", "neutral",
+        "--fix", "tp=2,cp=8,mbs=1,recompute=none,hierarchical_cp_sizes=2x4", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    path = tmp_path / "hierarchical.json"
+    path.write_text(result.stdout)
+    entry = json.loads(result.stdout)["plans"][0]
+    config = entry["config"]
+    assert (config["cp_comm_type"], config["hierarchical_cp_sizes"]) == ("a2a+p2p", [2, 4])
+    again = run_cli("estimate", "--plan", str(path), "--json")
+    assert again.exit_code == 0 and again.stderr == "", again.stderr
+    assert {k: v for k, v in json.loads(again.stdout).items() if k != "search"} == {
+        k: v for k, v in entry.items() if k in ("config", "memory", "time")
+    }
+    typed = run_cli("estimate", *_flags_of(config), "--json")
+    assert typed.exit_code == 0, typed.stderr
+    assert json.loads(typed.stdout)["time"] == entry["time"]

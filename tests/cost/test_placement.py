@@ -27,6 +27,8 @@ def test_tp8_dp4_pp2_on_8_gpu_nodes() -> None:
     assert summary(groups) == {
         "tp": (8, 8, 1),
         "cp": (1, 1, 1),
+        "cp_a2a": (1, 1, 1),
+        "cp_p2p": (1, 1, 1),
         "dp": (4, 1, 4),
         "pp": (2, 1, 2),
         "dp_cp": (4, 1, 4),
@@ -44,6 +46,8 @@ def test_tp2_cp2_dp2_on_one_node() -> None:
     assert summary(groups) == {
         "tp": (2, 2, 1),
         "cp": (2, 2, 1),
+        "cp_a2a": (1, 1, 1),  # p2p: the ring is the whole CP group
+        "cp_p2p": (2, 2, 1),
         "dp": (2, 2, 1),
         "pp": (1, 1, 1),
         "dp_cp": (4, 4, 1),

@@ -69,6 +69,12 @@ MEGATRON_CASES: dict[str, Build] = {
         num_gpus=8, ep=8,
     ),
     "moe-every-2nd": lambda: make_plan(mixtral_variant(layer_freq=2), num_gpus=8, ep=2),
+    # hierarchical CP over two nodes: all-to-all among the 8 CP ranks of a node, ring
+    # across the 2 nodes (--hierarchical-context-parallel-sizes 8 2)
+    "llama-3.1-8b-cp16-a2a-p2p": lambda: make_plan(
+        "llama-3.1-8b", num_gpus=16, seq_len=32768, global_batch=16, cp=16,
+        cp_comm_type="a2a+p2p", hierarchical_cp_sizes=(8, 2), distributed_optimizer=True,
+    ),
     "fp32-cp2-a2a": lambda: make_plan(
         "llama-3.1-8b", num_gpus=8, precision="fp32", cp=2, cp_comm_type="a2a"
     ),
@@ -121,8 +127,6 @@ MEGATRON_REFUSALS: dict[str, tuple[Build, tuple[str, ...]]] = {
                       ("--add-qkv-bias the only exception",)),
     "fractional rope base": (_megatron_refusal({"rope_theta": 10000.5}, {}),
                              ("--rotary-base takes an integer",)),
-    "a2a+p2p": (_megatron_refusal({}, {"cp": 4, "cp_comm_type": "a2a+p2p"}),
-                ("--hierarchical-context-parallel",)),
     "gpipe": (_megatron_refusal({}, {"pp": 2, "pipeline_schedule": "gpipe"}),
               ("Megatron-LM runs only the 1F1B schedule",)),
     "offload without dist-opt": (_megatron_refusal({}, {"offload_optimizer_fraction": 0.5}),

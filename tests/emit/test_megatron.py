@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shlex
 import shutil
@@ -264,12 +265,13 @@ def test_every_flag_is_in_the_table_with_a_value_of_its_kind(name: str) -> None:
         if spec.kind == "switch":
             assert values == [], flag
             continue
-        assert len(values) == 1, flag
-        value = PLACEHOLDER_VALUES.get(values[0], values[0])
-        if spec.kind in ("int", "float"):
-            {"int": int, "float": float}[spec.kind](value)
-        if spec.choices:
-            assert value in spec.choices, flag
+        assert len(values) >= 1 if spec.kind in ("list", "ints") else len(values) == 1, flag
+        for given in values:
+            value = PLACEHOLDER_VALUES.get(given, given)
+            if spec.kind in ("int", "ints", "float"):
+                {"int": int, "ints": int, "float": float}[spec.kind](value)
+            if spec.choices:
+                assert value in spec.choices, flag
 
 
 def rule_violations(plan: EmitInput, args: list[str], launch: str) -> list[str]:
@@ -316,10 +318,12 @@ def rule_violations(plan: EmitInput, args: list[str], launch: str) -> list[str]:
         "--kv-channels" in given or num("--hidden-size") % heads == 0,
     )
     rule("seq length divisible by 2 x cp", c == 1 or seq % (2 * c) == 0)
+    levels = [int(size) for size in given.get("--hierarchical-context-parallel-sizes", [])]
     rule(
         "a2a+p2p needs hierarchical group sizes",
-        given.get("--cp-comm-type", ["p2p"]) != ["a2a+p2p"],
+        given.get("--cp-comm-type", ["p2p"]) != ["a2a+p2p"] or bool(levels),
     )
+    rule("hierarchical sizes multiply to cp", not levels or math.prod(levels) == c)
     rule("sequence parallel only with tp > 1", "--sequence-parallel" not in given or t > 1)
     rule(
         "tp comm overlap needs sequence parallel",
@@ -332,6 +336,11 @@ def rule_violations(plan: EmitInput, args: list[str], launch: str) -> list[str]:
     rule(
         "a2a context parallel splits the heads per tp rank over cp",
         given.get("--cp-comm-type", ["p2p"]) != ["a2a"] or (heads // t) % c == 0,
+    )
+    rule(
+        "a2a+p2p splits the heads and query groups per tp rank over the a2a group",
+        given.get("--cp-comm-type", ["p2p"]) != ["a2a+p2p"]
+        or ((heads // t) % levels[0] == 0 and (groups // t) % levels[0] == 0),
     )
     first = num("--decoder-first-pipeline-num-layers")
     last = num("--decoder-last-pipeline-num-layers")
@@ -628,3 +637,24 @@ def test_megatron_lm_parses_and_validates_the_arguments(name: str) -> None:
             freq = [int(i % freq == 0) for i in range(len(pattern))]
         assert freq == pattern
     assert set(MEGATRON_FLAGS) <= set(result["known"])
+
+
+def test_hierarchical_cp_writes_both_group_sizes_and_reads_them_back() -> None:
+    """a2a+p2p is launched with its two levels (validate_args asserts them, their product
+    cp): the a2a group first, the p2p ring second, as Megatron-LM's parallel_state builds
+    them; the arguments read back to the same layout."""
+    plan = PLANS_TO_CHECK["llama-3.1-8b-cp16-a2a-p2p"]
+    args = megatron_arguments(plan)
+    given = split_arguments(args)
+    assert given["--cp-comm-type"] == ["a2a+p2p"]
+    assert given["--hierarchical-context-parallel-sizes"] == ["8", "2"]
+    _, layout = parse_megatron_arguments(args, num_gpus=plan.num_gpus)
+    assert layout.hierarchical_cp_sizes == (8, 2)
+    assert (layout.cp_a2a_size, layout.cp_ring_size) == (8, 2)
+    with pytest.raises(EmitError, match="a2a and the p2p group size"):
+        parse_megatron_arguments(_with_sizes(args, ["2", "2", "4"]))
+
+
+def _with_sizes(args: list[str], sizes: list[str]) -> list[str]:
+    at = args.index("--hierarchical-context-parallel-sizes")
+    return [*args[: at + 1], *sizes, *args[at + 3 :]]

@@ -196,3 +196,25 @@ def test_a_pinned_knob_turns_off_the_overlap_that_needs_it(pinned: dict[str, obj
         assert layout.overlap_param_gather == (
             layout.shards_optimizer and layout.overlap_grad_reduce
         )
+
+
+def test_hierarchical_cp_is_megatrons_and_ulysses_under_te_splits_kv_heads() -> None:
+    """a2a+p2p runs only under Megatron-LM (Transformer Engine's hierarchical CP); the
+    others refuse it by rule. Under Megatron, plain a2a scatters the KV heads too (TE
+    asserts it), so 8 KV heads cannot go over cp 16 while a2a+p2p (8, 2) can."""
+    model = load_model(EIGHT_B)
+
+    def refusals(framework: str, **layout: object) -> list[str]:
+        query = LayoutQuery(
+            model=model, layout=ParallelConfig(dp=1, **layout), seq_len=32768, precision="bf16"
+        )
+        return layout_refusals(get_profile(framework), query)
+
+    hierarchical = {"cp": 16, "cp_comm_type": "a2a+p2p", "hierarchical_cp_sizes": (8, 2)}
+    assert refusals("megatron", **hierarchical) == []
+    for framework in ("deepspeed", "torchtitan", "pytorch"):
+        (reason,) = [r for r in refusals(framework, **hierarchical) if "a2a+p2p" in r]
+        assert "Megatron-LM's with Transformer Engine" in reason and framework in reason
+    (reason,) = refusals("megatron", cp=16, cp_comm_type="a2a")
+    assert "KV heads per TP rank (8) must be divisible by cp (16)" in reason
+    assert refusals("megatron", cp=8, cp_comm_type="a2a") == []

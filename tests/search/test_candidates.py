@@ -135,7 +135,7 @@ def test_cp_algorithm_searched_only_where_the_cost_model_prices_it() -> None:
     assert priced == CP_COMM_PRICED, "flip planner.search.candidates.CP_COMM_PRICED"
     layouts = enumerate_layouts(model, cluster, workload, fixed={"tp": 1, "pp": 1})
     comms = {layout.cp_comm_type for layout in layouts if layout.cp > 1}
-    assert comms == ({"p2p", "all_gather", "a2a"} if CP_COMM_PRICED else {"p2p"})
+    assert comms == ({"p2p", "all_gather", "a2a", "a2a+p2p"} if CP_COMM_PRICED else {"p2p"})
     deepspeed = enumerate_layouts(
         model, cluster, workload, framework="deepspeed", fixed={"tp": 1, "pp": 1}
     )
@@ -198,7 +198,10 @@ def test_the_cp_algorithm_changes_no_memory_so_the_search_shares_it() -> None:
     memories = {
         comm: estimate(
             model=model, cluster=cluster, workload=workload,
-            layout=ParallelConfig(tp=2, cp=8, cp_comm_type=comm, recompute="selective"),
+            layout=ParallelConfig(
+                tp=2, cp=8, cp_comm_type=comm, recompute="selective",
+                hierarchical_cp_sizes=(2, 4) if comm == "a2a+p2p" else None,
+            ),
         ).memory
         for comm in ("p2p", "all_gather", "a2a", "a2a+p2p")
     }  # fmt: skip
@@ -214,3 +217,44 @@ def test_the_cp_algorithm_changes_no_memory_so_the_search_shares_it() -> None:
             framework="megatron", headroom_gib=0.0,
         ).rows[0]  # fmt: skip
         assert (row.peak_gib, row.stages) == (alone.peak_gib, alone.stages)
+
+
+def test_hierarchical_cp_is_searched_with_each_proper_split() -> None:
+    """Megatron-LM's a2a+p2p at cp 16 (Llama 3.1 8B: 8 KV heads per rank at tp 1): the
+    a2a groups 2, 4 and 8 (16 would split 8 KV heads, and 1 or 16 are p2p and a2a);
+    pinned, the one-level splits join, and pinned sizes bring their algorithm and cp."""
+    from planner.catalog import load_model
+
+    model = load_model("llama-3.1-8b")
+    cluster = load_cluster("dgx-h100", gpus=16)
+    workload = WorkloadSpec(seq_len=131072, global_batch=16)  # cp 16 keeps 8K tokens each
+    base = {"tp": 1, "pp": 1, "cp": 16, "mbs": 1, "recompute": "none"}
+
+    def sizes(fixed: dict) -> set:
+        layouts = enumerate_layouts(model, cluster, workload, fixed={**base, **fixed})
+        return {x.hierarchical_cp_sizes for x in layouts if x.cp_comm_type == "a2a+p2p"}
+
+    assert sizes({}) == {(2, 8), (4, 4), (8, 2)}
+    assert sizes({"cp_comm_type": "a2a+p2p"}) == {(1, 16), (2, 8), (4, 4), (8, 2)}
+    pinned = enumerate_layouts(
+        model, cluster, workload, fixed={"tp": 1, "pp": 1, "hierarchical_cp_sizes": "4,2"}
+    )
+    assert pinned and {(x.cp, x.cp_comm_type, x.hierarchical_cp_sizes) for x in pinned} == {
+        (8, "a2a+p2p", (4, 2))
+    }
+    deepspeed = enumerate_layouts(model, cluster, workload, framework="deepspeed", fixed=base)
+    assert all(x.hierarchical_cp_sizes is None for x in deepspeed)
+
+
+@pytest.mark.parametrize(
+    ("value", "strict", "pinned"),
+    [("2x4", False, (2, 4)), ("2,4", False, (2, 4)), ("2x4", True, (2, 4)),
+     ([2, 4], True, (2, 4)), ("none", False, None)],
+)  # fmt: skip
+def test_group_sizes_are_pinned_as_text_or_a_list(value: object, strict: bool, pinned) -> None:
+    from planner.search.candidates import coerce_knobs
+
+    fixed = coerce_knobs({"hierarchical_cp_sizes": value}, option="--fix", strict=strict)
+    assert fixed == {"hierarchical_cp_sizes": pinned}
+    with pytest.raises(SpecError, match="not a valid value for hierarchical_cp_sizes"):
+        coerce_knobs({"hierarchical_cp_sizes": "2x"}, option="--fix")

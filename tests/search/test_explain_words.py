@@ -81,3 +81,24 @@ def test_nothing_fits_names_the_smallest_gpu_count_that_does() -> None:
     for size in smaller:
         with pytest.raises(Infeasible):
             search(model, load_cluster("dgx-h100", gpus=size), workload, top_k=1)
+
+
+def test_hierarchical_cp_is_named_with_its_groups() -> None:
+    """The plan table labels a2a+p2p with its two levels; against another algorithm the
+    explanation names the algorithm once (the groups follow it), against other groups
+    the groups."""
+    from planner.search.explain import layout_label
+
+    model, cluster = load_model("llama-3.1-8b"), load_cluster("dgx-h100", gpus=16)
+    workload = WorkloadSpec(seq_len=32768, global_batch=16)
+
+    def run(**layout: object):
+        return estimate(model=model, cluster=cluster, workload=workload,
+                        layout=ParallelConfig(cp=16, **layout))  # fmt: skip
+
+    hierarchical = run(cp_comm_type="a2a+p2p", hierarchical_cp_sizes=(8, 2))
+    assert "cp 16 (a2a 8 x p2p 2)" in layout_label(hierarchical.config)
+    against_ring = compare(hierarchical, run())
+    assert "cp comm a2a+p2p instead of p2p" in against_ring and "cp groups" not in against_ring
+    other = compare(hierarchical, run(cp_comm_type="a2a+p2p", hierarchical_cp_sizes=(4, 4)))
+    assert "cp groups a2a 8 x p2p 2 instead of a2a 4 x p2p 4" in other

@@ -146,6 +146,10 @@ def _parallel_items(plan: EmitInput) -> list[Item]:
     ]
     if layout.cp > 1:
         items.append(("--cp-comm-type", (layout.cp_comm_type,), ""))
+    if layout.cp > 1 and layout.hierarchical_cp_sizes is not None:
+        a2a, ring = layout.hierarchical_cp_sizes
+        note = f"all-to-all over {a2a} adjacent CP ranks, ring across {ring} such groups"
+        items.append(("--hierarchical-context-parallel-sizes", (str(a2a), str(ring)), note))
     items += hybrid_cp_items(plan)
     if is_moe:
         items.append(("--expert-model-parallel-size", (str(layout.ep),), ""))

@@ -25,8 +25,9 @@ PLACEHOLDERS = {  # environment variable -> (meaning, default or None when requi
 }
 
 
-FlagKind = Literal["switch", "int", "float", "str", "list"]
-"""``list``: one or more values (``nargs="+"``), each one of ``choices``."""
+FlagKind = Literal["switch", "int", "float", "str", "list", "ints"]
+"""``list``: one or more values (``nargs="+"``), each one of ``choices``; ``ints``: one or
+more whole numbers (``nargs="+", type=int``)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,11 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
              "context-parallel-size expert-model-parallel-size expert-tensor-parallel-size "
              "num-virtual-stages-per-pipeline-rank decoder-first-pipeline-num-layers "
              "decoder-last-pipeline-num-layers"),
-    **_flags("str", _PARALLEL + _CP_SPELLING, "cp-comm-type", ("p2p", "all_gather", "a2a")),
+    **_flags("str", _PARALLEL + _CP_SPELLING, "cp-comm-type",
+             ("p2p", "all_gather", "a2a", "a2a+p2p")),
+    # ModelParallelConfig.hierarchical_context_parallel_sizes (list[int]: nargs "+"): the
+    # a2a group size, then the p2p one; validate_args asserts their product is cp
+    **_flags("ints", _PARALLEL, "hierarchical-context-parallel-sizes"),
     # ModelParallelConfig.hybrid_context_parallel and .max_seqlen_per_dp_cp_rank: Megatron-
     # Core's hybrid context parallel (a CP size per packed sub-sample); per-token loss with it
     **_flags("switch", _PARALLEL, "hybrid-context-parallel"),

@@ -28,14 +28,15 @@ def megatron_flag_values(args: list[str]) -> dict[str, tuple[str, ...]]:
             current.append(token)
     for flag, given in values.items():
         spec = MEGATRON_FLAGS[flag]
-        wrong = not given if spec.kind == "list" else len(given) != (spec.kind != "switch")
+        many = spec.kind in ("list", "ints")
+        wrong = not given if many else len(given) != (spec.kind != "switch")
         if wrong:
             raise EmitError(f"Megatron arguments: {flag} takes {spec.kind}, got {given}")
         for value in given:
             if value.startswith("$"):
                 continue
             try:
-                {"int": int, "float": float}.get(spec.kind, str)(value)
+                {"int": int, "ints": int, "float": float}.get(spec.kind, str)(value)
             except ValueError:
                 raise EmitError(
                     f"Megatron arguments: {flag} {value!r} is not {spec.kind}"
@@ -149,6 +150,19 @@ def _model_fields(given: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     return fields
 
 
+def _hierarchical_sizes(given: dict[str, tuple[str, ...]]) -> tuple[int, int] | None:
+    """``--hierarchical-context-parallel-sizes A B`` (a2a+p2p's two levels), or None."""
+    sizes = given.get("--hierarchical-context-parallel-sizes")
+    if sizes is None:
+        return None
+    if len(sizes) != 2:
+        raise EmitError(
+            "Megatron arguments: --hierarchical-context-parallel-sizes takes the a2a and the "
+            f"p2p group size, got {list(sizes)}"
+        )
+    return int(sizes[0]), int(sizes[1])
+
+
 def _layout(given: dict[str, tuple[str, ...]]) -> ParallelConfig:
     def value(flag: str, default: Any = None, kind: type = int) -> Any:
         return kind(given[flag][0]) if flag in given else default
@@ -172,6 +186,7 @@ def _layout(given: dict[str, tuple[str, ...]]) -> ParallelConfig:
         offload_optimizer_fraction=value("--optimizer-offload-fraction", 1.0, float)
         if offload else 0.0,
         cp_comm_type=value("--cp-comm-type", "p2p", str),
+        hierarchical_cp_sizes=_hierarchical_sizes(given),
         overlap_grad_reduce="--overlap-grad-reduce" in given,
         overlap_param_gather="--overlap-param-gather" in given,
         tp_comm_overlap="--tp-comm-overlap" in given,
