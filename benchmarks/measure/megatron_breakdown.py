@@ -304,8 +304,14 @@ def kernel_class_rates(path: str) -> dict[str, dict[str, float]]:
     rates: dict[str, list[float]] = defaultdict(list)
     per_op: dict[int, list[Any]] = {}  # one op's kernels (large tensors run as several)
     for e in events:
-        if e.get("cat") == "gpu_memcpy" and "DtoD" in e["name"] and e["args"].get("bytes", 0) >= LARGE:
-            rates["device-to-device copy (read + write)"].append(2 * e["args"]["bytes"] / (e["dur"] * 1e-6))
+        if (
+            e.get("cat") == "gpu_memcpy"
+            and "DtoD" in e["name"]
+            and e["args"].get("bytes", 0) >= LARGE
+        ):
+            rates["device-to-device copy (read + write)"].append(
+                2 * e["args"]["bytes"] / (e["dur"] * 1e-6)
+            )
             continue
         if e.get("cat") != "kernel" or e.get("dur", 0) <= 0:
             continue

@@ -20,6 +20,8 @@ FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal, Protocol
@@ -40,6 +42,29 @@ EAGER_ROPE_OPS = 5
 x·cos, rotate_half(x)·sin, add (HuggingFace ``apply_rotary_pos_emb``)."""
 FLASH_BACKWARD_FLOP_RATIO = 2.5
 """FlashAttention-2 (Dao 2023) backward: five matrix products to the forward's two."""
+
+# Achieved bandwidth of PyTorch's element-wise kernel classes that do not stream at the
+# vectorized rate, as a fraction of it (the profile's streaming bandwidth). Measured on
+# one H200 in hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile
+# (kernel_classes.json: ``megatron_breakdown.kernel_class_rates`` over three traced
+# Megatron-Core steps, tensors of 0.2 to 2.1 G elements), each against the vectorized
+# fp32 -> bf16 copy of the same trace (4.35-4.39 TB/s, the kernel profile's 4.35):
+UPCAST_EFFICIENCY = 0.48
+"""bf16 -> fp32 ``copy_``: a dtype-casting copy PyTorch runs through its unrolled,
+non-vectorized element-wise kernel (2.09-2.11 TB/s)."""
+BROADCAST_EFFICIENCY = 0.58
+"""An in-place fp32 op with a broadcast operand (``masked_fill_`` with an s x s causal
+mask, 2.52-2.64 TB/s), TensorIterator's generic strided kernel."""
+ROW_BROADCAST_EFFICIENCY = 0.62
+"""In-place fp32 ``sub_``/``div_``/``mul_`` by a per-row value (the vocab-parallel
+cross-entropy's, 2.61-2.74 TB/s)."""
+MIXED_ADD_EFFICIENCY = 0.63
+"""fp32 ``add_`` of a bf16 tensor (a gradient into Megatron's fp32 main_grad, 2.71-2.77 TB/s)."""
+SOFTMAX_FORWARD_EFFICIENCY = ((2048, 0.728), (4096, 0.499), (8192, 0.380))
+"""fp32 softmax forward over rows of the given length, counted as one read and one
+write (8 bytes per element): up to 2048 PyTorch's persistent warp softmax reads a row
+once (3.16 TB/s); longer rows go to the block softmax, which reads a row for its max,
+again for the sum of exponentials and again to write (2.19 TB/s at 4096, 1.67 at 8192)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,15 @@ class Work:
     (Korthikanti et al. 2022, section 5: the Q·Kᵀ product, softmax, dropout and the
     product with V): the fused attention kernel, or the unfused kernel's two batched
     products and its softmax/dropout pass."""
+    efficiency: float = 1.0
+    """Memory work: the fraction of the streaming bandwidth its kernel class achieves
+    (``UPCAST_EFFICIENCY`` and the others above)."""
+    bandwidth_floor: bool = False
+    """Shaped GEMM work that is held to the bandwidth roofline too: the batched products
+    of an unfused attention write or read the s x s score matrix through HBM, which the
+    GEMM profile's shapes do not show."""
+    backward: tuple[Work, ...] | None = None
+    """The backward work where it is not the generic one (``_backward_of``)."""
 
 
 class ShapeRates(Protocol):
@@ -188,13 +222,15 @@ class Rates:
         if measured is not None:
             return measured[0]
         if self.by_shape is not None:
+            per_kernel = work.bytes / max(1, work.kernels)
+            streaming = self.by_shape.memory_bytes_per_s(per_kernel)
             if work.kind == "memory":
-                per_kernel = work.bytes / max(1, work.kernels)
-                return work.bytes / self.by_shape.memory_bytes_per_s(per_kernel)
+                return work.bytes / (streaming * work.efficiency)
             if work.shape is not None:
-                return work.flops / self.flops_rate(work)
+                compute = work.flops / self.flops_rate(work)
+                return max(compute, work.bytes / streaming) if work.bandwidth_floor else compute
         compute = work.flops / self.flops_rate(work) if work.kind != "memory" else 0.0
-        return max(compute, work.bytes / self.memory_bytes_per_s)
+        return max(compute, work.bytes / (self.memory_bytes_per_s * work.efficiency))
 
 
 def work_time(work: Work, rates: Rates) -> float:
@@ -246,6 +282,8 @@ def gemm(m: float, n: float, k: float, *, dtype_bytes: int, kernels: int = 1) ->
 
 
 def _backward_of(work: Work) -> list[Work]:
+    if work.backward is not None:
+        return [replace(w, host="backward", attention_core=False) for w in work.backward]
     if work.kind == "gemm":
         # input gradient dX (m x k) = dY (m x n) · W, and weight gradient
         # dW (n x k) = dYᵀ · X reducing over the m tokens: same FLOPs, other shapes
@@ -339,7 +377,26 @@ def kind_work(model: ModelSpec, index: int, shape: LayerShape, impl: Implementat
     if impl.casts_weights:
         weights = _layer_matmul_weights(model, index) / t
         forward.append(Work("memory", bytes=weights * (4 + 2), kernels=7))
-    return with_backward(forward)
+    work = with_backward(forward)
+    if impl.main_grad_hooks:
+        params = layer_params(model, index)
+        weights = (params.attention_matmul + params.mlp_active_matmul) / t + params.norms
+        tensors = 4 + norms + (2 if model.gated_mlp else 1)  # matrices per layer
+        work = replace(work, backward=(*work.backward, main_grad_work(weights, tensors)))
+    return work
+
+
+MAIN_GRAD_BYTES = 4 + 2 + 4
+"""Megatron DDP's hook per parameter and micro-batch without gradient-accumulation fusion
+(megatron-core ``DistributedDataParallel._make_backward_post_hook``:
+``param.main_grad.add_(param.grad)``): read the fp32 main gradient and the bf16 gradient,
+write the fp32 main gradient."""
+
+
+def main_grad_work(params: float, tensors: int) -> Work:
+    """The main-gradient accumulation of ``params`` parameters in ``tensors`` tensors."""
+    return Work("memory", bytes=params * MAIN_GRAD_BYTES, kernels=tensors,
+                efficiency=MIXED_ADD_EFFICIENCY, host="backward")  # fmt: skip
 
 
 def norm_kernels(impl: Implementation) -> int:
@@ -412,15 +469,19 @@ def _attention_work(
         works.append(
             Work("gemm", flops=2.0 * rows * qk * full_keys,
                  bytes=act * (square + rows * qk + tokens * a * qk / t), kernels=1,
-                 shape=GemmShape(rows, full_keys, qk), attention_core=True)
+                 shape=GemmShape(rows, full_keys, qk), attention_core=True,
+                 bandwidth_floor=True)
         )  # fmt: skip
         works.append(
             Work("gemm", flops=2.0 * rows * v * full_keys,
                  bytes=act * (square + rows * v + tokens * a * v / t), kernels=1,
-                 shape=GemmShape(rows, v, full_keys), attention_core=True)
+                 shape=GemmShape(rows, v, full_keys), attention_core=True,
+                 bandwidth_floor=True)
         )  # fmt: skip
         if impl.eager_fp32_softmax:
-            works += _eager_fp32_softmax_work(model, tokens=tokens, square=square, t=t, act=act)
+            works += _eager_fp32_softmax_work(
+                model, tokens=tokens, square=square, t=t, act=act, keys=full_keys
+            )
         else:
             # scale + mask + softmax (+ dropout): read and write the score matrix, fused
             passes = 2 if model.attention_dropout else 1
@@ -486,20 +547,56 @@ def _context_parallel_kernels(
 
 
 def _eager_fp32_softmax_work(
-    model: ModelSpec, *, tokens: float, square: float, t: int, act: int
+    model: ModelSpec, *, tokens: float, square: float, t: int, act: int, keys: float
 ) -> list[Work]:
-    """Megatron-Core's local attention between its two matmuls, op by op (element-wise,
-    each reading and writing the whole score matrix): the cast to fp32 (act + 4 bytes per
-    score), the in-place causal mask (4 + 4), the softmax (4 + 4), the cast back (4 + act);
-    and the K and V repeated to every query head (read kv heads, write a heads). All of it
-    runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
+    """Megatron-Core's local attention between its two matmuls, op by op, each a pass
+    over the whole score matrix (``square`` elements) at its kernel class's bandwidth
+    (megatron-core 0.16 ``FusedScaleMaskSoftmax.forward_torch_softmax`` without the
+    fused kernel; no scale op, the 1/sqrt(d) is the ``baddbmm``'s alpha; dropout p=0
+    returns its input): forward ``.float()`` (act + 4 bytes, unrolled cast), the causal
+    ``masked_fill_`` in place (4 + 4, broadcast mask), the softmax (by row length) and
+    ``.bfloat16()`` (4 + act); backward, in the autograd engine's order, the gradient's
+    cast up (act + 4, unrolled), the softmax backward (a product of gradient and output,
+    read 8 write 4, then the backward proper, read 8 write 4), the masked fill's backward
+    (a clone, 4 + 4, then ``masked_fill_`` on it) and the cast down (4 + act).
+    And the K and V repeated to every query head (read kv heads, write a heads). All of
+    it runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
     fp32 = 4
-    works = [Work("memory", bytes=square * (2 * act + 6 * fp32), kernels=4, attention_core=True)]
+    backward = (
+        Work("memory", bytes=square * (act + fp32), efficiency=UPCAST_EFFICIENCY),
+        Work("memory", bytes=square * 3 * fp32, kernels=1),
+        Work("memory", bytes=square * 3 * fp32, kernels=1),
+        Work("memory", bytes=square * 2 * fp32, kernels=1),
+        Work("memory", bytes=square * 2 * fp32, efficiency=BROADCAST_EFFICIENCY),
+        Work("memory", bytes=square * (fp32 + act)),
+    )
+    works = [
+        Work("memory", bytes=square * (act + fp32), efficiency=UPCAST_EFFICIENCY,
+             attention_core=True, backward=backward),
+        Work("memory", bytes=square * 2 * fp32, efficiency=BROADCAST_EFFICIENCY,
+             attention_core=True, backward=()),
+        Work("memory", bytes=square * 2 * fp32, efficiency=softmax_forward_efficiency(keys),
+             attention_core=True, backward=()),
+        Work("memory", bytes=square * (fp32 + act), attention_core=True, backward=()),
+    ]  # fmt: skip
     if model.mla is None and model.kv_heads < model.num_attention_heads:
         d = model.kv_channels
         repeat = act * tokens * 2 * (model.kv_heads + model.num_attention_heads) * d / t
         works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True))
     return works
+
+
+def softmax_forward_efficiency(row: float) -> float:
+    """``SOFTMAX_FORWARD_EFFICIENCY`` at a row length: interpolated in log2 of the length,
+    held at the ends of the measured range."""
+    points = SOFTMAX_FORWARD_EFFICIENCY
+    if row <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if row <= x1:
+            share = math.log2(row / x0) / math.log2(x1 / x0)
+            return y0 + share * (y1 - y0)
+    return points[-1][1]
 
 
 def _mlp_work(
@@ -564,17 +661,48 @@ def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation)
         gemm(tokens, v, h, dtype_bytes=act),
     ]
     if impl.fused_cross_entropy:
-        # cast to fp32, max, exp and sum in place, one fused pass each way
-        forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4), kernels=4))
+        forward += vocab_parallel_cross_entropy_work(tokens * v, act=act)
     else:
         # .float() (2 -> 4), log_softmax (read 4, write 4, plus a reduction pass), nll
         forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4 + 4), kernels=4))
     if impl.casts_weights:
         forward.append(Work("memory", bytes=v * h * (4 + 2), kernels=1))
-    return with_backward(forward)
+    work = with_backward(forward)
+    if impl.main_grad_hooks:  # the output layer's weight and the final norm's
+        work = replace(work, backward=(*work.backward, main_grad_work(v * h + h, 2)))
+    return work
+
+
+def vocab_parallel_cross_entropy_work(logits: float, *, act: int) -> list[Work]:
+    """Megatron's vocab-parallel cross entropy over ``logits`` local logits, op by op
+    (``tensor_parallel.cross_entropy._VocabParallelCrossEntropy`` with the model's
+    ``logits.float()``): forward the cast up (act + 4 bytes, unrolled), the row max
+    (read 4), subtracting it in place (4 + 4, a per-row operand), ``exp`` (4 + 4), the
+    row sum (read 4) and the division in place (4 + 4, per row); backward the gradient
+    scaled in place (4 + 4, per row) and cast down to the logits' dtype (4 + act)."""
+    fp32 = 4
+    backward = (
+        Work("memory", bytes=logits * 2 * fp32, efficiency=ROW_BROADCAST_EFFICIENCY),
+        Work("memory", bytes=logits * (fp32 + act)),
+    )
+    return [
+        Work("memory", bytes=logits * (act + fp32), efficiency=UPCAST_EFFICIENCY,
+             backward=backward),
+        Work("memory", bytes=logits * fp32, backward=()),
+        Work("memory", bytes=logits * 2 * fp32, efficiency=ROW_BROADCAST_EFFICIENCY,
+             backward=()),
+        Work("memory", bytes=logits * 2 * fp32, backward=()),
+        Work("memory", bytes=logits * fp32, backward=()),
+        Work("memory", bytes=logits * 2 * fp32, efficiency=ROW_BROADCAST_EFFICIENCY,
+             backward=()),
+    ]  # fmt: skip
 
 
 def embedding_work(model: ModelSpec, *, tokens: float, impl: Implementation) -> LayerWork:
     """Lookup forward (gather rows) and the scatter-add of its gradient backward."""
     row = model.hidden_size * impl.residual_bytes
-    return with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
+    work = with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
+    if impl.main_grad_hooks:
+        params = model.vocab_size * model.hidden_size
+        work = replace(work, backward=(*work.backward, main_grad_work(params, 1)))
+    return work
