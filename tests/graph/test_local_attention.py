@@ -179,6 +179,42 @@ def test_selective_recompute_reruns_the_local_core() -> None:
     work = layer_work(llama_1b(), 0, shape=shape, impl=_local())
     core = selective_recompute(work)
     square = A * S * S
-    assert [w.kind for w in core] == ["gemm", "gemm", "memory", "memory"]
-    assert core[2].bytes == square * (2 * 2 + 6 * 4)
-    assert core[3].bytes == 2 * S * 2 * (KV + A) * D
+    assert [w.kind for w in core] == ["gemm", "gemm"] + ["memory"] * 5
+    # .float(), masked_fill_, softmax, .bfloat16(): 28 bytes per score in four passes
+    assert sum(w.bytes for w in core[2:6]) == square * (2 * 2 + 6 * 4)
+    assert core[6].bytes == 2 * S * 2 * (KV + A) * D
+
+
+def test_local_softmax_backward_is_counted_pass_by_pass() -> None:
+    """The eager fp32 softmax chain's backward is its own six passes (cast up, the
+    softmax backward's two, the masked fill's clone and fill, cast down: 62 bytes per
+    score), not twice the forward's traffic; the slow kernel classes run below the
+    streaming bandwidth."""
+    shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
+    work = layer_work(llama_1b(), 0, shape=shape, impl=_local())
+    square = A * S * S
+    scores = [
+        w for w in work.backward
+        if w.kind == "memory" and w.bytes >= square and w.efficiency != 0.63  # main_grad
+    ]  # fmt: skip
+    assert sum(w.bytes for w in scores) == square * (6 + 12 + 12 + 8 + 8 + 6)
+    assert sorted({w.efficiency for w in scores}) == [0.48, 0.58, 1.0]
+
+
+def test_main_grad_hooks_only_in_the_local_spec() -> None:
+    """Megatron's main_grad accumulation hook (fp32 += bf16 per parameter and micro-batch)
+    is charged to the local spec's backward only (Transformer Engine fuses it into the
+    weight-gradient GEMM)."""
+    shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
+    local = layer_work(llama_1b(), 0, shape=shape, impl=_local())
+    te = layer_work(llama_1b(), 0, shape=shape, impl=_te())
+    assert _local().main_grad_hooks and not _te().main_grad_hooks
+    assert any(w.efficiency == 0.63 for w in local.backward)
+    assert not any(w.efficiency == 0.63 for w in te.backward)
+
+
+def _te():
+    return implementation(
+        framework="megatron", layout=state_layout("megatron"), precision="bf16",
+        flash_attention=False,
+    )  # fmt: skip
