@@ -272,10 +272,21 @@ KERNEL_CLASSES: dict[str, tuple[str, tuple[str, ...], float]] = {
     "softmax backward data": ("_softmax_backward_data", ("float", "float"), 12),
     "exp fp32": ("exp", ("float", "float"), 8),
     "main_grad add_ fp32 += bf16": ("add_", ("float", "c10::BFloat16"), 10),
+    "bf16 mul, broadcast operand (RoPE)": ("mul", ("c10::BFloat16", "c10::BFloat16"), 4),
 }  # fmt: skip
+GENERIC = (
+    "upcast copy bf16->fp32 (unrolled)",
+    "masked_fill_ fp32, broadcast mask",
+    "in-place fp32 op, broadcast operand (sub_, div_, mul_)",
+    "main_grad add_ fp32 += bf16",
+    "bf16 mul, broadcast operand (RoPE)",
+)
+"""The classes PyTorch runs in its generic (non-vectorized) element-wise kernels
+(``elementwise_kernel``, ``unrolled_elementwise_kernel``): dtype-casting or broadcasting."""
+STREAM = "downcast copy fp32->bf16 (vectorized)"
 """Kernel classes whose achieved bandwidth ``kernel_class_rates`` reports, by the ATen op
 that launched them and its input dtypes, with the bytes each moves per element."""
-LARGE = 1 << 24
+LARGE = 1 << 23
 """Only ops on tensors of at least this many elements count (streaming, not launch-bound)."""
 
 
@@ -290,7 +301,10 @@ def _class_of(op: dict[str, Any]) -> str | None:
             if name in ("sub_", "div_", "mul_") and types[:2] == dtypes and broadcast:
                 return cls
         elif name == want and types[: len(dtypes)] == dtypes:
-            if want == "mul" and (len(dims) < 2 or dims[0] != dims[1]):
+            same = len(dims) > 1 and dims[0] == dims[1]
+            if want == "mul" and dtypes[0] == "float" and not same:
+                return None
+            if want == "mul" and dtypes[0] != "float" and (same or len(dims) < 2):
                 return None
             return cls
     return None
@@ -326,8 +340,16 @@ def kernel_class_rates(path: str) -> dict[str, dict[str, float]]:
         entry[2] += e["dur"] * 1e-6
     for cls, elements, seconds in per_op.values():
         rates[cls].append(elements * KERNEL_CLASSES[cls][2] / seconds)
-    out = {}
+    out: dict[str, Any] = {}
     for cls, values in rates.items():
         values.sort()
         out[cls] = {"bytes_per_s": values[len(values) // 2], "kernels": len(values)}
+    stream = out.get(STREAM, {}).get("bytes_per_s")
+    if stream:
+        for cls in GENERIC:
+            if cls in out:
+                per_element = out[cls]["bytes_per_s"] / KERNEL_CLASSES[cls][2]
+                out[cls]["elements_per_s"] = per_element
+                # how many bytes the vectorized kernels stream in the time of one element
+                out[cls]["stream_bytes_per_element"] = stream / per_element
     return out

@@ -43,23 +43,19 @@ x·cos, rotate_half(x)·sin, add (HuggingFace ``apply_rotary_pos_emb``)."""
 FLASH_BACKWARD_FLOP_RATIO = 2.5
 """FlashAttention-2 (Dao 2023) backward: five matrix products to the forward's two."""
 
-# Achieved bandwidth of PyTorch's element-wise kernel classes that do not stream at the
-# vectorized rate, as a fraction of it (the profile's streaming bandwidth). Measured on
-# one H200 in hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile
-# (kernel_classes.json: ``megatron_breakdown.kernel_class_rates`` over three traced
-# Megatron-Core steps, tensors of 0.2 to 2.1 G elements), each against the vectorized
-# fp32 -> bf16 copy of the same trace (4.35-4.39 TB/s, the kernel profile's 4.35):
-UPCAST_EFFICIENCY = 0.48
-"""bf16 -> fp32 ``copy_``: a dtype-casting copy PyTorch runs through its unrolled,
-non-vectorized element-wise kernel (2.09-2.11 TB/s)."""
-BROADCAST_EFFICIENCY = 0.58
-"""An in-place fp32 op with a broadcast operand (``masked_fill_`` with an s x s causal
-mask, 2.52-2.64 TB/s), TensorIterator's generic strided kernel."""
-ROW_BROADCAST_EFFICIENCY = 0.62
-"""In-place fp32 ``sub_``/``div_``/``mul_`` by a per-row value (the vocab-parallel
-cross-entropy's, 2.61-2.74 TB/s)."""
-MIXED_ADD_EFFICIENCY = 0.63
-"""fp32 ``add_`` of a bf16 tensor (a gradient into Megatron's fp32 main_grad, 2.71-2.77 TB/s)."""
+GENERIC_ELEMENT_BYTES = 13.0
+"""PyTorch's generic element-wise kernels (``elementwise_kernel``,
+``unrolled_elementwise_kernel``: what a dtype-casting or broadcasting op runs on, such as
+``.float()`` of bf16, ``masked_fill_`` with a broadcast mask, an in-place op by a per-row
+value, fp32 += bf16, bf16 RoPE products with broadcast cos/sin) are bound by the work per
+element, not by bytes: on one H200 they ran 272-360 G elements/s whatever the dtypes,
+the time in which the vectorized kernels stream 12.2-15.9 bytes (median 12.9; the
+vectorized fp32 -> bf16 copy of the same trace, 4.34-4.39 TB/s, as the kernel profile's
+streaming rate). Measured in hardware_db/profiles/h200-sxm/
+2026-12-03-h200-megatron-core-profile (kernel_classes.json, ``stream_bytes_per_element``:
+``megatron_breakdown.kernel_class_rates`` over three traced Megatron-Core steps, tensors
+of 8 M to 2.1 G elements). Such work is timed at the larger of its bytes and this many
+bytes per element it writes, at the streaming bandwidth."""
 SOFTMAX_FORWARD_EFFICIENCY = ((2048, 0.728), (4096, 0.499), (8192, 0.380))
 """fp32 softmax forward over rows of the given length, counted as one read and one
 write (8 bytes per element): up to 2048 PyTorch's persistent warp softmax reads a row
@@ -133,9 +129,12 @@ class Work:
     (Korthikanti et al. 2022, section 5: the Q·Kᵀ product, softmax, dropout and the
     product with V): the fused attention kernel, or the unfused kernel's two batched
     products and its softmax/dropout pass."""
+    generic_elements: float = 0.0
+    """Memory work run by PyTorch's generic element-wise kernel over this many elements:
+    timed at no less than ``GENERIC_ELEMENT_BYTES`` per element."""
     efficiency: float = 1.0
-    """Memory work: the fraction of the streaming bandwidth its kernel class achieves
-    (``UPCAST_EFFICIENCY`` and the others above)."""
+    """Memory work: the fraction of the streaming bandwidth its kernel achieves (the
+    fp32 softmax forward, ``SOFTMAX_FORWARD_EFFICIENCY``)."""
     bandwidth_floor: bool = False
     """Shaped GEMM work that is held to the bandwidth roofline too: the batched products
     of an unfused attention write or read the s x s score matrix through HBM, which the
@@ -225,12 +224,18 @@ class Rates:
             per_kernel = work.bytes / max(1, work.kernels)
             streaming = self.by_shape.memory_bytes_per_s(per_kernel)
             if work.kind == "memory":
-                return work.bytes / (streaming * work.efficiency)
+                return _streamed(work) / streaming
             if work.shape is not None:
                 compute = work.flops / self.flops_rate(work)
                 return max(compute, work.bytes / streaming) if work.bandwidth_floor else compute
         compute = work.flops / self.flops_rate(work) if work.kind != "memory" else 0.0
-        return max(compute, work.bytes / (self.memory_bytes_per_s * work.efficiency))
+        return max(compute, _streamed(work) / self.memory_bytes_per_s)
+
+
+def _streamed(work: Work) -> float:
+    """The bytes a memory ``work`` costs at the streaming bandwidth: its bytes over its
+    kernel's efficiency, or the generic kernel's per-element cost where larger."""
+    return max(work.bytes / work.efficiency, work.generic_elements * GENERIC_ELEMENT_BYTES)
 
 
 def work_time(work: Work, rates: Rates) -> float:
@@ -396,7 +401,7 @@ write the fp32 main gradient."""
 def main_grad_work(params: float, tensors: int) -> Work:
     """The main-gradient accumulation of ``params`` parameters in ``tensors`` tensors."""
     return Work("memory", bytes=params * MAIN_GRAD_BYTES, kernels=tensors,
-                efficiency=MIXED_ADD_EFFICIENCY, host="backward")  # fmt: skip
+                generic_elements=params, host="backward")  # fmt: skip
 
 
 def norm_kernels(impl: Implementation) -> int:
@@ -491,8 +496,11 @@ def _attention_work(
     # RoPE on q and k (read + write)
     if model.position_embedding == "rope":
         rotated = (a * qk + model.kv_heads * qk) if model.mla is None else a * qk
-        rope_kernels = 2 * (EAGER_ROPE_OPS if impl.eager else 1)
-        works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
+        if impl.eager_fp32_softmax:  # megatron-core's local spec: unfused, op by op
+            works += megatron_eager_rope_work(tokens * rotated / t, act=act)
+        else:
+            rope_kernels = 2 * (EAGER_ROPE_OPS if impl.eager else 1)
+            works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
     works.append(gemm(tokens, h, out_in / t, dtype_bytes=act))
     return works
 
@@ -563,27 +571,62 @@ def _eager_fp32_softmax_work(
     it runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
     fp32 = 4
     backward = (
-        Work("memory", bytes=square * (act + fp32), efficiency=UPCAST_EFFICIENCY),
+        Work("memory", bytes=square * (act + fp32), generic_elements=square),
         Work("memory", bytes=square * 3 * fp32, kernels=1),
         Work("memory", bytes=square * 3 * fp32, kernels=1),
         Work("memory", bytes=square * 2 * fp32, kernels=1),
-        Work("memory", bytes=square * 2 * fp32, efficiency=BROADCAST_EFFICIENCY),
+        Work("memory", bytes=square * 2 * fp32, generic_elements=square),
         Work("memory", bytes=square * (fp32 + act)),
     )
     works = [
-        Work("memory", bytes=square * (act + fp32), efficiency=UPCAST_EFFICIENCY,
+        Work("memory", bytes=square * (act + fp32), generic_elements=square,
              attention_core=True, backward=backward),
-        Work("memory", bytes=square * 2 * fp32, efficiency=BROADCAST_EFFICIENCY,
+        Work("memory", bytes=square * 2 * fp32, generic_elements=square,
              attention_core=True, backward=()),
         Work("memory", bytes=square * 2 * fp32, efficiency=softmax_forward_efficiency(keys),
              attention_core=True, backward=()),
         Work("memory", bytes=square * (fp32 + act), attention_core=True, backward=()),
     ]  # fmt: skip
+    d = model.kv_channels if model.mla is None else model.mla.v_head_dim
+    context = tokens * model.num_attention_heads * d / t  # elements of q, and of the output
     if model.mla is None and model.kv_heads < model.num_attention_heads:
-        d = model.kv_channels
+        # ``repeat_interleave`` of K and V (read kv heads, write a heads; generic kernel);
+        # backward: ``ExpandBackward`` sums the copies back, the same traffic
         repeat = act * tokens * 2 * (model.kv_heads + model.num_attention_heads) * d / t
-        works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True))
+        back = (Work("memory", bytes=repeat, kernels=2, generic_elements=2 * context),)
+        works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True,
+                          generic_elements=2 * context, backward=back))  # fmt: skip
+    # the context's permute to [s, b, heads, d] made contiguous (its backward a view);
+    # the causal mask built again in every layer (``get_default_causal_mask``: fp32 ones,
+    # ``triu``, ``.bool()``: 4 + 8 + 5 bytes per s x s element); the baddbmm backward's
+    # two products by alpha (2 x (2 + 2) bytes per element of q and of the repeated k)
+    mask = 17 * keys * keys
+    works.append(Work("memory", bytes=2 * act * context, generic_elements=context,
+                      attention_core=True, backward=()))  # fmt: skip
+    alpha = (Work("memory", bytes=2 * 2 * act * context, kernels=2),)
+    works.append(Work("memory", bytes=mask, kernels=3, attention_core=True, backward=alpha))
     return works
+
+
+def megatron_eager_rope_work(rotated: float, *, act: int) -> list[Work]:
+    """RoPE over ``rotated`` elements (q and k) as megatron-core's unfused
+    ``_apply_rotary_pos_emb_bshd`` runs it, op by op: forward ``t * cos`` and
+    ``rotate_half(t) * sin`` (bf16 products with a broadcast operand), the negated half and
+    the ``cat`` of ``rotate_half`` (generic kernels), their sum and the ``cat`` with the
+    empty pass-through part (vectorized); backward the two products again, the ``add_``
+    that joins the two branches' gradients and the negation (generic), the ``cat`` of the
+    halves' gradients (generic), the other branch's ``add_`` and the zero fill of the
+    slice's gradient (vectorized). The cos and sin of the positions are recomputed per
+    layer at s x d elements (negligible)."""
+    forward_back = (
+        Work("memory", bytes=10 * act * rotated, kernels=5, generic_elements=4.5 * rotated),
+        Work("memory", bytes=4 * act * rotated, kernels=2),
+    )
+    return [
+        Work("memory", bytes=7 * act * rotated, kernels=4, generic_elements=3.5 * rotated,
+             backward=forward_back),
+        Work("memory", bytes=5 * act * rotated, kernels=2, backward=()),
+    ]  # fmt: skip
 
 
 def softmax_forward_efficiency(row: float) -> float:
@@ -682,19 +725,17 @@ def vocab_parallel_cross_entropy_work(logits: float, *, act: int) -> list[Work]:
     scaled in place (4 + 4, per row) and cast down to the logits' dtype (4 + act)."""
     fp32 = 4
     backward = (
-        Work("memory", bytes=logits * 2 * fp32, efficiency=ROW_BROADCAST_EFFICIENCY),
+        Work("memory", bytes=logits * 2 * fp32, generic_elements=logits),
         Work("memory", bytes=logits * (fp32 + act)),
     )
     return [
-        Work("memory", bytes=logits * (act + fp32), efficiency=UPCAST_EFFICIENCY,
+        Work("memory", bytes=logits * (act + fp32), generic_elements=logits,
              backward=backward),
         Work("memory", bytes=logits * fp32, backward=()),
-        Work("memory", bytes=logits * 2 * fp32, efficiency=ROW_BROADCAST_EFFICIENCY,
-             backward=()),
+        Work("memory", bytes=logits * 2 * fp32, generic_elements=logits, backward=()),
         Work("memory", bytes=logits * 2 * fp32, backward=()),
         Work("memory", bytes=logits * fp32, backward=()),
-        Work("memory", bytes=logits * 2 * fp32, efficiency=ROW_BROADCAST_EFFICIENCY,
-             backward=()),
+        Work("memory", bytes=logits * 2 * fp32, generic_elements=logits, backward=()),
     ]  # fmt: skip
 
 
