@@ -703,8 +703,11 @@ def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation)
         Work("memory", bytes=tokens * h * (impl.residual_bytes + act), kernels=norm_kernels(impl)),
         gemm(tokens, v, h, dtype_bytes=act),
     ]
-    if impl.fused_cross_entropy:
+    if impl.eager_vocab_cross_entropy:
         forward += vocab_parallel_cross_entropy_work(tokens * v, act=act)
+    elif impl.fused_cross_entropy:
+        # cast to fp32, max, exp and sum in place, one fused pass each way
+        forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4), kernels=4))
     else:
         # .float() (2 -> 4), log_softmax (read 4, write 4, plus a reduction pass), nll
         forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4 + 4), kernels=4))

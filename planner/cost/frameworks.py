@@ -208,6 +208,7 @@ def implementation(
         fused_cross_entropy=fused or runtime.loss == "vocab_parallel",
         eager_fp32_softmax=local,
         main_grad_hooks=local,
+        eager_vocab_cross_entropy=local,
         eager=not fused,
         **extras,
     )
