@@ -24,7 +24,6 @@ on the GPU minus the union of its GPU events: where the device waited for the ho
 from __future__ import annotations
 
 import argparse
-import bisect
 import gzip
 import json
 import re
@@ -204,16 +203,18 @@ def breakdown(path: str) -> dict[str, Any]:
     }
 
 
+LAYER_N = "decoder.layers.N"
+ROOT_ELEMENTWISE = ("(no module): elementwise", "module: elementwise")
 GROUPS = (
     ("GEMM (linears, output layer)", lambda c: c.startswith("GEMM")),
     ("attention batched matmuls", lambda c: c == "core attention: batched matmul"),
     ("attention scores element-wise", lambda c: c.endswith("on scores")),
     ("attention other element-wise", lambda c: c.startswith("core attention")),
     ("norms", lambda c: "layernorm" in c),
-    ("RoPE, QKV split (self_attention)", lambda c: c == "decoder.layers.N.self_attention: elementwise"),
-    ("SwiGLU (mlp)", lambda c: c == "decoder.layers.N.mlp: elementwise"),
-    ("residual adds (layer)", lambda c: c == "decoder.layers.N: elementwise"),
-    ("loss, cross-entropy (model root, harness)", lambda c: c in ("(no module): elementwise", "module: elementwise")),
+    ("RoPE, QKV split (self_attention)", lambda c: c == f"{LAYER_N}.self_attention: elementwise"),
+    ("SwiGLU (mlp)", lambda c: c == f"{LAYER_N}.mlp: elementwise"),
+    ("residual adds (layer)", lambda c: c == f"{LAYER_N}: elementwise"),
+    ("loss, cross-entropy (model root, harness)", lambda c: c in ROOT_ELEMENTWISE),
     ("main_grad accumulation", lambda c: c.startswith("grad accumulation")),
     ("optimizer: AdamW", lambda c: c == "optimizer: AdamW"),
     ("optimizer: other (copies, grad norm, clip)", lambda c: c.startswith("optimizer:")),

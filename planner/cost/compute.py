@@ -15,7 +15,15 @@ FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
   that computes the full square); the backward of a fused kernel does 2.5x the forward
   FLOPs (Dao 2023, FlashAttention-2, section 3: five matmuls against two).
 * Element-wise ops (norms, residual adds, activation functions, RoPE, casts, the loss):
-  bytes read plus written; their backward moves about twice as much.
+  bytes read plus written; their backward moves about twice as much, unless the op
+  states its own backward (``Work.backward``). Ops that PyTorch runs in its generic,
+  non-vectorized kernel (dtype casts, broadcast operands) are timed per element
+  (``GENERIC_ELEMENT_BYTES``), not per byte.
+* Megatron-Core's local layer spec (no Transformer Engine) is counted op by op as it
+  runs: the unfused softmax chain on the scores, the eager RoPE, the K/V repeat, the
+  vocab-parallel cross entropy and the DDP hooks that add each gradient into the fp32
+  main gradient (measured per kernel in
+  ``hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile``).
 """
 
 from __future__ import annotations
