@@ -26,6 +26,7 @@ Needs torch, megatron-core and a GPU; imports nothing from autopar.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import gzip
 import itertools
@@ -43,6 +44,7 @@ import torch
 
 import megatron_step as ms
 import record
+from options import PRESETS
 
 
 def run_name(run: ms.MegatronRun) -> str:
@@ -200,9 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-profiled", action="store_true",
                         help="skip the runs not profiled")  # fmt: skip
     parser.add_argument("--deadline-s", type=float, default=None)
+    parser.add_argument("--heldout", action="store_true",
+                        help="the runs of megatron_step.py --sweep megatron-heldout")  # fmt: skip
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
     runs = [ms.MegatronRun(p, s, b, a, r) for p, s, b, a, r in ms.MEGATRON_SWEEP]
+    if args.heldout:  # megatron_step.py --sweep megatron-heldout's runs
+        untied = {p: dataclasses.replace(PRESETS[p], tie_embeddings=False) for p in PRESETS}
+        sweep = ms.HELDOUT_SWEEP
+        runs = [ms.MegatronRun(p, s, b, a, r, shape=untied[p]) for p, s, b, a, r in sweep]
     if args.list:
         for run in runs:
             print(run_name(run))
