@@ -19,6 +19,9 @@ fp32 gradient buffer and the distributed optimizer, recompute none/selective/ful
 predicted with ``framework="megatron"``, the ``megatron`` state layout and unfused
 attention, and reported as role "megatron" with their own summaries: they check the
 Megatron state layout and activations on Megatron itself, and nothing is fitted to them.
+Role "mcore new" (``megatron_steps_heldout.jsonl``): more Megatron-Core steps, of shapes,
+lengths and micro-batches the first sweep did not run, measured after the time model of
+the local spec had been written from the first sweep's kernel traces.
 
 Several configurations were measured more than once (in different sweeps, minutes or an
 hour apart, on the same lent machine). Their spread, max/min - 1 of the median step
@@ -44,10 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from memory_measured import describe
 
-from planner.cost.measured import MEASURED_CLUSTERS, MEGATRON_FILE
+from planner.cost.measured import MEASURED_CLUSTERS, MEGATRON_FILE, MEGATRON_HELDOUT_FILE
 from planner.cost.reserve import VALIDATION_FILE, measured_records, measured_runs
 from planner.measured_runs import estimate_record
 
+MEGATRON_ROLES = {
+    "megatron": "Megatron-Core",
+    "mcore new": "Megatron-Core new shapes",
+}
 TIME_TARGET_PCT = 10.0
 MEMORY_TARGET_PCT = 5.0
 
@@ -57,6 +64,7 @@ def rows(gpu_id: str) -> list[dict[str, Any]]:
     records = [(r, None) for r in measured_records(gpu_id)]
     records += [(r, "validation") for r in measured_records(gpu_id, VALIDATION_FILE)]
     records += [(r, "megatron") for r in measured_records(gpu_id, MEGATRON_FILE)]
+    records += [(r, "mcore new") for r in measured_records(gpu_id, MEGATRON_HELDOUT_FILE)]
     out = []
     for record, role in records:
         if record["config"].get("mode", "single") != "single":
@@ -130,7 +138,7 @@ def main() -> None:
         )
     for gpu in args.gpu or sorted(MEASURED_CLUSTERS):
         everything = [r for r in table if r["gpu"] == gpu and not r["oom"]]
-        mine = [r for r in everything if r["role"] != "megatron"]
+        mine = [r for r in everything if r["role"] not in MEGATRON_ROLES]
         for role in ("held out", "validation"):
             errors = [r["time_error_pct"] for r in mine if r["role"] == role]
             print(_summary(f"{gpu} step time, {role}", errors, TIME_TARGET_PCT))
@@ -138,12 +146,13 @@ def main() -> None:
                        TIME_TARGET_PCT))  # fmt: skip
         print(_summary(f"{gpu} peak memory", [r["memory_error_pct"] for r in mine],
                        MEMORY_TARGET_PCT))  # fmt: skip
-        megatron = [r for r in everything if r["role"] == "megatron"]
-        if megatron:
-            times = [r["time_error_pct"] for r in megatron]
-            memory = [r["memory_error_pct"] for r in megatron]
-            print(_summary(f"{gpu} Megatron-Core step time", times, TIME_TARGET_PCT))
-            print(_summary(f"{gpu} Megatron-Core peak memory", memory, MEMORY_TARGET_PCT))
+        for role, label in MEGATRON_ROLES.items():
+            megatron = [r for r in everything if r["role"] == role]
+            if megatron:
+                times = [r["time_error_pct"] for r in megatron]
+                memory = [r["memory_error_pct"] for r in megatron]
+                print(_summary(f"{gpu} {label} step time", times, TIME_TARGET_PCT))
+                print(_summary(f"{gpu} {label} peak memory", memory, MEMORY_TARGET_PCT))
         repeated = repeats(table, gpu)
         for config, times in repeated:
             print(f"{gpu} repeated: {config:<42}" + " ".join(f"{t:.4f}" for t in times)

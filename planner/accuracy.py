@@ -233,7 +233,8 @@ FRAMEWORK_COMPUTE_BAND = {
     "deepspeed": HOST_BOUND_TIME_BAND,
 }
 """Compute-bound step-time band per framework: Megatron-LM's published runs (worst 9.37%)
-and device-bound measured steps (worst 9.08%) for megatron; the two-GPU PyTorch harness
+and device-bound measured steps (worst 9.08%; Megatron-Core's own steps on its local spec:
+worst 2.47%) for megatron; the two-GPU PyTorch harness
 (DDP, FSDP2, TP, pipelines: worst 11.79%) for pytorch and torchtitan; DeepSpeed's steps
 were never measured, so its band is the widest validated one."""
 

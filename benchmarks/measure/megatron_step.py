@@ -85,6 +85,20 @@ MEGATRON_SWEEP: tuple[tuple[str, int, int, int, str], ...] = tuple(
 order they run; llama-1b at 8192 without recompute keeps 6 bytes x 32 heads x 8192² of
 attention scores per layer (192 GiB) and is expected to run out of memory."""
 
+HELDOUT_SWEEP: tuple[tuple[str, int, int, int, str], ...] = (
+    ("llama-1b", 2048, 4, 1, "none"),
+    ("llama-1b", 1024, 8, 1, "none"),
+    ("llama-1b", 6144, 1, 1, "selective"),
+    ("llama-3b", 4096, 1, 2, "selective"),
+    ("llama-3b", 4096, 1, 1, "full"),
+    ("qwen-1.5b", 4096, 1, 2, "none"),
+    ("qwen-1.5b", 8192, 1, 1, "selective"),
+)
+"""``--sweep megatron-heldout``: shapes, lengths and micro-batches the first sweep did not
+run (other head sizes and GQA ratios, rows of 1024 to 8192, micro-batches of 1 to 8),
+measured after the time model was written, to check it on runs it never saw. The
+qwen-1.5b shape runs with untied output weights (``build`` never shares them)."""
+
 LR, WEIGHT_DECAY, CLIP_GRAD = 1e-4, 0.1, 1.0
 
 
@@ -520,6 +534,12 @@ def runs_of(args: argparse.Namespace) -> list[MegatronRun]:
             MegatronRun(p, s, b, a, r, steps=args.steps, warmup=args.warmup, device=args.device)
             for p, s, b, a, r in MEGATRON_SWEEP
         ]
+    if args.sweep == "megatron-heldout":
+        return [
+            MegatronRun(p, s, b, a, r, steps=args.steps, warmup=args.warmup, device=args.device,
+                        shape=dataclasses.replace(PRESETS[p], tie_embeddings=False))
+            for p, s, b, a, r in HELDOUT_SWEEP
+        ]  # fmt: skip
     return [
         MegatronRun(args.preset, args.seq_len, args.mbs, args.grad_accum, args.recompute,
                     steps=args.steps, warmup=args.warmup, device=args.device)
@@ -528,7 +548,7 @@ def runs_of(args: argparse.Namespace) -> list[MegatronRun]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", choices=["megatron"])
+    parser.add_argument("--sweep", choices=["megatron", "megatron-heldout"])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--mbs", type=int, default=1)

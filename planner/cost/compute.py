@@ -15,11 +15,21 @@ FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
   that computes the full square); the backward of a fused kernel does 2.5x the forward
   FLOPs (Dao 2023, FlashAttention-2, section 3: five matmuls against two).
 * Element-wise ops (norms, residual adds, activation functions, RoPE, casts, the loss):
-  bytes read plus written; their backward moves about twice as much.
+  bytes read plus written; their backward moves about twice as much, unless the op
+  states its own backward (``Work.backward``). Ops that PyTorch runs in its generic,
+  non-vectorized kernel (dtype casts, broadcast operands) are timed per element
+  (``GENERIC_ELEMENT_BYTES``), not per byte.
+* Megatron-Core's local layer spec (no Transformer Engine) is counted op by op as it
+  runs: the unfused softmax chain on the scores, the eager RoPE, the K/V repeat, the
+  vocab-parallel cross entropy and the DDP hooks that add each gradient into the fp32
+  main gradient (measured per kernel in
+  ``hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile``).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal, Protocol
@@ -40,6 +50,25 @@ EAGER_ROPE_OPS = 5
 x·cos, rotate_half(x)·sin, add (HuggingFace ``apply_rotary_pos_emb``)."""
 FLASH_BACKWARD_FLOP_RATIO = 2.5
 """FlashAttention-2 (Dao 2023) backward: five matrix products to the forward's two."""
+
+GENERIC_ELEMENT_BYTES = 13.0
+"""PyTorch's generic element-wise kernels (``elementwise_kernel``,
+``unrolled_elementwise_kernel``: what a dtype-casting or broadcasting op runs on, such as
+``.float()`` of bf16, ``masked_fill_`` with a broadcast mask, an in-place op by a per-row
+value, fp32 += bf16, bf16 RoPE products with broadcast cos/sin) are bound by the work per
+element, not by bytes: on one H200 they ran 272-360 G elements/s whatever the dtypes,
+the time in which the vectorized kernels stream 12.2-15.9 bytes (median 12.9; the
+vectorized fp32 -> bf16 copy of the same trace, 4.34-4.39 TB/s, as the kernel profile's
+streaming rate). Measured in hardware_db/profiles/h200-sxm/
+2026-12-03-h200-megatron-core-profile (kernel_classes.json, ``stream_bytes_per_element``:
+``megatron_breakdown.kernel_class_rates`` over three traced Megatron-Core steps, tensors
+of 8 M to 2.1 G elements). Such work is timed at the larger of its bytes and this many
+bytes per element it writes, at the streaming bandwidth."""
+SOFTMAX_FORWARD_EFFICIENCY = ((2048, 0.728), (4096, 0.499), (8192, 0.380))
+"""fp32 softmax forward over rows of the given length, counted as one read and one
+write (8 bytes per element): up to 2048 PyTorch's persistent warp softmax reads a row
+once (3.16 TB/s); longer rows go to the block softmax, which reads a row for its max,
+again for the sum of exponentials and again to write (2.19 TB/s at 4096, 1.67 at 8192)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +137,18 @@ class Work:
     (Korthikanti et al. 2022, section 5: the Q·Kᵀ product, softmax, dropout and the
     product with V): the fused attention kernel, or the unfused kernel's two batched
     products and its softmax/dropout pass."""
+    generic_elements: float = 0.0
+    """Memory work run by PyTorch's generic element-wise kernel over this many elements:
+    timed at no less than ``GENERIC_ELEMENT_BYTES`` per element."""
+    efficiency: float = 1.0
+    """Memory work: the fraction of the streaming bandwidth its kernel achieves (the
+    fp32 softmax forward, ``SOFTMAX_FORWARD_EFFICIENCY``)."""
+    bandwidth_floor: bool = False
+    """Shaped GEMM work that is held to the bandwidth roofline too: the batched products
+    of an unfused attention write or read the s x s score matrix through HBM, which the
+    GEMM profile's shapes do not show."""
+    backward: tuple[Work, ...] | None = None
+    """The backward work where it is not the generic one (``_backward_of``)."""
 
 
 class ShapeRates(Protocol):
@@ -188,13 +229,21 @@ class Rates:
         if measured is not None:
             return measured[0]
         if self.by_shape is not None:
+            per_kernel = work.bytes / max(1, work.kernels)
+            streaming = self.by_shape.memory_bytes_per_s(per_kernel)
             if work.kind == "memory":
-                per_kernel = work.bytes / max(1, work.kernels)
-                return work.bytes / self.by_shape.memory_bytes_per_s(per_kernel)
+                return _streamed(work) / streaming
             if work.shape is not None:
-                return work.flops / self.flops_rate(work)
+                compute = work.flops / self.flops_rate(work)
+                return max(compute, work.bytes / streaming) if work.bandwidth_floor else compute
         compute = work.flops / self.flops_rate(work) if work.kind != "memory" else 0.0
-        return max(compute, work.bytes / self.memory_bytes_per_s)
+        return max(compute, _streamed(work) / self.memory_bytes_per_s)
+
+
+def _streamed(work: Work) -> float:
+    """The bytes a memory ``work`` costs at the streaming bandwidth: its bytes over its
+    kernel's efficiency, or the generic kernel's per-element cost where larger."""
+    return max(work.bytes / work.efficiency, work.generic_elements * GENERIC_ELEMENT_BYTES)
 
 
 def work_time(work: Work, rates: Rates) -> float:
@@ -246,6 +295,8 @@ def gemm(m: float, n: float, k: float, *, dtype_bytes: int, kernels: int = 1) ->
 
 
 def _backward_of(work: Work) -> list[Work]:
+    if work.backward is not None:
+        return [replace(w, host="backward", attention_core=False) for w in work.backward]
     if work.kind == "gemm":
         # input gradient dX (m x k) = dY (m x n) · W, and weight gradient
         # dW (n x k) = dYᵀ · X reducing over the m tokens: same FLOPs, other shapes
@@ -343,7 +394,26 @@ def kind_work(model: ModelSpec, index: int, shape: LayerShape, impl: Implementat
     if impl.casts_weights:
         weights = _layer_matmul_weights(model, index) / t
         forward.append(Work("memory", bytes=weights * (4 + 2), kernels=7))
-    return with_backward(forward)
+    work = with_backward(forward)
+    if impl.main_grad_hooks:
+        params = layer_params(model, index)
+        weights = (params.attention_matmul + params.mlp_active_matmul) / t + params.norms
+        tensors = 4 + norms + (2 if model.gated_mlp else 1)  # matrices per layer
+        work = replace(work, backward=(*work.backward, main_grad_work(weights, tensors)))
+    return work
+
+
+MAIN_GRAD_BYTES = 4 + 2 + 4
+"""Megatron DDP's hook per parameter and micro-batch without gradient-accumulation fusion
+(megatron-core ``DistributedDataParallel._make_backward_post_hook``:
+``param.main_grad.add_(param.grad)``): read the fp32 main gradient and the bf16 gradient,
+write the fp32 main gradient."""
+
+
+def main_grad_work(params: float, tensors: int) -> Work:
+    """The main-gradient accumulation of ``params`` parameters in ``tensors`` tensors."""
+    return Work("memory", bytes=params * MAIN_GRAD_BYTES, kernels=tensors,
+                generic_elements=params, host="backward")  # fmt: skip
 
 
 def norm_kernels(impl: Implementation) -> int:
@@ -416,15 +486,19 @@ def _attention_work(
         works.append(
             Work("gemm", flops=2.0 * rows * qk * full_keys,
                  bytes=act * (square + rows * qk + tokens * a * qk / t), kernels=1,
-                 shape=GemmShape(rows, full_keys, qk), attention_core=True)
+                 shape=GemmShape(rows, full_keys, qk), attention_core=True,
+                 bandwidth_floor=True)
         )  # fmt: skip
         works.append(
             Work("gemm", flops=2.0 * rows * v * full_keys,
                  bytes=act * (square + rows * v + tokens * a * v / t), kernels=1,
-                 shape=GemmShape(rows, v, full_keys), attention_core=True)
+                 shape=GemmShape(rows, v, full_keys), attention_core=True,
+                 bandwidth_floor=True)
         )  # fmt: skip
         if impl.eager_fp32_softmax:
-            works += _eager_fp32_softmax_work(model, tokens=tokens, square=square, t=t, act=act)
+            works += _eager_fp32_softmax_work(
+                model, tokens=tokens, square=square, t=t, act=act, keys=full_keys
+            )
         else:
             # scale + mask + softmax (+ dropout): read and write the score matrix, fused
             passes = 2 if model.attention_dropout else 1
@@ -434,8 +508,11 @@ def _attention_work(
     # RoPE on q and k (read + write)
     if model.position_embedding == "rope":
         rotated = (a * qk + model.kv_heads * qk) if model.mla is None else a * qk
-        rope_kernels = 2 * (EAGER_ROPE_OPS if impl.eager else 1)
-        works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
+        if impl.eager_fp32_softmax:  # megatron-core's local spec: unfused, op by op
+            works += megatron_eager_rope_work(tokens * rotated / t, act=act)
+        else:
+            rope_kernels = 2 * (EAGER_ROPE_OPS if impl.eager else 1)
+            works.append(Work("memory", bytes=2 * act * tokens * rotated / t, kernels=rope_kernels))
     works.append(gemm(tokens, h, out_in / t, dtype_bytes=act))
     return works
 
@@ -507,20 +584,91 @@ def _context_parallel_kernels(
 
 
 def _eager_fp32_softmax_work(
-    model: ModelSpec, *, tokens: float, square: float, t: int, act: int
+    model: ModelSpec, *, tokens: float, square: float, t: int, act: int, keys: float
 ) -> list[Work]:
-    """Megatron-Core's local attention between its two matmuls, op by op (element-wise,
-    each reading and writing the whole score matrix): the cast to fp32 (act + 4 bytes per
-    score), the in-place causal mask (4 + 4), the softmax (4 + 4), the cast back (4 + act);
-    and the K and V repeated to every query head (read kv heads, write a heads). All of it
-    runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
+    """Megatron-Core's local attention between its two matmuls, op by op, each a pass
+    over the whole score matrix (``square`` elements) at its kernel class's bandwidth
+    (megatron-core 0.16 ``FusedScaleMaskSoftmax.forward_torch_softmax`` without the
+    fused kernel; no scale op, the 1/sqrt(d) is the ``baddbmm``'s alpha; dropout p=0
+    returns its input): forward ``.float()`` (act + 4 bytes, unrolled cast), the causal
+    ``masked_fill_`` in place (4 + 4, broadcast mask), the softmax (by row length) and
+    ``.bfloat16()`` (4 + act); backward, in the autograd engine's order, the gradient's
+    cast up (act + 4, unrolled), the softmax backward (a product of gradient and output,
+    read 8 write 4, then the backward proper, read 8 write 4), the masked fill's backward
+    (a clone, 4 + 4, then ``masked_fill_`` on it) and the cast down (4 + act).
+    And the K and V repeated to every query head (read kv heads, write a heads). All of
+    it runs inside the core ``DotProductAttention`` that selective recomputation re-runs."""
     fp32 = 4
-    works = [Work("memory", bytes=square * (2 * act + 6 * fp32), kernels=4, attention_core=True)]
+    backward = (
+        Work("memory", bytes=square * (act + fp32), generic_elements=square),
+        Work("memory", bytes=square * 3 * fp32, kernels=1),
+        Work("memory", bytes=square * 3 * fp32, kernels=1),
+        Work("memory", bytes=square * 2 * fp32, kernels=1),
+        Work("memory", bytes=square * 2 * fp32, generic_elements=square),
+        Work("memory", bytes=square * (fp32 + act)),
+    )
+    works = [
+        Work("memory", bytes=square * (act + fp32), generic_elements=square,
+             attention_core=True, backward=backward),
+        Work("memory", bytes=square * 2 * fp32, generic_elements=square,
+             attention_core=True, backward=()),
+        Work("memory", bytes=square * 2 * fp32, efficiency=softmax_forward_efficiency(keys),
+             attention_core=True, backward=()),
+        Work("memory", bytes=square * (fp32 + act), attention_core=True, backward=()),
+    ]  # fmt: skip
+    d = model.kv_channels if model.mla is None else model.mla.v_head_dim
+    context = tokens * model.num_attention_heads * d / t  # elements of q, and of the output
     if model.mla is None and model.kv_heads < model.num_attention_heads:
-        d = model.kv_channels
+        # ``repeat_interleave`` of K and V (read kv heads, write a heads; generic kernel);
+        # backward: ``ExpandBackward`` sums the copies back, the same traffic
         repeat = act * tokens * 2 * (model.kv_heads + model.num_attention_heads) * d / t
-        works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True))
+        back = (Work("memory", bytes=repeat, kernels=2, generic_elements=2 * context),)
+        works.append(Work("memory", bytes=repeat, kernels=2, attention_core=True,
+                          generic_elements=2 * context, backward=back))  # fmt: skip
+    # the context's permute to [s, b, heads, d] made contiguous (its backward a view);
+    # the causal mask built again in every layer (``get_default_causal_mask``: fp32 ones,
+    # ``triu``, ``.bool()``: 4 + 8 + 5 bytes per s x s element); the baddbmm backward's
+    # two products by alpha (2 x (2 + 2) bytes per element of q and of the repeated k)
+    mask = 17 * keys * keys
+    works.append(Work("memory", bytes=2 * act * context, generic_elements=context,
+                      attention_core=True, backward=()))  # fmt: skip
+    alpha = (Work("memory", bytes=2 * 2 * act * context, kernels=2),)
+    works.append(Work("memory", bytes=mask, kernels=3, attention_core=True, backward=alpha))
     return works
+
+
+def megatron_eager_rope_work(rotated: float, *, act: int) -> list[Work]:
+    """RoPE over ``rotated`` elements (q and k) as megatron-core's unfused
+    ``_apply_rotary_pos_emb_bshd`` runs it, op by op: forward ``t * cos`` and
+    ``rotate_half(t) * sin`` (bf16 products with a broadcast operand), the negated half and
+    the ``cat`` of ``rotate_half`` (generic kernels), their sum and the ``cat`` with the
+    empty pass-through part (vectorized); backward the two products again, the ``add_``
+    that joins the two branches' gradients and the negation (generic), the ``cat`` of the
+    halves' gradients (generic), the other branch's ``add_`` and the zero fill of the
+    slice's gradient (vectorized). The cos and sin of the positions are recomputed per
+    layer at s x d elements (negligible)."""
+    forward_back = (
+        Work("memory", bytes=10 * act * rotated, kernels=5, generic_elements=4.5 * rotated),
+        Work("memory", bytes=4 * act * rotated, kernels=2),
+    )
+    return [
+        Work("memory", bytes=7 * act * rotated, kernels=4, generic_elements=3.5 * rotated,
+             backward=forward_back),
+        Work("memory", bytes=5 * act * rotated, kernels=2, backward=()),
+    ]  # fmt: skip
+
+
+def softmax_forward_efficiency(row: float) -> float:
+    """``SOFTMAX_FORWARD_EFFICIENCY`` at a row length: interpolated in log2 of the length,
+    held at the ends of the measured range."""
+    points = SOFTMAX_FORWARD_EFFICIENCY
+    if row <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if row <= x1:
+            share = math.log2(row / x0) / math.log2(x1 / x0)
+            return y0 + share * (y1 - y0)
+    return points[-1][1]
 
 
 def _mlp_work(
@@ -584,7 +732,9 @@ def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation)
         Work("memory", bytes=tokens * h * (impl.residual_bytes + act), kernels=norm_kernels(impl)),
         gemm(tokens, v, h, dtype_bytes=act),
     ]
-    if impl.fused_cross_entropy:
+    if impl.eager_vocab_cross_entropy:
+        forward += vocab_parallel_cross_entropy_work(tokens * v, act=act)
+    elif impl.fused_cross_entropy:
         # cast to fp32, max, exp and sum in place, one fused pass each way
         forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4), kernels=4))
     else:
@@ -592,10 +742,40 @@ def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation)
         forward.append(Work("memory", bytes=tokens * v * (act + 4 + 4 + 4 + 4), kernels=4))
     if impl.casts_weights:
         forward.append(Work("memory", bytes=v * h * (4 + 2), kernels=1))
-    return with_backward(forward)
+    work = with_backward(forward)
+    if impl.main_grad_hooks:  # the output layer's weight and the final norm's
+        work = replace(work, backward=(*work.backward, main_grad_work(v * h + h, 2)))
+    return work
+
+
+def vocab_parallel_cross_entropy_work(logits: float, *, act: int) -> list[Work]:
+    """Megatron's vocab-parallel cross entropy over ``logits`` local logits, op by op
+    (``tensor_parallel.cross_entropy._VocabParallelCrossEntropy`` with the model's
+    ``logits.float()``): forward the cast up (act + 4 bytes, unrolled), the row max
+    (read 4), subtracting it in place (4 + 4, a per-row operand), ``exp`` (4 + 4), the
+    row sum (read 4) and the division in place (4 + 4, per row); backward the gradient
+    scaled in place (4 + 4, per row) and cast down to the logits' dtype (4 + act)."""
+    fp32 = 4
+    backward = (
+        Work("memory", bytes=logits * 2 * fp32, generic_elements=logits),
+        Work("memory", bytes=logits * (fp32 + act)),
+    )
+    return [
+        Work("memory", bytes=logits * (act + fp32), generic_elements=logits,
+             backward=backward),
+        Work("memory", bytes=logits * fp32, backward=()),
+        Work("memory", bytes=logits * 2 * fp32, generic_elements=logits, backward=()),
+        Work("memory", bytes=logits * 2 * fp32, backward=()),
+        Work("memory", bytes=logits * fp32, backward=()),
+        Work("memory", bytes=logits * 2 * fp32, generic_elements=logits, backward=()),
+    ]  # fmt: skip
 
 
 def embedding_work(model: ModelSpec, *, tokens: float, impl: Implementation) -> LayerWork:
     """Lookup forward (gather rows) and the scatter-add of its gradient backward."""
     row = model.hidden_size * impl.residual_bytes
-    return with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
+    work = with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
+    if impl.main_grad_hooks:
+        params = model.vocab_size * model.hidden_size
+        work = replace(work, backward=(*work.backward, main_grad_work(params, 1)))
+    return work

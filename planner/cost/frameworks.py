@@ -207,6 +207,8 @@ def implementation(
         fused_gated_mlp=fused,
         fused_cross_entropy=fused or runtime.loss == "vocab_parallel",
         eager_fp32_softmax=local,
+        main_grad_hooks=local,
+        eager_vocab_cross_entropy=local,
         eager=not fused,
         **extras,
     )

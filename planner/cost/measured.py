@@ -36,6 +36,10 @@ from planner.specs.model import ModelSpec
 MEASURED_FRAMEWORK = "pytorch"
 MEGATRON_FILE = "megatron_steps.jsonl"
 """Megatron-Core steps (``benchmarks/measure/megatron_step.py``); nothing is fitted to them."""
+MEGATRON_HELDOUT_FILE = "megatron_steps_heldout.jsonl"
+"""Megatron-Core steps of shapes the first sweep did not run (``megatron_step.py --sweep
+megatron-heldout``), measured after the time model of the local spec was written: an
+accuracy check only (the memory reserves read ``MEGATRON_FILE`` alone)."""
 MEASURED_CLUSTERS = {"h100-sxm": "dgx-h100", "h200-sxm": "hgx-h200"}
 """The cluster preset of each GPU we measured on (one of its GPUs is what a record ran on)."""
 

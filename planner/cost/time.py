@@ -204,6 +204,10 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
             # the host's lead at the end of the backward hides that much of the launches
             lead = max(0.0, compute - m * sum(s.launch_s for s in mine))
             optimizer = max(ctx.rates.device_time(step), ctx.rates.launch_time(step) - lead)
+    if ctx.impl.main_grad_hooks:
+        optimizer += total_time(
+            [distributed_optimizer_passes(local, ctx.local_params_per_rank[busiest])], ctx.rates
+        )
     if offloaded > 0:
         optimizer += _offload_time(ctx, offloaded)
     executed = m * sum(s.flops for s in stages)
@@ -358,6 +362,30 @@ def _offload_time(ctx: TimeContext, params: float) -> float:
             "run `autopar profile --sections host` on the machine"
         )
     return found
+
+
+DISTRIBUTED_OPTIMIZER_BYTES = 4 + (4 + 4) + (4 + 4) + (4 + 2)
+"""Bytes per (sharded) parameter megatron-core's ``DistributedOptimizer`` moves around the
+AdamW step without Apex or Transformer Engine (``optimizer/clip_grads.py`` and the
+``multi_tensor_applier`` fallbacks in ``megatron/core/utils.py``): the gradient norm (read
+4), the clip's ``dst.copy_(src * scale)`` (an fp32 product, 4 + 4, and its copy, 4 + 4;
+every measured step clips at 1.0) and the copy of the fp32 main parameters into the bf16
+ones (4 + 2). Measured: 10.1 ms over 1.5 G parameters on one H200
+(hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile, breakdown.txt)."""
+ZERO_GRAD_BYTES = 4
+"""``zero_grad_buffer()``: the fp32 gradient buffer of every local parameter filled with 0."""
+
+
+def distributed_optimizer_passes(sharded: float, local: float) -> Work:
+    """The element-wise passes of Megatron's distributed optimizer beside the AdamW step
+    (``DISTRIBUTED_OPTIMIZER_BYTES`` per sharded parameter) and the gradient buffer's
+    zeroing (``ZERO_GRAD_BYTES`` per local parameter), streamed at the profile's bandwidth."""
+    return Work(
+        "memory",
+        bytes=sharded * DISTRIBUTED_OPTIMIZER_BYTES + local * ZERO_GRAD_BYTES,
+        kernels=4,  # per-tensor loops whose launches hide behind the streaming passes
+        host="plain",
+    )
 
 
 def _optimizer_params(ctx: TimeContext, rank: int) -> float:

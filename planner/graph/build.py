@@ -98,6 +98,14 @@ class Implementation:
     """Grouped K/V repeated to every query head before the attention call."""
     loss_parallel: bool = False
     """DTensor ``loss_parallel``: the sharded log-softmax's fp32 temporaries coexist."""
+    eager_vocab_cross_entropy: bool = False
+    """Megatron's vocab-parallel cross entropy as its PyTorch ops (no Transformer Engine
+    and no ``--cross-entropy-loss-fusion``: the local spec), not one fused pass each way."""
+    main_grad_hooks: bool = False
+    """Gradients added into an fp32 main-gradient buffer by a hook per parameter and
+    micro-batch (megatron-core's DDP where the weight-gradient GEMM does not accumulate
+    into it itself: the local layer spec, no gradient-accumulation fusion), and the
+    distributed optimizer's unfused norm, clip and copy passes (``planner.cost.time``)."""
     saves_gathered_inputs: bool = False
     """DTensor tensor parallelism: under sequence parallelism the all-gathered inputs of the
     column-parallel linears are what autograd saves (``SavedBytes.whole``)."""

@@ -15,9 +15,12 @@ drift away from Megatron unnoticed:
   8192, where about 4 bytes per attention score element at the peak are not accounted
   for (benchmarks/measure/README.md, "Megatron-Core steps");
 - the out-of-memory run is predicted not to fit;
-- step time: the unfused attention's kernels are not in the kernel profile and selective
-  recomputation of an unfused core is charged nothing, so time is off by 20-50 % today,
-  always optimistic; the bound keeps it from getting worse.
+- step time: within 10 % on every run, 5 % on average (2-6 % under today, every
+  run slightly optimistic: RoPE's eager ops and the unfused products' epilogues are
+  counted at the streaming rate). The model charges what the local spec runs, pass by
+  pass (``planner.cost.compute``), priced at the kernel-class bandwidths measured in
+  ``hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile``; nothing there
+  is fitted to these step times.
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ def test_megatron_out_of_memory_run_is_predicted_not_to_fit(records: tuple[dict,
     assert not estimate_record(ooms[0], gpu_id=GPU).memory.fits
 
 
-def test_megatron_step_time_is_optimistic_within_the_known_gap(completed: list) -> None:
+def test_megatron_step_time_within_ten_percent(completed: list) -> None:
+    errors = []
     for record, result in completed:
         error = result.time.step_time_s / record["time"]["median_s"] - 1
-        assert -0.5 <= error <= 0.0, (record["config"], error)
+        assert abs(error) <= 0.10, (record["config"], error)
+        errors.append(abs(error))
+    assert sum(errors) / len(errors) <= 0.05

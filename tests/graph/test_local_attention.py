@@ -174,11 +174,51 @@ def test_local_spec_repeats_kv_once() -> None:
 
 def test_selective_recompute_reruns_the_local_core() -> None:
     """Selective recomputation re-runs the whole ``DotProductAttention``: both batched
-    products, the eager fp32 softmax ops and the K/V repeat, and nothing else."""
+    products, the eager fp32 softmax ops, the K/V repeat, the context's permute and the
+    causal mask, and nothing else."""
     shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
     work = layer_work(llama_1b(), 0, shape=shape, impl=_local())
     core = selective_recompute(work)
     square = A * S * S
-    assert [w.kind for w in core] == ["gemm", "gemm", "memory", "memory"]
-    assert core[2].bytes == square * (2 * 2 + 6 * 4)
-    assert core[3].bytes == 2 * S * 2 * (KV + A) * D
+    assert [w.kind for w in core] == ["gemm", "gemm"] + ["memory"] * 7
+    # .float(), masked_fill_, softmax, .bfloat16(): 28 bytes per score in four passes
+    assert sum(w.bytes for w in core[2:6]) == square * (2 * 2 + 6 * 4)
+    assert core[6].bytes == 2 * S * 2 * (KV + A) * D
+    assert core[7].bytes == 2 * 2 * S * A * D  # the context made contiguous
+    assert core[8].bytes == 17 * S * S  # ones, triu, bool
+
+
+def test_local_softmax_backward_is_counted_pass_by_pass() -> None:
+    """The eager fp32 softmax chain's backward is its own six passes (cast up, the
+    softmax backward's two, the masked fill's clone and fill, cast down: 52 bytes per
+    score), not twice the forward's traffic; the cast up and the broadcast fill run in
+    PyTorch's generic kernel, timed per element."""
+    shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
+    work = layer_work(llama_1b(), 0, shape=shape, impl=_local())
+    square = A * S * S
+    scores = [w for w in work.backward if w.kind == "memory" and w.bytes >= square * 6]
+    assert sum(w.bytes for w in scores) == square * (6 + 12 + 12 + 8 + 8 + 6)
+    assert sum(w.generic_elements for w in scores) == 2 * square
+
+
+def test_main_grad_hooks_only_in_the_local_spec() -> None:
+    """Megatron's main_grad accumulation hook (fp32 += bf16 per parameter and micro-batch)
+    is charged to the local spec's backward only (Transformer Engine fuses it into the
+    weight-gradient GEMM)."""
+    shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
+    model = llama_1b()
+    params = model.hidden_size * (A * D + 2 * KV * D) + model.hidden_size * A * D
+    params += 3 * model.hidden_size * model.ffn_hidden_size + 2 * model.hidden_size
+    assert _local().main_grad_hooks and not _te().main_grad_hooks
+    local = layer_work(model, 0, shape=shape, impl=_local())
+    te = layer_work(model, 0, shape=shape, impl=_te())
+    assert local.backward[-1].bytes == params * (4 + 2 + 4)
+    assert local.backward[-1].generic_elements == params
+    assert not any(w.generic_elements == params for w in te.backward)
+
+
+def _te():
+    return implementation(
+        framework="megatron", layout=state_layout("megatron"), precision="bf16",
+        flash_attention=False,
+    )  # fmt: skip
