@@ -29,7 +29,7 @@ from api.spec_inputs import plain
 from api.store import ModelStore
 from planner import catalog
 from planner.cli.inputs import build_spec
-from planner.cost.frameworks import Runtime
+from planner.cost.frameworks import LayerSpec, Runtime, layer_spec_choice
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
 from planner.frameworks.profile import get_profile
@@ -157,6 +157,16 @@ class EstimateCall:
     pipeline_ops: int
     """Micro-batches x pp x vpp: what the time model simulates (its cost grows with it)."""
 
+    @property
+    def layer_spec(self) -> LayerSpec:
+        """The body's layer spec (checked by :func:`prepare_estimate`)."""
+        return layer_spec_of(self.body)[0]
+
+    @property
+    def flash_attention(self) -> bool:
+        """Fused attention: the body's, off under the local layer spec."""
+        return layer_spec_of(self.body)[1]
+
     def run(self) -> Estimate:
         """``planner.estimate`` on the resolved inputs; with ``memplan``, its memory
         section simulated as ``autopar estimate --memplan`` does."""
@@ -167,8 +177,9 @@ class EstimateCall:
             "layout": self.layout,
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
-            "flash_attention": self.body.flash_attention,
+            "flash_attention": self.flash_attention,
             "runtime": Runtime(attention_backend=self.body.attention_backend),
+            "layer_spec": self.layer_spec,
         }
         if not self.body.memplan:
             return estimate(**inputs)
@@ -198,6 +209,18 @@ class EstimateCall:
             body=EstimateRequest.model_validate(data["body"]),
             pipeline_ops=data["pipeline_ops"],
         )
+
+
+def layer_spec_of(body: EstimateRequest) -> tuple[LayerSpec, bool]:
+    """(layer spec, flash attention) of a request body (``SpecError`` naming ``layer_spec``
+    for a framework other than Megatron or a fused backend under the local spec)."""
+    return layer_spec_choice(
+        body.layer_spec,
+        framework=body.framework,
+        flash_attention=body.flash_attention,
+        attention_backend=body.attention_backend,
+        option="layer_spec",
+    )
 
 
 def needs_store(body: EstimateRequest) -> bool:
@@ -238,6 +261,7 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
     fields.update({key: value for key, value in split.items() if value is not None})
     layout = build_spec(ParallelConfig, "layout", **fields)
     _check_stage_layers(layout, model)
+    layer_spec_of(body)
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from api.problems import Problem
 from api.spec_inputs import GPUInput, LinkInput, ModelInput
-from planner.cost.frameworks import AttentionBackend, BuiltinFramework, StateLayoutName
+from planner.cost.frameworks import AttentionBackend, BuiltinFramework, LayerSpec, StateLayoutName
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
 from planner.specs import limits as L
 from planner.specs.hardware import GPUSpec, LinkSpec
@@ -135,6 +135,12 @@ class EstimateRequest(WorkloadRequest):
     )
     state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
     flash_attention: bool = True
+    layer_spec: LayerSpec | None = Field(
+        default=None,
+        description="Megatron-LM's layer spec (--transformer-impl; --layer-spec): "
+        "transformer_engine (default) or local (Megatron-Core's unfused attention with an "
+        "fp32 softmax; turns flash_attention off); megatron only",
+    )
     memplan: bool = Field(
         default=False,
         description=(

@@ -47,6 +47,7 @@ from planner.cli.layout_options import (
     FirstStageLayersOption,
     FlashAttentionOption,
     LastStageLayersOption,
+    LayerSpecOption,
     MbsOption,
     OffloadOptimizerOption,
     OverlapGradReduceOption,
@@ -68,7 +69,7 @@ from planner.cli.layout_options import (
 )
 from planner.cli.layout_options import attention_backend as attention_backend_name
 from planner.cli.output import console, print_json
-from planner.cost.frameworks import LayerSpec, Runtime
+from planner.cost.frameworks import LayerSpec, Runtime, layer_spec_choice
 from planner.errors import SpecError
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.plan_file import (
@@ -162,6 +163,7 @@ def estimate_command(
     state_layout: StateLayoutOption = None,
     flash_attention: FlashAttentionOption = True,
     attention_backend: AttentionBackendOption = None,
+    layer_spec: LayerSpecOption = None,
     ddp_bucket_view: DdpBucketViewOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
@@ -248,6 +250,12 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
     layout = layout_from_options(
         **{name: values[name] for name in _LAYOUT_ARGUMENTS}, cp_comm_type=cp_comm_type
     )
+    layer_spec, flash_attention = layer_spec_choice(
+        values["layer_spec"],
+        framework=framework,
+        flash_attention=values["flash_attention"],
+        attention_backend=values["attention_backend"],
+    )
     return Setup(
         model=model_spec,
         cluster=cluster_spec,
@@ -255,11 +263,12 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         layout=layout,
         framework=framework,
         state_layout=values["state_layout"],
-        flash_attention=values["flash_attention"],
+        flash_attention=flash_attention,
         runtime=Runtime(
             attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
         ),
+        layer_spec=layer_spec,
     )
 
 
@@ -369,6 +378,15 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
     )
+    layer_spec: LayerSpec = config.layer_spec
+    flash_attention = overrides.take("flash_attention", config.flash_attention)
+    if "layer_spec" in given:
+        layer_spec, flash_attention = layer_spec_choice(
+            overrides.take("layer_spec", config.layer_spec),
+            framework=config.framework,
+            flash_attention=flash_attention,
+            attention_backend=runtime.attention_backend,
+        )
     return Setup(
         model=model_spec,
         cluster=cluster_spec,
@@ -376,10 +394,10 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         layout=layout,
         framework=config.framework,
         state_layout=overrides.take("state_layout", config.state_layout),
-        flash_attention=overrides.take("flash_attention", config.flash_attention),
+        flash_attention=flash_attention,
         runtime=runtime,
         optimizer_impl=config.optimizer_impl,
-        layer_spec=config.layer_spec,
+        layer_spec=layer_spec,
         notes=tuple(overrides.notes),
     )
 

@@ -167,6 +167,17 @@ AttentionBackendOption = Annotated[
         help="flash | cudnn | efficient | unfused: the attention kernel timed [default: flash].",
     ),
 ]
+LayerSpecOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layer-spec",
+        help="Megatron-LM's layer spec (--transformer-impl): transformer_engine | local "
+        "(Megatron-Core's local modules, what Megatron runs without Transformer Engine: "
+        "unfused DotProductAttention with an fp32 softmax, torch norms; turns "
+        "--flash-attention off). Megatron only. [default: transformer_engine]",
+        show_default=False,
+    ),
+]
 
 
 def attention_backend(name: str | None) -> AttentionBackend | None:

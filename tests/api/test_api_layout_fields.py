@@ -142,3 +142,30 @@ def _untimed(result: dict) -> dict:
     for stage in result["stages"]:
         stage["peaks"].pop("solve_s")
     return result
+
+
+def test_the_local_layer_spec_is_exactly_the_cli_json(client, run_cli) -> None:
+    body = {**PIPELINED, "layer_spec": "local"}
+    response = client.post("/v1/estimate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["config"]["layer_spec"] == "local"
+    cli = run_cli("estimate", *CLI, "--layer-spec", "local", "--json")
+    assert cli.exit_code == 0, cli.stderr
+    assert response.json() == json.loads(cli.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind", "needle"),
+    [
+        ({"layer_spec": "te"}, "invalid-request", None),
+        ({"layer_spec": "local", "framework": "deepspeed"}, "invalid-spec", "deepspeed has none"),
+        ({"layer_spec": "local", "attention_backend": "cudnn"}, "invalid-spec", "cudnn"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/estimate", "/v1/memory-plans"])
+def test_a_layer_spec_the_run_cannot_take_is_a_422(client, path, extra, kind, needle) -> None:
+    body = assert_problem(client.post(path, json={**PIPELINED, **extra}), 422, kind)
+    if needle is None:
+        assert any(item["field"].endswith("layer_spec") for item in body["errors"]), body
+    else:
+        assert "layer_spec" in body["detail"] and needle in body["detail"], body

@@ -92,6 +92,11 @@ def _model_items(plan: EmitInput) -> list[Item]:
         "own size)",
     ))  # fmt: skip
     items += _moe_items(model)
+    if plan.layer_spec == "local":
+        items.append((
+            "--transformer-impl", ("local",),
+            "megatron-core's local layer spec, as predicted (unfused attention, torch norms)",
+        ))  # fmt: skip
     if model.mtp_layers:
         items.append(("--mtp-num-layers", (str(model.mtp_layers),), ""))
     items += [

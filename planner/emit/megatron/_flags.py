@@ -102,6 +102,8 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
     # hidden_dropout, attention_dropout) turned into flags by ArgumentGroupFactory
     **_flags("switch", _CONFIG, "moe-shared-expert-gate"),
     **_flags("float", _CONFIG, "moe-expert-capacity-factor hidden-dropout attention-dropout"),
+    # TransformerConfig.transformer_impl: the layer spec (local = megatron-core's modules)
+    **_flags("str", _CONFIG, "transformer-impl", ("local", "transformer_engine")),
     **_flags("switch", _PRECISION, "bf16 fp16"),
     **_flags("str", _PRECISION, "fp8-format", ("e4m3", "hybrid")),
     **_flags("str", _ARGS + "_add_data_args", "data-path"),
