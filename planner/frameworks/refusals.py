@@ -109,6 +109,16 @@ def _cp_refusal(profile: FrameworkProfile, algorithm: str, release: str | None) 
 
 def _uneven_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]:
     layout = query.layout
+    accounted = [
+        flag
+        for flag in (
+            "account_for_embedding_in_pipeline_split",
+            "account_for_loss_in_pipeline_split",
+        )
+        if getattr(layout, flag)
+    ]
+    if accounted and profile.name != "megatron":  # Megatron-LM's flags; no other has them
+        return [f"{' and '.join(accounted)}: Megatron-LM's split; {profile.name} has no such flag"]
     if layout.first_stage_layers is None and layout.last_stage_layers is None:
         return []
     if profile.uneven_stages == "none":
