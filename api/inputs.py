@@ -256,12 +256,18 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
         "account_for_embedding_in_pipeline_split": body.account_for_embedding_in_pipeline_split
         or None,
         "account_for_loss_in_pipeline_split": body.account_for_loss_in_pipeline_split or None,
+        "microbatch_group_size_per_vp_stage": body.microbatch_group_size_per_virtual_pipeline_stage,
         "pipeline_schedule": None if body.pipeline_schedule == "1f1b" else body.pipeline_schedule,
     }
     fields.update({key: value for key, value in split.items() if value is not None})
     layout = build_spec(ParallelConfig, "layout", **fields)
     _check_stage_layers(layout, model)
     layer_spec_of(body)
+    if body.microbatch_group_size_per_virtual_pipeline_stage and body.framework != "megatron":
+        raise SpecError(
+            "microbatch_group_size_per_virtual_pipeline_stage: Megatron-LM's interleaved "
+            f"schedule; {body.framework} has no such setting"
+        )
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
 

@@ -127,6 +127,11 @@ class EstimateRequest(WorkloadRequest):
     account_for_loss_in_pipeline_split: bool = Field(
         default=False, description="count the output layer and loss as one layer when splitting"
     )
+    microbatch_group_size_per_virtual_pipeline_stage: int | None = Field(
+        default=None, ge=1, le=L.MAX_GLOBAL_BATCH,
+        description="interleaved schedule (vpp > 1): consecutive micro-batches run through "
+        "one model chunk before the next; from pp to the micro-batches per step; default pp",
+    )  # fmt: skip
     pipeline_schedule: PipelineSchedule = Field(
         default="1f1b", description="1f1b (interleaved with vpp) or gpipe"
     )

@@ -134,6 +134,9 @@ class PipelineSchedule(BaseModel):
     forward_s: list[float]
     backward_s: list[float]
     p2p_s: float
+    microbatch_group: int | None = Field(None, exclude_if=_is_none)
+    """The interleaved schedule's micro-batch group where it is not pp (Megatron-LM's
+    ``--microbatch-group-size-per-virtual-pipeline-stage``)."""
 
 
 class TimeReport(BaseModel):
@@ -508,6 +511,7 @@ def _schedule(times: PipelineTimes | None) -> PipelineSchedule | None:
         forward_s=list(times.forward_s),
         backward_s=list(times.backward_s),
         p2p_s=times.p2p_s,
+        microbatch_group=times.microbatch_group,
     )
 
 

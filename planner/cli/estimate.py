@@ -49,6 +49,7 @@ from planner.cli.layout_options import (
     LastStageLayersOption,
     LayerSpecOption,
     MbsOption,
+    MicrobatchGroupOption,
     OffloadOptimizerOption,
     OverlapGradReduceOption,
     OverlapParamGatherOption,
@@ -150,6 +151,7 @@ def estimate_command(
     last_stage_layers: LastStageLayersOption = None,
     account_for_embedding: AccountForEmbeddingOption = False,
     account_for_loss: AccountForLossOption = False,
+    microbatch_group_size: MicrobatchGroupOption = None,
     pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
@@ -277,7 +279,7 @@ _LAYOUT_ARGUMENTS = (
     "sequence_parallel", "offload_optimizer", "recompute", "recompute_method",
     "recompute_layers", "first_stage_layers", "last_stage_layers", "account_for_embedding",
     "account_for_loss", "pipeline_schedule", "tp_comm_overlap", "overlap_grad_reduce",
-    "overlap_param_gather",
+    "overlap_param_gather", "microbatch_group_size",
 )  # fmt: skip
 """The command's parameters that ``layout_from_options`` takes by the same name."""
 
@@ -289,13 +291,15 @@ LAYOUT_FIELDS: dict[str, str] = {
     "account_for_embedding": "account_for_embedding_in_pipeline_split",
     "account_for_loss": "account_for_loss_in_pipeline_split",
     "cp_comm_type": "cp_comm_type",
+    "microbatch_group_size": "microbatch_group_size_per_vp_stage",
 }
 """Each layout flag's parameter and the ``ParallelConfig`` field it sets."""
 
 _NOT_OVERRIDES = frozenset({"plan", "rank", "memplan", "as_json"})
 _DEPENDENTS = {
     "recompute": ("recompute_method", "recompute_num_layers"),
-    "pp": ("first_stage_layers", "last_stage_layers"),
+    "pp": ("first_stage_layers", "last_stage_layers", "microbatch_group_size_per_vp_stage"),
+    "vpp": ("microbatch_group_size_per_vp_stage",),
 }
 """Fields reset when the field they depend on is overridden and they are not given."""
 

@@ -37,6 +37,7 @@ from planner.cli.layout_options import (
     LastStageLayersOption,
     LayerSpecOption,
     MbsOption,
+    MicrobatchGroupOption,
     OffloadOptimizerOption,
     PipelineScheduleOption,
     PpOption,
@@ -90,6 +91,7 @@ def memplan_command(
     last_stage_layers: LastStageLayersOption = None,
     account_for_embedding: AccountForEmbeddingOption = False,
     account_for_loss: AccountForLossOption = False,
+    microbatch_group_size: MicrobatchGroupOption = None,
     pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
@@ -169,7 +171,7 @@ def memplan_command(
             recompute_method=recompute_method, recompute_layers=recompute_layers,
             first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers,
             account_for_embedding=account_for_embedding, account_for_loss=account_for_loss,
-            pipeline_schedule=pipeline_schedule,
+            pipeline_schedule=pipeline_schedule, microbatch_group_size=microbatch_group_size,
         )  # fmt: skip
         backend = attention_backend(attention_backend_name)
         layer_spec, flash_attention = layer_spec_choice(

@@ -169,3 +169,36 @@ def test_a_layer_spec_the_run_cannot_take_is_a_422(client, path, extra, kind, ne
         assert any(item["field"].endswith("layer_spec") for item in body["errors"]), body
     else:
         assert "layer_spec" in body["detail"] and needle in body["detail"], body
+
+
+GROUPED = {**SMALL_ESTIMATE, "seq_len": 2048, "global_batch": 16, "pp": 4, "vpp": 2}
+"""16 micro-batches on 4 ranks x 2 chunks."""
+GROUP = "microbatch_group_size_per_virtual_pipeline_stage"
+
+
+def test_the_microbatch_group_is_exactly_the_cli_json(client, run_cli) -> None:
+    response = client.post("/v1/estimate", json={**GROUPED, GROUP: 8})
+    assert response.status_code == 200, response.text
+    cli = run_cli(
+        "estimate", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "2048", "--global-batch", "16", "--tp", "2", "--pp", "4", "--vpp", "2",
+        "--microbatch-group-size-per-virtual-pipeline-stage", "8", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    assert response.json() == json.loads(cli.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [
+        ({GROUP: 0}, "invalid-request"),
+        ({GROUP: 7}, "invalid-spec"),  # 16 mod 7 = 2 < pp
+        ({GROUP: 8, "framework": "deepspeed"}, "invalid-spec"),
+    ],
+)
+def test_a_microbatch_group_megatron_refuses_is_a_422(client, extra, kind) -> None:
+    body = assert_problem(client.post("/v1/estimate", json={**GROUPED, **extra}), 422, kind)
+    if kind == "invalid-request":
+        assert any(item["field"].endswith(GROUP) for item in body["errors"]), body
+    else:
+        assert "microbatch_group_size" in body["detail"], body

@@ -60,7 +60,8 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
     **_flags("int", _PARALLEL, "tensor-model-parallel-size pipeline-model-parallel-size "
              "context-parallel-size expert-model-parallel-size expert-tensor-parallel-size "
              "num-virtual-stages-per-pipeline-rank decoder-first-pipeline-num-layers "
-             "decoder-last-pipeline-num-layers"),
+             "decoder-last-pipeline-num-layers "
+             "microbatch-group-size-per-virtual-pipeline-stage"),
     **_flags("str", _PARALLEL + _CP_SPELLING, "cp-comm-type", ("p2p", "all_gather", "a2a")),
     # ModelParallelConfig.hybrid_context_parallel and .max_seqlen_per_dp_cp_rank: Megatron-
     # Core's hybrid context parallel (a CP size per packed sub-sample); per-token loss with it
