@@ -178,3 +178,16 @@ def test_rules_are_named(tiny_model) -> None:
     )  # fmt: skip
     assert Rule.MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES in {p.rule for p in problems}
     assert Rule.INTERLEAVED_MICROBATCHES not in {p.rule for p in problems}
+
+
+def test_memplan_trace_follows_the_groups(run_cli) -> None:
+    """The traced lifetimes run the same order: live peak = the analytical allocated peak."""
+    args = ("memplan", *RUN, "--stage", "0", "--time-limit", "0.5", "--json")
+    live = []
+    for group in ("4", "16"):
+        result = run_cli(*args, FLAG, group)
+        assert result.exit_code == 0, result.stderr
+        peaks = json.loads(result.stdout)["stages"][0]["peaks"]
+        assert peaks["live_gib"] == peaks["analytical_allocated_gib"]
+        live.append(peaks["live_gib"])
+    assert live[0] < live[1]
