@@ -202,3 +202,29 @@ def test_a_microbatch_group_megatron_refuses_is_a_422(client, extra, kind) -> No
         assert any(item["field"].endswith(GROUP) for item in body["errors"]), body
     else:
         assert "microbatch_group_size" in body["detail"], body
+
+
+def test_a_memory_plan_job_runs_the_layer_spec_and_the_group(run_cli) -> None:
+    """The job's canonical inputs carry both (only when given) and its worker runs them."""
+    from api.memory_jobs import MemoryPlanRequest, memory_plan_inputs, run_memory_plan
+
+    body = {**GROUPED, "stage": 0, "time_limit": 1, "layer_spec": "local", GROUP: 8}
+    inputs, stages = memory_plan_inputs(
+        MemoryPlanRequest.model_validate(body), None, max_time_limit_s=1.0
+    )
+    assert stages == 1 and inputs["layer_spec"] == "local" and inputs["flash_attention"] is False
+    assert inputs["layout"]["microbatch_group_size_per_vp_stage"] == 8
+    plain, _ = memory_plan_inputs(
+        MemoryPlanRequest.model_validate({**GROUPED, "stage": 0}), None, max_time_limit_s=1.0
+    )
+    assert "layer_spec" not in plain  # a request without them hashes as before
+    assert "microbatch_group_size_per_vp_stage" not in plain["layout"]
+    cli = run_cli(
+        "memplan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "2048", "--global-batch", "16", "--tp", "2", "--pp", "4", "--vpp", "2",
+        "--stage", "0", "--time-limit", "0.5", "--layer-spec", "local",
+        "--microbatch-group-size-per-virtual-pipeline-stage", "8", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    peaks = run_memory_plan(inputs)["stages"][0]["peaks"]
+    assert peaks["live_gib"] == json.loads(cli.stdout)["stages"][0]["peaks"]["live_gib"]
