@@ -368,12 +368,18 @@ def layout_violations(
     if layout.interleaved and group is not None:
         microbatches = workload.sequences_per_step // (layout.mbs * layout.dp)
         last = microbatches % group
-        if group > microbatches or 0 < last < layout.pp:
+        if group > microbatches:
             broken(
                 Rule.MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES,
                 f"microbatch_group_size_per_vp_stage ({group}) must be at most the "
-                f"micro-batches per step ({microbatches}), and their last group "
-                f"({microbatches} mod {group} = {last}) empty or at least pp ({layout.pp})",
+                f"micro-batches per step ({microbatches})",
+            )
+        elif 0 < last < layout.pp:
+            broken(
+                Rule.MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES,
+                f"microbatch_group_size_per_vp_stage ({group}) leaves a last group of "
+                f"{microbatches} mod {group} = {last} micro-batches; Megatron-LM needs it "
+                f"empty or at least pp ({layout.pp})",
             )
     elif layout.interleaved:
         microbatches = workload.sequences_per_step // (layout.mbs * layout.dp)

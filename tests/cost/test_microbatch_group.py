@@ -151,7 +151,7 @@ def test_plan_file_round_trip_and_megatron_flag(run_cli, tmp_path: Path) -> None
     [
         ((FLAG, "3"), "microbatch_group_size_per_vp_stage (3) must be at least pp (4)"),
         ((FLAG, "32"), "at most the micro-batches per step (16)"),
-        ((FLAG, "7"), "last group (16 mod 7 = 2) empty or at least pp (4)"),
+        ((FLAG, "7"), "last group of 16 mod 7 = 2 micro-batches; Megatron-LM needs it empty"),
         ((FLAG, "8", "--vpp", "1"), "applies only to the interleaved schedule"),
         ((FLAG, "8", "--framework", "torchtitan"), "torchtitan has no such setting"),
     ],
