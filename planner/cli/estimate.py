@@ -314,8 +314,16 @@ def given_flags(ctx: typer.Context, values: dict[str, Any]) -> set[str]:
     return given - _NOT_OVERRIDES
 
 
+_FLAG_NAMES = {
+    "account_for_embedding": "account-for-embedding-in-pipeline-split",
+    "account_for_loss": "account-for-loss-in-pipeline-split",
+    "microbatch_group_size": "microbatch-group-size-per-virtual-pipeline-stage",
+}
+"""Parameters whose flag is not their name with dashes (Megatron-LM's spelling)."""
+
+
 def _flag(name: str, value: Any) -> str:
-    flag = "--" + name.replace("_", "-")
+    flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
     if isinstance(value, bool):
         return flag if value else flag.replace("--", "--no-", 1)
     return f"{flag} {value}"

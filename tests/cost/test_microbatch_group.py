@@ -144,6 +144,10 @@ def test_plan_file_round_trip_and_megatron_flag(run_cli, tmp_path: Path) -> None
     deeper = run_cli("estimate", "--plan", str(path), "--vpp", "4", "--json")
     assert deeper.exit_code == 0, deeper.stderr
     assert "microbatch_group_size_per_vp_stage reset with vpp (was 8)" in deeper.stderr
+    larger = run_cli("estimate", "--plan", str(path), FLAG, "16", "--json")
+    assert larger.exit_code == 0, larger.stderr
+    assert f"{FLAG} 16 overrides plan 1's microbatch_group_size 8" in larger.stderr
+    assert json.loads(larger.stdout) == _estimate(run_cli, FLAG, "16")
 
 
 @pytest.mark.parametrize(
