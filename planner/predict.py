@@ -259,6 +259,8 @@ def prepare(
             pp=resolved.pp,
             vpp=resolved.vpp or 1,
         )
+    if layer_spec == "local":
+        _check_local_spec(resolved, precision=workload.precision)
     states = state_layout(state_layout_name or profile.state_layout)
     impl = implementation(
         framework=framework,
@@ -309,6 +311,22 @@ def prepare(
         layer_spec=layer_spec,
         expert_load=expert_load,
     )
+
+
+def _check_local_spec(layout: ParallelConfig, *, precision: str) -> None:
+    """Refuse what only Transformer Engine's modules run: megatron-core's local linears
+    compute in the parameters' dtype (no fp8 recipe) and never use TE's userbuffers, so
+    under ``--transformer-impl local`` Megatron-LM would run neither."""
+    if precision == "fp8":
+        raise SpecError(
+            "layer_spec local: megatron-core's local linears have no fp8 (Transformer "
+            "Engine's); use bf16 or the transformer_engine spec"
+        )
+    if layout.tp_comm_overlap:
+        raise SpecError(
+            "layer_spec local: tp_comm_overlap runs on Transformer Engine's userbuffers, "
+            "which the local linears do not use"
+        )
 
 
 def memory_stages(prepared: Prepared) -> list[StageMemory]:

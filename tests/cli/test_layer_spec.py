@@ -59,6 +59,11 @@ def test_local_is_the_predictors_local_spec_and_costs_more(run_cli) -> None:
         (("--layer-spec", "local", "--framework", "deepspeed"), "deepspeed has none"),
         (("--layer-spec", "transformer_engine", "--framework", "torchtitan"), "torchtitan"),
         (("--layer-spec", "local", "--attention-backend", "cudnn"), "attention backend cudnn"),
+        (("--layer-spec", "local", "--precision", "fp8"), "local linears have no fp8"),
+        (
+            ("--layer-spec", "local", "--sequence-parallel", "--tp-comm-overlap"),
+            "tp_comm_overlap runs on Transformer Engine's userbuffers",
+        ),
     ],
 )
 def test_bad_choices_are_one_line_errors(run_cli, extra, needle) -> None:
