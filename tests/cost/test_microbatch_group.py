@@ -195,3 +195,16 @@ def test_memplan_trace_follows_the_groups(run_cli) -> None:
         assert peaks["live_gib"] == peaks["analytical_allocated_gib"]
         live.append(peaks["live_gib"])
     assert live[0] < live[1]
+
+
+def test_a_group_admits_micro_batches_that_pp_does_not_divide(run_cli) -> None:
+    """18 micro-batches on pp 4: refused in groups of pp (18 mod 4 = 2), run in groups of 6
+    (Megatron-LM's rule is on the groups, not on pp)."""
+    args = (*RUN[:-8], "--global-batch", "18", *RUN[-6:])
+    refused = run_cli("estimate", *args)
+    assert refused.exit_code == 2 and "multiple of pp (4)" in refused.stderr
+    grouped = run_cli("estimate", *args, FLAG, "6", "--json")
+    assert grouped.exit_code == 0, grouped.stderr
+    planned = json.loads(grouped.stdout)
+    assert planned["config"]["microbatches"] == 18
+    assert f"{FLAG} 6" in emit_files(planned, format="megatron")["megatron_args.txt"]
