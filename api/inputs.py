@@ -30,7 +30,7 @@ from api.store import ModelStore
 from planner import catalog
 from planner.cli.inputs import build_spec
 from planner.cli.layout_options import default_cp_comm_type, framework_knob_refusals
-from planner.cost.frameworks import Runtime
+from planner.cost.frameworks import LayerSpec, Runtime, layer_spec_choice
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
 from planner.frameworks.profile import get_profile
@@ -158,6 +158,16 @@ class EstimateCall:
     pipeline_ops: int
     """Micro-batches x pp x vpp: what the time model simulates (its cost grows with it)."""
 
+    @property
+    def layer_spec(self) -> LayerSpec:
+        """The body's layer spec (checked by :func:`prepare_estimate`)."""
+        return layer_spec_of(self.body)[0]
+
+    @property
+    def flash_attention(self) -> bool:
+        """Fused attention: the body's, off under the local layer spec."""
+        return layer_spec_of(self.body)[1]
+
     def run(self) -> Estimate:
         """``planner.estimate`` on the resolved inputs; with ``memplan``, its memory
         section simulated as ``autopar estimate --memplan`` does."""
@@ -168,8 +178,9 @@ class EstimateCall:
             "layout": self.layout,
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
-            "flash_attention": self.body.flash_attention,
+            "flash_attention": self.flash_attention,
             "runtime": Runtime(attention_backend=self.body.attention_backend),
+            "layer_spec": self.layer_spec,
         }
         if not self.body.memplan:
             return estimate(**inputs)
@@ -199,6 +210,18 @@ class EstimateCall:
             body=EstimateRequest.model_validate(data["body"]),
             pipeline_ops=data["pipeline_ops"],
         )
+
+
+def layer_spec_of(body: EstimateRequest) -> tuple[LayerSpec, bool]:
+    """(layer spec, flash attention) of a request body (``SpecError`` naming ``layer_spec``
+    for a framework other than Megatron or a fused backend under the local spec)."""
+    return layer_spec_choice(
+        body.layer_spec,
+        framework=body.framework,
+        flash_attention=body.flash_attention,
+        attention_backend=body.attention_backend,
+        option="layer_spec",
+    )
 
 
 def needs_store(body: EstimateRequest) -> bool:
@@ -234,15 +257,22 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
         "account_for_embedding_in_pipeline_split": body.account_for_embedding_in_pipeline_split
         or None,
         "account_for_loss_in_pipeline_split": body.account_for_loss_in_pipeline_split or None,
+        "microbatch_group_size_per_vp_stage": body.microbatch_group_size_per_virtual_pipeline_stage,
         "pipeline_schedule": None if body.pipeline_schedule == "1f1b" else body.pipeline_schedule,
     }
     fields.update({key: value for key, value in split.items() if value is not None})
     fields.update(_context_parallel(body))
     layout = build_spec(ParallelConfig, "layout", **fields)
+    if body.microbatch_group_size_per_virtual_pipeline_stage and body.framework != "megatron":
+        raise SpecError(
+            "microbatch_group_size_per_virtual_pipeline_stage: Megatron-LM's interleaved "
+            f"schedule; {body.framework} has no such setting"
+        )
     refused = framework_knob_refusals(layout, framework=body.framework)
     if refused:
         raise SpecError("; ".join(refused))
     _check_stage_layers(layout, model)
+    layer_spec_of(body)
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
 

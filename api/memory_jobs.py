@@ -63,7 +63,7 @@ def memory_plan_inputs(
     prepare(  # every layout rule, now rather than in the worker
         model=call.model, cluster=call.cluster, workload=call.workload, layout=layout,
         framework=body.framework, state_layout_name=body.state_layout,
-        flash_attention=body.flash_attention,
+        flash_attention=call.flash_attention, layer_spec=call.layer_spec,
     )  # fmt: skip
     if body.stage is not None and body.stage >= layout.pp:
         raise SpecError(f"stage: {body.stage} is not a pipeline stage of pp {layout.pp}")
@@ -76,13 +76,15 @@ def memory_plan_inputs(
         "layout": layout.model_dump(mode="json", exclude_unset=True),
         "framework": body.framework,
         "state_layout": body.state_layout,
-        "flash_attention": body.flash_attention,
+        "flash_attention": call.flash_attention,
         "stage": body.stage,
         "budget_gib": body.budget_gib,
         "time_limit_s": min(body.time_limit, max_time_limit_s),
     }
     if body.attention_backend is not None:  # absent unless given: older hashes stay valid
         inputs["attention_backend"] = body.attention_backend
+    if body.layer_spec is not None:  # likewise
+        inputs["layer_spec"] = call.layer_spec
     stages = 1 if body.stage is not None else layout.pp
     return json.loads(json.dumps(inputs)), stages
 
@@ -101,6 +103,7 @@ def run_memory_plan(inputs: dict[str, Any]) -> dict[str, Any]:
         state_layout_name=inputs["state_layout"],
         flash_attention=inputs["flash_attention"],
         attention_backend=inputs.get("attention_backend"),
+        layer_spec=inputs.get("layer_spec", "transformer_engine"),
         stage=inputs["stage"],
         budget_gib=inputs["budget_gib"],
         time_limit_s=max(0.1, 0.8 * inputs["time_limit_s"] / calls),

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from api.problems import Problem
 from api.spec_inputs import GPUInput, LinkInput, ModelInput
-from planner.cost.frameworks import AttentionBackend, BuiltinFramework, StateLayoutName
+from planner.cost.frameworks import AttentionBackend, BuiltinFramework, LayerSpec, StateLayoutName
 from planner.plan import DEFAULT_TIME_LIMIT_S, PlanResult
 from planner.specs import limits as L
 from planner.specs.hardware import GPUSpec, LinkSpec
@@ -133,6 +133,11 @@ class EstimateRequest(WorkloadRequest):
     account_for_loss_in_pipeline_split: bool = Field(
         default=False, description="count the output layer and loss as one layer when splitting"
     )
+    microbatch_group_size_per_virtual_pipeline_stage: int | None = Field(
+        default=None, ge=1, le=L.MAX_GLOBAL_BATCH,
+        description="interleaved schedule (vpp > 1): consecutive micro-batches run through "
+        "one model chunk before the next; from pp to the micro-batches per step; default pp",
+    )  # fmt: skip
     pipeline_schedule: PipelineSchedule = Field(
         default="1f1b", description="1f1b (interleaved with vpp) or gpipe"
     )
@@ -152,6 +157,12 @@ class EstimateRequest(WorkloadRequest):
     )
     state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
     flash_attention: bool = True
+    layer_spec: LayerSpec | None = Field(
+        default=None,
+        description="Megatron-LM's layer spec (--transformer-impl; --layer-spec): "
+        "transformer_engine (default) or local (Megatron-Core's unfused attention with an "
+        "fp32 softmax; turns flash_attention off); megatron only",
+    )
     memplan: bool = Field(
         default=False,
         description=(

@@ -134,6 +134,9 @@ class PipelineSchedule(BaseModel):
     forward_s: list[float]
     backward_s: list[float]
     p2p_s: float
+    microbatch_group: int | None = Field(None, exclude_if=_is_none)
+    """The interleaved schedule's micro-batch group where it is not pp (Megatron-LM's
+    ``--microbatch-group-size-per-virtual-pipeline-stage``)."""
 
 
 class TimeReport(BaseModel):
@@ -256,6 +259,8 @@ def prepare(
             pp=resolved.pp,
             vpp=resolved.vpp or 1,
         )
+    if layer_spec == "local":
+        _check_local_spec(resolved, precision=workload.precision)
     states = state_layout(state_layout_name or profile.state_layout)
     impl = implementation(
         framework=framework,
@@ -306,6 +311,22 @@ def prepare(
         layer_spec=layer_spec,
         expert_load=expert_load,
     )
+
+
+def _check_local_spec(layout: ParallelConfig, *, precision: str) -> None:
+    """Refuse what only Transformer Engine's modules run: megatron-core's local linears
+    compute in the parameters' dtype (no fp8 recipe) and never use TE's userbuffers, so
+    under ``--transformer-impl local`` Megatron-LM would run neither."""
+    if precision == "fp8":
+        raise SpecError(
+            "layer_spec local: megatron-core's local linears have no fp8 (Transformer "
+            "Engine's); use bf16 or the transformer_engine spec"
+        )
+    if layout.tp_comm_overlap:
+        raise SpecError(
+            "layer_spec local: tp_comm_overlap runs on Transformer Engine's userbuffers, "
+            "which the local linears do not use"
+        )
 
 
 def memory_stages(prepared: Prepared) -> list[StageMemory]:
@@ -508,6 +529,7 @@ def _schedule(times: PipelineTimes | None) -> PipelineSchedule | None:
         forward_s=list(times.forward_s),
         backward_s=list(times.backward_s),
         p2p_s=times.p2p_s,
+        microbatch_group=times.microbatch_group,
     )
 
 

@@ -48,7 +48,9 @@ from planner.cli.layout_options import (
     FlashAttentionOption,
     HierarchicalCpSizesOption,
     LastStageLayersOption,
+    LayerSpecOption,
     MbsOption,
+    MicrobatchGroupOption,
     OffloadOptimizerOption,
     OverlapGradReduceOption,
     OverlapParamGatherOption,
@@ -72,7 +74,7 @@ from planner.cli.layout_options import (
     hierarchical_cp_sizes as parse_cp_sizes,
 )
 from planner.cli.output import console, print_json
-from planner.cost.frameworks import LayerSpec, Runtime
+from planner.cost.frameworks import LayerSpec, Runtime, layer_spec_choice
 from planner.errors import SpecError
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, with_simulated
 from planner.plan_file import (
@@ -153,6 +155,7 @@ def estimate_command(
     last_stage_layers: LastStageLayersOption = None,
     account_for_embedding: AccountForEmbeddingOption = False,
     account_for_loss: AccountForLossOption = False,
+    microbatch_group_size: MicrobatchGroupOption = None,
     pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
@@ -167,6 +170,7 @@ def estimate_command(
     state_layout: StateLayoutOption = None,
     flash_attention: FlashAttentionOption = True,
     attention_backend: AttentionBackendOption = None,
+    layer_spec: LayerSpecOption = None,
     ddp_bucket_view: DdpBucketViewOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
@@ -256,6 +260,12 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
     layout = layout_from_options(
         **{name: values[name] for name in _LAYOUT_ARGUMENTS}, cp_comm_type=cp_comm_type
     )
+    layer_spec, flash_attention = layer_spec_choice(
+        values["layer_spec"],
+        framework=framework,
+        flash_attention=values["flash_attention"],
+        attention_backend=values["attention_backend"],
+    )
     return Setup(
         model=model_spec,
         cluster=cluster_spec,
@@ -263,11 +273,12 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         layout=layout,
         framework=framework,
         state_layout=values["state_layout"],
-        flash_attention=values["flash_attention"],
+        flash_attention=flash_attention,
         runtime=Runtime(
             attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
         ),
+        layer_spec=layer_spec,
     )
 
 
@@ -276,7 +287,7 @@ _LAYOUT_ARGUMENTS = (
     "sequence_parallel", "offload_optimizer", "recompute", "recompute_method",
     "recompute_layers", "first_stage_layers", "last_stage_layers", "account_for_embedding",
     "account_for_loss", "pipeline_schedule", "tp_comm_overlap", "overlap_grad_reduce",
-    "overlap_param_gather", "hierarchical_cp_sizes",
+    "overlap_param_gather", "hierarchical_cp_sizes", "microbatch_group_size",
 )  # fmt: skip
 """The command's parameters that ``layout_from_options`` takes by the same name."""
 
@@ -288,13 +299,15 @@ LAYOUT_FIELDS: dict[str, str] = {
     "account_for_embedding": "account_for_embedding_in_pipeline_split",
     "account_for_loss": "account_for_loss_in_pipeline_split",
     "cp_comm_type": "cp_comm_type",
+    "microbatch_group_size": "microbatch_group_size_per_vp_stage",
 }
 """Each layout flag's parameter and the ``ParallelConfig`` field it sets."""
 
 _NOT_OVERRIDES = frozenset({"plan", "rank", "memplan", "as_json"})
 _DEPENDENTS = {
     "recompute": ("recompute_method", "recompute_num_layers"),
-    "pp": ("first_stage_layers", "last_stage_layers"),
+    "pp": ("first_stage_layers", "last_stage_layers", "microbatch_group_size_per_vp_stage"),
+    "vpp": ("microbatch_group_size_per_vp_stage",),
     "cp": ("hierarchical_cp_sizes",),
     "cp_comm_type": ("hierarchical_cp_sizes",),
 }
@@ -311,8 +324,16 @@ def given_flags(ctx: typer.Context, values: dict[str, Any]) -> set[str]:
     return given - _NOT_OVERRIDES
 
 
+_FLAG_NAMES = {
+    "account_for_embedding": "account-for-embedding-in-pipeline-split",
+    "account_for_loss": "account-for-loss-in-pipeline-split",
+    "microbatch_group_size": "microbatch-group-size-per-virtual-pipeline-stage",
+}
+"""Parameters whose flag is not their name with dashes (Megatron-LM's spelling)."""
+
+
 def _flag(name: str, value: Any) -> str:
-    flag = "--" + name.replace("_", "-")
+    flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
     if isinstance(value, bool):
         return flag if value else flag.replace("--", "--no-", 1)
     if isinstance(value, tuple):
@@ -381,6 +402,15 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
     )
+    layer_spec: LayerSpec = config.layer_spec
+    flash_attention = overrides.take("flash_attention", config.flash_attention)
+    if "layer_spec" in given:
+        layer_spec, flash_attention = layer_spec_choice(
+            overrides.take("layer_spec", config.layer_spec),
+            framework=config.framework,
+            flash_attention=flash_attention,
+            attention_backend=runtime.attention_backend,
+        )
     return Setup(
         model=model_spec,
         cluster=cluster_spec,
@@ -388,10 +418,10 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         layout=layout,
         framework=config.framework,
         state_layout=overrides.take("state_layout", config.state_layout),
-        flash_attention=overrides.take("flash_attention", config.flash_attention),
+        flash_attention=flash_attention,
         runtime=runtime,
         optimizer_impl=config.optimizer_impl,
-        layer_spec=config.layer_spec,
+        layer_spec=layer_spec,
         notes=tuple(overrides.notes),
     )
 

@@ -168,6 +168,18 @@ AccountForLossOption = Annotated[
         help="Count the output layer and loss as one layer when splitting.",
     ),
 ]
+MicrobatchGroupOption = Annotated[
+    int | None,
+    typer.Option(
+        "--microbatch-group-size-per-virtual-pipeline-stage",
+        min=1,
+        help="Interleaved schedule (--vpp > 1): consecutive micro-batches each rank runs "
+        "through one model chunk before the next (Megatron-LM's flag); from pp to the "
+        "micro-batches per step, the last group empty or at least pp. Larger groups warm "
+        "up more micro-batches (more activation memory). [default: pp]",
+        show_default=False,
+    ),
+]
 PipelineScheduleOption = Annotated[
     str, typer.Option("--pipeline-schedule", help="1f1b (interleaved with --vpp) | gpipe.")
 ]
@@ -176,6 +188,17 @@ AttentionBackendOption = Annotated[
     typer.Option(
         "--attention-backend",
         help="flash | cudnn | efficient | unfused: the attention kernel timed [default: flash].",
+    ),
+]
+LayerSpecOption = Annotated[
+    str | None,
+    typer.Option(
+        "--layer-spec",
+        help="Megatron-LM's layer spec (--transformer-impl): transformer_engine | local "
+        "(Megatron-Core's local modules, what Megatron runs without Transformer Engine: "
+        "unfused DotProductAttention with an fp32 softmax, torch norms; turns "
+        "--flash-attention off). Megatron only. [default: transformer_engine]",
+        show_default=False,
     ),
 ]
 
@@ -228,6 +251,7 @@ def layout_from_options(
     overlap_param_gather: bool | None = None,
     cp_comm_type: str | None = None,
     hierarchical_cp_sizes: tuple[int, int] | None = None,
+    microbatch_group_size: int | None = None,
 ) -> ParallelConfig:
     """The layout the flags describe (ZeRO, the overlaps and the CP algorithm left unset
     keep the layout's defaults: off, p2p; a2a+p2p where only its group sizes are given)."""
@@ -261,6 +285,7 @@ def layout_from_options(
         "overlap_param_gather": overlap_param_gather,
         "cp_comm_type": cp_comm_type,
         "hierarchical_cp_sizes": hierarchical_cp_sizes,
+        "microbatch_group_size_per_vp_stage": microbatch_group_size,
     }
     fields.update({key: value for key, value in optional.items() if value is not None})
     layout: ParallelConfig = build_spec(ParallelConfig, "layout", **fields)
@@ -296,6 +321,12 @@ def framework_knob_refusals(
         reasons.append(
             f"--cp-comm-type {layout.cp_comm_type}: {framework} runs "
             + ", ".join(profile.cp_algorithms)
+        )
+    group = layout.microbatch_group_size_per_vp_stage
+    if group is not None and framework != "megatron":
+        reasons.append(
+            f"--microbatch-group-size-per-virtual-pipeline-stage: Megatron-LM's interleaved "
+            f"schedule; {framework} has no such setting"
         )
     if ddp_bucket_view and profile.allocator_pattern != "ddp-buckets":
         reasons.append(

@@ -35,7 +35,9 @@ from planner.cli.layout_options import (
     FirstStageLayersOption,
     FlashAttentionOption,
     LastStageLayersOption,
+    LayerSpecOption,
     MbsOption,
+    MicrobatchGroupOption,
     OffloadOptimizerOption,
     PipelineScheduleOption,
     PpOption,
@@ -52,6 +54,7 @@ from planner.cli.layout_options import (
 )
 from planner.cli.output import console, print_json
 from planner.cli.plan import check_emit
+from planner.cost.frameworks import layer_spec_choice
 from planner.errors import SpecError
 from planner.memplan import MemoryPlan, memplan, memplan_snapshot
 from planner.memplan.launch import check_launch_layout, launch_files
@@ -88,6 +91,7 @@ def memplan_command(
     last_stage_layers: LastStageLayersOption = None,
     account_for_embedding: AccountForEmbeddingOption = False,
     account_for_loss: AccountForLossOption = False,
+    microbatch_group_size: MicrobatchGroupOption = None,
     pipeline_schedule: PipelineScheduleOption = "1f1b",
     recompute: RecomputeOption = "none",
     recompute_method: RecomputeMethodOption = None,
@@ -97,6 +101,7 @@ def memplan_command(
     state_layout: StateLayoutOption = None,
     flash_attention: FlashAttentionOption = True,
     attention_backend_name: AttentionBackendOption = None,
+    layer_spec_name: LayerSpecOption = None,
     stage: Annotated[
         int | None, typer.Option(min=0, help="One pipeline stage [default: every stage].")
     ] = None,
@@ -166,9 +171,15 @@ def memplan_command(
             recompute_method=recompute_method, recompute_layers=recompute_layers,
             first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers,
             account_for_embedding=account_for_embedding, account_for_loss=account_for_loss,
-            pipeline_schedule=pipeline_schedule,
+            pipeline_schedule=pipeline_schedule, microbatch_group_size=microbatch_group_size,
         )  # fmt: skip
         backend = attention_backend(attention_backend_name)
+        layer_spec, flash_attention = layer_spec_choice(
+            layer_spec_name,
+            framework=framework,
+            flash_attention=flash_attention,
+            attention_backend=backend,
+        )
         directory = check_emit(emit, out)
         if emit is not None:
             check_launch_layout(layout, budget_gib=budget_gib)
@@ -184,6 +195,7 @@ def memplan_command(
             "model": model_spec, "cluster": cluster_spec, "workload": workload,
             "layout": layout, "framework": framework, "state_layout_name": state_layout,
             "flash_attention": flash_attention, "attention_backend": backend,
+            "layer_spec": layer_spec,
         }  # fmt: skip
         result = memplan(**inputs, stage=stage, budget_gib=budget_gib, time_limit_s=time_limit)
         if emit is not None and directory is not None:

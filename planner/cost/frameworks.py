@@ -140,6 +140,42 @@ def state_layout(name: str) -> StateLayout:
 LayerSpec = Literal["transformer_engine", "local"]
 """Megatron's layer spec: Transformer Engine modules, or megatron-core's local modules
 (``get_gpt_layer_local_spec``), which it falls back to without Transformer Engine."""
+LAYER_SPECS: tuple[str, ...] = ("transformer_engine", "local")
+
+
+def layer_spec_choice(
+    name: str | None,
+    *,
+    framework: Framework,
+    flash_attention: bool,
+    attention_backend: str | None,
+    option: str = "--layer-spec",
+) -> tuple[LayerSpec, bool]:
+    """(layer spec, flash attention) for a user's layer-spec choice ``name`` (None: the
+    default, Transformer Engine, with ``flash_attention`` as given).
+
+    It is Megatron-LM's ``--transformer-impl`` (``TransformerConfig.transformer_impl``), so
+    another framework refuses it. ``local`` attends with megatron-core's unfused
+    ``DotProductAttention`` whatever the attention flags say, so it turns the fused
+    attention off and refuses a fused ``attention_backend``. ``option`` names the flag
+    (``--layer-spec``) or the REST field (``layer_spec``) in the one-line errors.
+    """
+    if name is None:
+        return "transformer_engine", flash_attention
+    if name not in LAYER_SPECS:
+        raise SpecError(f"{option}: unknown '{name}'; known: {', '.join(LAYER_SPECS)}")
+    if framework != "megatron":
+        raise SpecError(
+            f"{option}: Megatron-LM's layer spec (--transformer-impl); {framework} has none"
+        )
+    if name == "local":
+        if attention_backend not in (None, "unfused"):
+            raise SpecError(
+                f"{option} local: Megatron-Core's local spec attends with its unfused "
+                f"DotProductAttention; attention backend {attention_backend} does not apply"
+            )
+        return "local", False
+    return "transformer_engine", flash_attention
 
 
 def implementation(

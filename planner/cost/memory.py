@@ -246,6 +246,7 @@ def _rank_memory(
             vpp=vpp,
             microbatches=ctx.microbatches,
             chunk_bytes=per_microbatch,
+            group=layout.microbatch_group_size_per_vp_stage,
         )
     weights_params, expert_params = _rank_params(ctx, rank, chunks, view)
     weights, grads_full, optimizer = _states(ctx, weights_params, expert_params)

@@ -166,6 +166,7 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
             ),
             backward_s=tuple(s.backward_s + (send if k > 0 else 0.0) for k, s in enumerate(stages)),
             p2p_s=p2p,
+            microbatch_group=layout.microbatch_group_size_per_vp_stage,
         )
 
     simulated = pipeline_times(p2p_s if layout.pp > 1 else 0.0)

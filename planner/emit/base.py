@@ -101,6 +101,9 @@ class EmitInput:
     activation_memory: ActivationMemory | None = None
     """From ``autopar memplan --budget-gib ... --emit``: the recompute/offload setting that
     fits the budget (the layout's recompute fields carry its recomputation)."""
+    layer_spec: str = "transformer_engine"
+    """Megatron's layer spec the plan was predicted with (``local``: megatron-core's local
+    modules, written as ``--transformer-impl local``)."""
 
     @property
     def nodes(self) -> int:
@@ -391,6 +394,7 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             if scattering is None
             else _validated(ScatterSummary, scattering, where="scattering"),
             expandable_saving_gib=_expandable_saving(memory),
+            layer_spec=str(block.get("layer_spec", "transformer_engine")),
         )
     except KeyError as missing:
         where = "the plan" if missing.args == ("config",) else "'config'"

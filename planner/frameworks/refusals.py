@@ -74,6 +74,12 @@ def generic_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]
             + words.get("vpp", f"{name} runs no interleaved (virtual) stages")
         )
     reasons.extend(_uneven_refusals(profile, query))
+    group = layout.microbatch_group_size_per_vp_stage
+    if group is not None and group != layout.pp and profile.name != "megatron":
+        reasons.append(
+            f"microbatch_group_size_per_vp_stage {group}: Megatron-LM's interleaved schedule; "
+            f"{name} runs its micro-batches through each model chunk in groups of pp"
+        )
     if layout.cp > 1 and layout.cp_comm_type not in profile.cp_algorithms_at(query.release):
         reasons.append(_cp_refusal(profile, layout.cp_comm_type, query.release))
     stage = 1 if layout.distributed_optimizer else layout.zero_stage
@@ -115,6 +121,16 @@ def _cp_refusal(profile: FrameworkProfile, algorithm: str, release: str | None) 
 
 def _uneven_refusals(profile: FrameworkProfile, query: LayoutQuery) -> list[str]:
     layout = query.layout
+    accounted = [
+        flag
+        for flag in (
+            "account_for_embedding_in_pipeline_split",
+            "account_for_loss_in_pipeline_split",
+        )
+        if getattr(layout, flag)
+    ]
+    if accounted and profile.name != "megatron":  # Megatron-LM's flags; no other has them
+        return [f"{' and '.join(accounted)}: Megatron-LM's split; {profile.name} has no such flag"]
     if layout.first_stage_layers is None and layout.last_stage_layers is None:
         return []
     if profile.uneven_stages == "none":

@@ -9,7 +9,7 @@ what was mapped to the framework's nearest setting.
 
 from __future__ import annotations
 
-from planner.cost.frameworks import AttentionBackend, Framework, Runtime
+from planner.cost.frameworks import AttentionBackend, Framework, LayerSpec, Runtime
 from planner.emit import ActivationMemory, emit_files
 from planner.errors import SpecError
 from planner.memplan.plan import MemoryPlan
@@ -43,6 +43,7 @@ def launch_files(
     state_layout_name: str | None = None,
     flash_attention: bool = True,
     attention_backend: AttentionBackend | None = None,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> dict[str, str]:
     """File name -> contents of ``emitter``'s launch files with ``result``'s setting.
 
@@ -70,6 +71,7 @@ def launch_files(
         model=model, cluster=cluster, workload=workload, layout=setting.layout(layout),
         framework=framework, state_layout_name=state_layout_name,
         flash_attention=flash_attention, runtime=Runtime(attention_backend=attention_backend),
+        layer_spec=layer_spec,
     )  # fmt: skip
     estimate = assemble(prepared, memory_stages(prepared), time_report(prepared))
     memory = ActivationMemory(

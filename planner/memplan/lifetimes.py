@@ -100,7 +100,9 @@ def stage_trace(prepared: Prepared, *, stage: int) -> StageTrace:
     states = rank_states(ctx, stage)
     chunks = dict(chunk_node_bytes(ctx, stage))
     first_layer = _first_layers(prepared)
-    simulated = min(ctx.microbatches, 2 * pp)
+    group = layout.microbatch_group_size_per_vp_stage if vpp > 1 else None
+    # two groups of micro-batches (Megatron's groups of pp unless told otherwise)
+    simulated = min(ctx.microbatches, 2 * (group or pp))
     build = _Builder()
     for name, size in (
         ("weights", states.weights),
@@ -127,7 +129,7 @@ def stage_trace(prepared: Prepared, *, stage: int) -> StageTrace:
     forward_at: dict[int, tuple[int, int]] = {}
     backward_at: dict[int, tuple[int, int]] = {}
     last_virtual = len(_all_virtual(prepared)) - 1
-    for op in rank_ops(rank=stage, pp=pp, vpp=vpp, microbatches=simulated):
+    for op in rank_ops(rank=stage, pp=pp, vpp=vpp, microbatches=simulated, group=group):
         virtual = op.chunk * pp + stage
         nodes = chunks[virtual]
         if op.phase == "F":

@@ -49,6 +49,7 @@ class JobView(BaseModel):
     overlap_grad_reduce: bool = False
     overlap_param_gather: bool = False
     offload_optimizer_fraction: float = 0.0
+    microbatch_group_size_per_vp_stage: int | None = None
 
     def layout_label(self) -> str:
         """The layout in the words the CLI's plan table uses."""

@@ -45,8 +45,9 @@ def stage_bars(plan: PlanView) -> list[StageBar]:
     for stage in plan.memory.stages:
         reserve = max(0.0, stage.total_gib - stage.allocated_gib)
         in_flight = peak_in_flight(
-            rank=stage.stage, pp=job.pp, vpp=job.vpp or 1, microbatches=job.microbatches
-        )
+            rank=stage.stage, pp=job.pp, vpp=job.vpp or 1, microbatches=job.microbatches,
+            group=job.microbatch_group_size_per_vp_stage,
+        )  # fmt: skip
         bars.append(
             StageBar(
                 stage=stage.stage,

@@ -51,6 +51,7 @@ def plan_timeline(plan: PlanView) -> Timeline | None:
         forward_s=tuple(schedule.forward_s),
         backward_s=tuple(schedule.backward_s),
         p2p_s=schedule.p2p_s,
+        microbatch_group=schedule.microbatch_group,
     )
     simulated = simulate(times)
     ops = simulated.ops

@@ -6,6 +6,9 @@ Glossary (Megatron-LM's terms, which autopar uses throughout):
   dp   data parallel: replicas of the model; ``None`` means "whatever GPUs are left"
   pp   pipeline parallel: layers split into pp stages (outermost ranks)
   vpp  virtual pipeline stages per pipeline rank (interleaved 1F1B); ``None`` = not interleaved
+  microbatch group  consecutive micro-batches the interleaved schedule runs through one
+       model chunk before the next (Megatron-LM's microbatch_group_size_per_vp_stage;
+       ``None`` = pp, depth-first)
   ep   expert parallel: the experts of each MoE layer spread over ep GPUs, carved out of
        the dp x cp x tp ranks ("MoE parallel folding"), so ep does not multiply the world size
   etp  tensor parallel inside the expert MLPs (Megatron default: tp)
@@ -91,6 +94,12 @@ class ParallelConfig(Spec):
         description="count the output layer and loss as one layer when splitting "
         "(Megatron-LM --account-for-loss-in-pipeline-split)",
     )
+    microbatch_group_size_per_vp_stage: PositiveInt | None = Field(
+        default=None,
+        description="interleaved schedule: consecutive micro-batches run through one model "
+        "chunk before the next; None = pp (Megatron-LM "
+        "--microbatch-group-size-per-virtual-pipeline-stage)",
+    )
 
     @model_validator(mode="after")
     def _check_own_rules(self) -> ParallelConfig:
@@ -170,6 +179,18 @@ def own_rule_violations(layout: ParallelConfig) -> list[LayoutViolation]:
         )
     if layout.vpp is not None and layout.vpp > 1 and layout.pp == 1:
         broken(Rule.VPP_NEEDS_PP, "vpp > 1 requires pp > 1")
+    group = layout.microbatch_group_size_per_vp_stage
+    if group is not None and not layout.interleaved:
+        broken(
+            Rule.MICROBATCH_GROUP_NEEDS_INTERLEAVING,
+            f"microbatch_group_size_per_vp_stage ({group}) applies only to the interleaved "
+            "schedule (vpp > 1)",
+        )
+    elif group is not None and group < layout.pp:
+        broken(
+            Rule.MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES,
+            f"microbatch_group_size_per_vp_stage ({group}) must be at least pp ({layout.pp})",
+        )
     if layout.pipeline_schedule == "gpipe" and layout.interleaved:
         broken(
             Rule.GPIPE_NOT_INTERLEAVED,
@@ -405,7 +426,24 @@ def layout_violations(
             f"({max(groups // t, 1)}) must be divisible by the a2a group ({a2a})",
         )
     problems.extend(_split_violations(model, layout))
-    if layout.interleaved:
+    group = layout.microbatch_group_size_per_vp_stage
+    if layout.interleaved and group is not None:
+        microbatches = workload.sequences_per_step // (layout.mbs * layout.dp)
+        last = microbatches % group
+        if group > microbatches:
+            broken(
+                Rule.MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES,
+                f"microbatch_group_size_per_vp_stage ({group}) must be at most the "
+                f"micro-batches per step ({microbatches})",
+            )
+        elif 0 < last < layout.pp:
+            broken(
+                Rule.MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES,
+                f"microbatch_group_size_per_vp_stage ({group}) leaves a last group of "
+                f"{microbatches} mod {group} = {last} micro-batches; Megatron-LM needs it "
+                f"empty or at least pp ({layout.pp})",
+            )
+    elif layout.interleaved:
         microbatches = workload.sequences_per_step // (layout.mbs * layout.dp)
         if microbatches < layout.pp or microbatches % layout.pp != 0:
             broken(

@@ -171,6 +171,19 @@ class Rule(Enum):
             "forward_backward_pipelining_with_interleaving",
         ),
     )
+    MICROBATCH_GROUP_NEEDS_INTERLEAVING = RuleInfo(
+        "a micro-batch group size only with interleaved stages",
+        None,
+        origin="Megatron-LM reads microbatch_group_size_per_vp_stage only in the interleaved "
+        "schedule; set without vpp > 1 it would change nothing, so autopar refuses it",
+    )
+    MICROBATCH_GROUP_WITHIN_PP_AND_MICROBATCHES = RuleInfo(
+        "a micro-batch group size from pp to the micro-batches, its last group none or at least pp",
+        _megatron(
+            "megatron/core/pipeline_parallel/schedules.py",
+            "forward_backward_pipelining_with_interleaving",
+        ),
+    )
     BATCH_DIVISIBLE = RuleInfo(
         "global batch divisible by mbs x dp",
         _megatron(

@@ -185,3 +185,89 @@ def test_a_cp_algorithm_the_framework_or_rule_refuses_is_a_problem(
 ) -> None:
     body = assert_problem(client.post("/v1/estimate", json={**CP, **fields}), 422, "invalid-spec")
     assert field in body["detail"]
+
+
+def test_the_local_layer_spec_is_exactly_the_cli_json(client, run_cli) -> None:
+    body = {**PIPELINED, "layer_spec": "local"}
+    response = client.post("/v1/estimate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["config"]["layer_spec"] == "local"
+    cli = run_cli("estimate", *CLI, "--layer-spec", "local", "--json")
+    assert cli.exit_code == 0, cli.stderr
+    assert response.json() == json.loads(cli.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind", "needle"),
+    [
+        ({"layer_spec": "te"}, "invalid-request", None),
+        ({"layer_spec": "local", "framework": "deepspeed"}, "invalid-spec", "deepspeed has none"),
+        ({"layer_spec": "local", "attention_backend": "cudnn"}, "invalid-spec", "cudnn"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/estimate", "/v1/memory-plans"])
+def test_a_layer_spec_the_run_cannot_take_is_a_422(client, path, extra, kind, needle) -> None:
+    body = assert_problem(client.post(path, json={**PIPELINED, **extra}), 422, kind)
+    if needle is None:
+        assert any(item["field"].endswith("layer_spec") for item in body["errors"]), body
+    else:
+        assert "layer_spec" in body["detail"] and needle in body["detail"], body
+
+
+GROUPED = {**SMALL_ESTIMATE, "seq_len": 2048, "global_batch": 16, "pp": 4, "vpp": 2}
+"""16 micro-batches on 4 ranks x 2 chunks."""
+GROUP = "microbatch_group_size_per_virtual_pipeline_stage"
+
+
+def test_the_microbatch_group_is_exactly_the_cli_json(client, run_cli) -> None:
+    response = client.post("/v1/estimate", json={**GROUPED, GROUP: 8})
+    assert response.status_code == 200, response.text
+    cli = run_cli(
+        "estimate", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "2048", "--global-batch", "16", "--tp", "2", "--pp", "4", "--vpp", "2",
+        "--microbatch-group-size-per-virtual-pipeline-stage", "8", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    assert response.json() == json.loads(cli.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [
+        ({GROUP: 0}, "invalid-request"),
+        ({GROUP: 7}, "invalid-spec"),  # 16 mod 7 = 2 < pp
+        ({GROUP: 8, "framework": "deepspeed"}, "invalid-spec"),
+    ],
+)
+def test_a_microbatch_group_megatron_refuses_is_a_422(client, extra, kind) -> None:
+    body = assert_problem(client.post("/v1/estimate", json={**GROUPED, **extra}), 422, kind)
+    if kind == "invalid-request":
+        assert any(item["field"].endswith(GROUP) for item in body["errors"]), body
+    else:
+        assert "microbatch_group_size" in body["detail"], body
+
+
+def test_a_memory_plan_job_runs_the_layer_spec_and_the_group(run_cli) -> None:
+    """The job's canonical inputs carry both (only when given) and its worker runs them."""
+    from api.memory_jobs import MemoryPlanRequest, memory_plan_inputs, run_memory_plan
+
+    body = {**GROUPED, "stage": 0, "time_limit": 1, "layer_spec": "local", GROUP: 8}
+    inputs, stages = memory_plan_inputs(
+        MemoryPlanRequest.model_validate(body), None, max_time_limit_s=1.0
+    )
+    assert stages == 1 and inputs["layer_spec"] == "local" and inputs["flash_attention"] is False
+    assert inputs["layout"]["microbatch_group_size_per_vp_stage"] == 8
+    plain, _ = memory_plan_inputs(
+        MemoryPlanRequest.model_validate({**GROUPED, "stage": 0}), None, max_time_limit_s=1.0
+    )
+    assert "layer_spec" not in plain  # a request without them hashes as before
+    assert "microbatch_group_size_per_vp_stage" not in plain["layout"]
+    cli = run_cli(
+        "memplan", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "2048", "--global-batch", "16", "--tp", "2", "--pp", "4", "--vpp", "2",
+        "--stage", "0", "--time-limit", "0.5", "--layer-spec", "local",
+        "--microbatch-group-size-per-virtual-pipeline-stage", "8", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    peaks = run_memory_plan(inputs)["stages"][0]["peaks"]
+    assert peaks["live_gib"] == json.loads(cli.stdout)["stages"][0]["peaks"]["live_gib"]

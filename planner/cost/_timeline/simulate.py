@@ -10,7 +10,10 @@ on the schedule's size and shape:
 - small schedules: the walk in one pass (``one_pass``), where it is cheaper than skipping
   (``one_pass_is_cheaper``);
 - long steady states: the walk, jumping over the cycles that grow linearly (``skip``);
-- otherwise the walk itself, in one pass where the schedule is small enough to record.
+- otherwise the walk itself, in one pass where the schedule is small enough to record;
+- a micro-batch group other than pp (Megatron-LM's
+  ``--microbatch-group-size-per-virtual-pipeline-stage``): the walk itself (the faster
+  paths know the default order's cycles only).
 
 Bubble, two ways (both relative to the busiest rank, which sets the ideal step):
 
@@ -72,7 +75,8 @@ class PipelineTimeline:
     def end_s(self) -> tuple[tuple[float, ...], ...]:
         """When each op ends, laid out like ``start_s`` (start plus duration, as simulated)."""
         durations = self.times.forward_s + self.times.backward_s
-        compiled = compile_schedule(self.times.pp, self.times.vpp, self.times.microbatches)
+        times = self.times
+        compiled = compile_schedule(times.pp, times.vpp, times.microbatches, times.microbatch_group)
         m = self.times.microbatches
         return tuple(
             tuple(start + durations[op // m] for start, op in zip(starts, ids, strict=True))
@@ -85,7 +89,9 @@ class PipelineTimeline:
         pp, vpp, m = self.times.pp, self.times.vpp, self.times.microbatches
         records = []
         for rank in range(pp):
-            order = rank_ops(rank=rank, pp=pp, vpp=vpp, microbatches=m)
+            order = rank_ops(
+                rank=rank, pp=pp, vpp=vpp, microbatches=m, group=self.times.microbatch_group
+            )
             timed = zip(order, self.start_s[rank], self.end_s[rank], strict=True)
             for op, start, end in timed:
                 stage = op.chunk * pp + rank
@@ -95,6 +101,9 @@ class PipelineTimeline:
 
 def finish_times(times: PipelineTimes) -> list[float]:
     """Each rank's end, by the path the module docstring describes (pp > 1)."""
+    if times.microbatch_group is not None:  # the faster paths know the default groups only
+        compiled = compile_schedule(times.pp, times.vpp, times.microbatches, times.microbatch_group)
+        return Run(times, compiled).finish()
     compiled = compile_schedule(times.pp, times.vpp, times.microbatches)
     shape = cycles.shape_of(times.pp, times.vpp, times.microbatches)
     ops = sum(len(ids) for ids in compiled.ids)
@@ -139,7 +148,7 @@ def one_pass_is_cheaper(compiled: Compiled, shape: cycles.Shape | None, ops: int
 def busy_times(times: PipelineTimes) -> tuple[float, ...]:
     """Each rank's op durations summed one by one in execution order (``np.cumsum``
     accumulates sequentially, so these are the walk's sums)."""
-    compiled = compile_schedule(times.pp, times.vpp, times.microbatches)
+    compiled = compile_schedule(times.pp, times.vpp, times.microbatches, times.microbatch_group)
     durations = np.asarray(times.forward_s + times.backward_s, dtype=np.float64)
     m = times.microbatches
     return tuple(float(np.cumsum(durations[ids // m])[-1]) for ids, _ in compiled.tables)

@@ -44,7 +44,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from planner.cost.schedule import Phase, rank_op_arrays
+from planner.cost.schedule import Phase, check_groups, rank_op_arrays
 
 NUMPY_OPS = 2048
 """From this many ops, per-rank duration lists are gathered with numpy."""
@@ -57,7 +57,8 @@ class PipelineTimes:
     ``forward_s[k]`` and ``backward_s[k]`` are the times of one micro-batch's forward and
     backward through virtual stage k = chunk·pp + rank (pp·vpp entries each), in seconds.
     ``p2p_s`` is one point-to-point transfer between consecutive virtual stages (the
-    activation forward or its gradient backward).
+    activation forward or its gradient backward). ``microbatch_group``: the interleaved
+    schedule's micro-batch group (``schedule.rank_ops``'s ``group``; None: pp).
     """
 
     pp: int
@@ -66,6 +67,7 @@ class PipelineTimes:
     forward_s: tuple[float, ...]
     backward_s: tuple[float, ...]
     p2p_s: float = 0.0
+    microbatch_group: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("pp", "vpp", "microbatches"):
@@ -95,12 +97,11 @@ class PipelineTimes:
         if not (math.isfinite(p2p) and p2p >= 0):
             raise ValueError(f"p2p_s = {p2p}: a transfer time must be finite and ≥ 0")
         object.__setattr__(self, "p2p_s", p2p)
-        if self.vpp > 1 and self.microbatches % self.pp != 0:
-            raise ValueError(
-                f"the interleaved schedule runs micro-batches in groups of pp: "
-                f"{self.microbatches} micro-batches are not a multiple of pp ({self.pp}), "
-                "which Megatron-LM's interleaved schedule requires"
-            )
+        group = self.microbatch_group
+        if self.vpp == 1 or group == self.pp:  # the default order: one shape, one cache
+            group = None
+        object.__setattr__(self, "microbatch_group", group)
+        check_groups(pp=self.pp, vpp=self.vpp, microbatches=self.microbatches, group=group)
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,15 @@ class Compiled:
 
 
 @lru_cache(maxsize=256)
-def compile_schedule(pp: int, vpp: int, microbatches: int) -> Compiled:
-    """The op tables of a (pp, vpp, microbatches) shape (``Compiled``), cached."""
+def compile_schedule(pp: int, vpp: int, microbatches: int, group: int | None = None) -> Compiled:
+    """The op tables of a (pp, vpp, microbatches[, micro-batch group]) shape
+    (``Compiled``), cached."""
     stages, m = pp * vpp, microbatches
     last = stages - 1
     tables = []
     for rank in range(pp):
         backward, microbatch, chunk = rank_op_arrays(
-            rank=rank, pp=pp, vpp=vpp, microbatches=microbatches
+            rank=rank, pp=pp, vpp=vpp, microbatches=microbatches, group=group
         )
         stage = chunk * pp + rank
         ids = (backward * stages + stage) * m + microbatch
@@ -159,7 +161,7 @@ def compile_schedule(pp: int, vpp: int, microbatches: int) -> Compiled:
 def walk(times: PipelineTimes) -> tuple[list[list[float]], list[float]]:
     """Every op, in order (the module docstring's walk): start times and each rank's end."""
     pp, vpp, m = times.pp, times.vpp, times.microbatches
-    compiled = compile_schedule(pp, vpp, m)
+    compiled = compile_schedule(pp, vpp, m, times.microbatch_group)
     durations = times.forward_s + times.backward_s
     # consecutive virtual stages sit on different ranks unless pp = 1
     lag = times.p2p_s if pp > 1 else 0.0

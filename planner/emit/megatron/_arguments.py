@@ -92,6 +92,11 @@ def _model_items(plan: EmitInput) -> list[Item]:
         "own size)",
     ))  # fmt: skip
     items += _moe_items(model)
+    if plan.layer_spec == "local":
+        items.append((
+            "--transformer-impl", ("local",),
+            "megatron-core's local layer spec, as predicted (unfused attention, torch norms)",
+        ))  # fmt: skip
     if model.mtp_layers:
         items.append(("--mtp-num-layers", (str(model.mtp_layers),), ""))
     items += [
@@ -156,6 +161,12 @@ def _parallel_items(plan: EmitInput) -> list[Item]:
         items.append(("--expert-tensor-parallel-size", (str(layout.expert_tp),), ""))
     if layout.interleaved:
         items.append(("--num-virtual-stages-per-pipeline-rank", (str(layout.vpp),), ""))
+    group = layout.microbatch_group_size_per_vp_stage
+    if layout.interleaved and group is not None:
+        items.append((
+            "--microbatch-group-size-per-virtual-pipeline-stage", (str(group),),
+            f"micro-batches per model chunk in turn (Megatron's default: pp = {layout.pp})",
+        ))  # fmt: skip
     if layout.first_stage_layers is not None or layout.last_stage_layers is not None:
         counts = stage_layer_counts(plan.model, layout)
         note = "uneven split, layers per stage: " + " ".join(map(str, counts))

@@ -61,7 +61,8 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
     **_flags("int", _PARALLEL, "tensor-model-parallel-size pipeline-model-parallel-size "
              "context-parallel-size expert-model-parallel-size expert-tensor-parallel-size "
              "num-virtual-stages-per-pipeline-rank decoder-first-pipeline-num-layers "
-             "decoder-last-pipeline-num-layers"),
+             "decoder-last-pipeline-num-layers "
+             "microbatch-group-size-per-virtual-pipeline-stage"),
     **_flags("str", _PARALLEL + _CP_SPELLING, "cp-comm-type",
              ("p2p", "all_gather", "a2a", "a2a+p2p")),
     # ModelParallelConfig.hierarchical_context_parallel_sizes (list[int]: nargs "+"): the
@@ -107,6 +108,8 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
     # hidden_dropout, attention_dropout) turned into flags by ArgumentGroupFactory
     **_flags("switch", _CONFIG, "moe-shared-expert-gate"),
     **_flags("float", _CONFIG, "moe-expert-capacity-factor hidden-dropout attention-dropout"),
+    # TransformerConfig.transformer_impl: the layer spec (local = megatron-core's modules)
+    **_flags("str", _CONFIG, "transformer-impl", ("local", "transformer_engine")),
     **_flags("switch", _PRECISION, "bf16 fp16"),
     **_flags("str", _PRECISION, "fp8-format", ("e4m3", "hybrid")),
     **_flags("str", _ARGS + "_add_data_args", "data-path"),

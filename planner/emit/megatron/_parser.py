@@ -196,6 +196,9 @@ def _layout(given: dict[str, tuple[str, ...]]) -> ParallelConfig:
             "--account-for-embedding-in-pipeline-split" in given
         ),
         account_for_loss_in_pipeline_split="--account-for-loss-in-pipeline-split" in given,
+        microbatch_group_size_per_vp_stage=value(
+            "--microbatch-group-size-per-virtual-pipeline-stage"
+        ),
     )  # fmt: skip
 
 
