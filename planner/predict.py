@@ -268,7 +268,13 @@ def prepare(
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
-    reserve = memory_reserve(cluster.gpu, layout=resolved, framework=framework)
+    reserve = memory_reserve(
+        cluster.gpu,
+        layout=resolved,
+        framework=framework,
+        fused_attention=impl.flash_attention,
+        expandable_segments=runtime.expandable_segments,
+    )
     plain_ddp = (
         profile.allocator_pattern == "ddp-buckets" and resolved.dp > 1 and resolved.zero_stage == 0
     )

@@ -44,6 +44,7 @@ from planner.cli.layout_options import (
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
+    ExpandableSegmentsOption,
     FirstStageLayersOption,
     FlashAttentionOption,
     HierarchicalCpSizesOption,
@@ -168,6 +169,7 @@ def estimate_command(
     flash_attention: FlashAttentionOption = True,
     attention_backend: AttentionBackendOption = None,
     ddp_bucket_view: DdpBucketViewOption = None,
+    expandable_segments: ExpandableSegmentsOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -267,6 +269,7 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         runtime=Runtime(
             attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
+            expandable_segments=bool(values["expandable_segments"]),
         ),
     )
 
@@ -380,6 +383,9 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         config.runtime,
         attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
+        expandable_segments=overrides.take(
+            "expandable_segments", config.runtime.expandable_segments
+        ),
     )
     return Setup(
         model=model_spec,

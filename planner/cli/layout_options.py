@@ -126,6 +126,16 @@ DdpBucketViewOption = Annotated[
         show_default=False,
     ),
 ]
+ExpandableSegmentsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--expandable-segments/--no-expandable-segments",
+        help="The launch sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: the reserve "
+        "uses the fragmentation share measured with it (Megatron-Core steps), not the "
+        "default allocator's. [default: off]",
+        show_default=False,
+    ),
+]
 FlashAttentionOption = Annotated[
     bool,
     typer.Option(

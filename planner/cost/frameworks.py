@@ -108,6 +108,11 @@ class Runtime:
     micro-batch until the step returns (``torch.distributed.pipelining`` merges them into
     the step's return value).
 
+    ``expandable_segments``: the launch sets ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``
+    (PyTorch's caching allocator then grows one mapped segment per stream instead of
+    opening fixed ones); it changes no allocated byte, only the fragmentation share of the
+    reserve (``cost.reserve``), where it is measured.
+
     ``loop_keeps_logits``: the training loop holds the model's output (the logits, in the
     activation dtype) in a variable through the backward (``logits = model(x); loss =
     F.cross_entropy(logits.float(), y); loss.backward()``); torchtitan deletes it before
@@ -123,6 +128,7 @@ class Runtime:
     reshard_after_forward: bool = True
     pipeline_keeps_outputs: bool = False
     loop_keeps_logits: bool = False
+    expandable_segments: bool = False
 
 
 DEFAULT_RUNTIME = Runtime()
