@@ -169,7 +169,10 @@ class EstimateCall:
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
             "flash_attention": self.body.flash_attention,
-            "runtime": Runtime(attention_backend=self.body.attention_backend),
+            "runtime": Runtime(
+                attention_backend=self.body.attention_backend,
+                expandable_segments=self.body.expandable_segments,
+            ),
         }
         if not self.body.memplan:
             return estimate(**inputs)

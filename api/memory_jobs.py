@@ -83,6 +83,8 @@ def memory_plan_inputs(
     }
     if body.attention_backend is not None:  # absent unless given: older hashes stay valid
         inputs["attention_backend"] = body.attention_backend
+    if body.expandable_segments:  # likewise
+        inputs["expandable_segments"] = True
     stages = 1 if body.stage is not None else layout.pp
     return json.loads(json.dumps(inputs)), stages
 
@@ -101,6 +103,7 @@ def run_memory_plan(inputs: dict[str, Any]) -> dict[str, Any]:
         state_layout_name=inputs["state_layout"],
         flash_attention=inputs["flash_attention"],
         attention_backend=inputs.get("attention_backend"),
+        expandable_segments=inputs.get("expandable_segments", False),
         stage=inputs["stage"],
         budget_gib=inputs["budget_gib"],
         time_limit_s=max(0.1, 0.8 * inputs["time_limit_s"] / calls),

@@ -152,6 +152,11 @@ class EstimateRequest(WorkloadRequest):
     )
     state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
     flash_attention: bool = True
+    expandable_segments: bool = Field(
+        default=False,
+        description="the launch sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+        "(--expandable-segments): Megatron's fragmentation share is the one measured with it",
+    )
     memplan: bool = Field(
         default=False,
         description=(
