@@ -172,6 +172,7 @@ class EstimateCall:
             "runtime": Runtime(
                 attention_backend=self.body.attention_backend,
                 expandable_segments=self.body.expandable_segments,
+                grad_reduce_in_bf16=self.body.grad_reduce_in_bf16,
             ),
         }
         if not self.body.memplan:

@@ -8,7 +8,7 @@ what ``autopar estimate --json`` prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -257,6 +257,13 @@ def prepare(
             vpp=resolved.vpp or 1,
         )
     states = state_layout(state_layout_name or profile.state_layout)
+    if runtime.grad_reduce_in_bf16:
+        if profile.allocator_pattern != "contiguous-grad-buffer":
+            raise SpecError(
+                f"--grad-reduce-in-bf16: {framework} has no contiguous gradient buffer "
+                "(Megatron-LM's option)"
+            )
+        states = replace(states, grad_bytes=2)
     impl = implementation(
         framework=framework,
         layout=states,

@@ -47,6 +47,7 @@ from planner.cli.layout_options import (
     ExpandableSegmentsOption,
     FirstStageLayersOption,
     FlashAttentionOption,
+    GradReduceInBf16Option,
     HierarchicalCpSizesOption,
     LastStageLayersOption,
     MbsOption,
@@ -170,6 +171,7 @@ def estimate_command(
     attention_backend: AttentionBackendOption = None,
     ddp_bucket_view: DdpBucketViewOption = None,
     expandable_segments: ExpandableSegmentsOption = None,
+    grad_reduce_in_bf16: GradReduceInBf16Option = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -270,6 +272,7 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
             attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
             expandable_segments=bool(values["expandable_segments"]),
+            grad_reduce_in_bf16=bool(values["grad_reduce_in_bf16"]),
         ),
     )
 
@@ -385,6 +388,9 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
         expandable_segments=overrides.take(
             "expandable_segments", config.runtime.expandable_segments
+        ),
+        grad_reduce_in_bf16=overrides.take(
+            "grad_reduce_in_bf16", config.runtime.grad_reduce_in_bf16
         ),
     )
     return Setup(

@@ -136,6 +136,16 @@ ExpandableSegmentsOption = Annotated[
         show_default=False,
     ),
 ]
+GradReduceInBf16Option = Annotated[
+    bool | None,
+    typer.Option(
+        "--grad-reduce-in-bf16/--no-grad-reduce-in-bf16",
+        help="Megatron-LM's --grad-reduce-in-bf16 (NeMo: grad_reduce_in_fp32=False): the "
+        "contiguous gradient buffer in bf16, 2 bytes per parameter instead of fp32's 4. "
+        "[default: off]",
+        show_default=False,
+    ),
+]
 FlashAttentionOption = Annotated[
     bool,
     typer.Option(

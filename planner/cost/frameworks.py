@@ -129,6 +129,11 @@ class Runtime:
     pipeline_keeps_outputs: bool = False
     loop_keeps_logits: bool = False
     expandable_segments: bool = False
+    grad_reduce_in_bf16: bool = False
+    """Megatron-LM's ``--grad-reduce-in-bf16`` (NeMo's ``grad_reduce_in_fp32=False``, which
+    NeMo's FP8 recipes set): the contiguous gradient buffer, and so its reduce-scatter, is
+    bf16 (2 bytes per parameter instead of the fp32 ``main_grad`` Megatron-LM keeps by
+    default for bf16 training). Only frameworks with that buffer (``contiguous-grad-buffer``)."""
 
 
 DEFAULT_RUNTIME = Runtime()

@@ -102,6 +102,9 @@ class EmitInput:
     """The plan's ``config.runtime.expandable_segments`` (``autopar estimate
     --expandable-segments``): its memory verdict counts the fragmentation share measured
     with expandable segments, so the launch scripts must set them."""
+    grad_reduce_in_bf16: bool = False
+    """The plan's ``config.runtime.grad_reduce_in_bf16``: a bf16 gradient buffer
+    (Megatron-LM's ``--grad-reduce-in-bf16``)."""
     activation_memory: ActivationMemory | None = None
     """From ``autopar memplan --budget-gib ... --emit``: the recompute/offload setting that
     fits the budget (the layout's recompute fields carry its recomputation)."""
@@ -312,14 +315,14 @@ def _expandable_saving(memory: dict[str, Any]) -> float | None:
     return saving if saving > 0 else None
 
 
-def _assumes_expandable_segments(config: dict[str, Any]) -> bool:
-    """``config.runtime.expandable_segments`` of a plan (False where absent: older plans)."""
+def _runtime_switch(config: dict[str, Any], name: str) -> bool:
+    """``config.runtime.<name>`` of a plan (False where absent: older plans)."""
     runtime = config.get("runtime")
     if runtime is None:
         return False
-    value = _json_object(runtime, where="config.runtime").get("expandable_segments", False)
+    value = _json_object(runtime, where="config.runtime").get(name, False)
     if not isinstance(value, bool):
-        raise EmitError("plan file: config.runtime.expandable_segments must be true or false")
+        raise EmitError(f"plan file: config.runtime.{name} must be true or false")
     return value
 
 
@@ -413,7 +416,8 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             if scattering is None
             else _validated(ScatterSummary, scattering, where="scattering"),
             expandable_saving_gib=_expandable_saving(memory),
-            expandable_segments=_assumes_expandable_segments(block),
+            expandable_segments=_runtime_switch(block, "expandable_segments"),
+            grad_reduce_in_bf16=_runtime_switch(block, "grad_reduce_in_bf16"),
         )
     except KeyError as missing:
         where = "the plan" if missing.args == ("config",) else "'config'"

@@ -95,3 +95,10 @@ def test_a_verdict_that_assumed_expandable_segments_exports_them() -> None:
     data["config"]["runtime"]["expandable_segments"] = "yes"
     with pytest.raises(EmitError, match="expandable_segments"):
         emit_input_from_estimate(data)
+
+
+def test_a_bf16_gradient_buffer_is_emitted_as_megatron_names_it() -> None:
+    data = copy.deepcopy(_plan("llama-3.1-70b-64xh100", None))
+    assert "--grad-reduce-in-bf16" not in emit_files(data, format="megatron")["megatron_args.txt"]
+    data["config"].setdefault("runtime", {})["grad_reduce_in_bf16"] = True
+    assert "--grad-reduce-in-bf16" in emit_files(data, format="megatron")["megatron_args.txt"]
