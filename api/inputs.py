@@ -179,7 +179,11 @@ class EstimateCall:
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
             "flash_attention": self.flash_attention,
-            "runtime": Runtime(attention_backend=self.body.attention_backend),
+            "runtime": Runtime(
+                attention_backend=self.body.attention_backend,
+                expandable_segments=self.body.expandable_segments,
+                grad_reduce_in_bf16=self.body.grad_reduce_in_bf16,
+            ),
             "layer_spec": self.layer_spec,
         }
         if not self.body.memplan:

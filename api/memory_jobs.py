@@ -85,6 +85,8 @@ def memory_plan_inputs(
         inputs["attention_backend"] = body.attention_backend
     if body.layer_spec is not None:  # likewise
         inputs["layer_spec"] = call.layer_spec
+    if body.expandable_segments:  # likewise
+        inputs["expandable_segments"] = True
     stages = 1 if body.stage is not None else layout.pp
     return json.loads(json.dumps(inputs)), stages
 
@@ -104,6 +106,7 @@ def run_memory_plan(inputs: dict[str, Any]) -> dict[str, Any]:
         flash_attention=inputs["flash_attention"],
         attention_backend=inputs.get("attention_backend"),
         layer_spec=inputs.get("layer_spec", "transformer_engine"),
+        expandable_segments=inputs.get("expandable_segments", False),
         stage=inputs["stage"],
         budget_gib=inputs["budget_gib"],
         time_limit_s=max(0.1, 0.8 * inputs["time_limit_s"] / calls),

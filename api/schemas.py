@@ -163,6 +163,15 @@ class EstimateRequest(WorkloadRequest):
         "transformer_engine (default) or local (Megatron-Core's unfused attention with an "
         "fp32 softmax; turns flash_attention off); megatron only",
     )
+    expandable_segments: bool = Field(
+        default=False,
+        description="the launch sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+        "(--expandable-segments): Megatron's fragmentation share is the one measured with it",
+    )
+    grad_reduce_in_bf16: bool = Field(
+        default=False,
+        description="Megatron-LM's --grad-reduce-in-bf16: the gradient buffer in bf16",
+    )
     memplan: bool = Field(
         default=False,
         description=(

@@ -8,7 +8,7 @@ what ``autopar estimate --json`` prints.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -262,6 +262,13 @@ def prepare(
     if layer_spec == "local":
         _check_local_spec(resolved, precision=workload.precision)
     states = state_layout(state_layout_name or profile.state_layout)
+    if runtime.grad_reduce_in_bf16:
+        if profile.allocator_pattern != "contiguous-grad-buffer":
+            raise SpecError(
+                f"--grad-reduce-in-bf16: {framework} has no contiguous gradient buffer "
+                "(Megatron-LM's option)"
+            )
+        states = replace(states, grad_bytes=2)
     impl = implementation(
         framework=framework,
         layout=states,
@@ -273,7 +280,13 @@ def prepare(
     graph = build_graph(model, seq_len=workload.seq_len, implementation=impl)
     assert resolved.dp is not None
     microbatches = workload.sequences_per_step // (resolved.mbs * resolved.dp)
-    reserve = memory_reserve(cluster.gpu, layout=resolved, framework=framework)
+    reserve = memory_reserve(
+        cluster.gpu,
+        layout=resolved,
+        framework=framework,
+        fused_attention=impl.flash_attention,
+        expandable_segments=runtime.expandable_segments,
+    )
     plain_ddp = (
         profile.allocator_pattern == "ddp-buckets" and resolved.dp > 1 and resolved.zero_stage == 0
     )

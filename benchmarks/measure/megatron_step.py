@@ -48,6 +48,19 @@ at the first micro-batch's loss minus at its forward's start, in the last timed 
 Between runs everything is freed, megatron's global memory buffer (the persistent
 ``baddbmm`` input of the unfused attention) included, so each run starts from nothing.
 
+Fused attention (``--core-attention sdpa``, ``--sweep megatron-fused``): the same local
+spec with its ``core_attention`` submodule replaced by ``SdpaCoreAttention``, a module
+calling ``torch.nn.functional.scaled_dot_product_attention`` with the flash backend only
+(causal, grouped-query heads passed as they are through ``enable_gqa``, no K/V repeat).
+This is a ModuleSpec substitution megatron-core supports (the spec names the class the
+layer builds); it reproduces the allocation pattern of a fused attention kernel
+(Transformer Engine's ``TEDotProductAttention`` runs the same flash/cuDNN kind of kernel):
+no ``b x heads x s x s`` score tensor, no global memory buffer, and the kernel's output
+and log-sum-exp (fp32, ``b x heads x s``) saved for backward. The record says
+``config.core_attention`` (``"local"`` or ``"sdpa"``) and, at its top level, the
+allocator settings the process ran with (``alloc_conf``, ``expandable_segments``), so
+one sweep runs once per ``PYTORCH_CUDA_ALLOC_CONF`` (the allocator reads it once).
+
 Needs torch and megatron-core (and a GPU for the measurement); imports nothing from
 autopar. ``--device cpu`` builds the model and optimizer of the ``tiny`` preset as far as
 megatron-core allows without CUDA, to catch API errors.
@@ -99,6 +112,20 @@ run (other head sizes and GQA ratios, rows of 1024 to 8192, micro-batches of 1 t
 measured after the time model was written, to check it on runs it never saw. The
 qwen-1.5b shape runs with untied output weights (``build`` never shares them)."""
 
+FUSED_SWEEP: tuple[tuple[str, int, int, int, str], ...] = (
+    *(
+        (preset, seq, 1, accum, recompute)
+        for preset in ("llama-1b", "llama-3b")
+        for seq, accum in ((4096, 2), (8192, 1))
+        for recompute in ("none", "full")
+    ),
+    ("llama-1b", 4096, 1, 2, "selective"),
+    ("llama-3b", 8192, 1, 1, "selective"),
+)
+"""``--sweep megatron-fused`` (``core_attention="sdpa"``): the Llama-3.2-1B and 3B shapes
+at 4096 and 8192 tokens, micro-batch 1, recompute none and full, and selective for two of
+them; run once with the default allocator and once with ``expandable_segments:True``."""
+
 LR, WEIGHT_DECAY, CLIP_GRAD = 1e-4, 0.1, 1.0
 
 
@@ -125,6 +152,9 @@ class MegatronRun:
     shape: LlamaConfig | None = None
     """The model shape; None: the preset's (with ``seq_len`` replaced)."""
     moe: MoeShape | None = None
+    core_attention: str = "local"
+    """``"local"``: megatron's unfused ``DotProductAttention``; ``"sdpa"``:
+    ``SdpaCoreAttention``."""
 
     @property
     def timed_steps(self) -> int:
@@ -225,12 +255,68 @@ def _without_transformer_engine() -> None:
         moe_utils.te_general_gemm = None
 
 
+class SdpaCoreAttention(torch.nn.Module):
+    """A megatron-core core attention (the local ``DotProductAttention``'s constructor and
+    forward signature) computed by torch's fused ``scaled_dot_product_attention``, flash
+    backend only, causal. Query ``[s, b, heads, d]``, key and value ``[s, b, groups, d]``;
+    returns ``[s, b, heads * d]`` as megatron's core attentions do."""
+
+    gqa_path: str = "enable_gqa"
+    """How grouped-query heads reached the kernel; ``"repeated"`` if this torch's flash
+    backend refused ``enable_gqa`` and K/V were repeated to every query head instead."""
+
+    def __init__(self, config: Any, layer_number: int, attn_mask_type: Any, attention_type: str,
+                 attention_dropout: float | None = None, softmax_scale: float | None = None,
+                 cp_comm_type: str | None = None, pg_collection: Any = None) -> None:  # fmt: skip
+        super().__init__()
+        self.config = config
+        self.softmax_scale = softmax_scale
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: Any, attn_mask_type: Any = None, attention_bias: Any = None,
+                packed_seq_params: Any = None) -> torch.Tensor:  # fmt: skip
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        assert attention_bias is None and packed_seq_params is None
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # [b, heads, s, d]
+        groups = q.size(1) // k.size(1)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            if groups > 1 and SdpaCoreAttention.gqa_path == "enable_gqa":
+                try:
+                    out = torch.nn.functional.scaled_dot_product_attention(
+                        q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=True
+                    )
+                except RuntimeError:
+                    SdpaCoreAttention.gqa_path = "repeated"
+            if groups == 1 or SdpaCoreAttention.gqa_path == "repeated":
+                if groups > 1:
+                    k = k.repeat_interleave(groups, dim=1)
+                    v = v.repeat_interleave(groups, dim=1)
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, is_causal=True, scale=self.softmax_scale
+                )
+        return out.permute(2, 0, 1, 3).reshape(out.size(2), out.size(0), -1)
+
+
+def layer_spec(run: MegatronRun) -> Any:
+    """The local layer spec, with ``SdpaCoreAttention`` as core attention for ``"sdpa"``."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    spec = get_gpt_layer_local_spec(
+        num_experts=run.moe.experts if run.moe else None,
+        moe_grouped_gemm=False,
+        normalization="RMSNorm",
+    )
+    if run.core_attention == "sdpa":
+        spec.submodules.self_attention.submodules.core_attention = SdpaCoreAttention
+    return spec
+
+
 def build(run: MegatronRun) -> tuple[Any, Any, Any]:
     """(config, DDP-wrapped Float16Module(GPTModel), DistributedOptimizer)."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.distributed.finalize_model_grads import finalize_model_grads
     from megatron.core.models.gpt import GPTModel
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
     from megatron.core.transformer.module import Float16Module
@@ -244,11 +330,7 @@ def build(run: MegatronRun) -> tuple[Any, Any, Any]:
     config = transformer_config(run)
     gpt = GPTModel(
         config=config,
-        transformer_layer_spec=get_gpt_layer_local_spec(
-            num_experts=run.moe.experts if run.moe else None,
-            moe_grouped_gemm=False,
-            normalization="RMSNorm",
-        ),
+        transformer_layer_spec=layer_spec(run),
         vocab_size=shape.vocab_size,
         max_sequence_length=run.seq_len,
         position_embedding_type="rope",
@@ -465,11 +547,18 @@ def build_record(run: MegatronRun, dev: torch.device, progress: Progress, oom: s
         "compute_dtype": "bfloat16",
         "residual_dtype": "bfloat16",
         "autocast": False,
-        "layer_spec": "get_gpt_layer_local_spec(normalization='RMSNorm')",
+        "layer_spec": "get_gpt_layer_local_spec(normalization='RMSNorm')" + (
+            "" if run.core_attention == "local" else
+            ", core_attention=SdpaCoreAttention"),
+        "core_attention": run.core_attention,
         "moe": None if run.moe is None else {
             **dataclasses.asdict(run.moe), "experts_impl": "SequentialMLP",
             "token_dispatcher": "allgather", "router_load_balancing": "aux_loss (coeff 0)"},
-        "attention": "megatron DotProductAttention (unfused, softmax in fp32, no fused kernel)",
+        "attention": (
+            "megatron DotProductAttention (unfused, softmax in fp32, no fused kernel)"
+            if run.core_attention == "local" else
+            "torch scaled_dot_product_attention (flash backend only, causal, GQA "
+            f"{SdpaCoreAttention.gqa_path})"),
         "ddp": {"grad_reduce_in_fp32": True, "overlap_grad_reduce": False,
                 "use_distributed_optimizer": True, "contiguous_grad_buffer": True},
         "optimizer_impl": {"name": "megatron DistributedOptimizer(torch.optim.AdamW)",
@@ -489,8 +578,11 @@ def build_record(run: MegatronRun, dev: torch.device, progress: Progress, oom: s
     time_block["device_median_s"] = (
         statistics.median(progress.device_step_s) if progress.device_step_s else None
     )
+    alloc_conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
     result = {
         "schema": record.SCHEMA,
+        "alloc_conf": alloc_conf,
+        "expandable_segments": "expandable_segments:true" in alloc_conf.lower().replace(" ", ""),
         "oom": oom is not None,
         "config": config,
         "memory": memory,
@@ -540,20 +632,29 @@ def runs_of(args: argparse.Namespace) -> list[MegatronRun]:
                         shape=dataclasses.replace(PRESETS[p], tie_embeddings=False))
             for p, s, b, a, r in HELDOUT_SWEEP
         ]  # fmt: skip
+    if args.sweep == "megatron-fused":
+        return [
+            MegatronRun(p, s, b, a, r, steps=args.steps, warmup=args.warmup, device=args.device,
+                        core_attention="sdpa")
+            for p, s, b, a, r in FUSED_SWEEP
+        ]  # fmt: skip
     return [
         MegatronRun(args.preset, args.seq_len, args.mbs, args.grad_accum, args.recompute,
-                    steps=args.steps, warmup=args.warmup, device=args.device)
+                    steps=args.steps, warmup=args.warmup, device=args.device,
+                    core_attention=args.core_attention)
     ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", choices=["megatron", "megatron-heldout"])
+    parser.add_argument("--sweep", choices=["megatron", "megatron-heldout", "megatron-fused"])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--mbs", type=int, default=1)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--recompute", choices=["none", "selective", "full"], default="none")
+    parser.add_argument("--core-attention", choices=["local", "sdpa"], default="local",
+                        help="sdpa: torch's fused attention instead")  # fmt: skip
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -582,7 +683,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run.preset} s={run.seq_len} mbs={run.mbs} ga={run.grad_accum} "
               f"recompute={run.recompute} oom={result['oom']} "
               f"median_s={result['time']['median_s']} "
-              f"peak_alloc={mem.get('timed_peak_allocated')} start={mem.get('allocated_at_start')} "
+              f"attn={run.core_attention} peak_alloc={mem.get('timed_peak_allocated')} "
+              f"peak_reserved={mem.get('timed_peak_reserved')} "
+              f"start={mem.get('allocated_at_start')} "
               f"wall={time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
     return 0
 

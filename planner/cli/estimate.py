@@ -44,8 +44,10 @@ from planner.cli.layout_options import (
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
+    ExpandableSegmentsOption,
     FirstStageLayersOption,
     FlashAttentionOption,
+    GradReduceInBf16Option,
     HierarchicalCpSizesOption,
     LastStageLayersOption,
     LayerSpecOption,
@@ -172,6 +174,8 @@ def estimate_command(
     attention_backend: AttentionBackendOption = None,
     layer_spec: LayerSpecOption = None,
     ddp_bucket_view: DdpBucketViewOption = None,
+    expandable_segments: ExpandableSegmentsOption = None,
+    grad_reduce_in_bf16: GradReduceInBf16Option = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -277,6 +281,8 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         runtime=Runtime(
             attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
+            expandable_segments=bool(values["expandable_segments"]),
+            grad_reduce_in_bf16=bool(values["grad_reduce_in_bf16"]),
         ),
         layer_spec=layer_spec,
     )
@@ -401,6 +407,12 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         config.runtime,
         attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
+        expandable_segments=overrides.take(
+            "expandable_segments", config.runtime.expandable_segments
+        ),
+        grad_reduce_in_bf16=overrides.take(
+            "grad_reduce_in_bf16", config.runtime.grad_reduce_in_bf16
+        ),
     )
     layer_spec: LayerSpec = config.layer_spec
     flash_attention = overrides.take("flash_attention", config.flash_attention)

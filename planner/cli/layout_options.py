@@ -126,6 +126,26 @@ DdpBucketViewOption = Annotated[
         show_default=False,
     ),
 ]
+ExpandableSegmentsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--expandable-segments/--no-expandable-segments",
+        help="The launch sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: the reserve "
+        "uses the fragmentation share measured with it (Megatron-Core steps), not the "
+        "default allocator's. [default: off]",
+        show_default=False,
+    ),
+]
+GradReduceInBf16Option = Annotated[
+    bool | None,
+    typer.Option(
+        "--grad-reduce-in-bf16/--no-grad-reduce-in-bf16",
+        help="Megatron-LM's --grad-reduce-in-bf16 (NeMo: grad_reduce_in_fp32=False): the "
+        "contiguous gradient buffer in bf16, 2 bytes per parameter instead of fp32's 4. "
+        "[default: off]",
+        show_default=False,
+    ),
+]
 FlashAttentionOption = Annotated[
     bool,
     typer.Option(

@@ -108,6 +108,11 @@ class Runtime:
     micro-batch until the step returns (``torch.distributed.pipelining`` merges them into
     the step's return value).
 
+    ``expandable_segments``: the launch sets ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``
+    (PyTorch's caching allocator then grows one mapped segment per stream instead of
+    opening fixed ones); it changes no allocated byte, only the fragmentation share of the
+    reserve (``cost.reserve``), where it is measured.
+
     ``loop_keeps_logits``: the training loop holds the model's output (the logits, in the
     activation dtype) in a variable through the backward (``logits = model(x); loss =
     F.cross_entropy(logits.float(), y); loss.backward()``); torchtitan deletes it before
@@ -123,6 +128,12 @@ class Runtime:
     reshard_after_forward: bool = True
     pipeline_keeps_outputs: bool = False
     loop_keeps_logits: bool = False
+    expandable_segments: bool = False
+    grad_reduce_in_bf16: bool = False
+    """Megatron-LM's ``--grad-reduce-in-bf16`` (NeMo's ``grad_reduce_in_fp32=False``, which
+    NeMo's FP8 recipes set): the contiguous gradient buffer, and so its reduce-scatter, is
+    bf16 (2 bytes per parameter instead of the fp32 ``main_grad`` Megatron-LM keeps by
+    default for bf16 training). Only frameworks with that buffer (``contiguous-grad-buffer``)."""
 
 
 DEFAULT_RUNTIME = Runtime()

@@ -17,24 +17,40 @@ and the fp32 gradient buffer are one allocation each, the distributed optimizer'
 main parameters and Adam moments are allocated once in the first step and never freed)
 gets its fragmentation share from Megatron-Core's own steps instead: the median of
 (timed peak reserved - timed peak allocated) / timed peak allocated over the completed
-Megatron-Core 0.16.1 steps of the GPU with the default allocator settings
-(``megatron_steps.jsonl``, and the ``results.json`` runs of the Megatron allocator
-snapshots). Fitted to: 15 steps on one H200 (2026-12-03; Llama-3.2-1B/3B shapes at
-2048-8192 tokens and the small dense and MoE snapshot models, recompute none, selective
-and full), whose shares spread from 0.4% to 21.6% with median 7.6%, against 8.6% for
-the plain-PyTorch steps of the H100. The contiguous buffers themselves are exact
-segments; the unusable memory comes from the large transients that recur every
-micro-batch: in the snapshots every segment opened after the first step is one of the
-unfused attention's score blocks (batch x heads x s² in bf16, and in fp32 for the
-softmax: 1 and 2 GiB for the Llama-3.2-1B shape at 4096 tokens) or a logits-sized
-block, asked for when the free space such a block used before has been split by
-smaller tensors (the Adam states of the first step among them). No simple share of a
-part of the peak fits better (a share of the non-persistent memory only spreads from
-0.7% to 89%), so the share stays a share of the whole allocated peak, with the
-logits-block floor of ``planner.cost.memory``. These steps use the local layer spec's
-unfused attention; with fused attention (Transformer Engine, flash) the score blocks do
-not exist, which is not measured. The plain-PyTorch share and CUDA context still apply
-where no Megatron-Core step of any GPU is stored.
+Megatron-Core 0.16.1 steps of the GPU whose attention and allocator settings match the
+run's (``megatron_steps.jsonl``, the ``results.json`` runs of the Megatron allocator
+snapshots, and ``megatron_fused_steps.jsonl``; a record says its core attention in
+``config.core_attention``, absent for the local spec's, and its allocator settings in
+``alloc_conf``, empty for the default). Four allocation patterns, each measured on one
+H200 (2026-12-03, Llama-3.2-1B/3B shapes at 2048-8192 tokens and the small snapshot
+models, recompute none, selective and full):
+
+* unfused attention (the local spec's ``DotProductAttention``), default allocator: 15
+  steps, shares 0.4% to 21.6%, median 7.6%. In the snapshots every segment opened after
+  the first step is one of the attention's score blocks (batch x heads x s² in bf16, and
+  in fp32 for the softmax: 1 and 2 GiB for the Llama-3.2-1B shape at 4096 tokens) or a
+  logits-sized block, asked for when the free space such a block used before has been
+  split by smaller tensors (the Adam states of the first step among them).
+* unfused attention, ``expandable_segments:True``: the 7 snapshot runs with it, 3.1% to
+  7.2%, median 5.3%.
+* fused attention (the local spec with ``scaled_dot_product_attention``'s flash kernel as
+  core attention: no score blocks, as with Transformer Engine's fused attention), default
+  allocator: 10 steps, 1.4% to 16.6%, median 6.2%. The score blocks were not the only
+  cause: the logits-sized blocks (fp32 logits of 128256-word vocabularies: 2-4 GiB) and
+  the MLP's transients still open new segments beside split free ones.
+* fused attention, ``expandable_segments:True``: the same 10 steps, 0.01% to 0.46%, median
+  0.11%: the segment grows by mapping pages at its end, so a large request reuses the
+  freed tail instead of needing a whole free block.
+
+A run with fused attention on a GPU with no fused-attention steps uses the unfused
+share (the source says so); expandable segments are used when the launch sets them
+(``Runtime.expandable_segments``). No simple share of a part of the peak fits better (a
+share of the non-persistent memory only spreads from 0.7% to 89%), so the share stays a
+share of the whole allocated peak, with the logits-block floor of ``planner.cost.memory``
+(not under expandable segments, where it was measured not to hold).
+The plain-PyTorch share and CUDA context still apply where no Megatron-Core step of any
+GPU is stored, and for other frameworks, whose expandable-segment share is not measured
+(their default-allocator share is kept).
 
 NCCL buffers are derived from NCCL's documented defaults, not measured (no multi-GPU run
 is stored yet): per communicator of more than one rank, NCCL allocates for each channel and
@@ -61,6 +77,8 @@ MEASUREMENTS_FILE = "train_steps.jsonl"
 VALIDATION_FILE = "validation_steps.jsonl"
 MEGATRON_STEPS_FILE = "megatron_steps.jsonl"
 """Megatron-Core steps (``benchmarks/measure/megatron_step.py``)."""
+MEGATRON_FUSED_STEPS_FILE = "megatron_fused_steps.jsonl"
+"""Megatron-Core steps with a fused core attention (``megatron_step.py --sweep megatron-fused``)."""
 SNAPSHOT_RESULTS_FILE = "results.json"
 """Allocator-snapshot runs (``benchmarks/measure/allocator_snapshots.py``): ``{"runs": [...]}``."""
 
@@ -120,11 +138,16 @@ def measured_runs(gpu_id: str) -> tuple[dict, ...]:
 
 
 @cache
-def megatron_steps(gpu_id: str) -> tuple[dict, ...]:
-    """Completed Megatron-Core steps of ``gpu_id`` run with the default allocator settings:
-    the ``megatron_steps.jsonl`` records and the Megatron runs of allocator-snapshot
-    profiles (both carry ``timed_peak_reserved`` and ``timed_peak_allocated``)."""
+def megatron_steps(
+    gpu_id: str, *, fused_attention: bool = False, expandable_segments: bool = False
+) -> tuple[dict, ...]:
+    """Completed Megatron-Core steps of ``gpu_id`` with the given allocation pattern: fused
+    or unfused core attention, expandable segments or the default allocator settings
+    (``megatron_steps.jsonl``, ``megatron_fused_steps.jsonl`` and the Megatron runs of
+    allocator-snapshot profiles; all carry ``timed_peak_reserved`` and
+    ``timed_peak_allocated``)."""
     records = list(measured_records(gpu_id, MEGATRON_STEPS_FILE))
+    records.extend(measured_records(gpu_id, MEGATRON_FUSED_STEPS_FILE))
     for profile in hardware_db.list_profiles(gpu_id):
         path = hardware_db.profiles_dir() / gpu_id / profile / SNAPSHOT_RESULTS_FILE
         if path.is_file():
@@ -135,9 +158,26 @@ def megatron_steps(gpu_id: str) -> tuple[dict, ...]:
         if not record.get("oom")
         and "error" not in record
         and (record.get("config") or {}).get("framework") == "megatron"
-        and not record.get("alloc_conf")
+        and _is_fused(record) == fused_attention
+        and _allocator(record) == ("expandable" if expandable_segments else "default")
         and (record.get("memory") or {}).get("timed_peak_allocated")
     )
+
+
+def _is_fused(record: dict) -> bool:
+    """Whether a Megatron-Core record's core attention is a fused kernel (not the local
+    spec's unfused ``DotProductAttention``, which records before the option name by
+    leaving ``core_attention`` out)."""
+    return record["config"].get("core_attention", "local") != "local"
+
+
+def _allocator(record: dict) -> str:
+    """``"default"``, ``"expandable"`` (``expandable_segments:True`` alone) or ``"other"``:
+    the allocator settings the record's process ran with."""
+    conf = (record.get("alloc_conf") or "").replace(" ", "").lower()
+    if not conf:
+        return "default"
+    return "expandable" if conf == "expandable_segments:true" else "other"
 
 
 def _fragmentation(runs: tuple[dict, ...]) -> float:
@@ -174,18 +214,54 @@ def usable_capacity_bytes(gpu: GPUSpec) -> tuple[float, str]:
     return float(gpu.memory_bytes), "datasheet"
 
 
-def _megatron_gpu_for(gpu: GPUSpec) -> str | None:
-    """``gpu`` itself when it has Megatron-Core steps, else the first GPU that has."""
-    if megatron_steps(gpu.id):
+def _megatron_gpu_for(gpu: GPUSpec, **pattern: bool) -> str | None:
+    """``gpu`` itself when it has Megatron-Core steps of ``pattern``, else the first GPU
+    that has."""
+    if megatron_steps(gpu.id, **pattern):
         return gpu.id
-    return next((other for other in hardware_db.list_gpus() if megatron_steps(other)), None)
+    return next(
+        (other for other in hardware_db.list_gpus() if megatron_steps(other, **pattern)), None
+    )
+
+
+def _megatron_fragmentation(
+    gpu: GPUSpec, *, fused_attention: bool, expandable_segments: bool
+) -> tuple[float, str] | None:
+    """The Megatron-Core share for the run's allocation pattern and the words saying which
+    pattern it was measured on; a fused-attention run without fused-attention steps falls
+    back to the unfused ones of the same allocator setting. None: no step of any GPU."""
+    allocator = "expandable segments" if expandable_segments else "the default allocator"
+    for fused in (True, False) if fused_attention else (False,):
+        source_gpu = _megatron_gpu_for(
+            gpu, fused_attention=fused, expandable_segments=expandable_segments
+        )
+        if source_gpu is None:
+            continue
+        steps = megatron_steps(
+            source_gpu, fused_attention=fused, expandable_segments=expandable_segments
+        )
+        attention = "fused" if fused else "unfused"
+        if fused_attention and not fused:
+            attention += " (no fused-attention step measured)"
+        return _fragmentation(steps), (
+            f"Megatron-Core steps with {attention} attention and {allocator} on "
+            f"{source_gpu} ({len(steps)} runs)"
+        )
+    return None
 
 
 def memory_reserve(
-    gpu: GPUSpec, *, layout: ParallelConfig, framework: str = "pytorch"
+    gpu: GPUSpec,
+    *,
+    layout: ParallelConfig,
+    framework: str = "pytorch",
+    fused_attention: bool = True,
+    expandable_segments: bool = False,
 ) -> MemoryReserve:
     """Fragmentation and fixed reserve for ``gpu`` running ``layout`` under ``framework``
-    (its allocator pattern picks the measurements the fragmentation share comes from)."""
+    (its allocator pattern picks the measurements the fragmentation share comes from; for
+    Megatron, also whether the core attention is fused and whether the launch sets
+    ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``)."""
     communicators = sum(
         degree > 1 for degree in (layout.tp, layout.cp, layout.dp or 1, layout.pp, layout.ep)
     )
@@ -207,22 +283,27 @@ def memory_reserve(
         f"fragmentation {fragmentation:.1%} and CUDA context {non_allocator / 2**30:.2f} GiB "
         f"measured on {source_gpu} ({len(runs)} runs)"
     )
-    megatron_gpu = (
-        _megatron_gpu_for(gpu)
+    megatron = (
+        _megatron_fragmentation(
+            gpu, fused_attention=fused_attention, expandable_segments=expandable_segments
+        )
         if get_profile(framework).allocator_pattern == "contiguous-grad-buffer"
         else None
     )
-    if megatron_gpu is not None:
-        steps = megatron_steps(megatron_gpu)
-        fragmentation = _fragmentation(steps)
+    logits_floor = True
+    if megatron is not None:
+        fragmentation, pattern = megatron
+        logits_floor = not expandable_segments
         measured = (
-            f"fragmentation {fragmentation:.1%} measured on Megatron-Core steps on "
-            f"{megatron_gpu} ({len(steps)} runs), CUDA context {non_allocator / 2**30:.2f} GiB "
-            f"on {source_gpu} ({len(runs)} runs)"
+            f"fragmentation {fragmentation:.1%} measured on {pattern}, CUDA context "
+            f"{non_allocator / 2**30:.2f} GiB on {source_gpu} ({len(runs)} runs)"
         )
+    elif expandable_segments:
+        measured += " (default allocator: expandable segments not measured for this framework)"
     return MemoryReserve(
         fragmentation=fragmentation,
         non_allocator_bytes=non_allocator + nccl,
+        logits_floor=logits_floor,
         source=(
             f"Reserve: {measured}"
             + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")

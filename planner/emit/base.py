@@ -98,6 +98,13 @@ class EmitInput:
     """From a plan simulated with ``--memplan``: how much less the simulated caching
     allocator reserves per GPU with expandable segments (None: not simulated, or no less);
     the launch scripts then set ``expandable_segments:True``."""
+    expandable_segments: bool = False
+    """The plan's ``config.runtime.expandable_segments`` (``autopar estimate
+    --expandable-segments``): its memory verdict counts the fragmentation share measured
+    with expandable segments, so the launch scripts must set them."""
+    grad_reduce_in_bf16: bool = False
+    """The plan's ``config.runtime.grad_reduce_in_bf16``: a bf16 gradient buffer
+    (Megatron-LM's ``--grad-reduce-in-bf16``)."""
     activation_memory: ActivationMemory | None = None
     """From ``autopar memplan --budget-gib ... --emit``: the recompute/offload setting that
     fits the budget (the layout's recompute fields carry its recomputation)."""
@@ -311,17 +318,35 @@ def _expandable_saving(memory: dict[str, Any]) -> float | None:
     return saving if saving > 0 else None
 
 
+def _runtime_switch(config: dict[str, Any], name: str) -> bool:
+    """``config.runtime.<name>`` of a plan (False where absent: older plans)."""
+    runtime = config.get("runtime")
+    if runtime is None:
+        return False
+    value = _json_object(runtime, where="config.runtime").get(name, False)
+    if not isinstance(value, bool):
+        raise EmitError(f"plan file: config.runtime.{name} must be true or false")
+    return value
+
+
 def allocator_lines(plan: EmitInput, *, note: str = "") -> list[str]:
-    """The launch script's allocator setting: ``expandable_segments:True`` exported with
-    the simulated saving, when the plan's simulation says it reserves less; else nothing."""
-    if plan.expandable_saving_gib is None:
+    """The launch script's allocator setting: ``expandable_segments:True`` exported when
+    the plan's memory verdict assumed it (``config.runtime.expandable_segments``) or its
+    simulation says it reserves less (with the simulated saving); else nothing."""
+    lines = []
+    if plan.expandable_segments:
+        lines.append(
+            "# autopar: the memory verdict counts the fragmentation measured with expandable "
+            "segments (--expandable-segments)."
+        )
+    if plan.expandable_saving_gib is not None:
+        lines.append(
+            f"# autopar memplan: with expandable segments the simulated caching allocator "
+            f"reserves {plan.expandable_saving_gib:.2f} GiB less per GPU at the peak stage{note}."
+        )
+    if not lines:
         return []
-    return [
-        f"# autopar memplan: with expandable segments the simulated caching allocator reserves "
-        f"{plan.expandable_saving_gib:.2f} GiB less per GPU at the peak stage{note}.",
-        "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
-        "",
-    ]
+    return [*lines, "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True", ""]
 
 
 def activation_lines(plan: EmitInput) -> list[str]:
@@ -395,6 +420,8 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             else _validated(ScatterSummary, scattering, where="scattering"),
             expandable_saving_gib=_expandable_saving(memory),
             layer_spec=str(block.get("layer_spec", "transformer_engine")),
+            expandable_segments=_runtime_switch(block, "expandable_segments"),
+            grad_reduce_in_bf16=_runtime_switch(block, "grad_reduce_in_bf16"),
         )
     except KeyError as missing:
         where = "the plan" if missing.args == ("config",) else "'config'"

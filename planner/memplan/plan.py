@@ -124,6 +124,7 @@ def memplan(
     stage: int | None = None,
     budget_gib: float | None = None,
     time_limit_s: float = 10.0,
+    expandable_segments: bool = False,
 ) -> MemoryPlan:
     """Peak memory of one GPU of each pipeline stage (or only ``stage``) four ways, and
     under ``budget_gib`` the cheapest recompute/offload choice (module docstring).
@@ -133,7 +134,9 @@ def memplan(
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
         state_layout_name=state_layout_name, flash_attention=flash_attention,
-        runtime=Runtime(attention_backend=attention_backend), layer_spec=layer_spec,
+        runtime=Runtime(attention_backend=attention_backend,
+                        expandable_segments=expandable_segments),
+        layer_spec=layer_spec,
     )  # fmt: skip
     pp = prepared.layout.pp
     if stage is not None and not 0 <= stage < pp:

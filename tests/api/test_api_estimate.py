@@ -181,3 +181,21 @@ def test_a_dead_estimate_process_is_replaced(make_client, sqlite_url) -> None:
     response = client.post("/v1/estimate", json=LARGE_ESTIMATE)
     assert response.status_code == 200, response.text
     assert client.app.state.estimator._process.pid != process.pid
+
+
+def test_expandable_segments_over_rest_is_the_cli_flag(client, run_cli) -> None:
+    """NVIDIA's DGX Cloud Llama-3.1-8B recipe (cp 2, 8192 tokens): over its capacity with the
+    default allocator's measured share, inside it with expandable segments', as the CLI."""
+    body = {**SMALL_ESTIMATE, "tp": 1, "cp": 2, "seq_len": 8192, "global_batch": 128,
+            "distributed_optimizer": True}  # fmt: skip
+    default = client.post("/v1/estimate", json=body)
+    expandable = client.post("/v1/estimate", json={**body, "expandable_segments": True})
+    assert default.status_code == expandable.status_code == 200, expandable.text
+    assert not default.json()["memory"]["fits"] and expandable.json()["memory"]["fits"]
+    cli = run_cli(
+        "estimate", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "8192", "--global-batch", "128", "--cp", "2", "--distributed-optimizer",
+        "--expandable-segments", "--json",
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.stderr
+    assert expandable.json() == json.loads(cli.stdout)

@@ -80,3 +80,25 @@ def test_bad_simulated_section_is_named(simulated: Any, message: str) -> None:
     data["memory"]["simulated"] = simulated
     with pytest.raises(EmitError, match=message):
         emit_input_from_estimate(data)
+
+
+def test_a_verdict_that_assumed_expandable_segments_exports_them() -> None:
+    """``autopar estimate --expandable-segments`` counted the fragmentation measured with
+    them: the Megatron launch script must set them, even without a simulation."""
+    data = copy.deepcopy(_plan("llama-3.1-70b-64xh100", None))
+    plain = emit_files(data, format="megatron")["launch_megatron.sh"]
+    data["config"].setdefault("runtime", {})["expandable_segments"] = True
+    script = emit_files(data, format="megatron")["launch_megatron.sh"]
+    assert EXPORT not in plain and EXPORT in script
+    assert "measured with expandable segments" in script
+    assert script.index(EXPORT) < script.index("torchrun")
+    data["config"]["runtime"]["expandable_segments"] = "yes"
+    with pytest.raises(EmitError, match="expandable_segments"):
+        emit_input_from_estimate(data)
+
+
+def test_a_bf16_gradient_buffer_is_emitted_as_megatron_names_it() -> None:
+    data = copy.deepcopy(_plan("llama-3.1-70b-64xh100", None))
+    assert "--grad-reduce-in-bf16" not in emit_files(data, format="megatron")["megatron_args.txt"]
+    data["config"].setdefault("runtime", {})["grad_reduce_in_bf16"] = True
+    assert "--grad-reduce-in-bf16" in emit_files(data, format="megatron")["megatron_args.txt"]

@@ -459,7 +459,7 @@ NOT_TRANSFORMER_CONFIG = {
     "--optimizer-offload-fraction", "--data-path", "--tokenizer-type", "--tokenizer-model",
     "--train-iters", "--lr", "--save", "--load", "--save-interval", "--log-interval",
     "--log-throughput", "--swiglu", "--squared-relu", "--disable-bias-linear",
-    "--moe-layer-freq", "--cp-comm-type", "--no-rope-fusion",
+    "--moe-layer-freq", "--cp-comm-type", "--no-rope-fusion", "--grad-reduce-in-bf16",
 }  # fmt: skip
 # flag -> TransformerConfig field, where ArgumentGroupFactory (megatron/training/
 # argument_utils.py) does not spell the field as the flag

@@ -229,6 +229,8 @@ def _optimizer_items(plan: EmitInput) -> list[Item]:
         items.append(
             ("--overlap-param-gather", (), "Megatron-LM requires both of the above with it")
         )
+    if plan.grad_reduce_in_bf16:
+        items.append(("--grad-reduce-in-bf16", (), "the gradient buffer in bf16, as planned"))
     if layout.offload_optimizer_fraction > 0:
         items += [
             ("--optimizer-cpu-offload", (), ""),

@@ -86,6 +86,9 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
              "mla_up_proj", "mlp", "moe", "shared_experts")),
     **_flags("int", _MEMORY, "cpu-offloading-num-layers"),
     **_flags("switch", _MEMORY, "optimizer-cpu-offload use-precision-aware-optimizer"),
+    # megatron/training/arguments.py _add_mixed_precision_args: args.grad_reduce_in_bf16
+    # (validate_args then leaves accumulate_allreduce_grads_in_fp32 off)
+    **_flags("switch", _ARGS + "_add_mixed_precision_args", "grad-reduce-in-bf16"),
     **_flags("float", _MEMORY, "optimizer-offload-fraction"),
     **_flags("int", _BATCH, "micro-batch-size global-batch-size seq-length "
              "max-position-embeddings train-iters"),
