@@ -21,8 +21,8 @@ from planner.cost.compute import (
     embedding_work,
     head_work,
     kind_work,
+    layer_kinds,
     layer_work,
-    representative_layer,
     routed_expert_work,
     total_time,
     with_backward,
@@ -117,13 +117,17 @@ class StageTimes:
 
 
 class StageTimesInput(NamedTuple):
-    """Everything ``stage_times`` computes from: one virtual stage's layers and edges, the
-    shape of its micro-batch, its recomputation, the implementation and the rates."""
+    """Everything ``stage_times`` computes from: the kinds of one virtual stage's layers
+    and its edges, the shape of its micro-batch, its recomputation, the implementation and
+    the rates."""
 
     model: Same[ModelSpec]
     rates: Same[Rates]
     impl: Implementation
-    layer_ids: tuple[int, ...]
+    kinds: tuple[int, ...]
+    """Each layer's kind (``compute.representative_layer``), in stage order: a layer's
+    work depends on its kind and its position in the stage (recomputation) only, so
+    stages of equal kinds share an entry whichever layers they hold."""
     first: bool
     last: bool
     shape: LayerShape
@@ -149,14 +153,15 @@ def stage_times(
     the per-kind times are shared across stages and layouts, and a whole stage's times
     are cached on a frozen input holding exactly what they are computed from
     (``StageTimesInput``: the model and rates objects themselves, compared by identity,
-    the stage's layers, the layout fields used).
+    the kinds of the stage's layers, the layout fields used).
     """
+    kinds = layer_kinds(model)
     return _stage_times(
         StageTimesInput(
             model=Same(model),
             rates=Same(rates),
             impl=impl,
-            layer_ids=tuple(layer_ids),
+            kinds=tuple(map(kinds.__getitem__, layer_ids)),
             first=first,
             last=last,
             shape=layer_shape(layout, seq_len),
@@ -170,12 +175,12 @@ def stage_times(
 @lru_cache(maxsize=20_000)
 def _stage_times(stage: StageTimesInput) -> StageTimes:
     model, rates, impl, shape = stage.model.value, stage.rates.value, stage.impl, stage.shape
-    recomputed = recomputed_positions(stage, len(stage.layer_ids))
+    recomputed = recomputed_positions(stage, len(stage.kinds))
     selective = stage.recompute == "selective"
     totals = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    for position, layer_id in enumerate(stage.layer_ids):
+    for position, kind in enumerate(stage.kinds):
         mode = "full" if position in recomputed else ("selective" if selective else "none")
-        times = _kind_times(model, representative_layer(model, layer_id), shape, impl, rates, mode)
+        times = _kind_times(model, kind, shape, impl, rates, mode)
         for i, value in enumerate(times):
             totals[i] += value
     edges: list[LayerWork] = []
