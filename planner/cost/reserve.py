@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from functools import cache
 
 import hardware_db
@@ -149,12 +150,7 @@ def _fragmentation(runs: tuple[dict, ...]) -> float:
 
 def measured_gpu_for(gpu: GPUSpec) -> str | None:
     """``gpu`` itself when it has measured steps, else the first GPU that has (or None)."""
-    if measured_runs(gpu.id):
-        return gpu.id
-    for other in hardware_db.list_gpus():
-        if measured_runs(other):
-            return other
-    return None
+    return _first_with(measured_runs, gpu.id)
 
 
 @cache
@@ -174,13 +170,6 @@ def usable_capacity_bytes(gpu: GPUSpec) -> tuple[float, str]:
     return float(gpu.memory_bytes), "datasheet"
 
 
-def _megatron_gpu_for(gpu: GPUSpec) -> str | None:
-    """``gpu`` itself when it has Megatron-Core steps, else the first GPU that has."""
-    if megatron_steps(gpu.id):
-        return gpu.id
-    return next((other for other in hardware_db.list_gpus() if megatron_steps(other)), None)
-
-
 def memory_reserve(
     gpu: GPUSpec, *, layout: ParallelConfig, framework: str = "pytorch"
 ) -> MemoryReserve:
@@ -190,42 +179,62 @@ def memory_reserve(
         degree > 1 for degree in (layout.tp, layout.cp, layout.dp or 1, layout.pp, layout.ep)
     )
     nccl = communicators * NCCL_BYTES_PER_COMMUNICATOR
-    source_gpu = measured_gpu_for(gpu)
-    if source_gpu is None:
+    measured = _measured_reserve(gpu.id, get_profile(framework).allocator_pattern)
+    if measured is None:
         return MemoryReserve(
             fragmentation=0.0,
             non_allocator_bytes=nccl,
             source="No measured profile: fragmentation and CUDA context not included.",
         )
+    fragmentation, non_allocator, words = measured
+    return MemoryReserve(
+        fragmentation=fragmentation,
+        non_allocator_bytes=non_allocator + nccl,
+        source=(
+            f"Reserve: {words}"
+            + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")
+            + "."
+        ),
+    )
+
+
+@cache
+def _measured_reserve(gpu_id: str, allocator_pattern: str) -> tuple[float, float, str] | None:
+    """(fragmentation share, CUDA context bytes, their source in words) measured for
+    ``gpu_id`` under a framework with ``allocator_pattern``; None without measurements.
+    The same for every layout, so computed once per GPU and pattern (the medians over
+    the measured runs cost more than the rest of a layout's preparation)."""
+    source_gpu = _first_with(measured_runs, gpu_id)
+    if source_gpu is None:
+        return None
     runs = measured_runs(source_gpu)
     fragmentation = _fragmentation(runs)
     non_allocator = statistics.median(
         [r["memory"]["non_allocator_bytes"] for r in runs if "non_allocator_bytes" in r["memory"]]
         or [0.0]
     )
-    measured = (
+    words = (
         f"fragmentation {fragmentation:.1%} and CUDA context {non_allocator / 2**30:.2f} GiB "
         f"measured on {source_gpu} ({len(runs)} runs)"
     )
     megatron_gpu = (
-        _megatron_gpu_for(gpu)
-        if get_profile(framework).allocator_pattern == "contiguous-grad-buffer"
+        _first_with(megatron_steps, gpu_id)
+        if allocator_pattern == "contiguous-grad-buffer"
         else None
     )
     if megatron_gpu is not None:
         steps = megatron_steps(megatron_gpu)
         fragmentation = _fragmentation(steps)
-        measured = (
+        words = (
             f"fragmentation {fragmentation:.1%} measured on Megatron-Core steps on "
             f"{megatron_gpu} ({len(steps)} runs), CUDA context {non_allocator / 2**30:.2f} GiB "
             f"on {source_gpu} ({len(runs)} runs)"
         )
-    return MemoryReserve(
-        fragmentation=fragmentation,
-        non_allocator_bytes=non_allocator + nccl,
-        source=(
-            f"Reserve: {measured}"
-            + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")
-            + "."
-        ),
-    )
+    return fragmentation, non_allocator, words
+
+
+def _first_with(records: Callable[[str], tuple[dict, ...]], gpu_id: str) -> str | None:
+    """``gpu_id`` itself when ``records`` has some for it, else the first GPU that has."""
+    if records(gpu_id):
+        return gpu_id
+    return next((other for other in hardware_db.list_gpus() if records(other)), None)

@@ -178,9 +178,12 @@ def _stage_times(stage: StageTimesInput) -> StageTimes:
     recomputed = recomputed_positions(stage, len(stage.kinds))
     selective = stage.recompute == "selective"
     totals = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    per_kind: dict[tuple[int, str], tuple[float, ...]] = {}  # spares hashing the model
     for position, kind in enumerate(stage.kinds):
         mode = "full" if position in recomputed else ("selective" if selective else "none")
-        times = _kind_times(model, kind, shape, impl, rates, mode)
+        times = per_kind.get((kind, mode))
+        if times is None:
+            times = per_kind[kind, mode] = _kind_times(model, kind, shape, impl, rates, mode)
         for i, value in enumerate(times):
             totals[i] += value
     edges: list[LayerWork] = []
