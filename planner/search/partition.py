@@ -55,7 +55,7 @@ from planner.cost.stage_work import stage_times
 from planner.predict import time_rates
 from planner.search.formulation import axis_values
 from planner.search.length_pricing import FIXED_LENGTH, Timer
-from planner.search.tabulate import Row, tabulate
+from planner.search.tabulate import Row, complete_partial, tabulate
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig, layout_violations
 from planner.specs.model import ModelSpec
@@ -113,6 +113,8 @@ def split_variants(
             row.time_deferred()
         admitted = [row for row in deferred if admits(row)]
         deferred = []
+    if not admitted:  # closest to fitting first: the excess exact where it was
+        complete_partial(rows, headroom_gib)
     pool: Iterable[Row] = (
         by_step(rows, admitted, deferred, admits)
         if admitted
