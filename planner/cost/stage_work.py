@@ -186,18 +186,53 @@ def _stage_times(stage: StageTimesInput) -> StageTimes:
             times = per_kind[kind, mode] = _kind_times(model, kind, shape, impl, rates, mode)
         for i, value in enumerate(times):
             totals[i] += value
-    edges: list[LayerWork] = []
-    if stage.first:
-        edges.append(embedding_work(model, tokens=shape.tokens, impl=impl))
-    if stage.last:
-        edges.append(head_work(model, tokens=shape.tokens, tp=shape.tp, impl=impl))
-    for edge in edges:
-        totals[0] += total_time(list(edge.forward), rates)
-        totals[1] += total_time(list(edge.backward), rates)
-        totals[2] += total_time([w for w in edge.forward if w.kind == "gemm"], rates)
-        totals[4] += sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward)
-        totals[5] += _launches(edge.forward, rates) + _launches(edge.backward, rates)
+    edges = [
+        name for name, present in (("embedding", stage.first), ("head", stage.last)) if present
+    ]
+    for name in edges:
+        times = _edge_times(
+            EdgeTimesInput(stage.model, stage.rates, impl, name, shape.tokens, shape.tp)
+        )
+        for i, value in zip(EDGE_FIELDS, times, strict=True):
+            totals[i] += value
     return StageTimes(*totals)
+
+
+EDGE_FIELDS = (0, 1, 2, 4, 5)
+"""The ``StageTimes`` fields an edge adds to: forward, backward, forward GEMM, FLOPs,
+launches."""
+
+
+class EdgeTimesInput(NamedTuple):
+    """What ``_edge_times`` reads: the model and rates (by identity), the implementation,
+    which edge (the embedding or the head: output layer and loss), the micro-batch's
+    tokens on one GPU and the TP degree."""
+
+    model: Same[ModelSpec]
+    rates: Same[Rates]
+    impl: Implementation
+    edge: str
+    tokens: float
+    tp: int
+
+
+@lru_cache(maxsize=4096)
+def _edge_times(key: EdgeTimesInput) -> tuple[float, float, float, float, float]:
+    """What an edge adds to the ``StageTimes`` fields ``EDGE_FIELDS`` (no attention): the
+    same terms for every stage with the same edge and shape, so computed once
+    (``_stage_times`` adds them one by one, as before)."""
+    model, rates, impl = key.model.value, key.rates.value, key.impl
+    if key.edge == "embedding":
+        edge = embedding_work(model, tokens=key.tokens, impl=impl)
+    else:
+        edge = head_work(model, tokens=key.tokens, tp=key.tp, impl=impl)
+    return (
+        total_time(list(edge.forward), rates),
+        total_time(list(edge.backward), rates),
+        total_time([w for w in edge.forward if w.kind == "gemm"], rates),
+        sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward),
+        _launches(edge.forward, rates) + _launches(edge.backward, rates),
+    )
 
 
 class ExpertTimesInput(NamedTuple):
