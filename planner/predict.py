@@ -24,6 +24,7 @@ from planner.cost.frameworks import (
     implementation,
     state_layout,
 )
+from planner.cost.keys import Same
 from planner.cost.memory import (
     MemoryContext,
     OptimizerKind,
@@ -39,7 +40,7 @@ from planner.cost.reserve import (
     memory_reserve,
     usable_capacity_bytes,
 )
-from planner.cost.stage_work import StageTimes, stage_times
+from planner.cost.stage_work import StageTimes, layer_shape, stage_times
 from planner.cost.time import TENSORS_PER_LAYER, TimeContext, step_time
 from planner.cost.timeline import PipelineTimes
 from planner.errors import SpecError
@@ -49,7 +50,12 @@ from planner.graph.params import training_flops_per_token
 from planner.resolved import CONFIG_SCHEMA, ResolvedConfig
 from planner.specs._base import spec_error
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
+from planner.specs.layout import (
+    ParallelConfig,
+    layout_violations,
+    resolve_data_parallel,
+    virtual_stage_layer_counts,
+)
 from planner.specs.limits import check_pipeline_ops
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
@@ -439,23 +445,46 @@ def time_rates(*, cluster: ClusterSpec, workload: WorkloadSpec, framework: str) 
     return rates_for(cluster.gpu, workload.precision, framework=framework)
 
 
+CHUNK_TIMES_LIMIT = 20_000
+"""Entries ``chunk_compute_times`` keeps before it starts afresh."""
+_chunk_times: dict[tuple, tuple[StageTimes, ...]] = {}
+
+
 def chunk_compute_times(prepared: Prepared) -> list[StageTimes]:
     """Each model chunk's forward and backward compute per micro-batch, in virtual-stage
     order (``stage_work.stage_times``, the calls ``planner.cost.time`` makes, without the
-    exposed communication): what the step-time lower bounds are built from."""
+    exposed communication): what the step-time lower bounds are built from.
+
+    Cached on exactly what ``stage_times`` reads of the layout, its chunks' layer counts
+    (which, with the model, give the chunks' layers), the model and rates objects
+    (by identity) and the implementation: the search bounds thousands of layouts that
+    differ only in knobs these times do not read (dp, the optimizer sharding, the
+    overlaps), and the compute bound and the pipeline bound ask for the same layout."""
     ctx, layout = prepared.ctx, prepared.layout
     rates = time_rates(
         cluster=prepared.cluster, workload=prepared.workload, framework=prepared.framework
     )
-    chunks = virtual_stages(ctx.model, layout)
-    last = len(chunks) - 1
-    return [
-        stage_times(
-            ctx.model, chunk, first=k == 0, last=k == last, layout=layout,
-            seq_len=prepared.workload.seq_len, impl=prepared.impl, rates=rates,
-        )
-        for k, chunk in enumerate(chunks)
-    ]  # fmt: skip
+    seq_len = prepared.workload.seq_len
+    counts = tuple(virtual_stage_layer_counts(ctx.model, layout))
+    key = (
+        Same(ctx.model), Same(rates), prepared.impl, layer_shape(layout, seq_len),
+        layout.recompute, layout.recompute_method, layout.recompute_num_layers, counts,
+    )  # fmt: skip
+    hit = _chunk_times.get(key)
+    if hit is None:
+        chunks = virtual_stages(ctx.model, layout)
+        last = len(chunks) - 1
+        hit = tuple(
+            stage_times(
+                ctx.model, chunk, first=k == 0, last=k == last, layout=layout,
+                seq_len=seq_len, impl=prepared.impl, rates=rates,
+            )
+            for k, chunk in enumerate(chunks)
+        )  # fmt: skip
+        if len(_chunk_times) >= CHUNK_TIMES_LIMIT:
+            _chunk_times.clear()
+        _chunk_times[key] = hit
+    return list(hit)
 
 
 def step_lower_bound(prepared: Prepared) -> float:

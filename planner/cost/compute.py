@@ -359,15 +359,36 @@ def layer_work(
     return kind_work(model, representative_layer(model, index), shape, impl)
 
 
-@lru_cache(maxsize=4096)
 def representative_layer(model: ModelSpec, index: int) -> int:
     """The first layer index of the same kind as ``index``."""
-    kind = (model.is_moe_layer(index), model.is_local_attention_layer(index))
-    return next(
-        i
-        for i in range(model.num_layers)
-        if (model.is_moe_layer(i), model.is_local_attention_layer(i)) == kind
-    )
+    return layer_kinds(model)[index]
+
+
+_kinds: dict[int, tuple[ModelSpec, tuple[int, ...]]] = {}
+KINDS_LIMIT = 256
+"""Models whose layer kinds ``layer_kinds`` keeps before it starts afresh."""
+
+
+def layer_kinds(model: ModelSpec) -> tuple[int, ...]:
+    """``representative_layer`` of every layer, first first: the first layer index of each
+    layer's kind (dense or MoE MLP, global or local attention). Memoised per model object
+    (the entry holds the model, so its id is not reused while the entry lives): the cost
+    model asks for it per stage of thousands of layouts, and hashing a model spec field by
+    field on each lookup would cost more than the answer."""
+    hit = _kinds.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    signature = [
+        (model.is_moe_layer(i), model.is_local_attention_layer(i)) for i in range(model.num_layers)
+    ]
+    first: dict[tuple[bool, bool], int] = {}
+    for i, kind in enumerate(signature):
+        first.setdefault(kind, i)
+    kinds = tuple(first[kind] for kind in signature)
+    if len(_kinds) >= KINDS_LIMIT:
+        _kinds.clear()
+    _kinds[id(model)] = (model, kinds)
+    return kinds
 
 
 @lru_cache(maxsize=4096)

@@ -34,6 +34,7 @@ only the peak's is named.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -147,9 +148,17 @@ class MemoryContext:
 
 def stage_memory(ctx: MemoryContext) -> list[StageMemory]:
     """Memory of one GPU of every pipeline stage, first stage first."""
+    return list(iter_stage_memory(ctx))
+
+
+def iter_stage_memory(ctx: MemoryContext) -> Iterator[StageMemory]:
+    """``stage_memory``'s stages one at a time, first stage first (the same computation
+    per stage): a caller that only needs to know whether every stage fits can stop at the
+    first that does not."""
     chunks = virtual_stages(ctx.model, ctx.layout)
     view, layout = graph_view(ctx.graph), NodeLayout.of(ctx.layout)
-    return [_rank_memory(ctx, rank, chunks, view, layout) for rank in range(ctx.layout.pp)]
+    for rank in range(ctx.layout.pp):
+        yield _rank_memory(ctx, rank, chunks, view, layout)
 
 
 def virtual_stages(model: ModelSpec, layout: ParallelConfig) -> list[list[int]]:

@@ -63,7 +63,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 
 import hardware_db
 from planner.cost.frameworks import StateLayout
@@ -189,12 +190,7 @@ def _fragmentation(runs: tuple[dict, ...]) -> float:
 
 def measured_gpu_for(gpu: GPUSpec) -> str | None:
     """``gpu`` itself when it has measured steps, else the first GPU that has (or None)."""
-    if measured_runs(gpu.id):
-        return gpu.id
-    for other in hardware_db.list_gpus():
-        if measured_runs(other):
-            return other
-    return None
+    return _first_with(measured_runs, gpu.id)
 
 
 @cache
@@ -214,32 +210,19 @@ def usable_capacity_bytes(gpu: GPUSpec) -> tuple[float, str]:
     return float(gpu.memory_bytes), "datasheet"
 
 
-def _megatron_gpu_for(gpu: GPUSpec, **pattern: bool) -> str | None:
-    """``gpu`` itself when it has Megatron-Core steps of ``pattern``, else the first GPU
-    that has."""
-    if megatron_steps(gpu.id, **pattern):
-        return gpu.id
-    return next(
-        (other for other in hardware_db.list_gpus() if megatron_steps(other, **pattern)), None
-    )
-
-
 def _megatron_fragmentation(
-    gpu: GPUSpec, *, fused_attention: bool, expandable_segments: bool
+    gpu_id: str, *, fused_attention: bool, expandable_segments: bool
 ) -> tuple[float, str] | None:
     """The Megatron-Core share for the run's allocation pattern and the words saying which
     pattern it was measured on; a fused-attention run without fused-attention steps falls
     back to the unfused ones of the same allocator setting. None: no step of any GPU."""
     allocator = "expandable segments" if expandable_segments else "the default allocator"
     for fused in (True, False) if fused_attention else (False,):
-        source_gpu = _megatron_gpu_for(
-            gpu, fused_attention=fused, expandable_segments=expandable_segments
-        )
+        pattern = {"fused_attention": fused, "expandable_segments": expandable_segments}
+        source_gpu = _first_with(partial(megatron_steps, **pattern), gpu_id)
         if source_gpu is None:
             continue
-        steps = megatron_steps(
-            source_gpu, fused_attention=fused, expandable_segments=expandable_segments
-        )
+        steps = megatron_steps(source_gpu, **pattern)
         attention = "fused" if fused else "unfused"
         if fused_attention and not fused:
             attention += " (no fused-attention step measured)"
@@ -266,47 +249,76 @@ def memory_reserve(
         degree > 1 for degree in (layout.tp, layout.cp, layout.dp or 1, layout.pp, layout.ep)
     )
     nccl = communicators * NCCL_BYTES_PER_COMMUNICATOR
-    source_gpu = measured_gpu_for(gpu)
-    if source_gpu is None:
+    measured = _measured_reserve(
+        gpu.id,
+        get_profile(framework).allocator_pattern,
+        fused_attention=fused_attention,
+        expandable_segments=expandable_segments,
+    )
+    if measured is None:
         return MemoryReserve(
             fragmentation=0.0,
             non_allocator_bytes=nccl,
             source="No measured profile: fragmentation and CUDA context not included.",
         )
+    fragmentation, non_allocator, words, logits_floor = measured
+    return MemoryReserve(
+        fragmentation=fragmentation,
+        non_allocator_bytes=non_allocator + nccl,
+        logits_floor=logits_floor,
+        source=(
+            f"Reserve: {words}"
+            + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")
+            + "."
+        ),
+    )
+
+
+@cache
+def _measured_reserve(
+    gpu_id: str, allocator_pattern: str, *, fused_attention: bool, expandable_segments: bool
+) -> tuple[float, float, str, bool] | None:
+    """(fragmentation share, CUDA context bytes, their source in words, whether the
+    logits-block floor applies) measured for ``gpu_id`` under a framework with
+    ``allocator_pattern`` (and, for Megatron, the run's attention and allocator setting);
+    None without measurements. The same for every layout, so computed once per GPU and
+    pattern (the medians over the measured runs cost more than the rest of a layout's
+    preparation)."""
+    source_gpu = _first_with(measured_runs, gpu_id)
+    if source_gpu is None:
+        return None
     runs = measured_runs(source_gpu)
     fragmentation = _fragmentation(runs)
     non_allocator = statistics.median(
         [r["memory"]["non_allocator_bytes"] for r in runs if "non_allocator_bytes" in r["memory"]]
         or [0.0]
     )
-    measured = (
+    words = (
         f"fragmentation {fragmentation:.1%} and CUDA context {non_allocator / 2**30:.2f} GiB "
         f"measured on {source_gpu} ({len(runs)} runs)"
     )
     megatron = (
         _megatron_fragmentation(
-            gpu, fused_attention=fused_attention, expandable_segments=expandable_segments
+            gpu_id, fused_attention=fused_attention, expandable_segments=expandable_segments
         )
-        if get_profile(framework).allocator_pattern == "contiguous-grad-buffer"
+        if allocator_pattern == "contiguous-grad-buffer"
         else None
     )
     logits_floor = True
     if megatron is not None:
         fragmentation, pattern = megatron
         logits_floor = not expandable_segments
-        measured = (
+        words = (
             f"fragmentation {fragmentation:.1%} measured on {pattern}, CUDA context "
             f"{non_allocator / 2**30:.2f} GiB on {source_gpu} ({len(runs)} runs)"
         )
     elif expandable_segments:
-        measured += " (default allocator: expandable segments not measured for this framework)"
-    return MemoryReserve(
-        fragmentation=fragmentation,
-        non_allocator_bytes=non_allocator + nccl,
-        logits_floor=logits_floor,
-        source=(
-            f"Reserve: {measured}"
-            + (f", NCCL buffers {nccl / 2**30:.2f} GiB (NCCL defaults)" if nccl else "")
-            + "."
-        ),
-    )
+        words += " (default allocator: expandable segments not measured for this framework)"
+    return fragmentation, non_allocator, words, logits_floor
+
+
+def _first_with(records: Callable[[str], tuple[dict, ...]], gpu_id: str) -> str | None:
+    """``gpu_id`` itself when ``records`` has some for it, else the first GPU that has."""
+    if records(gpu_id):
+        return gpu_id
+    return next((other for other in hardware_db.list_gpus() if records(other)), None)

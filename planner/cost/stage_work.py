@@ -21,8 +21,8 @@ from planner.cost.compute import (
     embedding_work,
     head_work,
     kind_work,
+    layer_kinds,
     layer_work,
-    representative_layer,
     routed_expert_work,
     total_time,
     with_backward,
@@ -119,13 +119,17 @@ class StageTimes:
 
 
 class StageTimesInput(NamedTuple):
-    """Everything ``stage_times`` computes from: one virtual stage's layers and edges, the
-    shape of its micro-batch, its recomputation, the implementation and the rates."""
+    """Everything ``stage_times`` computes from: the kinds of one virtual stage's layers
+    and its edges, the shape of its micro-batch, its recomputation, the implementation and
+    the rates."""
 
     model: Same[ModelSpec]
     rates: Same[Rates]
     impl: Implementation
-    layer_ids: tuple[int, ...]
+    kinds: tuple[int, ...]
+    """Each layer's kind (``compute.representative_layer``), in stage order: a layer's
+    work depends on its kind and its position in the stage (recomputation) only, so
+    stages of equal kinds share an entry whichever layers they hold."""
     first: bool
     last: bool
     shape: LayerShape
@@ -151,14 +155,15 @@ def stage_times(
     the per-kind times are shared across stages and layouts, and a whole stage's times
     are cached on a frozen input holding exactly what they are computed from
     (``StageTimesInput``: the model and rates objects themselves, compared by identity,
-    the stage's layers, the layout fields used).
+    the kinds of the stage's layers, the layout fields used).
     """
+    kinds = layer_kinds(model)
     return _stage_times(
         StageTimesInput(
             model=Same(model),
             rates=Same(rates),
             impl=impl,
-            layer_ids=tuple(layer_ids),
+            kinds=tuple(map(kinds.__getitem__, layer_ids)),
             first=first,
             last=last,
             shape=layer_shape(layout, seq_len),
@@ -172,26 +177,64 @@ def stage_times(
 @lru_cache(maxsize=20_000)
 def _stage_times(stage: StageTimesInput) -> StageTimes:
     model, rates, impl, shape = stage.model.value, stage.rates.value, stage.impl, stage.shape
-    recomputed = recomputed_positions(stage, len(stage.layer_ids))
+    recomputed = recomputed_positions(stage, len(stage.kinds))
     selective = stage.recompute == "selective"
     totals = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    for position, layer_id in enumerate(stage.layer_ids):
+    per_kind: dict[tuple[int, str], tuple[float, ...]] = {}  # spares hashing the model
+    for position, kind in enumerate(stage.kinds):
         mode = "full" if position in recomputed else ("selective" if selective else "none")
-        times = _kind_times(model, representative_layer(model, layer_id), shape, impl, rates, mode)
+        times = per_kind.get((kind, mode))
+        if times is None:
+            times = per_kind[kind, mode] = _kind_times(model, kind, shape, impl, rates, mode)
         for i, value in enumerate(times):
             totals[i] += value
-    edges: list[LayerWork] = []
-    if stage.first:
-        edges.append(embedding_work(model, tokens=shape.tokens, impl=impl))
-    if stage.last:
-        edges.append(head_work(model, tokens=shape.tokens, tp=shape.tp, impl=impl))
-    for edge in edges:
-        totals[0] += total_time(list(edge.forward), rates)
-        totals[1] += total_time(list(edge.backward), rates)
-        totals[2] += total_time([w for w in edge.forward if w.kind == "gemm"], rates)
-        totals[4] += sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward)
-        totals[5] += _launches(edge.forward, rates) + _launches(edge.backward, rates)
+    edges = [
+        name for name, present in (("embedding", stage.first), ("head", stage.last)) if present
+    ]
+    for name in edges:
+        times = _edge_times(
+            EdgeTimesInput(stage.model, stage.rates, impl, name, shape.tokens, shape.tp)
+        )
+        for i, value in zip(EDGE_FIELDS, times, strict=True):
+            totals[i] += value
     return StageTimes(*totals)
+
+
+EDGE_FIELDS = (0, 1, 2, 4, 5)
+"""The ``StageTimes`` fields an edge adds to: forward, backward, forward GEMM, FLOPs,
+launches."""
+
+
+class EdgeTimesInput(NamedTuple):
+    """What ``_edge_times`` reads: the model and rates (by identity), the implementation,
+    which edge (the embedding or the head: output layer and loss), the micro-batch's
+    tokens on one GPU and the TP degree."""
+
+    model: Same[ModelSpec]
+    rates: Same[Rates]
+    impl: Implementation
+    edge: str
+    tokens: float
+    tp: int
+
+
+@lru_cache(maxsize=4096)
+def _edge_times(key: EdgeTimesInput) -> tuple[float, float, float, float, float]:
+    """What an edge adds to the ``StageTimes`` fields ``EDGE_FIELDS`` (no attention): the
+    same terms for every stage with the same edge and shape, so computed once
+    (``_stage_times`` adds them one by one, as before)."""
+    model, rates, impl = key.model.value, key.rates.value, key.impl
+    if key.edge == "embedding":
+        edge = embedding_work(model, tokens=key.tokens, impl=impl)
+    else:
+        edge = head_work(model, tokens=key.tokens, tp=key.tp, impl=impl)
+    return (
+        total_time(list(edge.forward), rates),
+        total_time(list(edge.backward), rates),
+        total_time([w for w in edge.forward if w.kind == "gemm"], rates),
+        sum(w.flops for w in edge.forward) + sum(w.flops for w in edge.backward),
+        _launches(edge.forward, rates) + _launches(edge.backward, rates),
+    )
 
 
 class ExpertTimesInput(NamedTuple):

@@ -64,7 +64,7 @@ from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.objectives import OBJECTIVES, Objective, cluster_sizes, make_objective, resized
 from planner.search.progress import ProgressCallback, Tracker
 from planner.search.results import PlanEntry, PlanResult, SearchInfo
-from planner.search.tabulate import Ranking, Row, tabulate
+from planner.search.tabulate import Ranking, Row, complete_partial, tabulate
 from planner.specs.hardware import ClusterSpec
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
@@ -385,6 +385,7 @@ def _infeasible_message(
 ) -> str:
     if not found.spaces:
         return f"no cluster size up to {cluster.num_gpus} GPUs can take the fixed knobs {fixed}"
+    complete_partial(found.rows, headroom_gib)  # the messages below read the excess
     sized, space = found.spaces[-1]
     if not found.rows:
         return no_layout_message(space, sized)

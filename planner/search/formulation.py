@@ -69,10 +69,14 @@ AXES = (
 
 def axis_values(row: Row) -> tuple[int, ...]:
     """A row's value on every axis, in ``AXES`` order."""
-    layout: ParallelConfig = row.layout
+    return layout_axis_values(row.layout, gpus=row.cluster.num_gpus)
+
+
+def layout_axis_values(layout: ParallelConfig, *, gpus: int) -> tuple[int, ...]:
+    """``axis_values`` of a resolved layout (``dp`` set) on ``gpus`` GPUs."""
     assert layout.dp is not None
     return (
-        row.cluster.num_gpus,
+        gpus,
         layout.tp,
         layout.cp,
         layout.pp,

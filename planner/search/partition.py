@@ -52,12 +52,12 @@ from planner.cost.memory import layer_footprint, virtual_stages
 from planner.cost.reserve import usable_capacity_bytes
 from planner.cost.schedule import peak_in_flight
 from planner.cost.stage_work import stage_times
-from planner.predict import time_rates
-from planner.search.formulation import axis_values
+from planner.predict import apply_framework_defaults, time_rates
+from planner.search.formulation import axis_values, layout_axis_values
 from planner.search.length_pricing import FIXED_LENGTH, Timer
-from planner.search.tabulate import Row, tabulate
+from planner.search.tabulate import Row, complete_partial, tabulate
 from planner.specs.hardware import ClusterSpec
-from planner.specs.layout import ParallelConfig, layout_violations
+from planner.specs.layout import ParallelConfig, layout_violations, resolve_data_parallel
 from planner.specs.model import ModelSpec
 from planner.specs.workload import WorkloadSpec
 from solvers import (
@@ -113,6 +113,8 @@ def split_variants(
             row.time_deferred()
         admitted = [row for row in deferred if admits(row)]
         deferred = []
+    if not admitted:  # closest to fitting first: the excess exact where it was
+        complete_partial(rows, headroom_gib)
     pool: Iterable[Row] = (
         by_step(rows, admitted, deferred, admits)
         if admitted
@@ -138,6 +140,9 @@ def split_variants(
             layouts.append(variant)
         if len(families) == leaders:
             break
+    # a variant equal to a layout already tabulated (the solver kept the enumerated split,
+    # or another pass asked for the same family) would be costed only to be left out
+    layouts = [layout for layout in layouts if _key(layout, cluster, framework) not in seen]
     table = tabulate(
         layouts, model=model, cluster=cluster, workload=workload, framework=framework,
         headroom_gib=headroom_gib, expert_load=expert_load, timer=timer,
@@ -149,6 +154,15 @@ def split_variants(
             seen.add(key)
             fresh.append(row)
     return fresh
+
+
+def _key(layout: ParallelConfig, cluster: ClusterSpec, framework: Framework) -> tuple[int, ...]:
+    """``axis_values`` of the row ``tabulate`` would make of ``layout`` (resolved as
+    ``predict.prepare`` resolves it)."""
+    resolved = resolve_data_parallel(
+        apply_framework_defaults(layout, framework=framework), num_gpus=cluster.num_gpus
+    )
+    return layout_axis_values(resolved, gpus=cluster.num_gpus)
 
 
 def _splittable(layout: ParallelConfig) -> bool:

@@ -9,9 +9,13 @@ capacity, both rounded to GiB as ``estimate`` reports them (``peak_gib + headroo
 capacity_gib``). A layout whose model states alone already exceed that
 (``memory.static_lower_bound``, a bound on every moment's total, taken with a relative
 margin of ``BOUND_MARGIN`` for the different order of its float sums) is rejected without
-computing its activations; the step time (the pipeline simulation) is computed only for
-layouts that fit, since the others are never chosen. When nothing fits, the rejected
-layouts are costed in full after all, so that the closest one can be named.
+computing its activations. The stages are costed first stage first, and the first stage
+that does not fit ends the layout's costing (``Row.partial``: its peak is at least that
+stage's, so the layout cannot fit; the stages costed are the same computation as in the
+full list). The step time (the pipeline simulation) is computed only for layouts that
+fit, since the others are never chosen. When nothing fits, the rejected layouts are
+costed in full after all (``complete_partial`` for the ones a stage rejected, before
+anything orders them by their excess), so that the closest one can be named.
 
 The candidates come already checked against the framework rules
 (``planner.search.candidates``), so ``prepare`` skips that check.
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 
 from planner.cost.expert_load import ExpertLoadFactors, ExpertLoadSource
 from planner.cost.frameworks import Framework
-from planner.cost.memory import StageMemory, gib, static_lower_bound
+from planner.cost.memory import StageMemory, gib, iter_stage_memory, static_lower_bound
 from planner.cost.reserve import usable_capacity_bytes
 from planner.errors import TimeLimitReached
 from planner.predict import (
@@ -69,6 +73,10 @@ class Row:
     """Only for layouts that fit and could be among the best (see ``tabulate``)."""
     step_bound_s: float | None = None
     """A lower bound on the reported step time (layouts that fit, when ranked)."""
+    partial: bool = False
+    """Rejected by its first stage that does not fit (``stages`` empty, ``peak_gib`` that
+    stage's total): the excess is a lower bound, as for a row the static bound rejected,
+    but the model states alone need not overflow."""
     pipeline_bound_s: float | None = None
     """The tighter bound that counts the pipeline's fill and drain (``search.bounds``),
     where it was needed to defer the row."""
@@ -94,6 +102,7 @@ class Row:
             self.stages = memory_stages(self.prepared)
             self.peak_gib = gib(max(stage.total for stage in self.stages))
             self.excess_gib = self.peak_gib + headroom_gib - self.capacity_gib
+            self.partial = False
 
     @property
     def fits(self) -> bool:
@@ -112,6 +121,15 @@ class Row:
         """The full ``Estimate`` (what ``autopar estimate --json`` prints for this layout)."""
         timing = self.time if self.time is not None else predict_time(self.prepared)
         return assemble(self.prepared, self.stages, timing)
+
+
+def complete_partial(rows: Iterable[Row], headroom_gib: float) -> None:
+    """Cost in full the rows a stage rejected (``Row.partial``), so that every row's
+    excess is exact or the static bound's, as without the early stop: for the paths that
+    order rows that do not fit by their excess (nothing fits)."""
+    for row in rows:
+        if row.partial:
+            row.complete_memory(headroom_gib)
 
 
 @dataclass
@@ -180,7 +198,7 @@ def tabulate(
     tracker = tracker or Tracker(None)
     capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
     rows: list[Row] = []
-    shared: dict[ParallelConfig, tuple[float, list[StageMemory]]] = {}
+    shared: dict[ParallelConfig, tuple[float, list[StageMemory], bool]] = {}
     cut = False
     for layout in layouts:
         if deadline is not None and time.perf_counter() > deadline:
@@ -222,7 +240,7 @@ def _memory_row(
     headroom_gib: float,
     capacity_gib: float,
     expert_load: ExpertLoadFactors | None = None,
-    shared: dict[ParallelConfig, tuple[float, list[StageMemory]]] | None = None,
+    shared: dict[ParallelConfig, tuple[float, list[StageMemory], bool]] | None = None,
 ) -> Row:
     """The layout's memory row. Layouts that differ only in the CP algorithm share their
     memory (``planner.cost`` holds no memory per algorithm), computed once in ``shared``."""
@@ -233,11 +251,13 @@ def _memory_row(
     flat = {"cp_comm_type": "p2p", "hierarchical_cp_sizes": None}
     key = layout.model_copy(update=flat) if layout.cp > 1 else layout
     if shared is not None and key in shared:
-        peak_gib, stages = shared[key]
+        peak_gib, stages, partial = shared[key]
     else:
-        peak_gib, stages = _memory(prepared, headroom_gib=headroom_gib, capacity_gib=capacity_gib)
+        peak_gib, stages, partial = _memory(
+            prepared, headroom_gib=headroom_gib, capacity_gib=capacity_gib
+        )
         if shared is not None:
-            shared[key] = (peak_gib, stages)
+            shared[key] = (peak_gib, stages, partial)
     return Row(
         layout=prepared.layout,
         cluster=cluster,
@@ -246,18 +266,30 @@ def _memory_row(
         peak_gib=peak_gib,
         capacity_gib=capacity_gib,
         excess_gib=peak_gib + headroom_gib - capacity_gib,
+        partial=partial,
     )
 
 
 def _memory(
     prepared: Prepared, *, headroom_gib: float, capacity_gib: float
-) -> tuple[float, list[StageMemory]]:
-    """(peak GiB, stages): the stages only when the states' lower bound leaves room."""
+) -> tuple[float, list[StageMemory], bool]:
+    """(peak GiB, stages, partial): the stages only when the states' lower bound leaves
+    room and every stage fits; else the bound's or the first overflowing stage's GiB,
+    no stages, and whether a stage (not the states' bound) rejected it (module docstring).
+
+    A stage whose total alone gives ``gib(total) + headroom > capacity`` proves the row
+    cannot fit: ``gib`` rounds monotonically and the peak is the largest total, so the
+    full row's ``peak_gib + headroom - capacity`` would be at least as large."""
     bound_gib = gib(static_lower_bound(prepared.ctx) * (1 - BOUND_MARGIN))
     if bound_gib + headroom_gib > capacity_gib:
-        return bound_gib, []
-    stages = memory_stages(prepared)
-    return gib(max(stage.total for stage in stages)), stages
+        return bound_gib, [], False
+    stages = []
+    for stage in iter_stage_memory(prepared.ctx):
+        stage_gib = gib(stage.total)
+        if stage_gib + headroom_gib - capacity_gib > 0:
+            return stage_gib, [], True
+        stages.append(stage)
+    return gib(max(stage.total for stage in stages)), stages, False
 
 
 def _time_contenders(

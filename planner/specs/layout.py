@@ -250,6 +250,8 @@ def resolve_data_parallel(layout: ParallelConfig, *, num_gpus: int) -> ParallelC
             f"layout: tp x cp x dp x pp = {layout.tp} x {layout.cp} x {layout.dp} x "
             f"{layout.pp} = {model_parallel * layout.dp} but the cluster has {num_gpus} GPUs"
         )
+    if layout.dp == dp and "dp" in layout.model_fields_set:
+        return layout  # already resolved (the planner's candidates): the copy would equal it
     return layout.model_copy(update={"dp": dp})
 
 
