@@ -77,7 +77,7 @@ def test_estimate_says_whether_the_default_margin_is_kept(run_cli) -> None:
     )  # fmt: skip
     edge = run_cli(
         "estimate", "--model", "llama-3.1-70b", "--cluster", "dgx-h100", "--gpus", "64",
-        "--seq-len", "8192", "--global-batch", "512", *layout,
+        "--seq-len", "8448", "--global-batch", "512", *layout,
     )  # fmt: skip
     assert edge.exit_code == 0, edge.stderr
     text = " ".join(edge.stdout.split())
