@@ -77,7 +77,7 @@ def stage_work(
     forward: list[Work] = []
     backward: list[Work] = []
     if first:
-        _add(embedding_work(model, tokens=tokens, impl=impl), forward, backward)
+        _add(embedding_work(model, tokens=tokens, impl=impl, tp=layout.tp), forward, backward)
     recomputed = recomputed_positions(layout, len(layer_ids))
     for position, layer_id in enumerate(layer_ids):
         work = layer_work(model, layer_id, shape=shape, impl=impl)
@@ -182,7 +182,7 @@ def _stage_times(stage: StageTimesInput) -> StageTimes:
             totals[i] += value
     edges: list[LayerWork] = []
     if stage.first:
-        edges.append(embedding_work(model, tokens=shape.tokens, impl=impl))
+        edges.append(embedding_work(model, tokens=shape.tokens, impl=impl, tp=shape.tp))
     if stage.last:
         edges.append(head_work(model, tokens=shape.tokens, tp=shape.tp, impl=impl))
     for edge in edges:
