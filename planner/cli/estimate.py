@@ -35,17 +35,20 @@ from planner.cli.inputs import (
     parse_tokens,
 )
 from planner.cli.layout_options import (
+    KERNEL_SWITCH_FLAGS,
     AccountForEmbeddingOption,
     AccountForLossOption,
     AttentionBackendOption,
     CpCommTypeOption,
     CpOption,
+    CrossEntropyLossFusionOption,
     DdpBucketViewOption,
     DistributedOptimizerOption,
     EpOption,
     EtpOption,
     FirstStageLayersOption,
     FlashAttentionOption,
+    GradientAccumulationFusionOption,
     HierarchicalCpSizesOption,
     LastStageLayersOption,
     MbsOption,
@@ -168,6 +171,8 @@ def estimate_command(
     flash_attention: FlashAttentionOption = True,
     attention_backend: AttentionBackendOption = None,
     ddp_bucket_view: DdpBucketViewOption = None,
+    cross_entropy_loss_fusion: CrossEntropyLossFusionOption = None,
+    gradient_accumulation_fusion: GradientAccumulationFusionOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -186,7 +191,10 @@ def estimate_command(
         for note in setup.notes:
             print(f"autopar: note: {note}", file=sys.stderr)
     reasons = framework_knob_refusals(
-        setup.layout, framework=setup.framework, ddp_bucket_view=setup.runtime.ddp_bucket_view
+        setup.layout,
+        framework=setup.framework,
+        ddp_bucket_view=setup.runtime.ddp_bucket_view,
+        switches={name: getattr(setup.runtime, name) for name in KERNEL_SWITCH_FLAGS},
     )
     if reasons:
         raise SpecError("; ".join(reasons))
@@ -267,6 +275,7 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
         runtime=Runtime(
             attention_backend=attention_backend_name(values["attention_backend"]),
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
+            **{name: values[name] for name in KERNEL_SWITCH_FLAGS},
         ),
     )
 
@@ -380,6 +389,10 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         config.runtime,
         attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
+        **{
+            name: overrides.take(name, getattr(config.runtime, name))
+            for name in KERNEL_SWITCH_FLAGS
+        },
     )
     return Setup(
         model=model_spec,
