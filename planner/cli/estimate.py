@@ -390,7 +390,11 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         attention_backend=attention_backend_name(backend),
         ddp_bucket_view=overrides.take("ddp_bucket_view", config.runtime.ddp_bucket_view),
         **{
-            name: overrides.take(name, getattr(config.runtime, name))
+            name: overrides.take(
+                name,
+                getattr(config.runtime, name),
+                shown="the framework's default" if getattr(config.runtime, name) is None else None,
+            )
             for name in KERNEL_SWITCH_FLAGS
         },
     )
