@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.catalog import load_cluster
+from planner.cost.frameworks import DEFAULT_RUNTIME, Runtime
 from planner.cost.measured import (
     MEASURED_CLUSTERS,
     RecordConfig,
@@ -25,6 +26,12 @@ from planner.cost.measured import (
 from planner.cost.measured_two_gpu import two_gpu_inputs
 from planner.predict import Estimate, estimate
 from planner.specs.workload import WorkloadSpec
+
+MEGATRON_STEP_RUNTIME = Runtime(gradient_accumulation_fusion=False)
+"""How ``benchmarks/measure/megatron_step.py`` runs Megatron-Core: it builds the
+``TransformerConfig`` itself, whose ``gradient_accumulation_fusion`` defaults to off
+(megatron-core 0.16.1 ``model_parallel_config.py``; Megatron-LM's argument parser is what
+turns it on), and the local linears could not fuse without Apex, which was not installed."""
 
 
 def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
@@ -45,6 +52,7 @@ def estimate_record(record: dict[str, Any], *, gpu_id: str) -> Estimate:
         flash_attention=flash_attention(config),
         optimizer_impl=optimizer_kind(config),  # type: ignore[arg-type]
         layer_spec="local" if framework == "megatron" else "transformer_engine",
+        runtime=MEGATRON_STEP_RUNTIME if framework == "megatron" else DEFAULT_RUNTIME,
     )
 
 

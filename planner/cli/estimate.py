@@ -35,11 +35,13 @@ from planner.cli.inputs import (
     parse_tokens,
 )
 from planner.cli.layout_options import (
+    KERNEL_SWITCH_FLAGS,
     AccountForEmbeddingOption,
     AccountForLossOption,
     AttentionBackendOption,
     CpCommTypeOption,
     CpOption,
+    CrossEntropyLossFusionOption,
     DdpBucketViewOption,
     DistributedOptimizerOption,
     EpOption,
@@ -47,6 +49,7 @@ from planner.cli.layout_options import (
     ExpandableSegmentsOption,
     FirstStageLayersOption,
     FlashAttentionOption,
+    GradientAccumulationFusionOption,
     GradReduceInBf16Option,
     HierarchicalCpSizesOption,
     LastStageLayersOption,
@@ -176,6 +179,8 @@ def estimate_command(
     ddp_bucket_view: DdpBucketViewOption = None,
     expandable_segments: ExpandableSegmentsOption = None,
     grad_reduce_in_bf16: GradReduceInBf16Option = None,
+    cross_entropy_loss_fusion: CrossEntropyLossFusionOption = None,
+    gradient_accumulation_fusion: GradientAccumulationFusionOption = None,
     memplan: MemplanOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -194,7 +199,10 @@ def estimate_command(
         for note in setup.notes:
             print(f"autopar: note: {note}", file=sys.stderr)
     reasons = framework_knob_refusals(
-        setup.layout, framework=setup.framework, ddp_bucket_view=setup.runtime.ddp_bucket_view
+        setup.layout,
+        framework=setup.framework,
+        ddp_bucket_view=setup.runtime.ddp_bucket_view,
+        switches={name: getattr(setup.runtime, name) for name in KERNEL_SWITCH_FLAGS},
     )
     if reasons:
         raise SpecError("; ".join(reasons))
@@ -283,6 +291,7 @@ def setup_from_flags(values: dict[str, Any]) -> Setup:
             ddp_bucket_view=bool(values["ddp_bucket_view"]),
             expandable_segments=bool(values["expandable_segments"]),
             grad_reduce_in_bf16=bool(values["grad_reduce_in_bf16"]),
+            **{name: values[name] for name in KERNEL_SWITCH_FLAGS},
         ),
         layer_spec=layer_spec,
     )
@@ -413,6 +422,14 @@ def setup_from_plan(planned: PlanFileEntry, values: dict[str, Any], *, given: se
         grad_reduce_in_bf16=overrides.take(
             "grad_reduce_in_bf16", config.runtime.grad_reduce_in_bf16
         ),
+        **{
+            name: overrides.take(
+                name,
+                getattr(config.runtime, name),
+                shown="the framework's default" if getattr(config.runtime, name) is None else None,
+            )
+            for name in KERNEL_SWITCH_FLAGS
+        },
     )
     layer_spec: LayerSpec = config.layer_spec
     flash_attention = overrides.take("flash_attention", config.flash_attention)

@@ -146,6 +146,31 @@ GradReduceInBf16Option = Annotated[
         show_default=False,
     ),
 ]
+CrossEntropyLossFusionOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--cross-entropy-loss-fusion/--no-cross-entropy-loss-fusion",
+        help="Megatron-LM's --cross-entropy-loss-fusion: one fused cross-entropy kernel "
+        "each way instead of the vocab-parallel cross entropy's eager ops. "
+        "[default: off, as in Megatron-LM]",
+        show_default=False,
+    ),
+]
+GradientAccumulationFusionOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--gradient-accumulation-fusion/--no-gradient-accumulation-fusion",
+        help="Megatron-LM's gradient accumulation fusion (off: --no-gradient-accumulation-"
+        "fusion): the weight-gradient GEMMs add into the fp32 main gradient themselves; "
+        "off, a hook adds each one per micro-batch. [default: on, as in Megatron-LM]",
+        show_default=False,
+    ),
+]
+KERNEL_SWITCH_FLAGS = {
+    "cross_entropy_loss_fusion": "--cross-entropy-loss-fusion",
+    "gradient_accumulation_fusion": "--gradient-accumulation-fusion",
+}
+"""The framework kernel switches the command line sets (``FrameworkProfile.kernel_switches``)."""
 FlashAttentionOption = Annotated[
     bool,
     typer.Option(
@@ -320,7 +345,11 @@ _OVERLAP_FLAGS = {
 
 
 def framework_knob_refusals(
-    layout: ParallelConfig, *, framework: str, ddp_bucket_view: bool = False
+    layout: ParallelConfig,
+    *,
+    framework: str,
+    ddp_bucket_view: bool = False,
+    switches: dict[str, bool | None] | None = None,
 ) -> list[str]:
     """The knobs of ``layout`` (and DDP's bucket view) that ``framework`` does not run.
 
@@ -329,7 +358,8 @@ def framework_knob_refusals(
     below ZeRO-3's prefetch; torchtitan's FSDP2 always overlaps its collectives), a
     context-parallel algorithm it does not implement (``cp_algorithms``), and
     ``gradient_as_bucket_view``, which only plain PyTorch DDP has (Megatron's gradients
-    are always views of its contiguous buffer, DeepSpeed and FSDP2 keep their own).
+    are always views of its contiguous buffer, DeepSpeed and FSDP2 keep their own), and
+    a kernel switch (``switches``, set or None) the framework does not declare.
     """
     profile = get_profile(framework)
     reasons = [
@@ -353,6 +383,9 @@ def framework_knob_refusals(
             f"--ddp-bucket-view: {framework} does not run PyTorch DDP's buckets (only "
             "--framework pytorch does)"
         )
+    for name, value in (switches or {}).items():
+        if value is not None and name not in profile.kernel_switches:
+            reasons.append(f"{KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch")
     return reasons
 
 

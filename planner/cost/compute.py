@@ -23,7 +23,11 @@ FLOP and byte counts (per micro-batch of T local tokens; t tensor parallel):
   runs: the unfused softmax chain on the scores, the eager RoPE, the K/V repeat, the
   vocab-parallel cross entropy and the DDP hooks that add each gradient into the fp32
   main gradient (measured per kernel in
-  ``hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile``).
+  ``hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile``). On the
+  Transformer Engine path Megatron-LM runs the same cross entropy unless
+  ``--cross-entropy-loss-fusion`` and the same hooks for the parameters no GEMM
+  accumulates (all of them with ``--no-gradient-accumulation-fusion``): they are charged
+  there at the same rates.
 """
 
 from __future__ import annotations
@@ -418,17 +422,21 @@ def kind_work(model: ModelSpec, index: int, shape: LayerShape, impl: Implementat
     work = with_backward(forward)
     if impl.main_grad_hooks:
         params = layer_params(model, index)
-        weights = (params.attention_matmul + params.mlp_active_matmul) / t + params.norms
-        tensors = 4 + norms + (2 if model.gated_mlp else 1)  # matrices per layer
+        weights, tensors = params.norms, norms
+        if not impl.wgrad_accumulation_fusion:  # the matrices' gradients are hooked too
+            weights += (params.attention_matmul + params.mlp_active_matmul) / t
+            tensors += 4 + (2 if model.gated_mlp else 1)  # matrices per layer
         work = replace(work, backward=(*work.backward, main_grad_work(weights, tensors)))
     return work
 
 
 MAIN_GRAD_BYTES = 4 + 2 + 4
-"""Megatron DDP's hook per parameter and micro-batch without gradient-accumulation fusion
-(megatron-core ``DistributedDataParallel._make_backward_post_hook``:
-``param.main_grad.add_(param.grad)``): read the fp32 main gradient and the bf16 gradient,
-write the fp32 main gradient."""
+"""Megatron DDP's hook per parameter and micro-batch (megatron-core
+``DistributedDataParallel._make_backward_post_hook``: ``param.main_grad.add_(param.grad)``):
+read the fp32 main gradient and the bf16 gradient, write the fp32 main gradient. With
+``gradient_accumulation_fusion`` (Megatron-LM's default) the linears' weight-gradient GEMMs
+accumulate into ``main_grad`` and mark ``grad_added_to_main_grad``, so their hooks add
+nothing; the embedding's and the norms' gradients are still added here."""
 
 
 def main_grad_work(params: float, tensors: int) -> Work:
@@ -764,18 +772,22 @@ def head_work(model: ModelSpec, *, tokens: float, tp: int, impl: Implementation)
     if impl.casts_weights:
         forward.append(Work("memory", bytes=v * h * (4 + 2), kernels=1))
     work = with_backward(forward)
-    if impl.main_grad_hooks:  # the output layer's weight and the final norm's
+    if impl.wgrad_accumulation_fusion:  # the output layer's GEMM accumulates its own
+        work = replace(work, backward=(*work.backward, main_grad_work(h, 1)))
+    elif impl.main_grad_hooks:  # the output layer's weight and the final norm's
         work = replace(work, backward=(*work.backward, main_grad_work(v * h + h, 2)))
     return work
 
 
 def vocab_parallel_cross_entropy_work(logits: float, *, act: int) -> list[Work]:
     """Megatron's vocab-parallel cross entropy over ``logits`` local logits, op by op
-    (``tensor_parallel.cross_entropy._VocabParallelCrossEntropy`` with the model's
-    ``logits.float()``): forward the cast up (act + 4 bytes, unrolled), the row max
-    (read 4), subtracting it in place (4 + 4, a per-row operand), ``exp`` (4 + 4), the
-    row sum (read 4) and the division in place (4 + 4, per row); backward the gradient
-    scaled in place (4 + 4, per row) and cast down to the logits' dtype (4 + act)."""
+    (megatron-core 0.16.1 ``tensor_parallel/cross_entropy.py``, which
+    ``LanguageModule.compute_language_model_loss`` calls on either layer spec unless
+    ``cross_entropy_loss_fusion``; it casts the logits up itself): forward the cast up
+    (act + 4 bytes, unrolled), the row max (read 4), subtracting it in place (4 + 4, a
+    per-row operand), ``exp`` (4 + 4), the row sum (read 4) and the division in place
+    (4 + 4, per row); backward the gradient scaled in place (4 + 4, per row) and cast
+    down to the logits' dtype (4 + act)."""
     fp32 = 4
     backward = (
         Work("memory", bytes=logits * 2 * fp32, generic_elements=logits),
@@ -792,11 +804,15 @@ def vocab_parallel_cross_entropy_work(logits: float, *, act: int) -> list[Work]:
     ]  # fmt: skip
 
 
-def embedding_work(model: ModelSpec, *, tokens: float, impl: Implementation) -> LayerWork:
-    """Lookup forward (gather rows) and the scatter-add of its gradient backward."""
+def embedding_work(
+    model: ModelSpec, *, tokens: float, impl: Implementation, tp: int = 1
+) -> LayerWork:
+    """Lookup forward (gather rows) and the scatter-add of its gradient backward; under
+    Megatron's DDP the hook adding the (vocab-parallel, ``1/tp``) table's gradient into the
+    fp32 main gradient, which no GEMM accumulates for it."""
     row = model.hidden_size * impl.residual_bytes
     work = with_backward([Work("memory", bytes=2 * tokens * row, kernels=1)])
     if impl.main_grad_hooks:
-        params = model.vocab_size * model.hidden_size
+        params = model.vocab_size / tp * model.hidden_size
         work = replace(work, backward=(*work.backward, main_grad_work(params, 1)))
     return work

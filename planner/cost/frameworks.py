@@ -117,6 +117,11 @@ class Runtime:
     activation dtype) in a variable through the backward (``logits = model(x); loss =
     F.cross_entropy(logits.float(), y); loss.backward()``); torchtitan deletes it before
     the backward (``del pred``), Megatron's loss consumes it inside the forward step.
+
+    ``cross_entropy_loss_fusion`` and ``gradient_accumulation_fusion``: Megatron-LM's
+    switches of those names (``--cross-entropy-loss-fusion``,
+    ``--no-gradient-accumulation-fusion``); None: the framework profile's default
+    (``FrameworkProfile.kernel_switches``: off and on for Megatron-LM).
     """
 
     attention_backend: AttentionBackend | None = None
@@ -134,6 +139,8 @@ class Runtime:
     NeMo's FP8 recipes set): the contiguous gradient buffer, and so its reduce-scatter, is
     bf16 (2 bytes per parameter instead of the fp32 ``main_grad`` Megatron-LM keeps by
     default for bf16 training). Only frameworks with that buffer (``contiguous-grad-buffer``)."""
+    cross_entropy_loss_fusion: bool | None = None
+    gradient_accumulation_fusion: bool | None = None
 
 
 DEFAULT_RUNTIME = Runtime()
@@ -211,9 +218,18 @@ def implementation(
     attends with megatron-core's ``DotProductAttention`` only (no fused attention): an
     unfused softmax in eager fp32 on K and V it repeats to every query head itself (so
     ``runtime.repeat_kv`` does not apply to it).
+
+    Megatron, either layer spec: its DDP adds each gradient the backward returns into the
+    fp32 main-gradient buffer by a hook, except the linears' weight gradients when
+    ``gradient_accumulation_fusion`` is on (their GEMMs accumulate into it); without
+    ``cross_entropy_loss_fusion`` the loss is the vocab-parallel cross entropy's eager
+    ops; and around the optimizer step it takes the gradient norm, clips and copies the
+    fp32 main parameters into the bf16 ones, with Transformer Engine's multi-tensor
+    kernels on its path and megatron-core's per-tensor fallbacks on the local spec.
     """
     activation_bytes = 4 if precision == "fp32" else 2
-    fused = get_profile(framework).fused_kernels
+    profile = get_profile(framework)
+    fused = profile.fused_kernels
     backend = runtime.attention_backend or "flash"
     if backend not in ATTENTION_BACKENDS:
         raise SpecError(
@@ -228,6 +244,8 @@ def implementation(
             "layer_spec: Megatron-Core's local spec has no fused attention; "
             "use it with flash_attention off"
         )
+    # Megatron's DDP: fp32 main gradients in its contiguous buffer
+    megatron_ddp = framework == "megatron" and layout.name == "megatron"
     extras = {
         "attention_backend": backend if flash_attention else "unfused",
         "repeat_kv": runtime.repeat_kv and not local,
@@ -254,8 +272,12 @@ def implementation(
         fused_gated_mlp=fused,
         fused_cross_entropy=fused or runtime.loss == "vocab_parallel",
         eager_fp32_softmax=local,
-        main_grad_hooks=local,
-        eager_vocab_cross_entropy=local,
+        main_grad_hooks=megatron_ddp,
+        wgrad_accumulation_fusion=megatron_ddp
+        and profile.switch("gradient_accumulation_fusion", runtime.gradient_accumulation_fusion),
+        multi_tensor_optimizer_passes=not local,
+        eager_vocab_cross_entropy=megatron_ddp
+        and not profile.switch("cross_entropy_loss_fusion", runtime.cross_entropy_loss_fusion),
         eager=not fused,
         **extras,
     )

@@ -165,7 +165,7 @@ def single_gpu_step_phases(config: RecordConfig | dict[str, Any]) -> tuple[Phase
         elif layout.recompute == "selective":
             phases.append(Phase(selective_recompute(work), accumulation))
     for edge in (
-        embedding_work(model, tokens=shape.tokens, impl=impl),
+        embedding_work(model, tokens=shape.tokens, impl=impl, tp=layout.tp),
         head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl),
     ):
         phases += [Phase(edge.forward, accumulation), Phase(edge.backward, accumulation)]

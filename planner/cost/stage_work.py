@@ -77,7 +77,7 @@ def stage_work(
     forward: list[Work] = []
     backward: list[Work] = []
     if first:
-        _add(embedding_work(model, tokens=tokens, impl=impl), forward, backward)
+        _add(embedding_work(model, tokens=tokens, impl=impl, tp=layout.tp), forward, backward)
     recomputed = recomputed_positions(layout, len(layer_ids))
     for position, layer_id in enumerate(layer_ids):
         work = layer_work(model, layer_id, shape=shape, impl=impl)
@@ -225,7 +225,7 @@ def _edge_times(key: EdgeTimesInput) -> tuple[float, float, float, float, float]
     (``_stage_times`` adds them one by one, as before)."""
     model, rates, impl = key.model.value, key.rates.value, key.impl
     if key.edge == "embedding":
-        edge = embedding_work(model, tokens=key.tokens, impl=impl)
+        edge = embedding_work(model, tokens=key.tokens, impl=impl, tp=key.tp)
     else:
         edge = head_work(model, tokens=key.tokens, tp=key.tp, impl=impl)
     return (

@@ -206,9 +206,12 @@ def step_time(ctx: TimeContext) -> TimeBreakdown:
             lead = max(0.0, compute - m * sum(s.launch_s for s in mine))
             optimizer = max(ctx.rates.device_time(step), ctx.rates.launch_time(step) - lead)
     if ctx.impl.main_grad_hooks:
-        optimizer += total_time(
-            [distributed_optimizer_passes(local, ctx.local_params_per_rank[busiest])], ctx.rates
+        passes = distributed_optimizer_passes(
+            local,
+            ctx.local_params_per_rank[busiest],
+            multi_tensor=ctx.impl.multi_tensor_optimizer_passes,
         )
+        optimizer += total_time([passes], ctx.rates)
     if offloaded > 0:
         optimizer += _offload_time(ctx, offloaded)
     executed = m * sum(s.flops for s in stages)
@@ -373,17 +376,27 @@ AdamW step without Apex or Transformer Engine (``optimizer/clip_grads.py`` and t
 every measured step clips at 1.0) and the copy of the fp32 main parameters into the bf16
 ones (4 + 2). Measured: 10.1 ms over 1.5 G parameters on one H200
 (hardware_db/profiles/h200-sxm/2026-12-03-h200-megatron-core-profile, breakdown.txt)."""
+MULTI_TENSOR_OPTIMIZER_BYTES = 4 + (4 + 4) + (4 + 2)
+"""The same passes where Transformer Engine is installed (megatron-core 0.16.1
+``optimizer/clip_grads.py`` imports its ``multi_tensor_l2norm`` and
+``multi_tensor_scale`` first, Apex's ``amp_C`` second): the norm reads 4, the clip scales
+the fp32 gradients in place (``[grads, grads]``: read 4, write 4), and
+``DistributedOptimizer._copy_main_params_to_model_params`` copies each fp32 shard into
+the bf16 parameter buffer as before (4 + 2), whatever the layer spec."""
 ZERO_GRAD_BYTES = 4
 """``zero_grad_buffer()``: the fp32 gradient buffer of every local parameter filled with 0."""
 
 
-def distributed_optimizer_passes(sharded: float, local: float) -> Work:
+def distributed_optimizer_passes(sharded: float, local: float, *, multi_tensor: bool) -> Work:
     """The element-wise passes of Megatron's distributed optimizer beside the AdamW step
-    (``DISTRIBUTED_OPTIMIZER_BYTES`` per sharded parameter) and the gradient buffer's
-    zeroing (``ZERO_GRAD_BYTES`` per local parameter), streamed at the profile's bandwidth."""
+    (``MULTI_TENSOR_OPTIMIZER_BYTES`` per sharded parameter with Transformer Engine's
+    multi-tensor kernels, ``DISTRIBUTED_OPTIMIZER_BYTES`` with megatron-core's fallbacks)
+    and the gradient buffer's zeroing (``ZERO_GRAD_BYTES`` per local parameter), streamed
+    at the profile's bandwidth."""
+    per_param = MULTI_TENSOR_OPTIMIZER_BYTES if multi_tensor else DISTRIBUTED_OPTIMIZER_BYTES
     return Work(
         "memory",
-        bytes=sharded * DISTRIBUTED_OPTIMIZER_BYTES + local * ZERO_GRAD_BYTES,
+        bytes=sharded * per_param + local * ZERO_GRAD_BYTES,
         kernels=4,  # per-tensor loops whose launches hide behind the streaming passes
         host="plain",
     )

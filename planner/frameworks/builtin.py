@@ -48,6 +48,20 @@ MEGATRON = register(
             "sharding": "Megatron-LM has no ZeRO-2/3: use --framework deepspeed or torchtitan",
         },
         layout_rules=megatron_rules,
+        # Megatron-LM core_v0.16.1, as pretrain_gpt.py parses them:
+        # * cross_entropy_loss_fusion: a ModelParallelConfig field
+        #   (megatron/core/model_parallel_config.py, default False) that
+        #   megatron/training/arguments.py turns into --cross-entropy-loss-fusion; off,
+        #   LanguageModule.compute_language_model_loss runs
+        #   tensor_parallel.vocab_parallel_cross_entropy, the eager PyTorch ops;
+        # * gradient_accumulation_fusion: on unless --no-gradient-accumulation-fusion
+        #   (arguments.py, _add_training_args: store_false; the dataclass's own False is
+        #   excluded from the generated flags as an "incompatible default"); Transformer
+        #   Engine's linears then get fuse_wgrad_accumulation
+        #   (megatron/core/extensions/transformer_engine.py) and the output layer's
+        #   ColumnParallelLinear calls Apex's wgrad_gemm_accum_fp32: the weight-gradient
+        #   GEMMs add into the fp32 main_grad themselves
+        kernel_switches={"cross_entropy_loss_fusion": False, "gradient_accumulation_fusion": True},
     )
 )
 

@@ -83,7 +83,7 @@ class FrameworkProfile:
     optimizer_impl: OptimizerImpl
     """How its optimizer step allocates temporaries (``planner.cost.memory.OptimizerKind``)."""
     fused_kernels: bool
-    """Transformer Engine's fused SwiGLU and cross-entropy, not eager PyTorch ops."""
+    """Transformer Engine's fused kernels (SwiGLU, norms, attention), not eager PyTorch ops."""
     allocator_pattern: AllocatorPattern
     axes: frozenset[Axis]
     """Parallel axes it runs besides data parallelism."""
@@ -120,6 +120,11 @@ class FrameworkProfile:
     stands for the ZeRO stage); missing: generic words."""
     layout_rules: LayoutRules | None = None
     """The framework's own refusals beyond the generic ones (``planner.frameworks.refusals``)."""
+    kernel_switches: Mapping[str, bool] = field(default_factory=dict)
+    """Switches that choose which kernels run, named as the framework names them, with
+    their defaults at the target release (a ``planner.cost.frameworks.Runtime`` field of
+    the same name overrides one): Megatron-LM's ``cross_entropy_loss_fusion`` and
+    ``gradient_accumulation_fusion``."""
 
     def __post_init__(self) -> None:
         if not self.cp_algorithms_searched or not set(self.cp_algorithms_searched) <= set(
@@ -129,6 +134,11 @@ class FrameworkProfile:
         unknown = self.refined_knobs - REFINABLE
         if unknown:
             raise ValueError(f"framework {self.name}: unknown refined knobs {sorted(unknown)}")
+
+    def switch(self, name: str, given: bool | None) -> bool:
+        """The kernel switch ``name``: ``given`` where set, else the framework's default
+        (a switch the framework does not declare is off)."""
+        return self.kernel_switches.get(name, False) if given is None else given
 
     def runs(self, axis: Axis) -> bool:
         return axis in self.axes

@@ -99,13 +99,21 @@ class Implementation:
     loss_parallel: bool = False
     """DTensor ``loss_parallel``: the sharded log-softmax's fp32 temporaries coexist."""
     eager_vocab_cross_entropy: bool = False
-    """Megatron's vocab-parallel cross entropy as its PyTorch ops (no Transformer Engine
-    and no ``--cross-entropy-loss-fusion``: the local spec), not one fused pass each way."""
+    """Megatron's vocab-parallel cross entropy as its eager PyTorch ops (Megatron-LM's
+    default, ``cross_entropy_loss_fusion`` off, on either layer spec), not one fused pass
+    each way."""
     main_grad_hooks: bool = False
-    """Gradients added into an fp32 main-gradient buffer by a hook per parameter and
-    micro-batch (megatron-core's DDP where the weight-gradient GEMM does not accumulate
-    into it itself: the local layer spec, no gradient-accumulation fusion), and the
-    distributed optimizer's unfused norm, clip and copy passes (``planner.cost.time``)."""
+    """Megatron's DDP: a hook per parameter and micro-batch adds the gradient the backward
+    returns into the fp32 main-gradient buffer, and the optimizer takes the gradient norm,
+    clips and copies the fp32 main parameters into the model's (``planner.cost.time``)."""
+    wgrad_accumulation_fusion: bool = False
+    """Megatron's ``gradient_accumulation_fusion``: the linears' weight-gradient GEMMs
+    accumulate into the fp32 main gradient themselves, so only the other parameters'
+    gradients (embeddings, norms) go through the hooks."""
+    multi_tensor_optimizer_passes: bool = False
+    """The optimizer's norm and clip run as Transformer Engine's (or Apex's) multi-tensor
+    kernels, the clip scaling in place; without them (the local spec as measured)
+    megatron-core's per-tensor fallbacks write the scaled copy and copy it back."""
     saves_gathered_inputs: bool = False
     """DTensor tensor parallelism: under sequence parallelism the all-gathered inputs of the
     column-parallel linears are what autograd saves (``SavedBytes.whole``)."""

@@ -77,6 +77,24 @@ def test_ddp_bucket_view_drops_the_bucket_copy_of_the_gradients(run_cli) -> None
     assert view["time"] == copy["time"]
 
 
+def test_megatron_kernel_switches_change_the_time_not_the_memory(run_cli) -> None:
+    """Megatron-LM's --cross-entropy-loss-fusion (off by default) fuses the vocab-parallel
+    cross entropy's passes; --no-gradient-accumulation-fusion (on by default) adds a hook
+    pass per weight and micro-batch; neither changes what is held in memory."""
+    base = (
+        "estimate", "--model", "llama-3.1-8b", "--cluster", "dgx-h100", "--gpus", "8",
+        "--seq-len", "4096", "--global-batch", "64", "--tp", "2", "--mbs", "2", "--json",
+    )  # fmt: skip
+    default = _estimate(run_cli, *base)
+    fused = _estimate(run_cli, *base, "--cross-entropy-loss-fusion")
+    hooked = _estimate(run_cli, *base, "--no-gradient-accumulation-fusion")
+    assert default["config"]["runtime"]["cross_entropy_loss_fusion"] is None  # Megatron's
+    assert fused["config"]["runtime"]["cross_entropy_loss_fusion"] is True
+    steps = [e["time"]["step_time_s"] for e in (fused, default, hooked)]
+    assert steps[0] < steps[1] < steps[2]
+    assert fused["memory"] == default["memory"] == hooked["memory"]
+
+
 def _refused(result, *needles: str) -> None:
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -121,6 +139,10 @@ EIGHT_B = (
         ),
         (("--framework", "torchtitan", "--overlap-grad-reduce"), ("--overlap-grad-reduce",)),
         (("--ddp-bucket-view",), ("--ddp-bucket-view", "megatron", "--framework pytorch")),
+        (
+            ("--framework", "torchtitan", "--cross-entropy-loss-fusion"),
+            ("--cross-entropy-loss-fusion", "torchtitan"),
+        ),
     ],
 )
 def test_combinations_the_framework_refuses_are_one_line_errors(
@@ -134,6 +156,7 @@ def test_the_overlap_flags_have_help_with_the_frameworks_names(run_cli) -> None:
     for flag in (
         "--tp-comm-overlap", "--no-tp-comm-overlap", "--overlap-grad-reduce",
         "--no-overlap-grad-reduce", "--overlap-param-gather", "--cp-comm-type",
-        "--ddp-bucket-view", "--plan", "--rank",
+        "--ddp-bucket-view", "--plan", "--rank", "--cross-entropy-loss-fusion",
+        "--no-gradient-accumulation-fusion",
     ):  # fmt: skip
         assert flag in text

@@ -28,7 +28,7 @@ def _reference(model, layers, *, first, last, layout, impl, rates):  # type: ign
             backward += total_time(list(work.forward), rates)
         elif layout.recompute == "selective":
             backward += total_time([w for w in work.forward if w.kind == "attention"], rates)
-    edges = [embedding_work(model, tokens=shape.tokens, impl=impl)] if first else []
+    edges = [embedding_work(model, tokens=shape.tokens, impl=impl, tp=layout.tp)] if first else []
     if last:
         edges.append(head_work(model, tokens=shape.tokens, tp=layout.tp, impl=impl))
     for edge in edges:

@@ -201,24 +201,50 @@ def test_local_softmax_backward_is_counted_pass_by_pass() -> None:
     assert sum(w.generic_elements for w in scores) == 2 * square
 
 
-def test_main_grad_hooks_only_in_the_local_spec() -> None:
+def test_main_grad_hooks_follow_gradient_accumulation_fusion() -> None:
     """Megatron's main_grad accumulation hook (fp32 += bf16 per parameter and micro-batch)
-    is charged to the local spec's backward only (Transformer Engine fuses it into the
-    weight-gradient GEMM)."""
+    adds every layer parameter's gradient with ``gradient_accumulation_fusion`` off, on
+    either layer spec; with it on (Megatron-LM's default) the weight-gradient GEMMs
+    accumulate the matrices themselves and only the norms' gradients are hooked."""
     shape = LayerShape(tokens=S, seq_len=S, tp=1, etp=1, ep=1, cp=1)
     model = llama_1b()
+    norms = 2 * model.hidden_size
     params = model.hidden_size * (A * D + 2 * KV * D) + model.hidden_size * A * D
-    params += 3 * model.hidden_size * model.ffn_hidden_size + 2 * model.hidden_size
-    assert _local().main_grad_hooks and not _te().main_grad_hooks
-    local = layer_work(model, 0, shape=shape, impl=_local())
-    te = layer_work(model, 0, shape=shape, impl=_te())
-    assert local.backward[-1].bytes == params * (4 + 2 + 4)
-    assert local.backward[-1].generic_elements == params
-    assert not any(w.generic_elements == params for w in te.backward)
+    params += 3 * model.hidden_size * model.ffn_hidden_size + norms
+    unfused = Runtime(gradient_accumulation_fusion=False)
+    for impl in (_local(unfused), _te(unfused)):
+        hook = layer_work(model, 0, shape=shape, impl=impl).backward[-1]
+        assert hook.bytes == params * (4 + 2 + 4)
+        assert hook.generic_elements == params
+    for impl in (_local(), _te()):
+        assert impl.main_grad_hooks and impl.wgrad_accumulation_fusion
+        hook = layer_work(model, 0, shape=shape, impl=impl).backward[-1]
+        assert hook.generic_elements == norms
 
 
-def _te():
+def test_cross_entropy_and_optimizer_passes_on_the_te_path() -> None:
+    """The Transformer Engine path runs the vocab-parallel cross entropy op by op unless
+    ``cross_entropy_loss_fusion`` (off by default in Megatron-LM), and the optimizer's
+    norm/clip/copy passes through multi-tensor kernels (the clip in place: 8 bytes fewer
+    per parameter than the local spec's fallbacks)."""
+    from planner.cost.compute import head_work
+    from planner.cost.time import distributed_optimizer_passes
+
+    model = llama_1b()
+    assert _te().eager_vocab_cross_entropy and _local().eager_vocab_cross_entropy
+    fused = _te(Runtime(cross_entropy_loss_fusion=True))
+    assert not fused.eager_vocab_cross_entropy
+    eager = head_work(model, tokens=S, tp=1, impl=_te())
+    one_pass = head_work(model, tokens=S, tp=1, impl=fused)
+    assert sum(w.bytes for w in eager.forward) > sum(w.bytes for w in one_pass.forward)
+    assert _te().multi_tensor_optimizer_passes and not _local().multi_tensor_optimizer_passes
+    te = distributed_optimizer_passes(1e9, 0.0, multi_tensor=True)
+    local = distributed_optimizer_passes(1e9, 0.0, multi_tensor=False)
+    assert (te.bytes, local.bytes) == (18e9, 26e9)
+
+
+def _te(runtime: Runtime = DEFAULT_RUNTIME):
     return implementation(
         framework="megatron", layout=state_layout("megatron"), precision="bf16",
-        flash_attention=False,
+        flash_attention=False, runtime=runtime,
     )  # fmt: skip

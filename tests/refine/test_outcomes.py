@@ -21,14 +21,19 @@ from planner.specs.layout import layout_violations, resolve_data_parallel
 
 
 def _params_with(space: Space, *, want: str) -> dict:
-    """Seed 0's parameters with the micro-batch changed so the layout becomes ``want``."""
-    params = space.seed_params(0)
+    """Seed 0's parameters with the micro-batch (and, where seed 0 is not interleaved, the
+    virtual stages, with an even split) changed so the layout becomes ``want``."""
+    params, choices = space.seed_params(0), space.describe()
     name = next(key for key in params if key.startswith("mbs."))
-    for mbs in sorted(space.describe()[name], reverse=True):
-        trial = {**params, name: mbs}
-        layout = space.assign(trial["base"], lambda c, _v, t=trial: t[c.name])
-        if evaluate(space.problem, layout).status == want:
-            return trial
+    vpp_name = next(key for key in params if key.startswith("vpp."))
+    pp = vpp_name.removeprefix("vpp.pp")
+    for vpp in (params[vpp_name], *sorted(choices[vpp_name], reverse=True)):
+        split = {f"split.pp{pp}.vpp{vpp}": params.get(f"split.pp{pp}.vpp{vpp}", "even")}
+        for mbs in sorted(choices[name], reverse=True):
+            trial = {**params, name: mbs, vpp_name: vpp, **split}
+            layout = space.assign(trial["base"], lambda c, _v, t=trial: t[c.name])
+            if evaluate(space.problem, layout).status == want:
+                return trial
     raise AssertionError(f"no micro-batch of seed 0 gives a layout that is {want}")
 
 
