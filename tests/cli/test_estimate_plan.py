@@ -167,13 +167,13 @@ def test_a_flag_equal_to_the_plans_value_is_no_override(run_cli, tmp_path: Path)
 def test_changing_pp_resets_the_plans_uneven_split(run_cli, tmp_path: Path) -> None:
     path = _plan_file(run_cli, tmp_path, DEEPSEEK)
     config = json.loads(path.read_text())["plans"][0]["config"]
-    assert config["pp"] == 16 and config["first_stage_layers"] is not None
+    assert config["pp"] > 2 and config["first_stage_layers"] is not None
     result = run_cli("estimate", "--plan", str(path), "--pp", "2", "--json")
     assert result.exit_code == 0, result.stderr
-    assert "--pp 2 overrides plan 1's pp 16" in result.stderr
+    assert f"--pp 2 overrides plan 1's pp {config['pp']}" in result.stderr
     assert "first_stage_layers reset with pp" in result.stderr
     again = json.loads(result.stdout)["config"]
-    assert again["pp"] == 2 and again["dp"] == 8 * config["dp"]
+    assert again["pp"] == 2 and again["dp"] == config["pp"] // 2 * config["dp"]
     assert again["first_stage_layers"] is None and again["last_stage_layers"] is None
 
 
