@@ -12,7 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from planner.cli.inputs import build_spec
-from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend
+from planner.cost.frameworks import (
+    ATTENTION_BACKENDS,
+    AttentionBackend,
+    LayerSpec,
+    Runtime,
+    layer_spec_choice,
+)
 from planner.errors import SpecError
 from planner.frameworks import get_profile
 from planner.specs.layout import ParallelConfig
@@ -383,10 +389,54 @@ def framework_knob_refusals(
             f"--ddp-bucket-view: {framework} does not run PyTorch DDP's buckets (only "
             "--framework pytorch does)"
         )
-    for name, value in (switches or {}).items():
-        if value is not None and name not in profile.kernel_switches:
-            reasons.append(f"{KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch")
+    reasons += switch_refusals(framework, switches or {})
     return reasons
+
+
+def switch_refusals(framework: str, switches: dict[str, bool | None]) -> list[str]:
+    """The kernel switches (set, or None) that ``framework`` does not declare."""
+    profile = get_profile(framework)
+    return [
+        f"{KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch"
+        for name, value in switches.items()
+        if value is not None and name not in profile.kernel_switches
+    ]
+
+
+def run_settings(
+    *,
+    framework: str,
+    expandable_segments: bool | None,
+    grad_reduce_in_bf16: bool | None,
+    layer_spec: str | None,
+    cross_entropy_loss_fusion: bool | None,
+    gradient_accumulation_fusion: bool | None,
+) -> tuple[Runtime, LayerSpec]:
+    """The run-time flags of a command that searches layouts (``autopar plan``) as the
+    ``Runtime`` and layer spec every layout is priced with, refused (one line) by the rules
+    ``estimate`` applies: the layer spec and the kernel switches only where the framework
+    has them, the bf16 gradient buffer only where it keeps a contiguous one."""
+    spec, _ = layer_spec_choice(
+        layer_spec, framework=framework, flash_attention=True, attention_backend=None
+    )
+    switches = {
+        "cross_entropy_loss_fusion": cross_entropy_loss_fusion,
+        "gradient_accumulation_fusion": gradient_accumulation_fusion,
+    }
+    reasons = switch_refusals(framework, switches)
+    if grad_reduce_in_bf16 and get_profile(framework).allocator_pattern != "contiguous-grad-buffer":
+        reasons.append(
+            f"--grad-reduce-in-bf16: {framework} has no contiguous gradient buffer "
+            "(Megatron-LM's option)"
+        )
+    if reasons:
+        raise SpecError("; ".join(reasons))
+    runtime = Runtime(
+        expandable_segments=bool(expandable_segments),
+        grad_reduce_in_bf16=bool(grad_reduce_in_bf16),
+        **switches,
+    )
+    return runtime, spec
 
 
 def default_cp_comm_type(framework: str) -> str:
