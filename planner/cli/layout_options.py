@@ -393,11 +393,14 @@ def framework_knob_refusals(
     return reasons
 
 
-def switch_refusals(framework: str, switches: dict[str, bool | None]) -> list[str]:
-    """The kernel switches (set, or None) that ``framework`` does not declare."""
+def switch_refusals(
+    framework: str, switches: dict[str, bool | None], *, fields: bool = False
+) -> list[str]:
+    """The kernel switches (set, or None) that ``framework`` does not declare, each named
+    by its flag (``fields``: by its REST field)."""
     profile = get_profile(framework)
     return [
-        f"{KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch"
+        f"{name if fields else KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch"
         for name, value in switches.items()
         if value is not None and name not in profile.kernel_switches
     ]
@@ -411,23 +414,29 @@ def run_settings(
     layer_spec: str | None,
     cross_entropy_loss_fusion: bool | None,
     gradient_accumulation_fusion: bool | None,
+    fields: bool = False,
 ) -> tuple[Runtime, LayerSpec]:
-    """The run-time flags of a command that searches layouts (``autopar plan``) as the
+    """The run-time settings of a search (``autopar plan``, ``POST /v1/plans``) as the
     ``Runtime`` and layer spec every layout is priced with, refused (one line) by the rules
     ``estimate`` applies: the layer spec and the kernel switches only where the framework
-    has them, the bf16 gradient buffer only where it keeps a contiguous one."""
+    has them, the bf16 gradient buffer only where it keeps a contiguous one. ``fields``
+    names the REST fields in the message instead of the flags."""
     spec, _ = layer_spec_choice(
-        layer_spec, framework=framework, flash_attention=True, attention_backend=None
+        layer_spec,
+        framework=framework,
+        flash_attention=True,
+        attention_backend=None,
+        option="layer_spec" if fields else "--layer-spec",
     )
     switches = {
         "cross_entropy_loss_fusion": cross_entropy_loss_fusion,
         "gradient_accumulation_fusion": gradient_accumulation_fusion,
     }
-    reasons = switch_refusals(framework, switches)
+    reasons = switch_refusals(framework, switches, fields=fields)
     if grad_reduce_in_bf16 and get_profile(framework).allocator_pattern != "contiguous-grad-buffer":
+        name = "grad_reduce_in_bf16" if fields else "--grad-reduce-in-bf16"
         reasons.append(
-            f"--grad-reduce-in-bf16: {framework} has no contiguous gradient buffer "
-            "(Megatron-LM's option)"
+            f"{name}: {framework} has no contiguous gradient buffer (Megatron-LM's option)"
         )
     if reasons:
         raise SpecError("; ".join(reasons))
