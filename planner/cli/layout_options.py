@@ -17,6 +17,7 @@ from planner.cost.frameworks import (
     AttentionBackend,
     LayerSpec,
     Runtime,
+    grad_reduce_in_bf16_refusal,
     layer_spec_choice,
 )
 from planner.errors import SpecError
@@ -433,11 +434,9 @@ def run_settings(
         "gradient_accumulation_fusion": gradient_accumulation_fusion,
     }
     reasons = switch_refusals(framework, switches, fields=fields)
-    if grad_reduce_in_bf16 and get_profile(framework).allocator_pattern != "contiguous-grad-buffer":
+    if grad_reduce_in_bf16:
         name = "grad_reduce_in_bf16" if fields else "--grad-reduce-in-bf16"
-        reasons.append(
-            f"{name}: {framework} has no contiguous gradient buffer (Megatron-LM's option)"
-        )
+        reasons += [r for r in [grad_reduce_in_bf16_refusal(framework, option=name)] if r]
     if reasons:
         raise SpecError("; ".join(reasons))
     runtime = Runtime(
