@@ -24,12 +24,24 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 import hardware_db
-from api.schemas import ClusterInput, EstimateRequest, PlanRequest, WorkloadRequest
+from api.schemas import (
+    ClusterInput,
+    EstimateRequest,
+    PlanRequest,
+    RunSettingsRequest,
+    WorkloadRequest,
+)
 from api.spec_inputs import plain
 from api.store import ModelStore
 from planner import catalog
 from planner.cli.inputs import build_spec
-from planner.cli.layout_options import default_cp_comm_type, framework_knob_refusals
+from planner.cli.layout_options import (
+    KERNEL_SWITCH_FLAGS,
+    default_cp_comm_type,
+    framework_knob_refusals,
+    run_settings,
+    switch_refusals,
+)
 from planner.cost.frameworks import LayerSpec, Runtime, layer_spec_choice
 from planner.emit.base import autopar_version
 from planner.errors import SpecError, UnknownNameError
@@ -183,6 +195,8 @@ class EstimateCall:
                 attention_backend=self.body.attention_backend,
                 expandable_segments=self.body.expandable_segments,
                 grad_reduce_in_bf16=self.body.grad_reduce_in_bf16,
+                cross_entropy_loss_fusion=self.body.cross_entropy_loss_fusion,
+                gradient_accumulation_fusion=self.body.gradient_accumulation_fusion,
             ),
             "layer_spec": self.layer_spec,
         }
@@ -273,12 +287,34 @@ def prepare_estimate(body: EstimateRequest, models: ModelStore) -> EstimateCall:
             f"schedule; {body.framework} has no such setting"
         )
     refused = framework_knob_refusals(layout, framework=body.framework)
+    refused += switch_refusals(body.framework, _switches(body), fields=True)
     if refused:
         raise SpecError("; ".join(refused))
     _check_stage_layers(layout, model)
     layer_spec_of(body)
     ops = _pipeline_ops(layout, cluster=cluster, workload=workload)
     return EstimateCall(model, cluster, workload, layout, body, pipeline_ops=ops)
+
+
+def _switches(body: RunSettingsRequest) -> dict[str, bool | None]:
+    """The kernel switches of a request body (None: not given)."""
+    return {
+        "cross_entropy_loss_fusion": body.cross_entropy_loss_fusion,
+        "gradient_accumulation_fusion": body.gradient_accumulation_fusion,
+    }
+
+
+def plan_run_settings(body: PlanRequest) -> tuple[Runtime, LayerSpec]:
+    """The run-time settings of a plan request (``autopar plan``'s flags, checked by the
+    same rules)."""
+    return run_settings(
+        framework=body.framework,
+        expandable_segments=body.expandable_segments,
+        grad_reduce_in_bf16=body.grad_reduce_in_bf16,
+        layer_spec=body.layer_spec,
+        fields=True,
+        **_switches(body),
+    )
 
 
 def _context_parallel(body: EstimateRequest) -> dict[str, Any]:
@@ -352,9 +388,10 @@ def plan_inputs(
     version = framework_version(body)
     fixed = coerce_knobs(dict(body.fix or {}), option="fix", strict=True)
     maxima = dict(body.max or {})
+    runtime, spec = plan_run_settings(body)
     space = enumerate_space(
         model, cluster, workload, framework=body.framework, fixed=fixed, maxima=maxima,
-        framework_version=version,
+        framework_version=version, layer_spec=spec,
     )  # fmt: skip
     if len(space.layouts) > max_layouts:
         raise SpecError(
@@ -379,6 +416,12 @@ def plan_inputs(
         inputs["framework_version"] = version
     if body.memplan:  # absent unless asked: older hashes stay valid
         inputs["memplan"] = True
+    if spec != "transformer_engine":  # each absent unless given: older hashes stay valid
+        inputs["layer_spec"] = spec
+    for name in RUN_SETTINGS:  # the allocator and buffer when on; a switch when given
+        value = getattr(runtime, name)
+        if value is True or (value is False and name in KERNEL_SWITCH_FLAGS):
+            inputs[name] = value
     for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours"):
         if getattr(body, knob) is not None:  # absent unless given: older hashes stay valid
             inputs[knob] = getattr(body, knob)
@@ -386,6 +429,13 @@ def plan_inputs(
     if lengths is not None:  # absent unless given, as above
         inputs["lengths"] = lengths.model_dump(mode="json", exclude_none=True)
     return json.loads(json.dumps(inputs)), len(space.layouts)
+
+
+RUN_SETTINGS = (
+    "expandable_segments", "grad_reduce_in_bf16", "cross_entropy_loss_fusion",
+    "gradient_accumulation_fusion",
+)  # fmt: skip
+"""The ``Runtime`` fields a plan job's canonical inputs carry when set (``run_plan``)."""
 
 
 def framework_version(body: PlanRequest) -> str | None:

@@ -98,7 +98,38 @@ class WorkloadRequest(Body):
     framework: BuiltinFramework = "megatron"
 
 
-class EstimateRequest(WorkloadRequest):
+class RunSettingsRequest(WorkloadRequest):
+    """The launch's run-time settings (``cost.frameworks.Runtime`` and Megatron's layer
+    spec), as ``autopar estimate`` and ``autopar plan`` take them: absent, the defaults."""
+
+    layer_spec: LayerSpec | None = Field(
+        default=None,
+        description="Megatron-LM's layer spec (--transformer-impl; --layer-spec): "
+        "transformer_engine (default) or local (Megatron-Core's unfused attention with an "
+        "fp32 softmax; turns flash_attention off); megatron only",
+    )
+    expandable_segments: bool = Field(
+        default=False,
+        description="the launch sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+        "(--expandable-segments): Megatron's fragmentation share is the one measured with it",
+    )
+    grad_reduce_in_bf16: bool = Field(
+        default=False,
+        description="Megatron-LM's --grad-reduce-in-bf16: the gradient buffer in bf16",
+    )
+    cross_entropy_loss_fusion: bool | None = Field(
+        default=None,
+        description="Megatron-LM's --cross-entropy-loss-fusion (--cross-entropy-loss-fusion); "
+        "absent: the framework's default (off); megatron only",
+    )
+    gradient_accumulation_fusion: bool | None = Field(
+        default=None,
+        description="Megatron-LM's gradient accumulation fusion (false: "
+        "--no-gradient-accumulation-fusion); absent: the framework's default (on); megatron only",
+    )
+
+
+class EstimateRequest(RunSettingsRequest):
     """``autopar estimate``: one layout's memory per stage and step time."""
 
     tp: int = Field(default=1, ge=1, le=L.MAX_DEGREE)
@@ -157,21 +188,6 @@ class EstimateRequest(WorkloadRequest):
     )
     state_layout: StateLayoutName | None = Field(default=None, description="default: per framework")
     flash_attention: bool = True
-    layer_spec: LayerSpec | None = Field(
-        default=None,
-        description="Megatron-LM's layer spec (--transformer-impl; --layer-spec): "
-        "transformer_engine (default) or local (Megatron-Core's unfused attention with an "
-        "fp32 softmax; turns flash_attention off); megatron only",
-    )
-    expandable_segments: bool = Field(
-        default=False,
-        description="the launch sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
-        "(--expandable-segments): Megatron's fragmentation share is the one measured with it",
-    )
-    grad_reduce_in_bf16: bool = Field(
-        default=False,
-        description="Megatron-LM's --grad-reduce-in-bf16: the gradient buffer in bf16",
-    )
     memplan: bool = Field(
         default=False,
         description=(
@@ -206,7 +222,7 @@ simulation of the best plans has the rest, so the job stays within the time limi
 hard deadline is counted from (``api.jobs.hard_deadline_s``)."""
 
 
-class PlanRequest(WorkloadRequest):
+class PlanRequest(RunSettingsRequest):
     """``autopar plan``: the fastest layouts that fit, ranked."""
 
     framework_version: str | None = Field(

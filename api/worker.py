@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import hardware_db
+from api.inputs import RUN_SETTINGS
 from api.memory_jobs import KIND as MEMORY_PLAN
 from api.memory_jobs import run_memory_plan
 from api.problems import ApiProblem, from_autopar_error, internal_error
@@ -42,6 +43,7 @@ from api.scatter_jobs import KIND as SCATTER
 from api.scatter_jobs import run_scatter
 from api.schemas import MEMPLAN_SEARCH_SHARE
 from planner.catalog import load_gpu
+from planner.cost.frameworks import Runtime
 from planner.cost.rates import rates_for
 from planner.errors import AutoparError
 from planner.memplan.fits import MEMPLAN_TIME_LIMIT_S, PLAN_TOP, entry_with_simulated
@@ -88,6 +90,8 @@ def plan_request(inputs: dict[str, Any]) -> PlanRequest:
         top_k=inputs["top_k"],
         time_limit_s=inputs["time_limit_s"],
         lengths=LengthsOption.model_validate(inputs["lengths"]) if "lengths" in inputs else None,
+        runtime=Runtime(**{name: inputs[name] for name in RUN_SETTINGS if name in inputs}),
+        layer_spec=inputs.get("layer_spec", "transformer_engine"),
         **{
             knob: inputs[knob]
             for knob in ("price_per_gpu_hour", "token_budget", "deadline_hours")

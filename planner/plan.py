@@ -180,6 +180,8 @@ def plan(
         progress=progress,
         expert_load=loads,
         timer=timer,
+        runtime=request.runtime,
+        layer_spec=request.layer_spec,
     )
     refinement = hardware = None
     if request.refine is not None:
@@ -280,6 +282,8 @@ def _refine(
         headroom_gib=headroom_gib,
         objectives=parse_objectives(options.objectives),
         seeds=seeds_from_plans(plans[: max(1, options.trials)]),
+        runtime=request.runtime,
+        layer_spec=request.layer_spec,
     )
     # Optuna and the study storage load here, not with every plan (a quarter of a second)
     import optuna

@@ -21,6 +21,7 @@ from planner.cost.frameworks import (
     LayerSpec,
     Runtime,
     StateLayout,
+    grad_reduce_in_bf16_refusal,
     implementation,
     state_layout,
 )
@@ -269,11 +270,9 @@ def prepare(
         _check_local_spec(resolved, precision=workload.precision)
     states = state_layout(state_layout_name or profile.state_layout)
     if runtime.grad_reduce_in_bf16:
-        if profile.allocator_pattern != "contiguous-grad-buffer":
-            raise SpecError(
-                f"--grad-reduce-in-bf16: {framework} has no contiguous gradient buffer "
-                "(Megatron-LM's option)"
-            )
+        refused = grad_reduce_in_bf16_refusal(framework)
+        if refused:
+            raise SpecError(refused)
         states = replace(states, grad_bytes=2)
     impl = implementation(
         framework=framework,

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from planner.cli.inputs import build_spec
-from planner.cost.frameworks import ATTENTION_BACKENDS, AttentionBackend
+from planner.cost.frameworks import (
+    ATTENTION_BACKENDS,
+    AttentionBackend,
+    LayerSpec,
+    Runtime,
+    grad_reduce_in_bf16_refusal,
+    layer_spec_choice,
+)
 from planner.errors import SpecError
 from planner.frameworks import get_profile
 from planner.specs.layout import ParallelConfig
@@ -383,10 +390,61 @@ def framework_knob_refusals(
             f"--ddp-bucket-view: {framework} does not run PyTorch DDP's buckets (only "
             "--framework pytorch does)"
         )
-    for name, value in (switches or {}).items():
-        if value is not None and name not in profile.kernel_switches:
-            reasons.append(f"{KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch")
+    reasons += switch_refusals(framework, switches or {})
     return reasons
+
+
+def switch_refusals(
+    framework: str, switches: dict[str, bool | None], *, fields: bool = False
+) -> list[str]:
+    """The kernel switches (set, or None) that ``framework`` does not declare, each named
+    by its flag (``fields``: by its REST field)."""
+    profile = get_profile(framework)
+    return [
+        f"{name if fields else KERNEL_SWITCH_FLAGS[name]}: {framework} has no such switch"
+        for name, value in switches.items()
+        if value is not None and name not in profile.kernel_switches
+    ]
+
+
+def run_settings(
+    *,
+    framework: str,
+    expandable_segments: bool | None,
+    grad_reduce_in_bf16: bool | None,
+    layer_spec: str | None,
+    cross_entropy_loss_fusion: bool | None,
+    gradient_accumulation_fusion: bool | None,
+    fields: bool = False,
+) -> tuple[Runtime, LayerSpec]:
+    """The run-time settings of a search (``autopar plan``, ``POST /v1/plans``) as the
+    ``Runtime`` and layer spec every layout is priced with, refused (one line) by the rules
+    ``estimate`` applies: the layer spec and the kernel switches only where the framework
+    has them, the bf16 gradient buffer only where it keeps a contiguous one. ``fields``
+    names the REST fields in the message instead of the flags."""
+    spec, _ = layer_spec_choice(
+        layer_spec,
+        framework=framework,
+        flash_attention=True,
+        attention_backend=None,
+        option="layer_spec" if fields else "--layer-spec",
+    )
+    switches = {
+        "cross_entropy_loss_fusion": cross_entropy_loss_fusion,
+        "gradient_accumulation_fusion": gradient_accumulation_fusion,
+    }
+    reasons = switch_refusals(framework, switches, fields=fields)
+    if grad_reduce_in_bf16:
+        name = "grad_reduce_in_bf16" if fields else "--grad-reduce-in-bf16"
+        reasons += [r for r in [grad_reduce_in_bf16_refusal(framework, option=name)] if r]
+    if reasons:
+        raise SpecError("; ".join(reasons))
+    runtime = Runtime(
+        expandable_segments=bool(expandable_segments),
+        grad_reduce_in_bf16=bool(grad_reduce_in_bf16),
+        **switches,
+    )
+    return runtime, spec
 
 
 def default_cp_comm_type(framework: str) -> str:

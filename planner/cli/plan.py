@@ -35,6 +35,14 @@ from planner.cli.inputs import (
     load_inputs,
     parse_tokens,
 )
+from planner.cli.layout_options import (
+    CrossEntropyLossFusionOption,
+    ExpandableSegmentsOption,
+    GradientAccumulationFusionOption,
+    GradReduceInBf16Option,
+    LayerSpecOption,
+    run_settings,
+)
 from planner.cli.output import console, print_json
 from planner.cli.pictures import print_plan_pictures, search_progress
 from planner.cli.refine import (
@@ -161,6 +169,12 @@ def plan_command(
     global_batch_tokens: GlobalBatchTokensOption = None,
     precision: PrecisionOption = "bf16",
     framework: FrameworkOption = "megatron",
+    # run-time settings every layout is priced with (as autopar estimate takes them)
+    expandable_segments: ExpandableSegmentsOption = None,
+    grad_reduce_in_bf16: GradReduceInBf16Option = None,
+    layer_spec: LayerSpecOption = None,
+    cross_entropy_loss_fusion: CrossEntropyLossFusionOption = None,
+    gradient_accumulation_fusion: GradientAccumulationFusionOption = None,
     objective: Annotated[
         str,
         typer.Option(
@@ -294,6 +308,14 @@ def plan_command(
     """Search every layout for the best that fit in memory, and explain the best."""
     check_framework(framework)
     check_torchtitan_version(torchtitan_version, framework=framework)
+    runtime, spec = run_settings(
+        framework=framework,
+        expandable_segments=expandable_segments,
+        grad_reduce_in_bf16=grad_reduce_in_bf16,
+        layer_spec=layer_spec,
+        cross_entropy_loss_fusion=cross_entropy_loss_fusion,
+        gradient_accumulation_fusion=gradient_accumulation_fusion,
+    )
     out = check_emit(emit, out, framework=framework)
     if objective not in OBJECTIVES:
         raise SpecError(f"--objective: unknown '{objective}'; known: {', '.join(OBJECTIVES)}")
@@ -347,6 +369,8 @@ def plan_command(
         else None,
         lengths=lengths_option(length_dist, seq_lengths),
         routing=routing_stats,
+        runtime=runtime,
+        layer_spec=spec,
     )
     check_refine_with_lengths(request)  # before the progress bars start
     bar = RefineProgress(refine, quiet=as_json)

@@ -146,6 +146,15 @@ class Runtime:
 DEFAULT_RUNTIME = Runtime()
 
 
+def grad_reduce_in_bf16_refusal(framework: str, *, option: str = "--grad-reduce-in-bf16") -> str:
+    """Why ``framework`` cannot keep a bf16 gradient buffer (empty: it can): only a
+    framework with Megatron-LM's contiguous gradient buffer has ``--grad-reduce-in-bf16``.
+    ``option`` names the flag or the REST field."""
+    if get_profile(framework).allocator_pattern == "contiguous-grad-buffer":
+        return ""
+    return f"{option}: {framework} has no contiguous gradient buffer (Megatron-LM's option)"
+
+
 def state_layout(name: str) -> StateLayout:
     """The state layout called ``name``; an unknown name lists the known ones."""
     try:

@@ -105,6 +105,12 @@ class EmitInput:
     grad_reduce_in_bf16: bool = False
     """The plan's ``config.runtime.grad_reduce_in_bf16``: a bf16 gradient buffer
     (Megatron-LM's ``--grad-reduce-in-bf16``)."""
+    cross_entropy_loss_fusion: bool | None = None
+    """The plan's ``config.runtime.cross_entropy_loss_fusion`` (None: the framework's
+    default, off in Megatron-LM): written as ``--cross-entropy-loss-fusion`` when on."""
+    gradient_accumulation_fusion: bool | None = None
+    """The plan's ``config.runtime.gradient_accumulation_fusion`` (None: the framework's
+    default, on in Megatron-LM): written as ``--no-gradient-accumulation-fusion`` when off."""
     activation_memory: ActivationMemory | None = None
     """From ``autopar memplan --budget-gib ... --emit``: the recompute/offload setting that
     fits the budget (the layout's recompute fields carry its recomputation)."""
@@ -320,13 +326,28 @@ def _expandable_saving(memory: dict[str, Any]) -> float | None:
 
 def _runtime_switch(config: dict[str, Any], name: str) -> bool:
     """``config.runtime.<name>`` of a plan (False where absent: older plans)."""
-    runtime = config.get("runtime")
-    if runtime is None:
+    value = _runtime_value(config, name)
+    if value is None:
         return False
-    value = _json_object(runtime, where="config.runtime").get(name, False)
     if not isinstance(value, bool):
         raise EmitError(f"plan file: config.runtime.{name} must be true or false")
     return value
+
+
+def _runtime_choice(config: dict[str, Any], name: str) -> bool | None:
+    """``config.runtime.<name>`` of a plan where null means the framework's default (None
+    where absent too: older plans)."""
+    value = _runtime_value(config, name)
+    if value is not None and not isinstance(value, bool):
+        raise EmitError(f"plan file: config.runtime.{name} must be true, false or null")
+    return value
+
+
+def _runtime_value(config: dict[str, Any], name: str) -> Any:
+    runtime = config.get("runtime")
+    if runtime is None:
+        return None
+    return _json_object(runtime, where="config.runtime").get(name)
 
 
 def allocator_lines(plan: EmitInput, *, note: str = "") -> list[str]:
@@ -422,6 +443,8 @@ def emit_input_from_estimate(data: Any) -> EmitInput:
             layer_spec=str(block.get("layer_spec", "transformer_engine")),
             expandable_segments=_runtime_switch(block, "expandable_segments"),
             grad_reduce_in_bf16=_runtime_switch(block, "grad_reduce_in_bf16"),
+            cross_entropy_loss_fusion=_runtime_choice(block, "cross_entropy_loss_fusion"),
+            gradient_accumulation_fusion=_runtime_choice(block, "gradient_accumulation_fusion"),
         )
     except KeyError as missing:
         where = "the plan" if missing.args == ("config",) else "'config'"

@@ -88,6 +88,9 @@ def evaluate(problem: RefineProblem, layout: dict[str, Any]) -> Outcome:
             workload=problem.workload,
             layout=config,
             framework=problem.framework,
+            runtime=problem.runtime,
+            layer_spec=problem.layer_spec,
+            flash_attention=problem.layer_spec != "local",
         )
     except SpecError as error:
         return Outcome("illegal", str(error).removeprefix("layout: "), None, None)

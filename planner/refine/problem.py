@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from planner.cost.frameworks import Framework
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.errors import SpecError
 from planner.frameworks import framework_names
 from planner.specs.hardware import ClusterSpec
@@ -80,6 +80,9 @@ class RefineProblem(BaseModel):
     """GiB each GPU must keep free for a trial to count as fitting (as ``plan``'s option)."""
     objectives: tuple[Objective, ...] = ("throughput",)
     seeds: tuple[Seed, ...] = Field(min_length=1)
+    runtime: Runtime = DEFAULT_RUNTIME
+    """The launch's run-time settings every trial is priced with (the search's)."""
+    layer_spec: LayerSpec = "transformer_engine"
 
     @field_validator("framework")
     @classmethod
@@ -108,6 +111,7 @@ class RefineProblem(BaseModel):
             return cls(
                 **{key: attrs[key] for key in USER_ATTRS[:-2]},
                 framework_version=attrs.get("framework_version"),
+                **{key: attrs[key] for key in _DEFAULTED if key in attrs},
             )
         except ValidationError as error:
             raise SpecError(
@@ -122,15 +126,21 @@ class RefineProblem(BaseModel):
     def fingerprint(self) -> str:
         """SHA-256 of the problem's canonical JSON (specs, framework, headroom, objectives,
         seeds): equal problems, equal fingerprints."""
-        # without a version, the JSON (and the fingerprint) of studies stored before it
-        unset = {"framework_version"} if self.framework_version is None else None
-        data = self.model_dump(mode="json", exclude=unset)
+        # fields at their defaults are left out: the JSON (and the fingerprint) of studies
+        # stored before those fields existed
+        unset = {"framework_version"} if self.framework_version is None else set()
+        unset |= {key for key in _DEFAULTED if getattr(self, key) == _DEFAULTED[key]}
+        data = self.model_dump(mode="json", exclude=unset or None)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def directions(self) -> list[str]:
         return ["maximize"] * len(self.objectives)
+
+
+_DEFAULTED: dict[str, object] = {"runtime": DEFAULT_RUNTIME, "layer_spec": "transformer_engine"}
+"""Fields left out of the fingerprint at these values, and read back only when stored."""
 
 
 def parse_objectives(text: str) -> tuple[Objective, ...]:

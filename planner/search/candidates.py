@@ -280,11 +280,14 @@ def enumerate_space(
     max_mbs: int = 8,
     deadline: float | None = None,
     framework_version: str | None = None,
+    layer_spec: str = "transformer_engine",
 ) -> Enumeration:
     """The legal candidates, with the per-rule drop counts (see the module docstring).
 
     ``framework_version`` names the release the plan is for (``FrameworkProfile.versions``,
     e.g. torchtitan ``current`` or ``0.2``; None: the profile's default).
+    ``layer_spec`` is Megatron's: under ``local`` the TP communication overlap is never set
+    by rule (it runs on Transformer Engine's userbuffers, which the local linears lack).
     Past ``deadline`` (a ``time.perf_counter`` value) the enumeration stops, keeping the
     candidates found so far, and ``complete`` is False."""
     profile = get_profile(framework)
@@ -317,7 +320,7 @@ def enumerate_space(
         "overlap_grad_reduce": "grad_reduce" in profile.overlaps,
         "overlap_param_gather": "param_gather" in profile.overlaps,
     }
-    overlaps_tp = "tp_comm" in profile.overlaps
+    overlaps_tp = "tp_comm" in profile.overlaps and layer_spec != "local"
     expert_tp = profile.runs_expert_tp_under_ep(release)
     for tp, cp, pp in itertools.product(domain["tp"], domain["cp"], domain["pp"]):
         if world % (tp * cp * pp) != 0:

@@ -44,7 +44,7 @@ from typing import Any
 
 from planner.accuracy import resolve_headroom
 from planner.cost.expert_load import ExpertLoadSource
-from planner.cost.frameworks import Framework
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.cost.reserve import usable_capacity_bytes
 from planner.errors import Infeasible, SpecError, TimeLimitReached
 from planner.frameworks import get_profile
@@ -121,6 +121,8 @@ def search(
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
     risk: str = "averse",
+    runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> PlanResult:
     """The ``top_k`` best layouts that fit, best first; raises ``Infeasible`` if none.
 
@@ -130,7 +132,10 @@ def search(
     (``planner.search.length_pricing``: at the workload's sequence length, or over a
     distribution of lengths, when each plan carries ``length_pricing``). ``headroom_gib``
     None keeps the framework's default margin; ``risk`` is ``averse`` (robust order inside
-    the error band) or ``neutral`` (the objective's order)."""
+    the error band) or ``neutral`` (the objective's order). ``runtime`` and ``layer_spec``
+    are the launch's run-time settings (``cost.frameworks.Runtime``: the allocator, the
+    gradient buffer's dtype, kernel switches; Megatron's layer spec): every layout, in
+    every phase, is priced with them, and each plan records them in ``config``."""
     tracker = Tracker(progress)
     goal = make_objective(
         objective,
@@ -160,6 +165,7 @@ def search(
             maxima=maxima, headroom_gib=headroom_gib, top_k=pool, max_mbs=max_mbs,
             deadline=started + time_limit_s, split_solver=split_solver, tracker=tracker,
             expert_load=expert_load, timer=timer, framework_version=framework_version,
+            runtime=runtime, layer_spec=layer_spec,
         )  # fmt: skip
     except TimeLimitReached as error:
         raise TimeLimitReached(
@@ -172,7 +178,8 @@ def search(
         def grown(largest: ClusterSpec) -> Grown:
             return smallest_fitting(
                 model, largest, workload, framework=framework, headroom_gib=headroom_gib,
-                fixed=fixed, maxima=maxima, max_mbs=max_mbs,
+                fixed=fixed, maxima=maxima, max_mbs=max_mbs, runtime=runtime,
+                layer_spec=layer_spec,
             )  # fmt: skip
 
         raise Infeasible(
@@ -195,7 +202,7 @@ def search(
                 found.rows, leaders, model=model, cluster=leaders[0].cluster,
                 workload=workload, framework=framework, headroom_gib=headroom_gib,
                 fixed=fixed or {}, maxima=maxima or {}, leaders=len(leaders),
-                expert_load=expert_load, timer=timer,
+                expert_load=expert_load, timer=timer, runtime=runtime, layer_spec=layer_spec,
             )  # fmt: skip
 
         rows = robust.with_conventional(
@@ -279,6 +286,8 @@ def _tabulate_sizes(
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
     framework_version: str | None = None,
+    runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> _Sizes:
     found = _Sizes(spaces=[], rows=[], admitted=[], complete=True)
     for gpus in sizes:
@@ -290,6 +299,7 @@ def _tabulate_sizes(
             space = enumerate_space(
                 model, sized, workload, framework=framework, fixed=fixed, maxima=maxima,
                 max_mbs=max_mbs, deadline=deadline, framework_version=framework_version,
+                layer_spec=layer_spec,
             )  # fmt: skip
         except SpecError:
             if len(sizes) == 1:
@@ -307,6 +317,7 @@ def _tabulate_sizes(
             space.layouts, model=model, cluster=sized, workload=workload, framework=framework,
             headroom_gib=headroom_gib, deadline=deadline, have_feasible=bool(found.admitted),
             ranking=ranking, tracker=tracker, expert_load=expert_load, timer=timer,
+            runtime=runtime, layer_spec=layer_spec,
         )  # fmt: skip
         found.complete = found.complete and table.complete and space.complete
         found.rows.extend(table.rows)
@@ -318,7 +329,7 @@ def _tabulate_sizes(
                 table.rows, admitted, model=model, cluster=sized, workload=workload,
                 framework=framework, headroom_gib=headroom_gib, fixed=fixed or {},
                 maxima=maxima or {}, leaders=2 * top_k, expert_load=expert_load, timer=timer,
-                admits=goal.admits,
+                admits=goal.admits, runtime=runtime, layer_spec=layer_spec,
             )  # fmt: skip
             found.refined += len(variants)
             tracker.add_timed(sum(row.time is not None for row in [*variants, *deferred]))

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from planner.cost.frameworks import Framework
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.errors import SpecError
 from planner.search.candidates import enumerate_space
 from planner.search.objectives import MAX_NODE_COUNTS_LISTED, resized
@@ -73,6 +73,8 @@ def smallest_fitting(
     maxima: dict[str, int] | None = None,
     max_mbs: int = 8,
     time_limit_s: float = GROW_TIME_LIMIT_S,
+    runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Grown:
     """The smallest size of ``larger_sizes`` on which a layout fits (module docstring)."""
     deadline = time.perf_counter() + time_limit_s
@@ -84,7 +86,7 @@ def smallest_fitting(
         try:
             space = enumerate_space(
                 model, sized, workload, framework=framework, fixed=fixed, maxima=maxima,
-                max_mbs=max_mbs, deadline=deadline,
+                max_mbs=max_mbs, deadline=deadline, layer_spec=layer_spec,
             )  # fmt: skip
         except SpecError:
             continue  # a fixed knob this size cannot take
@@ -92,6 +94,7 @@ def smallest_fitting(
             space.layouts, model=model, cluster=sized, workload=workload, framework=framework,
             headroom_gib=headroom_gib, deadline=deadline,
             ranking=Ranking(keep=1, key=lambda row, step: step, admits=lambda row: True),
+            runtime=runtime, layer_spec=layer_spec,
         )  # fmt: skip
         if any(row.fits for row in table.rows):
             return Grown(gpus=gpus, tried_up_to=gpus, complete=True)

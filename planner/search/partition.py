@@ -47,7 +47,7 @@ from itertools import groupby
 
 from planner.cost.compute import representative_layer
 from planner.cost.expert_load import ExpertLoadSource
-from planner.cost.frameworks import Framework
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.cost.memory import layer_footprint, virtual_stages
 from planner.cost.reserve import usable_capacity_bytes
 from planner.cost.schedule import peak_in_flight
@@ -93,6 +93,8 @@ def split_variants(
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
     admits: Callable[[Row], bool] = lambda row: True,
+    runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> list[Row]:
     """The solver's split (and recompute blocks) for each leading pipelined layout family,
     costed; variants equal to a tabulated layout are left out. The leading layouts are
@@ -145,7 +147,8 @@ def split_variants(
     layouts = [layout for layout in layouts if _key(layout, cluster, framework) not in seen]
     table = tabulate(
         layouts, model=model, cluster=cluster, workload=workload, framework=framework,
-        headroom_gib=headroom_gib, expert_load=expert_load, timer=timer,
+        headroom_gib=headroom_gib, expert_load=expert_load, timer=timer, runtime=runtime,
+        layer_spec=layer_spec,
     )  # fmt: skip
     fresh = []
     for row in table.rows:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from planner.cost.expert_load import ExpertLoadFactors, ExpertLoadSource
-from planner.cost.frameworks import Framework
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.cost.memory import StageMemory, gib, iter_stage_memory, static_lower_bound
 from planner.cost.reserve import usable_capacity_bytes
 from planner.errors import TimeLimitReached
@@ -174,6 +174,8 @@ def tabulate(
     tracker: Tracker | None = None,
     expert_load: ExpertLoadSource | None = None,
     timer: Timer = FIXED_LENGTH,
+    runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Table:
     """Cost every layout (module docstring). Past ``deadline`` (a ``time.perf_counter``
     value) the rest are skipped and ``complete`` is False, once some layout fits (here, or
@@ -193,7 +195,9 @@ def tabulate(
 
     ``tracker`` (``planner.search.progress``) counts each layout costed and timed.
     ``timer`` times a layout and bounds its time (``planner.search.length_pricing``: the
-    fixed sequence length, or a distribution of lengths).
+    fixed sequence length, or a distribution of lengths). ``runtime`` and ``layer_spec``
+    are the run-time settings every layout is priced with, as ``estimate`` takes them (the
+    local spec attends unfused).
     """
     tracker = tracker or Tracker(None)
     capacity_gib = gib(usable_capacity_bytes(cluster.gpu)[0])
@@ -212,7 +216,8 @@ def tabulate(
         row = _memory_row(layout, model=model, cluster=cluster, workload=workload,
                           framework=framework, headroom_gib=headroom_gib,
                           capacity_gib=capacity_gib, shared=shared,
-                          expert_load=expert_load(layout.ep) if expert_load else None)  # fmt: skip
+                          expert_load=expert_load(layout.ep) if expert_load else None,
+                          runtime=runtime, layer_spec=layer_spec)  # fmt: skip
         rows.append(row)
         tracker.costed()
         if row.fits and ranking is None:
@@ -241,12 +246,15 @@ def _memory_row(
     capacity_gib: float,
     expert_load: ExpertLoadFactors | None = None,
     shared: dict[ParallelConfig, tuple[float, list[StageMemory], bool]] | None = None,
+    runtime: Runtime = DEFAULT_RUNTIME,
+    layer_spec: LayerSpec = "transformer_engine",
 ) -> Row:
     """The layout's memory row. Layouts that differ only in the CP algorithm share their
     memory (``planner.cost`` holds no memory per algorithm), computed once in ``shared``."""
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
-        check=False, expert_load=expert_load,
+        check=False, expert_load=expert_load, runtime=runtime, layer_spec=layer_spec,
+        flash_attention=layer_spec != "local",
     )  # fmt: skip
     flat = {"cp_comm_type": "p2p", "hierarchical_cp_sizes": None}
     key = layout.model_copy(update=flat) if layout.cp > 1 else layout

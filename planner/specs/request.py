@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planner.cost.frameworks import DEFAULT_RUNTIME, LayerSpec, Runtime
 from planner.experts.stats import RoutingStats
 from planner.specs.hardware import ClusterSpec
 from planner.specs.limits import MAX_MEASURE_STEPS, MAX_REFINE_TRIALS, MAX_TOP_K
@@ -102,3 +103,9 @@ class PlanRequest(BaseModel):
     routing: RoutingStats | None = None
     """MoE routing statistics (``autopar plan --routing``): each EP degree's layouts are
     timed with the expert placement solved for it; None assumes balanced routing."""
+    runtime: Runtime = DEFAULT_RUNTIME
+    """The launch's run-time settings (``cost.frameworks.Runtime``: expandable segments, the
+    bf16 gradient buffer, Megatron's kernel switches): the search, the robust pass, the
+    length pricing and the refinement price every layout with them."""
+    layer_spec: LayerSpec = "transformer_engine"
+    """Megatron's layer spec (``--transformer-impl``); ``local`` attends unfused."""

@@ -86,6 +86,14 @@ MEGATRON_CASES: dict[str, Build] = {
             budget_gib=40, peak_gib=39.5, added_time_s=0.2, offload_layers=10
         ),
     ),
+    # NVIDIA's DGX Cloud 8B recipe planned with the launch's run-time settings: the
+    # allocator exported, the bf16 gradient buffer and both kernel switches written
+    "llama-3.1-8b-cp2-runtime-settings": lambda: dataclasses.replace(
+        make_plan("llama-3.1-8b", num_gpus=8, seq_len=8192, global_batch=128, cp=2, dp=4,
+                  distributed_optimizer=True),
+        expandable_segments=True, grad_reduce_in_bf16=True, cross_entropy_loss_fusion=True,
+        gradient_accumulation_fusion=False,
+    ),
     "llama-3.1-8b-memplan-block": lambda: dataclasses.replace(
         make_plan("llama-3.1-8b", num_gpus=8, tp=2, pp=2, sequence_parallel=True,
                   recompute="full", recompute_method="block", recompute_num_layers=13),

@@ -102,3 +102,19 @@ def test_a_bf16_gradient_buffer_is_emitted_as_megatron_names_it() -> None:
     assert "--grad-reduce-in-bf16" not in emit_files(data, format="megatron")["megatron_args.txt"]
     data["config"].setdefault("runtime", {})["grad_reduce_in_bf16"] = True
     assert "--grad-reduce-in-bf16" in emit_files(data, format="megatron")["megatron_args.txt"]
+
+
+def test_the_kernel_switches_are_emitted_as_megatron_names_them() -> None:
+    """Megatron-LM's defaults (null, or the default value) write nothing; the other value
+    its flag: ``--cross-entropy-loss-fusion``, ``--no-gradient-accumulation-fusion``."""
+    data = copy.deepcopy(_plan("llama-3.1-70b-64xh100", None))
+    runtime = data["config"].setdefault("runtime", {})
+    runtime.update(cross_entropy_loss_fusion=False, gradient_accumulation_fusion=True)
+    plain = emit_files(data, format="megatron")["megatron_args.txt"]
+    assert "fusion" not in plain
+    runtime.update(cross_entropy_loss_fusion=True, gradient_accumulation_fusion=False)
+    args = emit_files(data, format="megatron")["megatron_args.txt"]
+    assert "--cross-entropy-loss-fusion" in args and "--no-gradient-accumulation-fusion" in args
+    runtime["gradient_accumulation_fusion"] = "off"
+    with pytest.raises(EmitError, match="gradient_accumulation_fusion"):
+        emit_input_from_estimate(data)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
+from planner.cost.frameworks import Runtime
 from planner.errors import SpecError, UnknownNameError
 from planner.refine import RefineProblem, create_study, join_study, open_storage, parse_objectives
+from planner.refine.objective import evaluate
 
 
 def test_user_attrs_round_trip(problem: RefineProblem) -> None:
@@ -54,3 +59,20 @@ def test_cli_unknown_study_is_one_line(run_cli, storage: str) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("autopar: error: --study: no study 'nope'")
     assert result.stderr.count("\n") == 1
+
+
+def test_run_time_settings_are_stored_priced_and_fingerprinted(problem: RefineProblem) -> None:
+    """The search's run-time settings travel with the problem: each trial is priced with
+    them, a study stores them, and a problem without them keeps its old fingerprint."""
+    runtime = Runtime(expandable_segments=True, gradient_accumulation_fusion=False)
+    settled = problem.model_copy(update={"runtime": runtime})
+    old = problem.model_dump(mode="json", exclude={"framework_version", "runtime", "layer_spec"})
+    text = json.dumps(old, sort_keys=True, separators=(",", ":"))
+    assert problem.fingerprint == hashlib.sha256(text.encode()).hexdigest()
+    assert settled.fingerprint != problem.fingerprint
+    assert RefineProblem.from_user_attrs(settled.to_user_attrs(), study="s") == settled
+    layout = dict(problem.seeds[0].layout)
+    plain, priced = evaluate(problem, layout), evaluate(settled, layout)
+    assert plain.estimate is not None and priced.estimate is not None
+    assert priced.estimate.config.runtime == runtime
+    assert priced.estimate.memory.peak_gib < plain.estimate.memory.peak_gib

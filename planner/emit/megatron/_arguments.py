@@ -231,6 +231,13 @@ def _optimizer_items(plan: EmitInput) -> list[Item]:
         )
     if plan.grad_reduce_in_bf16:
         items.append(("--grad-reduce-in-bf16", (), "the gradient buffer in bf16, as planned"))
+    if plan.gradient_accumulation_fusion is False:
+        items.append((
+            "--no-gradient-accumulation-fusion", (),
+            "as planned: a hook adds each weight gradient into the fp32 main gradient",
+        ))  # fmt: skip
+    if plan.cross_entropy_loss_fusion:
+        items.append(("--cross-entropy-loss-fusion", (), "the fused cross entropy, as planned"))
     if layout.offload_optimizer_fraction > 0:
         items += [
             ("--optimizer-cpu-offload", (), ""),

@@ -89,6 +89,11 @@ MEGATRON_FLAGS: MappingProxyType[str, MegatronFlag] = MappingProxyType({
     # megatron/training/arguments.py _add_mixed_precision_args: args.grad_reduce_in_bf16
     # (validate_args then leaves accumulate_allreduce_grads_in_fp32 off)
     **_flags("switch", _ARGS + "_add_mixed_precision_args", "grad-reduce-in-bf16"),
+    # _add_network_size_args: store_false into args.gradient_accumulation_fusion (the
+    # TransformerConfig field is excluded from the generated flags for its other default)
+    **_flags("switch", _ARGS + "_add_network_size_args", "no-gradient-accumulation-fusion"),
+    # ModelParallelConfig.cross_entropy_loss_fusion (default False: a store_true flag)
+    **_flags("switch", _CONFIG, "cross-entropy-loss-fusion"),
     **_flags("float", _MEMORY, "optimizer-offload-fraction"),
     **_flags("int", _BATCH, "micro-batch-size global-batch-size seq-length "
              "max-position-embeddings train-iters"),
