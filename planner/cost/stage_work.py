@@ -176,18 +176,29 @@ def stage_times(
 
 @lru_cache(maxsize=20_000)
 def _stage_times(stage: StageTimesInput) -> StageTimes:
-    model, rates, impl, shape = stage.model.value, stage.rates.value, stage.impl, stage.shape
+    impl, shape = stage.impl, stage.shape
     recomputed = recomputed_positions(stage, len(stage.kinds))
     selective = stage.recompute == "selective"
-    totals = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     per_kind: dict[tuple[int, str], tuple[float, ...]] = {}  # spares hashing the model
+    # six running sums in locals, added layer by layer in stage order: the same float
+    # additions in the same order as summing into a list, without its indexing
+    t0 = t1 = t2 = t3 = t4 = t5 = 0.0
+    other = "selective" if selective else "none"
     for position, kind in enumerate(stage.kinds):
-        mode = "full" if position in recomputed else ("selective" if selective else "none")
+        mode = "full" if position in recomputed else other
         times = per_kind.get((kind, mode))
         if times is None:
-            times = per_kind[kind, mode] = _kind_times(model, kind, shape, impl, rates, mode)
-        for i, value in enumerate(times):
-            totals[i] += value
+            times = per_kind[kind, mode] = _kind_times(
+                stage.model, kind, shape, impl, stage.rates, mode
+            )
+        f0, f1, f2, f3, f4, f5 = times
+        t0 += f0
+        t1 += f1
+        t2 += f2
+        t3 += f3
+        t4 += f4
+        t5 += f5
+    totals = [t0, t1, t2, t3, t4, t5]
     edges = [
         name for name, present in (("embedding", stage.first), ("head", stage.last)) if present
     ]
@@ -277,15 +288,18 @@ def _launches(works: tuple[Work, ...] | list[Work], rates: Rates) -> float:
 
 @lru_cache(maxsize=8192)
 def _kind_times(
-    model: ModelSpec,
+    same_model: Same[ModelSpec],
     index: int,
     shape: LayerShape,
     impl: Implementation,
-    rates: Rates,
+    same_rates: Same[Rates],
     recompute: str,
 ) -> tuple[float, float, float, float, float, float]:
     """(forward, backward + recompute, forward GEMM, forward attention, FLOPs, launches)
-    of one layer."""
+    of one layer. The model and rates enter the cache key by identity (``Same``, as in
+    ``StageTimesInput``): hashing the whole spec and the rates' tables on every lookup
+    cost more than the lookup saved."""
+    model, rates = same_model.value, same_rates.value
     work = kind_work(model, index, shape, impl)
     forward = total_time(list(work.forward), rates)
     backward = total_time(list(work.backward), rates)

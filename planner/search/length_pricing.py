@@ -62,6 +62,18 @@ Lower bound (for the search's pruning)
     sum_k w_k LB_k with LB_k ``predict.step_lower_bound`` at grid point k (static, or the
     smaller of the static and hybrid sums): each LB_k is below T_k, so the sum is below
     the mixture.
+
+    The search computes these sums a grid point at a time (``TighteningBound``, longest
+    point first, where LB_k is largest) and only as far as the layout's place in its
+    order needs (``tabulate.bound_order``): a layout whose partial sums already rank it
+    out of the best is never bounded further. A partial sum is a true lower bound of
+    the full one, in floats too: every term is a product of non-negative numbers, so
+    non-negative; the partial and the full sums add their terms from 0 in the same
+    relative order, and a rounded addition of a non-negative number never decreases a
+    partial sum while rounding is monotone, so step by step the partial sum stays at
+    most the full one; the smaller of the two partial sums is at most the smaller of
+    the full ones. Once every term is in, the partial sums are the full sums' very
+    additions, so the bound the search orders by is exactly the one computed whole.
 """
 
 from __future__ import annotations
@@ -99,6 +111,10 @@ class Timer(Protocol):
 
     def bound(self, prepared: Prepared) -> float: ...
 
+    def quick_bound(self, prepared: Prepared) -> TighteningBound | None:
+        """``bound`` a part at a time (None: computed whole)."""
+        ...
+
     def record(self, layout: ParallelConfig) -> LengthPricing | None:
         """How a timed layout was priced, for its plan entry (None: nothing to add)."""
         ...
@@ -112,6 +128,9 @@ class _FixedLength:
 
     def bound(self, prepared: Prepared) -> float:
         return step_lower_bound(prepared)
+
+    def quick_bound(self, prepared: Prepared) -> TighteningBound | None:
+        return None
 
     def record(self, layout: ParallelConfig) -> LengthPricing | None:
         return None
@@ -231,9 +250,18 @@ class DistributionTimer:
         """(token share, the layout prepared at that grid point), shortest first; a grid
         point the layout cannot run (or that holds no tokens) is folded into the next
         longer one."""
+        return [
+            (share, self._prepared(prepared, g, at_g))
+            for share, g, at_g in self._grid_points(prepared, hybrid)
+        ]
+
+    def _grid_points(
+        self, prepared: Prepared, hybrid: bool
+    ) -> list[tuple[float, int, ParallelConfig]]:
+        """``_mixture``'s (token share, grid length, layout there), not yet prepared."""
         layout = prepared.layout
         assert layout.dp is not None
-        out: list[tuple[float, Prepared]] = []
+        out: list[tuple[float, int, ParallelConfig]] = []
         carry = 0.0
         for k in reversed(range(len(self.mix.lengths))):
             g = self.mix.lengths[k]
@@ -247,7 +275,7 @@ class DistributionTimer:
             at_g = layout.model_copy(
                 update={"cp": cp, "dp": layout.dp * layout.cp // cp, "mbs": layout.mbs * scale}
             )
-            out.append((share, self._prepared(prepared, g, at_g)))
+            out.append((share, g, at_g))
         return out
 
     def _prepared(self, prepared: Prepared, g: int, layout: ParallelConfig) -> Prepared:
@@ -319,6 +347,11 @@ class DistributionTimer:
         hybrid = sum(w * step_lower_bound(p) for w, p in self._mixture(prepared, hybrid=True))
         return min(static, hybrid)
 
+    def quick_bound(self, prepared: Prepared) -> TighteningBound:
+        """:meth:`bound`, computed a grid point at a time as the search asks
+        (``TighteningBound``)."""
+        return TighteningBound(self, prepared)
+
     def record(self, layout: ParallelConfig) -> LengthPricing | None:
         """How ``layout`` (resolved, as tabulated) was priced; None if it was not timed."""
         priced = self._priced.get(_key(layout))
@@ -358,6 +391,41 @@ class DistributionTimer:
             fixed_length_step_time_s=priced.fixed_s,
             reason=reason,
         )
+
+
+class TighteningBound:
+    """:meth:`DistributionTimer.bound` of one layout, its terms computed longest grid
+    point first, one static and one hybrid term per :meth:`tighten`; :meth:`value` is a
+    lower bound on the full bound at every stage, and equal to it (the same float) once
+    ``exact`` (module docstring: why)."""
+
+    def __init__(self, timer: DistributionTimer, prepared: Prepared) -> None:
+        self._timer, self._prepared = timer, prepared
+        self._mixtures = [timer._grid_points(prepared, hybrid=False)]
+        if timer.hybrid_blocker(prepared) is None:
+            self._mixtures.append(timer._grid_points(prepared, hybrid=True))
+        self._terms: list[list[float | None]] = [[None] * len(m) for m in self._mixtures]
+        self._done = 0
+        """Terms computed in each mixture, from its longest point (the last) down."""
+        self.exact = False
+        self.tighten()
+
+    def tighten(self) -> None:
+        """Compute the next grid point's term of each mixture not yet complete."""
+        for points, terms in zip(self._mixtures, self._terms, strict=True):
+            if self._done < len(points):
+                i = len(points) - 1 - self._done
+                share, g, at_g = points[i]
+                # the expression of ``DistributionTimer.bound``'s sums, so the same float
+                terms[i] = share * step_lower_bound(self._timer._prepared(self._prepared, g, at_g))
+        self._done += 1
+        self.exact = all(self._done >= len(points) for points in self._mixtures)
+
+    def value(self) -> float:
+        """The smaller of the mixtures' sums over their computed terms, in the full sums'
+        order (shortest point first, from 0, as ``sum``)."""
+        sums = [sum(t for t in terms if t is not None) for terms in self._terms]
+        return sums[0] if len(sums) == 1 else min(sums[0], sums[1])
 
 
 def _key(layout: ParallelConfig) -> str:

@@ -59,7 +59,7 @@ from planner.accuracy import (
 from planner.predict import Estimate
 from planner.search.length_pricing import FIXED_LENGTH, Timer
 from planner.search.results import RobustChoice, Uncertainty
-from planner.search.tabulate import Row
+from planner.search.tabulate import Row, bound_order
 
 RISKS = ("averse", "neutral")
 CP_PAYS_FROM_TOKENS = 16_384
@@ -147,7 +147,7 @@ def best_conventional(
         return key(row, row.step_s if row.time is not None else (row.step_bound_s or 0.0))
 
     best: list[tuple[float, int, Row]] = []
-    for position, row in enumerate(sorted(fitting, key=bound)):
+    for position, row in enumerate(bound_order(fitting, bound)):  # ``sorted``'s order
         if len(best) >= keep and bound(row) > best[-1][0]:
             break
         if row.time is None:  # ``timer``: the fixed length, or a distribution's mix

@@ -23,8 +23,9 @@ The candidates come already checked against the framework rules
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from planner.cost.expert_load import ExpertLoadFactors, ExpertLoadSource
@@ -42,7 +43,7 @@ from planner.predict import (
 )
 from planner.predict import time_report as predict_time
 from planner.search.bounds import pipeline_lower_bound
-from planner.search.length_pricing import FIXED_LENGTH, Timer
+from planner.search.length_pricing import FIXED_LENGTH, TighteningBound, Timer
 from planner.search.progress import Tracker
 from planner.specs.hardware import ClusterSpec
 from planner.specs.layout import ParallelConfig
@@ -80,6 +81,10 @@ class Row:
     pipeline_bound_s: float | None = None
     """The tighter bound that counts the pipeline's fill and drain (``search.bounds``),
     where it was needed to defer the row."""
+    bound_refiner: TighteningBound | None = None
+    """Set while ``step_bound_s`` is a partial bound (``Timer.quick_bound``), below the
+    full one: ``refine_bound`` tightens it. ``bound_order`` tightens only the rows that
+    come to the front of the order."""
     deferred: bool = False
     """Among the contenders the compute bound let through, but proven out of the best
     by ``pipeline_bound_s``: not timed (``time`` None) unless something needs its step
@@ -90,6 +95,14 @@ class Row:
         if self.time is None:
             self.time = predict_time(self.prepared)
         self.deferred = False
+
+    def refine_bound(self) -> None:
+        """Tighten a partial ``step_bound_s`` a step (the full bound in the end)."""
+        if self.bound_refiner is not None:
+            self.bound_refiner.tighten()
+            self.step_bound_s = _margined(self.bound_refiner.value())
+            if self.bound_refiner.exact:
+                self.bound_refiner = None
 
     @property
     def bounded(self) -> bool:
@@ -314,8 +327,13 @@ def _time_contenders(
     for row in fitting:
         # the step is rounded to 1e-6 s in the report and the bound's sums run in
         # another order: both margins keep the bound below the reported step
-        row.step_bound_s = _margined(timer.bound(row.prepared))
-    order = sorted(fitting, key=lambda row: ranking.key(row, row.step_bound_s or 0.0))
+        quick = timer.quick_bound(row.prepared)
+        if quick is None:
+            row.step_bound_s = _margined(timer.bound(row.prepared))
+        else:  # ``_margined`` is non-decreasing: a partial bound stays below the full
+            row.step_bound_s = _margined(quick.value())
+            row.bound_refiner = None if quick.exact else quick
+    order = bound_order(fitting, lambda row: ranking.key(row, row.step_bound_s or 0.0))
     best = sorted(ranking.incumbents)[: ranking.keep]
     prune = True
     deferred: list[Row] = []
@@ -347,6 +365,29 @@ def _time_contenders(
         if ranking.admits(row):
             best = sorted([*best, ranking.key(row, row.step_s)])[: ranking.keep]
     return Table(rows=rows, complete=True)
+
+
+def bound_order(rows: list[Row], key: Callable[[Row], float]) -> Iterator[Row]:
+    """``rows`` in the order of ``sorted(rows, key=key)`` with every row's full bound,
+    tightening (``Row.refine_bound``) only the rows that come to the front; the caller
+    may stop early, and the rows it did not reach keep their partial bound.
+
+    Exact: ``key`` is non-decreasing in the row's bound and a partial bound is at most
+    the full one, so each heap entry (key, position) is at most the row's final one. A
+    refined row popped from the heap is therefore the least of every remaining row's
+    final (key, position): the next one in the stable sort's order, ties in list order.
+    ``key`` is read when a row enters the heap: the caller must not change a row's
+    bound or time while it is waiting (as ``sorted`` reads each key once)."""
+    heap = [(key(row), position) for position, row in enumerate(rows)]
+    heapq.heapify(heap)
+    while heap:
+        _, position = heapq.heappop(heap)
+        row = rows[position]
+        if row.bound_refiner is not None:
+            row.refine_bound()
+            heapq.heappush(heap, (key(row), position))
+            continue
+        yield row
 
 
 def _margined(bound_s: float) -> float:

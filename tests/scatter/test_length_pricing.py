@@ -168,3 +168,63 @@ def test_deepspeed_runs_static_cp_and_says_why() -> None:
     assert pricing is not None and pricing.method == "static"
     assert pricing.hybrid_step_time_s is None
     assert "DeepSpeed has no hybrid context parallel" in pricing.reason
+
+
+def test_the_tightening_bound_stays_below_the_full_bound_and_ends_equal_to_it() -> None:
+    from planner.predict import prepare
+
+    cluster = load_cluster("hgx-h200", gpus=8)
+    workload = _workload(8192, 16)
+    timer = DistributionTimer(length_mix([8192, 3000, 700, 300] * 8, max_len=8192, source="t"))
+    layouts = [
+        ParallelConfig(tp=1, cp=4, pp=1, mbs=1, dp=2),  # static and hybrid sums
+        ParallelConfig(tp=2, cp=2, pp=2, mbs=1, dp=1),  # static only (pp > 1)
+    ]
+    for layout in layouts:
+        prepared = prepare(model=MODEL, cluster=cluster, workload=workload, layout=layout)
+        full = timer.bound(prepared)
+        partial = timer.quick_bound(prepared)
+        while not partial.exact:
+            assert partial.value() <= full
+            partial.tighten()
+        assert partial.value() == full  # the same float, not approximately
+
+
+def test_bound_order_is_the_sorted_order_with_partial_bounds() -> None:
+    from dataclasses import dataclass
+
+    from planner.search.tabulate import bound_order
+
+    @dataclass
+    class Partial:  # a bound reached in steps of its (random) parts
+        parts: list[float]
+        done: int = 1
+        exact: bool = False
+
+        def value(self) -> float:
+            return sum(self.parts[: self.done])
+
+        def tighten(self) -> None:
+            self.done += 1
+            self.exact = self.done >= len(self.parts)
+
+    @dataclass
+    class FakeRow:
+        bound_refiner: Partial | None
+        step_bound_s: float
+
+        def refine_bound(self) -> None:
+            assert self.bound_refiner is not None
+            self.bound_refiner.tighten()
+            self.step_bound_s = self.bound_refiner.value()
+            if self.bound_refiner.exact:
+                self.bound_refiner = None
+
+    rng = random.Random(7)
+    for _ in range(50):
+        parts = [[rng.choice([0.0, 1.0, 2.0, 0.5]) for _ in range(3)] for _ in range(12)]
+        rows = [FakeRow(Partial(p), p[0]) for p in parts]
+        expected = sorted(range(12), key=lambda i: sum(parts[i]))
+        index = {id(row): i for i, row in enumerate(rows)}
+        got = [index[id(row)] for row in bound_order(rows, lambda row: row.step_bound_s)]
+        assert got == expected
