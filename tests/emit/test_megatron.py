@@ -460,6 +460,7 @@ NOT_TRANSFORMER_CONFIG = {
     "--train-iters", "--lr", "--save", "--load", "--save-interval", "--log-interval",
     "--log-throughput", "--swiglu", "--squared-relu", "--disable-bias-linear",
     "--moe-layer-freq", "--cp-comm-type", "--no-rope-fusion", "--grad-reduce-in-bf16",
+    "--transformer-impl", "--no-gradient-accumulation-fusion",
 }  # fmt: skip
 # flag -> TransformerConfig field, where ArgumentGroupFactory (megatron/training/
 # argument_utils.py) does not spell the field as the flag
@@ -470,6 +471,7 @@ RENAMED = {
     "--num-virtual-stages-per-pipeline-rank": "virtual_pipeline_model_parallel_size",
     "--decoder-first-pipeline-num-layers": "num_layers_in_first_pipeline_stage",
     "--decoder-last-pipeline-num-layers": "num_layers_in_last_pipeline_stage",
+    "--microbatch-group-size-per-virtual-pipeline-stage": "microbatch_group_size_per_vp_stage",
 }
 
 
@@ -493,6 +495,8 @@ def megatron_core_configs(plan: EmitInput) -> dict[str, Any]:
         value = (
             list(values)
             if kind == "list"
+            else [int(value) for value in values]
+            if kind == "ints"
             else {"switch": lambda _: True, "int": int, "float": float, "str": str}[kind](
                 values[0] if values else None
             )
@@ -504,6 +508,8 @@ def megatron_core_configs(plan: EmitInput) -> dict[str, Any]:
         kwargs["activation_func"] = squared_relu
     kwargs["add_bias_linear"] = "--disable-bias-linear" not in given
     kwargs["apply_rope_fusion"] = "--no-rope-fusion" not in given  # argparse's default: on
+    # --no-gradient-accumulation-fusion is the store_false of TransformerConfig's field
+    kwargs["gradient_accumulation_fusion"] = "--no-gradient-accumulation-fusion" not in given
     if "--cp-comm-type" in given:
         kwargs["cp_comm_type"] = given["--cp-comm-type"][0]
     if "--moe-layer-freq" in given:
