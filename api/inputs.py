@@ -180,6 +180,17 @@ class EstimateCall:
         """Fused attention: the body's, off under the local layer spec."""
         return layer_spec_of(self.body)[1]
 
+    @property
+    def runtime(self) -> Runtime:
+        """The body's run-time settings (attention backend, allocator, Megatron switches)."""
+        return Runtime(
+            attention_backend=self.body.attention_backend,
+            expandable_segments=self.body.expandable_segments,
+            grad_reduce_in_bf16=self.body.grad_reduce_in_bf16,
+            cross_entropy_loss_fusion=self.body.cross_entropy_loss_fusion,
+            gradient_accumulation_fusion=self.body.gradient_accumulation_fusion,
+        )
+
     def run(self) -> Estimate:
         """``planner.estimate`` on the resolved inputs; with ``memplan``, its memory
         section simulated as ``autopar estimate --memplan`` does."""
@@ -191,13 +202,7 @@ class EstimateCall:
             "framework": self.body.framework,
             "state_layout_name": self.body.state_layout,
             "flash_attention": self.flash_attention,
-            "runtime": Runtime(
-                attention_backend=self.body.attention_backend,
-                expandable_segments=self.body.expandable_segments,
-                grad_reduce_in_bf16=self.body.grad_reduce_in_bf16,
-                cross_entropy_loss_fusion=self.body.cross_entropy_loss_fusion,
-                gradient_accumulation_fusion=self.body.gradient_accumulation_fusion,
-            ),
+            "runtime": self.runtime,
             "layer_spec": self.layer_spec,
         }
         if not self.body.memplan:

@@ -10,6 +10,7 @@ one placement per stage and, under a budget, one recompute/offload choice per st
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from typing import Any, Literal
 
 from pydantic import Field
@@ -18,6 +19,7 @@ from api import limits as L
 from api.inputs import prepare_estimate
 from api.schemas import EstimateRequest
 from api.store import ModelStore
+from planner.cost.frameworks import DEFAULT_RUNTIME, Runtime
 from planner.emit.base import autopar_version
 from planner.errors import SpecError
 from planner.memplan import memplan
@@ -53,6 +55,10 @@ class MemoryPlanRequest(EstimateRequest):
     )
 
 
+RUNTIME_FIELDS = tuple(field.name for field in fields(Runtime))
+"""The ``Runtime`` settings a memory-plan job records (each only where not the default)."""
+
+
 def memory_plan_inputs(
     body: MemoryPlanRequest, models: ModelStore, *, max_time_limit_s: float
 ) -> tuple[dict[str, Any], int]:
@@ -63,7 +69,7 @@ def memory_plan_inputs(
     prepare(  # every layout rule, now rather than in the worker
         model=call.model, cluster=call.cluster, workload=call.workload, layout=layout,
         framework=body.framework, state_layout_name=body.state_layout,
-        flash_attention=call.flash_attention, layer_spec=call.layer_spec,
+        flash_attention=call.flash_attention, runtime=call.runtime, layer_spec=call.layer_spec,
     )  # fmt: skip
     if body.stage is not None and body.stage >= layout.pp:
         raise SpecError(f"stage: {body.stage} is not a pipeline stage of pp {layout.pp}")
@@ -81,12 +87,14 @@ def memory_plan_inputs(
         "budget_gib": body.budget_gib,
         "time_limit_s": min(body.time_limit, max_time_limit_s),
     }
-    if body.attention_backend is not None:  # absent unless given: older hashes stay valid
-        inputs["attention_backend"] = body.attention_backend
+    # run-time settings only where they differ from the defaults: older hashes stay valid
+    inputs.update(
+        (name, value)
+        for name, value in asdict(call.runtime).items()
+        if value != getattr(DEFAULT_RUNTIME, name)
+    )
     if body.layer_spec is not None:  # likewise
         inputs["layer_spec"] = call.layer_spec
-    if body.expandable_segments:  # likewise
-        inputs["expandable_segments"] = True
     stages = 1 if body.stage is not None else layout.pp
     return json.loads(json.dumps(inputs)), stages
 
@@ -104,9 +112,8 @@ def run_memory_plan(inputs: dict[str, Any]) -> dict[str, Any]:
         framework=inputs["framework"],
         state_layout_name=inputs["state_layout"],
         flash_attention=inputs["flash_attention"],
-        attention_backend=inputs.get("attention_backend"),
+        runtime=Runtime(**{name: inputs[name] for name in RUNTIME_FIELDS if name in inputs}),
         layer_spec=inputs.get("layer_spec", "transformer_engine"),
-        expandable_segments=inputs.get("expandable_segments", False),
         stage=inputs["stage"],
         budget_gib=inputs["budget_gib"],
         time_limit_s=max(0.1, 0.8 * inputs["time_limit_s"] / calls),

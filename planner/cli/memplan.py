@@ -54,7 +54,7 @@ from planner.cli.layout_options import (
 )
 from planner.cli.output import console, print_json
 from planner.cli.plan import check_emit
-from planner.cost.frameworks import layer_spec_choice
+from planner.cost.frameworks import Runtime, layer_spec_choice
 from planner.errors import SpecError
 from planner.memplan import MemoryPlan, memplan, memplan_snapshot
 from planner.memplan.launch import check_launch_layout, launch_files
@@ -194,7 +194,7 @@ def memplan_command(
         inputs = {
             "model": model_spec, "cluster": cluster_spec, "workload": workload,
             "layout": layout, "framework": framework, "state_layout_name": state_layout,
-            "flash_attention": flash_attention, "attention_backend": backend,
+            "flash_attention": flash_attention, "runtime": Runtime(attention_backend=backend),
             "layer_spec": layer_spec,
         }  # fmt: skip
         result = memplan(**inputs, stage=stage, budget_gib=budget_gib, time_limit_s=time_limit)

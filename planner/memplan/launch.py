@@ -9,7 +9,7 @@ what was mapped to the framework's nearest setting.
 
 from __future__ import annotations
 
-from planner.cost.frameworks import AttentionBackend, Framework, LayerSpec, Runtime
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.emit import ActivationMemory, emit_files
 from planner.errors import SpecError
 from planner.memplan.plan import MemoryPlan
@@ -42,7 +42,7 @@ def launch_files(
     framework: Framework = "megatron",
     state_layout_name: str | None = None,
     flash_attention: bool = True,
-    attention_backend: AttentionBackend | None = None,
+    runtime: Runtime = DEFAULT_RUNTIME,
     layer_spec: LayerSpec = "transformer_engine",
 ) -> dict[str, str]:
     """File name -> contents of ``emitter``'s launch files with ``result``'s setting.
@@ -70,8 +70,7 @@ def launch_files(
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=setting.layout(layout),
         framework=framework, state_layout_name=state_layout_name,
-        flash_attention=flash_attention, runtime=Runtime(attention_backend=attention_backend),
-        layer_spec=layer_spec,
+        flash_attention=flash_attention, runtime=runtime, layer_spec=layer_spec,
     )  # fmt: skip
     estimate = assemble(prepared, memory_stages(prepared), time_report(prepared))
     memory = ActivationMemory(

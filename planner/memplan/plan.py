@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from planner.cost.frameworks import AttentionBackend, Framework, LayerSpec, Runtime
+from planner.cost.frameworks import DEFAULT_RUNTIME, Framework, LayerSpec, Runtime
 from planner.cost.memory import gib
 from planner.errors import SpecError
 from planner.memplan.analysis import TraceAnalysis, allocator_advice, analyse, fragmentation
@@ -119,12 +119,11 @@ def memplan(
     framework: Framework = "megatron",
     state_layout_name: str | None = None,
     flash_attention: bool = True,
-    attention_backend: AttentionBackend | None = None,
+    runtime: Runtime = DEFAULT_RUNTIME,
     layer_spec: LayerSpec = "transformer_engine",
     stage: int | None = None,
     budget_gib: float | None = None,
     time_limit_s: float = 10.0,
-    expandable_segments: bool = False,
 ) -> MemoryPlan:
     """Peak memory of one GPU of each pipeline stage (or only ``stage``) four ways, and
     under ``budget_gib`` the cheapest recompute/offload choice (module docstring).
@@ -134,9 +133,7 @@ def memplan(
     prepared = prepare(
         model=model, cluster=cluster, workload=workload, layout=layout, framework=framework,
         state_layout_name=state_layout_name, flash_attention=flash_attention,
-        runtime=Runtime(attention_backend=attention_backend,
-                        expandable_segments=expandable_segments),
-        layer_spec=layer_spec,
+        runtime=runtime, layer_spec=layer_spec,
     )  # fmt: skip
     pp = prepared.layout.pp
     if stage is not None and not 0 <= stage < pp:
